@@ -1,0 +1,180 @@
+//! The command line of `bandsync-local`: `serve` (the default) and `token`.
+
+use crate::stack::{LocalStack, StackConfig, token_key};
+use anyhow::Context;
+use bandsync::model::{BandId, SourceId};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bandsync-local",
+    version,
+    about = "The bandsync pipeline on 127.0.0.1: no AWS account, no network"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the local stack (what no subcommand does too).
+    Serve,
+    /// Print a member token for the local stack (HS256, signed with the data dir's secret).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the store, the queues and the token secret live.
+    #[arg(
+        long,
+        env = "BANDSYNC_DATA_DIR",
+        default_value = ".bandsync",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// The HTTP API (webhooks, /sync/*).
+    #[arg(long, env = "BANDSYNC_HTTP_ADDR", default_value = "127.0.0.1:8787")]
+    pub http_addr: SocketAddr,
+    /// The WebSocket API and its @connections endpoint.
+    #[arg(long, env = "BANDSYNC_WS_ADDR", default_value = "127.0.0.1:8788")]
+    pub ws_addr: SocketAddr,
+    /// The band whose folder is synced.
+    #[arg(long, env = "BANDSYNC_BAND", default_value = "demo")]
+    pub band: String,
+    /// The watched folder (the band's folder source).
+    #[arg(long, env = "BANDSYNC_FOLDER", default_value = "bandsync-demo")]
+    pub folder: PathBuf,
+    /// File extensions that sync (comma-separated); empty for every file.
+    #[arg(
+        long,
+        env = "BANDSYNC_FILE_TYPES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub file_types: Vec<String>,
+    /// HS256 secret for member tokens (default: generated into the data dir).
+    #[arg(long, env = "BANDSYNC_JWT_SECRET", global = true)]
+    pub jwt_secret: Option<String>,
+    /// Close idle WebSocket connections after this many seconds (API Gateway: 600).
+    #[arg(long, env = "BANDSYNC_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    pub idle_timeout_secs: u64,
+    /// Close every WebSocket connection after this many seconds (API Gateway: 7200).
+    #[arg(long, env = "BANDSYNC_MAX_CONNECTION_SECS", default_value_t = 7200)]
+    pub max_connection_secs: u64,
+    /// Write CloudWatch EMF metric lines to stdout (off locally by default).
+    #[arg(long, env = "BANDSYNC_EMF")]
+    pub emf: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The member (`sub`).
+    #[arg(long, default_value = "dev")]
+    pub user: String,
+    /// Bands the member belongs to (repeat or comma-separate).
+    #[arg(long = "band", value_delimiter = ',', default_value = "demo")]
+    pub bands: Vec<String>,
+    /// Lifetime in hours.
+    #[arg(long, default_value_t = 12)]
+    pub hours: i64,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("BANDSYNC_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Token(args)) => {
+            let key = token_key(&cli.serve.data_dir, cli.serve.jwt_secret.as_deref())?;
+            for b in &args.bands {
+                BandId::parse(b)?;
+            }
+            let bands: Vec<&str> = args.bands.iter().map(String::as_str).collect();
+            println!(
+                "{}",
+                key.mint(
+                    &args.user,
+                    &bands,
+                    chrono::Utc::now(),
+                    chrono::Duration::hours(args.hours)
+                )
+            );
+            Ok(())
+        }
+        None | Some(Command::Serve) => serve(cli.serve).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    bandsync::metrics::set_enabled(args.emf);
+    let cwd = std::env::current_dir()?;
+    let mut cfg = StackConfig::demo(&cwd);
+    cfg.data_dir = args.data_dir;
+    cfg.http_addr = args.http_addr;
+    cfg.ws_addr = args.ws_addr;
+    cfg.band = BandId::parse(&args.band)?;
+    cfg.source = SourceId::parse("folder")?;
+    cfg.folder = args.folder;
+    cfg.file_types = args
+        .file_types
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+    cfg.jwt_secret = args.jwt_secret;
+    cfg.limits.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    cfg.limits.max_duration = Duration::from_secs(args.max_connection_secs);
+    let stack = LocalStack::start(cfg)
+        .await
+        .context("starting the local stack")?;
+    let folder = stack
+        .config
+        .folder
+        .canonicalize()
+        .unwrap_or(stack.config.folder.clone());
+    println!("bandsync local stack is up");
+    println!(
+        "  HTTP API        {}  (GET {}/sync/health)",
+        stack.http_url, stack.http_url
+    );
+    println!("  WebSocket API   {}?token=<token>", stack.ws_url);
+    println!(
+        "  @connections    {}/@connections/<id>",
+        stack.management_url
+    );
+    println!(
+        "  watched folder  {}  (band {}, source folder)",
+        folder.display(),
+        stack.config.band
+    );
+    println!("  data            {}", stack.config.data_dir.display());
+    println!(
+        "  a token:        {}",
+        stack.token("dev", &[stack.config.band.as_str()])
+    );
+    println!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("stopping");
+    stack.shutdown().await;
+    Ok(())
+}

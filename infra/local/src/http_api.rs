@@ -1,0 +1,202 @@
+//! The HTTP API as API Gateway's HTTP API (payload v2) presents it: each request becomes
+//! an `ApiGatewayV2httpRequest` for the same handler the Lambda runs, and the handler's
+//! `ApiGatewayV2httpResponse` becomes the HTTP response.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// HTTP API's payload limit.
+pub const MAX_BODY: usize = 10 * 1024 * 1024;
+
+pub type HttpHandler = Arc<
+    dyn Fn(ApiGatewayV2httpRequest) -> BoxFuture<'static, ApiGatewayV2httpResponse> + Send + Sync,
+>;
+
+/// Integrations by path prefix, as template.yaml routes them.
+#[derive(Clone)]
+pub struct HttpApi {
+    pub webhook: HttpHandler,
+    pub api: HttpHandler,
+}
+
+impl HttpApi {
+    pub fn router(self) -> Router {
+        Router::new().fallback(serve).with_state(self)
+    }
+}
+
+fn not_found() -> Response {
+    let mut r = (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The route key template.yaml declares for a path (for handlers that read it).
+fn route_key(method: &str, path: &str) -> Option<String> {
+    let template = match path.trim_end_matches('/') {
+        "/webhooks/google" | "/webhooks/folder" | "/sync/status" | "/sync/trigger"
+        | "/sync/operations" | "/sync/health" | "/sync/stats" => {
+            path.trim_end_matches('/').to_owned()
+        }
+        p if p.starts_with("/sync/operations/") && p.matches('/').count() == 3 => {
+            "/sync/operations/{id}".to_owned()
+        }
+        _ => return None,
+    };
+    Some(format!("{method} {template}"))
+}
+
+async fn serve(
+    State(api): State<HttpApi>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let Some(route_key) = route_key(parts.method.as_str(), &path) else {
+        return not_found();
+    };
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        let mut r = (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"message":"Request Entity Too Large"}"#,
+        )
+            .into_response();
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        return r;
+    };
+    let mut req = ApiGatewayV2httpRequest::default();
+    req.version = Some("2.0".into());
+    req.route_key = Some(route_key.clone());
+    req.raw_path = Some(path.clone());
+    req.raw_query_string = Some(parts.uri.query().unwrap_or_default().to_owned());
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| url_decode_pairs(q).into_iter().collect())
+        .unwrap_or_default();
+    req.query_string_parameters = query.into();
+    if let Some(id) = path.strip_prefix("/sync/operations/") {
+        req.path_parameters.insert("id".into(), id.to_owned());
+    }
+    req.headers = parts.headers;
+    let ctx = &mut req.request_context;
+    ctx.route_key = Some(route_key);
+    ctx.stage = Some("$default".into());
+    ctx.request_id = Some(uuid::Uuid::new_v4().to_string());
+    ctx.apiid = Some("local".into());
+    ctx.time_epoch = chrono::Utc::now().timestamp_millis();
+    ctx.http.method = parts.method;
+    ctx.http.path = Some(path.clone());
+    ctx.http.protocol = Some("HTTP/1.1".into());
+    ctx.http.source_ip = Some(peer.ip().to_string());
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => req.body = (!text.is_empty()).then_some(text),
+        Err(_) => {
+            use base64::Engine;
+            req.body = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+            req.is_base64_encoded = true;
+        }
+    }
+    let handler = if path.starts_with("/webhooks/") {
+        &api.webhook
+    } else {
+        &api.api
+    };
+    into_response(handler(req).await)
+}
+
+fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1])
+                .zip(hex(bytes[i + 2]))
+                .map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match (decoded, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn into_response(resp: ApiGatewayV2httpResponse) -> Response {
+    let status = StatusCode::from_u16(u16::try_from(resp.status_code).unwrap_or(500))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match resp.body {
+        Some(LambdaBody::Text(t)) => Body::from(t),
+        Some(LambdaBody::Binary(b)) => Body::from(b),
+        _ => Body::empty(),
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = resp.headers;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_query_decoding() {
+        assert_eq!(
+            route_key("GET", "/sync/operations/abc").as_deref(),
+            Some("GET /sync/operations/{id}")
+        );
+        assert_eq!(
+            route_key("POST", "/webhooks/google").as_deref(),
+            Some("POST /webhooks/google")
+        );
+        assert_eq!(route_key("GET", "/nope"), None);
+        assert_eq!(route_key("GET", "/sync/operations/a/b"), None);
+        assert_eq!(
+            url_decode_pairs("band=demo&name=a%20b+c&x=%zz&flag"),
+            vec![
+                ("band".into(), "demo".into()),
+                ("name".into(), "a b c".into()),
+                ("x".into(), "%zz".into()),
+                ("flag".into(), "".into())
+            ]
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

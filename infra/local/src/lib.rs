@@ -1,0 +1,10 @@
+//! The bandsync local stack: the whole system on one machine, no AWS account, no network.
+//! See [`stack::LocalStack`].
+
+pub mod cli;
+pub mod gateway;
+pub mod http_api;
+pub mod pollers;
+pub mod stack;
+
+pub use stack::{LocalStack, RunningStack, StackConfig};

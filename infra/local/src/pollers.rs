@@ -1,0 +1,80 @@
+//! Lambda's SQS event source mapping, locally: receive batches, hand them to the
+//! function's handler as an `SqsEvent`, delete what succeeded, leave the reported
+//! failures to come back after the visibility timeout (or to the dead-letter queue).
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use bandsync::adapters::local::{EmbeddedQueue, ReceivedMessage};
+use futures_util::future::BoxFuture;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type SqsHandler = Arc<dyn Fn(SqsEvent) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
+
+/// Longest wait on an empty queue before looking again (visibility expiry wakes nobody).
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// SQS's largest batch for FIFO queues.
+pub const BATCH: usize = 10;
+
+fn to_sqs_message(queue: &str, m: &ReceivedMessage) -> SqsMessage {
+    let mut msg = SqsMessage::default();
+    msg.message_id = Some(m.message_id.clone());
+    msg.receipt_handle = Some(m.receipt_handle.clone());
+    msg.body = Some(m.body.clone());
+    msg.event_source = Some("aws:sqs".into());
+    msg.event_source_arn = Some(format!("arn:aws:sqs:local:000000000000:{queue}"));
+    msg.aws_region = Some("local".into());
+    msg.attributes = HashMap::from([
+        ("MessageGroupId".to_owned(), m.group.clone()),
+        ("MessageDeduplicationId".to_owned(), m.dedup_id.clone()),
+        (
+            "ApproximateReceiveCount".to_owned(),
+            m.receive_count.to_string(),
+        ),
+        (
+            "SentTimestamp".to_owned(),
+            m.sent_at.timestamp_millis().to_string(),
+        ),
+    ]);
+    msg
+}
+
+/// Receive one batch and run it. Returns how many messages were handed to the handler.
+pub async fn poll_once(queue: &EmbeddedQueue, handler: &SqsHandler) -> anyhow::Result<usize> {
+    let received = queue.receive(BATCH).await?;
+    if received.is_empty() {
+        return Ok(0);
+    }
+    let name = queue.config().name.clone();
+    let mut event = SqsEvent::default();
+    event.records = received.iter().map(|m| to_sqs_message(&name, m)).collect();
+    let response = handler(event).await;
+    let failed: HashSet<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    for m in &received {
+        if !failed.contains(m.message_id.as_str()) {
+            queue.delete(&m.receipt_handle).await?;
+        }
+    }
+    Ok(received.len())
+}
+
+/// Poll forever (until the task is aborted).
+pub async fn run(queue: Arc<EmbeddedQueue>, handler: SqsHandler) {
+    let wake = queue.wake_handle();
+    loop {
+        match poll_once(&queue, &handler).await {
+            Ok(0) => {
+                let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(queue = %queue.config().name, error = ?e, "poller failed; retrying");
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The whole pipeline on 127.0.0.1: the HTTP API, the WebSocket API with its
+//! @connections endpoint, the queues and their pollers, the folder watcher, all on the
+//! embedded store. `LocalStack::start` is what `bandsync-local` runs and what the
+//! end-to-end tests start in-process on free ports.
+
+use crate::gateway::{Gateway, Limits, LocalPusher, Registry, RouteHandler, Routes};
+use crate::http_api::{HttpApi, HttpHandler};
+use crate::pollers::{self, SqsHandler};
+use anyhow::Context;
+use bandsync::adapters::local::watcher::{self, FolderWatch};
+use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
+use bandsync::api::Api;
+use bandsync::auth::TokenKey;
+use bandsync::broadcast::Broadcaster;
+use bandsync::model::*;
+use bandsync::ports::*;
+use bandsync::publish::Publisher;
+use bandsync::sync::SyncWorker;
+use bandsync::webhook::{self, WebhookIntake};
+use bandsync::ws_connect::WsConnect;
+use bandsync::ws_disconnect::WsDisconnect;
+use bandsync::ws_message::WsMessage;
+use futures_util::FutureExt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Everything the local stack can be told. `StackConfig::demo` is the embedded default.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub stage: String,
+    pub band: BandId,
+    pub source: SourceId,
+    /// The watched folder of the band's folder source.
+    pub folder: PathBuf,
+    /// File extensions that sync; empty for every file.
+    pub file_types: Vec<String>,
+    /// HS256 secret for member tokens; generated into the data dir when absent.
+    pub jwt_secret: Option<String>,
+    pub limits: Limits,
+    pub visibility_timeout: Duration,
+    pub max_receive_count: u32,
+    pub debounce: Duration,
+    /// Periodic reconciliation of every source (push is lossy); None disables it.
+    pub reconcile_every: Option<Duration>,
+    /// How long the channel log keeps events for `resume`.
+    pub retention: Duration,
+    /// Start the queue pollers (tests turn them off to leave messages queued).
+    pub workers: bool,
+    pub pollers_per_queue: usize,
+}
+
+impl StackConfig {
+    /// The demo: data in `<base>/.bandsync`, band `demo` syncing `<base>/bandsync-demo`.
+    pub fn demo(base: &Path) -> Self {
+        Self {
+            data_dir: base.join(".bandsync"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            ws_addr: SocketAddr::from(([127, 0, 0, 1], 8788)),
+            stage: "local".into(),
+            band: BandId::parse("demo").expect("valid band id"),
+            source: SourceId::parse("folder").expect("valid source id"),
+            folder: base.join("bandsync-demo"),
+            file_types: vec![],
+            jwt_secret: None,
+            limits: Limits::default(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+            debounce: Duration::from_millis(30),
+            reconcile_every: Some(Duration::from_secs(300)),
+            retention: Duration::from_secs(24 * 3600),
+            workers: true,
+            pollers_per_queue: 2,
+        }
+    }
+}
+
+/// The secret for member tokens: configured, or kept in the data dir so tokens survive restarts.
+pub fn token_key(data_dir: &Path, configured: Option<&str>) -> anyhow::Result<TokenKey> {
+    if let Some(secret) = configured {
+        return Ok(TokenKey::new(secret));
+    }
+    let path = data_dir.join("jwt-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(TokenKey::new(secret.trim()));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(TokenKey::new(secret))
+}
+
+/// A running local stack. Drop or `shutdown` it to stop.
+pub struct RunningStack {
+    pub http_url: String,
+    pub ws_url: String,
+    /// The endpoint URL for the apigatewaymanagement client (`.../<stage>`).
+    pub management_url: String,
+    pub tokens: TokenKey,
+    pub store: Arc<EmbeddedStore>,
+    pub sync_queue: Arc<EmbeddedQueue>,
+    pub sync_dlq: Arc<EmbeddedQueue>,
+    pub broadcast_queue: Arc<EmbeddedQueue>,
+    pub broadcast_dlq: Arc<EmbeddedQueue>,
+    pub registry: Registry,
+    pub config: StackConfig,
+    servers: Vec<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    tasks: Vec<JoinHandle<()>>,
+    _watch: Option<FolderWatch>,
+}
+
+impl Drop for RunningStack {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for (_, server) in &self.servers {
+            server.abort();
+        }
+    }
+}
+
+impl RunningStack {
+    /// Close every socket (1001, as API Gateway does when it goes away), stop serving,
+    /// stop the pollers and the watcher.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.registry.close_all();
+        for (stop, server) in self.servers.drain(..) {
+            let _ = stop.send(());
+            if tokio::time::timeout(Duration::from_secs(3), server)
+                .await
+                .is_err()
+            {
+                tracing::warn!("server did not stop in time");
+            }
+        }
+    }
+
+    /// A member token, as `bandsync-local token` prints it.
+    pub fn token(&self, user: &str, bands: &[&str]) -> String {
+        self.tokens
+            .mint(user, bands, chrono::Utc::now(), chrono::Duration::hours(12))
+    }
+}
+
+struct QueueHealth(Arc<EmbeddedQueue>);
+
+#[async_trait::async_trait]
+impl HealthCheck for QueueHealth {
+    async fn check(&self) -> PortResult<()> {
+        self.0.depth().await.map(|_| ())
+    }
+}
+
+fn queue_pair(
+    store: &EmbeddedStore,
+    name: &str,
+    cfg: &StackConfig,
+    clock: &Arc<dyn Clock>,
+) -> (Arc<EmbeddedQueue>, Arc<EmbeddedQueue>) {
+    let dlq_name = format!("{name}-dlq");
+    let mut qc = QueueConfig::new(name).with_dead_letter(&dlq_name);
+    qc.visibility_timeout = cfg.visibility_timeout;
+    qc.max_receive_count = cfg.max_receive_count;
+    let queue = Arc::new(EmbeddedQueue::new(store.db(), qc, clock.clone()));
+    let dlq = Arc::new(EmbeddedQueue::new(
+        store.db(),
+        QueueConfig::new(dlq_name),
+        clock.clone(),
+    ));
+    (queue, dlq)
+}
+
+async fn serve(
+    router: axum::Router,
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    SocketAddr,
+    (tokio::sync::oneshot::Sender<()>, JoinHandle<()>),
+)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "server failed");
+        }
+    });
+    Ok((bound, (stop, task)))
+}
+
+/// Make sure the band, its folder source and the folder's watch channel exist.
+async fn provision(
+    store: &EmbeddedStore,
+    cfg: &StackConfig,
+    folder: &Path,
+    channel_id: &str,
+    token: &str,
+) -> anyhow::Result<()> {
+    if store.get_config(&cfg.band).await?.is_none() {
+        store
+            .put_config(&SyncConfiguration {
+                band: cfg.band.clone(),
+                name: cfg.band.to_string(),
+                file_types: cfg.file_types.clone(),
+            })
+            .await?;
+    }
+    let location = folder.to_string_lossy().into_owned();
+    let source = match store.get_source(&cfg.band, &cfg.source).await? {
+        Some(s) if s.location == location => s,
+        _ => Source {
+            band: cfg.band.clone(),
+            id: cfg.source.clone(),
+            kind: SourceKind::Folder,
+            location: location.clone(),
+            cursor: None,
+            last_sync_at: None,
+            last_operation: None,
+        },
+    };
+    store.put_source(&source).await?;
+    let previous = store.get_watch_channel(channel_id).await?;
+    store
+        .put_watch_channel(&WatchChannel {
+            id: channel_id.to_owned(),
+            band: cfg.band.clone(),
+            source: cfg.source.clone(),
+            resource_id: format!("folder:{location}"),
+            token_hash: webhook::token_hash(token),
+            expires_at: None,
+            last_message: previous.as_ref().and_then(|c| c.last_message),
+            last_message_at: previous.and_then(|c| c.last_message_at),
+        })
+        .await?;
+    Ok(())
+}
+
+pub struct LocalStack;
+
+impl LocalStack {
+    pub async fn start(cfg: StackConfig) -> anyhow::Result<RunningStack> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.folder)
+            .with_context(|| format!("creating {}", cfg.folder.display()))?;
+        let folder = cfg
+            .folder
+            .canonicalize()
+            .context("resolving the watched folder")?;
+        let tokens = token_key(&cfg.data_dir, cfg.jwt_secret.as_deref())?;
+        let store = Arc::new(EmbeddedStore::open(&cfg.data_dir.join("bandsync.db"))?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (sync_queue, sync_dlq) = queue_pair(&store, "sync", &cfg, &clock);
+        let (broadcast_queue, broadcast_dlq) = queue_pair(&store, "broadcast", &cfg, &clock);
+        let registry = Registry::default();
+        let pusher: Arc<dyn Pusher> = Arc::new(LocalPusher {
+            registry: registry.clone(),
+            max_message: cfg.limits.max_message,
+        });
+
+        // The functions, wired exactly as their Lambda mains wire them.
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let publisher = Publisher::new(store.clone(), broadcast_queue.clone());
+        let worker = Arc::new(SyncWorker::new(dyn_store.clone(), publisher, clock.clone()));
+        let broadcaster = Arc::new(Broadcaster::new(
+            store.clone(),
+            pusher.clone(),
+            clock.clone(),
+        ));
+        let intake = Arc::new(WebhookIntake::new(
+            store.clone(),
+            store.clone(),
+            sync_queue.clone(),
+            clock.clone(),
+        ));
+        let checks: Vec<(String, Arc<dyn HealthCheck>)> = vec![
+            ("store".into(), store.clone()),
+            (
+                "sync_queue".into(),
+                Arc::new(QueueHealth(sync_queue.clone())),
+            ),
+            (
+                "broadcast_queue".into(),
+                Arc::new(QueueHealth(broadcast_queue.clone())),
+            ),
+        ];
+        let api = Arc::new(Api::new(
+            dyn_store.clone(),
+            sync_queue.clone(),
+            tokens.clone(),
+            clock.clone(),
+            checks,
+        ));
+        let connect = Arc::new(WsConnect::new(store.clone(), tokens.clone(), clock.clone()));
+        let disconnect = Arc::new(WsDisconnect::new(store.clone()));
+        let message = Arc::new(WsMessage::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            sync_queue.clone(),
+            pusher.clone(),
+            clock.clone(),
+        ));
+
+        let on_connect: RouteHandler = Arc::new(move |r| {
+            let h = connect.clone();
+            async move { h.handle(r).await }.boxed()
+        });
+        let on_disconnect: RouteHandler = Arc::new(move |r| {
+            let h = disconnect.clone();
+            async move { h.handle(r).await }.boxed()
+        });
+        let on_message: RouteHandler = Arc::new(move |r| {
+            let h = message.clone();
+            async move { h.handle(r).await }.boxed()
+        });
+        let gateway = Gateway {
+            stage: cfg.stage.clone(),
+            routes: Routes::default()
+                .route("$connect", on_connect)
+                .route("$disconnect", on_disconnect)
+                .route("$default", on_message),
+            registry: registry.clone(),
+            limits: cfg.limits.clone(),
+        };
+        let webhook_handler: HttpHandler = {
+            let h = intake.clone();
+            Arc::new(move |r| {
+                let h = h.clone();
+                async move { h.handle(r).await }.boxed()
+            })
+        };
+        let api_handler: HttpHandler = Arc::new(move |r| {
+            let h = api.clone();
+            async move { h.handle(r).await }.boxed()
+        });
+        let (http_addr, http_server) = serve(
+            HttpApi {
+                webhook: webhook_handler,
+                api: api_handler,
+            }
+            .router(),
+            cfg.http_addr,
+        )
+        .await?;
+        let (ws_addr, ws_server) = serve(gateway.router(), cfg.ws_addr).await?;
+
+        let mut tasks = Vec::new();
+        if cfg.workers {
+            let on_sync: SqsHandler = Arc::new(move |e| {
+                let w = worker.clone();
+                async move { w.handle_sqs(e).await }.boxed()
+            });
+            let on_broadcast: SqsHandler = Arc::new(move |e| {
+                let b = broadcaster.clone();
+                async move { b.handle_sqs(e).await }.boxed()
+            });
+            for _ in 0..cfg.pollers_per_queue.max(1) {
+                tasks.push(tokio::spawn(pollers::run(
+                    sync_queue.clone(),
+                    on_sync.clone(),
+                )));
+                tasks.push(tokio::spawn(pollers::run(
+                    broadcast_queue.clone(),
+                    on_broadcast.clone(),
+                )));
+            }
+        }
+
+        // The folder's push channel: a fresh token each start, message numbers that only grow.
+        let channel_id = format!("folder-{}-{}", cfg.band, cfg.source);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        provision(&store, &cfg, &folder, &channel_id, &token).await?;
+        let numbers = Arc::new(AtomicU64::new(
+            chrono::Utc::now().timestamp_millis() as u64 * 1000,
+        ));
+        let notify = {
+            let (intake, channel_id, resource_id) = (
+                intake.clone(),
+                channel_id.clone(),
+                format!("folder:{}", folder.to_string_lossy()),
+            );
+            move |state: &'static str| {
+                let (intake, channel_id, resource_id, token) = (
+                    intake.clone(),
+                    channel_id.clone(),
+                    resource_id.clone(),
+                    token.clone(),
+                );
+                let number = numbers.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let mut req = aws_lambda_events::apigw::ApiGatewayV2httpRequest::default();
+                    req.raw_path = Some("/webhooks/folder".into());
+                    req.request_context.http.method = http::Method::POST;
+                    for (k, v) in [
+                        (webhook::H_CHANNEL_ID, channel_id),
+                        (webhook::H_CHANNEL_TOKEN, token),
+                        (webhook::H_RESOURCE_ID, resource_id),
+                        (webhook::H_RESOURCE_STATE, state.to_owned()),
+                        (webhook::H_MESSAGE_NUMBER, number.to_string()),
+                    ] {
+                        if let Ok(v) = http::HeaderValue::from_str(&v) {
+                            req.headers.insert(k, v);
+                        }
+                    }
+                    let resp = intake.handle(req).await;
+                    if resp.status_code >= 300 {
+                        tracing::error!(status = resp.status_code, "folder notification refused");
+                    }
+                }
+            }
+        };
+        notify("sync").await;
+        let watch = {
+            let notify = notify.clone();
+            watcher::watch(&folder, cfg.debounce, move || notify("change"))
+                .context("watching the folder")?
+        };
+
+        // Reconcile now (changes made while we were down) and then periodically.
+        let reconcile = {
+            let (store, queue, band, source, retention) = (
+                store.clone(),
+                sync_queue.clone(),
+                cfg.band.clone(),
+                cfg.source.clone(),
+                cfg.retention,
+            );
+            let every = cfg.reconcile_every;
+            async move {
+                loop {
+                    let now = chrono::Utc::now();
+                    let job = SyncJob {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        band: band.clone(),
+                        source: source.clone(),
+                        trigger: Trigger::Reconcile,
+                        full: false,
+                        requested_by: None,
+                        requested_at: now,
+                    };
+                    if let Err(e) =
+                        bandsync::sync::enqueue(queue.as_ref(), &job, job.id.clone()).await
+                    {
+                        tracing::error!(error = %e, "could not queue the reconcile");
+                    }
+                    let cutoff = now
+                        - chrono::Duration::from_std(retention)
+                            .unwrap_or(chrono::Duration::days(1));
+                    if let Err(e) = store.prune(&ChannelName::Band(band.clone()), cutoff).await {
+                        tracing::error!(error = %e, "could not prune the channel log");
+                    }
+                    let Some(every) = every else { break };
+                    tokio::time::sleep(every).await;
+                }
+            }
+        };
+        tasks.push(tokio::spawn(reconcile));
+
+        Ok(RunningStack {
+            http_url: format!("http://{http_addr}"),
+            ws_url: format!("ws://{ws_addr}/{}", cfg.stage),
+            management_url: format!("http://{ws_addr}/{}", cfg.stage),
+            tokens,
+            store,
+            sync_queue,
+            sync_dlq,
+            broadcast_queue,
+            broadcast_dlq,
+            registry,
+            config: cfg,
+            servers: vec![http_server, ws_server],
+            tasks,
+            _watch: Some(watch),
+        })
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one command that runs every check and test on a fresh machine.
+# It needs only the Rust toolchain: every crate comes from the registry, every server the
+# tests use (the local stack) is started in-process on loopback by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One target dir for everything (CI reuses it across steps).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Keep the 2-core machines responsive: two jobs, as many test threads as cores.
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+
+echo "== clippy"
+cargo clippy --workspace --all-targets --jobs "$jobs" -- -D warnings
+
+echo "== tests"
+cargo test --workspace --jobs "$jobs" 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$CARGO_TARGET_DIR/test-output.txt"

@@ -1,0 +1,643 @@
+//! [`EmbeddedStore`]: every storage port on the shared SQLite file, with the same
+//! guarantees the DynamoDB tables give (idempotent re-puts, gapless per-channel seqs,
+//! key lookups for fan-out), checked by the same [`crate::contract`] suites.
+
+use super::db::{Db, after, exec, get_opt_u64, get_u64, int, ts};
+use crate::model::{
+    BandId, ChannelHead, ChannelName, Connection, ConnectionId, Event, FileEntry, NewEvent, Source,
+    SourceId, SyncConfiguration, SyncItem, SyncOperation, WatchChannel,
+};
+use crate::ports::{
+    CatalogStore, ChannelLog, ConfigStore, ConnectionStore, DedupeStore, HealthCheck,
+    OperationStore, PortResult, SourceStore, WatchChannelStore,
+};
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension as _, Params, params};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::Path;
+use std::time::Duration;
+use tracing::instrument;
+
+/// The embedded implementation of every storage port. Clones share one connection.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    db: Db,
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the database file, e.g. `<data_dir>/bandsync.db`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            db: Db::open(path)?,
+        })
+    }
+
+    /// A store that lives in memory for as long as a clone of it does.
+    pub fn in_memory() -> anyhow::Result<Self> {
+        Ok(Self {
+            db: Db::in_memory()?,
+        })
+    }
+
+    /// The shared handle, for the [`super::EmbeddedQueue`]s that live in the same file.
+    pub fn db(&self) -> Db {
+        self.db.clone()
+    }
+}
+
+fn to_json<T: Serialize>(record: &T) -> anyhow::Result<String> {
+    serde_json::to_string(record).context("encoding a record")
+}
+
+fn from_json<T: DeserializeOwned>(body: &str) -> anyhow::Result<T> {
+    serde_json::from_str(body).context("decoding a stored record")
+}
+
+/// The first column of every row `sql` selects, decoded by `decode`, in the query's order.
+fn list_decoded<T>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl Fn(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |row| row.get::<_, String>(0))?;
+    rows.map(|text| decode(&text?)).collect()
+}
+
+/// The records (JSON `body` as the first column) `sql` selects.
+fn list_bodies<T: DeserializeOwned>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: impl Params,
+) -> anyhow::Result<Vec<T>> {
+    list_decoded(c, sql, params, from_json)
+}
+
+/// The record of the one row `sql` selects by its key, if any.
+fn get_body<T: DeserializeOwned>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: impl Params,
+) -> anyhow::Result<Option<T>> {
+    let body: Option<String> = c
+        .prepare_cached(sql)?
+        .query_row(params, |row| row.get(0))
+        .optional()?;
+    body.as_deref().map(from_json).transpose()
+}
+
+#[async_trait]
+impl ConfigStore for EmbeddedStore {
+    #[instrument(skip(self), level = "debug")]
+    async fn get_config(&self, band: &BandId) -> PortResult<Option<SyncConfiguration>> {
+        self.db.read("get_config", |c| {
+            get_body(
+                c,
+                "SELECT body FROM configs WHERE band = ?1",
+                [band.as_str()],
+            )
+        })
+    }
+
+    #[instrument(skip_all, fields(band = %config.band), level = "debug")]
+    async fn put_config(&self, config: &SyncConfiguration) -> PortResult<()> {
+        self.db.write("put_config", |tx| {
+            let sql = "INSERT OR REPLACE INTO configs (band, body) VALUES (?1, ?2)";
+            exec(tx, sql, params![config.band.as_str(), to_json(config)?])?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl SourceStore for EmbeddedStore {
+    #[instrument(skip(self), level = "debug")]
+    async fn get_source(&self, band: &BandId, source: &SourceId) -> PortResult<Option<Source>> {
+        self.db.read("get_source", |c| {
+            let sql = "SELECT body FROM sources WHERE band = ?1 AND source = ?2";
+            get_body(c, sql, [band.as_str(), source.as_str()])
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_sources(&self, band: &BandId) -> PortResult<Vec<Source>> {
+        self.db.read("list_sources", |c| {
+            let sql = "SELECT body FROM sources WHERE band = ?1 ORDER BY source";
+            list_bodies(c, sql, [band.as_str()])
+        })
+    }
+
+    #[instrument(skip_all, fields(band = %source.band, source = %source.id), level = "debug")]
+    async fn put_source(&self, source: &Source) -> PortResult<()> {
+        self.db.write("put_source", |tx| {
+            let sql = "INSERT OR REPLACE INTO sources (band, source, body) VALUES (?1, ?2, ?3)";
+            let body = to_json(source)?;
+            exec(
+                tx,
+                sql,
+                params![source.band.as_str(), source.id.as_str(), body],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl CatalogStore for EmbeddedStore {
+    #[instrument(skip(self), level = "debug")]
+    async fn list_files(&self, band: &BandId, source: &SourceId) -> PortResult<Vec<FileEntry>> {
+        self.db.read("list_files", |c| {
+            let sql = "SELECT body FROM files WHERE band = ?1 AND source = ?2 ORDER BY file_id";
+            list_bodies(c, sql, [band.as_str(), source.as_str()])
+        })
+    }
+
+    #[instrument(skip_all, fields(band = %file.band, source = %file.source, file = %file.file_id), level = "debug")]
+    async fn put_file(&self, file: &FileEntry) -> PortResult<()> {
+        self.db.write("put_file", |tx| {
+            let sql =
+                "INSERT OR REPLACE INTO files (band, source, file_id, body) VALUES (?1, ?2, ?3, ?4)";
+            let body = to_json(file)?;
+            exec(tx, sql, params![file.band.as_str(), file.source.as_str(), file.file_id, body])?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn delete_file(&self, band: &BandId, source: &SourceId, file_id: &str) -> PortResult<()> {
+        self.db.write("delete_file", |tx| {
+            let sql = "DELETE FROM files WHERE band = ?1 AND source = ?2 AND file_id = ?3";
+            exec(tx, sql, [band.as_str(), source.as_str(), file_id])?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl OperationStore for EmbeddedStore {
+    #[instrument(skip_all, fields(id = %op.id, band = %op.band), level = "debug")]
+    async fn put_operation(&self, op: &SyncOperation) -> PortResult<()> {
+        self.db.write("put_operation", |tx| {
+            let sql = "INSERT OR REPLACE INTO operations (id, band, started_at, body) \
+                       VALUES (?1, ?2, ?3, ?4)";
+            let body = to_json(op)?;
+            exec(
+                tx,
+                sql,
+                params![op.id, op.band.as_str(), ts(op.started_at), body],
+            )?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn get_operation(&self, id: &str) -> PortResult<Option<SyncOperation>> {
+        self.db.read("get_operation", |c| {
+            get_body(c, "SELECT body FROM operations WHERE id = ?1", [id])
+        })
+    }
+
+    /// Newest first (ties broken by id, so pages are stable), walking the
+    /// `operations_by_band` index backwards.
+    #[instrument(skip(self), level = "debug")]
+    async fn list_operations(&self, band: &BandId, limit: usize) -> PortResult<Vec<SyncOperation>> {
+        self.db.read("list_operations", |c| {
+            let sql = "SELECT body FROM operations WHERE band = ?1 \
+                       ORDER BY started_at DESC, id DESC LIMIT ?2";
+            list_bodies(c, sql, params![band.as_str(), int(limit)])
+        })
+    }
+
+    #[instrument(skip_all, fields(operation = %item.operation, n = item.n), level = "debug")]
+    async fn put_item(&self, item: &SyncItem) -> PortResult<()> {
+        self.db.write("put_item", |tx| {
+            let sql = "INSERT OR REPLACE INTO items (operation, n, body) VALUES (?1, ?2, ?3)";
+            exec(tx, sql, params![item.operation, item.n, to_json(item)?])?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_items(&self, operation: &str) -> PortResult<Vec<SyncItem>> {
+        self.db.read("list_items", |c| {
+            let sql = "SELECT body FROM items WHERE operation = ?1 ORDER BY n";
+            list_bodies(c, sql, [operation])
+        })
+    }
+}
+
+const GET_WATCH_CHANNEL: &str = "SELECT body FROM watch_channels WHERE id = ?1";
+
+#[async_trait]
+impl WatchChannelStore for EmbeddedStore {
+    #[instrument(skip_all, fields(id = %channel.id, band = %channel.band), level = "debug")]
+    async fn put_watch_channel(&self, channel: &WatchChannel) -> PortResult<()> {
+        self.db
+            .write("put_watch_channel", |tx| put_watch_channel(tx, channel))
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn get_watch_channel(&self, id: &str) -> PortResult<Option<WatchChannel>> {
+        self.db.read("get_watch_channel", |c| {
+            get_body(c, GET_WATCH_CHANNEL, [id])
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_watch_channels(&self, band: &BandId) -> PortResult<Vec<WatchChannel>> {
+        self.db.read("list_watch_channels", |c| {
+            let sql = "SELECT body FROM watch_channels WHERE band = ?1 ORDER BY id";
+            list_bodies(c, sql, [band.as_str()])
+        })
+    }
+
+    /// Only ever moves forward: notifications can arrive out of order, and an older
+    /// number must not hide a newer one. An unknown channel is left alone (it was
+    /// replaced or stopped while the message was in flight).
+    #[instrument(skip(self), level = "debug")]
+    async fn record_message(&self, id: &str, number: u64, at: DateTime<Utc>) -> PortResult<()> {
+        self.db.write("record_message", |tx| {
+            let Some(mut channel) = get_body::<WatchChannel>(tx, GET_WATCH_CHANNEL, [id])? else {
+                return Ok(());
+            };
+            if channel.last_message.is_some_and(|seen| seen >= number) {
+                return Ok(());
+            }
+            channel.last_message = Some(number);
+            channel.last_message_at = Some(at);
+            put_watch_channel(tx, &channel)
+        })
+    }
+}
+
+fn put_watch_channel(tx: &rusqlite::Connection, channel: &WatchChannel) -> anyhow::Result<()> {
+    let sql = "INSERT OR REPLACE INTO watch_channels (id, band, body) VALUES (?1, ?2, ?3)";
+    exec(
+        tx,
+        sql,
+        params![channel.id, channel.band.as_str(), to_json(channel)?],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl DedupeStore for EmbeddedStore {
+    /// Expired keys are swept first (an index range, amortised O(1) per key), so the
+    /// table holds only live keys and "already there" means "seen within its ttl".
+    #[instrument(skip(self), level = "debug")]
+    async fn first_seen(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> PortResult<bool> {
+        self.db.write("first_seen", |tx| {
+            exec(tx, "DELETE FROM dedupe WHERE expires_at <= ?1", [ts(now)])?;
+            let sql = "INSERT OR IGNORE INTO dedupe (key, expires_at) VALUES (?1, ?2)";
+            let inserted = exec(tx, sql, params![key, ts(after(now, ttl)?)])?;
+            Ok(inserted == 1)
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn forget(&self, key: &str) -> PortResult<()> {
+        self.db.write("forget", |tx| {
+            exec(tx, "DELETE FROM dedupe WHERE key = ?1", [key])?;
+            Ok(())
+        })
+    }
+}
+
+/// Rebuild the envelope from what `channel_events` keeps: the seq and epoch columns and
+/// the appended [`NewEvent`] as the body.
+fn event_from(channel: &ChannelName, seq: u64, epoch: String, new: NewEvent) -> Event {
+    Event {
+        channel: channel.clone(),
+        seq,
+        epoch,
+        id: new.id,
+        event: new.event,
+        ts: new.ts,
+        data: new.data,
+    }
+}
+
+/// The events `sql` selects as `seq, epoch, body`, in the query's order.
+fn query_events(
+    c: &rusqlite::Connection,
+    channel: &ChannelName,
+    sql: &str,
+    params: impl Params,
+) -> anyhow::Result<Vec<Event>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |row| {
+        Ok((
+            get_u64(row, 0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (seq, epoch, body) = row?;
+        Ok(event_from(channel, seq, epoch, from_json(&body)?))
+    })
+    .collect()
+}
+
+/// The channel's (seq, epoch), creating the head at seq 0 with a fresh epoch if the
+/// channel has never had an event.
+fn head_or_create(tx: &rusqlite::Connection, channel: &str) -> anyhow::Result<(u64, String)> {
+    let sql = "SELECT seq, epoch FROM channel_heads WHERE channel = ?1";
+    let head = tx
+        .prepare_cached(sql)?
+        .query_row([channel], |row| Ok((get_u64(row, 0)?, row.get(1)?)))
+        .optional()?;
+    if let Some(head) = head {
+        return Ok(head);
+    }
+    let epoch = uuid::Uuid::new_v4().simple().to_string();
+    let sql = "INSERT INTO channel_heads (channel, seq, epoch) VALUES (?1, 0, ?2)";
+    exec(tx, sql, [channel, &epoch])?;
+    Ok((0, epoch))
+}
+
+#[async_trait]
+impl ChannelLog for EmbeddedStore {
+    /// One transaction: the head's seq and the events move together, so seqs stay
+    /// gapless whatever fails, and a re-appended event id (a redelivered job) finds its
+    /// first copy instead of taking a new seq.
+    #[instrument(skip(self, events), fields(%channel, events = events.len()), level = "debug")]
+    async fn append(&self, channel: &ChannelName, events: &[NewEvent]) -> PortResult<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = channel.to_string();
+        self.db.write("append", |tx| {
+            let (mut seq, epoch) = head_or_create(tx, &name)?;
+            let mut out = Vec::with_capacity(events.len());
+            for new in events {
+                let sql =
+                    "SELECT seq, epoch, body FROM channel_events WHERE channel = ?1 AND id = ?2";
+                if let Some(stored) = query_events(tx, channel, sql, [&name, &new.id])?.pop() {
+                    out.push(stored);
+                    continue;
+                }
+                seq += 1;
+                let sql = "INSERT INTO channel_events (channel, seq, epoch, id, ts, body) \
+                           VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+                let row = params![name, int(seq), epoch, new.id, ts(new.ts), to_json(new)?];
+                exec(tx, sql, row)?;
+                out.push(event_from(channel, seq, epoch.clone(), new.clone()));
+            }
+            let sql = "UPDATE channel_heads SET seq = ?2 WHERE channel = ?1";
+            exec(tx, sql, params![name, int(seq)])?;
+            Ok(out)
+        })
+    }
+
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn read_after(
+        &self,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> PortResult<Vec<Event>> {
+        self.db.read("read_after", |c| {
+            let sql = "SELECT seq, epoch, body FROM channel_events \
+                       WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+            let args = params![channel.to_string(), int(after_seq), int(limit)];
+            query_events(c, channel, sql, args)
+        })
+    }
+
+    /// One statement, so the seq and the oldest retained event come from one snapshot.
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn head(&self, channel: &ChannelName) -> PortResult<Option<ChannelHead>> {
+        self.db.read("head", |c| {
+            let sql = "SELECT h.seq, h.epoch, \
+                       (SELECT MIN(e.seq) FROM channel_events e WHERE e.channel = h.channel) \
+                       FROM channel_heads h WHERE h.channel = ?1";
+            let head = c
+                .prepare_cached(sql)?
+                .query_row([channel.to_string()], |row| {
+                    let seq = get_u64(row, 0)?;
+                    Ok(ChannelHead {
+                        seq,
+                        epoch: row.get(1)?,
+                        first_retained: get_opt_u64(row, 2)?.unwrap_or(seq + 1),
+                    })
+                })
+                .optional()?;
+            Ok(head)
+        })
+    }
+
+    /// The head is left alone, so seqs keep counting up after everything was pruned.
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64> {
+        self.db.write("prune", |tx| {
+            let sql = "DELETE FROM channel_events WHERE channel = ?1 AND ts < ?2";
+            let gone = exec(tx, sql, [channel.to_string(), ts(before)])?;
+            Ok(gone as u64)
+        })
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for EmbeddedStore {
+    #[instrument(skip_all, fields(id = %conn.id, user = %conn.user), level = "debug")]
+    async fn put_connection(&self, conn: &Connection) -> PortResult<()> {
+        self.db.write("put_connection", |tx| {
+            let sql = "INSERT OR REPLACE INTO connections (id, body) VALUES (?1, ?2)";
+            exec(tx, sql, params![conn.id.as_str(), to_json(conn)?])?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), fields(%id), level = "debug")]
+    async fn get_connection(&self, id: &ConnectionId) -> PortResult<Option<Connection>> {
+        self.db.read("get_connection", |c| {
+            get_body(
+                c,
+                "SELECT body FROM connections WHERE id = ?1",
+                [id.as_str()],
+            )
+        })
+    }
+
+    /// One transaction, so no subscription outlives its connection (the broadcaster
+    /// would otherwise keep posting to a dead id).
+    #[instrument(skip(self), fields(%id), level = "debug")]
+    async fn delete_connection(&self, id: &ConnectionId) -> PortResult<()> {
+        self.db.write("delete_connection", |tx| {
+            exec(
+                tx,
+                "DELETE FROM subscriptions WHERE connection = ?1",
+                [id.as_str()],
+            )?;
+            exec(tx, "DELETE FROM connections WHERE id = ?1", [id.as_str()])?;
+            Ok(())
+        })
+    }
+
+    /// Idempotent: a repeated subscribe keeps the first subscription time.
+    #[instrument(skip(self), fields(%id, %channel), level = "debug")]
+    async fn subscribe(
+        &self,
+        id: &ConnectionId,
+        channel: &ChannelName,
+        at: DateTime<Utc>,
+    ) -> PortResult<()> {
+        self.db.write("subscribe", |tx| {
+            let sql = "INSERT OR IGNORE INTO subscriptions (channel, connection, subscribed_at) \
+                       VALUES (?1, ?2, ?3)";
+            exec(tx, sql, [channel.to_string(), id.to_string(), ts(at)])?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), fields(%id, %channel), level = "debug")]
+    async fn unsubscribe(&self, id: &ConnectionId, channel: &ChannelName) -> PortResult<()> {
+        self.db.write("unsubscribe", |tx| {
+            let sql = "DELETE FROM subscriptions WHERE channel = ?1 AND connection = ?2";
+            exec(tx, sql, [channel.to_string(), id.to_string()])?;
+            Ok(())
+        })
+    }
+
+    /// A range of the (channel, connection) primary key.
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn subscribers(&self, channel: &ChannelName) -> PortResult<Vec<ConnectionId>> {
+        self.db.read("subscribers", |c| {
+            let sql = "SELECT connection FROM subscriptions WHERE channel = ?1 ORDER BY connection";
+            list_decoded(c, sql, [channel.to_string()], |id| {
+                ConnectionId::parse(id).context("stored connection id")
+            })
+        })
+    }
+
+    /// A range of the `subscriptions_by_connection` index.
+    #[instrument(skip(self), fields(%id), level = "debug")]
+    async fn subscriptions(&self, id: &ConnectionId) -> PortResult<Vec<ChannelName>> {
+        self.db.read("subscriptions", |c| {
+            let sql = "SELECT channel FROM subscriptions WHERE connection = ?1 ORDER BY channel";
+            list_decoded(c, sql, [id.as_str()], |channel| {
+                ChannelName::parse(channel).context("stored channel name")
+            })
+        })
+    }
+}
+
+#[async_trait]
+impl HealthCheck for EmbeddedStore {
+    /// A round trip through SQLite: the file is open and the lock obtainable.
+    #[instrument(skip(self), level = "debug")]
+    async fn check(&self) -> PortResult<()> {
+        self.db.read("check", |c| {
+            c.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract;
+    use std::sync::Arc;
+    use tempfile::TempDir;
+
+    /// Both flavours every suite runs against; the directory keeps the file alive.
+    fn backends() -> Vec<(&'static str, Arc<EmbeddedStore>, Option<TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = EmbeddedStore::open(&dir.path().join("bandsync.db")).unwrap();
+        vec![
+            (
+                "in memory",
+                Arc::new(EmbeddedStore::in_memory().unwrap()),
+                None,
+            ),
+            ("file-backed", Arc::new(file), Some(dir)),
+        ]
+    }
+
+    macro_rules! contract_tests {
+        ($($suite:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $suite() {
+                for (backend, store, _dir) in backends() {
+                    // Shown with a failure, to tell which backend broke the contract.
+                    eprintln!("{} on the {backend} store", stringify!($suite));
+                    contract::$suite(&*store).await;
+                }
+            }
+        )*};
+    }
+
+    contract_tests!(
+        config_store_contract,
+        source_store_contract,
+        catalog_contract,
+        operation_contract,
+        watch_channel_contract,
+        dedupe_contract,
+        channel_log_contract,
+        connection_contract,
+        health_contract,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn channel_log_concurrency_contract() {
+        for (backend, store, _dir) in backends() {
+            eprintln!("channel_log_concurrency_contract on the {backend} store");
+            contract::channel_log_concurrency_contract(store).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn whole_store_contract() {
+        for (backend, store, _dir) in backends() {
+            eprintln!("store_contract on the {backend} store");
+            contract::store_contract(store).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bandsync.db");
+        let band = BandId::parse("reopen").unwrap();
+        let channel = ChannelName::Band(band.clone());
+        let config = SyncConfiguration {
+            band: band.clone(),
+            name: "Reopen".into(),
+            file_types: vec!["pdf".into()],
+        };
+        let event = |id: &str| NewEvent {
+            id: id.into(),
+            event: "file.created".into(),
+            ts: Utc::now(),
+            data: serde_json::json!({ "id": id }),
+        };
+        let conn = ConnectionId::parse("conn-1").unwrap();
+
+        let first = {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put_config(&config).await.unwrap();
+            store.subscribe(&conn, &channel, Utc::now()).await.unwrap();
+            store
+                .append(&channel, &[event("a"), event("b")])
+                .await
+                .unwrap()
+        };
+
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.get_config(&band).await.unwrap(), Some(config));
+        assert_eq!(store.subscribers(&channel).await.unwrap(), vec![conn]);
+        assert_eq!(store.read_after(&channel, 0, 10).await.unwrap(), first);
+        let next = store.append(&channel, &[event("c")]).await.unwrap();
+        assert_eq!(next[0].seq, 3, "seqs continue after a restart");
+        assert_eq!(
+            next[0].epoch, first[0].epoch,
+            "a restart is not a new epoch"
+        );
+    }
+}

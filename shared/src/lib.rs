@@ -1,0 +1,27 @@
+//! bandsync: the one library every function links.
+//!
+//! - [`model`]: the domain records and identifiers;
+//! - [`ports`]: the traits the jobs need (stores, queues, pusher, clock);
+//! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
+//!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
+//! - [`adapters`]: the backends behind cargo features (`local` is the embedded one).
+
+pub mod adapters;
+pub mod api;
+pub mod auth;
+pub mod broadcast;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod ports;
+pub mod protocol;
+pub mod publish;
+pub mod resume;
+pub mod sqs;
+pub mod sync;
+pub mod webhook;
+pub mod ws_connect;
+pub mod ws_disconnect;
+pub mod ws_message;

@@ -1,0 +1,90 @@
+//! CloudWatch Embedded Metric Format: one JSON line on stdout per data point set, which
+//! CloudWatch turns into metrics with no SDK call on the hot path.
+
+use serde_json::{Map, Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const NAMESPACE: &str = "bandsync";
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// The local stack turns EMF lines off unless asked (they are for CloudWatch).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "Count",
+            Self::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// Build the EMF document for one set of values sharing dimensions.
+pub fn document(
+    timestamp_ms: i64,
+    dimensions: &[(&str, &str)],
+    values: &[(&str, f64, Unit)],
+) -> Value {
+    let mut root = Map::new();
+    for (k, v) in dimensions {
+        root.insert((*k).to_owned(), json!(v));
+    }
+    for (name, value, _) in values {
+        root.insert((*name).to_owned(), json!(value));
+    }
+    let dims: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+    let metrics: Vec<Value> = values
+        .iter()
+        .map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()}))
+        .collect();
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dims], "Metrics": metrics}],
+        }),
+    );
+    Value::Object(root)
+}
+
+/// Write one EMF line to stdout (when enabled).
+pub fn emit(dimensions: &[(&str, &str)], values: &[(&str, f64, Unit)]) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let doc = document(chrono::Utc::now().timestamp_millis(), dimensions, values);
+    println!("{doc}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_shape() {
+        let d = document(
+            1000,
+            &[("Function", "broadcast")],
+            &[
+                ("Delivered", 3.0, Unit::Count),
+                ("DeliveryLatency", 12.5, Unit::Milliseconds),
+            ],
+        );
+        assert_eq!(d["Function"], "broadcast");
+        assert_eq!(d["Delivered"], 3.0);
+        let m = &d["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], NAMESPACE);
+        assert_eq!(m["Dimensions"][0][0], "Function");
+        assert_eq!(m["Metrics"][1]["Unit"], "Milliseconds");
+        assert_eq!(d["_aws"]["Timestamp"], 1000);
+    }
+}

@@ -1,0 +1,396 @@
+//! The domain model: identifiers that parse (so bad ones never get in), and the records
+//! every job reads and writes. Nothing here knows about AWS or SQLite.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an identifier or name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {reason}")]
+pub struct ParseError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+fn check_id(what: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(), ParseError> {
+    let err = |reason: String| Err(ParseError { what, reason });
+    if s.is_empty() {
+        return err("must not be empty".into());
+    }
+    if s.len() > max {
+        return err(format!("longer than {max} characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || extra.contains(c)))
+    {
+        return err(format!("character {c:?} is not allowed"));
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, [$($extra:literal),*]) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, ParseError> {
+                check_id($what, s, $max, &[$($extra),*])?;
+                Ok(Self(s.to_owned()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(s: String) -> Result<Self, ParseError> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A band: lower-level grouping of members, sources and the `band:<id>` channel.
+    BandId, "band id", 64, []);
+id_type!(
+    /// A source of a band (a watched folder, a Drive folder, a calendar, a setlist sheet).
+    SourceId, "source id", 64, []);
+id_type!(
+    /// The `sub` of a member's token. E-mail-like subjects are allowed.
+    UserId, "user id", 128, ['.', '@', '+']);
+id_type!(
+    /// An API Gateway connection id (base64-ish, e.g. `L0SM9cOFvHcCIhw=`).
+    ConnectionId, "connection id", 128, ['=', '+', '/']);
+
+/// A channel clients subscribe to: `band:<id>`, `user:<id>` or `system`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ChannelName {
+    Band(BandId),
+    User(UserId),
+    System,
+}
+
+impl ChannelName {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let bad = |reason: &str| ParseError {
+            what: "channel",
+            reason: reason.to_owned(),
+        };
+        if s == "system" {
+            return Ok(Self::System);
+        }
+        match s.split_once(':') {
+            Some(("band", id)) => Ok(Self::Band(BandId::parse(id)?)),
+            Some(("user", id)) => Ok(Self::User(UserId::parse(id)?)),
+            _ => Err(bad("expected band:<id>, user:<id> or system")),
+        }
+    }
+}
+
+impl TryFrom<String> for ChannelName {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        Self::parse(&s)
+    }
+}
+impl From<ChannelName> for String {
+    fn from(c: ChannelName) -> String {
+        c.to_string()
+    }
+}
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Band(b) => write!(f, "band:{b}"),
+            Self::User(u) => write!(f, "user:{u}"),
+            Self::System => f.write_str("system"),
+        }
+    }
+}
+
+/// Per-band sync settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncConfiguration {
+    pub band: BandId,
+    pub name: String,
+    /// Lower-case file extensions that count (`pdf`, `mp3`, ...). Empty means every file.
+    #[serde(default)]
+    pub file_types: Vec<String>,
+}
+
+impl SyncConfiguration {
+    /// Does a file of this name pass the band's file-type filter?
+    pub fn accepts(&self, file_name: &str) -> bool {
+        if self.file_types.is_empty() {
+            return true;
+        }
+        let ext = match file_name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+            _ => return false,
+        };
+        self.file_types.iter().any(|t| t.eq_ignore_ascii_case(&ext))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A directory on disk: the local stand-in for a Drive folder.
+    Folder,
+    Drive,
+    Calendar,
+    Sheet,
+}
+
+/// A place a band's content lives, with the cursor of its last delta sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub band: BandId,
+    pub id: SourceId,
+    pub kind: SourceKind,
+    /// Folder path, Drive folder id, calendar id or spreadsheet id.
+    pub location: String,
+    /// Drive page token / Calendar sync token; unused by folder sources (their catalog is the cursor).
+    pub cursor: Option<String>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_operation: Option<String>,
+}
+
+/// A push channel: Google's watch channel, or the folder watcher's equivalent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchChannel {
+    pub id: String,
+    pub band: BandId,
+    pub source: SourceId,
+    pub resource_id: String,
+    /// Hex SHA-256 of the channel token; the token itself is never stored.
+    pub token_hash: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_message: Option<u64>,
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A push notification (Google or the folder watcher).
+    Notification,
+    /// POST /sync/trigger.
+    Manual,
+    /// A client's `sync_request`.
+    Client,
+    /// Periodic reconciliation (push is lossy).
+    Reconcile,
+}
+
+/// What the sync queue carries: "sync this source".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncJob {
+    /// Unique per request; becomes the operation id, so a redelivered job resumes the
+    /// same operation instead of starting another.
+    pub id: String,
+    pub band: BandId,
+    pub source: SourceId,
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub full: bool,
+    pub requested_by: Option<String>,
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMetrics {
+    pub seen: u64,
+    pub synced: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub duration_ms: u64,
+}
+
+/// One sync pass over one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncOperation {
+    pub id: String,
+    pub band: BandId,
+    pub source: SourceId,
+    pub trigger: Trigger,
+    pub full: bool,
+    pub status: OperationStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub metrics: SyncMetrics,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemAction {
+    Created,
+    Updated,
+    Deleted,
+    Moved,
+}
+
+impl ItemAction {
+    /// The client event name for this change.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            Self::Created => "file.created",
+            Self::Updated => "file.updated",
+            Self::Deleted => "file.deleted",
+            Self::Moved => "file.moved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Synced,
+    Failed,
+}
+
+/// One change recorded by an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncItem {
+    pub operation: String,
+    /// Position within the operation, from 1.
+    pub n: u32,
+    pub file_id: String,
+    pub path: String,
+    pub action: ItemAction,
+    pub status: ItemStatus,
+    pub error: Option<String>,
+}
+
+/// What the catalog knows of one file of a source: the state the next delta compares to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub band: BandId,
+    pub source: SourceId,
+    /// Stable across renames and moves.
+    pub file_id: String,
+    /// Path relative to the source root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub hash: String,
+    /// Modification time in ms since the epoch (a cheap "maybe changed" check).
+    pub modified_ms: i64,
+}
+
+/// An event before the channel log has given it a seq.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Deterministic, so a repeated append of the same event is recognised.
+    pub id: String,
+    pub event: String,
+    pub ts: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// The envelope a client receives for every event on a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub channel: ChannelName,
+    pub seq: u64,
+    pub epoch: String,
+    pub id: String,
+    pub event: String,
+    pub ts: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// The state of a channel's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelHead {
+    /// Seq of the newest event (0 when none yet).
+    pub seq: u64,
+    /// Changes whenever the log is recreated: seqs of different epochs are unrelated.
+    pub epoch: String,
+    /// Seq of the oldest event still retained (seq + 1 when the log is empty).
+    pub first_retained: u64,
+}
+
+/// An open WebSocket connection and who is on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub user: UserId,
+    pub bands: Vec<BandId>,
+    pub connected_at: DateTime<Utc>,
+    /// Past API Gateway's 2 h limit; a backstop for connections whose $disconnect was lost.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_and_refuse() {
+        assert!(BandId::parse("the-beatles_64").is_ok());
+        for bad in ["", "a b", "band:x", "é", &"x".repeat(65)] {
+            assert!(BandId::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(UserId::parse("ringo.starr+drums@example.com").is_ok());
+        assert!(ConnectionId::parse("L0SM9cOFvHcCIhw=").is_ok());
+    }
+
+    #[test]
+    fn channels_round_trip() {
+        for s in ["band:demo", "user:alice@example.com", "system"] {
+            assert_eq!(ChannelName::parse(s).unwrap().to_string(), s);
+        }
+        for bad in ["band:", "band", "team:x", "user:a b", "System", ""] {
+            assert!(
+                ChannelName::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        let json = serde_json::to_string(&ChannelName::parse("band:x").unwrap()).unwrap();
+        assert_eq!(json, "\"band:x\"");
+        assert!(serde_json::from_str::<ChannelName>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn file_type_filter() {
+        let mut cfg = SyncConfiguration {
+            band: BandId::parse("b").unwrap(),
+            name: "B".into(),
+            file_types: vec![],
+        };
+        assert!(cfg.accepts("anything"));
+        cfg.file_types = vec!["pdf".into(), "MP3".into()];
+        assert!(cfg.accepts("chart.PDF"));
+        assert!(cfg.accepts("take1.mp3"));
+        assert!(!cfg.accepts("notes.txt"));
+        assert!(!cfg.accepts("pdf"));
+        assert!(!cfg.accepts(".pdf"));
+    }
+}

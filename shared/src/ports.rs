@@ -1,0 +1,188 @@
+//! The ports: what the jobs need from the outside world, with nothing AWS- or
+//! SQLite-specific in their signatures. Each capability is one small trait; `Store`
+//! combines the storage ones for adapters that implement them all.
+
+use crate::model::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// What a port can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// A conditional write lost (optimistic lock, "already exists").
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed; the context says where.
+    #[error(transparent)]
+    Backend(#[from] anyhow::Error),
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+#[async_trait]
+pub trait ConfigStore: Send + Sync {
+    async fn get_config(&self, band: &BandId) -> PortResult<Option<SyncConfiguration>>;
+    async fn put_config(&self, config: &SyncConfiguration) -> PortResult<()>;
+}
+
+#[async_trait]
+pub trait SourceStore: Send + Sync {
+    async fn get_source(&self, band: &BandId, source: &SourceId) -> PortResult<Option<Source>>;
+    async fn list_sources(&self, band: &BandId) -> PortResult<Vec<Source>>;
+    /// Insert or replace.
+    async fn put_source(&self, source: &Source) -> PortResult<()>;
+}
+
+/// The per-source file catalog: what the last sync saw.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    async fn list_files(&self, band: &BandId, source: &SourceId) -> PortResult<Vec<FileEntry>>;
+    /// Insert or replace by (band, source, file_id).
+    async fn put_file(&self, file: &FileEntry) -> PortResult<()>;
+    /// Deleting a file that is not there is not an error.
+    async fn delete_file(&self, band: &BandId, source: &SourceId, file_id: &str) -> PortResult<()>;
+}
+
+#[async_trait]
+pub trait OperationStore: Send + Sync {
+    /// Insert or replace by id.
+    async fn put_operation(&self, op: &SyncOperation) -> PortResult<()>;
+    async fn get_operation(&self, id: &str) -> PortResult<Option<SyncOperation>>;
+    /// A band's operations, newest first.
+    async fn list_operations(&self, band: &BandId, limit: usize) -> PortResult<Vec<SyncOperation>>;
+    /// Insert or replace by (operation, n): a redelivered job may record the same item again.
+    async fn put_item(&self, item: &SyncItem) -> PortResult<()>;
+    /// An operation's items in n order.
+    async fn list_items(&self, operation: &str) -> PortResult<Vec<SyncItem>>;
+}
+
+#[async_trait]
+pub trait WatchChannelStore: Send + Sync {
+    async fn put_watch_channel(&self, channel: &WatchChannel) -> PortResult<()>;
+    async fn get_watch_channel(&self, id: &str) -> PortResult<Option<WatchChannel>>;
+    async fn list_watch_channels(&self, band: &BandId) -> PortResult<Vec<WatchChannel>>;
+    /// Note the newest message number seen on a channel (for operators).
+    async fn record_message(&self, id: &str, number: u64, at: DateTime<Utc>) -> PortResult<()>;
+}
+
+#[async_trait]
+pub trait DedupeStore: Send + Sync {
+    /// True the first time `key` is seen within `ttl`; false for a repeat.
+    async fn first_seen(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> PortResult<bool>;
+    /// Forget a key, so the next `first_seen` is true again (used when the work the key
+    /// guarded could not be accepted, so a retry must not count as a repeat).
+    async fn forget(&self, key: &str) -> PortResult<()>;
+}
+
+/// The per-channel event log: gapless seqs, an epoch, a retention window.
+#[async_trait]
+pub trait ChannelLog: Send + Sync {
+    /// Give each event the next seq of the channel, in order, and store it. An event whose
+    /// id the channel already has keeps its first seq and is returned as stored, so a
+    /// repeated append never creates a second copy. Creates the channel (new epoch) if needed.
+    async fn append(&self, channel: &ChannelName, events: &[NewEvent]) -> PortResult<Vec<Event>>;
+    /// Events with seq > `after_seq`, oldest first, at most `limit`.
+    async fn read_after(
+        &self,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> PortResult<Vec<Event>>;
+    /// None when the channel has never had an event.
+    async fn head(&self, channel: &ChannelName) -> PortResult<Option<ChannelHead>>;
+    /// Drop events older than `before` (the retention window). Returns how many went.
+    async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64>;
+}
+
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    async fn put_connection(&self, conn: &Connection) -> PortResult<()>;
+    async fn get_connection(&self, id: &ConnectionId) -> PortResult<Option<Connection>>;
+    /// Remove the connection and all its subscriptions; a missing one is not an error.
+    async fn delete_connection(&self, id: &ConnectionId) -> PortResult<()>;
+    async fn subscribe(
+        &self,
+        id: &ConnectionId,
+        channel: &ChannelName,
+        at: DateTime<Utc>,
+    ) -> PortResult<()>;
+    async fn unsubscribe(&self, id: &ConnectionId, channel: &ChannelName) -> PortResult<()>;
+    /// Connections subscribed to a channel (a key lookup, never a scan).
+    async fn subscribers(&self, channel: &ChannelName) -> PortResult<Vec<ConnectionId>>;
+    async fn subscriptions(&self, id: &ConnectionId) -> PortResult<Vec<ChannelName>>;
+}
+
+/// Is the backend reachable? Used by GET /sync/health.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    async fn check(&self) -> PortResult<()>;
+}
+
+/// Every storage capability: what a full backend (embedded or DynamoDB) implements.
+pub trait Store:
+    ConfigStore
+    + SourceStore
+    + CatalogStore
+    + OperationStore
+    + WatchChannelStore
+    + DedupeStore
+    + ChannelLog
+    + ConnectionStore
+    + HealthCheck
+{
+}
+impl<T> Store for T where
+    T: ConfigStore
+        + SourceStore
+        + CatalogStore
+        + OperationStore
+        + WatchChannelStore
+        + DedupeStore
+        + ChannelLog
+        + ConnectionStore
+        + HealthCheck
+{
+}
+
+/// A message for a FIFO queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutMessage {
+    /// Messages of one group are delivered one at a time, in order.
+    pub group: String,
+    /// A second message with the same id within the dedup window is dropped.
+    pub dedup_id: String,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, message: OutMessage) -> PortResult<()>;
+}
+
+/// What a post to a connection came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Delivered,
+    /// The connection is gone (API Gateway's 410): forget it.
+    Gone,
+}
+
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    async fn post(&self, connection: &ConnectionId, data: &[u8]) -> PortResult<PushOutcome>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,97 @@
+//! Running SQS batches: one function per message, partial batch failure reported back.
+//!
+//! Our queues are FIFO, so the first failure stops the batch: that message and every one
+//! after it are reported failed and come back in order; the ones before are done.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use std::fmt::Display;
+use std::future::Future;
+use tracing::Instrument;
+
+pub async fn run_fifo_batch<F, Fut, E>(event: SqsEvent, mut handle: F) -> SqsBatchResponse
+where
+    F: FnMut(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let mut failed: Vec<String> = Vec::new();
+    for message in event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        if !failed.is_empty() {
+            failed.push(id);
+            continue;
+        }
+        let span = tracing::info_span!("sqs_message", message_id = %id);
+        if let Err(e) = handle(message).instrument(span).await {
+            tracing::warn!(message_id = %id, error = %e, "message failed; it and the rest of the batch return to the queue");
+            failed.push(id);
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    response
+}
+
+/// The body of a message parsed as JSON of type `T`.
+pub fn parse_body<T: serde::de::DeserializeOwned>(message: &SqsMessage) -> anyhow::Result<T> {
+    let body = message
+        .body
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("message has no body"))?;
+    serde_json::from_str(body).map_err(|e| {
+        anyhow::anyhow!(
+            "message body is not a valid {}: {e}",
+            std::any::type_name::<T>()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ids: &[&str]) -> SqsEvent {
+        let mut e = SqsEvent::default();
+        e.records = ids
+            .iter()
+            .map(|id| {
+                let mut m = SqsMessage::default();
+                m.message_id = Some((*id).into());
+                m.body = Some((*id).into());
+                m
+            })
+            .collect();
+        e
+    }
+
+    #[tokio::test]
+    async fn stops_at_first_failure_and_reports_the_rest() {
+        let mut seen = Vec::new();
+        let r = run_fifo_batch(event(&["a", "b", "c", "d"]), |m| {
+            let body = m.body.unwrap();
+            seen.push(body.clone());
+            async move { if body == "b" { Err("boom") } else { Ok(()) } }
+        })
+        .await;
+        let failed: Vec<_> = r
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["b", "c", "d"]);
+        assert_eq!(seen, ["a", "b"], "nothing after the failure is handled");
+    }
+
+    #[tokio::test]
+    async fn all_good_reports_nothing() {
+        let r = run_fifo_batch(event(&["a", "b"]), |_| async { Ok::<(), String>(()) }).await;
+        assert!(r.batch_item_failures.is_empty());
+    }
+}

@@ -1,0 +1,218 @@
+//! The folder source: a directory on disk, synced like a Drive folder. Scanning is
+//! blocking file I/O; the worker runs it on the blocking pool.
+//!
+//! A file whose size and mtime match the catalog is not read again (unless the sync is
+//! full); every other file is hashed, so a touch without a change is not an update.
+
+use super::delta::Observed;
+use crate::model::{FileEntry, SyncConfiguration};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub observed: Vec<Observed>,
+    /// Files that could not be read: (path, why). Each becomes a failed item.
+    pub unreadable: Vec<(String, String)>,
+    /// Files the filter left out (hidden, temporary, or not of the band's file types).
+    pub skipped: u64,
+}
+
+/// Names editors and downloads use for half-written files; never synced.
+fn is_ignored(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [".tmp", ".swp", ".part", ".crdownload"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Scan `root`. Fails only when the root itself cannot be listed.
+pub fn scan(
+    root: &Path,
+    config: &SyncConfiguration,
+    catalog: &[FileEntry],
+    full: bool,
+) -> std::io::Result<Scan> {
+    let known: HashMap<&str, &FileEntry> = catalog.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut scan = Scan::default();
+    let mut dirs = vec![(root.to_path_buf(), String::new())];
+    let mut is_root = true;
+    while let Some((dir, prefix)) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if is_root => return Err(e),
+            Err(e) => {
+                scan.unreadable.push((
+                    prefix.trim_end_matches('/').to_owned(),
+                    format!("cannot list folder: {e}"),
+                ));
+                continue;
+            }
+        };
+        is_root = false;
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    scan.unreadable
+                        .push((prefix.clone(), format!("cannot read folder entry: {e}")));
+                    continue;
+                }
+            };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                scan.unreadable.push((
+                    format!("{prefix}{}", entry.file_name().to_string_lossy()),
+                    "file name is not valid UTF-8".into(),
+                ));
+                continue;
+            };
+            if is_ignored(&name) {
+                scan.skipped += 1;
+                continue;
+            }
+            let rel = format!("{prefix}{name}");
+            // symlink_metadata: links are not followed (no loops, nothing outside the root).
+            let meta = match entry.path().symlink_metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    scan.unreadable.push((rel, format!("cannot stat: {e}")));
+                    continue;
+                }
+            };
+            if meta.is_dir() {
+                dirs.push((entry.path(), format!("{rel}/")));
+                continue;
+            }
+            if !meta.is_file() || !config.accepts(&name) {
+                scan.skipped += 1;
+                continue;
+            }
+            let modified_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default();
+            let size = meta.len();
+            let unchanged = known
+                .get(rel.as_str())
+                .filter(|e| !full && e.size == size && e.modified_ms == modified_ms);
+            let hash = match unchanged {
+                Some(e) => e.hash.clone(),
+                None => match hash_file(&entry.path()) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        scan.unreadable.push((rel, format!("cannot read: {e}")));
+                        continue;
+                    }
+                },
+            };
+            scan.observed.push(Observed {
+                path: rel,
+                size,
+                modified_ms,
+                hash,
+            });
+        }
+    }
+    Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BandId;
+
+    fn config(types: &[&str]) -> SyncConfiguration {
+        SyncConfiguration {
+            band: BandId::parse("b").unwrap(),
+            name: "b".into(),
+            file_types: types.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn scans_nested_filters_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("charts/live")).unwrap();
+        fs::write(dir.path().join("charts/live/a.pdf"), b"chart").unwrap();
+        fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        fs::write(dir.path().join(".hidden.pdf"), b"x").unwrap();
+        fs::write(dir.path().join("draft.pdf.part"), b"x").unwrap();
+        let s = scan(dir.path(), &config(&["pdf"]), &[], false).unwrap();
+        assert_eq!(s.observed.len(), 1);
+        assert_eq!(s.observed[0].path, "charts/live/a.pdf");
+        assert_eq!(s.observed[0].hash, hex::encode(Sha256::digest(b"chart")));
+        assert_eq!(s.skipped, 3);
+        assert!(s.unreadable.is_empty());
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        assert!(scan(Path::new("/nonexistent/bandsync"), &config(&[]), &[], false).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_non_utf8_name_is_one_failed_item_not_a_failed_scan() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xff.pdf")),
+            b"x",
+        )
+        .unwrap();
+        fs::write(dir.path().join("good.pdf"), b"y").unwrap();
+        let s = scan(dir.path(), &config(&[]), &[], false).unwrap();
+        assert_eq!(s.observed.len(), 1);
+        assert_eq!(s.unreadable.len(), 1);
+        assert!(s.unreadable[0].1.contains("UTF-8"));
+    }
+
+    #[test]
+    fn unchanged_stat_reuses_the_catalog_hash_unless_full() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"x").unwrap();
+        let first = scan(dir.path(), &config(&[]), &[], false)
+            .unwrap()
+            .observed
+            .remove(0);
+        let entry = FileEntry {
+            band: BandId::parse("b").unwrap(),
+            source: crate::model::SourceId::parse("s").unwrap(),
+            file_id: "1".into(),
+            path: first.path.clone(),
+            size: first.size,
+            hash: "from-catalog".into(),
+            modified_ms: first.modified_ms,
+        };
+        let quick = scan(
+            dir.path(),
+            &config(&[]),
+            std::slice::from_ref(&entry),
+            false,
+        )
+        .unwrap();
+        assert_eq!(quick.observed[0].hash, "from-catalog");
+        let full = scan(dir.path(), &config(&[]), &[entry], true).unwrap();
+        assert_eq!(full.observed[0].hash, first.hash);
+    }
+}

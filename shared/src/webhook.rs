@@ -1,0 +1,164 @@
+//! Webhook intake: a push notification says "something changed in this source".
+//!
+//! Google signs nothing, so a notification is accepted only when its channel id is one
+//! we created, its token matches the stored hash (constant-time) and its resource id
+//! matches. The `sync` handshake is acknowledged and starts nothing; unknown states are
+//! ignored; a repeated message number is deduplicated. We answer 2xx as soon as the job
+//! is queued, and 5xx only when queueing failed, so that Google retries.
+//! The folder watcher of the local stack sends the same headers through the same path.
+
+use crate::http::{ApiError, header, json_v2};
+use crate::model::{SyncJob, Trigger};
+use crate::ports::{Clock, DedupeStore, Queue, WatchChannelStore};
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+pub const H_CHANNEL_ID: &str = "x-goog-channel-id";
+pub const H_CHANNEL_TOKEN: &str = "x-goog-channel-token";
+pub const H_RESOURCE_ID: &str = "x-goog-resource-id";
+pub const H_RESOURCE_STATE: &str = "x-goog-resource-state";
+pub const H_MESSAGE_NUMBER: &str = "x-goog-message-number";
+
+/// How long a message number is remembered. Google retries for much less than this.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Resource states that mean "go and look" (Drive, Calendar and the folder watcher).
+const CHANGE_STATES: &[&str] = &[
+    "add",
+    "remove",
+    "update",
+    "trash",
+    "untrash",
+    "change",
+    "exists",
+    "not_exists",
+];
+
+/// What is stored instead of a channel token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub struct WebhookIntake {
+    channels: Arc<dyn WatchChannelStore>,
+    dedupe: Arc<dyn DedupeStore>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What happened to an accepted notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intake {
+    Queued(SyncJob),
+    SyncHandshake,
+    Duplicate,
+    Ignored(String),
+}
+
+impl WebhookIntake {
+    pub fn new(
+        channels: Arc<dyn WatchChannelStore>,
+        dedupe: Arc<dyn DedupeStore>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            channels,
+            dedupe,
+            queue,
+            clock,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = header(&req.headers, H_CHANNEL_ID)))]
+    pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        match self.intake(&req.headers).await {
+            Ok(Intake::Queued(job)) => json_v2(200, &json!({"status": "queued", "job": job.id})),
+            Ok(Intake::SyncHandshake) => json_v2(200, &json!({"status": "sync_acknowledged"})),
+            Ok(Intake::Duplicate) => json_v2(200, &json!({"status": "duplicate"})),
+            Ok(Intake::Ignored(state)) => {
+                json_v2(200, &json!({"status": "ignored", "state": state}))
+            }
+            Err(e) => {
+                tracing::info!(code = e.code, message = %e.message, "notification refused");
+                e.into()
+            }
+        }
+    }
+
+    pub async fn intake(&self, headers: &http::HeaderMap) -> Result<Intake, ApiError> {
+        let required = |name: &'static str| {
+            header(headers, name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    ApiError::bad_request("missing_header", format!("header {name} is required"))
+                })
+        };
+        let channel_id = required(H_CHANNEL_ID)?;
+        let token = header(headers, H_CHANNEL_TOKEN).unwrap_or_default();
+        let resource_id = required(H_RESOURCE_ID)?;
+        let state = required(H_RESOURCE_STATE)?;
+        let number: u64 = required(H_MESSAGE_NUMBER)?.parse().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("{H_MESSAGE_NUMBER} must be a number"),
+            )
+        })?;
+
+        let channel = self
+            .channels
+            .get_watch_channel(channel_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("unknown channel"))?;
+        let token_ok: bool = token_hash(token)
+            .as_bytes()
+            .ct_eq(channel.token_hash.as_bytes())
+            .into();
+        if !token_ok {
+            return Err(ApiError::forbidden("channel token does not match"));
+        }
+        if resource_id != channel.resource_id {
+            return Err(ApiError::forbidden(
+                "resource id does not match the channel",
+            ));
+        }
+        let now = self.clock.now();
+        if state == "sync" {
+            return Ok(Intake::SyncHandshake);
+        }
+        if !CHANGE_STATES.contains(&state) {
+            return Ok(Intake::Ignored(state.to_owned()));
+        }
+        let key = format!("WEBHOOK#{channel_id}#{number}");
+        if !self.dedupe.first_seen(&key, now, DEDUPE_TTL).await? {
+            return Ok(Intake::Duplicate);
+        }
+        let job = SyncJob {
+            id: uuid::Uuid::new_v4().to_string(),
+            band: channel.band.clone(),
+            source: channel.source.clone(),
+            trigger: Trigger::Notification,
+            full: false,
+            requested_by: None,
+            requested_at: now,
+        };
+        if let Err(e) =
+            crate::sync::enqueue(self.queue.as_ref(), &job, format!("{channel_id}:{number}")).await
+        {
+            // Not accepted: let the retry through the dedupe.
+            if let Err(forget) = self.dedupe.forget(&key).await {
+                tracing::error!(error = ?forget, "could not forget the dedupe key of an unqueued notification");
+            }
+            return Err(e.into());
+        }
+        if let Err(e) = self.channels.record_message(channel_id, number, now).await {
+            // Operator information only; the job is queued.
+            tracing::warn!(error = ?e, "could not record the channel's last message");
+        }
+        Ok(Intake::Queued(job))
+    }
+}

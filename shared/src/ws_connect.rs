@@ -1,0 +1,81 @@
+//! $connect: check the member's token and remember the connection. A refused connect
+//! answers 401 with a JSON error, which API Gateway turns into a refused handshake.
+
+use crate::auth::TokenKey;
+use crate::http::{ApiError, header, json_v1};
+use crate::model::{Connection, ConnectionId};
+use crate::ports::{Clock, ConnectionStore};
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use serde_json::json;
+use std::sync::Arc;
+
+/// API Gateway closes every connection after 2 h; keep records a little longer so a lost
+/// $disconnect is cleaned by the TTL.
+pub const CONNECTION_TTL: chrono::Duration = chrono::Duration::minutes(130);
+
+pub struct WsConnect {
+    connections: Arc<dyn ConnectionStore>,
+    tokens: TokenKey,
+    clock: Arc<dyn Clock>,
+}
+
+/// The connection id API Gateway gave this socket.
+pub fn connection_id(req: &ApiGatewayWebsocketProxyRequest) -> Result<ConnectionId, ApiError> {
+    let raw = req
+        .request_context
+        .connection_id
+        .as_deref()
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_connection_id", "the request has no connection id")
+        })?;
+    Ok(ConnectionId::parse(raw)?)
+}
+
+impl WsConnect {
+    pub fn new(
+        connections: Arc<dyn ConnectionStore>,
+        tokens: TokenKey,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            connections,
+            tokens,
+            clock,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(connection = ?req.request_context.connection_id))]
+    pub async fn handle(&self, req: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+        match self.connect(&req).await {
+            Ok(conn) => {
+                tracing::info!(user = %conn.user, "connected");
+                json_v1(200, &json!({"connection": conn.id}))
+            }
+            Err(e) => {
+                tracing::info!(code = e.code, "connect refused");
+                e.into()
+            }
+        }
+    }
+
+    async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<Connection, ApiError> {
+        let id = connection_id(req)?;
+        // Browsers cannot set headers on a WebSocket, so the token rides in the query string.
+        let token = req
+            .query_string_parameters
+            .first("token")
+            .map(Ok)
+            .unwrap_or_else(|| crate::auth::bearer(header(&req.headers, "authorization")))?;
+        let now = self.clock.now();
+        let member = self.tokens.verify(token, now)?;
+        let conn = Connection {
+            id,
+            user: member.user,
+            bands: member.bands,
+            connected_at: now,
+            expires_at: now + CONNECTION_TTL,
+        };
+        self.connections.put_connection(&conn).await?;
+        Ok(conn)
+    }
+}

@@ -1,0 +1,299 @@
+//! $default route: the client protocol. Replies go back through the [`Pusher`] (as they
+//! would through API Gateway's @connections), so every answer, error included, reaches
+//! the client as a frame.
+
+use crate::http::{ApiError, json_v1};
+use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
+use crate::ports::{ChannelLog, Clock, ConnectionStore, PortError, Pusher, Queue, SourceStore};
+use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
+use crate::resume::{self, ResumePlan};
+use crate::ws_connect::connection_id;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Events replayed per log read during a resume.
+const REPLAY_PAGE: usize = 100;
+
+/// May this connection read that channel? Band channels are for members, a user channel
+/// for its user, `system` for everyone.
+pub fn may_read(conn: &Connection, channel: &ChannelName) -> bool {
+    match channel {
+        ChannelName::Band(b) => conn.bands.contains(b),
+        ChannelName::User(u) => *u == conn.user,
+        ChannelName::System => true,
+    }
+}
+
+pub struct WsMessage {
+    connections: Arc<dyn ConnectionStore>,
+    log: Arc<dyn ChannelLog>,
+    sources: Arc<dyn SourceStore>,
+    sync_queue: Arc<dyn Queue>,
+    pusher: Arc<dyn Pusher>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A failed request: the error frame to send.
+struct Refusal {
+    code: &'static str,
+    message: String,
+    data: Option<Value>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+impl From<PortError> for Refusal {
+    fn from(e: PortError) -> Self {
+        tracing::error!(error = ?e, "backend failure");
+        Self::new("unavailable", "a backend is unavailable; try again")
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+impl WsMessage {
+    pub fn new(
+        connections: Arc<dyn ConnectionStore>,
+        log: Arc<dyn ChannelLog>,
+        sources: Arc<dyn SourceStore>,
+        sync_queue: Arc<dyn Queue>,
+        pusher: Arc<dyn Pusher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            connections,
+            log,
+            sources,
+            sync_queue,
+            pusher,
+            clock,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(connection = ?req.request_context.connection_id))]
+    pub async fn handle(&self, req: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+        let id = match connection_id(&req) {
+            Ok(id) => id,
+            Err(e) => return e.into(),
+        };
+        let body = match crate::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
+            Ok(b) => b,
+            Err(e) => {
+                self.send(&id, &ServerFrame::error(e.code, e.message, None))
+                    .await;
+                return json_v1(200, &json!({}));
+            }
+        };
+        let (reference, parsed) = parse_frame(&body);
+        let reply = match parsed {
+            Err(e) => Err(Refusal::new(e.code, e.message)),
+            Ok(request) => self.serve(&id, request, reference.clone()).await,
+        };
+        match reply {
+            Ok(Some(frame)) => self.send(&id, &frame).await,
+            Ok(None) => {}
+            Err(r) => {
+                let frame = ServerFrame::Error {
+                    code: r.code.to_owned(),
+                    message: r.message,
+                    reference,
+                    data: r.data,
+                };
+                self.send(&id, &frame).await;
+            }
+        }
+        json_v1(200, &json!({}))
+    }
+
+    async fn send(&self, id: &ConnectionId, frame: &ServerFrame) {
+        if let Err(e) = self.pusher.post(id, &frame.to_bytes()).await {
+            tracing::warn!(connection = %id, error = %e, "reply could not be posted");
+        }
+    }
+
+    async fn member(&self, id: &ConnectionId) -> Result<Connection, Refusal> {
+        self.connections.get_connection(id).await?.ok_or_else(|| {
+            Refusal::new(
+                "unknown_connection",
+                "this connection is not registered; reconnect",
+            )
+        })
+    }
+
+    async fn readable(
+        &self,
+        id: &ConnectionId,
+        channel: &ChannelName,
+    ) -> Result<Connection, Refusal> {
+        let conn = self.member(id).await?;
+        if !may_read(&conn, channel) {
+            return Err(Refusal::new(
+                "forbidden",
+                format!("you may not read {channel}"),
+            ));
+        }
+        Ok(conn)
+    }
+
+    async fn serve(
+        &self,
+        id: &ConnectionId,
+        request: ClientRequest,
+        reference: Option<Value>,
+    ) -> Result<Option<ServerFrame>, Refusal> {
+        match request {
+            ClientRequest::Ping => Ok(Some(ServerFrame::Pong {
+                ts: self.clock.now(),
+                reference,
+            })),
+            ClientRequest::Subscribe { channel } => {
+                self.readable(id, &channel).await?;
+                self.connections
+                    .subscribe(id, &channel, self.clock.now())
+                    .await?;
+                let head = self.log.head(&channel).await?;
+                Ok(Some(ServerFrame::Subscribed {
+                    seq: head.as_ref().map_or(0, |h| h.seq),
+                    epoch: head.map(|h| h.epoch),
+                    channel,
+                    reference,
+                }))
+            }
+            ClientRequest::Unsubscribe { channel } => {
+                self.member(id).await?;
+                self.connections.unsubscribe(id, &channel).await?;
+                Ok(Some(ServerFrame::Unsubscribed { channel, reference }))
+            }
+            ClientRequest::Resume {
+                channel,
+                after_seq,
+                epoch,
+            } => {
+                self.readable(id, &channel).await?;
+                // Subscribe first, so nothing published while we replay is missed; the
+                // client drops the seqs it gets twice.
+                self.connections
+                    .subscribe(id, &channel, self.clock.now())
+                    .await?;
+                self.resume(id, channel, after_seq, epoch, reference).await
+            }
+            ClientRequest::SyncRequest { band, source, full } => {
+                let conn = self.member(id).await?;
+                if !conn.bands.contains(&band) {
+                    return Err(Refusal::new(
+                        "forbidden",
+                        format!("you are not a member of band {band}"),
+                    ));
+                }
+                let jobs = crate::sync::request_sync(
+                    self.sources.as_ref(),
+                    self.sync_queue.as_ref(),
+                    crate::sync::SyncRequest {
+                        band: &band,
+                        source: source.as_ref(),
+                        full,
+                        trigger: Trigger::Client,
+                        requested_by: &conn.user,
+                    },
+                    self.clock.now(),
+                )
+                .await?;
+                let jobs: Vec<_> = jobs
+                    .iter()
+                    .map(|j| json!({"job": j.id, "source": j.source}))
+                    .collect();
+                Ok(Some(ServerFrame::Ack {
+                    reference,
+                    data: Some(json!({"queued": jobs})),
+                }))
+            }
+        }
+    }
+
+    async fn resume(
+        &self,
+        id: &ConnectionId,
+        channel: ChannelName,
+        after_seq: u64,
+        epoch: Option<String>,
+        reference: Option<Value>,
+    ) -> Result<Option<ServerFrame>, Refusal> {
+        let head = self.log.head(&channel).await?;
+        match resume::plan(head.as_ref(), after_seq, epoch.as_deref()) {
+            ResumePlan::HistoryLost { reason } => Err(Refusal {
+                code: "history_lost",
+                message: format!("{reason}; refetch the state of {channel}"),
+                data: Some(json!({
+                    "channel": channel,
+                    "seq": head.as_ref().map_or(0, |h| h.seq),
+                    "epoch": head.as_ref().map(|h| h.epoch.clone()),
+                })),
+            }),
+            ResumePlan::UpToDate => Ok(Some(ServerFrame::Resumed {
+                seq: head.as_ref().map_or(0, |h| h.seq),
+                epoch: head.map(|h| h.epoch),
+                channel,
+                replayed: 0,
+                reference,
+            })),
+            ResumePlan::Replay { after } => {
+                let mut cursor = after;
+                let mut replayed = 0;
+                loop {
+                    let page = self.log.read_after(&channel, cursor, REPLAY_PAGE).await?;
+                    for event in &page {
+                        cursor = event.seq;
+                        replayed += 1;
+                        self.send(id, &ServerFrame::Event(event.clone())).await;
+                    }
+                    if page.len() < REPLAY_PAGE {
+                        break;
+                    }
+                }
+                Ok(Some(ServerFrame::Resumed {
+                    channel,
+                    seq: cursor,
+                    epoch: head.map(|h| h.epoch),
+                    replayed,
+                    reference,
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BandId, UserId};
+
+    #[test]
+    fn acl() {
+        let conn = Connection {
+            id: ConnectionId::parse("c1").unwrap(),
+            user: UserId::parse("alice").unwrap(),
+            bands: vec![BandId::parse("demo").unwrap()],
+            connected_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+        };
+        let ok = |s: &str| may_read(&conn, &ChannelName::parse(s).unwrap());
+        assert!(ok("band:demo"));
+        assert!(!ok("band:other"));
+        assert!(ok("user:alice"));
+        assert!(!ok("user:bob"));
+        assert!(ok("system"));
+    }
+}

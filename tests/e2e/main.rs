@@ -1,0 +1,9 @@
+//! End-to-end tests: the local stack in-process on free loopback ports, real WebSocket
+//! clients, the real AWS SDK client for @connections, a real watched folder.
+
+mod bad_inputs;
+mod management;
+mod pipeline;
+mod restart;
+mod resume;
+mod support;
