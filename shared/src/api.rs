@@ -299,3 +299,244 @@ impl Api {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    /// Bands `demo` and `rock`, each with a folder source `charts` (one shared folder
+    /// holding one file) synced once by jobs `demo-1` and `rock-1`; alice is in demo only.
+    struct Fixture {
+        h: Harness,
+        _dir: tempfile::TempDir,
+        alice: String,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let h = Harness::new();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("chart.pdf"), "chart").unwrap();
+            for name in ["demo", "rock"] {
+                let b = h.add_band(name).await;
+                let s = h
+                    .add_source(&b, "charts", dir.path().to_str().unwrap())
+                    .await;
+                let job = h.sync_job(&format!("{name}-1"), &b, &s.id, Trigger::Manual);
+                h.sync_worker().run(&job).await.unwrap().unwrap();
+            }
+            let alice = h.bearer("alice", &["demo"]);
+            Self {
+                h,
+                _dir: dir,
+                alice,
+            }
+        }
+
+        /// A request with the given Authorization header (if any): (status, JSON body).
+        async fn call(
+            &self,
+            method: &str,
+            target: &str,
+            auth: Option<&str>,
+            body: Option<&str>,
+        ) -> (i64, Value) {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| ("Authorization", a)).into_iter().collect();
+            let response = self
+                .h
+                .api()
+                .handle(http_event(method, target, &headers, body))
+                .await;
+            (response.status(), response.body_json())
+        }
+
+        /// A GET as alice.
+        async fn get(&self, target: &str) -> (i64, Value) {
+            self.call("GET", target, Some(&self.alice), None).await
+        }
+    }
+
+    fn error_code(body: &Value) -> &str {
+        body["error"]["code"].as_str().unwrap_or("<none>")
+    }
+
+    #[tokio::test]
+    async fn health_needs_no_token_and_reports_the_store_up() {
+        // GIVEN the API; WHEN anyone asks for health
+        let f = Fixture::new().await;
+        let (status, body) = f.call("GET", "/sync/health", None, None).await;
+        // THEN it is 200 with every check up
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"status": "ok", "checks": {"store": {"status": "up"}}})
+        );
+    }
+
+    #[tokio::test]
+    async fn status_shows_a_members_band() {
+        // GIVEN demo synced once; WHEN alice asks for its status (behind a stage prefix)
+        let f = Fixture::new().await;
+        let (status, body) = f.get("/prod/sync/status?band=demo").await;
+
+        // THEN she sees its config, sources, channel head and last operation
+        assert_eq!(status, 200);
+        assert_eq!(body["band"], "demo");
+        assert_eq!(body["config"]["name"], "demo");
+        assert_eq!(body["sources"][0]["id"], "charts");
+        assert_eq!(body["sources"][0]["last_operation"], "demo-1");
+        assert_eq!(body["channel"]["seq"], 3);
+        assert_eq!(body["last_operation"]["id"], "demo-1");
+        assert_eq!(body["last_operation"]["status"], "completed");
+    }
+
+    #[tokio::test]
+    async fn operations_are_listed_newest_first_within_the_limit() {
+        // GIVEN demo has a second, later operation
+        let f = Fixture::new().await;
+        f.h.clock.advance(chrono::TimeDelta::minutes(5));
+        let job = f.h.sync_job(
+            "demo-2",
+            &band("demo"),
+            &source_id("charts"),
+            Trigger::Manual,
+        );
+        f.h.sync_worker().run(&job).await.unwrap().unwrap();
+
+        // WHEN alice lists demo's operations, all and then only one
+        let (status, all) = f.get("/sync/operations?band=demo").await;
+        let (_, one) = f.get("/sync/operations?band=demo&limit=1").await;
+
+        // THEN she sees demo's only, newest first, and the limit holds
+        assert_eq!(status, 200);
+        let ids = |b: &Value| -> Vec<String> {
+            b["operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&all), ["demo-2", "demo-1"]);
+        assert_eq!(ids(&one), ["demo-2"]);
+        for bad in ["0", "101", "many"] {
+            let (status, body) = f
+                .get(&format!("/sync/operations?band=demo&limit={bad}"))
+                .await;
+            assert_eq!(
+                (status, error_code(&body)),
+                (400, "invalid_parameter"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_operation_is_shown_with_its_items_but_another_bands_is_not_found() {
+        let f = Fixture::new().await;
+
+        // WHEN alice asks for her band's operation
+        let (status, body) = f.get("/sync/operations/demo-1").await;
+        // THEN she gets it with its items
+        assert_eq!(status, 200);
+        assert_eq!(body["operation"]["id"], "demo-1");
+        assert_eq!(body["operation"]["metrics"]["synced"], 1);
+        assert_eq!(body["items"][0]["path"], "chart.pdf");
+        assert_eq!(body["items"][0]["action"], "created");
+
+        // WHEN she asks for rock's operation, or one that does not exist
+        // THEN both are 404 alike (ids are not disclosed)
+        for id in ["rock-1", "nope"] {
+            let (status, body) = f.get(&format!("/sync/operations/{id}")).await;
+            assert_eq!((status, error_code(&body)), (404, "not_found"), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stats_sum_up_a_bands_operations() {
+        // GIVEN demo synced once; WHEN alice asks for its stats
+        let f = Fixture::new().await;
+        let (status, body) = f.get("/sync/stats?band=demo").await;
+        // THEN they count demo's operations, items and events only
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["operations"],
+            json!({"completed": 1, "failed": 0, "running": 0})
+        );
+        assert_eq!(body["items"], json!({"synced": 1, "failed": 0}));
+        assert_eq!(body["window"]["operations"], 1);
+        assert_eq!(body["events"]["seq"], 3);
+        assert!(body["duration_ms"]["p50"].is_u64());
+    }
+
+    #[tokio::test]
+    async fn trigger_queues_a_full_manual_sync_of_a_members_band() {
+        // GIVEN alice in demo; WHEN she triggers a sync
+        let f = Fixture::new().await;
+        let (status, body) = f
+            .call(
+                "POST",
+                "/sync/trigger",
+                Some(&f.alice),
+                Some(r#"{"band":"demo"}"#),
+            )
+            .await;
+
+        // THEN one full manual job per source is queued
+        assert_eq!(status, 202);
+        let jobs: Vec<crate::model::SyncJob> = f.h.sync_queue.bodies();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].trigger, jobs[0].full), (Trigger::Manual, true));
+        assert_eq!(
+            body["queued"],
+            json!([{"job": jobs[0].id, "source": "charts", "full": true}])
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_have_the_right_status_and_code() {
+        let f = Fixture::new().await;
+        let forged = crate::auth::TokenKey::new("other").mint(
+            "alice",
+            &["demo"],
+            f.h.now(),
+            chrono::TimeDelta::hours(1),
+        );
+        let forged = format!("Bearer {forged}");
+        let credentials = |who: &str| match who {
+            "alice" => Some(f.alice.clone()),
+            "forged" => Some(forged.clone()),
+            "basic" => Some("Basic YWxpY2U6cHc=".to_owned()),
+            _ => None,
+        };
+        let rock = Some(r#"{"band":"rock"}"#);
+        #[rustfmt::skip]
+        let cases = [
+            ("GET /sync/status?band=demo",    "nobody", None,          401, "missing_token"),
+            ("GET /sync/status?band=demo",    "forged", None,          401, "invalid_token"),
+            ("GET /sync/status?band=demo",    "basic",  None,          401, "invalid_token"),
+            ("GET /sync/status?band=rock",    "alice",  None,          403, "forbidden"),
+            ("POST /sync/trigger",            "alice",  rock,          403, "forbidden"),
+            ("GET /sync/status",              "alice",  None,          400, "missing_parameter"),
+            ("POST /sync/trigger",            "alice",  Some("{band"), 400, "malformed_body"),
+            ("GET /sync/nothing-here",        "alice",  None,          404, "not_found"),
+            ("DELETE /sync/status?band=demo", "alice",  None,          405, "method_not_allowed"),
+        ];
+        for (request, who, body, status, code) in cases {
+            // GIVEN/WHEN a request that must be refused
+            let (method, target) = request.split_once(' ').unwrap();
+            let auth = credentials(who);
+            let (got, json) = f.call(method, target, auth.as_deref(), body).await;
+            // THEN it is, with the status and code a client can act on
+            assert_eq!(
+                (got, error_code(&json)),
+                (status, code),
+                "{request} as {who}"
+            );
+        }
+        // AND nothing was queued by the refused triggers
+        assert_eq!(f.h.sync_queue.attempts(), 0);
+    }
+}

@@ -21,6 +21,8 @@ pub mod publish;
 pub mod resume;
 pub mod sqs;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod webhook;
 pub mod ws_connect;
 pub mod ws_disconnect;

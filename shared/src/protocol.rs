@@ -74,8 +74,13 @@ struct SyncArgs {
     band: BandId,
     #[serde(default)]
     source: Option<SourceId>,
-    #[serde(default)]
+    /// Like POST /sync/trigger: a full sync unless asked otherwise.
+    #[serde(default = "full_by_default")]
     full: bool,
+}
+
+fn full_by_default() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -263,7 +268,8 @@ mod tests {
             parse_frame(r#"{"action":"ping"}"#).1.unwrap(),
             ClientRequest::Ping
         );
-        let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo","full":true}"#);
+        // Like POST /sync/trigger, a full sync unless asked otherwise.
+        let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo"}"#);
         assert_eq!(
             req.unwrap(),
             ClientRequest::SyncRequest {
@@ -272,6 +278,11 @@ mod tests {
                 full: true
             }
         );
+        let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo","full":false}"#);
+        assert!(matches!(
+            req.unwrap(),
+            ClientRequest::SyncRequest { full: false, .. }
+        ));
     }
 
     #[test]

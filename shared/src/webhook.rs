@@ -162,3 +162,189 @@ impl WebhookIntake {
         Ok(Intake::Queued(job))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChannelName, WatchChannel};
+    use crate::testing::*;
+
+    const CHANNEL: &str = "01234567-89ab-cdef-0123-456789abcdef";
+
+    /// Band `demo` with a watch channel on its source `charts` (token `s3cret-token`,
+    /// resource `res-42`), as the watcher or Google's watch call registered it.
+    async fn watched() -> Harness {
+        let h = Harness::new();
+        h.store
+            .put_watch_channel(&WatchChannel {
+                id: CHANNEL.into(),
+                band: band("demo"),
+                source: source_id("charts"),
+                resource_id: "res-42".into(),
+                token_hash: token_hash("s3cret-token"),
+                expires_at: None,
+                last_message: None,
+                last_message_at: None,
+            })
+            .await
+            .unwrap();
+        h
+    }
+
+    /// A notification's headers: a valid change (`update`, message 7) with `changes`
+    /// applied (`None` drops the header).
+    fn notification(changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = [
+            (H_CHANNEL_ID, CHANNEL),
+            (H_CHANNEL_TOKEN, "s3cret-token"),
+            (H_RESOURCE_ID, "res-42"),
+            (H_RESOURCE_STATE, "update"),
+            (H_MESSAGE_NUMBER, "7"),
+            ("x-goog-channel-expiration", "Sun, 01 Mar 2026 13:00:00 GMT"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec();
+        for (name, value) in changes {
+            headers.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                headers.push(((*name).to_owned(), (*v).to_owned()));
+            }
+        }
+        headers
+    }
+
+    /// The notification as API Gateway hands it to the function.
+    fn request(headers: &[(String, String)]) -> ApiGatewayV2httpRequest {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http_event("POST", "/webhooks/google", &headers, None)
+    }
+
+    async fn post(h: &Harness, headers: &[(String, String)]) -> ApiGatewayV2httpResponse {
+        h.webhook().handle(request(headers)).await
+    }
+
+    async fn intake(h: &Harness, headers: &[(String, String)]) -> Result<Intake, ApiError> {
+        h.webhook().intake(&request(headers).headers).await
+    }
+
+    #[tokio::test]
+    async fn a_change_notification_queues_a_job_deduplicated_by_channel_and_number() {
+        // GIVEN a registered channel
+        let h = watched().await;
+
+        // WHEN a valid change notification arrives
+        let result = intake(&h, &notification(&[])).await.unwrap();
+
+        // THEN a notification job for the channel's source is queued, deduplicated by
+        // channel:number, in the band/source group
+        let Intake::Queued(job) = result else {
+            panic!("expected Queued, got {result:?}")
+        };
+        assert_eq!((job.band.as_str(), job.source.as_str()), ("demo", "charts"));
+        assert_eq!(job.trigger, Trigger::Notification);
+        assert!(!job.full);
+        let queued = h.sync_queue.messages();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].dedup_id, format!("{CHANNEL}:7"));
+        assert_eq!(queued[0].group, "demo/charts");
+        assert_eq!(h.sync_queue.bodies::<SyncJob>(), [job]);
+        // AND the channel remembers its newest message
+        let channel = h.store.get_watch_channel(CHANNEL).await.unwrap().unwrap();
+        assert_eq!(channel.last_message, Some(7));
+        // (a band channel is untouched: publishing is the worker's job)
+        assert!(h.log(&ChannelName::Band(band("demo"))).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_repeated_message_number_is_a_duplicate() {
+        // GIVEN message 7 was accepted
+        let h = watched().await;
+        assert!(matches!(
+            intake(&h, &notification(&[])).await,
+            Ok(Intake::Queued(_))
+        ));
+
+        // WHEN Google retries message 7
+        let response = post(&h, &notification(&[])).await;
+
+        // THEN it is acknowledged as a duplicate and nothing more is queued
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body_json()["status"], "duplicate");
+        assert_eq!(h.sync_queue.messages().len(), 1);
+        // AND message 8 is new
+        let eight = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some("8"))])).await;
+        assert!(matches!(eight, Ok(Intake::Queued(_))));
+    }
+
+    #[tokio::test]
+    async fn the_sync_handshake_and_unknown_states_queue_nothing() {
+        // GIVEN a registered channel
+        let h = watched().await;
+
+        // WHEN the `sync` handshake and a state we do not know arrive
+        let sync = intake(&h, &notification(&[(H_RESOURCE_STATE, Some("sync"))])).await;
+        let odd = intake(&h, &notification(&[(H_RESOURCE_STATE, Some("wobble"))])).await;
+        let response = post(&h, &notification(&[(H_RESOURCE_STATE, Some("sync"))])).await;
+
+        // THEN both are acknowledged and nothing is queued
+        assert_eq!(sync.unwrap(), Intake::SyncHandshake);
+        assert_eq!(odd.unwrap(), Intake::Ignored("wobble".into()));
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body_json()["status"], "sync_acknowledged");
+        assert_eq!(h.sync_queue.attempts(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_notifications_are_refused_with_the_right_status() {
+        let h = watched().await;
+        let cases = [
+            (&[(H_CHANNEL_TOKEN, Some("guessed"))], 403, "forbidden"),
+            (&[(H_CHANNEL_TOKEN, None)], 403, "forbidden"),
+            (&[(H_RESOURCE_ID, Some("res-other"))], 403, "forbidden"),
+            (&[(H_CHANNEL_ID, Some("not-ours"))], 404, "not_found"),
+            (&[(H_CHANNEL_ID, None)], 400, "missing_header"),
+            (&[(H_MESSAGE_NUMBER, None)], 400, "missing_header"),
+            (&[(H_MESSAGE_NUMBER, Some("seven"))], 400, "invalid_header"),
+        ];
+        for (changes, status, code) in cases {
+            // GIVEN a notification with a wrong or missing header
+            // WHEN it is posted
+            let response = post(&h, &notification(changes)).await;
+            // THEN it is refused with that status and code
+            assert_eq!(response.status(), status, "{changes:?}");
+            assert_eq!(response.body_json()["error"]["code"], code, "{changes:?}");
+        }
+        // AND nothing was queued, and no message number was remembered
+        assert_eq!(h.sync_queue.attempts(), 0);
+        let channel = h.store.get_watch_channel(CHANNEL).await.unwrap().unwrap();
+        assert_eq!(channel.last_message, None);
+    }
+
+    #[tokio::test]
+    async fn when_queueing_fails_the_answer_is_503_and_the_retry_is_accepted() {
+        // GIVEN the sync queue fails the next send
+        let h = watched().await;
+        h.sync_queue.fail_next_send();
+
+        // WHEN message 7 arrives
+        let response = post(&h, &notification(&[])).await;
+
+        // THEN the answer is 503 so that Google retries, and nothing is queued
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.body_json()["error"]["code"], "unavailable");
+        assert!(h.sync_queue.messages().is_empty());
+
+        // WHEN Google retries message 7
+        let retry = post(&h, &notification(&[])).await;
+
+        // THEN it is not taken for a duplicate: the job is queued
+        assert_eq!(retry.status(), 200);
+        assert_eq!(retry.body_json()["status"], "queued");
+        let queued = h.sync_queue.messages();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].dedup_id, format!("{CHANNEL}:7"));
+    }
+}

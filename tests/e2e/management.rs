@@ -21,6 +21,7 @@ fn sdk_client(endpoint: &str) -> Client {
 
 #[tokio::test]
 async fn the_real_sdk_client_posts_gets_and_deletes() {
+    use bandsync::ports::ConnectionStore;
     let t = spawn_stack().await;
     let mut alice = t.client("alice", &["demo"]).await;
     alice.send(serde_json::json!({"action": "ping"})).await;
@@ -77,8 +78,20 @@ async fn the_real_sdk_client_posts_gets_and_deletes() {
         .expect("DeleteConnection succeeds");
     assert!(alice.recv(WAIT).await.is_none(), "the socket is closed");
     // The connection's record goes with it ($disconnect ran).
+    let conn_id = bandsync::model::ConnectionId::parse(&id).unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while t.stack.registry.count() > 0 && tokio::time::Instant::now() < deadline {
+    while t
+        .stack
+        .store
+        .get_connection(&conn_id)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "$disconnect did not remove the connection"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let err = sdk

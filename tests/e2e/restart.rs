@@ -116,6 +116,10 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The job queued by run 2 (its startup reconcile, first in the source's FIFO group)
+    // ran in run 3: its operation exists under its job id.
+    let first_queued: serde_json::Value = serde_json::from_str(&queued[0].body).unwrap();
+    let queued_job = first_queued["id"].as_str().unwrap().to_owned();
     let http = Http {
         base: stack.http_url.clone(),
         client: reqwest::Client::new(),
@@ -129,6 +133,10 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
         ops.len() >= 2,
         "operations of every run are kept: {}",
         ops.len()
+    );
+    assert!(
+        ops.iter().any(|o| o["id"] == queued_job.as_str()),
+        "the job queued before the stop ran after the restart"
     );
     let first_id = first[0]["data"]["operation"].as_str().unwrap();
     assert!(

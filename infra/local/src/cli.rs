@@ -27,6 +27,20 @@ pub enum Command {
     Serve,
     /// Print a member token for the local stack (HS256, signed with the data dir's secret).
     Token(TokenArgs),
+    /// Follow a channel and print its events, resuming across reconnects (a reference client).
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The WebSocket API URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8788/local")]
+    pub url: String,
+    /// The channel to follow.
+    #[arg(long, default_value = "band:demo")]
+    pub channel: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +82,9 @@ pub struct ServeArgs {
     /// Close every WebSocket connection after this many seconds (API Gateway: 7200).
     #[arg(long, env = "BANDSYNC_MAX_CONNECTION_SECS", default_value_t = 7200)]
     pub max_connection_secs: u64,
+    /// Allow binding to non-loopback addresses (the @connections endpoint has no auth).
+    #[arg(long, env = "BANDSYNC_ALLOW_NON_LOOPBACK")]
+    pub allow_non_loopback: bool,
     /// Write CloudWatch EMF metric lines to stdout (off locally by default).
     #[arg(long, env = "BANDSYNC_EMF")]
     pub emf: bool,
@@ -81,8 +98,8 @@ pub struct TokenArgs {
     /// Bands the member belongs to (repeat or comma-separate).
     #[arg(long = "band", value_delimiter = ',', default_value = "demo")]
     pub bands: Vec<String>,
-    /// Lifetime in hours.
-    #[arg(long, default_value_t = 12)]
+    /// Lifetime in hours (at most a year).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i64).range(1..=8760))]
     pub hours: i64,
 }
 
@@ -98,6 +115,20 @@ fn init_tracing() {
     } else {
         builder.compact().init();
     }
+}
+
+fn mint(key: &bandsync::auth::TokenKey, args: &TokenArgs) -> anyhow::Result<String> {
+    for b in &args.bands {
+        BandId::parse(b)?;
+    }
+    bandsync::model::UserId::parse(&args.user)?;
+    let bands: Vec<&str> = args.bands.iter().map(String::as_str).collect();
+    Ok(key.mint(
+        &args.user,
+        &bands,
+        chrono::Utc::now(),
+        chrono::Duration::hours(args.hours),
+    ))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -118,6 +149,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             );
             Ok(())
+        }
+        Some(Command::Listen(args)) => {
+            let key = token_key(&cli.serve.data_dir, cli.serve.jwt_secret.as_deref())?;
+            let token = mint(&key, &args.token)?;
+            crate::listen::listen(&args.url, &token, &args.channel).await
         }
         None | Some(Command::Serve) => serve(cli.serve).await,
     }
@@ -140,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|t| !t.is_empty())
         .collect();
     cfg.jwt_secret = args.jwt_secret;
+    cfg.allow_non_loopback = args.allow_non_loopback;
     cfg.limits.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     cfg.limits.max_duration = Duration::from_secs(args.max_connection_secs);
     let stack = LocalStack::start(cfg)

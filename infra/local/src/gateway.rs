@@ -66,13 +66,16 @@ impl Routes {
     }
 }
 
-enum Outbound {
-    Frame(Message),
-    Close(u16, &'static str),
-}
+/// Frames waiting for a slow client before posts to it are refused as throttled.
+const OUTBOX: usize = 1024;
+/// How long one frame may take to write before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type CloseRequest = Option<(u16, &'static str)>;
 
 struct Live {
-    tx: mpsc::UnboundedSender<Outbound>,
+    tx: mpsc::Sender<Message>,
+    close: tokio::sync::watch::Sender<CloseRequest>,
     connected_at: DateTime<Utc>,
     last_active: DateTime<Utc>,
     source_ip: String,
@@ -89,6 +92,8 @@ pub struct Registry {
 pub enum PostError {
     Gone,
     TooLarge,
+    /// The client is not reading fast enough (API Gateway's LimitExceededException).
+    Throttled,
 }
 
 impl Registry {
@@ -108,24 +113,25 @@ impl Registry {
             Ok(text) => Message::Text(text.to_owned().into()),
             Err(_) => Message::Binary(Bytes::copy_from_slice(data)),
         };
-        conn.tx
-            .send(Outbound::Frame(message))
-            .map_err(|_| PostError::Gone)
+        conn.tx.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => PostError::Throttled,
+            mpsc::error::TrySendError::Closed(_) => PostError::Gone,
+        })
     }
 
     /// DeleteConnection: close it (its $disconnect follows).
     pub fn close(&self, id: &str) -> Result<(), PostError> {
         let live = self.lock();
         let conn = live.get(id).ok_or(PostError::Gone)?;
-        conn.tx
-            .send(Outbound::Close(1000, ""))
+        conn.close
+            .send(Some((1000, "")))
             .map_err(|_| PostError::Gone)
     }
 
     /// Close every connection (the stack is going away).
     pub fn close_all(&self) {
         for conn in self.lock().values() {
-            let _ = conn.tx.send(Outbound::Close(1001, "Going away"));
+            let _ = conn.close.send(Some((1001, "Going away")));
         }
     }
 
@@ -166,6 +172,9 @@ impl Pusher for LocalPusher {
                 data.len(),
                 self.max_message
             ))),
+            Err(PostError::Throttled) => Err(PortError::Backend(anyhow::anyhow!(
+                "connection {connection} is not reading; {OUTBOX} frames are waiting"
+            ))),
         }
     }
 }
@@ -181,7 +190,9 @@ pub struct Gateway {
 fn new_connection_id() -> String {
     use base64::Engine;
     let bytes = uuid::Uuid::new_v4();
-    base64::engine::general_purpose::STANDARD.encode(&bytes.as_bytes()[..10])
+    // API Gateway's ids are base64 of random bytes; the URL-safe alphabet keeps `/` out
+    // of the @connections path.
+    base64::engine::general_purpose::URL_SAFE.encode(&bytes.as_bytes()[..10])
 }
 
 fn ws_request(
@@ -258,11 +269,13 @@ async fn upgrade(
             return refused;
         }
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let (close, close_rx) = tokio::sync::watch::channel(None);
     gw.registry.lock().insert(
         id.clone(),
         Live {
-            tx: tx.clone(),
+            tx,
+            close: close.clone(),
             connected_at,
             last_active: connected_at,
             source_ip: source_ip.clone(),
@@ -274,117 +287,143 @@ async fn upgrade(
     );
     // Messages over the limit must be seen (to close with 1009), so the socket reads up to
     // a generous cap and we check the real limits ourselves.
+    let failed = (gw.clone(), id.clone(), source_ip.clone());
     ws.max_message_size(gw.limits.max_message.max(gw.limits.max_frame) * 4)
         .max_frame_size(gw.limits.max_frame)
-        .on_upgrade(move |socket| serve(gw, socket, id, connected_at, source_ip, tx, rx))
+        // The handshake did not complete: the connection never existed for the client.
+        .on_failed_upgrade(move |e| {
+            let (gw, id, source_ip) = failed;
+            tracing::info!(connection = %id, error = %e, "upgrade failed");
+            gw.registry.lock().remove(&id);
+            tokio::spawn(async move {
+                disconnected(&gw, &id, connected_at, &source_ip, 1006, "upgrade failed").await
+            });
+        })
+        .on_upgrade(move |socket| {
+            serve(gw, socket, id, connected_at, source_ip, close, close_rx, rx)
+        })
 }
 
-async fn serve(
-    gw: Gateway,
-    socket: WebSocket,
-    id: String,
+/// Invoke the $disconnect route, as API Gateway does once per connection.
+async fn disconnected(
+    gw: &Gateway,
+    id: &str,
     connected_at: DateTime<Utc>,
-    source_ip: String,
-    tx: mpsc::UnboundedSender<Outbound>,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    source_ip: &str,
+    status: u16,
+    reason: &str,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    // Tells the reader when the server side closed (DeleteConnection, shutdown), so it stops
-    // without waiting for a client that never answers the close.
-    let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<(u16, &'static str)>();
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outbound::Frame(m) => {
-                    if sink.send(m).await.is_err() {
-                        break;
-                    }
-                }
-                Outbound::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        })))
-                        .await;
-                    let _ = closed_tx.send((code, reason));
-                    break;
-                }
-            }
-        }
-    });
-    let close = |code, reason| {
-        let _ = tx.send(Outbound::Close(code, reason));
-    };
-    let deadline = tokio::time::Instant::now() + gw.limits.max_duration;
-    let (status, reason) = loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(gw.limits.idle_timeout, stream.next()) => next,
-            _ = tokio::time::sleep_until(deadline) => {
-                close(1001, "Going away");
-                break (1001, "max duration reached");
-            }
-            closed = &mut closed_rx => {
-                let (code, reason) = closed.unwrap_or((1006, "connection lost"));
-                break (code, if code == 1000 { "deleted through @connections" } else { reason });
-            }
-        };
-        let message = match next {
-            Err(_) => {
-                close(1001, "Going away");
-                break (1001, "idle timeout");
-            }
-            Ok(None) => break (1006, "connection lost"),
-            Ok(Some(Err(e))) => {
-                if is_capacity(&e) {
-                    close(1009, "Message too big");
-                    break (1009, "message too big");
-                }
-                break (1006, "connection error");
-            }
-            Ok(Some(Ok(m))) => m,
-        };
-        gw.registry.touch(&id);
-        let (body, base64) = match message {
-            Message::Text(t) => (t.to_string(), false),
-            Message::Binary(b) => {
-                use base64::Engine;
-                (base64::engine::general_purpose::STANDARD.encode(&b), true)
-            }
-            Message::Close(_) => break (1000, "client closed"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        if body.len() > gw.limits.max_message {
-            close(1009, "Message too big");
-            break (1009, "message too big");
-        }
-        dispatch(&gw, &id, connected_at, &source_ip, body, base64).await;
-    };
-    gw.registry.lock().remove(&id);
-    drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     if let Some(disconnect) = gw.routes.get("$disconnect") {
-        let mut req = ws_request(
-            &gw,
-            "$disconnect",
-            "DISCONNECT",
-            &id,
-            connected_at,
-            &source_ip,
-        );
+        let mut req = ws_request(gw, "$disconnect", "DISCONNECT", id, connected_at, source_ip);
         req.request_context.disconnect_status_code = Some(status.into());
         req.request_context.disconnect_reason = Some(reason.to_owned());
         disconnect(req).await;
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    gw: Gateway,
+    socket: WebSocket,
+    id: String,
+    connected_at: DateTime<Utc>,
+    source_ip: String,
+    close: tokio::sync::watch::Sender<CloseRequest>,
+    mut close_rx: tokio::sync::watch::Receiver<CloseRequest>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    // The writer tells the reader when it stopped (a server-side close, a client that
+    // stopped reading), so the reader does not wait for a client that never answers.
+    let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<(u16, &'static str)>();
+    let mut writer = tokio::spawn(async move {
+        let ended = loop {
+            tokio::select! {
+                biased;
+                _ = close_rx.changed() => {
+                    let (code, reason) = (*close_rx.borrow()).unwrap_or((1006, "connection lost"));
+                    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await;
+                    break (code, reason);
+                }
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { break (1006, "connection lost") };
+                    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await {
+                        Ok(Ok(())) => {}
+                        _ => break (1006, "client stopped reading"),
+                    }
+                }
+            }
+        };
+        let _ = closed_tx.send(ended);
+    });
+    let request_close = |code, reason| {
+        let _ = close.send(Some((code, reason)));
+    };
+    let deadline = tokio::time::Instant::now() + gw.limits.max_duration;
+    let (status, reason): (u16, String) = loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(gw.limits.idle_timeout, stream.next()) => next,
+            _ = tokio::time::sleep_until(deadline) => {
+                request_close(1001, "Going away");
+                break (1001, "max duration reached".into());
+            }
+            closed = &mut closed_rx => {
+                let (code, reason) = closed.unwrap_or((1006, "connection lost"));
+                break (code, if code == 1000 { "deleted through @connections".into() } else { reason.into() });
+            }
+        };
+        let message = match next {
+            Err(_) => {
+                request_close(1001, "Going away");
+                break (1001, "idle timeout".into());
+            }
+            Ok(None) => break (1006, "connection lost".into()),
+            Ok(Some(Err(e))) => {
+                if is_capacity(&e) {
+                    request_close(1009, "Message too big");
+                    break (1009, "message too big".into());
+                }
+                break (1006, "connection error".into());
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        gw.registry.touch(&id);
+        let (body, base64) = match message {
+            Message::Text(t) if t.len() <= gw.limits.max_message => (t.to_string(), false),
+            Message::Binary(b) if b.len() <= gw.limits.max_message => {
+                use base64::Engine;
+                (base64::engine::general_purpose::STANDARD.encode(&b), true)
+            }
+            Message::Text(_) | Message::Binary(_) => {
+                request_close(1009, "Message too big");
+                break (1009, "message too big".into());
+            }
+            // The client's own close code and reason go to $disconnect.
+            Message::Close(frame) => {
+                break frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        dispatch(&gw, &id, connected_at, &source_ip, body, base64).await;
+    };
+    gw.registry.lock().remove(&id);
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    disconnected(&gw, &id, connected_at, &source_ip, status, &reason).await;
+}
+
 fn is_capacity(e: &axum::Error) -> bool {
-    // axum wraps tungstenite's error; its text names the capacity problem.
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("space limit exceeded")
-        || text.contains("too long")
-        || text.contains("too big")
-        || text.contains("capacity")
+    use std::error::Error;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // axum wraps tungstenite's error (keep tokio-tungstenite at axum's version so this downcast matches).
+    e.source()
+        .and_then(|s| s.downcast_ref::<WsError>())
+        .is_some_and(|e| matches!(e, WsError::Capacity(_)))
 }
 
 /// Route selection: `$request.body.action`, falling back to `$default`.
@@ -455,6 +494,11 @@ async fn manage_post(State(gw): State<Gateway>, Path(id): Path<String>, body: By
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLargeException",
             "Message too long",
+        ),
+        Err(PostError::Throttled) => management_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "LimitExceededException",
+            "the connection is not reading fast enough",
         ),
     }
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod gateway;
 pub mod http_api;
+pub mod listen;
 pub mod pollers;
 pub mod stack;
 

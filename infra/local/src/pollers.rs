@@ -4,6 +4,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use bandsync::adapters::local::{EmbeddedQueue, ReceivedMessage};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -40,6 +41,10 @@ fn to_sqs_message(queue: &str, m: &ReceivedMessage) -> SqsMessage {
 }
 
 /// Receive one batch and run it. Returns how many messages were handed to the handler.
+///
+/// While the handler runs, the batch's visibility is extended (a heartbeat), so a long
+/// sync is never handed to a second poller while the first is still on it. A handler
+/// that panics fails the whole batch, which comes back after the visibility timeout.
 pub async fn poll_once(queue: &EmbeddedQueue, handler: &SqsHandler) -> anyhow::Result<usize> {
     let received = queue.receive(BATCH).await?;
     if received.is_empty() {
@@ -48,7 +53,37 @@ pub async fn poll_once(queue: &EmbeddedQueue, handler: &SqsHandler) -> anyhow::R
     let name = queue.config().name.clone();
     let mut event = SqsEvent::default();
     event.records = received.iter().map(|m| to_sqs_message(&name, m)).collect();
-    let response = handler(event).await;
+    let heartbeat = {
+        let (queue, receipts) = (
+            queue.clone(),
+            received
+                .iter()
+                .map(|m| m.receipt_handle.clone())
+                .collect::<Vec<_>>(),
+        );
+        let visibility = queue.config().visibility_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(visibility / 3).await;
+                for r in &receipts {
+                    if let Err(e) = queue.change_visibility(r, visibility).await {
+                        tracing::warn!(error = %e, "could not extend a message's visibility");
+                    }
+                }
+            }
+        })
+    };
+    let outcome = std::panic::AssertUnwindSafe(handler(event))
+        .catch_unwind()
+        .await;
+    heartbeat.abort();
+    let response = match outcome {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(queue = %name, "handler panicked; the batch returns to the queue");
+            return Ok(received.len());
+        }
+    };
     let failed: HashSet<&str> = response
         .batch_item_failures
         .iter()

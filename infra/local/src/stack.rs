@@ -54,6 +54,8 @@ pub struct StackConfig {
     /// Start the queue pollers (tests turn them off to leave messages queued).
     pub workers: bool,
     pub pollers_per_queue: usize,
+    /// Bind to addresses other than loopback (the @connections endpoint has no auth).
+    pub allow_non_loopback: bool,
 }
 
 impl StackConfig {
@@ -77,19 +79,29 @@ impl StackConfig {
             retention: Duration::from_secs(24 * 3600),
             workers: true,
             pollers_per_queue: 2,
+            allow_non_loopback: false,
         }
     }
 }
 
+/// Shortest HS256 secret accepted: an empty or short secret makes tokens forgeable.
+pub const MIN_SECRET_BYTES: usize = 32;
+
 /// The secret for member tokens: configured, or kept in the data dir so tokens survive restarts.
 pub fn token_key(data_dir: &Path, configured: Option<&str>) -> anyhow::Result<TokenKey> {
+    let checked = |secret: &str, from: &str| {
+        let secret = secret.trim();
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET_BYTES,
+            "the token secret from {from} is {} bytes; at least {MIN_SECRET_BYTES} are needed",
+            secret.len()
+        );
+        Ok(TokenKey::new(secret))
+    };
     if let Some(secret) = configured {
-        return Ok(TokenKey::new(secret));
+        return checked(secret, "BANDSYNC_JWT_SECRET / --jwt-secret");
     }
     let path = data_dir.join("jwt-secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        return Ok(TokenKey::new(secret.trim()));
-    }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let secret = format!(
@@ -97,13 +109,25 @@ pub fn token_key(data_dir: &Path, configured: Option<&str>) -> anyhow::Result<To
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // create_new: two stacks starting at once agree on the first secret written.
+    match options.open(&path) {
+        Ok(mut file) => {
+            use std::io::Write;
+            file.write_all(secret.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(TokenKey::new(secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stored = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            checked(&stored, &path.display().to_string())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
-    Ok(TokenKey::new(secret))
 }
 
 /// A running local stack. Drop or `shutdown` it to stop.
@@ -275,8 +299,31 @@ impl LocalStack {
             .folder
             .canonicalize()
             .context("resolving the watched folder")?;
+        let data_dir = cfg
+            .data_dir
+            .canonicalize()
+            .context("resolving the data dir")?;
+        // Every write to the database would be a change in the folder: an endless loop.
+        anyhow::ensure!(
+            !data_dir.starts_with(&folder),
+            "the data dir {} is inside the watched folder {}; put it elsewhere",
+            data_dir.display(),
+            folder.display()
+        );
+        for addr in [cfg.http_addr, cfg.ws_addr] {
+            // @connections has no auth (as API Gateway's is IAM-signed): loopback only.
+            anyhow::ensure!(
+                addr.ip().is_loopback() || cfg.allow_non_loopback,
+                "{addr} is not a loopback address; the local stack has no authentication on \
+                 @connections (pass --allow-non-loopback to bind it anyway)"
+            );
+        }
         let tokens = token_key(&cfg.data_dir, cfg.jwt_secret.as_deref())?;
         let store = Arc::new(EmbeddedStore::open(&cfg.data_dir.join("bandsync.db"))?);
+        let stale = store.clear_connections()?;
+        if stale > 0 {
+            tracing::info!(stale, "forgot the connections of the previous run");
+        }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (sync_queue, sync_dlq) = queue_pair(&store, "sync", &cfg, &clock);
         let (broadcast_queue, broadcast_dlq) = queue_pair(&store, "broadcast", &cfg, &clock);

@@ -69,8 +69,20 @@ impl Delta {
     }
 }
 
-/// Compare. `unreadable` paths could not be read this time: they are neither changed nor
-/// deleted. `new_id` names a file seen for the first time.
+/// Is `path` at or under one of the `unreadable` paths (a file, or a folder that could
+/// not be listed; `""` is the whole source)?
+fn shadowed(path: &str, unreadable: &HashSet<String>) -> bool {
+    unreadable.iter().any(|u| {
+        u.is_empty()
+            || path == u
+            || path
+                .strip_prefix(u.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// Compare. `unreadable` paths (files, or folders that could not be listed) could not be
+/// read this time: what the catalog has at or under them is neither changed nor deleted. `new_id` names a file seen for the first time.
 pub fn diff(
     band: &BandId,
     source: &SourceId,
@@ -113,7 +125,7 @@ pub fn diff(
 
     let mut deleted: Vec<&FileEntry> = catalog
         .iter()
-        .filter(|e| !present.contains(e.path.as_str()) && !unreadable.contains(&e.path))
+        .filter(|e| !present.contains(e.path.as_str()) && !shadowed(&e.path, unreadable))
         .collect();
     deleted.sort_by(|a, b| a.path.cmp(&b.path));
 
@@ -262,6 +274,24 @@ mod tests {
         assert_eq!(
             s[1],
             (ItemAction::Created, "y.pdf".into(), "new:y.pdf".into())
+        );
+    }
+
+    #[test]
+    fn files_under_an_unreadable_folder_are_not_deleted() {
+        let catalog = [
+            cat("charts/a.pdf", "1", "h1"),
+            cat("charts/live/b.pdf", "2", "h2"),
+            cat("chartsx.pdf", "3", "h3"),
+        ];
+        let d = run(&catalog, &[], &["charts"]);
+        assert_eq!(
+            summary(&d),
+            [(ItemAction::Deleted, "chartsx.pdf".into(), "3".into())]
+        );
+        assert!(
+            run(&catalog, &[], &[""]).is_empty(),
+            "an unreadable root shadows everything"
         );
     }
 

@@ -22,13 +22,16 @@ pub struct Scan {
 }
 
 /// Names editors and downloads use for half-written files; never synced.
-fn is_ignored(name: &str) -> bool {
+pub(crate) fn is_ignored(name: &str) -> bool {
     name.starts_with('.')
         || name.ends_with('~')
         || [".tmp", ".swp", ".part", ".crdownload"]
             .iter()
             .any(|s| name.ends_with(s))
 }
+
+/// Files modified this recently are always hashed (see `scan`).
+const RACY_WINDOW_MS: i64 = 2_000;
 
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut file = fs::File::open(path)?;
@@ -52,6 +55,10 @@ pub fn scan(
     full: bool,
 ) -> std::io::Result<Scan> {
     let known: HashMap<&str, &FileEntry> = catalog.iter().map(|e| (e.path.as_str(), e)).collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
     let mut scan = Scan::default();
     let mut dirs = vec![(root.to_path_buf(), String::new())];
     let mut is_root = true;
@@ -72,8 +79,10 @@ pub fn scan(
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
+                    // The entry's name is unknown: the whole folder is uncertain this time.
+                    let folder = prefix.trim_end_matches('/').to_owned();
                     scan.unreadable
-                        .push((prefix.clone(), format!("cannot read folder entry: {e}")));
+                        .push((folder, format!("cannot read folder entry: {e}")));
                     continue;
                 }
             };
@@ -112,9 +121,12 @@ pub fn scan(
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or_default();
             let size = meta.len();
+            // Size and mtime vouch for the content only when the mtime is not recent: two
+            // same-size writes within one mtime tick look alike (git's "racy" rule).
+            let settled = now_ms - modified_ms > RACY_WINDOW_MS;
             let unchanged = known
                 .get(rel.as_str())
-                .filter(|e| !full && e.size == size && e.modified_ms == modified_ms);
+                .filter(|e| !full && settled && e.size == size && e.modified_ms == modified_ms);
             let hash = match unchanged {
                 Some(e) => e.hash.clone(),
                 None => match hash_file(&entry.path()) {
@@ -191,6 +203,14 @@ mod tests {
     fn unchanged_stat_reuses_the_catalog_hash_unless_full() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"x").unwrap();
+        // Settled: modified well before the scan (a fresh mtime is always re-hashed).
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join("a.pdf"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let first = scan(dir.path(), &config(&[]), &[], false)
             .unwrap()
             .observed
@@ -212,7 +232,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(quick.observed[0].hash, "from-catalog");
-        let full = scan(dir.path(), &config(&[]), &[entry], true).unwrap();
+        let full = scan(dir.path(), &config(&[]), std::slice::from_ref(&entry), true).unwrap();
         assert_eq!(full.observed[0].hash, first.hash);
+        // A recent mtime is not trusted, even when it matches the catalog.
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join("a.pdf"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        let fresh = scan(dir.path(), &config(&[]), &[], false)
+            .unwrap()
+            .observed
+            .remove(0);
+        let racy = FileEntry {
+            modified_ms: fresh.modified_ms,
+            ..entry
+        };
+        let rescan = scan(dir.path(), &config(&[]), &[racy], false).unwrap();
+        assert_eq!(
+            rescan.observed[0].hash, first.hash,
+            "re-hashed, not taken from the catalog"
+        );
     }
 }

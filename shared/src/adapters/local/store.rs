@@ -45,6 +45,16 @@ impl EmbeddedStore {
     pub fn db(&self) -> Db {
         self.db.clone()
     }
+
+    /// Forget every connection and subscription. The local stack calls this at start:
+    /// no socket survives a restart, and (unlike DynamoDB) nothing here expires records
+    /// by TTL. Not a port method: on AWS the TTL does this job.
+    pub fn clear_connections(&self) -> PortResult<u64> {
+        self.db.write("clear_connections", |tx| {
+            exec(tx, "DELETE FROM subscriptions", [])?;
+            Ok(exec(tx, "DELETE FROM connections", [])? as u64)
+        })
+    }
 }
 
 fn to_json<T: Serialize>(record: &T) -> anyhow::Result<String> {
@@ -433,8 +443,11 @@ impl ChannelLog for EmbeddedStore {
     /// The head is left alone, so seqs keep counting up after everything was pruned.
     #[instrument(skip(self), fields(%channel), level = "debug")]
     async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64> {
+        // By seq, not by ts alone: everything up to the newest event older than the cutoff
+        // goes, so the retained events are always one gapless run ending at the head.
         self.db.write("prune", |tx| {
-            let sql = "DELETE FROM channel_events WHERE channel = ?1 AND ts < ?2";
+            let sql = "DELETE FROM channel_events WHERE channel = ?1 AND seq <= \
+                       (SELECT COALESCE(MAX(seq), 0) FROM channel_events WHERE channel = ?1 AND ts < ?2)";
             let gone = exec(tx, sql, [channel.to_string(), ts(before)])?;
             Ok(gone as u64)
         })

@@ -19,6 +19,18 @@ impl Drop for FolderWatch {
     }
 }
 
+/// Is any component of `path` below `root` one the sync ignores?
+fn ignored(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .any(|c| {
+            c.as_os_str()
+                .to_str()
+                .is_some_and(crate::sync::folder::is_ignored)
+        })
+}
+
 /// Watch `root` recursively; call `on_change` at most once per `debounce` window after
 /// changes settle into it. `on_change` runs on the tokio runtime of the caller.
 pub fn watch<F, Fut>(root: &Path, debounce: Duration, on_change: F) -> notify::Result<FolderWatch>
@@ -27,10 +39,14 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let base = root.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
-            // Reads and opens are not changes.
+            // Reads and opens are not changes; nor are changes to files the sync ignores
+            // (hidden, temporary), which also keeps a database inside the tree from looping.
             Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+            Ok(event)
+                if !event.paths.is_empty() && event.paths.iter().all(|p| ignored(&base, p)) => {}
             Ok(_) => {
                 let _ = tx.send(());
             }
@@ -59,6 +75,14 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn hidden_and_temporary_paths_are_ignored() {
+        let root = Path::new("/r");
+        assert!(ignored(root, Path::new("/r/.bandsync/bandsync.db-wal")));
+        assert!(ignored(root, Path::new("/r/charts/draft.pdf.part")));
+        assert!(!ignored(root, Path::new("/r/charts/blue.pdf")));
+    }
 
     #[tokio::test]
     async fn a_burst_of_writes_is_one_call() {
