@@ -148,8 +148,10 @@ impl Api {
             let state = match check.check().await {
                 Ok(()) => json!({"status": "up"}),
                 Err(e) => {
+                    // The detail is for the operator's log, not for an unauthenticated caller.
+                    tracing::error!(dependency = %name, error = ?e, "health check failed");
                     all_up = false;
-                    json!({"status": "down", "error": e.to_string()})
+                    json!({"status": "down"})
                 }
             };
             checks.insert(name.clone(), state);

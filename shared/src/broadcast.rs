@@ -8,9 +8,9 @@
 
 use crate::metrics::{self, Unit};
 use crate::model::{ChannelName, ConnectionId, Event};
-use crate::ports::{Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
+use crate::ports::{ChannelLog, Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
 use crate::protocol::ServerFrame;
-use crate::sqs::{parse_body, run_fifo_batch};
+use crate::sqs::run_fifo_batch;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -32,9 +32,13 @@ pub struct DeliveryReport {
     pub failed: u64,
 }
 
+/// Events read per page when a gap before a message is filled from the log.
+const GAP_PAGE: usize = 100;
+
 #[derive(Clone)]
 pub struct Broadcaster {
     connections: Arc<dyn ConnectionStore>,
+    log: Arc<dyn ChannelLog>,
     pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
     /// Connections posted to at once.
@@ -53,11 +57,13 @@ enum ConnectionResult {
 impl Broadcaster {
     pub fn new(
         connections: Arc<dyn ConnectionStore>,
+        log: Arc<dyn ChannelLog>,
         pusher: Arc<dyn Pusher>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             connections,
+            log,
             pusher,
             clock,
             concurrency: 32,
@@ -68,19 +74,59 @@ impl Broadcaster {
 
     /// The SQS entry point (FIFO: stop at the first failure).
     pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
-        run_fifo_batch(event, |m| async move {
-            let message: BroadcastMessage = parse_body(&m)?;
-            self.deliver(&message).await.map_err(anyhow::Error::from)?;
-            Ok::<(), anyhow::Error>(())
+        run_fifo_batch(event, |message: BroadcastMessage| async move {
+            self.deliver(&message).await.map(|_| ())
         })
         .await
     }
 
+    /// The events of `message` not yet pushed, in seq order, with any gap before them
+    /// filled from the log. Publishers append and send in two steps, so messages can
+    /// reach the queue out of seq order (two sources of one band); the watermark makes
+    /// the pushes come out in seq order anyway. One broadcaster runs per channel at a
+    /// time (the FIFO group is the channel), so reading and then moving it is safe.
+    async fn pending(&self, message: &BroadcastMessage) -> PortResult<Vec<Event>> {
+        let Some(last) = message.events.last().map(|e| e.seq) else {
+            return Ok(Vec::new());
+        };
+        let delivered = self.log.delivered(&message.channel).await?;
+        if last <= delivered {
+            return Ok(Vec::new());
+        }
+        let first = message.events.first().map_or(last, |e| e.seq);
+        if first <= delivered + 1 {
+            return Ok(message
+                .events
+                .iter()
+                .filter(|e| e.seq > delivered)
+                .cloned()
+                .collect());
+        }
+        let mut events = Vec::new();
+        let mut cursor = delivered;
+        while cursor < last {
+            let page = self
+                .log
+                .read_after(&message.channel, cursor, GAP_PAGE)
+                .await?;
+            let Some(newest) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            events.extend(page.into_iter().filter(|e| e.seq <= last));
+            cursor = newest;
+        }
+        Ok(events)
+    }
+
     #[tracing::instrument(skip(self, message), fields(channel = %message.channel, events = message.events.len()))]
     pub async fn deliver(&self, message: &BroadcastMessage) -> PortResult<DeliveryReport> {
+        let events = self.pending(message).await?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            tracing::debug!("already delivered");
+            return Ok(DeliveryReport::default());
+        };
         let subscribers = self.connections.subscribers(&message.channel).await?;
-        let frames: Vec<Vec<u8>> = message
-            .events
+        let frames: Vec<Vec<u8>> = events
             .iter()
             .map(|e| ServerFrame::Event(e.clone()).to_bytes())
             .collect();
@@ -110,6 +156,7 @@ impl Broadcaster {
                 ConnectionResult::Failed => report.failed += 1,
             }
         }
+        self.log.mark_delivered(&message.channel, last).await?;
         let latency_ms = message
             .events
             .first()
@@ -208,6 +255,44 @@ mod tests {
         ]
         .map(|(s, e)| (s, e.to_owned()))
         .to_vec()
+    }
+
+    #[tokio::test]
+    async fn messages_that_arrive_out_of_seq_order_are_pushed_in_seq_order_once() {
+        // GIVEN a subscriber, and seqs 1..3 in the log, published as two messages that
+        // reach the queue in the wrong order (two publishers raced between append and send)
+        let h = Harness::new();
+        let all = subscribers(&h, &[PushBehaviour::Deliver]).await;
+        let (early, late) = (
+            BroadcastMessage {
+                channel: all.channel.clone(),
+                events: all.events[..1].to_vec(),
+            },
+            BroadcastMessage {
+                channel: all.channel.clone(),
+                events: all.events[1..].to_vec(),
+            },
+        );
+        // WHEN the later message is delivered first, then the earlier one, then a repeat
+        let b = h.broadcaster();
+        assert_eq!(
+            b.deliver(&late).await.unwrap().delivered,
+            3,
+            "the gap is filled from the log"
+        );
+        assert_eq!(
+            b.deliver(&early).await.unwrap(),
+            DeliveryReport::default(),
+            "nothing new"
+        );
+        assert_eq!(
+            b.deliver(&late).await.unwrap(),
+            DeliveryReport::default(),
+            "a repeat is a no-op"
+        );
+        // THEN the subscriber got 1, 2, 3 exactly once, in order
+        assert_eq!(received(&h, "c1"), all_three());
+        assert_eq!(h.store.delivered(&all.channel).await.unwrap(), 3);
     }
 
     #[tokio::test]
@@ -324,7 +409,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handle_sqs_reports_a_malformed_message_and_the_rest_of_the_batch() {
+    async fn handle_sqs_reports_only_a_malformed_message() {
         // GIVEN a FIFO batch: a good message, a malformed one, another good one
         let h = Harness::new();
         let message = subscribers(&h, &[PushBehaviour::Deliver]).await;
@@ -348,9 +433,9 @@ mod tests {
         // WHEN the broadcaster handles it
         let response = h.broadcaster().handle_sqs(event).await;
 
-        // THEN the malformed message and everything after it come back, in order
-        assert_eq!(failed_ids(&response), ["m2", "m3"]);
-        // AND only the message before it was delivered
-        assert_eq!(received(&h, "c1"), all_three()[..1]);
+        // THEN only the malformed message comes back (to go to the DLQ)
+        assert_eq!(failed_ids(&response), ["m2"]);
+        // AND the good ones were delivered, in order
+        assert_eq!(received(&h, "c1"), all_three());
     }
 }

@@ -19,6 +19,7 @@ pub mod ports;
 pub mod protocol;
 pub mod publish;
 pub mod resume;
+pub mod scheduler;
 pub mod sqs;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]

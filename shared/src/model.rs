@@ -215,6 +215,28 @@ pub struct SyncJob {
     pub requested_at: DateTime<Utc>,
 }
 
+impl SyncJob {
+    /// A new request, with a fresh id.
+    pub fn new(
+        band: BandId,
+        source: SourceId,
+        trigger: Trigger,
+        full: bool,
+        requested_by: Option<String>,
+        requested_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            band,
+            source,
+            trigger,
+            full,
+            requested_by,
+            requested_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationStatus {

@@ -70,9 +70,6 @@ pub trait WatchChannelStore: Send + Sync {
 pub trait DedupeStore: Send + Sync {
     /// True the first time `key` is seen within `ttl`; false for a repeat.
     async fn first_seen(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> PortResult<bool>;
-    /// Forget a key, so the next `first_seen` is true again (used when the work the key
-    /// guarded could not be accepted, so a retry must not count as a repeat).
-    async fn forget(&self, key: &str) -> PortResult<()>;
 }
 
 /// The per-channel event log: gapless seqs, an epoch, a retention window.
@@ -93,6 +90,10 @@ pub trait ChannelLog: Send + Sync {
     async fn head(&self, channel: &ChannelName) -> PortResult<Option<ChannelHead>>;
     /// Drop events older than `before` (the retention window). Returns how many went.
     async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64>;
+    /// The highest seq the broadcaster has pushed to subscribers (0 when none).
+    async fn delivered(&self, channel: &ChannelName) -> PortResult<u64>;
+    /// Record that everything up to `seq` was pushed. Never moves the watermark back.
+    async fn mark_delivered(&self, channel: &ChannelName, seq: u64) -> PortResult<()>;
 }
 
 #[async_trait]

@@ -173,6 +173,14 @@ impl ChannelLog for FlakyLog {
     async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64> {
         self.inner.prune(channel, before).await
     }
+
+    async fn delivered(&self, channel: &ChannelName) -> PortResult<u64> {
+        self.inner.delivered(channel).await
+    }
+
+    async fn mark_delivered(&self, channel: &ChannelName, seq: u64) -> PortResult<()> {
+        self.inner.mark_delivered(channel, seq).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -725,8 +733,12 @@ mod harness {
 
         /// A broadcaster that retries without waiting.
         pub fn broadcaster(&self) -> Broadcaster {
-            let mut b =
-                Broadcaster::new(self.store.clone(), self.pusher.clone(), self.clock.clone());
+            let mut b = Broadcaster::new(
+                self.store.clone(),
+                self.store.clone(),
+                self.pusher.clone(),
+                self.clock.clone(),
+            );
             b.backoff = Duration::ZERO;
             b
         }

@@ -127,33 +127,35 @@ impl WebhookIntake {
             ));
         }
         let now = self.clock.now();
+        if channel.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiError::new(
+                410,
+                "channel_expired",
+                "the channel has expired",
+            ));
+        }
         if state == "sync" {
             return Ok(Intake::SyncHandshake);
         }
         if !CHANGE_STATES.contains(&state) {
             return Ok(Intake::Ignored(state.to_owned()));
         }
+        // Queue first, remember second: a crash between the two makes Google's retry queue
+        // the job again (the queue's dedup id drops the repeat), never lose it. Remembering
+        // first would turn that retry into a "duplicate" and the change would wait for the
+        // next reconcile.
+        let job = SyncJob::new(
+            channel.band.clone(),
+            channel.source.clone(),
+            Trigger::Notification,
+            false,
+            None,
+            now,
+        );
+        crate::sync::enqueue(self.queue.as_ref(), &job, format!("{channel_id}:{number}")).await?;
         let key = format!("WEBHOOK#{channel_id}#{number}");
         if !self.dedupe.first_seen(&key, now, DEDUPE_TTL).await? {
             return Ok(Intake::Duplicate);
-        }
-        let job = SyncJob {
-            id: uuid::Uuid::new_v4().to_string(),
-            band: channel.band.clone(),
-            source: channel.source.clone(),
-            trigger: Trigger::Notification,
-            full: false,
-            requested_by: None,
-            requested_at: now,
-        };
-        if let Err(e) =
-            crate::sync::enqueue(self.queue.as_ref(), &job, format!("{channel_id}:{number}")).await
-        {
-            // Not accepted: let the retry through the dedupe.
-            if let Err(forget) = self.dedupe.forget(&key).await {
-                tracing::error!(error = ?forget, "could not forget the dedupe key of an unqueued notification");
-            }
-            return Err(e.into());
         }
         if let Err(e) = self.channels.record_message(channel_id, number, now).await {
             // Operator information only; the job is queued.
@@ -270,13 +272,28 @@ mod tests {
         // WHEN Google retries message 7
         let response = post(&h, &notification(&[])).await;
 
-        // THEN it is acknowledged as a duplicate and nothing more is queued
+        // THEN it is acknowledged as a duplicate and the queue passes on nothing more
+        // (it was sent again with the same dedup id, which the FIFO queue drops)
         assert_eq!(response.status(), 200);
         assert_eq!(response.body_json()["status"], "duplicate");
-        assert_eq!(h.sync_queue.messages().len(), 1);
+        assert_eq!(h.sync_queue.deduplicated().len(), 1);
         // AND message 8 is new
         let eight = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some("8"))])).await;
         assert!(matches!(eight, Ok(Intake::Queued(_))));
+    }
+
+    #[tokio::test]
+    async fn an_expired_channel_is_refused_with_410() {
+        // GIVEN a channel that expired a minute ago
+        let h = watched().await;
+        let mut chan = h.store.get_watch_channel(CHANNEL).await.unwrap().unwrap();
+        chan.expires_at = Some(h.now() - chrono::Duration::minutes(1));
+        h.store.put_watch_channel(&chan).await.unwrap();
+        // WHEN a notification arrives on it THEN it is refused and nothing is queued
+        let response = post(&h, &notification(&[])).await;
+        assert_eq!(response.status(), 410);
+        assert_eq!(response.body_json()["error"]["code"], "channel_expired");
+        assert!(h.sync_queue.messages().is_empty());
     }
 
     #[tokio::test]

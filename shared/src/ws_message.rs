@@ -53,8 +53,7 @@ impl Refusal {
 
 impl From<PortError> for Refusal {
     fn from(e: PortError) -> Self {
-        tracing::error!(error = ?e, "backend failure");
-        Self::new("unavailable", "a backend is unavailable; try again")
+        ApiError::from(e).into()
     }
 }
 

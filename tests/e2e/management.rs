@@ -127,7 +127,7 @@ async fn a_gone_connection_found_by_a_push_is_removed_with_its_subscriptions() {
     let mut alice = t.client("alice", &["demo"]).await;
     alice.subscribe("band:demo").await;
 
-    std::fs::write(t.folder().join("x.pdf"), b"x").unwrap();
+    put(t.folder().join("x.pdf"), b"x");
     alice.events_until(|ev| has_completed(ev, 1)).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -31,7 +31,7 @@ async fn folder_changes_reach_subscribers_in_order() {
 
     // GIVEN a new chart WHEN it is written THEN started, created, completed arrive.
     fs::create_dir_all(dir.join("charts")).unwrap();
-    fs::write(dir.join("charts/blue-bossa.pdf"), b"chart v1").unwrap();
+    put(dir.join("charts/blue-bossa.pdf"), b"chart v1");
     let mut all = alice
         .events_until(until_file_event("file.created", "charts/blue-bossa.pdf"))
         .await;
@@ -44,7 +44,7 @@ async fn folder_changes_reach_subscribers_in_order() {
     let file_id = created["data"]["file_id"].as_str().unwrap().to_owned();
 
     // An edit is an update of the same file.
-    fs::write(dir.join("charts/blue-bossa.pdf"), b"chart v2 with a coda").unwrap();
+    put(dir.join("charts/blue-bossa.pdf"), b"chart v2 with a coda");
     let batch = alice
         .events_until(until_file_event("file.updated", "charts/blue-bossa.pdf"))
         .await;
@@ -73,15 +73,16 @@ async fn folder_changes_reach_subscribers_in_order() {
     );
     all.extend(batch);
 
-    // Rewriting identical content (a touch) is not an update: the next change's batch
+    // A touch (new mtime, same content) is not an update: the next change's batch
     // holds only that change.
-    fs::write(
-        dir.join("charts/blue-bossa-final.pdf"),
-        b"chart v2 with a coda",
-    )
-    .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(dir.join("charts/blue-bossa-final.pdf"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    fs::write(dir.join("setlist.txt"), b"1. Blue Bossa").unwrap();
+    put(dir.join("setlist.txt"), b"1. Blue Bossa");
     let batch = alice
         .events_until(until_file_event("file.created", "setlist.txt"))
         .await;
@@ -100,7 +101,7 @@ async fn folder_changes_reach_subscribers_in_order() {
 
     // A burst: every file arrives, seqs stay gapless.
     for i in 0..25 {
-        fs::write(dir.join(format!("take-{i:02}.mp3")), format!("take {i}")).unwrap();
+        put(dir.join(format!("take-{i:02}.mp3")), format!("take {i}"));
     }
     all.extend(
         alice
@@ -170,7 +171,7 @@ async fn a_manual_full_sync_and_a_client_sync_request_run_and_report() {
     let t = spawn_stack().await;
     let mut alice = t.client("alice", &["demo"]).await;
     alice.subscribe("band:demo").await;
-    fs::write(t.folder().join("a.pdf"), b"a").unwrap();
+    put(t.folder().join("a.pdf"), b"a");
     alice
         .events_until(|ev| has_completed(ev, 1) && !file_events(ev).is_empty())
         .await;

@@ -5,7 +5,6 @@ use crate::support::*;
 use bandsync_local::LocalStack;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fs;
 use std::time::Duration;
 
 /// Events by seq (a resume can deliver a seq twice: replay and live).
@@ -41,7 +40,7 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
     let token = stack.token("alice", &["demo"]);
     let mut alice = Client::connect(&stack.ws_url, &token).await;
     alice.subscribe("band:demo").await;
-    fs::write(cfg.folder.join("one.pdf"), b"1").unwrap();
+    put(cfg.folder.join("one.pdf"), b"1");
     let first = alice.events_until(|ev| has_completed(ev, 1)).await;
     let last = first.last().unwrap()["seq"].as_u64().unwrap();
     let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
@@ -50,13 +49,13 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
     assert!(closed.await.is_ok(), "sockets close when the stack stops");
 
     // While it is down, a change on disk.
-    fs::write(cfg.folder.join("two.pdf"), b"2").unwrap();
+    put(cfg.folder.join("two.pdf"), b"2");
 
     // Run 2, workers off: a change is queued but not processed, then the stack stops.
     let mut paused = cfg.clone();
     paused.workers = false;
     let stack = LocalStack::start(paused).await.unwrap();
-    fs::write(cfg.folder.join("three.pdf"), b"3").unwrap();
+    put(cfg.folder.join("three.pdf"), b"3");
     let deadline = tokio::time::Instant::now() + WAIT;
     let queued = loop {
         let messages = stack.sync_queue.list(100).await.unwrap();

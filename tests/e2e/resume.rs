@@ -5,7 +5,6 @@ use crate::support::*;
 use bandsync::model::ChannelName;
 use bandsync::ports::ChannelLog;
 use serde_json::json;
-use std::fs;
 use std::time::Duration;
 
 #[tokio::test]
@@ -16,7 +15,7 @@ async fn reconnect_and_resume_gets_exactly_what_was_missed() {
     let mut alice = t.client("alice", &["demo"]).await;
     alice.subscribe("band:demo").await;
 
-    fs::write(t.folder().join("one.pdf"), b"1").unwrap();
+    put(t.folder().join("one.pdf"), b"1");
     let seen = alice.events_until(|ev| has_completed(ev, 1)).await;
     let last = seen.last().unwrap();
     let (last_seq, epoch) = (
@@ -32,9 +31,9 @@ async fn reconnect_and_resume_gets_exactly_what_was_missed() {
     alice.close().await;
 
     // While alice is away: two more changes.
-    fs::write(t.folder().join("two.pdf"), b"2").unwrap();
+    put(t.folder().join("two.pdf"), b"2");
     let missed_a = observer.events_until(|ev| has_completed(ev, 1)).await;
-    fs::write(t.folder().join("three.pdf"), b"3").unwrap();
+    put(t.folder().join("three.pdf"), b"3");
     let missed_b = observer.events_until(|ev| has_completed(ev, 1)).await;
     let missed: Vec<_> = missed_a.into_iter().chain(missed_b).collect();
     assert_gapless(&missed, last_seq + 1);
@@ -49,7 +48,7 @@ async fn reconnect_and_resume_gets_exactly_what_was_missed() {
     assert_eq!(replayed, missed, "exactly the missed events, in order");
 
     // Resumed means subscribed: the next change arrives live.
-    fs::write(t.folder().join("four.pdf"), b"4").unwrap();
+    put(t.folder().join("four.pdf"), b"4");
     let live = alice.events_until(|ev| has_completed(ev, 1)).await;
     assert_gapless(&live, missed.last().unwrap()["seq"].as_u64().unwrap() + 1);
     assert!(
@@ -67,7 +66,7 @@ async fn history_lost_when_the_epoch_changed_or_the_window_passed() {
     let t = spawn_stack().await;
     let mut alice = t.client("alice", &["demo"]).await;
     alice.subscribe("band:demo").await;
-    fs::write(t.folder().join("one.pdf"), b"1").unwrap();
+    put(t.folder().join("one.pdf"), b"1");
     let seen = alice.events_until(|ev| has_completed(ev, 1)).await;
     let epoch = seen[0]["epoch"].as_str().unwrap().to_owned();
     let head = seen.last().unwrap()["seq"].as_u64().unwrap();

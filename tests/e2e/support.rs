@@ -13,6 +13,16 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// Write a file the way careful apps do (and as Drive delivers them): whole, by renaming
+/// a hidden temporary file into place, so a sync never sees it half-written.
+pub fn put(path: impl AsRef<Path>, content: impl AsRef<[u8]>) {
+    let path = path.as_ref();
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).expect("write");
+    std::fs::rename(&tmp, path).expect("rename into place");
+}
+
 pub fn test_config(base: &Path) -> StackConfig {
     bandsync::metrics::set_enabled(false);
     let mut cfg = StackConfig::demo(base);

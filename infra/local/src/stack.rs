@@ -15,6 +15,7 @@ use bandsync::broadcast::Broadcaster;
 use bandsync::model::*;
 use bandsync::ports::*;
 use bandsync::publish::Publisher;
+use bandsync::scheduler::Scheduler;
 use bandsync::sync::SyncWorker;
 use bandsync::webhook::{self, WebhookIntake};
 use bandsync::ws_connect::WsConnect;
@@ -339,6 +340,7 @@ impl LocalStack {
         let worker = Arc::new(SyncWorker::new(dyn_store.clone(), publisher, clock.clone()));
         let broadcaster = Arc::new(Broadcaster::new(
             store.clone(),
+            store.clone(),
             pusher.clone(),
             clock.clone(),
         ));
@@ -492,38 +494,21 @@ impl LocalStack {
                 .context("watching the folder")?
         };
 
-        // Reconcile now (changes made while we were down) and then periodically.
+        // The scheduler: reconcile now (changes made while we were down), then periodically.
         let reconcile = {
-            let (store, queue, band, source, retention) = (
+            let mut scheduler = Scheduler::new(
+                store.clone(),
                 store.clone(),
                 sync_queue.clone(),
-                cfg.band.clone(),
-                cfg.source.clone(),
-                cfg.retention,
+                clock.clone(),
             );
-            let every = cfg.reconcile_every;
+            scheduler.retention = cfg.retention;
+            let (bands, every) = (vec![cfg.band.clone()], cfg.reconcile_every);
             async move {
                 loop {
-                    let now = chrono::Utc::now();
-                    let job = SyncJob {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        band: band.clone(),
-                        source: source.clone(),
-                        trigger: Trigger::Reconcile,
-                        full: false,
-                        requested_by: None,
-                        requested_at: now,
-                    };
-                    if let Err(e) =
-                        bandsync::sync::enqueue(queue.as_ref(), &job, job.id.clone()).await
-                    {
-                        tracing::error!(error = %e, "could not queue the reconcile");
-                    }
-                    let cutoff = now
-                        - chrono::Duration::from_std(retention)
-                            .unwrap_or(chrono::Duration::days(1));
-                    if let Err(e) = store.prune(&ChannelName::Band(band.clone()), cutoff).await {
-                        tracing::error!(error = %e, "could not prune the channel log");
+                    match scheduler.tick(&bands).await {
+                        Ok(report) => tracing::debug!(?report, "scheduler tick"),
+                        Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
                     }
                     let Some(every) = every else { break };
                     tokio::time::sleep(every).await;

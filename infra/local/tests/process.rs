@@ -65,6 +65,13 @@ async fn wait_healthy(http: u16, ws: u16) {
     }
 }
 
+/// Write whole (rename into place), so the sync never sees a half-written file.
+fn put(path: &Path, content: &[u8]) {
+    let tmp = path.with_file_name(".incoming.tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn token(dir: &Path) -> String {
     let out = Command::new(BIN)
         .current_dir(dir)
@@ -129,14 +136,14 @@ async fn the_binary_survives_a_crash_without_losing_anything() {
         json!({"action": "subscribe", "channel": "band:demo"}),
     )
     .await;
-    std::fs::write(dir.path().join("bandsync-demo/one.pdf"), b"1").unwrap();
+    put(&dir.path().join("bandsync-demo/one.pdf"), b"1");
     let first = events_until_created(&mut ws, "one.pdf").await;
     let last = first.last().unwrap()["seq"].as_u64().unwrap();
     let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
 
     // Crash: no shutdown, no flush.
     drop(proc);
-    std::fs::write(dir.path().join("bandsync-demo/two.pdf"), b"2").unwrap();
+    put(&dir.path().join("bandsync-demo/two.pdf"), b"2");
 
     let _proc = start(dir.path(), http, ws_port);
     wait_healthy(http, ws_port).await;

@@ -14,7 +14,7 @@ use crate::metrics::{self, Unit};
 use crate::model::*;
 use crate::ports::{Clock, OutMessage, PortError, Queue, SourceStore, Store};
 use crate::publish::Publisher;
-use crate::sqs::{parse_body, run_fifo_batch};
+use crate::sqs::run_fifo_batch;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use delta::{Change, Delta};
 use serde_json::json;
@@ -92,15 +92,14 @@ pub async fn request_sync(
     }
     let mut jobs = Vec::with_capacity(targets.len());
     for source in targets {
-        let job = SyncJob {
-            id: uuid::Uuid::new_v4().to_string(),
-            band: band.clone(),
+        let job = SyncJob::new(
+            band.clone(),
             source,
-            trigger: request.trigger,
-            full: request.full,
-            requested_by: Some(request.requested_by.to_string()),
-            requested_at: now,
-        };
+            request.trigger,
+            request.full,
+            Some(request.requested_by.to_string()),
+            now,
+        );
         enqueue(queue, &job, job.id.clone()).await?;
         jobs.push(job);
     }
@@ -177,10 +176,8 @@ impl SyncWorker {
 
     /// The SQS entry point (FIFO: stop at the first failure).
     pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
-        run_fifo_batch(event, |m| async move {
-            let job: SyncJob = parse_body(&m)?;
-            self.run(&job).await?;
-            Ok::<(), anyhow::Error>(())
+        run_fifo_batch(event, |job: SyncJob| async move {
+            self.run(&job).await.map(|_| ())
         })
         .await
     }
@@ -282,6 +279,13 @@ impl SyncWorker {
             .iter()
             .filter(|i| i.status == ItemStatus::Synced)
             .count();
+        // A change an earlier delivery recorded but did not apply to the catalog comes back
+        // in this delta: apply it, but do not record (or count) it twice.
+        let already: HashSet<(String, ItemAction, String)> = recorded
+            .iter()
+            .map(|i| (i.file_id.clone(), i.action, i.path.clone()))
+            .collect();
+        let mut synced_now = 0;
         let total = delta.changes.len();
         for (i, chunk) in delta.changes.chunks(CHUNK).enumerate() {
             let events: Vec<NewEvent> = chunk
@@ -298,9 +302,12 @@ impl SyncWorker {
             // the same changes again and the log recognises their ids.
             self.publisher.publish(&channel, &events).await?;
             for change in chunk {
-                n += 1;
-                self.record_item(&op.id, n, change, ItemStatus::Synced, None)
-                    .await?;
+                let e = change.entry();
+                if !already.contains(&(e.file_id.clone(), change.action(), e.path.clone())) {
+                    n += 1;
+                    synced_now += 1;
+                    self.record_item(&op.id, n, change).await?;
+                }
                 self.apply(change).await?;
             }
             let done = (i * CHUNK + chunk.len()).min(total);
@@ -336,7 +343,7 @@ impl SyncWorker {
         op.finished_at = Some(self.clock.now());
         op.metrics = SyncMetrics {
             seen: (scan.observed.len() + scan.unreadable.len()) as u64,
-            synced: (synced_before + total) as u64,
+            synced: (synced_before + synced_now) as u64,
             failed: scan.unreadable.len() as u64,
             skipped: scan.skipped,
             duration_ms: started.elapsed().as_millis() as u64,
@@ -475,14 +482,7 @@ impl SyncWorker {
         Ok(op)
     }
 
-    async fn record_item(
-        &self,
-        op: &str,
-        n: u32,
-        change: &Change,
-        status: ItemStatus,
-        error: Option<String>,
-    ) -> Result<(), SyncError> {
+    async fn record_item(&self, op: &str, n: u32, change: &Change) -> Result<(), SyncError> {
         let e = change.entry();
         let item = SyncItem {
             operation: op.to_owned(),
@@ -490,8 +490,8 @@ impl SyncWorker {
             file_id: e.file_id.clone(),
             path: e.path.clone(),
             action: change.action(),
-            status,
-            error,
+            status: ItemStatus::Synced,
+            error: None,
         };
         Ok(self.store.put_item(&item).await?)
     }
@@ -796,6 +796,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_change_recorded_but_not_applied_is_applied_and_not_recorded_twice() {
+        // GIVEN a delivery that recorded the item of a new file, then died before the
+        // catalog took the file (the operation is Running, the catalog empty)
+        let f = Fixture::new().await;
+        f.write("a.pdf", "a");
+        let job = f.job("job-1", Trigger::Manual);
+        let hash = hex::encode(Sha256::digest(b"a"));
+        let op = SyncOperation {
+            id: job.id.clone(),
+            band: job.band.clone(),
+            source: job.source.clone(),
+            trigger: job.trigger,
+            full: job.full,
+            status: OperationStatus::Running,
+            started_at: f.h.now(),
+            finished_at: None,
+            metrics: SyncMetrics::default(),
+            error: None,
+        };
+        f.h.store.put_operation(&op).await.unwrap();
+        let item = SyncItem {
+            operation: job.id.clone(),
+            n: 1,
+            file_id: format!("f_{}", short_hash(&[&job.id, "a.pdf", &hash])),
+            path: "a.pdf".into(),
+            action: ItemAction::Created,
+            status: ItemStatus::Synced,
+            error: None,
+        };
+        f.h.store.put_item(&item).await.unwrap();
+
+        // WHEN the job is delivered again
+        let op = f.run(&job).await.unwrap().unwrap();
+
+        // THEN the file is in the catalog, the item is there once, and counted once
+        assert_eq!(f.catalog_paths().await, ["a.pdf"]);
+        assert_eq!(f.items("job-1").await, [item]);
+        assert_eq!(op.metrics.synced, 1);
+    }
+
+    #[tokio::test]
     async fn running_a_finished_job_again_changes_nothing() {
         // GIVEN a job that completed
         let f = Fixture::new().await;
@@ -903,7 +944,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handle_sqs_runs_jobs_and_fails_a_malformed_one_and_the_rest() {
+    async fn handle_sqs_runs_the_good_jobs_and_fails_only_a_malformed_one() {
         // GIVEN a batch: a good job, a body that is no job, another good job
         let f = Fixture::new().await;
         f.write("a.pdf", "a");
@@ -917,11 +958,12 @@ mod tests {
         // WHEN the worker handles the batch
         let response = f.h.sync_worker().handle_sqs(event).await;
 
-        // THEN the first job ran, the malformed one and the one after it come back
-        assert_eq!(failed_ids(&response), ["m2", "m3"]);
-        let op = f.h.store.get_operation("job-1").await.unwrap().unwrap();
-        assert_eq!(op.status, OperationStatus::Completed);
-        assert_eq!(f.h.store.get_operation("job-3").await.unwrap(), None);
+        // THEN both good jobs ran and only the malformed one comes back (to go to the DLQ)
+        assert_eq!(failed_ids(&response), ["m2"]);
+        for id in ["job-1", "job-3"] {
+            let op = f.h.store.get_operation(id).await.unwrap().unwrap();
+            assert_eq!(op.status, OperationStatus::Completed);
+        }
     }
 
     #[tokio::test]

@@ -24,7 +24,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: entry `i` brings a database from `user_version` `i` to `i + 1`.
 /// Append, never edit: a file written by an older build is upgraded in place.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// v2: the broadcaster's per-channel watermark (the highest seq pushed to subscribers).
+const SCHEMA_V2: &str =
+    "ALTER TABLE channel_heads ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;";
 
 /// Records are JSON in `body` (serde stays the single source of truth for their shape);
 /// the columns beside it are the keys and what queries filter or sort on. Timestamps are

@@ -306,14 +306,6 @@ impl DedupeStore for EmbeddedStore {
             Ok(inserted == 1)
         })
     }
-
-    #[instrument(skip(self), level = "debug")]
-    async fn forget(&self, key: &str) -> PortResult<()> {
-        self.db.write("forget", |tx| {
-            exec(tx, "DELETE FROM dedupe WHERE key = ?1", [key])?;
-            Ok(())
-        })
-    }
 }
 
 /// Rebuild the envelope from what `channel_events` keeps: the seq and epoch columns and
@@ -437,6 +429,27 @@ impl ChannelLog for EmbeddedStore {
                 })
                 .optional()?;
             Ok(head)
+        })
+    }
+
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn delivered(&self, channel: &ChannelName) -> PortResult<u64> {
+        self.db.read("delivered", |c| {
+            let sql = "SELECT delivered FROM channel_heads WHERE channel = ?1";
+            let seq = c
+                .prepare_cached(sql)?
+                .query_row([channel.to_string()], |row| get_u64(row, 0))
+                .optional()?;
+            Ok(seq.unwrap_or(0))
+        })
+    }
+
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn mark_delivered(&self, channel: &ChannelName, seq: u64) -> PortResult<()> {
+        self.db.write("mark_delivered", |tx| {
+            let sql = "UPDATE channel_heads SET delivered = MAX(delivered, ?2) WHERE channel = ?1";
+            exec(tx, sql, params![channel.to_string(), int(seq)])?;
+            Ok(())
         })
     }
 

@@ -1,0 +1,146 @@
+//! The scheduler job: what runs on a timer rather than on an event. Push notifications
+//! can be dropped (Google says so; a folder watcher can overflow), so every source is
+//! reconciled periodically; and channel logs keep events only for the retention window.
+//! Watch-channel renewal joins this job with the Google sources.
+
+use crate::model::{BandId, ChannelName, SyncJob, Trigger};
+use crate::ports::{ChannelLog, Clock, PortError, Queue, SourceStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Scheduler {
+    sources: Arc<dyn SourceStore>,
+    log: Arc<dyn ChannelLog>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    /// How long the channel log keeps events for `resume`.
+    pub retention: Duration,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub reconciles_queued: usize,
+    pub events_pruned: u64,
+}
+
+impl Scheduler {
+    pub fn new(
+        sources: Arc<dyn SourceStore>,
+        log: Arc<dyn ChannelLog>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            sources,
+            log,
+            queue,
+            clock,
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Queue a reconcile of every source of `bands` and prune their channel logs.
+    #[tracing::instrument(skip(self, bands), fields(bands = bands.len()))]
+    pub async fn tick(&self, bands: &[BandId]) -> Result<TickReport, PortError> {
+        let now = self.clock.now();
+        let cutoff =
+            now - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(1));
+        let mut report = TickReport::default();
+        for band in bands {
+            for source in self.sources.list_sources(band).await? {
+                let job = SyncJob::new(
+                    band.clone(),
+                    source.id,
+                    Trigger::Reconcile,
+                    false,
+                    None,
+                    now,
+                );
+                crate::sync::enqueue(self.queue.as_ref(), &job, job.id.clone()).await?;
+                report.reconciles_queued += 1;
+            }
+            report.events_pruned += self
+                .log
+                .prune(&ChannelName::Band(band.clone()), cutoff)
+                .await?;
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NewEvent, Source, SourceId, SourceKind};
+    use crate::ports::SourceStore;
+    use crate::testing::*;
+
+    #[tokio::test]
+    async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
+        // GIVEN a band with two sources and an event older than the retention window
+        let h = Harness::new();
+        let demo = BandId::parse("demo").unwrap();
+        for id in ["charts", "takes"] {
+            h.store
+                .put_source(&Source {
+                    band: demo.clone(),
+                    id: SourceId::parse(id).unwrap(),
+                    kind: SourceKind::Folder,
+                    location: "/nowhere".into(),
+                    cursor: None,
+                    last_sync_at: None,
+                    last_operation: None,
+                })
+                .await
+                .unwrap();
+        }
+        let old = NewEvent {
+            id: "old".into(),
+            event: "file.created".into(),
+            ts: h.now() - chrono::Duration::days(2),
+            data: serde_json::json!({}),
+        };
+        let fresh = NewEvent {
+            id: "fresh".into(),
+            ts: h.now(),
+            ..old.clone()
+        };
+        let channel = ChannelName::Band(demo.clone());
+        h.store.append(&channel, &[old, fresh]).await.unwrap();
+        let scheduler = Scheduler::new(
+            h.store.clone(),
+            h.store.clone(),
+            h.sync_queue.clone(),
+            h.clock.clone(),
+        );
+
+        // WHEN it ticks
+        let report = scheduler.tick(std::slice::from_ref(&demo)).await.unwrap();
+
+        // THEN one reconcile per source is queued in its group, and the old event is gone
+        assert_eq!(
+            report,
+            TickReport {
+                reconciles_queued: 2,
+                events_pruned: 1
+            }
+        );
+        let groups: Vec<String> = h
+            .sync_queue
+            .messages()
+            .into_iter()
+            .map(|m| m.group)
+            .collect();
+        assert_eq!(groups, ["demo/charts", "demo/takes"]);
+        assert_eq!(
+            h.store
+                .head(&channel)
+                .await
+                .unwrap()
+                .unwrap()
+                .first_retained,
+            2
+        );
+    }
+}
