@@ -269,6 +269,24 @@ pub struct SyncOperation {
     pub error: Option<String>,
 }
 
+impl SyncOperation {
+    /// The operation a job starts: its id is the job's, so a redelivery finds it.
+    pub fn start(job: &SyncJob, now: DateTime<Utc>) -> Self {
+        Self {
+            id: job.id.clone(),
+            band: job.band.clone(),
+            source: job.source.clone(),
+            trigger: job.trigger,
+            full: job.full,
+            status: OperationStatus::Running,
+            started_at: now,
+            finished_at: None,
+            metrics: SyncMetrics::default(),
+            error: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemAction {

@@ -103,13 +103,15 @@ mod tests {
             async move { if body == "b" { Err("boom") } else { Ok(()) } }
         })
         .await;
-        let failed: Vec<_> = r
-            .batch_item_failures
+        assert_eq!(failed(&r), ["b", "c", "d"]);
+        assert_eq!(seen, ["a", "b"], "nothing after the failure is handled");
+    }
+
+    fn failed(r: &SqsBatchResponse) -> Vec<&str> {
+        r.batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())
-            .collect();
-        assert_eq!(failed, ["b", "c", "d"]);
-        assert_eq!(seen, ["a", "b"], "nothing after the failure is handled");
+            .collect()
     }
 
     #[tokio::test]
@@ -129,12 +131,7 @@ mod tests {
             async { Ok::<(), String>(()) }
         })
         .await;
-        let failed: Vec<_> = r
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        assert_eq!(failed, ["not-json"]);
+        assert_eq!(failed(&r), ["not-json"]);
         assert_eq!(seen, ["a", "c"], "the rest of the batch is handled");
     }
 }

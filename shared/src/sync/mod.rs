@@ -393,18 +393,7 @@ impl SyncWorker {
                 .await?;
             return Ok(op);
         }
-        let op = SyncOperation {
-            id: job.id.clone(),
-            band: job.band.clone(),
-            source: job.source.clone(),
-            trigger: job.trigger,
-            full: job.full,
-            status: OperationStatus::Running,
-            started_at: self.clock.now(),
-            finished_at: None,
-            metrics: SyncMetrics::default(),
-            error: None,
-        };
+        let op = SyncOperation::start(job, self.clock.now());
         self.store.put_operation(&op).await?;
         self.publisher
             .publish(channel, &[self.started_event(&op)])
@@ -803,18 +792,7 @@ mod tests {
         f.write("a.pdf", "a");
         let job = f.job("job-1", Trigger::Manual);
         let hash = hex::encode(Sha256::digest(b"a"));
-        let op = SyncOperation {
-            id: job.id.clone(),
-            band: job.band.clone(),
-            source: job.source.clone(),
-            trigger: job.trigger,
-            full: job.full,
-            status: OperationStatus::Running,
-            started_at: f.h.now(),
-            finished_at: None,
-            metrics: SyncMetrics::default(),
-            error: None,
-        };
+        let op = SyncOperation::start(&job, f.h.now());
         f.h.store.put_operation(&op).await.unwrap();
         let item = SyncItem {
             operation: job.id.clone(),
