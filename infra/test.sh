@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one command that runs every check and test on a fresh machine.
-# It needs only the Rust toolchain: every crate comes from the registry, every server the
-# tests use (the local stack) is started in-process on loopback by the tests themselves.
+# It needs only the Rust toolchain and python3: every crate comes from the registry; the
+# Python tools (moto, cfn-lint, SAM CLI + cargo-lambda + zig) are installed from PyPI into
+# virtualenvs under the target dir; every server the tests use (the local stack, moto) is
+# started on loopback by the tests themselves and stops with them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,18 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --jobs "$jobs" -- -D warnings
 
+echo "== moto (AWS-protocol emulator for the adapter contract tests)"
+BANDSYNC_MOTO_SERVER="$(./infra/moto.sh)"
+export BANDSYNC_MOTO_SERVER
+
 echo "== tests"
 cargo test --workspace --jobs "$jobs" 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+
+echo "== cfn-lint"
+./infra/cfn-lint.sh
+
+echo "== sam build (release, arm64, offline)"
+./infra/sam-build.sh
 
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }

@@ -22,6 +22,8 @@ pub mod resume;
 pub mod scheduler;
 pub mod sqs;
 pub mod sync;
+#[cfg(feature = "aws")]
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod webhook;

@@ -174,6 +174,12 @@ pub trait Pusher: Send + Sync {
     async fn post(&self, connection: &ConnectionId, data: &[u8]) -> PortResult<PushOutcome>;
 }
 
+/// Critical alerts for operators (SNS on AWS).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn alert(&self, subject: &str, message: &str) -> PortResult<()>;
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }

@@ -281,6 +281,29 @@ impl Pusher for RecordingPusher {
 }
 
 // ---------------------------------------------------------------------------------------
+// Notifier
+
+/// Keeps every alert as (subject, message).
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    alerts: Mutex<Vec<(String, String)>>,
+}
+
+impl RecordingNotifier {
+    pub fn alerts(&self) -> Vec<(String, String)> {
+        lock(&self.alerts).clone()
+    }
+}
+
+#[async_trait]
+impl crate::ports::Notifier for RecordingNotifier {
+    async fn alert(&self, subject: &str, message: &str) -> PortResult<()> {
+        lock(&self.alerts).push((subject.to_owned(), message.to_owned()));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Clock
 
 /// A clock that stands still until set or advanced.

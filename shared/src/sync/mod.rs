@@ -12,7 +12,7 @@ pub mod folder;
 use crate::http::ApiError;
 use crate::metrics::{self, Unit};
 use crate::model::*;
-use crate::ports::{Clock, OutMessage, PortError, Queue, SourceStore, Store};
+use crate::ports::{Clock, Notifier, OutMessage, PortError, Queue, SourceStore, Store};
 use crate::publish::Publisher;
 use crate::sqs::run_fifo_batch;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -156,6 +156,8 @@ pub struct SyncWorker {
     store: Arc<dyn Store>,
     publisher: Publisher,
     clock: Arc<dyn Clock>,
+    /// Told when a source cannot be synced at all (operators act on those).
+    notifier: Option<Arc<dyn Notifier>>,
 }
 
 /// What a scan of the source produced.
@@ -171,7 +173,14 @@ impl SyncWorker {
             store,
             publisher,
             clock,
+            notifier: None,
         }
+    }
+
+    /// Alert operators (SNS on AWS) when a sync fails as a whole.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The SQS entry point (FIFO: stop at the first failure).
@@ -468,6 +477,21 @@ impl SyncWorker {
             &[("Function", "sync-worker")],
             &[("SyncFailures", 1.0, Unit::Count)],
         );
+        if let Some(notifier) = &self.notifier {
+            let subject = format!("bandsync: sync of {}/{} failed", op.band, op.source);
+            let message = format!(
+                "Operation {} ({:?}) of source {} of band {} failed: {}",
+                op.id,
+                op.trigger,
+                op.source,
+                op.band,
+                op.error.as_deref().unwrap_or_default()
+            );
+            // The failure is recorded and published already; a lost alert is logged, not retried.
+            if let Err(e) = notifier.alert(&subject, &message).await {
+                tracing::error!(error = %e, "could not send the alert");
+            }
+        }
         Ok(op)
     }
 
@@ -901,6 +925,27 @@ mod tests {
         assert_eq!(f.log_names().await, ["sync.started", "sync.failed"]);
         assert!(log[1].data["error"].as_str().unwrap().contains("gone"));
         assert_eq!(f.broadcast_seqs(), one_to(2));
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_alerts_the_operators() {
+        // GIVEN a worker with a notifier, and a source whose folder does not exist
+        let f = Fixture::new().await;
+        let job = f.missing_folder_job().await;
+        let notifier = Arc::new(RecordingNotifier::default());
+        let worker = f.h.sync_worker().with_notifier(notifier.clone());
+        // WHEN the job runs
+        worker.run(&job).await.unwrap();
+        // THEN one alert names the band, the source and the reason
+        let alerts = notifier.alerts();
+        assert_eq!(alerts.len(), 1);
+        assert!(
+            alerts[0]
+                .0
+                .contains(&format!("{}/{}", job.band, job.source)),
+            "{alerts:?}"
+        );
+        assert!(alerts[0].1.contains("cannot read folder"), "{alerts:?}");
     }
 
     #[tokio::test]

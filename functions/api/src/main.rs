@@ -1,0 +1,29 @@
+//! `api`: the HTTP API's /sync/* routes (payload 2.0): status, trigger, operations,
+//! health (each table and queue up or down), stats. Bearer member token on all but
+//! health.
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use bandsync::adapters::aws::AwsContext;
+use bandsync::api::Api;
+use bandsync::ports::HealthCheck;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::{convert::Infallible, sync::Arc};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bandsync::telemetry::init();
+    let ctx = AwsContext::from_env().await;
+    let (store, sync_queue) = (ctx.store()?, ctx.sync_queue()?);
+    let checks: Vec<(String, Arc<dyn HealthCheck>)> = vec![
+        ("store".into(), store.clone()),
+        ("sync_queue".into(), sync_queue.clone()),
+        ("broadcast_queue".into(), ctx.broadcast_queue()?),
+    ];
+    let api = &Api::new(store, sync_queue, ctx.tokens()?, ctx.clock.clone(), checks);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            Ok::<_, Infallible>(api.handle(event.payload).await)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,25 @@
+//! `sync-worker`: consumes the FIFO "sync" queue. Runs each job (delta against the
+//! catalog, operation + items, events appended to the channel log and sent to the
+//! broadcast queue); reports the first failure and the rest of the batch as failed.
+//! A sync that fails as a whole alerts the operators' SNS topic.
+
+use aws_lambda_events::sqs::SqsEvent;
+use bandsync::adapters::aws::AwsContext;
+use bandsync::publish::Publisher;
+use bandsync::sync::SyncWorker;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::convert::Infallible;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bandsync::telemetry::init();
+    let ctx = AwsContext::from_env().await;
+    let store = ctx.store()?;
+    let publisher = Publisher::new(store.clone(), ctx.broadcast_queue()?);
+    let worker =
+        &SyncWorker::new(store, publisher, ctx.clock.clone()).with_notifier(ctx.notifier()?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Infallible>(worker.handle_sqs(event.payload).await)
+    }))
+    .await
+}

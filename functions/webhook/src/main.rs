@@ -1,0 +1,22 @@
+//! `webhook`: POST /webhooks/{google,folder} (HTTP API, payload 2.0). Verifies the watch
+//! channel and its token, drops repeated message numbers, queues a sync job.
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use bandsync::adapters::aws::AwsContext;
+use bandsync::webhook::WebhookIntake;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::convert::Infallible;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bandsync::telemetry::init();
+    let ctx = AwsContext::from_env().await;
+    let store = ctx.store()?;
+    let intake = &WebhookIntake::new(store.clone(), store, ctx.sync_queue()?, ctx.clock);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            Ok::<_, Infallible>(intake.handle(event.payload).await)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,25 @@
+//! `ws-message`: the WebSocket API's $default route (route selection on
+//! `$request.body.action`): subscribe, unsubscribe, resume, ping, sync_request. Replies go
+//! back through the @connections API.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use bandsync::adapters::aws::AwsContext;
+use bandsync::ws_message::WsMessage;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::convert::Infallible;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bandsync::telemetry::init();
+    let ctx = AwsContext::from_env().await;
+    let store = ctx.store()?;
+    let (log, sources) = (store.clone(), store.clone());
+    let (queue, pusher) = (ctx.sync_queue()?, ctx.pusher()?);
+    let message = &WsMessage::new(store, log, sources, queue, pusher, ctx.clock);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            Ok::<_, Infallible>(message.handle(event.payload).await)
+        },
+    ))
+    .await
+}

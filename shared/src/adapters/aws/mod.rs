@@ -1,0 +1,115 @@
+//! The AWS adapters: [`dynamo::DynamoStore`] (every store port, on the two tables of
+//! template.yaml), [`sqs::SqsQueue`] (FIFO sends), [`apigw::ApiGatewayPusher`]
+//! (PostToConnection), [`sns::SnsNotifier`] (alerts). [`AwsContext`] builds them once per
+//! cold start from the environment the template sets, so warm invocations reuse the
+//! clients and their connections.
+
+pub mod apigw;
+pub mod dynamo;
+pub mod sns;
+pub mod sqs;
+
+use crate::ports::{Clock, SystemClock};
+use anyhow::Context as _;
+use aws_config::{BehaviorVersion, SdkConfig};
+use std::sync::Arc;
+
+/// Environment variable names, as template.yaml sets them.
+pub mod env {
+    pub const SYNC_TABLE: &str = "SYNC_TABLE";
+    pub const CONNECTIONS_TABLE: &str = "CONNECTIONS_TABLE";
+    pub const SYNC_QUEUE_URL: &str = "SYNC_QUEUE_URL";
+    pub const BROADCAST_QUEUE_URL: &str = "BROADCAST_QUEUE_URL";
+    /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`
+    pub const WS_MANAGEMENT_ENDPOINT: &str = "WS_MANAGEMENT_ENDPOINT";
+    pub const ALERT_TOPIC_ARN: &str = "ALERT_TOPIC_ARN";
+    pub const JWT_SECRET: &str = "JWT_SECRET";
+    /// Only for tests and emulators: every client talks to this endpoint.
+    pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+}
+
+/// The HTTPS client every SDK client shares: rustls with ring (one TLS stack for the
+/// whole workspace).
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// Load the SDK configuration (region, credentials) from the Lambda environment, with our
+/// HTTP client; `AWS_ENDPOINT_URL` (emulators) is honoured by the SDK itself.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .load()
+        .await
+}
+
+fn var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("environment variable {name} is not set"))
+}
+
+/// Everything a function may need, built once per cold start. Each main takes the parts
+/// its handler asks for; a part whose environment variable is missing is an error only
+/// when it is asked for.
+#[derive(Clone)]
+pub struct AwsContext {
+    pub sdk: SdkConfig,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AwsContext {
+    pub async fn from_env() -> Self {
+        Self {
+            sdk: sdk_config().await,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn store(&self) -> anyhow::Result<Arc<dynamo::DynamoStore>> {
+        Ok(Arc::new(dynamo::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            var(env::SYNC_TABLE)?,
+            var(env::CONNECTIONS_TABLE)?,
+        )))
+    }
+
+    pub fn sync_queue(&self) -> anyhow::Result<Arc<sqs::SqsQueue>> {
+        Ok(Arc::new(sqs::SqsQueue::new(
+            aws_sdk_sqs::Client::new(&self.sdk),
+            var(env::SYNC_QUEUE_URL)?,
+        )))
+    }
+
+    pub fn broadcast_queue(&self) -> anyhow::Result<Arc<sqs::SqsQueue>> {
+        Ok(Arc::new(sqs::SqsQueue::new(
+            aws_sdk_sqs::Client::new(&self.sdk),
+            var(env::BROADCAST_QUEUE_URL)?,
+        )))
+    }
+
+    pub fn pusher(&self) -> anyhow::Result<Arc<apigw::ApiGatewayPusher>> {
+        Ok(Arc::new(apigw::ApiGatewayPusher::new(
+            &self.sdk,
+            &var(env::WS_MANAGEMENT_ENDPOINT)?,
+        )))
+    }
+
+    pub fn notifier(&self) -> anyhow::Result<Arc<sns::SnsNotifier>> {
+        Ok(Arc::new(sns::SnsNotifier::new(
+            aws_sdk_sns::Client::new(&self.sdk),
+            var(env::ALERT_TOPIC_ARN)?,
+        )))
+    }
+
+    pub fn tokens(&self) -> anyhow::Result<crate::auth::TokenKey> {
+        let secret = var(env::JWT_SECRET)?;
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "{} must be at least 32 bytes",
+            env::JWT_SECRET
+        );
+        Ok(crate::auth::TokenKey::new(secret))
+    }
+}
