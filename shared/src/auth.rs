@@ -167,7 +167,10 @@ impl TokenKey {
 
 /// `Authorization: Bearer <token>` -> `<token>`.
 pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
-    let value = header.ok_or(AuthError::Missing)?;
+    // An empty header is as good as none (some clients send one when they have no token).
+    let value = header
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(AuthError::Missing)?;
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
@@ -263,6 +266,7 @@ mod tests {
         assert_eq!(bearer(Some("Bearer abc")), Ok("abc"));
         assert_eq!(bearer(Some("bearer  abc ")), Ok("abc"));
         assert_eq!(bearer(None), Err(AuthError::Missing));
+        assert_eq!(bearer(Some(" ")), Err(AuthError::Missing));
         assert!(bearer(Some("Basic abc")).is_err());
         assert!(bearer(Some("Bearer ")).is_err());
     }

@@ -13,6 +13,8 @@ pub mod broadcast;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod http;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod metrics;
 pub mod model;
 pub mod ports;

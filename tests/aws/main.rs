@@ -3,6 +3,7 @@
 //! `moto_server` on PATH, installed by infra/moto.sh), and the API Gateway management
 //! API on the local stack's `@connections` endpoint (see pusher.rs for why not moto).
 
+mod lambda;
 mod notifier;
 mod pusher;
 mod queues;

@@ -2,12 +2,11 @@
 //! health (each table and queue up or down), stats. Bearer member token on all but
 //! health.
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use bandsync::adapters::aws::AwsContext;
 use bandsync::api::Api;
 use bandsync::ports::HealthCheck;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use std::{convert::Infallible, sync::Arc};
+use lambda_runtime::{Error, service_fn};
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,10 +19,5 @@ async fn main() -> Result<(), Error> {
         ("broadcast_queue".into(), ctx.broadcast_queue()?),
     ];
     let api = &Api::new(store, sync_queue, ctx.tokens()?, ctx.clock.clone(), checks);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            Ok::<_, Infallible>(api.handle(event.payload).await)
-        },
-    ))
-    .await
+    lambda_runtime::run(service_fn(move |event| bandsync::lambda::api(api, event))).await
 }

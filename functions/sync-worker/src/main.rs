@@ -3,12 +3,10 @@
 //! broadcast queue); reports the first failure and the rest of the batch as failed.
 //! A sync that fails as a whole alerts the operators' SNS topic.
 
-use aws_lambda_events::sqs::SqsEvent;
 use bandsync::adapters::aws::AwsContext;
 use bandsync::publish::Publisher;
 use bandsync::sync::SyncWorker;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use std::convert::Infallible;
+use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -18,8 +16,8 @@ async fn main() -> Result<(), Error> {
     let publisher = Publisher::new(store.clone(), ctx.broadcast_queue()?);
     let worker =
         &SyncWorker::new(store, publisher, ctx.clock.clone()).with_notifier(ctx.notifier()?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Infallible>(worker.handle_sqs(event.payload).await)
+    lambda_runtime::run(service_fn(move |event| {
+        bandsync::lambda::sync_worker(worker, event)
     }))
     .await
 }

@@ -1,11 +1,9 @@
 //! `webhook`: POST /webhooks/{google,folder} (HTTP API, payload 2.0). Verifies the watch
 //! channel and its token, drops repeated message numbers, queues a sync job.
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use bandsync::adapters::aws::AwsContext;
 use bandsync::webhook::WebhookIntake;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use std::convert::Infallible;
+use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,10 +11,8 @@ async fn main() -> Result<(), Error> {
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
     let intake = &WebhookIntake::new(store.clone(), store, ctx.sync_queue()?, ctx.clock);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            Ok::<_, Infallible>(intake.handle(event.payload).await)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event| {
+        bandsync::lambda::webhook(intake, event)
+    }))
     .await
 }

@@ -1,21 +1,17 @@
 //! `ws-disconnect`: the WebSocket API's $disconnect route. Forgets the connection and its
 //! subscriptions.
 
-use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use bandsync::adapters::aws::AwsContext;
 use bandsync::ws_disconnect::WsDisconnect;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use std::convert::Infallible;
+use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let disconnect = &WsDisconnect::new(ctx.store()?);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            Ok::<_, Infallible>(disconnect.handle(event.payload).await)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event| {
+        bandsync::lambda::ws_disconnect(disconnect, event)
+    }))
     .await
 }

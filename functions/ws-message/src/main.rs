@@ -2,11 +2,9 @@
 //! `$request.body.action`): subscribe, unsubscribe, resume, ping, sync_request. Replies go
 //! back through the @connections API.
 
-use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use bandsync::adapters::aws::AwsContext;
 use bandsync::ws_message::WsMessage;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use std::convert::Infallible;
+use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -16,10 +14,8 @@ async fn main() -> Result<(), Error> {
     let (log, sources) = (store.clone(), store.clone());
     let (queue, pusher) = (ctx.sync_queue()?, ctx.pusher()?);
     let message = &WsMessage::new(store, log, sources, queue, pusher, ctx.clock);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            Ok::<_, Infallible>(message.handle(event.payload).await)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event| {
+        bandsync::lambda::ws_message(message, event)
+    }))
     .await
 }

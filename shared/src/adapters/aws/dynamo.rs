@@ -286,6 +286,17 @@ impl DynamoStore {
             .map(|_| ())
     }
 
+    /// Put every item, all or none.
+    async fn put_together(&self, table: &str, items: Vec<Item>) -> PortResult<()> {
+        let writes = items
+            .into_iter()
+            .map(|item| self.put_item(table, item, None))
+            .collect::<PortResult<Vec<_>>>()?;
+        self.transact(writes)
+            .await
+            .map_err(backend("TransactWriteItems"))
+    }
+
     fn put_item(
         &self,
         table: &str,
@@ -396,13 +407,8 @@ impl OperationStore for DynamoStore {
             ),
             op,
         )?;
-        let items = vec![
-            self.put_item(&self.sync_table, record, None)?,
-            self.put_item(&self.sync_table, listing, None)?,
-        ];
-        self.transact(items)
+        self.put_together(&self.sync_table, vec![record, listing])
             .await
-            .map_err(backend("TransactWriteItems"))
     }
 
     #[instrument(skip(self), level = "debug")]
@@ -478,11 +484,9 @@ impl WatchChannelStore for DynamoStore {
                     item.insert("last_message_at".into(), s(ts(at)));
                 }
             }
-            items.push(self.put_item(&self.sync_table, item, None)?);
+            items.push(item);
         }
-        self.transact(items)
-            .await
-            .map_err(backend("TransactWriteItems"))
+        self.put_together(&self.sync_table, items).await
     }
 
     #[instrument(skip(self), level = "debug")]
@@ -992,13 +996,8 @@ impl ConnectionStore for DynamoStore {
             item.insert("subscribed_at".into(), s(ts(at)));
             item.insert("expires_at".into(), n(expires));
         }
-        let writes = vec![
-            self.put_item(&self.connections_table, fan_out, None)?,
-            self.put_item(&self.connections_table, reverse, None)?,
-        ];
-        self.transact(writes)
+        self.put_together(&self.connections_table, vec![fan_out, reverse])
             .await
-            .map_err(backend("TransactWriteItems"))
     }
 
     #[instrument(skip(self), level = "debug")]
