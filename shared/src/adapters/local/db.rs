@@ -229,7 +229,7 @@ impl Db {
         op: &'static str,
         f: impl FnOnce(&Connection) -> anyhow::Result<T>,
     ) -> PortResult<T> {
-        f(&self.lock()).map_err(|e| backend(e, op))
+        blocking(|| f(&self.lock()).map_err(|e| backend(e, op)))
     }
 
     /// Run `f` in one IMMEDIATE transaction (the write lock is taken up front, so two
@@ -240,14 +240,27 @@ impl Db {
         op: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
     ) -> PortResult<T> {
-        let mut conn = self.lock();
-        let run = || -> anyhow::Result<T> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        };
-        run().map_err(|e| backend(e, op))
+        blocking(|| {
+            let mut conn = self.lock();
+            let run = || -> anyhow::Result<T> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            };
+            run().map_err(|e| backend(e, op))
+        })
+    }
+}
+
+/// Run a database call (it may wait on the mutex, on another process's lock or on an
+/// fsync) without stalling the other tasks of a multi-threaded runtime: tokio moves them
+/// off this worker first. A current-thread runtime (unit tests) runs it inline.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
