@@ -24,8 +24,10 @@ mkdir -p "$venv"
 venv="$(cd "$venv" && pwd)"
 python="${PYTHON:-python3}"
 
-if [ ! -x "$venv/bin/python" ]; then
+# A venv whose creation was cut short has a python but no pip: start it over.
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
   echo "moto.sh: creating virtualenv $venv" >&2
+  rm -rf "$venv"
   "$python" -m venv "$venv" >&2
 fi
 

@@ -24,6 +24,8 @@ pub const ROUTES: &[&str] = &[
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
+/// Items shown with one operation.
+const MAX_ITEMS: usize = 1000;
 
 pub struct Api {
     store: Arc<dyn Store>,
@@ -262,8 +264,15 @@ impl Api {
             .await?
             .filter(|op| member.is_member_of(&op.band))
             .ok_or_else(not_found)?;
-        let items = self.store.list_items(&op.id).await?;
-        Ok((200, json!({"operation": op, "items": items})))
+        // A large sync has many items: answer with the first ones (a Lambda response is at
+        // most 6 MB) and say how many there are.
+        let mut items = self.store.list_items(&op.id).await?;
+        let total = items.len();
+        items.truncate(MAX_ITEMS);
+        Ok((
+            200,
+            json!({"operation": op, "items": items, "items_total": total, "items_truncated": total > MAX_ITEMS}),
+        ))
     }
 
     async fn stats(

@@ -10,7 +10,7 @@ use crate::metrics::{self, Unit};
 use crate::model::{ChannelName, ConnectionId, Event};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
 use crate::protocol::ServerFrame;
-use crate::sqs::run_fifo_batch;
+use crate::sqs::{Budget, run_fifo_batch};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -72,9 +72,15 @@ impl Broadcaster {
         }
     }
 
-    /// The SQS entry point (FIFO: stop at the first failure).
-    pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
-        run_fifo_batch(event, |message: BroadcastMessage| async move {
+    /// The SQS entry point (FIFO: stop at the first failure). With a `deadline` (the
+    /// invocation's), no message is started later than 5 s before it.
+    pub async fn handle_sqs(
+        &self,
+        event: SqsEvent,
+        deadline: Option<std::time::SystemTime>,
+    ) -> SqsBatchResponse {
+        let budget = Budget::until(deadline, Duration::from_secs(5));
+        run_fifo_batch(event, budget, |message: BroadcastMessage| async move {
             self.deliver(&message).await.map(|_| ())
         })
         .await
@@ -151,7 +157,11 @@ impl Broadcaster {
                 ConnectionResult::Gone => {
                     report.gone += 1;
                     tracing::info!(connection = %conn, "connection gone; removing it and its subscriptions");
-                    self.connections.delete_connection(&conn).await?;
+                    // Every post of this message is done: a failed cleanup must not send
+                    // them all again. The next push finds the connection gone again.
+                    if let Err(e) = self.connections.delete_connection(&conn).await {
+                        tracing::warn!(connection = %conn, error = %e, "could not remove a gone connection");
+                    }
                 }
                 ConnectionResult::Failed => report.failed += 1,
             }
@@ -409,7 +419,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handle_sqs_reports_only_a_malformed_message() {
+    async fn handle_sqs_acknowledges_a_malformed_message_and_delivers_the_rest() {
         // GIVEN a FIFO batch: a good message, a malformed one, another good one
         let h = Harness::new();
         let message = subscribers(&h, &[PushBehaviour::Deliver]).await;
@@ -431,10 +441,10 @@ mod tests {
         );
 
         // WHEN the broadcaster handles it
-        let response = h.broadcaster().handle_sqs(event).await;
+        let response = h.broadcaster().handle_sqs(event, None).await;
 
-        // THEN only the malformed message comes back (to go to the DLQ)
-        assert_eq!(failed_ids(&response), ["m2"]);
+        // THEN nothing comes back: the malformed message is acknowledged (logged, counted)
+        assert!(failed_ids(&response).is_empty());
         // AND the good ones were delivered, in order
         assert_eq!(received(&h, "c1"), all_three());
     }

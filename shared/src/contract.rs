@@ -507,6 +507,12 @@ pub async fn channel_log_contract<S: ChannelLog + ?Sized>(log: &S) {
         "pruning is per channel"
     );
 
+    // One id twice in one append: one event, one seq.
+    let twice = new_event("twice", t0 + secs(4));
+    let both = log.append(&ch, &[twice.clone(), twice]).await.unwrap();
+    assert_eq!(seqs(&both), [5, 5], "the repeat keeps the first seq");
+    assert_eq!(log.head(&ch).await.unwrap().unwrap().seq, 5);
+
     // The broadcaster's watermark: per channel, starts at 0, never moves back.
     assert_eq!(log.delivered(&ch).await.unwrap(), 0);
     log.mark_delivered(&ch, 3).await.unwrap();

@@ -39,14 +39,16 @@ pub async fn sync_worker(
     h: &SyncWorker,
     e: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(h.handle_sqs(e.payload).await)
+    let deadline = deadline(&e.context);
+    Ok(h.handle_sqs(e.payload, deadline).await)
 }
 
 pub async fn broadcast(
     h: &Broadcaster,
     e: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(h.handle_sqs(e.payload).await)
+    let deadline = deadline(&e.context);
+    Ok(h.handle_sqs(e.payload, deadline).await)
 }
 
 pub async fn ws_connect(
@@ -68,6 +70,13 @@ pub async fn ws_message(
     e: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<ApiGatewayProxyResponse, Error> {
     Ok(h.handle(e.payload).await)
+}
+
+/// The invocation's deadline (milliseconds since the epoch in the runtime's context; 0,
+/// as in a default context, means none).
+fn deadline(context: &lambda_runtime::Context) -> Option<std::time::SystemTime> {
+    (context.deadline > 0)
+        .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_millis(context.deadline))
 }
 
 /// The EventBridge schedule's event is not read: a manual `{}` invoke ticks too. A failed

@@ -4,7 +4,8 @@
 //! - [`ports`]: the traits the jobs need (stores, queues, pusher, clock);
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
-//! - [`adapters`]: the backends behind cargo features (`local` is the embedded one).
+//! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
+//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake.
 
 pub mod adapters;
 pub mod api;
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod broadcast;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod google;
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod lambda;

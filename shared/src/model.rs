@@ -70,7 +70,8 @@ id_type!(
     BandId, "band id", 64, []);
 id_type!(
     /// A source of a band (a watched folder, a Drive folder, a calendar, a setlist sheet).
-    SourceId, "source id", 64, []);
+    /// At most 63 characters: `<band>/<source>` is an SQS MessageGroupId (128 at most).
+    SourceId, "source id", 63, []);
 id_type!(
     /// The `sub` of a member's token. E-mail-like subjects are allowed.
     UserId, "user id", 128, ['.', '@', '+']);

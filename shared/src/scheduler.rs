@@ -40,6 +40,32 @@ impl Scheduler {
         }
     }
 
+    async fn tick_band(
+        &self,
+        band: &BandId,
+        now: chrono::DateTime<chrono::Utc>,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(usize, u64), PortError> {
+        let mut queued = 0;
+        for source in self.sources.list_sources(band).await? {
+            let job = SyncJob::new(
+                band.clone(),
+                source.id,
+                Trigger::Reconcile,
+                false,
+                None,
+                now,
+            );
+            crate::sync::enqueue(self.queue.as_ref(), &job, job.id.clone()).await?;
+            queued += 1;
+        }
+        let pruned = self
+            .log
+            .prune(&ChannelName::Band(band.clone()), cutoff)
+            .await?;
+        Ok((queued, pruned))
+    }
+
     /// Queue a reconcile of every source of `bands` and prune their channel logs.
     #[tracing::instrument(skip(self, bands), fields(bands = bands.len()))]
     pub async fn tick(&self, bands: &[BandId]) -> Result<TickReport, PortError> {
@@ -47,23 +73,22 @@ impl Scheduler {
         let cutoff =
             now - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(1));
         let mut report = TickReport::default();
+        // One band's failure must not stop the others: log it, go on, fail at the end.
+        let mut failed = None;
         for band in bands {
-            for source in self.sources.list_sources(band).await? {
-                let job = SyncJob::new(
-                    band.clone(),
-                    source.id,
-                    Trigger::Reconcile,
-                    false,
-                    None,
-                    now,
-                );
-                crate::sync::enqueue(self.queue.as_ref(), &job, job.id.clone()).await?;
-                report.reconciles_queued += 1;
+            match self.tick_band(band, now, cutoff).await {
+                Ok((queued, pruned)) => {
+                    report.reconciles_queued += queued;
+                    report.events_pruned += pruned;
+                }
+                Err(e) => {
+                    tracing::error!(%band, error = %e, "scheduler tick of a band failed");
+                    failed = Some(e);
+                }
             }
-            report.events_pruned += self
-                .log
-                .prune(&ChannelName::Band(band.clone()), cutoff)
-                .await?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(report)
     }

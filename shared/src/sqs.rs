@@ -2,17 +2,54 @@
 //!
 //! Our queues are FIFO, so the first failure stops the batch: that message and every one
 //! after it are reported failed and come back in order; the ones before are done.
+//!
 //! A message whose body cannot be parsed is different: no retry can ever handle it, and
-//! nothing depends on its order, so it alone is reported failed (the queue's redrive
-//! moves it to the dead-letter queue) and the batch goes on without it.
+//! putting it back would hold up its whole group (one channel or one source) for five
+//! visibility timeouts before the redrive moves it on. So it is logged in full at error
+//! level (the log keeps it), counted in the `PoisonMessages` metric (alarmed), and
+//! acknowledged. We only ever send bodies we serialised ourselves, so this is a bug
+//! detector, not a path real traffic takes.
+//!
+//! A [`Budget`] stops the batch before the invocation's deadline: messages not started
+//! are reported failed (they come back), instead of the whole batch timing out and
+//! every message in it being retried.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::de::DeserializeOwned;
 use std::fmt::Display;
 use std::future::Future;
+use std::time::{Duration, SystemTime};
 use tracing::Instrument;
 
-pub async fn run_fifo_batch<T, F, Fut, E>(event: SqsEvent, mut handle: F) -> SqsBatchResponse
+/// When to stop starting messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    stop_at: Option<SystemTime>,
+}
+
+impl Budget {
+    /// No deadline (the local stack's pollers, tests).
+    pub fn unlimited() -> Self {
+        Self::default()
+    }
+
+    /// Stop `reserve` before `deadline` (what one message may take at most).
+    pub fn until(deadline: Option<SystemTime>, reserve: Duration) -> Self {
+        Self {
+            stop_at: deadline.map(|d| d.checked_sub(reserve).unwrap_or(d)),
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.stop_at.is_some_and(|t| SystemTime::now() >= t)
+    }
+}
+
+pub async fn run_fifo_batch<T, F, Fut, E>(
+    event: SqsEvent,
+    budget: Budget,
+    mut handle: F,
+) -> SqsBatchResponse
 where
     T: DeserializeOwned,
     F: FnMut(T) -> Fut,
@@ -23,6 +60,10 @@ where
     let mut stopped = false;
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
+        if !stopped && budget.exhausted() {
+            tracing::warn!(message_id = %id, "the invocation's time is nearly up; the rest of the batch returns to the queue");
+            stopped = true;
+        }
         if stopped {
             failed.push(id);
             continue;
@@ -30,12 +71,13 @@ where
         let body: T = match parse_body(&message) {
             Ok(body) => body,
             Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "poison message; it goes to the dead-letter queue");
+                let raw = message.body.as_deref().unwrap_or_default();
+                let shown: String = raw.chars().take(64 * 1024).collect();
+                tracing::error!(message_id = %id, error = %e, body = %shown, "poison message acknowledged; its body is in this log line");
                 crate::metrics::emit(
                     &[("Queue", "any")],
                     &[("PoisonMessages", 1.0, crate::metrics::Unit::Count)],
                 );
-                failed.push(id);
                 continue;
             }
         };
@@ -98,10 +140,14 @@ mod tests {
     #[tokio::test]
     async fn stops_at_first_failure_and_reports_the_rest() {
         let mut seen = Vec::new();
-        let r = run_fifo_batch(event(&["a", "b", "c", "d"]), |body: String| {
-            seen.push(body.clone());
-            async move { if body == "b" { Err("boom") } else { Ok(()) } }
-        })
+        let r = run_fifo_batch(
+            event(&["a", "b", "c", "d"]),
+            Budget::unlimited(),
+            |body: String| {
+                seen.push(body.clone());
+                async move { if body == "b" { Err("boom") } else { Ok(()) } }
+            },
+        )
         .await;
         assert_eq!(failed(&r), ["b", "c", "d"]);
         assert_eq!(seen, ["a", "b"], "nothing after the failure is handled");
@@ -115,8 +161,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_spent_budget_returns_the_unstarted_messages() {
+        let mut seen = Vec::new();
+        let past = Budget::until(Some(SystemTime::now()), Duration::from_secs(1));
+        let r = run_fifo_batch(event(&["a", "b"]), past, |body: String| {
+            seen.push(body);
+            async { Ok::<(), String>(()) }
+        })
+        .await;
+        assert_eq!(failed(&r), ["a", "b"]);
+        assert!(seen.is_empty(), "nothing is started after the deadline");
+        let later = Budget::until(
+            Some(SystemTime::now() + Duration::from_secs(60)),
+            Duration::from_secs(1),
+        );
+        assert!(
+            failed(
+                &run_fifo_batch(event(&["a"]), later, |_: String| async {
+                    Ok::<(), String>(())
+                })
+                .await
+            )
+            .is_empty()
+        );
+    }
+
+    #[tokio::test]
     async fn all_good_reports_nothing() {
-        let r = run_fifo_batch(event(&["a", "b"]), |_: String| async {
+        let r = run_fifo_batch(event(&["a", "b"]), Budget::unlimited(), |_: String| async {
             Ok::<(), String>(())
         })
         .await;
@@ -124,14 +196,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_poison_message_fails_alone() {
+    async fn a_poison_message_is_acknowledged_and_does_not_hold_up_the_batch() {
         let mut seen = Vec::new();
-        let r = run_fifo_batch(event(&["a", "not-json", "c"]), |body: String| {
-            seen.push(body);
-            async { Ok::<(), String>(()) }
-        })
+        let r = run_fifo_batch(
+            event(&["a", "not-json", "c"]),
+            Budget::unlimited(),
+            |body: String| {
+                seen.push(body);
+                async { Ok::<(), String>(()) }
+            },
+        )
         .await;
-        assert_eq!(failed(&r), ["not-json"]);
+        assert!(
+            failed(&r).is_empty(),
+            "acknowledged (and logged), not put back"
+        );
         assert_eq!(seen, ["a", "c"], "the rest of the batch is handled");
     }
 }

@@ -268,7 +268,7 @@ async fn sqs_batches_reach_the_worker_and_the_broadcaster() {
         .collect();
     assert_eq!(seqs, [1, 2, 3]);
 
-    // A body that is no job is reported failed (and goes to the DLQ), by its message id
+    // A body that is no job is acknowledged (logged and counted), so it holds nothing up
     let poison = [
         ("MESSAGE_ID", "poison-1"),
         ("GROUP", "demo/charts"),
@@ -277,12 +277,18 @@ async fn sqs_batches_reach_the_worker_and_the_broadcaster() {
     let resp = lambda::sync_worker(&h.sync_worker(), event("sqs-fifo.json", &poison))
         .await
         .unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+
+    // An invocation whose deadline has passed starts nothing and returns the batch
+    let mut late: LambdaEvent<aws_lambda_events::sqs::SqsEvent> = event("sqs-fifo.json", &sync);
+    late.context.deadline = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+    let resp = lambda::sync_worker(&h.sync_worker(), late).await.unwrap();
     let failed: Vec<&str> = resp
         .batch_item_failures
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect();
-    assert_eq!(failed, ["poison-1"]);
+    assert_eq!(failed, ["059f36b4-87a3-44ab-83d2-661975830a7d"]);
 }
 
 #[tokio::test]

@@ -426,11 +426,11 @@ impl LocalStack {
         if cfg.workers {
             let on_sync: SqsHandler = Arc::new(move |e| {
                 let w = worker.clone();
-                async move { w.handle_sqs(e).await }.boxed()
+                async move { w.handle_sqs(e, None).await }.boxed()
             });
             let on_broadcast: SqsHandler = Arc::new(move |e| {
                 let b = broadcaster.clone();
-                async move { b.handle_sqs(e).await }.boxed()
+                async move { b.handle_sqs(e, None).await }.boxed()
             });
             for _ in 0..cfg.pollers_per_queue.max(1) {
                 tasks.push(tokio::spawn(pollers::run(

@@ -21,6 +21,7 @@ use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, Update,
     WriteRequest,
@@ -40,6 +41,13 @@ type Item = HashMap<String, AttributeValue>;
 const APPEND_CHUNK: usize = 49;
 /// Attempts of an append that lost a race for the head.
 const APPEND_ATTEMPTS: usize = 50;
+
+/// Which sort keys of a partition a Query reads.
+enum SortKeys<'a> {
+    All,
+    Prefix(&'a str),
+    Between(String, String),
+}
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -122,10 +130,26 @@ where
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata>(e: &E) -> bool {
-    matches!(
-        e.code(),
-        Some("ConditionalCheckFailedException" | "TransactionCanceledException")
-    )
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// Did a transaction lose a race (a condition failed, or another transaction touched its
+/// items)? Any other cancellation (validation, size, throttling) is a real failure and
+/// must not be retried as if another writer had won.
+fn lost_race(e: &TransactWriteItemsError) -> bool {
+    let TransactWriteItemsError::TransactionCanceledException(c) = e else {
+        return false;
+    };
+    let codes: Vec<&str> = c
+        .cancellation_reasons()
+        .iter()
+        .filter_map(|r| r.code())
+        .filter(|code| *code != "None")
+        .collect();
+    !codes.is_empty()
+        && codes
+            .iter()
+            .all(|code| matches!(*code, "ConditionalCheckFailed" | "TransactionConflict"))
 }
 
 fn build<T, E: std::fmt::Display>(r: Result<T, E>) -> PortResult<T> {
@@ -194,6 +218,27 @@ impl DynamoStore {
         forward: bool,
         limit: Option<usize>,
     ) -> PortResult<Vec<Item>> {
+        // An empty prefix means the whole partition (DynamoDB refuses an empty key value).
+        let range = if prefix.is_empty() {
+            SortKeys::All
+        } else {
+            SortKeys::Prefix(prefix)
+        };
+        self.query_range(table, pk, range, forward, limit, None)
+            .await
+    }
+
+    /// The items of a partition in `range`, following `LastEvaluatedKey` (a page stops at
+    /// 1 MB) until `limit` items or the end; only the `projection` attributes if given.
+    async fn query_range(
+        &self,
+        table: &str,
+        pk: String,
+        range: SortKeys<'_>,
+        forward: bool,
+        limit: Option<usize>,
+        projection: Option<&str>,
+    ) -> PortResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -204,13 +249,17 @@ impl DynamoStore {
                 .expression_attribute_values(":pk", s(pk.clone()))
                 .scan_index_forward(forward)
                 .consistent_read(true)
+                .set_projection_expression(projection.map(str::to_owned))
                 .set_exclusive_start_key(start.take());
-            // An empty prefix means the whole partition (DynamoDB refuses an empty key value).
-            q = if prefix.is_empty() {
-                q.key_condition_expression("pk = :pk")
-            } else {
-                q.key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", s(prefix))
+            q = match &range {
+                SortKeys::All => q.key_condition_expression("pk = :pk"),
+                SortKeys::Prefix(prefix) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(*prefix)),
+                SortKeys::Between(from, to) => q
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":from", s(from.clone()))
+                    .expression_attribute_values(":to", s(to.clone())),
             };
             if let Some(limit) = limit {
                 q = q.limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX));
@@ -239,7 +288,9 @@ impl DynamoStore {
 
     /// Delete keys in batches of 25, retrying what DynamoDB leaves unprocessed.
     async fn delete_all(&self, table: &str, keys: Vec<Item>) -> PortResult<()> {
-        for chunk in keys.chunks(25) {
+        // 24, not DynamoDB's 25: callers that pass keys in pairs (an event and its id
+        // entry) get each pair deleted in the same request.
+        for chunk in keys.chunks(24) {
             let mut requests: Vec<WriteRequest> = chunk
                 .iter()
                 .map(|k| {
@@ -540,7 +591,7 @@ impl WatchChannelStore for DynamoStore {
         }
         match self.transact(updates).await {
             Ok(()) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(()),
             Err(e) => Err(backend("TransactWriteItems")(e)),
         }
     }
@@ -630,22 +681,34 @@ impl DynamoStore {
         events: &[NewEvent],
     ) -> PortResult<HashMap<String, Event>> {
         let pk = chan_pk(channel);
-        let id_keys: Vec<Item> = events
+        // DynamoDB refuses a batch that names one key twice.
+        let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let id_keys: Vec<Item> = ids
             .iter()
-            .map(|e| key(pk.clone(), format!("EVID#{}", e.id)))
+            .map(|id| key(pk.clone(), format!("EVID#{id}")))
             .collect();
-        let mut seqs = Vec::new();
+        let mut seqs: HashMap<u64, String> = HashMap::new();
         for item in self.batch_get(id_keys).await? {
-            seqs.push(get_u64(&item, "seq")?.ok_or_else(|| anyhow!("event id item without seq"))?);
+            let seq = get_u64(&item, "seq")?.ok_or_else(|| anyhow!("event id item without seq"))?;
+            let id = get_str(&item, "sk")?.trim_start_matches("EVID#").to_owned();
+            seqs.insert(seq, id);
         }
-        let mut known = HashMap::new();
         let seq_keys: Vec<Item> = seqs
-            .iter()
+            .keys()
             .map(|seq| key(pk.clone(), seq_key(*seq)))
             .collect();
+        let mut known = HashMap::new();
         for item in self.batch_get(seq_keys).await? {
             let event = event_from(channel, &item)?;
+            seqs.remove(&event.seq);
             known.insert(event.id.clone(), event);
+        }
+        // An id whose event was pruned (a prune cut short between the two deletes) is
+        // still known: it keeps its seq and is not appended again.
+        for (seq, id) in seqs {
+            if let Some(e) = events.iter().find(|e| e.id == id) {
+                known.insert(id, event_at(channel, seq, "", e));
+            }
         }
         Ok(known)
     }
@@ -717,6 +780,7 @@ impl DynamoStore {
             fresh.insert(&e.id, seq);
             let mut record = with_body(key(pk.clone(), seq_key(seq)), e)?;
             record.insert("ts".into(), s(ts(e.ts)));
+            record.insert("evid".into(), s(e.id.clone()));
             writes.push(self.put_item(
                 &self.sync_table,
                 record,
@@ -748,7 +812,7 @@ impl DynamoStore {
         writes.push(TransactWriteItem::builder().update(update).build());
         match self.transact(writes).await {
             Ok(()) => Ok(Some(out)),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(None),
+            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(None),
             Err(e) => Err(backend("TransactWriteItems")(e)),
         }
     }
@@ -845,29 +909,24 @@ impl ChannelLog for DynamoStore {
             return Ok(Vec::new());
         };
         let epoch = get_str(&head, "epoch")?.to_owned();
-        let out = self
-            .client
-            .query()
-            .table_name(&self.sync_table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(chan_pk(channel)))
-            .expression_attribute_values(":from", s(seq_key(after_seq.saturating_add(1))))
-            .expression_attribute_values(":to", s(seq_key(u64::MAX)))
-            .consistent_read(true)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(backend("Query"))?;
-        out.items
-            .unwrap_or_default()
-            .iter()
-            .map(|i| {
-                event_from(channel, i).map(|e| Event {
-                    epoch: epoch.clone(),
-                    ..e
-                })
+        let range = SortKeys::Between(seq_key(after_seq.saturating_add(1)), seq_key(u64::MAX));
+        self.query_range(
+            &self.sync_table,
+            chan_pk(channel),
+            range,
+            true,
+            Some(limit),
+            None,
+        )
+        .await?
+        .iter()
+        .map(|i| {
+            event_from(channel, i).map(|e| Event {
+                epoch: epoch.clone(),
+                ..e
             })
-            .collect()
+        })
+        .collect()
     }
 
     #[instrument(skip(self), fields(%channel), level = "debug")]
@@ -897,8 +956,16 @@ impl ChannelLog for DynamoStore {
     /// one gapless run), with the id entries that made those appends idempotent.
     #[instrument(skip(self), fields(%channel), level = "debug")]
     async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64> {
+        // Only the keys, times and ids: a prune reads every retained event of the channel.
         let events = self
-            .query(&self.sync_table, chan_pk(channel), "SEQ#", true, None)
+            .query_range(
+                &self.sync_table,
+                chan_pk(channel),
+                SortKeys::Prefix("SEQ#"),
+                true,
+                None,
+                Some("sk, ts, evid"),
+            )
             .await?;
         let cutoff = ts(before);
         let mut last_old = None;
@@ -914,8 +981,7 @@ impl ChannelLog for DynamoStore {
         let mut keys = Vec::new();
         for item in &events[..=last_old] {
             keys.push(key(pk.clone(), get_str(item, "sk")?));
-            let new: NewEvent = body(item)?;
-            keys.push(key(pk.clone(), format!("EVID#{}", new.id)));
+            keys.push(key(pk.clone(), format!("EVID#{}", get_str(item, "evid")?)));
         }
         self.delete_all(&self.sync_table, keys).await?;
         Ok(last_old as u64 + 1)

@@ -40,8 +40,15 @@ pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
 /// Load the SDK configuration (region, credentials) from the Lambda environment, with our
 /// HTTP client; `AWS_ENDPOINT_URL` (emulators) is honoured by the SDK itself.
 pub async fn sdk_config() -> SdkConfig {
+    // Bounded waits: a call that hangs must fail (and be retried) well inside the Lambda
+    // timeout, not hold a batch until the function is killed.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .build();
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
+        .timeout_config(timeouts)
         .load()
         .await
 }

@@ -5,8 +5,8 @@ use crate::ports::{Notifier, PortError, PortResult};
 use async_trait::async_trait;
 use aws_sdk_sns::error::DisplayErrorContext;
 
-/// SNS refuses a Subject longer than this (characters).
-pub const MAX_SUBJECT: usize = 100;
+/// SNS documents the Subject as "less than 100 characters": we send at most 99.
+pub const MAX_SUBJECT: usize = 99;
 /// SNS refuses a Message larger than this (bytes).
 pub const MAX_MESSAGE: usize = 256 * 1024;
 

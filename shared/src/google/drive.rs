@@ -1,0 +1,958 @@
+//! A Google Drive API v3 client: the calls a Drive source needs to follow a folder.
+//!
+//! - [`DriveClient::get_start_page_token`]: `GET /drive/v3/changes/startPageToken`, the
+//!   cursor to start following changes from;
+//! - [`DriveClient::list_changes`]: `GET /drive/v3/changes`, one page of changes from a
+//!   page token; the caller follows `next_page_token` until a page carries
+//!   `new_start_page_token` (the cursor for next time);
+//! - [`DriveClient::list_folder`]: `GET /drive/v3/files` with
+//!   `q='<folder>' in parents and trashed=false`, one page of a folder's children (the
+//!   full sync walks the tree with it).
+//!
+//! Every call sends `Authorization: Bearer <token>` (from [`AccessTokens`], asked again
+//! on each attempt), runs under the [`Retrier`] (429 / 5xx / rate-limit 403s retried with
+//! backoff, `Retry-After` honoured) and maps failures to [`GoogleError`]: 410 is
+//! [`GoogleError::Gone`], other error statuses [`GoogleError::Http`] with Google's reason
+//! and message, a body that is not the expected JSON [`GoogleError::Decode`]. Nothing
+//! here panics on what the server sends.
+//!
+//! The serde types follow Drive's JSON names (camelCase) and encodings: `size` and
+//! `version` are int64 and so travel as decimal strings.
+
+use super::auth::AccessTokens;
+use super::retry::{self, Attempt, Retrier};
+use super::{ErrorBody, GoogleError, excerpt};
+use chrono::{DateTime, Utc};
+use reqwest::Url;
+use reqwest::header::{ACCEPT, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Where the real Drive API lives.
+pub const DRIVE_BASE_URL: &str = "https://www.googleapis.com";
+
+/// The MIME type of a Drive folder.
+pub const FOLDER_MIME_TYPE: &str = "application/vnd.google-apps.folder";
+
+/// The file fields every call asks for (partial response: Drive sends only these).
+pub const FILE_FIELDS: &str =
+    "id,name,mimeType,parents,trashed,md5Checksum,modifiedTime,size,version";
+
+/// `fields` of `changes.list`.
+pub const CHANGES_FIELDS: &str = "nextPageToken,newStartPageToken,changes(changeType,removed,fileId,time,file(id,name,mimeType,parents,trashed,md5Checksum,modifiedTime,size,version))";
+
+/// `fields` of `files.list`.
+pub const FILES_FIELDS: &str =
+    "nextPageToken,files(id,name,mimeType,parents,trashed,md5Checksum,modifiedTime,size,version)";
+
+/// The largest page both list calls accept (and the default here: fewest calls).
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// A file's metadata, as the fields in [`FILE_FIELDS`] return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriveFile {
+    pub id: String,
+    pub name: String,
+    pub mime_type: String,
+    /// Absent when the caller cannot see any parent (e.g. a file shared with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
+    #[serde(default)]
+    pub trashed: bool,
+    /// Only for files with binary content (not folders, not Docs/Sheets/…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5_checksum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_time: Option<DateTime<Utc>>,
+    /// Bytes; only for files with binary content. int64 as a decimal string.
+    #[serde(default, with = "int64", skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Grows with every change to the file on the server. int64 as a decimal string.
+    #[serde(default, with = "int64", skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl DriveFile {
+    pub fn is_folder(&self) -> bool {
+        self.mime_type == FOLDER_MIME_TYPE
+    }
+}
+
+/// `changeType` of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeType {
+    File,
+    /// A shared drive itself changed (not a file in it).
+    Drive,
+    /// A type this client does not know (Drive may add some).
+    #[serde(other)]
+    Other,
+}
+
+/// One entry of `changes.list`. Drive reports each file at most once per listing, at its
+/// latest change, with its state at listing time (not at change time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub change_type: ChangeType,
+    /// The file left the caller's view: deleted for good, or access lost. `file` is
+    /// then absent. (A trashed file is not removed: it comes with `trashed: true`.)
+    #[serde(default)]
+    pub removed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    pub time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<DriveFile>,
+}
+
+/// One page of `changes.list`. Exactly one of the two tokens is set: `next_page_token`
+/// while there are more pages, `new_start_page_token` on the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangesPage {
+    pub changes: Vec<Change>,
+    pub next_page_token: Option<String>,
+    pub new_start_page_token: Option<String>,
+}
+
+/// One page of `files.list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesPage {
+    pub files: Vec<DriveFile>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartPageTokenBody {
+    start_page_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeListBody {
+    #[serde(default)]
+    changes: Vec<Change>,
+    next_page_token: Option<String>,
+    new_start_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileListBody {
+    #[serde(default)]
+    files: Vec<DriveFile>,
+    next_page_token: Option<String>,
+}
+
+/// A Drive v3 client. Cheap to clone (the HTTP client and token source are shared).
+#[derive(Clone)]
+pub struct DriveClient {
+    http: reqwest::Client,
+    base_url: Url,
+    tokens: Arc<dyn AccessTokens>,
+    retrier: Retrier,
+    page_size: u32,
+}
+
+impl std::fmt::Debug for DriveClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveClient")
+            .field("base_url", &self.base_url.as_str())
+            .field("retrier", &self.retrier)
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriveClient {
+    /// A client for the Drive API at `base_url` ([`DRIVE_BASE_URL`] for Google, the
+    /// fake's URL in tests), with the default [`Retrier`] and pages of
+    /// [`MAX_PAGE_SIZE`]. `http` is the shared client ([`super::https_client`]).
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        tokens: Arc<dyn AccessTokens>,
+    ) -> Result<Self, GoogleError> {
+        let base_url = Url::parse(base_url)
+            .map_err(|e| GoogleError::Config(format!("Drive base URL {base_url:?}: {e}")))?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
+            return Err(GoogleError::Config(format!(
+                "Drive base URL {:?} is not an http(s) URL",
+                base_url.as_str()
+            )));
+        }
+        Ok(Self {
+            http,
+            base_url,
+            tokens,
+            retrier: Retrier::default(),
+            page_size: MAX_PAGE_SIZE,
+        })
+    }
+
+    pub fn with_retrier(mut self, retrier: Retrier) -> Self {
+        self.retrier = retrier;
+        self
+    }
+
+    /// The `pageSize` asked for (clamped to 1..=1000; Drive may still answer fewer).
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        self
+    }
+
+    /// `changes.getStartPageToken`: the page token from which later changes will be
+    /// listed (of the shared drive `drive_id`, or of the user's view).
+    pub async fn get_start_page_token(
+        &self,
+        drive_id: Option<&str>,
+    ) -> Result<String, GoogleError> {
+        let mut query = vec![("supportsAllDrives", "true")];
+        if let Some(drive_id) = drive_id {
+            query.push(("driveId", drive_id));
+        }
+        query.push(("fields", "startPageToken"));
+        let body: StartPageTokenBody = self
+            .get_json(&["drive", "v3", "changes", "startPageToken"], &query)
+            .await?;
+        Ok(body.start_page_token)
+    }
+
+    /// `changes.list`: one page of changes from `page_token`, removals included, across
+    /// My Drive and shared drives (or only the shared drive `drive_id`).
+    pub async fn list_changes(
+        &self,
+        page_token: &str,
+        drive_id: Option<&str>,
+    ) -> Result<ChangesPage, GoogleError> {
+        let page_size = self.page_size.to_string();
+        let mut query = vec![
+            ("pageToken", page_token),
+            ("pageSize", page_size.as_str()),
+            ("includeRemoved", "true"),
+            ("supportsAllDrives", "true"),
+            ("includeItemsFromAllDrives", "true"),
+        ];
+        if let Some(drive_id) = drive_id {
+            query.push(("driveId", drive_id));
+        }
+        query.push(("fields", CHANGES_FIELDS));
+        let body: ChangeListBody = self.get_json(&["drive", "v3", "changes"], &query).await?;
+        // A page with neither token would leave the caller without a cursor.
+        if body.next_page_token.is_none() == body.new_start_page_token.is_none() {
+            return Err(GoogleError::Decode(format!(
+                "changes.list page with {} of nextPageToken / newStartPageToken",
+                if body.next_page_token.is_none() {
+                    "neither"
+                } else {
+                    "both"
+                }
+            )));
+        }
+        Ok(ChangesPage {
+            changes: body.changes,
+            next_page_token: body.next_page_token,
+            new_start_page_token: body.new_start_page_token,
+        })
+    }
+
+    /// `files.list` of the folder's children that are not in the trash, one page
+    /// (`page_token` from the previous page's `next_page_token`).
+    pub async fn list_folder(
+        &self,
+        folder_id: &str,
+        page_token: Option<&str>,
+    ) -> Result<FilesPage, GoogleError> {
+        let q = parents_query(folder_id);
+        let page_size = self.page_size.to_string();
+        let mut query = vec![
+            ("q", q.as_str()),
+            ("pageSize", page_size.as_str()),
+            ("supportsAllDrives", "true"),
+            ("includeItemsFromAllDrives", "true"),
+            ("fields", FILES_FIELDS),
+        ];
+        if let Some(page_token) = page_token {
+            query.push(("pageToken", page_token));
+        }
+        let body: FileListBody = self.get_json(&["drive", "v3", "files"], &query).await?;
+        Ok(FilesPage {
+            files: body.files,
+            next_page_token: body.next_page_token,
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        url.path_segments_mut()
+            .expect("checked in new(): an http(s) base URL")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, GoogleError> {
+        let url = self.url(segments);
+        let url = &url;
+        self.retrier
+            .run(|_attempt| self.attempt::<T>(url, query))
+            .await
+    }
+
+    async fn attempt<T: DeserializeOwned>(&self, url: &Url, query: &[(&str, &str)]) -> Attempt<T> {
+        let token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(e) => return Attempt::Fail(e),
+        };
+        let sent = self
+            .http
+            .get(url.clone())
+            .query(query)
+            .bearer_auth(token)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            // GETs are idempotent: a refused / reset connection or a timeout is retried.
+            Err(e) => {
+                return Attempt::Retry {
+                    error: GoogleError::Transport(error_chain(&e)),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => {
+                return Attempt::Retry {
+                    error: GoogleError::Transport(format!(
+                        "reading the response body: {}",
+                        error_chain(&e)
+                    )),
+                    retry_after: None,
+                };
+            }
+        };
+        if status.is_success() {
+            return match serde_json::from_slice::<T>(&body) {
+                Ok(value) => Attempt::Done(value),
+                Err(e) => Attempt::Fail(GoogleError::Decode(format!(
+                    "{e}; body starts {:?}",
+                    excerpt(&body, 200)
+                ))),
+            };
+        }
+        let parsed = ErrorBody::parse(&body);
+        let message = parsed
+            .error
+            .message
+            .clone()
+            .unwrap_or_else(|| excerpt(&body, 200));
+        if status == reqwest::StatusCode::GONE {
+            return Attempt::Fail(GoogleError::Gone { message });
+        }
+        let reason = parsed.reason().map(str::to_owned);
+        let retryable = retry::is_retryable(status.as_u16(), reason.as_deref());
+        let error = GoogleError::Http {
+            status: status.as_u16(),
+            reason: reason.unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("unknown status")
+                    .to_owned()
+            }),
+            message,
+        };
+        if retryable {
+            Attempt::Retry { error, retry_after }
+        } else {
+            Attempt::Fail(error)
+        }
+    }
+}
+
+/// `'<id>' in parents and trashed=false`, with the id escaped as Drive's query
+/// language wants (`\` and `'` behind a backslash).
+pub fn parents_query(folder_id: &str) -> String {
+    let escaped = folder_id.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("'{escaped}' in parents and trashed=false")
+}
+
+/// An error with its sources (reqwest's Display alone hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// int64 fields: Drive sends them as decimal strings; a plain number is accepted too.
+mod int64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_str(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(u64),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Number(n)) => Ok(Some(n)),
+            Some(Raw::Text(t)) => t
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("int64 string expected, got {t:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::auth::StaticToken;
+    use crate::google::fake::{FakeDrive, Fault};
+    use crate::google::retry::{RecordingSleeper, RetryPolicy};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    const TOKEN: &str = "ya29.fake-token";
+
+    struct Setup {
+        fake: FakeDrive,
+        client: DriveClient,
+        sleeper: Arc<RecordingSleeper>,
+    }
+
+    async fn setup() -> Setup {
+        setup_with_token(TOKEN).await
+    }
+
+    async fn setup_with_token(token: &str) -> Setup {
+        let fake = FakeDrive::start(TOKEN).await.expect("fake starts");
+        let sleeper = Arc::new(RecordingSleeper::default());
+        let retrier = Retrier::new(RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(30),
+        })
+        .with_sleeper(sleeper.clone())
+        .with_random(|| 0.5);
+        let client = DriveClient::new(
+            crate::google::https_client().unwrap(),
+            &fake.base_url(),
+            Arc::new(StaticToken::new(token)),
+        )
+        .unwrap()
+        .with_retrier(retrier);
+        Setup {
+            fake,
+            client,
+            sleeper,
+        }
+    }
+
+    /// Follow changes from `token` to the end; returns every change and the new cursor.
+    async fn drain(
+        client: &DriveClient,
+        mut token: String,
+        drive_id: Option<&str>,
+    ) -> (Vec<Change>, String, usize) {
+        let mut all = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = client.list_changes(&token, drive_id).await.unwrap();
+            pages += 1;
+            all.extend(page.changes);
+            match (page.next_page_token, page.new_start_page_token) {
+                (Some(next), None) => token = next,
+                (None, Some(cursor)) => return (all, cursor, pages),
+                other => panic!("bad page tokens {other:?}"),
+            }
+        }
+    }
+
+    fn query_of(req: &crate::google::fake::RecordedRequest) -> HashMap<String, String> {
+        req.query.iter().cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn pages_through_changes_until_new_start_page_token() {
+        // GIVEN a cursor taken before 7 files are created, and a fake answering 3 per page
+        let s = setup().await;
+        s.fake.set_page_size(3);
+        let root = s.fake.root_id();
+        let start = s.client.get_start_page_token(None).await.unwrap();
+        let ids: Vec<String> = (0..7)
+            .map(|i| {
+                s.fake
+                    .create_file(&root, &format!("chart-{i}.pdf"), "application/pdf", b"x")
+            })
+            .collect();
+        // WHEN the changes are followed page by page
+        let (changes, cursor, pages) = drain(&s.client, start.clone(), None).await;
+        // THEN 3 pages (3 + 3 + 1) return the 7 files in order, and the last page's
+        // newStartPageToken is the cursor a later getStartPageToken would give
+        assert_eq!(pages, 3);
+        let seen: Vec<_> = changes.iter().map(|c| c.file_id.clone().unwrap()).collect();
+        assert_eq!(seen, ids);
+        assert_eq!(cursor, s.client.get_start_page_token(None).await.unwrap());
+        assert_ne!(cursor, start);
+        // AND nothing more from the new cursor
+        let (again, same_cursor, _) = drain(&s.client, cursor.clone(), None).await;
+        assert!(again.is_empty());
+        assert_eq!(same_cursor, cursor);
+
+        // AND the requests carried exactly Drive's documented parameters
+        let requests = s.fake.requests();
+        let list = requests
+            .iter()
+            .find(|r| r.path == "/drive/v3/changes")
+            .unwrap();
+        let q = query_of(list);
+        assert_eq!(q["pageToken"], start);
+        assert_eq!(q["includeRemoved"], "true");
+        assert_eq!(q["supportsAllDrives"], "true");
+        assert_eq!(q["includeItemsFromAllDrives"], "true");
+        assert_eq!(q["pageSize"], "1000");
+        assert_eq!(q["fields"], CHANGES_FIELDS);
+        assert!(!q.contains_key("driveId"));
+        assert!(requests.iter().all(|r| r.authorized));
+    }
+
+    #[tokio::test]
+    async fn created_updated_trashed_and_removed_files_appear_as_drive_reports_them() {
+        // GIVEN a folder with two files, and a cursor taken after that
+        let s = setup().await;
+        let root = s.fake.root_id();
+        let charts = s.fake.create_folder(&root, "Charts");
+        let keep = s
+            .fake
+            .create_file(&charts, "blue-bossa.pdf", "application/pdf", b"v1");
+        let gone = s
+            .fake
+            .create_file(&charts, "old.pdf", "application/pdf", b"old");
+        let cursor = s.client.get_start_page_token(None).await.unwrap();
+        // WHEN a file is created, one updated, one trashed, one deleted for good
+        let new = s
+            .fake
+            .create_file(&charts, "so-what.pdf", "application/pdf", b"hello");
+        s.fake.update_content(&keep, b"v2, longer");
+        s.fake.trash(&new);
+        s.fake.delete(&gone);
+        let (changes, _, _) = drain(&s.client, cursor, None).await;
+        // THEN each file appears once, at its latest change, in the order of those
+        let by_id: Vec<_> = changes.iter().map(|c| c.file_id.clone().unwrap()).collect();
+        assert_eq!(by_id, [keep.clone(), new.clone(), gone.clone()]);
+        assert!(changes.iter().all(|c| c.change_type == ChangeType::File));
+
+        // the update: new content, checksum, size and a higher version
+        let updated = changes[0].file.as_ref().unwrap();
+        assert!(!changes[0].removed);
+        assert_eq!(updated.name, "blue-bossa.pdf");
+        assert_eq!(updated.parents, vec![charts.clone()]);
+        assert_eq!(updated.size, Some(10));
+        assert_eq!(
+            updated.md5_checksum.as_deref(),
+            Some("42d29c113070c754a6157853252f27e6") // MD5 of "v2, longer"
+        );
+        assert!(updated.version.unwrap() > 1);
+        assert!(updated.modified_time.is_some());
+        // the created-then-trashed file: present, trashed, not removed
+        let trashed = changes[1].file.as_ref().unwrap();
+        assert!(!changes[1].removed);
+        assert!(trashed.trashed);
+        assert_eq!(trashed.name, "so-what.pdf");
+        // the deleted file: removed, no file
+        assert!(changes[2].removed);
+        assert!(changes[2].file.is_none());
+        // AND change times never go backwards
+        assert!(changes.windows(2).all(|w| w[0].time <= w[1].time));
+    }
+
+    #[tokio::test]
+    async fn moves_renames_and_shared_drives() {
+        // GIVEN a file in My Drive and one in a shared drive, and a cursor
+        let s = setup().await;
+        let root = s.fake.root_id();
+        let a = s.fake.create_folder(&root, "A");
+        let b = s.fake.create_folder(&root, "B");
+        let file = s.fake.create_file(&a, "setlist.txt", "text/plain", b"1");
+        let drive = s.fake.create_shared_drive("Band");
+        let cursor = s.client.get_start_page_token(Some(&drive)).await.unwrap();
+        // WHEN the file is moved to B and renamed, and a file appears in the shared drive
+        s.fake.move_to(&file, &b);
+        s.fake.rename(&file, "setlist-2026.txt");
+        let shared = s
+            .fake
+            .create_file(&drive, "gig.pdf", "application/pdf", b"p");
+        // THEN following all drives shows both, the moved file with its new parent/name
+        let (all, _, _) = drain(&s.client, cursor.clone(), None).await;
+        let moved = all
+            .iter()
+            .find(|c| c.file_id.as_deref() == Some(file.as_str()))
+            .unwrap();
+        let moved = moved.file.as_ref().unwrap();
+        assert_eq!(moved.parents, vec![b.clone()]);
+        assert_eq!(moved.name, "setlist-2026.txt");
+        assert!(all.iter().any(|c| c.file_id.as_deref() == Some(&shared)));
+        // AND following the shared drive only shows its file, with driveId on the wire
+        let (only, _, _) = drain(&s.client, cursor, Some(&drive)).await;
+        let ids: Vec<_> = only.iter().map(|c| c.file_id.clone().unwrap()).collect();
+        assert_eq!(ids, [shared]);
+        let last = s.fake.requests().pop().unwrap();
+        assert_eq!(query_of(&last)["driveId"], drive);
+        let token_req = s
+            .fake
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/drive/v3/changes/startPageToken")
+            .unwrap();
+        assert_eq!(query_of(&token_req)["driveId"], drive);
+        assert_eq!(query_of(&token_req)["supportsAllDrives"], "true");
+    }
+
+    #[tokio::test]
+    async fn list_folder_pages_through_the_untrashed_children() {
+        // GIVEN a folder with 5 files (one trashed), a subfolder, and a file elsewhere
+        let s = setup().await;
+        s.fake.set_page_size(2);
+        let root = s.fake.root_id();
+        let folder = s.fake.create_folder(&root, "Charts");
+        let mut expected: Vec<String> = (0..5)
+            .map(|i| {
+                s.fake
+                    .create_file(&folder, &format!("{i}.pdf"), "application/pdf", b"c")
+            })
+            .collect();
+        s.fake.trash(&expected.remove(2));
+        let sub = s.fake.create_folder(&folder, "Sub");
+        expected.push(sub.clone());
+        s.fake
+            .create_file(&root, "elsewhere.pdf", "application/pdf", b"e");
+        // WHEN the folder is listed page by page
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let page = s
+                .client
+                .list_folder(&folder, token.as_deref())
+                .await
+                .unwrap();
+            pages += 1;
+            seen.extend(page.files);
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        // THEN 3 pages hold the 5 untrashed children, the subfolder marked as a folder
+        assert_eq!(pages, 3);
+        let ids: Vec<_> = seen.iter().map(|f| f.id.clone()).collect();
+        assert_eq!(ids, expected);
+        let sub_entry = seen.iter().find(|f| f.id == sub).unwrap();
+        assert!(sub_entry.is_folder());
+        assert_eq!(sub_entry.size, None);
+        assert_eq!(sub_entry.md5_checksum, None);
+        assert!(
+            seen.iter()
+                .all(|f| f.parents == [folder.clone()] && !f.trashed)
+        );
+        // AND the request used the documented query and fields
+        let first = s
+            .fake
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/drive/v3/files")
+            .unwrap();
+        let q = query_of(&first);
+        assert_eq!(q["q"], format!("'{folder}' in parents and trashed=false"));
+        assert_eq!(q["fields"], FILES_FIELDS);
+        assert_eq!(q["supportsAllDrives"], "true");
+        assert!(!q.contains_key("pageToken"));
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_429s_completes_honouring_retry_after() {
+        // GIVEN a fake whose next 4 requests answer 429, with Retry-After 3, 1, an HTTP
+        // date 2 s ahead, and none
+        let s = setup().await;
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
+        s.fake.fail_next(1, Fault::rate_limited(Some("3")));
+        s.fake.fail_next(1, Fault::rate_limited(Some("1")));
+        s.fake.fail_next(1, Fault::rate_limited(Some(&date)));
+        s.fake.fail_next(1, Fault::rate_limited(None));
+        // WHEN the start page token is asked for
+        let token = s.client.get_start_page_token(None).await;
+        // THEN it arrives on the 5th attempt
+        assert_eq!(token.unwrap(), s.fake.current_token());
+        assert_eq!(s.fake.requests().len(), 5);
+        // AND the waits were the server's Retry-After values (the date one within the
+        // second it took to get here), then the jittered backoff of retry 4 (0.5 * 800 ms)
+        let d = s.sleeper.delays();
+        assert_eq!(d.len(), 4);
+        assert_eq!(d[0], Duration::from_secs(3));
+        assert_eq!(d[1], Duration::from_secs(1));
+        assert!(
+            d[2] > Duration::from_millis(500) && d[2] <= Duration::from_secs(2),
+            "{:?}",
+            d[2]
+        );
+        assert_eq!(d[3], Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_then_succeed() {
+        // GIVEN a fake whose next 2 requests answer 500 backendError
+        let s = setup().await;
+        let root = s.fake.root_id();
+        s.fake.create_file(&root, "a.pdf", "application/pdf", b"a");
+        s.fake.fail_next(2, Fault::ServerError);
+        // WHEN the root folder is listed
+        let page = s.client.list_folder(&root, None).await.unwrap();
+        // THEN the third attempt succeeds after two backoffs (0.5 * 100 ms, 0.5 * 200 ms)
+        assert_eq!(page.files.len(), 1);
+        assert_eq!(s.fake.requests().len(), 3);
+        assert_eq!(
+            s.sleeper.delays(),
+            [Duration::from_millis(50), Duration::from_millis(100)]
+        );
+    }
+
+    #[tokio::test]
+    async fn exhausted_attempts_return_the_last_http_error() {
+        // GIVEN a fake that answers 503 more often than the client tries
+        let s = setup().await;
+        s.fake.fail_next(10, Fault::Status(503));
+        // WHEN changes are listed
+        let err = s.client.list_changes("1", None).await.unwrap_err();
+        // THEN after 5 attempts the error is the 503 with Google's reason and message
+        assert_eq!(s.fake.requests().len(), 5);
+        match err {
+            GoogleError::Http {
+                status,
+                reason,
+                message,
+            } => {
+                assert_eq!(status, 503);
+                assert_eq!(reason, "backendError");
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected Http, got {other:?}"),
+        }
+        assert_eq!(s.sleeper.delays().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn gone_is_its_own_error_and_not_retried() {
+        // GIVEN a fake answering 410 for a stale token
+        let s = setup().await;
+        s.fake.fail_next(1, Fault::Gone);
+        // WHEN changes are listed
+        let err = s.client.list_changes("1", None).await.unwrap_err();
+        // THEN the error is Gone, after a single request
+        assert!(matches!(err, GoogleError::Gone { .. }), "{err:?}");
+        assert_eq!(err.status(), Some(410));
+        assert_eq!(s.fake.requests().len(), 1);
+        assert!(s.sleeper.delays().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_is_401_and_not_retried() {
+        // GIVEN a client with a token the fake does not accept
+        let s = setup_with_token("ya29.wrong").await;
+        // WHEN it asks for the start page token
+        let err = s.client.get_start_page_token(None).await.unwrap_err();
+        // THEN it gets Google's 401 authError at once, without retrying
+        assert_eq!(
+            err,
+            GoogleError::Http {
+                status: 401,
+                reason: "authError".into(),
+                message: "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.".into(),
+            }
+        );
+        let requests = s.fake.requests();
+        assert_eq!(requests.len(), 1);
+        assert!(!requests[0].authorized);
+        assert!(s.sleeper.delays().is_empty());
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_a_decode_error_not_a_panic() {
+        // GIVEN a fake answering 200 with truncated JSON, then with the wrong shape,
+        // then with a page that has no token at all
+        let s = setup().await;
+        s.fake.fail_next(1, Fault::MalformedJson);
+        s.fake.fail_next(
+            1,
+            Fault::Raw {
+                status: 200,
+                body: r#"{"changes":"not a list","newStartPageToken":"9"}"#.into(),
+            },
+        );
+        s.fake.fail_next(
+            1,
+            Fault::Raw {
+                status: 200,
+                body: r#"{"changes":[]}"#.into(),
+            },
+        );
+        // WHEN changes are listed three times
+        // THEN each is a Decode error, from one request each (not retried)
+        for _ in 0..3 {
+            let err = s.client.list_changes("1", None).await.unwrap_err();
+            assert!(matches!(err, GoogleError::Decode(_)), "{err:?}");
+        }
+        assert_eq!(s.fake.requests().len(), 3);
+        // AND an error status with a non-JSON body keeps the status and an excerpt
+        s.fake.fail_next(
+            1,
+            Fault::Raw {
+                status: 400,
+                body: "<html>Bad Request</html>".into(),
+            },
+        );
+        let err = s.client.list_folder("x", None).await.unwrap_err();
+        assert_eq!(
+            err,
+            GoogleError::Http {
+                status: 400,
+                reason: "Bad Request".into(),
+                message: "<html>Bad Request</html>".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn transport_failures_are_retried_then_reported() {
+        // GIVEN a client pointed at a port nobody listens on
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let sleeper = Arc::new(RecordingSleeper::default());
+        let client = DriveClient::new(
+            crate::google::https_client().unwrap(),
+            &format!("http://{addr}"),
+            Arc::new(StaticToken::new(TOKEN)),
+        )
+        .unwrap()
+        .with_retrier(
+            Retrier::new(RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            })
+            .with_sleeper(sleeper.clone()),
+        );
+        // WHEN it calls Drive
+        let err = client.get_start_page_token(None).await.unwrap_err();
+        // THEN it tried 3 times and reports a transport error
+        assert!(matches!(err, GoogleError::Transport(_)), "{err:?}");
+        assert_eq!(sleeper.delays().len(), 2);
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_joined() {
+        let http = crate::google::https_client().unwrap();
+        let tokens: Arc<dyn AccessTokens> = Arc::new(StaticToken::new("t"));
+        // GIVEN bad base URLs THEN construction fails with a Config error
+        for bad in [
+            "not a url",
+            "mailto:someone@example.com",
+            "ftp://example.com",
+        ] {
+            let err = DriveClient::new(http.clone(), bad, tokens.clone()).unwrap_err();
+            assert!(matches!(err, GoogleError::Config(_)), "{bad}: {err:?}");
+        }
+        // GIVEN base URLs with and without a path THEN endpoints are appended to them
+        let c = DriveClient::new(http.clone(), DRIVE_BASE_URL, tokens.clone()).unwrap();
+        assert_eq!(
+            c.url(&["drive", "v3", "changes"]).as_str(),
+            "https://www.googleapis.com/drive/v3/changes"
+        );
+        let c = DriveClient::new(http, "http://127.0.0.1:9/google/", tokens).unwrap();
+        assert_eq!(
+            c.url(&["drive", "v3", "files"]).as_str(),
+            "http://127.0.0.1:9/google/drive/v3/files"
+        );
+    }
+
+    #[test]
+    fn parents_query_escapes_quotes_and_backslashes() {
+        assert_eq!(parents_query("abc"), "'abc' in parents and trashed=false");
+        assert_eq!(
+            parents_query(r"it's\x"),
+            r"'it\'s\\x' in parents and trashed=false"
+        );
+    }
+
+    #[test]
+    fn serde_follows_drive_json_names_and_int64_strings() {
+        // GIVEN a change as Drive sends it
+        let json = r#"{"changeType":"file","removed":false,"fileId":"f1",
+            "time":"2026-03-01T12:00:00.000Z",
+            "file":{"id":"f1","name":"a.pdf","mimeType":"application/pdf",
+                    "parents":["p"],"trashed":false,"md5Checksum":"abc",
+                    "modifiedTime":"2026-03-01T11:59:00.000Z","size":"1234","version":"7"}}"#;
+        // WHEN it is decoded
+        let change: Change = serde_json::from_str(json).unwrap();
+        // THEN every field lands, int64 strings as numbers
+        let file = change.file.as_ref().unwrap();
+        assert_eq!(file.size, Some(1234));
+        assert_eq!(file.version, Some(7));
+        assert_eq!(file.mime_type, "application/pdf");
+        assert_eq!(file.md5_checksum.as_deref(), Some("abc"));
+        // AND it encodes back with the same names and string int64s
+        let back = serde_json::to_value(&change).unwrap();
+        assert_eq!(back["file"]["size"], "1234");
+        assert_eq!(back["file"]["mimeType"], "application/pdf");
+        assert_eq!(back["changeType"], "file");
+        // AND an unknown changeType, a drive change without fileId, a bad int64 are handled
+        let drive: Change =
+            serde_json::from_str(r#"{"changeType":"drive","time":"2026-03-01T12:00:00Z"}"#)
+                .unwrap();
+        assert_eq!(drive.change_type, ChangeType::Drive);
+        assert_eq!(drive.file_id, None);
+        let other: Change =
+            serde_json::from_str(r#"{"changeType":"teamDrive","time":"2026-03-01T12:00:00Z"}"#)
+                .unwrap();
+        assert_eq!(other.change_type, ChangeType::Other);
+        assert!(
+            serde_json::from_str::<DriveFile>(
+                r#"{"id":"x","name":"n","mimeType":"m","size":"lots"}"#
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,1446 @@
+//! A local fake of the Google Drive API v3 endpoints the Drive client uses, for tests
+//! and (later) for the local stack without a Google account.
+//!
+//! [`FakeDrive::start`] serves on `127.0.0.1:<free port>`:
+//!
+//! - `GET /drive/v3/changes/startPageToken` → `{"kind":"drive#startPageToken",
+//!   "startPageToken":"…"}`;
+//! - `GET /drive/v3/changes?pageToken=…` → `{"kind":"drive#changeList","changes":[…],
+//!   "nextPageToken"|"newStartPageToken":…}`, honouring `pageSize`, `includeRemoved`,
+//!   `driveId` and `includeItemsFromAllDrives`;
+//! - `GET /drive/v3/files?q=…` → `{"kind":"drive#fileList","incompleteSearch":false,
+//!   "files":[…],"nextPageToken":…}`, for queries made of `'<id>' in parents` and
+//!   `trashed=true|false` clauses joined by `and` (anything else is a 400, as an
+//!   unsupported query would be from Google).
+//!
+//! Like Google it applies the `fields` partial-response mask (`a,b(c,d),e/f`, `*`), so
+//! a client that forgets to ask for a field does not get it; without `fields` it
+//! returns the full resources it models. int64 fields (`size`, `version`) are decimal
+//! strings, times RFC 3339 with milliseconds.
+//!
+//! The file tree lives in memory and is changed through methods (create, update, rename,
+//! move, trash, untrash, delete). Each change is recorded against a monotonically
+//! increasing change number; page tokens are those numbers. As Drive does, a listing
+//! shows each file once, at its latest change, with its state *now*; a file deleted for
+//! good shows as `removed: true` without `file`; trashing or deleting a folder does the
+//! same to everything under it. Files created under a shared drive
+//! ([`FakeDrive::create_shared_drive`]) carry its `driveId`.
+//!
+//! Every request needs `Authorization: Bearer <token>`; a missing or wrong one gets
+//! Google's 401 `authError`. Faults can be queued ([`FakeDrive::fail_next`]): the next
+//! requests answer 429 (with or without `Retry-After`), 5xx, 410 or malformed JSON,
+//! whatever they asked, before the token is even checked. Every request is recorded
+//! ([`FakeDrive::requests`]) so tests can check what a client sent.
+//!
+//! What it does not model: real Drive page tokens never expire (410 here only comes from
+//! an injected fault, shaped like the 410 Google Calendar documents for a stale sync
+//! token); field masks are not validated against the schema (Google answers 400 to an
+//! unknown field); ordering of `files.list` is creation order.
+//!
+//! The mutating methods panic on an id the fake does not have: that is a bug in the
+//! test using it, not a condition to handle.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// The folder MIME type, and the prefix of Google-native types (no binary content, so
+/// no `md5Checksum` or `size`).
+const FOLDER: &str = super::drive::FOLDER_MIME_TYPE;
+const NATIVE_PREFIX: &str = "application/vnd.google-apps.";
+
+/// Drive's default and largest `pageSize` for both list calls.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// The hex MD5 of `bytes`, as Drive's `md5Checksum`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(bytes))
+}
+
+/// What the next request answers instead of doing its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 `rateLimitExceeded` (`RESOURCE_EXHAUSTED`), with this `Retry-After` header
+    /// (delay-seconds or an HTTP date) if given.
+    RateLimited { retry_after: Option<String> },
+    /// 500 `backendError`.
+    ServerError,
+    /// This status with Google's error body for it (`backendError` for 5xx).
+    Status(u16),
+    /// 410 for a stale token.
+    Gone,
+    /// 200 with a truncated JSON body.
+    MalformedJson,
+    /// Exactly this status and body (`application/json`).
+    Raw { status: u16, body: String },
+}
+
+impl Fault {
+    pub fn rate_limited(retry_after: Option<&str>) -> Self {
+        Fault::RateLimited {
+            retry_after: retry_after.map(str::to_owned),
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// The query parameters, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// Whether it carried the expected bearer token.
+    pub authorized: bool,
+}
+
+#[derive(Debug, Clone)]
+struct FakeFile {
+    id: String,
+    name: String,
+    mime_type: String,
+    parents: Vec<String>,
+    trashed: bool,
+    explicitly_trashed: bool,
+    md5: Option<String>,
+    size: Option<u64>,
+    version: u64,
+    created_time: DateTime<Utc>,
+    modified_time: DateTime<Utc>,
+    drive_id: Option<String>,
+    /// Creation order, for listing.
+    seq: u64,
+}
+
+impl FakeFile {
+    fn is_folder(&self) -> bool {
+        self.mime_type == FOLDER
+    }
+
+    fn to_json(&self) -> Value {
+        let mut f = Map::new();
+        f.insert("kind".into(), json!("drive#file"));
+        f.insert("id".into(), json!(self.id));
+        f.insert("name".into(), json!(self.name));
+        f.insert("mimeType".into(), json!(self.mime_type));
+        if !self.parents.is_empty() {
+            f.insert("parents".into(), json!(self.parents));
+        }
+        f.insert("trashed".into(), json!(self.trashed));
+        f.insert("explicitlyTrashed".into(), json!(self.explicitly_trashed));
+        f.insert("createdTime".into(), json!(rfc3339(self.created_time)));
+        f.insert("modifiedTime".into(), json!(rfc3339(self.modified_time)));
+        f.insert("version".into(), json!(self.version.to_string()));
+        if let Some(md5) = &self.md5 {
+            f.insert("md5Checksum".into(), json!(md5));
+        }
+        if let Some(size) = self.size {
+            f.insert("size".into(), json!(size.to_string()));
+        }
+        if let Some(drive_id) = &self.drive_id {
+            f.insert("driveId".into(), json!(drive_id));
+        }
+        Value::Object(f)
+    }
+}
+
+/// A file's latest change.
+#[derive(Debug, Clone)]
+struct LogEntry {
+    file_id: String,
+    time: DateTime<Utc>,
+    /// Kept for files deleted since, so `driveId` filtering still works for them.
+    drive_id: Option<String>,
+}
+
+struct DriveState {
+    token: String,
+    page_size: usize,
+    /// The number the next change gets; `startPageToken` answers it.
+    next_change: u64,
+    /// change number -> entry; a file has only its latest change here.
+    log: BTreeMap<u64, LogEntry>,
+    latest: HashMap<String, u64>,
+    files: HashMap<String, FakeFile>,
+    root: String,
+    next_id: u64,
+    clock: DateTime<Utc>,
+    faults: VecDeque<Fault>,
+    requests: Vec<RecordedRequest>,
+}
+
+impl DriveState {
+    fn new(token: &str) -> Self {
+        let clock = DateTime::from_timestamp(1_772_366_400, 0).expect("a valid timestamp");
+        let root = "0AFakeMyDriveRoot".to_owned();
+        let mut state = Self {
+            token: token.to_owned(),
+            page_size: MAX_PAGE_SIZE,
+            next_change: 1,
+            log: BTreeMap::new(),
+            latest: HashMap::new(),
+            files: HashMap::new(),
+            root: root.clone(),
+            next_id: 1,
+            clock,
+            faults: VecDeque::new(),
+            requests: Vec::new(),
+        };
+        state.insert_root(root, "My Drive", None);
+        state
+    }
+
+    fn insert_root(&mut self, id: String, name: &str, drive_id: Option<String>) {
+        let seq = self.take_id_number();
+        self.files.insert(
+            id.clone(),
+            FakeFile {
+                id,
+                name: name.to_owned(),
+                mime_type: FOLDER.to_owned(),
+                parents: Vec::new(),
+                trashed: false,
+                explicitly_trashed: false,
+                md5: None,
+                size: None,
+                version: 1,
+                created_time: self.clock,
+                modified_time: self.clock,
+                drive_id,
+                seq,
+            },
+        );
+    }
+
+    fn take_id_number(&mut self) -> u64 {
+        let n = self.next_id;
+        self.next_id += 1;
+        n
+    }
+
+    fn tick(&mut self) -> DateTime<Utc> {
+        self.clock += TimeDelta::seconds(1);
+        self.clock
+    }
+
+    fn resolve<'a>(&'a self, id: &'a str) -> &'a str {
+        if id == "root" { &self.root } else { id }
+    }
+
+    fn expect_exists(&self, id: &str) {
+        assert!(
+            self.files.contains_key(id),
+            "the fake Drive has no file {id:?}"
+        );
+    }
+
+    fn file_mut(&mut self, id: &str) -> &mut FakeFile {
+        self.files
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake Drive has no file {id:?}"))
+    }
+
+    /// Record `id`'s latest change (dropping its earlier one) at the current clock.
+    fn record(&mut self, id: &str) {
+        let number = self.next_change;
+        self.next_change += 1;
+        if let Some(old) = self.latest.insert(id.to_owned(), number) {
+            self.log.remove(&old);
+        }
+        // Called before a deleted file leaves `files`, so its drive is still known.
+        let drive_id = self.files.get(id).and_then(|f| f.drive_id.clone());
+        self.log.insert(
+            number,
+            LogEntry {
+                file_id: id.to_owned(),
+                time: self.clock,
+                drive_id,
+            },
+        );
+    }
+
+    fn create(&mut self, parent: &str, name: &str, mime_type: &str, content: &[u8]) -> String {
+        let parent = self.resolve(parent).to_owned();
+        let drive_id = self
+            .files
+            .get(&parent)
+            .unwrap_or_else(|| panic!("the fake Drive has no folder {parent:?}"))
+            .drive_id
+            .clone();
+        let seq = self.take_id_number();
+        let id = format!("1FakeFile{seq:08}");
+        let now = self.tick();
+        let binary = !mime_type.starts_with(NATIVE_PREFIX);
+        self.files.insert(
+            id.clone(),
+            FakeFile {
+                id: id.clone(),
+                name: name.to_owned(),
+                mime_type: mime_type.to_owned(),
+                parents: vec![parent],
+                trashed: false,
+                explicitly_trashed: false,
+                md5: binary.then(|| md5_hex(content)),
+                size: binary.then_some(content.len() as u64),
+                version: 1,
+                created_time: now,
+                modified_time: now,
+                drive_id,
+                seq,
+            },
+        );
+        self.record(&id);
+        id
+    }
+
+    /// `id` and everything under it, parents before children.
+    fn subtree(&self, id: &str) -> Vec<String> {
+        let mut out = vec![id.to_owned()];
+        let mut i = 0;
+        while i < out.len() {
+            let current = out[i].clone();
+            let mut children: Vec<&FakeFile> = self
+                .files
+                .values()
+                .filter(|f| f.parents.contains(&current))
+                .collect();
+            children.sort_by_key(|f| f.seq);
+            out.extend(children.into_iter().map(|f| f.id.clone()));
+            i += 1;
+        }
+        out
+    }
+
+    fn visible(&self, drive_id: Option<&str>, all_drives: bool, entry_drive: Option<&str>) -> bool {
+        match drive_id {
+            Some(wanted) => entry_drive == Some(wanted),
+            None => all_drives || entry_drive.is_none(),
+        }
+    }
+}
+
+type Shared = Arc<Mutex<DriveState>>;
+
+fn lock(state: &Shared) -> MutexGuard<'_, DriveState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A running fake Drive API. Stops serving when dropped.
+pub struct FakeDrive {
+    state: Shared,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDrive {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl std::fmt::Debug for FakeDrive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeDrive")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeDrive {
+    /// Serve on 127.0.0.1 on a free port, accepting `Bearer <token>`.
+    pub async fn start(token: &str) -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), token).await
+    }
+
+    /// Serve on `addr` (the local stack picks a fixed port).
+    pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state: Shared = Arc::new(Mutex::new(DriveState::new(token)));
+        let app = Router::new()
+            .route("/drive/v3/changes/startPageToken", get(start_page_token))
+            .route("/drive/v3/changes", get(changes_list))
+            .route("/drive/v3/files", get(files_list))
+            .fallback(not_found)
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "fake Drive server stopped");
+            }
+        });
+        Ok(Self {
+            state,
+            addr,
+            server,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`: the base URL for [`super::drive::DriveClient::new`].
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The most entries a list page holds, whatever `pageSize` asks (default 1000).
+    pub fn set_page_size(&self, page_size: usize) {
+        lock(&self.state).page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+    }
+
+    /// The next `n` requests answer `fault` (after any already queued).
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        let mut state = lock(&self.state);
+        state.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state).requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.state).requests.clear();
+    }
+
+    /// What `changes.getStartPageToken` answers now.
+    pub fn current_token(&self) -> String {
+        lock(&self.state).next_change.to_string()
+    }
+
+    /// The id of My Drive's root folder (`root` is accepted as an alias).
+    pub fn root_id(&self) -> String {
+        lock(&self.state).root.clone()
+    }
+
+    /// A new shared drive; its id is also the id of its root folder.
+    pub fn create_shared_drive(&self, name: &str) -> String {
+        let mut state = lock(&self.state);
+        let n = state.take_id_number();
+        let id = format!("0AFakeDrive{n:08}");
+        state.insert_root(id.clone(), name, Some(id.clone()));
+        id
+    }
+
+    pub fn create_folder(&self, parent: &str, name: &str) -> String {
+        lock(&self.state).create(parent, name, FOLDER, b"")
+    }
+
+    /// A file with `content` (Google-native types, `application/vnd.google-apps.*`,
+    /// get no `md5Checksum` or `size`, as in Drive).
+    pub fn create_file(&self, parent: &str, name: &str, mime_type: &str, content: &[u8]) -> String {
+        lock(&self.state).create(parent, name, mime_type, content)
+    }
+
+    /// New content: new checksum, size, modifiedTime and version.
+    pub fn update_content(&self, id: &str, content: &[u8]) {
+        let mut state = lock(&self.state);
+        let now = state.tick();
+        let file = state.file_mut(id);
+        if !file.mime_type.starts_with(NATIVE_PREFIX) {
+            file.md5 = Some(md5_hex(content));
+            file.size = Some(content.len() as u64);
+        }
+        file.modified_time = now;
+        file.version += 1;
+        state.record(id);
+    }
+
+    /// A new name (metadata only: version grows, modifiedTime stays).
+    pub fn rename(&self, id: &str, name: &str) {
+        let mut state = lock(&self.state);
+        state.tick();
+        let file = state.file_mut(id);
+        file.name = name.to_owned();
+        file.version += 1;
+        state.record(id);
+    }
+
+    /// Move to another folder (parents replaced). Only the moved item changes.
+    pub fn move_to(&self, id: &str, new_parent: &str) {
+        let mut state = lock(&self.state);
+        let new_parent = state.resolve(new_parent).to_owned();
+        assert!(
+            state
+                .files
+                .get(&new_parent)
+                .is_some_and(FakeFile::is_folder),
+            "the fake Drive has no folder {new_parent:?}"
+        );
+        state.tick();
+        let file = state.file_mut(id);
+        file.parents = vec![new_parent];
+        file.version += 1;
+        state.record(id);
+    }
+
+    /// Move to the trash: the item explicitly, everything under it implicitly.
+    pub fn trash(&self, id: &str) {
+        self.set_trashed(id, true);
+    }
+
+    /// Restore from the trash, with what was trashed along with it.
+    pub fn untrash(&self, id: &str) {
+        self.set_trashed(id, false);
+    }
+
+    fn set_trashed(&self, id: &str, trashed: bool) {
+        let mut state = lock(&self.state);
+        state.expect_exists(id);
+        state.tick();
+        // Untrashing a folder leaves what was trashed on its own (and what is under
+        // that) in the trash.
+        let mut left: Vec<String> = Vec::new();
+        for (i, each) in state.subtree(id).into_iter().enumerate() {
+            let file = state.file_mut(&each);
+            if i > 0
+                && !trashed
+                && (file.explicitly_trashed || file.parents.iter().any(|p| left.contains(p)))
+            {
+                left.push(each);
+                continue;
+            }
+            if file.trashed == trashed {
+                continue;
+            }
+            file.trashed = trashed;
+            file.explicitly_trashed = trashed && i == 0;
+            file.version += 1;
+            state.record(&each);
+        }
+    }
+
+    /// Delete for good (with everything under it): each shows as `removed`.
+    pub fn delete(&self, id: &str) {
+        let mut state = lock(&self.state);
+        state.expect_exists(id);
+        state.tick();
+        let doomed = state.subtree(id);
+        for each in doomed {
+            state.record(&each);
+            state.files.remove(&each);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP side
+// ---------------------------------------------------------------------------------------
+
+type Params = Vec<(String, String)>;
+
+fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn flag(params: &Params, name: &str, default: bool) -> bool {
+    match param(params, name) {
+        Some(v) => v == "true",
+        None => default,
+    }
+}
+
+/// Google's error body: `{"error":{"code","message","errors":[{…}],"status"}}`.
+fn google_error(
+    code: u16,
+    domain: &str,
+    reason: &str,
+    message: &str,
+    status: Option<&str>,
+    location: Option<(&str, &str)>,
+) -> Response {
+    let mut item = json!({"domain": domain, "reason": reason, "message": message});
+    if let Some((location_type, location)) = location {
+        item["locationType"] = json!(location_type);
+        item["location"] = json!(location);
+    }
+    let mut error = json!({"code": code, "message": message, "errors": [item]});
+    if let Some(status) = status {
+        error["status"] = json!(status);
+    }
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+fn invalid_parameter(name: &str) -> Response {
+    google_error(
+        400,
+        "global",
+        "invalid",
+        &format!("Invalid Value: {name}"),
+        Some("INVALID_ARGUMENT"),
+        Some(("parameter", name)),
+    )
+}
+
+/// Google's 401: the top-level message explains, the `errors[]` item says
+/// "Invalid Credentials".
+fn unauthorized() -> Response {
+    let body = json!({"error": {
+        "code": 401,
+        "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+        "errors": [{
+            "message": "Invalid Credentials",
+            "domain": "global",
+            "reason": "authError",
+            "location": "Authorization",
+            "locationType": "header",
+        }],
+        "status": "UNAUTHENTICATED",
+    }});
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"",
+        ),
+    );
+    response
+}
+
+fn fault_response(fault: Fault) -> Response {
+    match fault {
+        Fault::RateLimited { retry_after } => {
+            let mut response = google_error(
+                429,
+                "usageLimits",
+                "rateLimitExceeded",
+                "Rate Limit Exceeded",
+                Some("RESOURCE_EXHAUSTED"),
+                None,
+            );
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Fault::ServerError => status_error(500),
+        Fault::Status(code) => status_error(code),
+        Fault::Gone => google_error(
+            410,
+            "global",
+            "fullSyncRequired",
+            "Page token is no longer valid, a full sync is required.",
+            None,
+            Some(("parameter", "pageToken")),
+        ),
+        Fault::MalformedJson => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+            r#"{"kind":"drive#changeList","changes":[{"kind":"drive#change","#,
+        )
+            .into_response(),
+        Fault::Raw { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+            body,
+        )
+            .into_response(),
+    }
+}
+
+fn status_error(code: u16) -> Response {
+    let (domain, reason, message, status) = match code {
+        400 => ("global", "badRequest", "Bad Request", "INVALID_ARGUMENT"),
+        403 => ("global", "forbidden", "Forbidden", "PERMISSION_DENIED"),
+        404 => ("global", "notFound", "Not Found", "NOT_FOUND"),
+        429 => (
+            "usageLimits",
+            "rateLimitExceeded",
+            "Rate Limit Exceeded",
+            "RESOURCE_EXHAUSTED",
+        ),
+        503 => ("global", "backendError", "Backend Error", "UNAVAILABLE"),
+        504 => (
+            "global",
+            "backendError",
+            "Backend Error",
+            "DEADLINE_EXCEEDED",
+        ),
+        500..=599 => ("global", "backendError", "Backend Error", "INTERNAL"),
+        _ => ("global", "unknown", "Unknown Error", "UNKNOWN"),
+    };
+    google_error(code, domain, reason, message, Some(status), None)
+}
+
+/// Record the request; the answer instead of the work if a fault is queued or the
+/// token is wrong.
+fn gate(
+    state: &mut DriveState,
+    path: &str,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let expected = format!("Bearer {}", state.token);
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected);
+    state.requests.push(RecordedRequest {
+        method: "GET".into(),
+        path: path.to_owned(),
+        query: params.clone(),
+        authorized,
+    });
+    if let Some(fault) = state.faults.pop_front() {
+        return Some(fault_response(fault));
+    }
+    (!authorized).then(unauthorized)
+}
+
+/// `pageSize`: 1..=1000 (default 100), then capped by the fake's own page size.
+/// `None` for an invalid one.
+fn page_size(state: &DriveState, params: &Params) -> Option<usize> {
+    let asked = match param(params, "pageSize") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))?,
+    };
+    Some(asked.min(state.page_size))
+}
+
+/// The response, through the `fields` mask if one was given.
+fn answer(params: &Params, body: Value) -> Response {
+    match param(params, "fields") {
+        None => Json(body).into_response(),
+        Some(fields) => match FieldMask::parse(fields) {
+            Ok(mask) => Json(mask.apply(body)).into_response(),
+            Err(e) => google_error(
+                400,
+                "global",
+                "invalidParameter",
+                &format!("Invalid field selection {fields}: {e}"),
+                Some("INVALID_ARGUMENT"),
+                Some(("parameter", "fields")),
+            ),
+        },
+    }
+}
+
+async fn start_page_token(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    let mut state = lock(&shared);
+    if let Some(response) = gate(
+        &mut state,
+        "/drive/v3/changes/startPageToken",
+        &params,
+        &headers,
+    ) {
+        return response;
+    }
+    let body = json!({
+        "kind": "drive#startPageToken",
+        "startPageToken": state.next_change.to_string(),
+    });
+    drop(state);
+    answer(&params, body)
+}
+
+async fn changes_list(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    let mut state = lock(&shared);
+    if let Some(response) = gate(&mut state, "/drive/v3/changes", &params, &headers) {
+        return response;
+    }
+    let Some(token) = param(&params, "pageToken") else {
+        return google_error(
+            400,
+            "global",
+            "required",
+            "Required parameter: pageToken",
+            Some("INVALID_ARGUMENT"),
+            Some(("parameter", "pageToken")),
+        );
+    };
+    let from = match token.parse::<u64>() {
+        Ok(n) if n >= 1 && n <= state.next_change => n,
+        _ => return invalid_parameter("pageToken"),
+    };
+    let Some(size) = page_size(&state, &params) else {
+        return invalid_parameter("pageSize");
+    };
+    let drive_id = param(&params, "driveId");
+    let all_drives = flag(&params, "includeItemsFromAllDrives", false);
+    let include_removed = flag(&params, "includeRemoved", true);
+
+    let mut changes = Vec::new();
+    let mut next_page_token = None;
+    for (&number, entry) in state.log.range(from..) {
+        if !state.visible(drive_id, all_drives, entry.drive_id.as_deref()) {
+            continue;
+        }
+        let file = state.files.get(&entry.file_id);
+        if file.is_none() && !include_removed {
+            continue;
+        }
+        if changes.len() == size {
+            next_page_token = Some(number.to_string());
+            break;
+        }
+        let mut change = json!({
+            "kind": "drive#change",
+            "changeType": "file",
+            "time": rfc3339(entry.time),
+            "removed": file.is_none(),
+            "fileId": entry.file_id,
+        });
+        if let Some(file) = file {
+            change["file"] = file.to_json();
+        }
+        if let Some(drive_id) = &entry.drive_id {
+            change["driveId"] = json!(drive_id);
+        }
+        changes.push(change);
+    }
+    let mut body = json!({"kind": "drive#changeList", "changes": changes});
+    match next_page_token {
+        Some(next) => body["nextPageToken"] = json!(next),
+        None => body["newStartPageToken"] = json!(state.next_change.to_string()),
+    }
+    drop(state);
+    answer(&params, body)
+}
+
+/// The clauses of a `files.list` query this fake understands.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FilesQuery {
+    parents: Vec<String>,
+    trashed: Option<bool>,
+}
+
+/// Parse `'<id>' in parents and trashed=false` and the like: clauses joined by `and`,
+/// each `'<id>' in parents` (with `\'` and `\\` escapes) or `trashed = true|false`.
+fn parse_files_query(q: &str) -> Option<FilesQuery> {
+    let mut out = FilesQuery::default();
+    let mut rest = q.trim();
+    loop {
+        if let Some(after_quote) = rest.strip_prefix('\'') {
+            // '<id>' in parents
+            let mut id = String::new();
+            let mut chars = after_quote.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (_, '\\') => id.push(chars.next()?.1),
+                    (i, '\'') => break i + 1,
+                    (_, c) => id.push(c),
+                }
+            };
+            let tail = after_quote[end..].trim_start();
+            let tail = tail.strip_prefix("in")?.trim_start();
+            rest = tail.strip_prefix("parents")?.trim_start();
+            out.parents.push(id);
+        } else {
+            let tail = rest.strip_prefix("trashed")?.trim_start();
+            let tail = tail.strip_prefix('=')?.trim_start();
+            let (value, tail) = if let Some(t) = tail.strip_prefix("true") {
+                (true, t)
+            } else {
+                (false, tail.strip_prefix("false")?)
+            };
+            out.trashed = Some(value);
+            rest = tail.trim_start();
+        }
+        if rest.is_empty() {
+            return Some(out);
+        }
+        rest = rest.strip_prefix("and")?;
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        rest = rest.trim_start();
+    }
+}
+
+async fn files_list(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    let mut state = lock(&shared);
+    if let Some(response) = gate(&mut state, "/drive/v3/files", &params, &headers) {
+        return response;
+    }
+    let query = match param(&params, "q") {
+        None => FilesQuery::default(),
+        Some(q) => match parse_files_query(q) {
+            Some(query) => query,
+            None => return invalid_parameter("q"),
+        },
+    };
+    let Some(size) = page_size(&state, &params) else {
+        return invalid_parameter("pageSize");
+    };
+    let offset = match param(&params, "pageToken") {
+        None => 0,
+        Some(token) => match token
+            .strip_prefix("fl")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(offset) => offset,
+            None => return invalid_parameter("pageToken"),
+        },
+    };
+    let all_drives = flag(&params, "includeItemsFromAllDrives", false);
+    let parents: Vec<&str> = query.parents.iter().map(|p| state.resolve(p)).collect();
+    let mut matching: Vec<&FakeFile> = state
+        .files
+        .values()
+        .filter(|f| !f.parents.is_empty()) // roots are not listed
+        .filter(|f| all_drives || f.drive_id.is_none())
+        .filter(|f| parents.iter().all(|p| f.parents.iter().any(|fp| fp == p)))
+        .filter(|f| query.trashed.is_none_or(|t| f.trashed == t))
+        .collect();
+    matching.sort_by_key(|f| f.seq);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(size)
+        .map(|f| f.to_json())
+        .collect();
+    let mut body = json!({"kind": "drive#fileList", "incompleteSearch": false, "files": page});
+    if offset + size < matching.len() {
+        body["nextPageToken"] = json!(format!("fl{}", offset + size));
+    }
+    drop(state);
+    answer(&params, body)
+}
+
+async fn not_found() -> Response {
+    status_error(404)
+}
+
+// ---------------------------------------------------------------------------------------
+// `fields` partial responses
+// ---------------------------------------------------------------------------------------
+
+/// A parsed `fields` selector: `a,b(c,d),e/f`, `*` for every field at a level.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct FieldMask(BTreeMap<String, Option<FieldMask>>);
+
+impl FieldMask {
+    fn parse(text: &str) -> Result<Self, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut pos = 0;
+        let mask = Self::parse_list(&chars, &mut pos, 0)?;
+        if pos != chars.len() {
+            return Err(format!("unexpected {:?} at {pos}", chars[pos]));
+        }
+        Ok(mask)
+    }
+
+    fn parse_list(chars: &[char], pos: &mut usize, depth: usize) -> Result<Self, String> {
+        let mut mask = FieldMask::default();
+        loop {
+            skip_spaces(chars, pos);
+            // path: name ('/' name)*
+            let mut path = vec![parse_name(chars, pos)?];
+            while chars.get(*pos) == Some(&'/') {
+                *pos += 1;
+                path.push(parse_name(chars, pos)?);
+            }
+            skip_spaces(chars, pos);
+            let sub = if chars.get(*pos) == Some(&'(') {
+                *pos += 1;
+                let sub = Self::parse_list(chars, pos, depth + 1)?;
+                if chars.get(*pos) != Some(&')') {
+                    return Err("unclosed '('".into());
+                }
+                *pos += 1;
+                skip_spaces(chars, pos);
+                Some(sub)
+            } else {
+                None
+            };
+            mask.insert(&path, sub);
+            match chars.get(*pos) {
+                Some(',') => *pos += 1,
+                Some(')') if depth > 0 => return Ok(mask),
+                None if depth == 0 => return Ok(mask),
+                Some(c) => return Err(format!("unexpected {c:?} at {}", *pos)),
+                None => return Err("unclosed '('".into()),
+            }
+        }
+    }
+
+    /// Add `path` with its sub-selection (None: the whole value).
+    fn insert(&mut self, path: &[String], sub: Option<FieldMask>) {
+        let (first, rest) = path.split_first().expect("a path has a name");
+        let leaf = if rest.is_empty() {
+            sub
+        } else {
+            let mut inner = FieldMask::default();
+            inner.insert(rest, sub);
+            Some(inner)
+        };
+        match (self.0.get_mut(first), leaf) {
+            (None, leaf) => {
+                self.0.insert(first.clone(), leaf);
+            }
+            // Already whole: stays whole.
+            (Some(None), _) => {}
+            (Some(slot @ Some(_)), None) => *slot = None,
+            (Some(Some(existing)), Some(more)) => {
+                for (k, v) in more.0 {
+                    existing.insert(std::slice::from_ref(&k), v);
+                }
+            }
+        }
+    }
+
+    fn apply(&self, value: Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                if self.0.contains_key("*") {
+                    return Value::Object(map);
+                }
+                let kept = map
+                    .into_iter()
+                    .filter_map(|(k, v)| match self.0.get(&k) {
+                        None => None,
+                        Some(None) => Some((k, v)),
+                        Some(Some(sub)) => Some((k, sub.apply(v))),
+                    })
+                    .collect();
+                Value::Object(kept)
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| self.apply(v)).collect()),
+            other => other,
+        }
+    }
+}
+
+fn skip_spaces(chars: &[char], pos: &mut usize) {
+    while chars.get(*pos).is_some_and(|c| c.is_whitespace()) {
+        *pos += 1;
+    }
+}
+
+fn parse_name(chars: &[char], pos: &mut usize) -> Result<String, String> {
+    let start = *pos;
+    while chars
+        .get(*pos)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '*')
+    {
+        *pos += 1;
+    }
+    if start == *pos {
+        return Err(format!("a field name expected at {start}"));
+    }
+    Ok(chars[start..*pos].iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "t0k3n";
+
+    async fn get(
+        fake: &FakeDrive,
+        path_and_query: &str,
+        token: Option<&str>,
+    ) -> (u16, HeaderMap, Value) {
+        let mut request = reqwest::Client::builder()
+            .build()
+            .unwrap()
+            .get(format!("{}{path_and_query}", fake.base_url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, body)
+    }
+
+    #[tokio::test]
+    async fn answers_with_drive_shapes_and_kinds() {
+        // GIVEN a fake with one file
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let start = fake.current_token();
+        let id = fake.create_file(
+            &fake.root_id(),
+            "a.txt",
+            "text/plain",
+            b"The quick brown fox jumps over the lazy dog",
+        );
+        // WHEN the three endpoints are called without a field mask
+        let (s1, _, token) = get(&fake, "/drive/v3/changes/startPageToken", Some(TOKEN)).await;
+        let (s2, _, changes) = get(
+            &fake,
+            &format!("/drive/v3/changes?pageToken={start}"),
+            Some(TOKEN),
+        )
+        .await;
+        let (s3, _, files) = get(
+            &fake,
+            "/drive/v3/files?q=%27root%27+in+parents",
+            Some(TOKEN),
+        )
+        .await;
+        // THEN each has Drive's kind and shape, int64s as strings, a real MD5
+        assert_eq!((s1, s2, s3), (200, 200, 200));
+        assert_eq!(token["kind"], "drive#startPageToken");
+        assert_eq!(token["startPageToken"], "2");
+        assert_eq!(changes["kind"], "drive#changeList");
+        assert_eq!(changes["newStartPageToken"], "2");
+        assert!(changes.get("nextPageToken").is_none());
+        let change = &changes["changes"][0];
+        assert_eq!(change["kind"], "drive#change");
+        assert_eq!(change["changeType"], "file");
+        assert_eq!(change["removed"], false);
+        assert_eq!(change["fileId"], id.as_str());
+        assert_eq!(change["time"], "2026-03-01T12:00:01.000Z");
+        let file = &change["file"];
+        assert_eq!(file["kind"], "drive#file");
+        assert_eq!(file["size"], "43");
+        assert_eq!(file["version"], "1");
+        assert_eq!(file["md5Checksum"], "9e107d9d372bb6826bd81d3542a419d6");
+        assert_eq!(file["parents"], json!([fake.root_id()]));
+        assert_eq!(files["kind"], "drive#fileList");
+        assert_eq!(files["incompleteSearch"], false);
+        assert_eq!(files["files"][0]["id"], id.as_str());
+    }
+
+    #[tokio::test]
+    async fn applies_the_fields_mask() {
+        // GIVEN a fake with a file and a Google Sheet (no md5/size)
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let root = fake.root_id();
+        fake.create_file(&root, "a.txt", "text/plain", b"a");
+        fake.create_file(
+            &root,
+            "Setlist",
+            "application/vnd.google-apps.spreadsheet",
+            b"",
+        );
+        // WHEN files are listed with a mask
+        let (status, _, body) = get(
+            &fake,
+            "/drive/v3/files?fields=nextPageToken,files(id,size,md5Checksum)",
+            Some(TOKEN),
+        )
+        .await;
+        // THEN only the selected fields come back, absent ones stay absent
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"files": [
+                {"id": "1FakeFile00000002", "size": "1", "md5Checksum": md5_hex(b"a")},
+                {"id": "1FakeFile00000003"},
+            ]})
+        );
+        // AND slash paths and '*' work
+        let (_, _, body) = get(&fake, "/drive/v3/files?fields=files/name,kind", Some(TOKEN)).await;
+        assert_eq!(
+            body,
+            json!({"kind": "drive#fileList", "files": [{"name": "a.txt"}, {"name": "Setlist"}]})
+        );
+        let (_, _, body) = get(&fake, "/drive/v3/files?fields=*", Some(TOKEN)).await;
+        assert_eq!(
+            body["files"][1]["mimeType"],
+            "application/vnd.google-apps.spreadsheet"
+        );
+        // AND a broken mask is Google's 400
+        let (status, _, body) = get(&fake, "/drive/v3/files?fields=files(id", Some(TOKEN)).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["errors"][0]["reason"], "invalidParameter");
+    }
+
+    #[tokio::test]
+    async fn refuses_missing_or_wrong_tokens_with_googles_401() {
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        for token in [None, Some("other")] {
+            // WHEN a request has no or a wrong bearer token
+            let (status, headers, body) =
+                get(&fake, "/drive/v3/changes/startPageToken", token).await;
+            // THEN it is Google's 401 shape
+            assert_eq!(status, 401);
+            assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+            assert_eq!(body["error"]["code"], 401);
+            assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+            assert_eq!(body["error"]["errors"][0]["reason"], "authError");
+            assert_eq!(body["error"]["errors"][0]["location"], "Authorization");
+        }
+        assert!(fake.requests().iter().all(|r| !r.authorized));
+    }
+
+    #[tokio::test]
+    async fn faults_answer_the_next_requests_in_order() {
+        // GIVEN two 429s with Retry-After, a 500, a 410 queued
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        fake.fail_next(2, Fault::rate_limited(Some("7")));
+        fake.fail_next(1, Fault::ServerError);
+        fake.fail_next(1, Fault::Gone);
+        let path = "/drive/v3/changes/startPageToken";
+        // THEN the next four requests answer them, with Google's bodies, then normal
+        for _ in 0..2 {
+            let (status, headers, body) = get(&fake, path, Some(TOKEN)).await;
+            assert_eq!(status, 429);
+            assert_eq!(headers[header::RETRY_AFTER], "7");
+            assert_eq!(
+                body,
+                json!({"error": {"code": 429, "message": "Rate Limit Exceeded",
+                    "errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded",
+                                "message": "Rate Limit Exceeded"}],
+                    "status": "RESOURCE_EXHAUSTED"}})
+            );
+        }
+        let (status, _, body) = get(&fake, path, Some(TOKEN)).await;
+        assert_eq!(
+            (status, body["error"]["errors"][0]["reason"].clone()),
+            (500, json!("backendError"))
+        );
+        let (status, _, body) = get(&fake, path, Some(TOKEN)).await;
+        assert_eq!(status, 410);
+        assert_eq!(body["error"]["code"], 410);
+        let (status, _, _) = get(&fake, path, Some(TOKEN)).await;
+        assert_eq!(status, 200);
+        assert_eq!(fake.requests().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_parameters_like_drive() {
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let bad = [
+            ("/drive/v3/changes", "required"),
+            ("/drive/v3/changes?pageToken=abc", "invalid"),
+            ("/drive/v3/changes?pageToken=99", "invalid"),
+            ("/drive/v3/changes?pageToken=1&pageSize=0", "invalid"),
+            ("/drive/v3/changes?pageToken=1&pageSize=1001", "invalid"),
+            ("/drive/v3/files?q=name+contains+%27x%27", "invalid"),
+            ("/drive/v3/files?pageToken=nope", "invalid"),
+        ];
+        for (path, reason) in bad {
+            let (status, _, body) = get(&fake, path, Some(TOKEN)).await;
+            assert_eq!(status, 400, "{path}");
+            assert_eq!(body["error"]["errors"][0]["reason"], reason, "{path}");
+        }
+        let (status, _, body) = get(&fake, "/drive/v2/files", Some(TOKEN)).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], 404);
+    }
+
+    #[tokio::test]
+    async fn a_listing_shows_each_file_once_at_its_latest_change() {
+        // GIVEN a file created, then another, then the first renamed
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let root = fake.root_id();
+        let a = fake.create_file(&root, "a", "text/plain", b"a");
+        let b = fake.create_file(&root, "b", "text/plain", b"b");
+        fake.rename(&a, "a2");
+        // WHEN changes are listed from the beginning
+        let (_, _, body) = get(&fake, "/drive/v3/changes?pageToken=1", Some(TOKEN)).await;
+        // THEN b comes first, then a once, with its new name
+        let ids: Vec<_> = body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["fileId"].clone())
+            .collect();
+        assert_eq!(ids, [json!(b), json!(a)]);
+        assert_eq!(body["changes"][1]["file"]["name"], "a2");
+        assert_eq!(body["changes"][1]["file"]["version"], "2");
+    }
+
+    #[tokio::test]
+    async fn trash_and_delete_reach_the_whole_subtree() {
+        // GIVEN a folder with a file and a subfolder with a file; one file trashed alone
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let root = fake.root_id();
+        let top = fake.create_folder(&root, "top");
+        let f1 = fake.create_file(&top, "f1", "text/plain", b"1");
+        let sub = fake.create_folder(&top, "sub");
+        let f2 = fake.create_file(&sub, "f2", "text/plain", b"2");
+        fake.trash(&f1);
+        let cursor = fake.current_token();
+        // WHEN the folder is trashed, then restored
+        fake.trash(&top);
+        fake.untrash(&top);
+        // THEN sub and f2 come back, f1 (trashed on its own) stays in the trash
+        let (_, _, body) = get(
+            &fake,
+            &format!("/drive/v3/files?q=%27{sub}%27+in+parents+and+trashed%3Dfalse"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(body["files"][0]["id"], f2.as_str());
+        let (_, _, body) = get(
+            &fake,
+            &format!("/drive/v3/changes?pageToken={cursor}"),
+            Some(TOKEN),
+        )
+        .await;
+        let changed: Vec<_> = body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["fileId"].clone())
+            .collect();
+        assert_eq!(changed, [json!(top), json!(sub), json!(f2)]);
+        let (_, _, body) = get(
+            &fake,
+            &format!("/drive/v3/files?q=%27{top}%27+in+parents+and+trashed+%3D+true"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(body["files"][0]["id"], f1.as_str());
+        assert_eq!(body["files"][0]["explicitlyTrashed"], true);
+        // WHEN the folder is deleted for good
+        let cursor = fake.current_token();
+        fake.delete(&top);
+        // THEN all four show as removed (includeRemoved defaults to true), none without it
+        let (_, _, body) = get(
+            &fake,
+            &format!("/drive/v3/changes?pageToken={cursor}"),
+            Some(TOKEN),
+        )
+        .await;
+        let removed: Vec<_> = body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["fileId"].clone(),
+                    c["removed"].clone(),
+                    c.get("file").is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            removed,
+            [top, f1, sub, f2].map(|id| (json!(id), json!(true), false))
+        );
+        let (_, _, body) = get(
+            &fake,
+            &format!("/drive/v3/changes?pageToken={cursor}&includeRemoved=false"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(body["changes"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn shared_drive_items_need_include_items_from_all_drives() {
+        // GIVEN a file in a shared drive
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let drive = fake.create_shared_drive("Band");
+        let f = fake.create_file(&drive, "gig.pdf", "application/pdf", b"g");
+        // THEN changes.list shows it only with includeItemsFromAllDrives or its driveId
+        let (_, _, body) = get(&fake, "/drive/v3/changes?pageToken=1", Some(TOKEN)).await;
+        assert_eq!(body["changes"], json!([]));
+        let (_, _, body) = get(
+            &fake,
+            "/drive/v3/changes?pageToken=1&includeItemsFromAllDrives=true",
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(body["changes"][0]["fileId"], f.as_str());
+        assert_eq!(body["changes"][0]["driveId"], drive.as_str());
+        assert_eq!(body["changes"][0]["file"]["driveId"], drive.as_str());
+        let (_, _, body) = get(
+            &fake,
+            &format!(
+                "/drive/v3/changes?pageToken=1&driveId={drive}&includeItemsFromAllDrives=true"
+            ),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(body["changes"].as_array().unwrap().len(), 1);
+        let (_, _, body) = get(
+            &fake,
+            "/drive/v3/changes?pageToken=1&driveId=0AOther&includeItemsFromAllDrives=true",
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(body["changes"], json!([]));
+    }
+
+    #[test]
+    fn parses_the_supported_files_queries() {
+        let q = |s: &str| parse_files_query(s);
+        assert_eq!(
+            q("'abc' in parents and trashed=false"),
+            Some(FilesQuery {
+                parents: vec!["abc".into()],
+                trashed: Some(false)
+            })
+        );
+        assert_eq!(
+            q(r"  'it\'s\\x'  in  parents and trashed = true "),
+            Some(FilesQuery {
+                parents: vec![r"it's\x".into()],
+                trashed: Some(true)
+            })
+        );
+        assert_eq!(
+            q("trashed=false"),
+            Some(FilesQuery {
+                parents: vec![],
+                trashed: Some(false)
+            })
+        );
+        for bad in [
+            "",
+            "'abc' in parents andtrashed=false",
+            "'abc' in parents or trashed=false",
+            "'abc in parents",
+            "name = 'x'",
+            "trashed=maybe",
+            "'a' in parents and",
+        ] {
+            assert_eq!(q(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn field_masks_parse_and_merge() {
+        let mask = FieldMask::parse("a,b(c,d/e),b/f, g/h(i)").unwrap();
+        let v = json!({
+            "a": 1, "z": 0,
+            "b": [{"c": 2, "d": {"e": 3, "x": 0}, "f": 4, "y": 0}],
+            "g": {"h": {"i": 5, "j": 0}, "k": 0}
+        });
+        assert_eq!(
+            mask.apply(v),
+            json!({"a": 1, "b": [{"c": 2, "d": {"e": 3}, "f": 4}], "g": {"h": {"i": 5}}})
+        );
+        // a whole field wins over a sub-selection of it
+        let mask = FieldMask::parse("a(b),a").unwrap();
+        assert_eq!(
+            mask.apply(json!({"a": {"b": 1, "c": 2}})),
+            json!({"a": {"b": 1, "c": 2}})
+        );
+        for bad in ["", "a,", "a(b", "a)b", "a(b))", "a//b", "a b"] {
+            assert!(FieldMask::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
