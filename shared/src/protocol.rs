@@ -194,6 +194,10 @@ pub enum ServerFrame {
         seq: u64,
         epoch: Option<String>,
         replayed: u64,
+        /// More events are missing after `seq`: send `resume` again from `seq`. A replay
+        /// is bounded, so one request never outlasts a Lambda invocation.
+        #[serde(default)]
+        more: bool,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
         reference: Option<Value>,
     },

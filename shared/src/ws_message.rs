@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// Events replayed per log read during a resume.
 const REPLAY_PAGE: usize = 100;
+/// Events replayed per `resume` request; the client asks again while `more` is true.
+pub const MAX_REPLAY: u64 = 500;
 
 /// May this connection read that channel? Band channels are for members, a user channel
 /// for its user, `system` for everyone.
@@ -32,6 +34,8 @@ pub struct WsMessage {
     sync_queue: Arc<dyn Queue>,
     pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
+    /// Events replayed per `resume` (default [`MAX_REPLAY`]).
+    pub max_replay: u64,
 }
 
 /// A failed request: the error frame to send.
@@ -79,6 +83,7 @@ impl WsMessage {
             sync_queue,
             pusher,
             clock,
+            max_replay: MAX_REPLAY,
         }
     }
 
@@ -246,19 +251,23 @@ impl WsMessage {
                 epoch: head.map(|h| h.epoch),
                 channel,
                 replayed: 0,
+                more: false,
                 reference,
             })),
             ResumePlan::Replay { after } => {
+                let head_seq = head.as_ref().map_or(0, |h| h.seq);
                 let mut cursor = after;
                 let mut replayed = 0;
-                loop {
-                    let page = self.log.read_after(&channel, cursor, REPLAY_PAGE).await?;
+                while replayed < self.max_replay {
+                    let want = REPLAY_PAGE
+                        .min(usize::try_from(self.max_replay - replayed).unwrap_or(REPLAY_PAGE));
+                    let page = self.log.read_after(&channel, cursor, want).await?;
                     for event in &page {
                         cursor = event.seq;
                         replayed += 1;
                         self.send(id, &ServerFrame::Event(event.clone())).await;
                     }
-                    if page.len() < REPLAY_PAGE {
+                    if page.len() < want {
                         break;
                     }
                 }
@@ -267,6 +276,7 @@ impl WsMessage {
                     seq: cursor,
                     epoch: head.map(|h| h.epoch),
                     replayed,
+                    more: cursor < head_seq,
                     reference,
                 }))
             }
@@ -398,10 +408,42 @@ mod tests {
         assert_eq!(
             replies[3],
             json!({"type": "resumed", "channel": "band:demo", "seq": 5, "epoch": epoch,
-                   "replayed": 3, "ref": "r"})
+                   "replayed": 3, "more": false, "ref": "r"})
         );
         assert_eq!(replies.len(), 4);
         assert_eq!(subscribed(&h).await, [channel("band:demo")]);
+    }
+
+    #[tokio::test]
+    async fn a_long_replay_comes_in_bounded_parts() {
+        // GIVEN five missed events and a replay bound of two per request
+        let h = alice().await;
+        let events = h
+            .append(&channel("band:demo"), &["a", "b", "c", "d", "e"])
+            .await;
+        let epoch = events[0].epoch.clone();
+        let mut handler = h.ws_message();
+        handler.max_replay = 2;
+        let mut after = 0;
+        let mut got = Vec::new();
+        // WHEN alice resumes, and again while `more` says so
+        for _ in 0..5 {
+            let frame = json!({"action": "resume", "channel": "band:demo", "after_seq": after, "epoch": epoch});
+            let before = h.pusher.frames(&conn_id(ALICE)).len();
+            handler
+                .handle(ws_message_event(ALICE, &frame.to_string()))
+                .await;
+            let replies = h.pusher.frames(&conn_id(ALICE)).split_off(before);
+            let (resumed, replayed) = replies.split_last().unwrap();
+            got.extend(replayed.iter().map(|f| f["seq"].as_u64().unwrap()));
+            after = resumed["seq"].as_u64().unwrap();
+            if resumed["more"] == false {
+                break;
+            }
+            assert!(replayed.len() <= 2, "bounded: {replayed:?}");
+        }
+        // THEN she got 1..=5 exactly once, in three requests' worth of parts
+        assert_eq!(got, [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]

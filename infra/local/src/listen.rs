@@ -104,6 +104,13 @@ async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> 
                 }
                 eprintln!("{text}");
             }
+            Some("resumed") if frame["more"] == true => {
+                // A bounded replay: ask for the next part from where it stopped.
+                ws.send(Message::Text(
+                    cursor.resume_frame(channel).to_string().into(),
+                ))
+                .await?;
+            }
             Some("resumed") => {
                 resuming = false;
                 eprintln!("{text}");
