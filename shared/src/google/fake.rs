@@ -82,6 +82,9 @@ pub enum Fault {
     MalformedJson,
     /// Exactly this status and body (`application/json`).
     Raw { status: u16, body: String },
+    /// No fault: the request is served normally (queue it before a fault to let that
+    /// many requests through first).
+    Pass,
 }
 
 impl Fault {
@@ -653,6 +656,7 @@ fn fault_response(fault: Fault) -> Response {
             body,
         )
             .into_response(),
+        Fault::Pass => unreachable!("a Pass is never answered as a fault"),
     }
 }
 
@@ -699,7 +703,7 @@ fn gate(
         query: params.clone(),
         authorized,
     });
-    if let Some(fault) = state.faults.pop_front() {
+    if let Some(fault) = state.faults.pop_front().filter(|f| *f != Fault::Pass) {
         return Some(fault_response(fault));
     }
     (!authorized).then(unauthorized)

@@ -7,8 +7,11 @@
 //! dies half-way and comes back resumes the same operation without duplicates.
 
 pub mod delta;
+pub mod drive;
 pub mod folder;
 
+use crate::google::GoogleError;
+use crate::google::drive::DriveClient;
 use crate::http::ApiError;
 use crate::metrics::{self, Unit};
 use crate::model::*;
@@ -16,7 +19,7 @@ use crate::ports::{Clock, Notifier, OutMessage, PortError, Queue, SourceStore, S
 use crate::publish::Publisher;
 use crate::sqs::{Budget, run_fifo_batch};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use delta::{Change, Delta};
+use delta::Change;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -34,6 +37,10 @@ pub enum SyncError {
     Port(#[from] PortError),
     #[error("scan task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A Drive call failed (after its own retries); the job is retried and resumes from
+    /// the last stored page token.
+    #[error("Google API: {0}")]
+    Google(#[from] GoogleError),
 }
 
 /// The FIFO group of a source's jobs: one sync at a time per source.
@@ -158,13 +165,21 @@ pub struct SyncWorker {
     clock: Arc<dyn Clock>,
     /// Told when a source cannot be synced at all (operators act on those).
     notifier: Option<Arc<dyn Notifier>>,
+    /// The Drive client of Drive sources (none: their jobs fail).
+    drive: Option<Arc<DriveClient>>,
 }
 
-/// What a scan of the source produced.
-enum Scanned {
-    Ok(folder::Scan),
-    /// The source cannot be read at all; the operation fails with this message.
-    Failed(String),
+/// An operation under way: what this delivery and earlier ones recorded.
+struct Run {
+    op: SyncOperation,
+    channel: ChannelName,
+    already: HashSet<(String, ItemAction, String)>,
+    /// Items recorded so far (the next item's number is `n + 1`).
+    n: u32,
+    synced_before: usize,
+    synced_now: usize,
+    /// Changes applied by this delivery (numbers `sync.progress`).
+    done: usize,
 }
 
 impl SyncWorker {
@@ -174,7 +189,14 @@ impl SyncWorker {
             publisher,
             clock,
             notifier: None,
+            drive: None,
         }
+    }
+
+    /// Sync Drive sources with this client.
+    pub fn with_drive(mut self, client: Arc<DriveClient>) -> Self {
+        self.drive = Some(client);
+        self
     }
 
     /// Alert operators (SNS on AWS) when a sync fails as a whole.
@@ -206,34 +228,6 @@ impl SyncWorker {
         }
     }
 
-    async fn scan(
-        &self,
-        source: &Source,
-        config: &SyncConfiguration,
-        catalog: Vec<FileEntry>,
-        full: bool,
-    ) -> Result<Scanned, SyncError> {
-        match source.kind {
-            SourceKind::Folder => {
-                let root = PathBuf::from(&source.location);
-                let config = config.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    folder::scan(&root, &config, &catalog, full)
-                })
-                .await?;
-                Ok(match result {
-                    Ok(scan) => Scanned::Ok(scan),
-                    Err(e) => {
-                        Scanned::Failed(format!("cannot read folder {}: {e}", source.location))
-                    }
-                })
-            }
-            other => Ok(Scanned::Failed(format!(
-                "sources of kind {other:?} have no sync engine in this build"
-            ))),
-        }
-    }
-
     /// Run one job. `Ok(None)` when there was nothing to do and nothing was recorded.
     #[tracing::instrument(skip(self, job), fields(job = %job.id, band = %job.band, source = %job.source))]
     pub async fn run(&self, job: &SyncJob) -> Result<Option<SyncOperation>, SyncError> {
@@ -259,14 +253,60 @@ impl SyncWorker {
                 name: job.band.to_string(),
                 file_types: vec![],
             });
-        let started = Instant::now();
         let catalog = self.store.list_files(&job.band, &job.source).await?;
-        let scan = match self
-            .scan(&source, &config, catalog.clone(), job.full)
-            .await?
+        match source.kind {
+            SourceKind::Folder => {
+                self.run_folder(job, source, existing, config, catalog)
+                    .await
+            }
+            SourceKind::Drive => match self.drive.clone() {
+                Some(client) => {
+                    self.run_drive(job, source, existing, &config, &catalog, &client)
+                        .await
+                }
+                None => self
+                    .fail(
+                        job,
+                        existing,
+                        "sources of kind Drive need a Drive client, and this worker has none"
+                            .into(),
+                    )
+                    .await
+                    .map(Some),
+            },
+            other => self
+                .fail(
+                    job,
+                    existing,
+                    format!("sources of kind {other:?} have no sync engine in this build"),
+                )
+                .await
+                .map(Some),
+        }
+    }
+
+    async fn run_folder(
+        &self,
+        job: &SyncJob,
+        source: Source,
+        existing: Option<SyncOperation>,
+        config: SyncConfiguration,
+        catalog: Vec<FileEntry>,
+    ) -> Result<Option<SyncOperation>, SyncError> {
+        let started = Instant::now();
+        let root = PathBuf::from(&source.location);
+        let full = job.full;
+        let scanned_catalog = catalog.clone();
+        let scan = match tokio::task::spawn_blocking(move || {
+            folder::scan(&root, &config, &scanned_catalog, full)
+        })
+        .await?
         {
-            Scanned::Ok(scan) => scan,
-            Scanned::Failed(error) => return self.fail(job, existing, error).await.map(Some),
+            Ok(scan) => scan,
+            Err(e) => {
+                let error = format!("cannot read folder {}: {e}", source.location);
+                return self.fail(job, existing, error).await.map(Some);
+            }
         };
         let unreadable: HashSet<String> = scan.unreadable.iter().map(|(p, _)| p.clone()).collect();
         let op_id = job.id.clone();
@@ -280,67 +320,19 @@ impl SyncWorker {
         );
         let quiet = matches!(job.trigger, Trigger::Notification | Trigger::Reconcile);
         if existing.is_none() && quiet && delta.changes.is_empty() && scan.unreadable.is_empty() {
-            self.refresh(&delta).await?;
+            self.refresh(&delta.refreshed).await?;
             tracing::debug!("nothing changed");
             return Ok(None);
         }
 
-        let channel = ChannelName::Band(job.band.clone());
-        let mut op = self.start(job, existing, &channel).await?;
-        let recorded = self.store.list_items(&op.id).await?;
-        let mut n = recorded.len() as u32;
-        // What an earlier delivery of this job synced is no longer in this delta.
-        let synced_before = recorded
-            .iter()
-            .filter(|i| i.status == ItemStatus::Synced)
-            .count();
-        // A change an earlier delivery recorded but did not apply to the catalog comes back
-        // in this delta: apply it, but do not record (or count) it twice.
-        let already: HashSet<(String, ItemAction, String)> = recorded
-            .iter()
-            .map(|i| (i.file_id.clone(), i.action, i.path.clone()))
-            .collect();
-        let mut synced_now = 0;
-        let total = delta.changes.len();
-        for (i, chunk) in delta.changes.chunks(CHUNK).enumerate() {
-            let events: Vec<NewEvent> = chunk
-                .iter()
-                .map(|c| {
-                    self.event(
-                        change_event_id(&op.id, c),
-                        c.action().event_name(),
-                        file_event_data(c),
-                    )
-                })
-                .collect();
-            // Events first, then the catalog: if we die between, the redelivered job sees
-            // the same changes again and the log recognises their ids.
-            self.publisher.publish(&channel, &events).await?;
-            for change in chunk {
-                let e = change.entry();
-                if !already.contains(&(e.file_id.clone(), change.action(), e.path.clone())) {
-                    n += 1;
-                    synced_now += 1;
-                    self.record_item(&op.id, n, change).await?;
-                }
-                self.apply(change).await?;
-            }
-            let done = (i * CHUNK + chunk.len()).min(total);
-            if done < total {
-                let progress = self.event(
-                    format!("{}:progress:{done}", op.id),
-                    "sync.progress",
-                    json!({"operation": op.id, "done": done, "total": total}),
-                );
-                self.publisher.publish(&channel, &[progress]).await?;
-            }
-        }
-        self.refresh(&delta).await?;
+        let mut run = self.begin(job, existing).await?;
+        self.apply_changes(&mut run, &delta.changes).await?;
+        self.refresh(&delta.refreshed).await?;
         for (path, error) in &scan.unreadable {
-            n += 1;
+            run.n += 1;
             let item = SyncItem {
-                operation: op.id.clone(),
-                n,
+                operation: run.op.id.clone(),
+                n: run.n,
                 file_id: String::new(),
                 path: path.clone(),
                 action: if catalog.iter().any(|e| &e.path == path) {
@@ -353,24 +345,190 @@ impl SyncWorker {
             };
             self.store.put_item(&item).await?;
         }
-
-        op.status = OperationStatus::Completed;
-        op.finished_at = Some(self.clock.now());
-        op.metrics = SyncMetrics {
+        let metrics = SyncMetrics {
             seen: (scan.observed.len() + scan.unreadable.len()) as u64,
-            synced: (synced_before + synced_now) as u64,
+            synced: (run.synced_before + run.synced_now) as u64,
             failed: scan.unreadable.len() as u64,
             skipped: scan.skipped,
             duration_ms: started.elapsed().as_millis() as u64,
         };
+        self.complete(run.op, source, metrics, &scan.unreadable)
+            .await
+            .map(Some)
+    }
+
+    /// A Drive source, page by page: each page's changes are recorded and published, and
+    /// the catalog moved on, before the page's token becomes the source's cursor; so a
+    /// delivery that dies between pages resumes at the first page not yet applied.
+    async fn run_drive(
+        &self,
+        job: &SyncJob,
+        mut source: Source,
+        existing: Option<SyncOperation>,
+        config: &SyncConfiguration,
+        catalog: &[FileEntry],
+        client: &DriveClient,
+    ) -> Result<Option<SyncOperation>, SyncError> {
+        let started = Instant::now();
+        let quiet = matches!(job.trigger, Trigger::Notification | Trigger::Reconcile);
+        if job.full && existing.is_none() {
+            source.cursor = None;
+        }
+        let mut tree = drive::Tree::new(&job.band, &job.source, &source.location, config, catalog);
+        let mut run = match existing {
+            Some(op) => Some(self.begin(job, Some(op)).await?),
+            None => None,
+        };
+        let (mut seen, mut skipped) = (0, 0);
+        loop {
+            let (delta, next, last) = match source.cursor.clone() {
+                None => {
+                    // The token first: what changes during the listing comes as changes.
+                    let token = client.get_start_page_token(None).await?;
+                    (tree.apply_listing(client).await?, token, true)
+                }
+                Some(cursor) => match client.list_changes(&cursor, None).await {
+                    Ok(page) => {
+                        let delta = tree.apply_page(client, &page.changes).await?;
+                        match (page.next_page_token, page.new_start_page_token) {
+                            (Some(next), _) => (delta, next, false),
+                            (None, Some(new_start)) => (delta, new_start, true),
+                            (None, None) => unreachable!("DriveClient::list_changes checks"),
+                        }
+                    }
+                    Err(GoogleError::Gone { message }) => {
+                        tracing::warn!(%message, "page token gone: full sync");
+                        source.cursor = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            seen += delta.seen;
+            skipped += delta.skipped;
+            if run.is_none() && !(quiet && delta.changes.is_empty()) {
+                run = Some(self.begin(job, None).await?);
+            }
+            if let Some(run) = run.as_mut() {
+                self.apply_changes(run, &delta.changes).await?;
+            }
+            self.refresh(&delta.refreshed).await?;
+            for e in &delta.forgotten {
+                self.store
+                    .delete_file(&e.band, &e.source, &e.file_id)
+                    .await?;
+            }
+            source.cursor = Some(next);
+            self.store.put_source(&source).await?;
+            if last {
+                break;
+            }
+        }
+        let Some(run) = run else {
+            tracing::debug!("nothing changed");
+            return Ok(None);
+        };
+        let metrics = SyncMetrics {
+            seen,
+            synced: (run.synced_before + run.synced_now) as u64,
+            failed: 0,
+            skipped,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        self.complete(run.op, source, metrics, &[]).await.map(Some)
+    }
+
+    /// Start (or take up again) the job's operation, with what earlier deliveries
+    /// recorded of it.
+    async fn begin(
+        &self,
+        job: &SyncJob,
+        existing: Option<SyncOperation>,
+    ) -> Result<Run, SyncError> {
+        let channel = ChannelName::Band(job.band.clone());
+        let op = self.start(job, existing, &channel).await?;
+        let recorded = self.store.list_items(&op.id).await?;
+        Ok(Run {
+            n: recorded.len() as u32,
+            // What an earlier delivery of this job synced is no longer in this delta.
+            synced_before: recorded
+                .iter()
+                .filter(|i| i.status == ItemStatus::Synced)
+                .count(),
+            // A change an earlier delivery recorded but did not apply to the catalog
+            // comes back in this delta: apply it, but do not record (or count) it twice.
+            already: recorded
+                .iter()
+                .map(|i| (i.file_id.clone(), i.action, i.path.clone()))
+                .collect(),
+            synced_now: 0,
+            done: 0,
+            op,
+            channel,
+        })
+    }
+
+    /// Publish, record and apply `changes`, a chunk at a time: the routine every source
+    /// feeds its changes to.
+    async fn apply_changes(&self, run: &mut Run, changes: &[Change]) -> Result<(), SyncError> {
+        let offset = run.done;
+        let total = changes.len();
+        for (i, chunk) in changes.chunks(CHUNK).enumerate() {
+            let events: Vec<NewEvent> = chunk
+                .iter()
+                .map(|c| {
+                    self.event(
+                        change_event_id(&run.op.id, c),
+                        c.action().event_name(),
+                        file_event_data(c),
+                    )
+                })
+                .collect();
+            // Events first, then the catalog: if we die between, the redelivered job sees
+            // the same changes again and the log recognises their ids.
+            self.publisher.publish(&run.channel, &events).await?;
+            for change in chunk {
+                let e = change.entry();
+                if !run
+                    .already
+                    .contains(&(e.file_id.clone(), change.action(), e.path.clone()))
+                {
+                    run.n += 1;
+                    run.synced_now += 1;
+                    self.record_item(&run.op.id, run.n, change).await?;
+                }
+                self.apply(change).await?;
+            }
+            let done = (i * CHUNK + chunk.len()).min(total);
+            run.done = offset + done;
+            if done < total {
+                let progress = self.event(
+                    format!("{}:progress:{}", run.op.id, offset + done),
+                    "sync.progress",
+                    json!({"operation": run.op.id, "done": offset + done, "total": offset + total}),
+                );
+                self.publisher.publish(&run.channel, &[progress]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the operation as completed and publish `sync.completed`.
+    async fn complete(
+        &self,
+        mut op: SyncOperation,
+        source: Source,
+        metrics: SyncMetrics,
+        failures: &[(String, String)],
+    ) -> Result<SyncOperation, SyncError> {
+        op.status = OperationStatus::Completed;
+        op.finished_at = Some(self.clock.now());
+        op.metrics = metrics;
         self.store.put_operation(&op).await?;
         self.touch_source(source, &op).await?;
-        let failures = failure_list(
-            scan.unreadable
-                .iter()
-                .map(|(p, e)| (p.as_str(), e.as_str())),
-        );
+        let failures = failure_list(failures.iter().map(|(p, e)| (p.as_str(), e.as_str())));
         let completed = self.completed_event(&op, failures);
+        let channel = ChannelName::Band(op.band.clone());
         self.publisher.publish(&channel, &[completed]).await?;
         metrics::emit(
             &[("Function", "sync-worker")],
@@ -390,9 +548,8 @@ impl SyncWorker {
             ms = op.metrics.duration_ms,
             "sync completed"
         );
-        Ok(Some(op))
+        Ok(op)
     }
-
     /// The job's operation: the one an earlier delivery started, or a new one. Its
     /// `sync.started` is published either way: an earlier delivery may have died before it
     /// was, and the log keeps the first copy of an event id.
@@ -527,8 +684,8 @@ impl SyncWorker {
         Ok(())
     }
 
-    async fn refresh(&self, delta: &Delta) -> Result<(), SyncError> {
-        for e in &delta.refreshed {
+    async fn refresh(&self, refreshed: &[FileEntry]) -> Result<(), SyncError> {
+        for e in refreshed {
             self.store.put_file(e).await?;
         }
         Ok(())

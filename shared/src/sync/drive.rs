@@ -1,0 +1,728 @@
+//! The Drive source: a folder tree in Google Drive, followed with `changes.list`.
+//!
+//! The worker drives it page by page ([`super::SyncWorker`]): each page of changes (or,
+//! without a cursor, the full listing of the tree) becomes a [`PageDelta`] of
+//! [`Change`]s against the catalog, which the worker records and publishes like the
+//! folder source's, and only then stores the page's token as the source's cursor.
+//!
+//! Catalog conventions for Drive sources: a file's `file_id` is its Drive id, its `path`
+//! the folder names from the source folder down, `/`-separated; `hash` is the
+//! `md5Checksum` (or `v<version>` for Google-native files, which have none). Folders
+//! under the source folder are kept in the catalog too, as entries whose path ends in
+//! `/`: they are how the next sync knows which folder ids are in the tree. They never
+//! produce events.
+
+use super::delta::Change;
+use crate::google::GoogleError;
+use crate::google::drive::{self as gdrive, DriveClient, DriveFile};
+use crate::model::{BandId, FileEntry, SourceId, SyncConfiguration};
+use std::collections::{HashMap, HashSet};
+
+/// What one page (or one full listing) does to the catalog.
+#[derive(Debug, Default)]
+pub struct PageDelta {
+    /// File changes, each an event and an item.
+    pub changes: Vec<Change>,
+    /// Entries to put without an event: touched files, folder entries.
+    pub refreshed: Vec<FileEntry>,
+    /// Entries to delete without an event: folders that left the tree.
+    pub forgotten: Vec<FileEntry>,
+    /// Files of the tree looked at, and files skipped (outside the tree, filtered out).
+    pub seen: u64,
+    pub skipped: u64,
+}
+
+/// Is this catalog entry a folder of the tree (not a file)?
+pub fn is_folder_entry(e: &FileEntry) -> bool {
+    e.path.ends_with('/')
+}
+
+/// The tree as the catalog knows it, updated as pages are applied.
+pub struct Tree<'a> {
+    band: BandId,
+    source: SourceId,
+    root: String,
+    config: &'a SyncConfiguration,
+    /// Folder id -> its path prefix (`""` for the root, `"a/b/"` below).
+    folders: HashMap<String, String>,
+    /// Catalog entries (files and folders) by Drive id.
+    entries: HashMap<String, FileEntry>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new(
+        band: &BandId,
+        source: &SourceId,
+        root: &str,
+        config: &'a SyncConfiguration,
+        catalog: &[FileEntry],
+    ) -> Self {
+        let mut folders: HashMap<String, String> = catalog
+            .iter()
+            .filter(|e| is_folder_entry(e))
+            .map(|e| (e.file_id.clone(), e.path.clone()))
+            .collect();
+        folders.insert(root.to_owned(), String::new());
+        Self {
+            band: band.clone(),
+            source: source.clone(),
+            root: root.to_owned(),
+            config,
+            folders,
+            entries: catalog
+                .iter()
+                .map(|e| (e.file_id.clone(), e.clone()))
+                .collect(),
+        }
+    }
+
+    fn entry(&self, file: &DriveFile, path: String) -> FileEntry {
+        let hash = match (&file.md5_checksum, file.is_folder()) {
+            (_, true) => "folder".to_owned(),
+            (Some(md5), false) => md5.clone(),
+            (None, false) => format!("v{}", file.version.unwrap_or_default()),
+        };
+        FileEntry {
+            band: self.band.clone(),
+            source: self.source.clone(),
+            file_id: file.id.clone(),
+            path,
+            size: file.size.unwrap_or_default(),
+            hash,
+            modified_ms: file
+                .modified_time
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The path prefix of the folder holding `file`, if it is in the tree.
+    fn parent_prefix(&self, file: &DriveFile) -> Option<&String> {
+        if file.trashed {
+            return None;
+        }
+        file.parents.iter().find_map(|p| self.folders.get(p))
+    }
+
+    /// A file's change (`file` None: removed for good).
+    fn file_change(&mut self, id: &str, file: Option<&DriveFile>, out: &mut PageDelta) {
+        let before = self.entries.get(id).cloned();
+        let after = file.and_then(|f| {
+            let prefix = self.parent_prefix(f)?;
+            self.config
+                .accepts(&f.name)
+                .then(|| self.entry(f, format!("{prefix}{}", f.name)))
+        });
+        match (before, after) {
+            (None, None) => out.skipped += 1,
+            (None, Some(a)) => {
+                out.seen += 1;
+                self.entries.insert(id.to_owned(), a.clone());
+                out.changes.push(Change::Created(a));
+            }
+            (Some(b), None) => {
+                out.seen += 1;
+                self.entries.remove(id);
+                out.changes.push(Change::Deleted(b));
+            }
+            (Some(b), Some(a)) => {
+                out.seen += 1;
+                self.entries.insert(id.to_owned(), a.clone());
+                let mut before = b;
+                if before.path != a.path {
+                    let moved = FileEntry {
+                        path: a.path.clone(),
+                        ..before.clone()
+                    };
+                    out.changes.push(Change::Moved {
+                        before,
+                        after: moved.clone(),
+                    });
+                    before = moved;
+                }
+                if before.hash != a.hash {
+                    out.changes.push(Change::Updated { before, after: a });
+                } else if before.size != a.size || before.modified_ms != a.modified_ms {
+                    out.refreshed.push(a);
+                }
+            }
+        }
+    }
+
+    /// A folder's change (`file` None: removed). Returns whether the tree changed.
+    async fn folder_change(
+        &mut self,
+        client: &DriveClient,
+        id: &str,
+        file: Option<&DriveFile>,
+        out: &mut PageDelta,
+    ) -> Result<bool, GoogleError> {
+        if id == self.root {
+            return Ok(false);
+        }
+        let old = self.folders.get(id).cloned();
+        let new = file.and_then(|f| {
+            self.parent_prefix(f)
+                .map(|prefix| format!("{prefix}{}/", f.name))
+        });
+        match (old, new) {
+            (None, None) => Ok(false),
+            (Some(old), Some(new)) if old == new => Ok(false),
+            (None, Some(new)) => {
+                let f = file.expect("a folder with a new path has metadata");
+                self.put_folder(f, new.clone(), out);
+                // Its content is new to the tree: list it.
+                for (child, path) in list_tree(client, id, &new).await? {
+                    if child.is_folder() {
+                        self.put_folder(&child, path, out);
+                    } else {
+                        let child_id = child.id.clone();
+                        self.file_change(&child_id, Some(&child), out);
+                    }
+                }
+                Ok(true)
+            }
+            (Some(old), new) => {
+                // Everything under `old` moves to `new`, or leaves the tree.
+                let mut under: Vec<FileEntry> = self
+                    .entries
+                    .values()
+                    .filter(|e| e.path.starts_with(&old))
+                    .cloned()
+                    .collect();
+                under.sort_by(|a, b| a.path.cmp(&b.path));
+                for e in under {
+                    let renamed = new.as_ref().map(|n| format!("{n}{}", &e.path[old.len()..]));
+                    match (renamed, is_folder_entry(&e)) {
+                        (Some(path), true) => {
+                            self.folders.insert(e.file_id.clone(), path.clone());
+                            let moved = FileEntry { path, ..e };
+                            self.entries.insert(moved.file_id.clone(), moved.clone());
+                            out.refreshed.push(moved);
+                        }
+                        (None, true) => {
+                            self.folders.remove(&e.file_id);
+                            self.entries.remove(&e.file_id);
+                            out.forgotten.push(e);
+                        }
+                        (Some(path), false) => {
+                            let moved = FileEntry { path, ..e.clone() };
+                            self.entries.insert(moved.file_id.clone(), moved.clone());
+                            out.changes.push(Change::Moved {
+                                before: e,
+                                after: moved,
+                            });
+                        }
+                        (None, false) => {
+                            self.entries.remove(&e.file_id);
+                            out.changes.push(Change::Deleted(e));
+                        }
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn put_folder(&mut self, f: &DriveFile, path: String, out: &mut PageDelta) {
+        self.folders.insert(f.id.clone(), path.clone());
+        let e = self.entry(f, path);
+        self.entries.insert(f.id.clone(), e.clone());
+        out.refreshed.push(e);
+    }
+
+    /// One page of `changes.list`: folders first (until none moves any more, as a new
+    /// folder's parent may come later in the page), then files.
+    pub async fn apply_page(
+        &mut self,
+        client: &DriveClient,
+        changes: &[gdrive::Change],
+    ) -> Result<PageDelta, GoogleError> {
+        let mut out = PageDelta::default();
+        let relevant: Vec<(&str, Option<&DriveFile>)> = changes
+            .iter()
+            .filter(|c| c.change_type == gdrive::ChangeType::File)
+            .filter_map(|c| {
+                let id = c
+                    .file_id
+                    .as_deref()
+                    .or(c.file.as_ref().map(|f| f.id.as_str()))?;
+                let file = if c.removed { None } else { c.file.as_ref() };
+                Some((id, file))
+            })
+            .collect();
+        let is_folder = |id: &str, file: Option<&DriveFile>, tree: &Self| match file {
+            Some(f) => f.is_folder(),
+            None => tree.folders.contains_key(id),
+        };
+        let folders: Vec<_> = relevant
+            .iter()
+            .filter(|(id, f)| is_folder(id, *f, self))
+            .copied()
+            .collect();
+        loop {
+            let mut moved = false;
+            for (id, file) in &folders {
+                moved |= self.folder_change(client, id, *file, &mut out).await?;
+            }
+            if !moved {
+                break;
+            }
+        }
+        for (id, file) in relevant {
+            if !file.is_some_and(DriveFile::is_folder) && !folders.iter().any(|(f, _)| *f == id) {
+                self.file_change(id, file, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A full listing of the tree against the catalog: what it lacks is created, what
+    /// changed is updated or moved, what is gone is deleted, the rest stays quiet.
+    pub async fn apply_listing(&mut self, client: &DriveClient) -> Result<PageDelta, GoogleError> {
+        let listing = list_tree(client, &self.root, "").await?;
+        let mut out = PageDelta::default();
+        let old_folders: HashMap<String, String> = std::mem::take(&mut self.folders);
+        self.folders.insert(self.root.clone(), String::new());
+        let mut listed: HashSet<String> = HashSet::new();
+        for (f, path) in &listing {
+            if f.is_folder() {
+                listed.insert(f.id.clone());
+                if old_folders.get(&f.id) != Some(path) {
+                    self.put_folder(f, path.clone(), &mut out);
+                } else {
+                    self.folders.insert(f.id.clone(), path.clone());
+                }
+            }
+        }
+        for (f, _) in &listing {
+            if !f.is_folder() {
+                listed.insert(f.id.clone());
+                self.file_change(&f.id, Some(f), &mut out);
+            }
+        }
+        let mut gone: Vec<FileEntry> = self
+            .entries
+            .values()
+            .filter(|e| !listed.contains(&e.file_id))
+            .cloned()
+            .collect();
+        gone.sort_by(|a, b| a.path.cmp(&b.path));
+        for e in gone {
+            if is_folder_entry(&e) {
+                self.entries.remove(&e.file_id);
+                out.forgotten.push(e);
+            } else {
+                self.file_change(&e.file_id.clone(), None, &mut out);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every untrashed item under `folder` (breadth first, so a folder comes before its
+/// content), with its path (`prefix` + names; folders end in `/`).
+pub async fn list_tree(
+    client: &DriveClient,
+    folder: &str,
+    prefix: &str,
+) -> Result<Vec<(DriveFile, String)>, GoogleError> {
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::from([(folder.to_owned(), prefix.to_owned())]);
+    while let Some((id, prefix)) = queue.pop_front() {
+        let mut token: Option<String> = None;
+        loop {
+            let page = client.list_folder(&id, token.as_deref()).await?;
+            for f in page.files {
+                if f.is_folder() {
+                    let path = format!("{prefix}{}/", f.name);
+                    queue.push_back((f.id.clone(), path.clone()));
+                    out.push((f, path));
+                } else {
+                    let path = format!("{prefix}{}", f.name);
+                    out.push((f, path));
+                }
+            }
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::google::auth::StaticToken;
+    use crate::google::drive::DriveClient;
+    use crate::google::fake::{FakeDrive, Fault};
+    use crate::google::retry::{Retrier, RetryPolicy};
+    use crate::model::*;
+    use crate::ports::{CatalogStore, ConfigStore, OperationStore, SourceStore};
+    use crate::sync::SyncWorker;
+    use crate::testing::*;
+    use std::sync::Arc;
+
+    const TOKEN: &str = "ya29.drive-sync-test";
+    const PDF: &str = "application/pdf";
+
+    /// Band `demo` (pdf and mp3 only) with a Drive source `drive` following the folder
+    /// `Band` of a fake Drive, which also has a file outside that folder.
+    struct Fixture {
+        h: Harness,
+        fake: FakeDrive,
+        client: Arc<DriveClient>,
+        band: BandId,
+        source: SourceId,
+        folder: String,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let h = Harness::new();
+            let band = h.add_band("demo").await;
+            h.store
+                .put_config(&SyncConfiguration {
+                    band: band.clone(),
+                    name: "demo".into(),
+                    file_types: vec!["pdf".into(), "mp3".into()],
+                })
+                .await
+                .unwrap();
+            let fake = FakeDrive::start(TOKEN).await.unwrap();
+            let folder = fake.create_folder(&fake.root_id(), "Band");
+            fake.create_file(&fake.root_id(), "outside.pdf", PDF, b"elsewhere");
+            let client = DriveClient::new(
+                crate::google::https_client().unwrap(),
+                &fake.base_url(),
+                Arc::new(StaticToken::new(TOKEN)),
+            )
+            .unwrap()
+            .with_retrier(Retrier::new(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            }));
+            let source = Source {
+                band: band.clone(),
+                id: source_id("drive"),
+                kind: SourceKind::Drive,
+                location: folder.clone(),
+                cursor: None,
+                last_sync_at: None,
+                last_operation: None,
+            };
+            h.store.put_source(&source).await.unwrap();
+            Self {
+                h,
+                fake,
+                client: Arc::new(client),
+                band,
+                source: source.id,
+                folder,
+            }
+        }
+
+        fn worker(&self) -> SyncWorker {
+            self.h.sync_worker().with_drive(self.client.clone())
+        }
+
+        fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
+            self.h.sync_job(id, &self.band, &self.source, trigger)
+        }
+
+        async fn run(&self, id: &str, trigger: Trigger) -> Option<SyncOperation> {
+            self.worker().run(&self.job(id, trigger)).await.unwrap()
+        }
+
+        async fn log(&self) -> Vec<Event> {
+            self.h.log(&ChannelName::Band(self.band.clone())).await
+        }
+
+        /// The file events of the log after `skip` events: (event, path), in order.
+        async fn file_events(&self, skip: usize) -> Vec<(String, String)> {
+            self.log()
+                .await
+                .into_iter()
+                .skip(skip)
+                .filter(|e| e.event.starts_with("file."))
+                .map(|e| (e.event, e.data["path"].as_str().unwrap().to_owned()))
+                .collect()
+        }
+
+        /// The catalog's files (not its folders): (path, file id), by path.
+        async fn catalog(&self) -> Vec<(String, String)> {
+            let mut files: Vec<(String, String)> = self
+                .h
+                .store
+                .list_files(&self.band, &self.source)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| !super::is_folder_entry(e))
+                .map(|e| (e.path, e.file_id))
+                .collect();
+            files.sort();
+            files
+        }
+
+        async fn cursor(&self) -> Option<String> {
+            self.h
+                .store
+                .get_source(&self.band, &self.source)
+                .await
+                .unwrap()
+                .unwrap()
+                .cursor
+        }
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_first_sync_lists_the_tree_and_creates_each_file_of_the_configured_types() {
+        // GIVEN a band folder with a chart, a take, a text file (not a configured type)
+        // and a sub-folder with a chart, and a chart outside the band folder
+        let f = Fixture::new().await;
+        let chart = f.fake.create_file(&f.folder, "chart.pdf", PDF, b"chart");
+        f.fake
+            .create_file(&f.folder, "take.mp3", "audio/mpeg", b"take");
+        f.fake
+            .create_file(&f.folder, "notes.txt", "text/plain", b"notes");
+        let sub = f.fake.create_folder(&f.folder, "Live");
+        f.fake.create_file(&sub, "encore.pdf", PDF, b"encore");
+
+        // WHEN the source syncs for the first time
+        let op = f.run("job-1", Trigger::Manual).await.unwrap();
+
+        // THEN file.created for each file of the configured types in the tree, once
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!(op.metrics.synced, 3);
+        let mut created = f.file_events(0).await;
+        created.sort();
+        assert_eq!(
+            created,
+            pairs(&[
+                ("file.created", "Live/encore.pdf"),
+                ("file.created", "chart.pdf"),
+                ("file.created", "take.mp3"),
+            ])
+        );
+        let names: Vec<String> = f.log().await.into_iter().map(|e| e.event).collect();
+        assert_eq!(names.first().unwrap(), "sync.started");
+        assert_eq!(names.last().unwrap(), "sync.completed");
+        // AND the catalog has them under their Drive ids, the cursor is Drive's token
+        let catalog = f.catalog().await;
+        assert_eq!(catalog.len(), 3);
+        assert!(catalog.contains(&("chart.pdf".into(), chart)));
+        assert_eq!(f.cursor().await, Some(f.fake.current_token()));
+    }
+
+    #[tokio::test]
+    async fn deltas_become_created_updated_moved_and_deleted_events() {
+        // GIVEN a synced band folder
+        let f = Fixture::new().await;
+        let chart = f.fake.create_file(&f.folder, "chart.pdf", PDF, b"chart");
+        let take = f
+            .fake
+            .create_file(&f.folder, "take.mp3", "audio/mpeg", b"t");
+        let leaving = f.fake.create_file(&f.folder, "leaving.pdf", PDF, b"l");
+        let trashed = f.fake.create_file(&f.folder, "old.pdf", PDF, b"o");
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+
+        // WHEN a file is created, one edited, one renamed, one moved out of the tree and
+        // one trashed, and a file outside the tree changes
+        let new = f.fake.create_file(&f.folder, "new.pdf", PDF, b"n");
+        f.fake.update_content(&chart, b"chart v2");
+        f.fake.rename(&take, "take-2.mp3");
+        f.fake.move_to(&leaving, &f.fake.root_id());
+        f.fake.trash(&trashed);
+        f.fake
+            .create_file(&f.fake.root_id(), "not-ours.pdf", PDF, b"x");
+        let op = f.run("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN one event per change, the rename keeping its file id
+        assert_eq!(op.metrics.synced, 5);
+        assert_eq!(
+            f.file_events(before).await,
+            pairs(&[
+                ("file.created", "new.pdf"),
+                ("file.updated", "chart.pdf"),
+                ("file.moved", "take-2.mp3"),
+                ("file.deleted", "leaving.pdf"),
+                ("file.deleted", "old.pdf"),
+            ])
+        );
+        let log = f.log().await;
+        let moved = log.iter().find(|e| e.event == "file.moved").unwrap();
+        assert_eq!(moved.data["file_id"], take.as_str());
+        assert_eq!(moved.data["from_path"], "take.mp3");
+        // AND the catalog follows
+        assert_eq!(
+            f.catalog().await,
+            vec![
+                ("chart.pdf".into(), chart),
+                ("new.pdf".into(), new),
+                ("take-2.mp3".into(), take),
+            ]
+        );
+        assert_eq!(f.cursor().await, Some(f.fake.current_token()));
+
+        // WHEN nothing changed in the tree and a notification comes
+        f.fake
+            .create_file(&f.fake.root_id(), "other.pdf", PDF, b"o");
+        // THEN nothing is recorded, but the cursor moves on
+        assert_eq!(f.run("job-3", Trigger::Notification).await, None);
+        assert_eq!(f.log().await.len(), log.len());
+        assert_eq!(f.cursor().await, Some(f.fake.current_token()));
+    }
+
+    #[tokio::test]
+    async fn folders_moving_in_and_out_of_the_tree_move_their_files() {
+        // GIVEN a synced tree with a sub-folder, and a folder with a file outside it
+        let f = Fixture::new().await;
+        let sub = f.fake.create_folder(&f.folder, "Live");
+        f.fake.create_file(&sub, "a.pdf", PDF, b"a");
+        let outside = f.fake.create_folder(&f.fake.root_id(), "Archive");
+        f.fake.create_file(&outside, "b.pdf", PDF, b"b");
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+
+        // WHEN the sub-folder is renamed and the outside folder moved into the tree
+        f.fake.rename(&sub, "Gigs");
+        f.fake.move_to(&outside, &f.folder);
+        f.run("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN its file moved, and the other folder's file was created
+        assert_eq!(
+            f.file_events(before).await,
+            pairs(&[
+                ("file.moved", "Gigs/a.pdf"),
+                ("file.created", "Archive/b.pdf")
+            ])
+        );
+        let before = f.log().await.len();
+
+        // WHEN the renamed folder leaves the tree
+        f.fake.move_to(&sub, &f.fake.root_id());
+        f.run("job-3", Trigger::Notification).await.unwrap();
+
+        // THEN its file is deleted
+        assert_eq!(
+            f.file_events(before).await,
+            pairs(&[("file.deleted", "Gigs/a.pdf")])
+        );
+        let paths: Vec<String> = f.catalog().await.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["Archive/b.pdf"]);
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_pages_resumes_from_the_stored_page_without_duplicates() {
+        // GIVEN a synced folder, then four new files, listed two changes a page
+        let f = Fixture::new().await;
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        let start = f.cursor().await.unwrap();
+        f.fake.set_page_size(2);
+        for name in ["a.pdf", "b.pdf", "c.pdf", "d.pdf"] {
+            f.fake.create_file(&f.folder, name, PDF, name.as_bytes());
+        }
+        let before = f.log().await.len();
+
+        // WHEN the job dies on the second page (a fault that is not retried)
+        f.fake.fail_next(1, Fault::Pass);
+        f.fake.fail_next(1, Fault::Status(400));
+        let job = f.job("job-2", Trigger::Notification);
+        assert!(f.worker().run(&job).await.is_err());
+
+        // THEN the first page's files are published and the cursor is the second page
+        assert_eq!(
+            f.file_events(before).await,
+            pairs(&[("file.created", "a.pdf"), ("file.created", "b.pdf")])
+        );
+        let stored = f.cursor().await.unwrap();
+        assert_ne!(stored, start);
+
+        // WHEN the job is delivered again
+        f.fake.clear_requests();
+        let op = f.worker().run(&job).await.unwrap().unwrap();
+
+        // THEN it lists from the stored page, and every event is in the log once, gapless
+        let first = f.fake.requests().into_iter().next().unwrap();
+        assert!(first.query.contains(&("pageToken".into(), stored)));
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!(op.metrics.synced, 4);
+        let log = f.log().await;
+        let names: Vec<&str> = log[before..].iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sync.started",
+                "file.created",
+                "file.created",
+                "file.created",
+                "file.created",
+                "sync.completed"
+            ]
+        );
+        let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>());
+        let mut ids: Vec<&str> = log.iter().map(|e| e.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), log.len());
+        assert_eq!(f.h.store.list_items("job-2").await.unwrap().len(), 4);
+        assert_eq!(f.catalog().await.len(), 4);
+        assert_eq!(f.cursor().await, Some(f.fake.current_token()));
+    }
+
+    #[tokio::test]
+    async fn a_gone_page_token_resyncs_in_full_without_repeating_unchanged_files() {
+        // GIVEN a synced folder of two files, then one of them edited
+        let f = Fixture::new().await;
+        let chart = f.fake.create_file(&f.folder, "chart.pdf", PDF, b"chart");
+        f.fake
+            .create_file(&f.folder, "take.mp3", "audio/mpeg", b"take");
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+        f.fake.update_content(&chart, b"chart v2");
+
+        // WHEN changes.list answers 410 Gone
+        f.fake.fail_next(1, Fault::Gone);
+        let op = f.run("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN a full listing runs: only the edited file has an event
+        assert_eq!(op.metrics.synced, 1);
+        assert_eq!(
+            f.file_events(before).await,
+            pairs(&[("file.updated", "chart.pdf")])
+        );
+        assert!(
+            f.fake
+                .requests()
+                .iter()
+                .any(|r| r.path == "/drive/v3/files")
+        );
+        assert_eq!(f.cursor().await, Some(f.fake.current_token()));
+    }
+
+    #[tokio::test]
+    async fn a_drive_source_without_a_client_fails_with_a_clear_error() {
+        // GIVEN a Drive source and a worker with no Drive client
+        let f = Fixture::new().await;
+        // WHEN it syncs
+        let op =
+            f.h.sync_worker()
+                .run(&f.job("job-1", Trigger::Manual))
+                .await
+                .unwrap()
+                .unwrap();
+        // THEN the operation failed, saying why
+        assert_eq!(op.status, OperationStatus::Failed);
+        assert!(op.error.unwrap().contains("Drive client"));
+    }
+}
