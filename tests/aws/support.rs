@@ -231,26 +231,22 @@ wait "$pid""#,
         } else {
             format!("{name}.fifo")
         };
-        let out = self
-            .sqs()
-            .create_queue()
-            .queue_name(&name)
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("CreateQueue {name}: {}", err(e)));
-        out.queue_url()
-            .expect("CreateQueue returns the URL")
-            .to_owned()
+        self.new_queue(&name, true).await
     }
 
     /// A standard queue (for SNS subscriptions). Returns its URL.
     pub async fn create_queue(&self, name: &str) -> String {
-        let out = self
-            .sqs()
-            .create_queue()
-            .queue_name(name)
+        self.new_queue(name, false).await
+    }
+
+    async fn new_queue(&self, name: &str, fifo: bool) -> String {
+        let mut request = self.sqs().create_queue().queue_name(name);
+        if fifo {
+            request = request
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(QueueAttributeName::ContentBasedDeduplication, "false");
+        }
+        let out = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("CreateQueue {name}: {}", err(e)));

@@ -337,6 +337,23 @@ impl DynamoStore {
             .map(|_| ())
     }
 
+    /// The ids a connections-table partition keeps in its sort keys after `prefix`.
+    async fn sort_key_ids<T>(
+        &self,
+        pk: String,
+        prefix: &str,
+        parse: fn(&str) -> Result<T, ParseError>,
+    ) -> PortResult<Vec<T>> {
+        self.query(&self.connections_table, pk, prefix, true, None)
+            .await?
+            .iter()
+            .map(|i| {
+                let sk = get_str(i, "sk")?;
+                Ok(parse(sk.trim_start_matches(prefix)).map_err(anyhow::Error::from)?)
+            })
+            .collect()
+    }
+
     /// Put every item, all or none.
     async fn put_together(&self, table: &str, items: Vec<Item>) -> PortResult<()> {
         let writes = items
@@ -768,7 +785,11 @@ impl DynamoStore {
         let mut fresh: HashMap<&str, u64> = HashMap::new();
         for e in events {
             if let Some(stored) = known.get(&e.id) {
-                out.push(stored.clone());
+                // The epoch lives on the head, not on each event item.
+                out.push(Event {
+                    epoch: head.epoch.clone(),
+                    ..stored.clone()
+                });
                 continue;
             }
             if let Some(&first) = fresh.get(e.id.as_str()) {
@@ -877,16 +898,6 @@ impl ChannelLog for DynamoStore {
                     .max(1);
                 tokio::time::sleep(Duration::from_millis(random % ceiling_ms)).await;
                 ceiling = (ceiling * 2).min(Duration::from_millis(500));
-            }
-        }
-        // The epoch lives on the head, not on each event item.
-        if let Some(head) = self
-            .get(&self.sync_table, chan_pk(channel), "HEAD", true)
-            .await?
-        {
-            let epoch = get_str(&head, "epoch")?.to_owned();
-            for e in &mut out {
-                e.epoch = epoch.clone();
             }
         }
         Ok(out)
@@ -1088,38 +1099,14 @@ impl ConnectionStore for DynamoStore {
 
     #[instrument(skip(self), level = "debug")]
     async fn subscribers(&self, channel: &ChannelName) -> PortResult<Vec<ConnectionId>> {
-        self.query(
-            &self.connections_table,
-            chan_pk(channel),
-            "CONN#",
-            true,
-            None,
-        )
-        .await?
-        .iter()
-        .map(|i| {
-            let sk = get_str(i, "sk")?;
-            Ok(ConnectionId::parse(sk.trim_start_matches("CONN#")).map_err(anyhow::Error::from)?)
-        })
-        .collect()
+        self.sort_key_ids(chan_pk(channel), "CONN#", ConnectionId::parse)
+            .await
     }
 
     #[instrument(skip(self), level = "debug")]
     async fn subscriptions(&self, id: &ConnectionId) -> PortResult<Vec<ChannelName>> {
-        self.query(
-            &self.connections_table,
-            format!("CONN#{id}"),
-            "SUB#",
-            true,
-            None,
-        )
-        .await?
-        .iter()
-        .map(|i| {
-            let sk = get_str(i, "sk")?;
-            Ok(ChannelName::parse(sk.trim_start_matches("SUB#")).map_err(anyhow::Error::from)?)
-        })
-        .collect()
+        self.sort_key_ids(format!("CONN#{id}"), "SUB#", ChannelName::parse)
+            .await
     }
 }
 
