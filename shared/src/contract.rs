@@ -75,15 +75,12 @@ fn sorted_by<T, K: Ord>(mut v: Vec<T>, key: impl FnMut(&T) -> K) -> Vec<T> {
 }
 
 fn source(band: &BandId, id: &SourceId) -> Source {
-    Source {
-        band: band.clone(),
-        id: id.clone(),
-        kind: SourceKind::Folder,
-        location: format!("/bands/{band}/{id}"),
-        cursor: None,
-        last_sync_at: None,
-        last_operation: None,
-    }
+    Source::new(
+        band.clone(),
+        id.clone(),
+        SourceKind::Folder,
+        format!("/bands/{band}/{id}"),
+    )
 }
 
 fn file(band: &BandId, source: &SourceId, file_id: &str, path: &str) -> FileEntry {

@@ -172,6 +172,31 @@ pub struct Source {
     pub cursor: Option<String>,
     pub last_sync_at: Option<DateTime<Utc>>,
     pub last_operation: Option<String>,
+    /// The shared drive of a Drive source whose folder is in one (None: My Drive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive_id: Option<String>,
+    /// Bumped by the sync worker as a job of this source starts, before it reads the
+    /// source. Notifications read before a bump are covered by that pass, which is how
+    /// a burst of them collapses into one queued job (see `webhook`).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl Source {
+    /// A source that has never been synced.
+    pub fn new(band: BandId, id: SourceId, kind: SourceKind, location: impl Into<String>) -> Self {
+        Self {
+            band,
+            id,
+            kind,
+            location: location.into(),
+            cursor: None,
+            last_sync_at: None,
+            last_operation: None,
+            drive_id: None,
+            generation: 0,
+        }
+    }
 }
 
 /// A push channel: Google's watch channel, or the folder watcher's equivalent.

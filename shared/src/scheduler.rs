@@ -108,15 +108,12 @@ mod tests {
         let demo = BandId::parse("demo").unwrap();
         for id in ["charts", "takes"] {
             h.store
-                .put_source(&Source {
-                    band: demo.clone(),
-                    id: SourceId::parse(id).unwrap(),
-                    kind: SourceKind::Folder,
-                    location: "/nowhere".into(),
-                    cursor: None,
-                    last_sync_at: None,
-                    last_operation: None,
-                })
+                .put_source(&Source::new(
+                    demo.clone(),
+                    SourceId::parse(id).unwrap(),
+                    SourceKind::Folder,
+                    "/nowhere",
+                ))
                 .await
                 .unwrap();
         }

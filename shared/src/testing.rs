@@ -674,15 +674,7 @@ mod harness {
 
         /// A source of a band (a folder source at `location`).
         pub async fn add_source(&self, band: &BandId, id: &str, location: &str) -> Source {
-            let s = Source {
-                band: band.clone(),
-                id: source_id(id),
-                kind: SourceKind::Folder,
-                location: location.to_owned(),
-                cursor: None,
-                last_sync_at: None,
-                last_operation: None,
-            };
+            let s = Source::new(band.clone(), source_id(id), SourceKind::Folder, location);
             self.store.put_source(&s).await.expect("put_source");
             s
         }

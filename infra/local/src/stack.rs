@@ -261,15 +261,12 @@ async fn provision(
     let location = folder.to_string_lossy().into_owned();
     let source = match store.get_source(&cfg.band, &cfg.source).await? {
         Some(s) if s.location == location => s,
-        _ => Source {
-            band: cfg.band.clone(),
-            id: cfg.source.clone(),
-            kind: SourceKind::Folder,
-            location: location.clone(),
-            cursor: None,
-            last_sync_at: None,
-            last_operation: None,
-        },
+        _ => Source::new(
+            cfg.band.clone(),
+            cfg.source.clone(),
+            SourceKind::Folder,
+            location.clone(),
+        ),
     };
     store.put_source(&source).await?;
     let previous = store.get_watch_channel(channel_id).await?;

@@ -9,26 +9,20 @@
 //!   `q='<folder>' in parents and trashed=false`, one page of a folder's children (the
 //!   full sync walks the tree with it).
 //!
-//! Every call sends `Authorization: Bearer <token>` (from [`AccessTokens`], asked again
-//! on each attempt), runs under the [`Retrier`] (429 / 5xx / rate-limit 403s retried with
-//! backoff, `Retry-After` honoured) and maps failures to [`GoogleError`]: 410 is
-//! [`GoogleError::Gone`], other error statuses [`GoogleError::Http`] with Google's reason
-//! and message, a body that is not the expected JSON [`GoogleError::Decode`]. Nothing
-//! here panics on what the server sends.
+//! Every call goes through [`ApiClient`]: a bearer token asked again on each attempt,
+//! the band's throttle, retries with backoff honouring `Retry-After`, and failures
+//! mapped to [`GoogleError`] (410 is [`GoogleError::Gone`]).
 //!
 //! The serde types follow Drive's JSON names (camelCase) and encodings: `size` and
 //! `version` are int64 and so travel as decimal strings.
 
+use super::GoogleError;
 use super::auth::AccessTokens;
-use super::retry::{self, Attempt, Retrier};
-use super::{ErrorBody, GoogleError, excerpt};
+use super::client::{ApiClient, Throttle, int64};
+use super::retry::Retrier;
 use chrono::{DateTime, Utc};
-use reqwest::Url;
-use reqwest::header::{ACCEPT, RETRY_AFTER};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Where the real Drive API lives.
 pub const DRIVE_BASE_URL: &str = "https://www.googleapis.com";
@@ -150,23 +144,10 @@ struct FileListBody {
 }
 
 /// A Drive v3 client. Cheap to clone (the HTTP client and token source are shared).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DriveClient {
-    http: reqwest::Client,
-    base_url: Url,
-    tokens: Arc<dyn AccessTokens>,
-    retrier: Retrier,
+    api: ApiClient,
     page_size: u32,
-}
-
-impl std::fmt::Debug for DriveClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DriveClient")
-            .field("base_url", &self.base_url.as_str())
-            .field("retrier", &self.retrier)
-            .field("page_size", &self.page_size)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DriveClient {
@@ -178,25 +159,25 @@ impl DriveClient {
         base_url: &str,
         tokens: Arc<dyn AccessTokens>,
     ) -> Result<Self, GoogleError> {
-        let base_url = Url::parse(base_url)
-            .map_err(|e| GoogleError::Config(format!("Drive base URL {base_url:?}: {e}")))?;
-        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
-            return Err(GoogleError::Config(format!(
-                "Drive base URL {:?} is not an http(s) URL",
-                base_url.as_str()
-            )));
-        }
         Ok(Self {
-            http,
-            base_url,
-            tokens,
-            retrier: Retrier::default(),
+            api: ApiClient::new(http, base_url, tokens, "Drive")?,
             page_size: MAX_PAGE_SIZE,
         })
     }
 
+    /// The shared plumbing (base URL, token, retrier, throttle).
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// Pass `throttle` (the band's rate limit) before every attempt.
+    pub fn with_throttle(mut self, throttle: Arc<dyn Throttle>) -> Self {
+        self.api = self.api.with_throttle(throttle);
+        self
+    }
+
     pub fn with_retrier(mut self, retrier: Retrier) -> Self {
-        self.retrier = retrier;
+        self.api = self.api.with_retrier(retrier);
         self
     }
 
@@ -218,6 +199,7 @@ impl DriveClient {
         }
         query.push(("fields", "startPageToken"));
         let body: StartPageTokenBody = self
+            .api
             .get_json(&["drive", "v3", "changes", "startPageToken"], &query)
             .await?;
         Ok(body.start_page_token)
@@ -242,7 +224,10 @@ impl DriveClient {
             query.push(("driveId", drive_id));
         }
         query.push(("fields", CHANGES_FIELDS));
-        let body: ChangeListBody = self.get_json(&["drive", "v3", "changes"], &query).await?;
+        let body: ChangeListBody = self
+            .api
+            .get_json(&["drive", "v3", "changes"], &query)
+            .await?;
         // A page with neither token would leave the caller without a cursor.
         if body.next_page_token.is_none() == body.new_start_page_token.is_none() {
             return Err(GoogleError::Decode(format!(
@@ -280,110 +265,11 @@ impl DriveClient {
         if let Some(page_token) = page_token {
             query.push(("pageToken", page_token));
         }
-        let body: FileListBody = self.get_json(&["drive", "v3", "files"], &query).await?;
+        let body: FileListBody = self.api.get_json(&["drive", "v3", "files"], &query).await?;
         Ok(FilesPage {
             files: body.files,
             next_page_token: body.next_page_token,
         })
-    }
-
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base_url.clone();
-        url.path_segments_mut()
-            .expect("checked in new(): an http(s) base URL")
-            .pop_if_empty()
-            .extend(segments);
-        url
-    }
-
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        segments: &[&str],
-        query: &[(&str, &str)],
-    ) -> Result<T, GoogleError> {
-        let url = self.url(segments);
-        let url = &url;
-        self.retrier
-            .run(|_attempt| self.attempt::<T>(url, query))
-            .await
-    }
-
-    async fn attempt<T: DeserializeOwned>(&self, url: &Url, query: &[(&str, &str)]) -> Attempt<T> {
-        let token = match self.tokens.token().await {
-            Ok(token) => token,
-            Err(e) => return Attempt::Fail(e),
-        };
-        let sent = self
-            .http
-            .get(url.clone())
-            .query(query)
-            .bearer_auth(token)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            // GETs are idempotent: a refused / reset connection or a timeout is retried.
-            Err(e) => {
-                return Attempt::Retry {
-                    error: GoogleError::Transport(error_chain(&e)),
-                    retry_after: None,
-                };
-            }
-        };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => {
-                return Attempt::Retry {
-                    error: GoogleError::Transport(format!(
-                        "reading the response body: {}",
-                        error_chain(&e)
-                    )),
-                    retry_after: None,
-                };
-            }
-        };
-        if status.is_success() {
-            return match serde_json::from_slice::<T>(&body) {
-                Ok(value) => Attempt::Done(value),
-                Err(e) => Attempt::Fail(GoogleError::Decode(format!(
-                    "{e}; body starts {:?}",
-                    excerpt(&body, 200)
-                ))),
-            };
-        }
-        let parsed = ErrorBody::parse(&body);
-        let message = parsed
-            .error
-            .message
-            .clone()
-            .unwrap_or_else(|| excerpt(&body, 200));
-        if status == reqwest::StatusCode::GONE {
-            return Attempt::Fail(GoogleError::Gone { message });
-        }
-        let reason = parsed.reason().map(str::to_owned);
-        let retryable = retry::is_retryable(status.as_u16(), reason.as_deref());
-        let error = GoogleError::Http {
-            status: status.as_u16(),
-            reason: reason.unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("unknown status")
-                    .to_owned()
-            }),
-            message,
-        };
-        if retryable {
-            Attempt::Retry { error, retry_after }
-        } else {
-            Attempt::Fail(error)
-        }
     }
 }
 
@@ -394,48 +280,6 @@ pub fn parents_query(folder_id: &str) -> String {
     format!("'{escaped}' in parents and trashed=false")
 }
 
-/// An error with its sources (reqwest's Display alone hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// int64 fields: Drive sends them as decimal strings; a plain number is accepted too.
-mod int64 {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(v) => s.serialize_str(&v.to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Number(u64),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(None),
-            Some(Raw::Number(n)) => Ok(Some(n)),
-            Some(Raw::Text(t)) => t
-                .parse()
-                .map(Some)
-                .map_err(|_| D::Error::custom(format!("int64 string expected, got {t:?}"))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,7 +287,7 @@ mod tests {
     use crate::google::fake::{FakeDrive, Fault};
     use crate::google::retry::{RecordingSleeper, RetryPolicy};
     use std::collections::HashMap;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     const TOKEN: &str = "ya29.fake-token";
 
@@ -898,12 +742,12 @@ mod tests {
         // GIVEN base URLs with and without a path THEN endpoints are appended to them
         let c = DriveClient::new(http.clone(), DRIVE_BASE_URL, tokens.clone()).unwrap();
         assert_eq!(
-            c.url(&["drive", "v3", "changes"]).as_str(),
+            c.api().url(&["drive", "v3", "changes"]).as_str(),
             "https://www.googleapis.com/drive/v3/changes"
         );
         let c = DriveClient::new(http, "http://127.0.0.1:9/google/", tokens).unwrap();
         assert_eq!(
-            c.url(&["drive", "v3", "files"]).as_str(),
+            c.api().url(&["drive", "v3", "files"]).as_str(),
             "http://127.0.0.1:9/google/drive/v3/files"
         );
     }

@@ -14,6 +14,7 @@
 //! ring and the OS root store, the same TLS stack as the AWS SDK clients.
 
 pub mod auth;
+pub mod client;
 pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;

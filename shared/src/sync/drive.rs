@@ -403,15 +403,12 @@ mod tests {
                 max_attempts: 1,
                 ..RetryPolicy::default()
             }));
-            let source = Source {
-                band: band.clone(),
-                id: source_id("drive"),
-                kind: SourceKind::Drive,
-                location: folder.clone(),
-                cursor: None,
-                last_sync_at: None,
-                last_operation: None,
-            };
+            let source = Source::new(
+                band.clone(),
+                source_id("drive"),
+                SourceKind::Drive,
+                folder.clone(),
+            );
             h.store.put_source(&source).await.unwrap();
             Self {
                 h,

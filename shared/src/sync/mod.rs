@@ -141,6 +141,14 @@ fn failure_list<'a>(failures: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<s
         .collect()
 }
 
+/// What a change is called on the channel, and what its event carries.
+pub type Describe<'a> = dyn Fn(&Change) -> (&'static str, serde_json::Value) + Send + Sync + 'a;
+
+/// A file source's event for a change: `file.*` with the file's catalog entry.
+pub fn file_event(change: &Change) -> (&'static str, serde_json::Value) {
+    (change.action().event_name(), file_event_data(change))
+}
+
 fn file_event_data(change: &Change) -> serde_json::Value {
     let e = change.entry();
     let name = e.path.rsplit('/').next().unwrap_or(&e.path);
@@ -326,7 +334,8 @@ impl SyncWorker {
         }
 
         let mut run = self.begin(job, existing).await?;
-        self.apply_changes(&mut run, &delta.changes).await?;
+        self.apply_changes(&mut run, &delta.changes, &file_event)
+            .await?;
         self.refresh(&delta.refreshed).await?;
         for (path, error) in &scan.unreadable {
             run.n += 1;
@@ -410,7 +419,7 @@ impl SyncWorker {
                 run = Some(self.begin(job, None).await?);
             }
             if let Some(run) = run.as_mut() {
-                self.apply_changes(run, &delta.changes).await?;
+                self.apply_changes(run, &delta.changes, &file_event).await?;
             }
             self.refresh(&delta.refreshed).await?;
             for e in &delta.forgotten {
@@ -469,19 +478,22 @@ impl SyncWorker {
     }
 
     /// Publish, record and apply `changes`, a chunk at a time: the routine every source
-    /// feeds its changes to.
-    async fn apply_changes(&self, run: &mut Run, changes: &[Change]) -> Result<(), SyncError> {
+    /// feeds its changes to. `describe` gives each change's event name and data
+    /// ([`file_event`] for file sources).
+    async fn apply_changes(
+        &self,
+        run: &mut Run,
+        changes: &[Change],
+        describe: &Describe<'_>,
+    ) -> Result<(), SyncError> {
         let offset = run.done;
         let total = changes.len();
         for (i, chunk) in changes.chunks(CHUNK).enumerate() {
             let events: Vec<NewEvent> = chunk
                 .iter()
                 .map(|c| {
-                    self.event(
-                        change_event_id(&run.op.id, c),
-                        c.action().event_name(),
-                        file_event_data(c),
-                    )
+                    let (name, data) = describe(c);
+                    self.event(change_event_id(&run.op.id, c), name, data)
                 })
                 .collect();
             // Events first, then the catalog: if we die between, the redelivered job sees
