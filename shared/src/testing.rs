@@ -780,7 +780,6 @@ mod harness {
         pub fn webhook(&self) -> WebhookIntake {
             WebhookIntake::new(
                 self.store.clone(),
-                self.store.clone(),
                 self.sync_queue.clone(),
                 self.clock.clone(),
             )

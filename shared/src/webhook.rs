@@ -5,11 +5,18 @@
 //! matches. The `sync` handshake is acknowledged and starts nothing; unknown states are
 //! ignored; a repeated message number is deduplicated. We answer 2xx as soon as the job
 //! is queued, and 5xx only when queueing failed, so that Google retries.
+//!
+//! Bursts collapse: the job's queue dedup id is `<band>/<source>:g<generation>`, where
+//! the generation is the source's count of sync passes started. Every notification read
+//! before the next pass starts gets the same id, and the FIFO queue drops the repeats;
+//! the pass covers them all because the worker bumps the generation *before* it reads
+//! the source, so a change notified before the bump happened before the read. A
+//! notification read after the bump gets a new id and a new pass.
 //! The folder watcher of the local stack sends the same headers through the same path.
 
 use crate::http::{ApiError, header, json_v2};
 use crate::model::{SyncJob, Trigger};
-use crate::ports::{Clock, DedupeStore, Queue, WatchChannelStore};
+use crate::ports::{Clock, Queue, Store};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -38,14 +45,20 @@ const CHANGE_STATES: &[&str] = &[
     "not_exists",
 ];
 
+/// The queue dedup id of a notification's job: one per source and generation, so that
+/// the notifications of one burst queue one job (see the module doc).
+pub fn pending_dedup_id(source: &crate::model::Source) -> String {
+    format!("{}/{}:g{}", source.band, source.id, source.generation)
+}
+
 /// What is stored instead of a channel token.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 pub struct WebhookIntake {
-    channels: Arc<dyn WatchChannelStore>,
-    dedupe: Arc<dyn DedupeStore>,
+    /// Watch channels, sources (their generation) and the message-number dedupe.
+    store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
 }
@@ -60,15 +73,9 @@ pub enum Intake {
 }
 
 impl WebhookIntake {
-    pub fn new(
-        channels: Arc<dyn WatchChannelStore>,
-        dedupe: Arc<dyn DedupeStore>,
-        queue: Arc<dyn Queue>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            channels,
-            dedupe,
+            store,
             queue,
             clock,
         }
@@ -110,7 +117,7 @@ impl WebhookIntake {
         })?;
 
         let channel = self
-            .channels
+            .store
             .get_watch_channel(channel_id)
             .await?
             .ok_or_else(|| ApiError::not_found("unknown channel"))?;
@@ -144,6 +151,16 @@ impl WebhookIntake {
         // the job again (the queue's dedup id drops the repeat), never lose it. Remembering
         // first would turn that retry into a "duplicate" and the change would wait for the
         // next reconcile.
+        let Some(source) = self
+            .store
+            .get_source(&channel.band, &channel.source)
+            .await?
+        else {
+            return Ok(Intake::Ignored(format!(
+                "{state} on a channel whose source {} is gone",
+                channel.source
+            )));
+        };
         let job = SyncJob::new(
             channel.band.clone(),
             channel.source.clone(),
@@ -152,12 +169,12 @@ impl WebhookIntake {
             None,
             now,
         );
-        crate::sync::enqueue(self.queue.as_ref(), &job, format!("{channel_id}:{number}")).await?;
+        crate::sync::enqueue(self.queue.as_ref(), &job, pending_dedup_id(&source)).await?;
         let key = format!("WEBHOOK#{channel_id}#{number}");
-        if !self.dedupe.first_seen(&key, now, DEDUPE_TTL).await? {
+        if !self.store.first_seen(&key, now, DEDUPE_TTL).await? {
             return Ok(Intake::Duplicate);
         }
-        if let Err(e) = self.channels.record_message(channel_id, number, now).await {
+        if let Err(e) = self.store.record_message(channel_id, number, now).await {
             // Operator information only; the job is queued.
             tracing::warn!(error = ?e, "could not record the channel's last message");
         }
@@ -169,6 +186,7 @@ impl WebhookIntake {
 mod tests {
     use super::*;
     use crate::model::{ChannelName, WatchChannel};
+    use crate::ports::{SourceStore, WatchChannelStore};
     use crate::testing::*;
 
     const CHANNEL: &str = "01234567-89ab-cdef-0123-456789abcdef";
@@ -177,6 +195,10 @@ mod tests {
     /// resource `res-42`), as the watcher or Google's watch call registered it.
     async fn watched() -> Harness {
         let h = Harness::new();
+        let demo = h.add_band("demo").await;
+        let dir = std::env::temp_dir().join("bandsync-webhook-test-source");
+        std::fs::create_dir_all(&dir).unwrap();
+        h.add_source(&demo, "charts", dir.to_str().unwrap()).await;
         h.store
             .put_watch_channel(&WatchChannel {
                 id: CHANNEL.into(),
@@ -250,7 +272,7 @@ mod tests {
         assert!(!job.full);
         let queued = h.sync_queue.messages();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].dedup_id, format!("{CHANNEL}:7"));
+        assert_eq!(queued[0].dedup_id, "demo/charts:g0");
         assert_eq!(queued[0].group, "demo/charts");
         assert_eq!(h.sync_queue.bodies::<SyncJob>(), [job]);
         // AND the channel remembers its newest message
@@ -280,6 +302,50 @@ mod tests {
         // AND message 8 is new
         let eight = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some("8"))])).await;
         assert!(matches!(eight, Ok(Intake::Queued(_))));
+    }
+
+    #[tokio::test]
+    async fn a_burst_queues_one_job_until_the_worker_starts_a_pass() {
+        // GIVEN a registered channel
+        let h = watched().await;
+
+        // WHEN a burst of 5 notifications arrives before the worker runs
+        let mut jobs = Vec::new();
+        for n in 7..12 {
+            let number = n.to_string();
+            let result = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some(&number))])).await;
+            let Ok(Intake::Queued(job)) = result else {
+                panic!("expected Queued, got {result:?}")
+            };
+            jobs.push(job);
+        }
+
+        // THEN each was accepted, but the FIFO queue passes on one job only
+        assert_eq!(h.sync_queue.messages().len(), 5);
+        let passed = h.sync_queue.deduplicated();
+        assert_eq!(passed.len(), 1, "{passed:?}");
+
+        // WHEN the worker starts that job's pass (it bumps the source's generation
+        // before reading the folder), and another notification arrives
+        h.sync_worker().run(&jobs[0]).await.unwrap();
+        let source = h
+            .store
+            .get_source(&band("demo"), &source_id("charts"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(source.generation, 1);
+        let late = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some("12"))])).await;
+
+        // THEN that one is queued as a new job: the running pass may have read too early
+        assert!(matches!(late, Ok(Intake::Queued(_))), "{late:?}");
+        let passed: Vec<String> = h
+            .sync_queue
+            .deduplicated()
+            .into_iter()
+            .map(|m| m.dedup_id)
+            .collect();
+        assert_eq!(passed, ["demo/charts:g0", "demo/charts:g1"]);
     }
 
     #[tokio::test]
@@ -362,6 +428,6 @@ mod tests {
         assert_eq!(retry.body_json()["status"], "queued");
         let queued = h.sync_queue.messages();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].dedup_id, format!("{CHANNEL}:7"));
+        assert_eq!(queued[0].dedup_id, "demo/charts:g0");
     }
 }

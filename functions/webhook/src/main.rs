@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     bandsync::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
-    let intake = &WebhookIntake::new(store.clone(), store, ctx.sync_queue()?, ctx.clock);
+    let intake = &WebhookIntake::new(store, ctx.sync_queue()?, ctx.clock);
     lambda_runtime::run(service_fn(move |event| {
         bandsync::lambda::webhook(intake, event)
     }))

@@ -342,8 +342,7 @@ impl LocalStack {
             clock.clone(),
         ));
         let intake = Arc::new(WebhookIntake::new(
-            store.clone(),
-            store.clone(),
+            dyn_store.clone(),
             sync_queue.clone(),
             clock.clone(),
         ));
