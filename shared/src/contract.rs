@@ -132,6 +132,8 @@ fn watch_channel(band: &BandId) -> WatchChannel {
         expires_at: Some(Utc::now() + TimeDelta::days(7)),
         last_message: None,
         last_message_at: None,
+        kind: Some(SourceKind::Drive),
+        created_at: Some(Utc::now()),
     }
 }
 
@@ -381,9 +383,23 @@ pub async fn watch_channel_contract<S: WatchChannelStore + ?Sized>(store: &S) {
     store.put_watch_channel(&renewed).await.unwrap();
     assert_eq!(
         store.get_watch_channel(&w2.id).await.unwrap(),
-        Some(renewed),
+        Some(renewed.clone()),
         "re-put replaces"
     );
+
+    store.delete_watch_channel(&renewed).await.unwrap();
+    assert_eq!(
+        store.get_watch_channel(&w2.id).await.unwrap(),
+        None,
+        "deleted"
+    );
+    let listed = store.list_watch_channels(&a).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|w| &w.id).collect::<Vec<_>>(),
+        [&w1.id],
+        "a deleted channel is not listed"
+    );
+    store.delete_watch_channel(&renewed).await.unwrap();
 }
 
 /// Webhook dedupe: first time true, repeats within the ttl false, after it true again.

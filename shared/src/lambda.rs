@@ -87,9 +87,13 @@ pub async fn scheduler(
     _e: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
     let report = h.tick(bands).await?;
-    Ok(
-        json!({"reconciles_queued": report.reconciles_queued, "events_pruned": report.events_pruned}),
-    )
+    let c = &report.channels;
+    Ok(json!({
+        "reconciles_queued": report.reconciles_queued,
+        "events_pruned": report.events_pruned,
+        "channels": {"created": c.created, "renewed": c.renewed, "stopped": c.stopped,
+                     "forgotten": c.forgotten, "failed": c.failed},
+    }))
 }
 
 /// The scheduler's bands, from `BANDS` (comma-separated ids) until a band registry exists.

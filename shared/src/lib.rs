@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod api;
 pub mod auth;
 pub mod broadcast;
+pub mod channels;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod google;

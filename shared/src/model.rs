@@ -211,6 +211,12 @@ pub struct WatchChannel {
     pub expires_at: Option<DateTime<Utc>>,
     pub last_message: Option<u64>,
     pub last_message_at: Option<DateTime<Utc>>,
+    /// The kind of source it was opened for: which API's `channels.stop` ends it, even
+    /// after the source is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SourceKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

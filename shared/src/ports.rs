@@ -62,6 +62,8 @@ pub trait WatchChannelStore: Send + Sync {
     async fn put_watch_channel(&self, channel: &WatchChannel) -> PortResult<()>;
     async fn get_watch_channel(&self, id: &str) -> PortResult<Option<WatchChannel>>;
     async fn list_watch_channels(&self, band: &BandId) -> PortResult<Vec<WatchChannel>>;
+    /// Forget a channel (stopped, or expired); a missing one is not an error.
+    async fn delete_watch_channel(&self, channel: &WatchChannel) -> PortResult<()>;
     /// Note the newest message number seen on a channel (for operators).
     async fn record_message(&self, id: &str, number: u64, at: DateTime<Utc>) -> PortResult<()>;
 }

@@ -1,8 +1,10 @@
 //! The scheduler job: what runs on a timer rather than on an event. Push notifications
 //! can be dropped (Google says so; a folder watcher can overflow), so every source is
-//! reconciled periodically; and channel logs keep events only for the retention window.
-//! Watch-channel renewal joins this job with the Google sources.
+//! reconciled periodically; channel logs keep events only for the retention window; and,
+//! with a [`ChannelKeeper`], every Google source keeps a live watch channel (opened,
+//! renewed with overlap, stopped when its source goes).
 
+use crate::channels::{ChannelKeeper, ChannelReport};
 use crate::model::{BandId, ChannelName, SyncJob, Trigger};
 use crate::ports::{ChannelLog, Clock, PortError, Queue, SourceStore};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     /// How long the channel log keeps events for `resume`.
     pub retention: Duration,
+    channels: Option<ChannelKeeper>,
 }
 
 /// What one tick did.
@@ -22,6 +25,7 @@ pub struct Scheduler {
 pub struct TickReport {
     pub reconciles_queued: usize,
     pub events_pruned: u64,
+    pub channels: ChannelReport,
 }
 
 impl Scheduler {
@@ -37,7 +41,14 @@ impl Scheduler {
             queue,
             clock,
             retention: Duration::from_secs(24 * 3600),
+            channels: None,
         }
+    }
+
+    /// Keep the watch channels of Google sources on every tick.
+    pub fn with_channels(mut self, keeper: ChannelKeeper) -> Self {
+        self.channels = Some(keeper);
+        self
     }
 
     async fn tick_band(
@@ -45,7 +56,13 @@ impl Scheduler {
         band: &BandId,
         now: chrono::DateTime<chrono::Utc>,
         cutoff: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(usize, u64), PortError> {
+    ) -> Result<(usize, u64, ChannelReport), PortError> {
+        // Channels first: a reconcile queued below then covers what a gap between an
+        // expired channel and its replacement missed.
+        let channels = match &self.channels {
+            Some(keeper) => keeper.tick_band(band).await?,
+            None => ChannelReport::default(),
+        };
         let mut queued = 0;
         for source in self.sources.list_sources(band).await? {
             let job = SyncJob::new(
@@ -63,7 +80,7 @@ impl Scheduler {
             .log
             .prune(&ChannelName::Band(band.clone()), cutoff)
             .await?;
-        Ok((queued, pruned))
+        Ok((queued, pruned, channels))
     }
 
     /// Queue a reconcile of every source of `bands` and prune their channel logs.
@@ -77,9 +94,15 @@ impl Scheduler {
         let mut failed = None;
         for band in bands {
             match self.tick_band(band, now, cutoff).await {
-                Ok((queued, pruned)) => {
+                Ok((queued, pruned, channels)) => {
                     report.reconciles_queued += queued;
                     report.events_pruned += pruned;
+                    let c = &mut report.channels;
+                    c.created += channels.created;
+                    c.renewed += channels.renewed;
+                    c.stopped += channels.stopped;
+                    c.forgotten += channels.forgotten;
+                    c.failed += channels.failed;
                 }
                 Err(e) => {
                     tracing::error!(%band, error = %e, "scheduler tick of a band failed");
@@ -145,7 +168,8 @@ mod tests {
             report,
             TickReport {
                 reconciles_queued: 2,
-                events_pruned: 1
+                events_pruned: 1,
+                channels: ChannelReport::default(),
             }
         );
         let groups: Vec<String> = h

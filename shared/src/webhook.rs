@@ -209,6 +209,8 @@ mod tests {
                 expires_at: None,
                 last_message: None,
                 last_message_at: None,
+                kind: Some(crate::model::SourceKind::Folder),
+                created_at: None,
             })
             .await
             .unwrap();

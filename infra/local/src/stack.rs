@@ -280,6 +280,8 @@ async fn provision(
             expires_at: None,
             last_message: previous.as_ref().and_then(|c| c.last_message),
             last_message_at: previous.and_then(|c| c.last_message_at),
+            kind: Some(SourceKind::Folder),
+            created_at: None,
         })
         .await?;
     Ok(())

@@ -40,16 +40,18 @@
 //! The mutating methods panic on an id the fake does not have: that is a bug in the
 //! test using it, not a condition to handle.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::fake_push::PushHub;
 
 /// The folder MIME type, and the prefix of Google-native types (no binary content, so
 /// no `md5Checksum` or `size`).
@@ -179,10 +181,12 @@ struct DriveState {
     clock: DateTime<Utc>,
     faults: VecDeque<Fault>,
     requests: Vec<RecordedRequest>,
+    /// Watch channels (`changes.watch`, `files.watch`) and their notifications.
+    hub: PushHub,
 }
 
 impl DriveState {
-    fn new(token: &str) -> Self {
+    fn new(token: &str, hub: PushHub) -> Self {
         let clock = DateTime::from_timestamp(1_772_366_400, 0).expect("a valid timestamp");
         let root = "0AFakeMyDriveRoot".to_owned();
         let mut state = Self {
@@ -197,6 +201,7 @@ impl DriveState {
             clock,
             faults: VecDeque::new(),
             requests: Vec::new(),
+            hub,
         };
         state.insert_root(root, "My Drive", None);
         state
@@ -269,6 +274,14 @@ impl DriveState {
                 drive_id,
             },
         );
+        self.hub.notify("changes", "change", None);
+        let state = if self.files.contains_key(id) {
+            "update"
+        } else {
+            "remove"
+        };
+        self.hub
+            .notify(&format!("file:{id}"), state, Some("content,properties"));
     }
 
     fn create(&mut self, parent: &str, name: &str, mime_type: &str, content: &[u8]) -> String {
@@ -346,6 +359,7 @@ pub struct FakeDrive {
     state: Shared,
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    hub: PushHub,
 }
 
 impl Drop for FakeDrive {
@@ -372,11 +386,15 @@ impl FakeDrive {
     pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state: Shared = Arc::new(Mutex::new(DriveState::new(token)));
+        let hub = PushHub::new();
+        let state: Shared = Arc::new(Mutex::new(DriveState::new(token, hub.clone())));
         let app = Router::new()
             .route("/drive/v3/changes/startPageToken", get(start_page_token))
             .route("/drive/v3/changes", get(changes_list))
+            .route("/drive/v3/changes/watch", post(changes_watch))
             .route("/drive/v3/files", get(files_list))
+            .route("/drive/v3/files/{file_id}/watch", post(files_watch))
+            .route("/drive/v3/channels/stop", post(channels_stop))
             .fallback(not_found)
             .with_state(state.clone());
         let server = tokio::spawn(async move {
@@ -388,7 +406,25 @@ impl FakeDrive {
             state,
             addr,
             server,
+            hub,
         })
+    }
+
+    /// Per-band clients pointed at this fake, with its token for every band.
+    pub fn apis(&self) -> super::apis::GoogleApis {
+        let token = lock(&self.state).token.clone();
+        super::apis::GoogleApis::new(
+            super::https_client().expect("the HTTPS client builds"),
+            super::apis::GoogleUrls::all_at(&self.base_url()),
+            Arc::new(super::apis::SharedTokens(Arc::new(
+                super::auth::StaticToken::new(token),
+            ))),
+        )
+    }
+
+    /// The watch channels opened on this fake and the notifications sent.
+    pub fn push(&self) -> &PushHub {
+        &self.hub
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -561,7 +597,7 @@ fn flag(params: &Params, name: &str, default: bool) -> bool {
 }
 
 /// Google's error body: `{"error":{"code","message","errors":[{…}],"status"}}`.
-fn google_error(
+pub(crate) fn google_error(
     code: u16,
     domain: &str,
     reason: &str,
@@ -660,7 +696,7 @@ fn fault_response(fault: Fault) -> Response {
     }
 }
 
-fn status_error(code: u16) -> Response {
+pub(crate) fn status_error(code: u16) -> Response {
     let (domain, reason, message, status) = match code {
         400 => ("global", "badRequest", "Bad Request", "INVALID_ARGUMENT"),
         403 => ("global", "forbidden", "Forbidden", "PERMISSION_DENIED"),
@@ -688,6 +724,7 @@ fn status_error(code: u16) -> Response {
 /// token is wrong.
 fn gate(
     state: &mut DriveState,
+    method: &str,
     path: &str,
     params: &Params,
     headers: &HeaderMap,
@@ -698,7 +735,7 @@ fn gate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == expected);
     state.requests.push(RecordedRequest {
-        method: "GET".into(),
+        method: method.to_owned(),
         path: path.to_owned(),
         query: params.clone(),
         authorized,
@@ -748,6 +785,7 @@ async fn start_page_token(
     let mut state = lock(&shared);
     if let Some(response) = gate(
         &mut state,
+        "GET",
         "/drive/v3/changes/startPageToken",
         &params,
         &headers,
@@ -768,7 +806,7 @@ async fn changes_list(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(&mut state, "/drive/v3/changes", &params, &headers) {
+    if let Some(response) = gate(&mut state, "GET", "/drive/v3/changes", &params, &headers) {
         return response;
     }
     let Some(token) = param(&params, "pageToken") else {
@@ -886,7 +924,7 @@ async fn files_list(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(&mut state, "/drive/v3/files", &params, &headers) {
+    if let Some(response) = gate(&mut state, "GET", "/drive/v3/files", &params, &headers) {
         return response;
     }
     let query = match param(&params, "q") {
@@ -932,6 +970,74 @@ async fn files_list(
     }
     drop(state);
     answer(&params, body)
+}
+
+/// Record a POST to `path` and pass the gate: the state to work on, or the answer.
+#[allow(clippy::result_large_err)] // a test fake: the answer is returned at once
+fn post_gate<'a>(
+    shared: &'a Shared,
+    path: &str,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<MutexGuard<'a, DriveState>, Response> {
+    let mut state = lock(shared);
+    match gate(&mut state, "POST", path, params, headers) {
+        Some(response) => Err(response),
+        None => Ok(state),
+    }
+}
+
+/// `changes.watch`: a channel on the change log (a valid `pageToken` is required).
+async fn changes_watch(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let state = match post_gate(&shared, "/drive/v3/changes/watch", &params, &headers) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
+    match param(&params, "pageToken").map(str::parse::<u64>) {
+        Some(Ok(n)) if n >= 1 && n <= state.next_change => {}
+        _ => return invalid_parameter("pageToken"),
+    }
+    let uri = "https://www.googleapis.com/drive/v3/changes?alt=json";
+    state.hub.watch("changes", uri, &body.unwrap_or_default().0)
+}
+
+/// `files.watch`: a channel on one file.
+async fn files_watch(
+    State(shared): State<Shared>,
+    Path(file_id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let path = format!("/drive/v3/files/{file_id}/watch");
+    let state = match post_gate(&shared, &path, &params, &headers) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
+    if !state.files.contains_key(&file_id) {
+        return status_error(404);
+    }
+    let uri = format!("https://www.googleapis.com/drive/v3/files/{file_id}?alt=json");
+    let topic = format!("file:{file_id}");
+    state.hub.watch(&topic, &uri, &body.unwrap_or_default().0)
+}
+
+/// `channels.stop`: 204, or 404 for a channel (and resource id) the fake does not have.
+async fn channels_stop(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Option<Json<Value>>,
+) -> Response {
+    match post_gate(&shared, "/drive/v3/channels/stop", &params, &headers) {
+        Ok(state) => state.hub.stop(&body.unwrap_or_default().0),
+        Err(response) => response,
+    }
 }
 
 async fn not_found() -> Response {

@@ -13,12 +13,16 @@
 //! fake. Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
 //! ring and the OS root store, the same TLS stack as the AWS SDK clients.
 
+pub mod apis;
 pub mod auth;
 pub mod client;
 pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake_push;
 pub mod retry;
+pub mod watch;
 
 use std::time::Duration;
 

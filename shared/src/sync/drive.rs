@@ -354,8 +354,7 @@ pub async fn list_tree(
 
 #[cfg(test)]
 mod tests {
-    use crate::google::auth::StaticToken;
-    use crate::google::drive::DriveClient;
+    use crate::google::apis::GoogleApis;
     use crate::google::fake::{FakeDrive, Fault};
     use crate::google::retry::{Retrier, RetryPolicy};
     use crate::model::*;
@@ -372,7 +371,7 @@ mod tests {
     struct Fixture {
         h: Harness,
         fake: FakeDrive,
-        client: Arc<DriveClient>,
+        client: Arc<GoogleApis>,
         band: BandId,
         source: SourceId,
         folder: String,
@@ -393,13 +392,7 @@ mod tests {
             let fake = FakeDrive::start(TOKEN).await.unwrap();
             let folder = fake.create_folder(&fake.root_id(), "Band");
             fake.create_file(&fake.root_id(), "outside.pdf", PDF, b"elsewhere");
-            let client = DriveClient::new(
-                crate::google::https_client().unwrap(),
-                &fake.base_url(),
-                Arc::new(StaticToken::new(TOKEN)),
-            )
-            .unwrap()
-            .with_retrier(Retrier::new(RetryPolicy {
+            let client = fake.apis().with_retrier(Retrier::new(RetryPolicy {
                 max_attempts: 1,
                 ..RetryPolicy::default()
             }));
@@ -421,7 +414,7 @@ mod tests {
         }
 
         fn worker(&self) -> SyncWorker {
-            self.h.sync_worker().with_drive(self.client.clone())
+            self.h.sync_worker().with_google(self.client.clone())
         }
 
         fn job(&self, id: &str, trigger: Trigger) -> SyncJob {

@@ -11,6 +11,7 @@ pub mod drive;
 pub mod folder;
 
 use crate::google::GoogleError;
+use crate::google::apis::GoogleApis;
 use crate::google::drive::DriveClient;
 use crate::http::ApiError;
 use crate::metrics::{self, Unit};
@@ -173,8 +174,8 @@ pub struct SyncWorker {
     clock: Arc<dyn Clock>,
     /// Told when a source cannot be synced at all (operators act on those).
     notifier: Option<Arc<dyn Notifier>>,
-    /// The Drive client of Drive sources (none: their jobs fail).
-    drive: Option<Arc<DriveClient>>,
+    /// The Google API clients of Google sources (none: their jobs fail).
+    google: Option<Arc<GoogleApis>>,
 }
 
 /// An operation under way: what this delivery and earlier ones recorded.
@@ -197,13 +198,13 @@ impl SyncWorker {
             publisher,
             clock,
             notifier: None,
-            drive: None,
+            google: None,
         }
     }
 
-    /// Sync Drive sources with this client.
-    pub fn with_drive(mut self, client: Arc<DriveClient>) -> Self {
-        self.drive = Some(client);
+    /// Sync Google sources through these clients.
+    pub fn with_google(mut self, apis: Arc<GoogleApis>) -> Self {
+        self.google = Some(apis);
         self
     }
 
@@ -271,8 +272,9 @@ impl SyncWorker {
                 self.run_folder(job, source, existing, config, catalog)
                     .await
             }
-            SourceKind::Drive => match self.drive.clone() {
-                Some(client) => {
+            SourceKind::Drive => match self.google.clone() {
+                Some(google) => {
+                    let client = google.drive(&job.band).await?;
                     self.run_drive(job, source, existing, &config, &catalog, &client)
                         .await
                 }
@@ -388,6 +390,8 @@ impl SyncWorker {
             source.cursor = None;
         }
         let mut tree = drive::Tree::new(&job.band, &job.source, &source.location, config, catalog);
+        let drive_id = source.drive_id.clone();
+        let drive_id = drive_id.as_deref();
         let mut run = match existing {
             Some(op) => Some(self.begin(job, Some(op)).await?),
             None => None,
@@ -397,10 +401,10 @@ impl SyncWorker {
             let (delta, next, last) = match source.cursor.clone() {
                 None => {
                     // The token first: what changes during the listing comes as changes.
-                    let token = client.get_start_page_token(None).await?;
+                    let token = client.get_start_page_token(drive_id).await?;
                     (tree.apply_listing(client).await?, token, true)
                 }
-                Some(cursor) => match client.list_changes(&cursor, None).await {
+                Some(cursor) => match client.list_changes(&cursor, drive_id).await {
                     Ok(page) => {
                         let delta = tree.apply_page(client, &page.changes).await?;
                         match (page.next_page_token, page.new_start_page_token) {

@@ -365,6 +365,18 @@ impl DynamoStore {
             .map_err(backend("TransactWriteItems"))
     }
 
+    /// Delete every key, all or none (a missing item is not an error).
+    async fn delete_together(&self, table: &str, keys: Vec<Item>) -> PortResult<()> {
+        let mut deletes = Vec::new();
+        for k in keys {
+            let delete = build(Delete::builder().table_name(table).set_key(Some(k)).build())?;
+            deletes.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        self.transact(deletes)
+            .await
+            .map_err(backend("TransactWriteItems"))
+    }
+
     fn put_item(
         &self,
         table: &str,
@@ -581,6 +593,18 @@ impl WatchChannelStore for DynamoStore {
         .iter()
         .map(watch_channel_from)
         .collect()
+    }
+
+    #[instrument(skip_all, fields(id = %channel.id), level = "debug")]
+    async fn delete_watch_channel(&self, channel: &WatchChannel) -> PortResult<()> {
+        let keys = vec![
+            key(format!("CHANNEL#{}", channel.id), "CHANNEL"),
+            key(
+                format!("BAND#{}", channel.band),
+                format!("WATCH#{}", channel.id),
+            ),
+        ];
+        self.delete_together(&self.sync_table, keys).await
     }
 
     /// Moves forward only; an unknown channel or an older number is a no-op.
@@ -1079,22 +1103,11 @@ impl ConnectionStore for DynamoStore {
 
     #[instrument(skip(self), level = "debug")]
     async fn unsubscribe(&self, id: &ConnectionId, channel: &ChannelName) -> PortResult<()> {
-        let mut deletes = Vec::new();
-        for k in [
+        let keys = vec![
             key(chan_pk(channel), format!("CONN#{id}")),
             key(format!("CONN#{id}"), format!("SUB#{channel}")),
-        ] {
-            let delete = build(
-                Delete::builder()
-                    .table_name(&self.connections_table)
-                    .set_key(Some(k))
-                    .build(),
-            )?;
-            deletes.push(TransactWriteItem::builder().delete(delete).build());
-        }
-        self.transact(deletes)
-            .await
-            .map_err(backend("TransactWriteItems"))
+        ];
+        self.delete_together(&self.connections_table, keys).await
     }
 
     #[instrument(skip(self), level = "debug")]

@@ -264,6 +264,14 @@ impl WatchChannelStore for EmbeddedStore {
         })
     }
 
+    #[instrument(skip_all, fields(id = %channel.id), level = "debug")]
+    async fn delete_watch_channel(&self, channel: &WatchChannel) -> PortResult<()> {
+        self.db.write("delete_watch_channel", |tx| {
+            tx.execute("DELETE FROM watch_channels WHERE id = ?1", [&channel.id])?;
+            Ok(())
+        })
+    }
+
     /// Only ever moves forward: notifications can arrive out of order, and an older
     /// number must not hide a newer one. An unknown channel is left alone (it was
     /// replaced or stopped while the message was in flight).
