@@ -185,8 +185,10 @@ impl Api {
             .iter()
             .map(|c| {
                 json!({
-                    "id": c.id, "source": c.source, "resource_id": c.resource_id,
-                    "expires_at": c.expires_at, "last_message": c.last_message, "last_message_at": c.last_message_at,
+                    "id": c.id, "source": c.source, "kind": c.kind, "resource_id": c.resource_id,
+                    "created_at": c.created_at, "expires_at": c.expires_at,
+                    "expired": c.expires_at.is_some_and(|at| at <= self.clock.now()),
+                    "last_message": c.last_message, "last_message_at": c.last_message_at,
                 })
             })
             .collect();

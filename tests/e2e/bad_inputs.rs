@@ -317,6 +317,8 @@ async fn webhooks_are_verified_and_deduplicated() {
             expires_at: None,
             last_message: None,
             last_message_at: None,
+            kind: None,
+            created_at: None,
         })
         .await
         .unwrap();

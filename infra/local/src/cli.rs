@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Allow binding to non-loopback addresses (the @connections endpoint has no auth).
     #[arg(long, env = "BANDSYNC_ALLOW_NON_LOOPBACK")]
     pub allow_non_loopback: bool,
+    /// Also run a fake of the Google APIs on this loopback address and sync a Drive
+    /// folder from it (no Google account needed); `--google-fake` alone: 127.0.0.1:8789.
+    #[arg(long, env = "BANDSYNC_GOOGLE_FAKE", num_args = 0..=1, default_missing_value = "127.0.0.1:8789")]
+    pub google_fake: Option<SocketAddr>,
     /// Write CloudWatch EMF metric lines to stdout (off locally by default).
     #[arg(long, env = "BANDSYNC_EMF")]
     pub emf: bool,
@@ -179,6 +183,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.allow_non_loopback = args.allow_non_loopback;
     cfg.limits.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     cfg.limits.max_duration = Duration::from_secs(args.max_connection_secs);
+    cfg.google_fake = args.google_fake;
     let stack = LocalStack::start(cfg)
         .await
         .context("starting the local stack")?;
@@ -202,6 +207,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         folder.display(),
         stack.config.band
     );
+    if let Some(fake) = &stack.google {
+        println!(
+            "  fake Google     {}  (band folder {}, source drive)",
+            fake.base_url(),
+            fake.band_folder
+        );
+        println!(
+            "  change Drive:   curl -X POST {}/fake/drive/files -d '{{\"name\":\"Autumn Leaves.pdf\",\"content\":\"chart\"}}' -H 'content-type: application/json'",
+            stack.http_url
+        );
+    }
     println!("  data            {}", stack.config.data_dir.display());
     println!(
         "  a token:        {}",

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod gateway;
+pub mod google;
 pub mod http_api;
 pub mod listen;
 pub mod pollers;

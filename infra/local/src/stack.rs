@@ -12,6 +12,7 @@ use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use bandsync::api::Api;
 use bandsync::auth::TokenKey;
 use bandsync::broadcast::Broadcaster;
+use bandsync::channels::ChannelKeeper;
 use bandsync::model::*;
 use bandsync::ports::*;
 use bandsync::publish::Publisher;
@@ -57,6 +58,12 @@ pub struct StackConfig {
     pub pollers_per_queue: usize,
     /// Bind to addresses other than loopback (the @connections endpoint has no auth).
     pub allow_non_loopback: bool,
+    /// Run a fake of the Google APIs on this address (port 0: any) and give the band a
+    /// Drive source on it; None: no Google sources.
+    pub google_fake: Option<SocketAddr>,
+    /// How often the scheduler keeps the watch channels (and reconciles); the first
+    /// tick runs at start.
+    pub channels_every: Duration,
 }
 
 impl StackConfig {
@@ -81,6 +88,8 @@ impl StackConfig {
             workers: true,
             pollers_per_queue: 2,
             allow_non_loopback: false,
+            google_fake: None,
+            channels_every: Duration::from_secs(60),
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct RunningStack {
     pub broadcast_dlq: Arc<EmbeddedQueue>,
     pub registry: Registry,
     pub config: StackConfig,
+    /// The fake Google APIs, when `google_fake` is set.
+    pub google: Option<crate::google::FakeGoogle>,
     servers: Vec<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     _watch: Option<FolderWatch>,
@@ -287,6 +298,27 @@ async fn provision(
     Ok(())
 }
 
+/// The band's Drive source on the fake, keeping what an earlier run's source of that id
+/// had of its generation (queue dedup ids build on it); the channels of an earlier run's
+/// fake are forgotten (the new fake does not have them).
+async fn provision_google(
+    store: &EmbeddedStore,
+    band: &BandId,
+    fake: &crate::google::FakeGoogle,
+) -> anyhow::Result<()> {
+    let mut source = fake.drive_source(band);
+    if let Some(old) = store.get_source(band, &source.id).await? {
+        source.generation = old.generation;
+    }
+    store.put_source(&source).await?;
+    for channel in store.list_watch_channels(band).await? {
+        if channel.kind.is_some_and(|k| k != SourceKind::Folder) {
+            store.delete_watch_channel(&channel).await?;
+        }
+    }
+    Ok(())
+}
+
 pub struct LocalStack;
 
 impl LocalStack {
@@ -336,7 +368,21 @@ impl LocalStack {
         // The functions, wired exactly as their Lambda mains wire them.
         let dyn_store: Arc<dyn Store> = store.clone();
         let publisher = Publisher::new(store.clone(), broadcast_queue.clone());
-        let worker = Arc::new(SyncWorker::new(dyn_store.clone(), publisher, clock.clone()));
+        let google = match cfg.google_fake {
+            Some(addr) => {
+                let fake = crate::google::FakeGoogle::start(addr)
+                    .await
+                    .with_context(|| format!("starting the fake Google APIs on {addr}"))?;
+                provision_google(&store, &cfg.band, &fake).await?;
+                Some((fake.clone(), Arc::new(fake.apis())))
+            }
+            None => None,
+        };
+        let mut worker = SyncWorker::new(dyn_store.clone(), publisher, clock.clone());
+        if let Some((_, apis)) = &google {
+            worker = worker.with_google(apis.clone());
+        }
+        let worker = Arc::new(worker);
         let broadcaster = Arc::new(Broadcaster::new(
             store.clone(),
             store.clone(),
@@ -409,15 +455,17 @@ impl LocalStack {
             let h = api.clone();
             async move { h.handle(r).await }.boxed()
         });
-        let (http_addr, http_server) = serve(
-            HttpApi {
-                webhook: webhook_handler,
-                api: api_handler,
-            }
-            .router(),
-            cfg.http_addr,
-        )
-        .await?;
+        let mut http_router = HttpApi {
+            webhook: webhook_handler,
+            api: api_handler,
+        }
+        .router();
+        if let Some((fake, _)) = &google {
+            http_router = axum::Router::new()
+                .nest("/fake", fake.control())
+                .merge(http_router);
+        }
+        let (http_addr, http_server) = serve(http_router, cfg.http_addr).await?;
         let (ws_addr, ws_server) = serve(gateway.router(), cfg.ws_addr).await?;
 
         let mut tasks = Vec::new();
@@ -501,7 +549,15 @@ impl LocalStack {
                 clock.clone(),
             );
             scheduler.retention = cfg.retention;
-            let (bands, every) = (vec![cfg.band.clone()], cfg.reconcile_every);
+            let mut every = cfg.reconcile_every;
+            if let Some((_, apis)) = &google {
+                let address = format!("http://{http_addr}/webhooks/google");
+                let keeper =
+                    ChannelKeeper::new(dyn_store.clone(), apis.clone(), clock.clone(), address);
+                scheduler = scheduler.with_channels(keeper);
+                every = Some(every.map_or(cfg.channels_every, |e| e.min(cfg.channels_every)));
+            }
+            let bands = vec![cfg.band.clone()];
             async move {
                 loop {
                     match scheduler.tick(&bands).await {
@@ -527,6 +583,7 @@ impl LocalStack {
             broadcast_dlq,
             registry,
             config: cfg,
+            google: google.map(|(fake, _)| fake),
             servers: vec![http_server, ws_server],
             tasks,
             _watch: Some(watch),

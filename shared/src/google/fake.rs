@@ -461,6 +461,14 @@ impl FakeDrive {
         lock(&self.state).next_change.to_string()
     }
 
+    /// The ids of every file and folder (roots included), in creation order.
+    pub fn file_ids(&self) -> Vec<String> {
+        let state = lock(&self.state);
+        let mut files: Vec<&FakeFile> = state.files.values().collect();
+        files.sort_by_key(|f| f.seq);
+        files.into_iter().map(|f| f.id.clone()).collect()
+    }
+
     /// The id of My Drive's root folder (`root` is accepted as an alias).
     pub fn root_id(&self) -> String {
         lock(&self.state).root.clone()
