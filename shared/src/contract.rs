@@ -260,6 +260,19 @@ pub async fn catalog_contract<S: CatalogStore + ?Sized>(store: &S) {
         1,
         "sources are separate"
     );
+
+    // Many at once (more than one DynamoDB batch), replacing what is there.
+    let s3 = source_id();
+    let many: Vec<FileEntry> = (0..60)
+        .map(|i| file(&a, &s3, &format!("m{i:02}"), &format!("bulk/{i:02}.pdf")))
+        .collect();
+    store.put_files(&many).await.unwrap();
+    store.put_files(&many[..5]).await.unwrap();
+    store.put_files(&[]).await.unwrap();
+    let listed = sorted_by(store.list_files(&a, &s3).await.unwrap(), |f| {
+        f.file_id.clone()
+    });
+    assert_eq!(listed, many, "put_files");
 }
 
 /// Operations: newest first with a limit, per band; re-put replaces; items by (op, n).
@@ -325,6 +338,14 @@ pub async fn operation_contract<S: OperationStore + ?Sized>(store: &S) {
         vec![item(op, 1), failed, item(op, 10)],
         "by n, numerically; re-put replaces"
     );
+
+    // Many at once (more than one DynamoDB batch), replacing what is there.
+    let op = &ops[0].id;
+    let many: Vec<SyncItem> = (1..=60).map(|n| item(op, n)).collect();
+    store.put_items(&many).await.unwrap();
+    store.put_items(&many[..5]).await.unwrap();
+    store.put_items(&[]).await.unwrap();
+    assert_eq!(store.list_items(op).await.unwrap(), many, "put_items");
 }
 
 /// Watch channels: by id, per band, and the message number only moves forward.

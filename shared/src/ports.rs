@@ -40,6 +40,14 @@ pub trait CatalogStore: Send + Sync {
     async fn list_files(&self, band: &BandId, source: &SourceId) -> PortResult<Vec<FileEntry>>;
     /// Insert or replace by (band, source, file_id).
     async fn put_file(&self, file: &FileEntry) -> PortResult<()>;
+    /// Put many (a sync's chunk): adapters write them in as few requests as they can.
+    /// Not atomic: a failure part-way leaves some written, which a retry puts again.
+    async fn put_files(&self, files: &[FileEntry]) -> PortResult<()> {
+        for f in files {
+            self.put_file(f).await?;
+        }
+        Ok(())
+    }
     /// Deleting a file that is not there is not an error.
     async fn delete_file(&self, band: &BandId, source: &SourceId, file_id: &str) -> PortResult<()>;
 }
@@ -53,6 +61,13 @@ pub trait OperationStore: Send + Sync {
     async fn list_operations(&self, band: &BandId, limit: usize) -> PortResult<Vec<SyncOperation>>;
     /// Insert or replace by (operation, n): a redelivered job may record the same item again.
     async fn put_item(&self, item: &SyncItem) -> PortResult<()>;
+    /// Put many, as [`CatalogStore::put_files`] does.
+    async fn put_items(&self, items: &[SyncItem]) -> PortResult<()> {
+        for i in items {
+            self.put_item(i).await?;
+        }
+        Ok(())
+    }
     /// An operation's items in n order.
     async fn list_items(&self, operation: &str) -> PortResult<Vec<SyncItem>>;
 }

@@ -306,6 +306,10 @@ async fn the_scheduled_event_ticks_the_scheduler() {
     let report = lambda::scheduler(&scheduler, &[band], event("eventbridge-schedule.json", &[]))
         .await
         .unwrap();
-    assert_eq!(report, json!({"reconciles_queued": 1, "events_pruned": 0}));
+    assert_eq!(
+        report,
+        json!({"reconciles_queued": 1, "events_pruned": 0, "channels": {
+            "created": 0, "renewed": 0, "stopped": 0, "forgotten": 0, "failed": 0}})
+    );
     assert_eq!(h.sync_queue.messages()[0].group, "demo/charts");
 }

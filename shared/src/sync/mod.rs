@@ -142,6 +142,20 @@ fn failure_list<'a>(failures: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<s
         .collect()
 }
 
+/// The item recording a synced change.
+fn synced_item(op: &str, n: u32, change: &Change) -> SyncItem {
+    let e = change.entry();
+    SyncItem {
+        operation: op.to_owned(),
+        n,
+        file_id: e.file_id.clone(),
+        path: e.path.clone(),
+        action: change.action(),
+        status: ItemStatus::Synced,
+        error: None,
+    }
+}
+
 /// What a change is called on the channel, and what its event carries.
 pub type Describe<'a> = dyn Fn(&Change) -> (&'static str, serde_json::Value) + Send + Sync + 'a;
 
@@ -507,6 +521,8 @@ impl SyncWorker {
             // Events first, then the catalog: if we die between, the redelivered job sees
             // the same changes again and the log recognises their ids.
             self.publisher.publish(&run.channel, &events).await?;
+            let mut items = Vec::with_capacity(chunk.len());
+            let mut puts = Vec::with_capacity(chunk.len());
             for change in chunk {
                 let e = change.entry();
                 if !run
@@ -515,10 +531,20 @@ impl SyncWorker {
                 {
                     run.n += 1;
                     run.synced_now += 1;
-                    self.record_item(&run.op.id, run.n, change).await?;
+                    items.push(synced_item(&run.op.id, run.n, change));
                 }
-                self.apply(change).await?;
+                match change {
+                    Change::Deleted(e) => {
+                        self.store
+                            .delete_file(&e.band, &e.source, &e.file_id)
+                            .await?
+                    }
+                    other => puts.push(other.entry().clone()),
+                }
             }
+            // Items first: the catalog moving on is what marks the chunk applied.
+            self.store.put_items(&items).await?;
+            self.store.put_files(&puts).await?;
             let done = (i * CHUNK + chunk.len()).min(total);
             run.done = offset + done;
             if done < total {
@@ -678,37 +704,8 @@ impl SyncWorker {
         Ok(op)
     }
 
-    async fn record_item(&self, op: &str, n: u32, change: &Change) -> Result<(), SyncError> {
-        let e = change.entry();
-        let item = SyncItem {
-            operation: op.to_owned(),
-            n,
-            file_id: e.file_id.clone(),
-            path: e.path.clone(),
-            action: change.action(),
-            status: ItemStatus::Synced,
-            error: None,
-        };
-        Ok(self.store.put_item(&item).await?)
-    }
-
-    async fn apply(&self, change: &Change) -> Result<(), SyncError> {
-        match change {
-            Change::Deleted(e) => {
-                self.store
-                    .delete_file(&e.band, &e.source, &e.file_id)
-                    .await?
-            }
-            other => self.store.put_file(other.entry()).await?,
-        }
-        Ok(())
-    }
-
     async fn refresh(&self, refreshed: &[FileEntry]) -> Result<(), SyncError> {
-        for e in refreshed {
-            self.store.put_file(e).await?;
-        }
-        Ok(())
+        Ok(self.store.put_files(refreshed).await?)
     }
 
     async fn touch_source(&self, mut source: Source, op: &SyncOperation) -> Result<(), SyncError> {

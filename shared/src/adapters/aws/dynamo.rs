@@ -23,8 +23,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, Update,
-    WriteRequest,
+    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, PutRequest, TransactWriteItem,
+    Update, WriteRequest,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -286,18 +286,36 @@ impl DynamoStore {
             .collect()
     }
 
-    /// Delete keys in batches of 25, retrying what DynamoDB leaves unprocessed.
+    /// Delete keys in batches, retrying what DynamoDB leaves unprocessed.
     async fn delete_all(&self, table: &str, keys: Vec<Item>) -> PortResult<()> {
+        let requests = keys
+            .into_iter()
+            .map(|k| {
+                build(DeleteRequest::builder().set_key(Some(k)).build())
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        self.write_all(table, requests).await
+    }
+
+    /// Put items in batches (not conditional, not atomic as a whole).
+    async fn put_all(&self, table: &str, items: Vec<Item>) -> PortResult<()> {
+        let requests = items
+            .into_iter()
+            .map(|i| {
+                build(PutRequest::builder().set_item(Some(i)).build())
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        self.write_all(table, requests).await
+    }
+
+    /// BatchWriteItem in chunks, retrying what DynamoDB leaves unprocessed.
+    async fn write_all(&self, table: &str, requests: Vec<WriteRequest>) -> PortResult<()> {
         // 24, not DynamoDB's 25: callers that pass keys in pairs (an event and its id
-        // entry) get each pair deleted in the same request.
-        for chunk in keys.chunks(24) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    build(DeleteRequest::builder().set_key(Some(k.clone())).build())
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                })
-                .collect::<PortResult<_>>()?;
+        // entry) get each pair written in the same request.
+        for chunk in requests.chunks(24) {
+            let mut requests = chunk.to_vec();
             let mut backoff = Duration::from_millis(20);
             while !requests.is_empty() {
                 let out = self
@@ -444,6 +462,19 @@ fn files_pk(band: &BandId, source: &SourceId) -> String {
     format!("FILES#{band}#{source}")
 }
 
+fn file_item(file: &FileEntry) -> PortResult<Item> {
+    let k = key(
+        files_pk(&file.band, &file.source),
+        format!("FILE#{}", file.file_id),
+    );
+    Ok(with_body(k, file)?)
+}
+
+fn item_record(item: &SyncItem) -> PortResult<Item> {
+    let k = key(format!("OP#{}", item.operation), item_key(item.n));
+    Ok(with_body(k, item)?)
+}
+
 #[async_trait]
 impl CatalogStore for DynamoStore {
     #[instrument(skip(self), level = "debug")]
@@ -454,14 +485,13 @@ impl CatalogStore for DynamoStore {
 
     #[instrument(skip_all, fields(file = %file.file_id), level = "debug")]
     async fn put_file(&self, file: &FileEntry) -> PortResult<()> {
-        let item = with_body(
-            key(
-                files_pk(&file.band, &file.source),
-                format!("FILE#{}", file.file_id),
-            ),
-            file,
-        )?;
-        self.put(&self.sync_table, item).await
+        self.put(&self.sync_table, file_item(file)?).await
+    }
+
+    #[instrument(skip_all, fields(n = files.len()), level = "debug")]
+    async fn put_files(&self, files: &[FileEntry]) -> PortResult<()> {
+        let items = files.iter().map(file_item).collect::<PortResult<_>>()?;
+        self.put_all(&self.sync_table, items).await
     }
 
     #[instrument(skip(self), level = "debug")]
@@ -517,11 +547,13 @@ impl OperationStore for DynamoStore {
 
     #[instrument(skip_all, fields(op = %item.operation, n = item.n), level = "debug")]
     async fn put_item(&self, item: &SyncItem) -> PortResult<()> {
-        let record = with_body(
-            key(format!("OP#{}", item.operation), item_key(item.n)),
-            item,
-        )?;
-        self.put(&self.sync_table, record).await
+        self.put(&self.sync_table, item_record(item)?).await
+    }
+
+    #[instrument(skip_all, fields(n = items.len()), level = "debug")]
+    async fn put_items(&self, items: &[SyncItem]) -> PortResult<()> {
+        let records = items.iter().map(item_record).collect::<PortResult<_>>()?;
+        self.put_all(&self.sync_table, records).await
     }
 
     #[instrument(skip(self), level = "debug")]

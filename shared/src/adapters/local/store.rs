@@ -167,11 +167,19 @@ impl CatalogStore for EmbeddedStore {
 
     #[instrument(skip_all, fields(band = %file.band, source = %file.source, file = %file.file_id), level = "debug")]
     async fn put_file(&self, file: &FileEntry) -> PortResult<()> {
-        self.db.write("put_file", |tx| {
+        self.put_files(std::slice::from_ref(file)).await
+    }
+
+    /// One transaction for them all.
+    #[instrument(skip_all, fields(n = files.len()), level = "debug")]
+    async fn put_files(&self, files: &[FileEntry]) -> PortResult<()> {
+        self.db.write("put_files", |tx| {
             let sql =
                 "INSERT OR REPLACE INTO files (band, source, file_id, body) VALUES (?1, ?2, ?3, ?4)";
-            let body = to_json(file)?;
-            exec(tx, sql, params![file.band.as_str(), file.source.as_str(), file.file_id, body])?;
+            for file in files {
+                let body = to_json(file)?;
+                exec(tx, sql, params![file.band.as_str(), file.source.as_str(), file.file_id, body])?;
+            }
             Ok(())
         })
     }
@@ -223,9 +231,17 @@ impl OperationStore for EmbeddedStore {
 
     #[instrument(skip_all, fields(operation = %item.operation, n = item.n), level = "debug")]
     async fn put_item(&self, item: &SyncItem) -> PortResult<()> {
-        self.db.write("put_item", |tx| {
+        self.put_items(std::slice::from_ref(item)).await
+    }
+
+    /// One transaction for them all.
+    #[instrument(skip_all, fields(n = items.len()), level = "debug")]
+    async fn put_items(&self, items: &[SyncItem]) -> PortResult<()> {
+        self.db.write("put_items", |tx| {
             let sql = "INSERT OR REPLACE INTO items (operation, n, body) VALUES (?1, ?2, ?3)";
-            exec(tx, sql, params![item.operation, item.n, to_json(item)?])?;
+            for item in items {
+                exec(tx, sql, params![item.operation, item.n, to_json(item)?])?;
+            }
             Ok(())
         })
     }
