@@ -13,22 +13,15 @@
 //! `--changes N`, default 10000; `--runs N`, default 3). Figures: RESULTS.md beside this
 //! file.
 
+mod common;
 use bandsync_local::{LocalStack, StackConfig};
+use common::arg;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// What one run saw.
 struct Run {
