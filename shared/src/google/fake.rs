@@ -166,7 +166,7 @@ struct LogEntry {
 }
 
 struct DriveState {
-    token: String,
+    gate: Gate,
     page_size: usize,
     /// The number the next change gets; `startPageToken` answers it.
     next_change: u64,
@@ -177,8 +177,6 @@ struct DriveState {
     root: String,
     next_id: u64,
     clock: DateTime<Utc>,
-    faults: VecDeque<Fault>,
-    requests: Vec<RecordedRequest>,
 }
 
 impl DriveState {
@@ -186,7 +184,7 @@ impl DriveState {
         let clock = DateTime::from_timestamp(1_772_366_400, 0).expect("a valid timestamp");
         let root = "0AFakeMyDriveRoot".to_owned();
         let mut state = Self {
-            token: token.to_owned(),
+            gate: Gate::new(token),
             page_size: MAX_PAGE_SIZE,
             next_change: 1,
             log: BTreeMap::new(),
@@ -195,8 +193,6 @@ impl DriveState {
             root: root.clone(),
             next_id: 1,
             clock,
-            faults: VecDeque::new(),
-            requests: Vec::new(),
         };
         state.insert_root(root, "My Drive", None);
         state
@@ -341,23 +337,56 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A fake's HTTP server, running on its own task until dropped. Shared by the fakes.
+#[derive(Debug)]
+pub(crate) struct Served {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Served {
+    /// Serve `app` on `addr` (port 0: a free one); `what` names it in the log.
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        app: Router,
+        what: &'static str,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "fake {what} server stopped");
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 /// A running fake Drive API. Stops serving when dropped.
 pub struct FakeDrive {
     state: Shared,
-    addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeDrive {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    server: Served,
 }
 
 impl std::fmt::Debug for FakeDrive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeDrive")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -370,8 +399,6 @@ impl FakeDrive {
 
     /// Serve on `addr` (the local stack picks a fixed port).
     pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let state: Shared = Arc::new(Mutex::new(DriveState::new(token)));
         let app = Router::new()
             .route("/drive/v3/changes/startPageToken", get(start_page_token))
@@ -379,25 +406,17 @@ impl FakeDrive {
             .route("/drive/v3/files", get(files_list))
             .fallback(not_found)
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "fake Drive server stopped");
-            }
-        });
-        Ok(Self {
-            state,
-            addr,
-            server,
-        })
+        let server = Served::bind(addr, app, "Drive").await?;
+        Ok(Self { state, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:<port>`: the base URL for [`super::drive::DriveClient::new`].
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// The most entries a list page holds, whatever `pageSize` asks (default 1000).
@@ -407,17 +426,16 @@ impl FakeDrive {
 
     /// The next `n` requests answer `fault` (after any already queued).
     pub fn fail_next(&self, n: usize, fault: Fault) {
-        let mut state = lock(&self.state);
-        state.faults.extend(std::iter::repeat_n(fault, n));
+        lock(&self.state).gate.fail_next(n, fault);
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state).requests.clone()
+        lock(&self.state).gate.requests()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.state).requests.clear();
+        lock(&self.state).gate.clear_requests();
     }
 
     /// What `changes.getStartPageToken` answers now.
@@ -544,9 +562,9 @@ impl FakeDrive {
 // HTTP side
 // ---------------------------------------------------------------------------------------
 
-type Params = Vec<(String, String)>;
+pub(crate) type Params = Vec<(String, String)>;
 
-fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -561,7 +579,7 @@ fn flag(params: &Params, name: &str, default: bool) -> bool {
 }
 
 /// Google's error body: `{"error":{"code","message","errors":[{…}],"status"}}`.
-fn google_error(
+pub(crate) fn google_error(
     code: u16,
     domain: &str,
     reason: &str,
@@ -684,29 +702,61 @@ fn status_error(code: u16) -> Response {
     google_error(code, domain, reason, message, Some(status), None)
 }
 
-/// Record the request; the answer instead of the work if a fault is queued or the
-/// token is wrong.
-fn gate(
-    state: &mut DriveState,
-    path: &str,
-    params: &Params,
-    headers: &HeaderMap,
-) -> Option<Response> {
-    let expected = format!("Bearer {}", state.token);
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
-    state.requests.push(RecordedRequest {
-        method: "GET".into(),
-        path: path.to_owned(),
-        query: params.clone(),
-        authorized,
-    });
-    if let Some(fault) = state.faults.pop_front().filter(|f| *f != Fault::Pass) {
-        return Some(fault_response(fault));
+/// What every fake Google API does first with a request: accept one bearer token, answer
+/// the queued faults, and record the request. Shared by the Drive and Sheets fakes.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    token: String,
+    faults: VecDeque<Fault>,
+    requests: Vec<RecordedRequest>,
+}
+
+impl Gate {
+    pub(crate) fn new(token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            faults: VecDeque::new(),
+            requests: Vec::new(),
+        }
     }
-    (!authorized).then(unauthorized)
+
+    /// The next `n` requests answer `fault` (after any already queued).
+    pub(crate) fn fail_next(&mut self, n: usize, fault: Fault) {
+        self.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.clone()
+    }
+
+    pub(crate) fn clear_requests(&mut self) {
+        self.requests.clear();
+    }
+
+    /// Record the request; the answer instead of the work if a fault is queued or the
+    /// token is wrong.
+    pub(crate) fn check(
+        &mut self,
+        path: &str,
+        params: &Params,
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        let expected = format!("Bearer {}", self.token);
+        let authorized = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == expected);
+        self.requests.push(RecordedRequest {
+            method: "GET".into(),
+            path: path.to_owned(),
+            query: params.clone(),
+            authorized,
+        });
+        if let Some(fault) = self.faults.pop_front().filter(|f| *f != Fault::Pass) {
+            return Some(fault_response(fault));
+        }
+        (!authorized).then(unauthorized)
+    }
 }
 
 /// `pageSize`: 1..=1000 (default 100), then capped by the fake's own page size.
@@ -746,12 +796,10 @@ async fn start_page_token(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(
-        &mut state,
-        "/drive/v3/changes/startPageToken",
-        &params,
-        &headers,
-    ) {
+    if let Some(response) = state
+        .gate
+        .check("/drive/v3/changes/startPageToken", &params, &headers)
+    {
         return response;
     }
     let body = json!({
@@ -768,7 +816,7 @@ async fn changes_list(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(&mut state, "/drive/v3/changes", &params, &headers) {
+    if let Some(response) = state.gate.check("/drive/v3/changes", &params, &headers) {
         return response;
     }
     let Some(token) = param(&params, "pageToken") else {
@@ -886,7 +934,7 @@ async fn files_list(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(&mut state, "/drive/v3/files", &params, &headers) {
+    if let Some(response) = state.gate.check("/drive/v3/files", &params, &headers) {
         return response;
     }
     let query = match param(&params, "q") {
