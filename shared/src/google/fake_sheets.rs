@@ -39,6 +39,7 @@
 //! sheet the fake does not have: that is a bug in the test using it.
 
 use super::fake::{Fault, Gate, Params, RecordedRequest, Served};
+use super::sheets::column_letters;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -324,20 +325,6 @@ fn column_index(letters: &str) -> Option<usize> {
             acc.checked_mul(26)?.checked_add(digit)
         })?
         .checked_sub(1)
-}
-
-/// 0-based column → `A`..`Z`, `AA`..
-fn column_letters(mut index: usize) -> String {
-    let mut out = Vec::new();
-    loop {
-        out.push(b'A' + (index % 26) as u8);
-        if index < 26 {
-            break;
-        }
-        index = index / 26 - 1;
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
 }
 
 fn parse_corner(text: &str) -> Option<Corner> {

@@ -64,6 +64,20 @@ pub fn cell_text(cell: Value) -> String {
     }
 }
 
+/// 0-based column → `A`..`Z`, `AA`..
+pub fn column_letters(mut index: usize) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(b'A' + (index % 26) as u8);
+        if index < 26 {
+            break;
+        }
+        index = index / 26 - 1;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// A Sheets v4 client. Cheap to clone (the HTTP client and token source are shared).
 #[derive(Clone, Debug)]
 pub struct SheetsClient {

@@ -9,9 +9,11 @@
 pub mod delta;
 pub mod drive;
 pub mod folder;
+pub mod setlist;
 
 use crate::google::GoogleError;
 use crate::google::drive::DriveClient;
+use crate::google::sheets::SheetsClient;
 use crate::http::ApiError;
 use crate::metrics::{self, Unit};
 use crate::model::*;
@@ -175,6 +177,8 @@ pub struct SyncWorker {
     notifier: Option<Arc<dyn Notifier>>,
     /// The Drive client of Drive sources (none: their jobs fail).
     drive: Option<Arc<DriveClient>>,
+    /// The Sheets client of sheet (setlist) sources (none: their jobs fail).
+    sheets: Option<Arc<SheetsClient>>,
 }
 
 /// An operation under way: what this delivery and earlier ones recorded.
@@ -198,12 +202,19 @@ impl SyncWorker {
             clock,
             notifier: None,
             drive: None,
+            sheets: None,
         }
     }
 
     /// Sync Drive sources with this client.
     pub fn with_drive(mut self, client: Arc<DriveClient>) -> Self {
         self.drive = Some(client);
+        self
+    }
+
+    /// Sync sheet (setlist) sources with this client.
+    pub fn with_sheets(mut self, client: Arc<SheetsClient>) -> Self {
+        self.sheets = Some(client);
         self
     }
 
@@ -277,6 +288,18 @@ impl SyncWorker {
                         job,
                         existing,
                         "sources of kind Drive need a Drive client, and this worker has none"
+                            .into(),
+                    )
+                    .await
+                    .map(Some),
+            },
+            SourceKind::Sheet => match self.sheets.clone() {
+                Some(client) => self.run_sheet(job, source, existing, &client).await,
+                None => self
+                    .fail(
+                        job,
+                        existing,
+                        "sources of kind Sheet need a Sheets client, and this worker has none"
                             .into(),
                     )
                     .await
