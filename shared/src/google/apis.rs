@@ -7,6 +7,7 @@ use super::auth::AccessTokens;
 use super::client::Throttle;
 use super::drive::{DRIVE_BASE_URL, DriveClient};
 use super::retry::Retrier;
+use super::sheets::{SHEETS_BASE_URL, SheetsClient};
 use super::watch::{Channel, WatchRequest};
 use crate::model::{BandId, Source, SourceKind};
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ impl Default for GoogleUrls {
         Self {
             drive: DRIVE_BASE_URL.into(),
             calendar: DRIVE_BASE_URL.into(),
-            sheets: "https://sheets.googleapis.com".into(),
+            sheets: SHEETS_BASE_URL.into(),
         }
     }
 }
@@ -108,6 +109,19 @@ impl GoogleApis {
     pub async fn drive(&self, band: &BandId) -> Result<DriveClient, GoogleError> {
         let tokens = self.tokens.for_band(band).await?;
         let mut client = DriveClient::new(self.http.clone(), &self.urls.drive, tokens)?
+            .with_retrier(self.retrier.clone());
+        if let Some(t) = &self.throttles {
+            client = client.with_throttle(t.for_band(band));
+        }
+        Ok(client)
+    }
+}
+
+impl GoogleApis {
+    /// The band's Sheets client.
+    pub async fn sheets(&self, band: &BandId) -> Result<SheetsClient, GoogleError> {
+        let tokens = self.tokens.for_band(band).await?;
+        let mut client = SheetsClient::new(self.http.clone(), &self.urls.sheets, tokens)?
             .with_retrier(self.retrier.clone());
         if let Some(t) = &self.throttles {
             client = client.with_throttle(t.for_band(band));

@@ -168,7 +168,7 @@ struct LogEntry {
 }
 
 struct DriveState {
-    token: String,
+    gate: Gate,
     page_size: usize,
     /// The number the next change gets; `startPageToken` answers it.
     next_change: u64,
@@ -179,8 +179,6 @@ struct DriveState {
     root: String,
     next_id: u64,
     clock: DateTime<Utc>,
-    faults: VecDeque<Fault>,
-    requests: Vec<RecordedRequest>,
     /// Watch channels (`changes.watch`, `files.watch`) and their notifications.
     hub: PushHub,
 }
@@ -190,7 +188,7 @@ impl DriveState {
         let clock = DateTime::from_timestamp(1_772_366_400, 0).expect("a valid timestamp");
         let root = "0AFakeMyDriveRoot".to_owned();
         let mut state = Self {
-            token: token.to_owned(),
+            gate: Gate::new(token),
             page_size: MAX_PAGE_SIZE,
             next_change: 1,
             log: BTreeMap::new(),
@@ -199,8 +197,6 @@ impl DriveState {
             root: root.clone(),
             next_id: 1,
             clock,
-            faults: VecDeque::new(),
-            requests: Vec::new(),
             hub,
         };
         state.insert_root(root, "My Drive", None);
@@ -354,24 +350,57 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A fake's HTTP server, running on its own task until dropped. Shared by the fakes.
+#[derive(Debug)]
+pub(crate) struct Served {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Served {
+    /// Serve `app` on `addr` (port 0: a free one); `what` names it in the log.
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        app: Router,
+        what: &'static str,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "fake {what} server stopped");
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 /// A running fake Drive API. Stops serving when dropped.
 pub struct FakeDrive {
     state: Shared,
-    addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
+    server: Served,
     hub: PushHub,
-}
-
-impl Drop for FakeDrive {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 impl std::fmt::Debug for FakeDrive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeDrive")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -384,8 +413,6 @@ impl FakeDrive {
 
     /// Serve on `addr` (the local stack picks a fixed port).
     pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let hub = PushHub::new();
         let state: Shared = Arc::new(Mutex::new(DriveState::new(token, hub.clone())));
         let app = Router::new()
@@ -397,22 +424,13 @@ impl FakeDrive {
             .route("/drive/v3/channels/stop", post(channels_stop))
             .fallback(not_found)
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "fake Drive server stopped");
-            }
-        });
-        Ok(Self {
-            state,
-            addr,
-            server,
-            hub,
-        })
+        let server = Served::bind(addr, app, "Drive").await?;
+        Ok(Self { state, server, hub })
     }
 
     /// Per-band clients pointed at this fake, with its token for every band.
     pub fn apis(&self) -> super::apis::GoogleApis {
-        let token = lock(&self.state).token.clone();
+        let token = lock(&self.state).gate.token().to_owned();
         super::apis::GoogleApis::new(
             super::https_client().expect("the HTTPS client builds"),
             super::apis::GoogleUrls::all_at(&self.base_url()),
@@ -428,12 +446,12 @@ impl FakeDrive {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:<port>`: the base URL for [`super::drive::DriveClient::new`].
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// The most entries a list page holds, whatever `pageSize` asks (default 1000).
@@ -443,17 +461,16 @@ impl FakeDrive {
 
     /// The next `n` requests answer `fault` (after any already queued).
     pub fn fail_next(&self, n: usize, fault: Fault) {
-        let mut state = lock(&self.state);
-        state.faults.extend(std::iter::repeat_n(fault, n));
+        lock(&self.state).gate.fail_next(n, fault);
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state).requests.clone()
+        lock(&self.state).gate.requests()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.state).requests.clear();
+        lock(&self.state).gate.clear_requests();
     }
 
     /// What `changes.getStartPageToken` answers now.
@@ -588,9 +605,9 @@ impl FakeDrive {
 // HTTP side
 // ---------------------------------------------------------------------------------------
 
-type Params = Vec<(String, String)>;
+pub(crate) type Params = Vec<(String, String)>;
 
-fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -728,30 +745,66 @@ pub(crate) fn status_error(code: u16) -> Response {
     google_error(code, domain, reason, message, Some(status), None)
 }
 
-/// Record the request; the answer instead of the work if a fault is queued or the
-/// token is wrong.
-fn gate(
-    state: &mut DriveState,
-    method: &str,
-    path: &str,
-    params: &Params,
-    headers: &HeaderMap,
-) -> Option<Response> {
-    let expected = format!("Bearer {}", state.token);
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
-    state.requests.push(RecordedRequest {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: params.clone(),
-        authorized,
-    });
-    if let Some(fault) = state.faults.pop_front().filter(|f| *f != Fault::Pass) {
-        return Some(fault_response(fault));
+/// What every fake Google API does first with a request: accept one bearer token, answer
+/// the queued faults, and record the request. Shared by the Drive and Sheets fakes.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    token: String,
+    faults: VecDeque<Fault>,
+    requests: Vec<RecordedRequest>,
+}
+
+impl Gate {
+    pub(crate) fn new(token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            faults: VecDeque::new(),
+            requests: Vec::new(),
+        }
     }
-    (!authorized).then(unauthorized)
+
+    /// The next `n` requests answer `fault` (after any already queued).
+    pub(crate) fn fail_next(&mut self, n: usize, fault: Fault) {
+        self.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.clone()
+    }
+
+    pub(crate) fn clear_requests(&mut self) {
+        self.requests.clear();
+    }
+
+    /// Record the request; the answer instead of the work if a fault is queued or the
+    /// token is wrong.
+    pub(crate) fn check(
+        &mut self,
+        method: &str,
+        path: &str,
+        params: &Params,
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        let expected = format!("Bearer {}", self.token);
+        let authorized = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == expected);
+        self.requests.push(RecordedRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: params.clone(),
+            authorized,
+        });
+        if let Some(fault) = self.faults.pop_front().filter(|f| *f != Fault::Pass) {
+            return Some(fault_response(fault));
+        }
+        (!authorized).then(unauthorized)
+    }
 }
 
 /// `pageSize`: 1..=1000 (default 100), then capped by the fake's own page size.
@@ -791,13 +844,11 @@ async fn start_page_token(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(
-        &mut state,
-        "GET",
-        "/drive/v3/changes/startPageToken",
-        &params,
-        &headers,
-    ) {
+    if let Some(response) =
+        state
+            .gate
+            .check("GET", "/drive/v3/changes/startPageToken", &params, &headers)
+    {
         return response;
     }
     let body = json!({
@@ -814,7 +865,10 @@ async fn changes_list(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(&mut state, "GET", "/drive/v3/changes", &params, &headers) {
+    if let Some(response) = state
+        .gate
+        .check("GET", "/drive/v3/changes", &params, &headers)
+    {
         return response;
     }
     let Some(token) = param(&params, "pageToken") else {
@@ -932,7 +986,10 @@ async fn files_list(
     Query(params): Query<Params>,
 ) -> Response {
     let mut state = lock(&shared);
-    if let Some(response) = gate(&mut state, "GET", "/drive/v3/files", &params, &headers) {
+    if let Some(response) = state
+        .gate
+        .check("GET", "/drive/v3/files", &params, &headers)
+    {
         return response;
     }
     let query = match param(&params, "q") {
@@ -989,7 +1046,7 @@ fn post_gate<'a>(
     headers: &HeaderMap,
 ) -> Result<MutexGuard<'a, DriveState>, Response> {
     let mut state = lock(shared);
-    match gate(&mut state, "POST", path, params, headers) {
+    match state.gate.check("POST", path, params, headers) {
         Some(response) => Err(response),
         None => Ok(state),
     }

@@ -6,8 +6,11 @@
 //!   static token, real OAuth2 comes later;
 //! - [`drive`]: a Drive v3 client (`changes.getStartPageToken`, `changes.list`,
 //!   `files.list` by parent folder);
+//! - [`sheets`]: a Sheets v4 client (`spreadsheets.values.get`, formatted rows);
 //! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
-//!   endpoints, with a mutable file tree, paging and fault injection.
+//!   endpoints, with a mutable file tree, paging and fault injection;
+//! - `fake_sheets` (unit tests and the `testing` feature): a local fake of the Sheets
+//!   values endpoint, with mutable rows, A1 ranges and the same fault injection.
 //!
 //! Base URLs are configurable so tests and the local stack can point the clients at the
 //! fake. Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
@@ -21,7 +24,10 @@ pub mod drive;
 pub mod fake;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake_push;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake_sheets;
 pub mod retry;
+pub mod sheets;
 pub mod watch;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@
 pub mod delta;
 pub mod drive;
 pub mod folder;
+pub mod setlist;
 
 use crate::google::GoogleError;
 use crate::google::apis::GoogleApis;
@@ -297,6 +298,21 @@ impl SyncWorker {
                         job,
                         existing,
                         "sources of kind Drive need a Drive client, and this worker has none"
+                            .into(),
+                    )
+                    .await
+                    .map(Some),
+            },
+            SourceKind::Sheet => match self.google.clone() {
+                Some(google) => {
+                    let client = google.sheets(&job.band).await?;
+                    self.run_sheet(job, source, existing, &client).await
+                }
+                None => self
+                    .fail(
+                        job,
+                        existing,
+                        "sources of kind Sheet need a Sheets client, and this worker has none"
                             .into(),
                     )
                     .await

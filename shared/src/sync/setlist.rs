@@ -1,0 +1,1430 @@
+//! The setlist source: a range of a Google Sheet, one song a row, followed by diffing the
+//! rows against the last snapshot and publishing one `setlist.updated` event per change.
+//!
+//! # The source
+//!
+//! `location` is the spreadsheet id, optionally followed by `#` and an A1 range:
+//! `1AbC…` or `1AbC…#Setlist!A1:F`. Without a range, [`DEFAULT_RANGE`] (`A:Z`) is read:
+//! every row of columns A to Z of the first visible sheet (A1 notation without a sheet
+//! name means that sheet), so a setlist that grows past row 1000 is not cut off.
+//!
+//! # The rows
+//!
+//! The first row of the range is the header (column names); every later row with a
+//! non-blank cell is a setlist entry (blank rows are dropped, so positions count entries:
+//! 1 is the first song). Columns without a name are called by their letter in the range
+//! (`C`), a repeated name gets its occurrence (`Notes#2`). An entry's identity is its
+//! key: the value of the column named `Song` (else `Title`, case-insensitively; else the
+//! first column), trimmed, with repeats disambiguated by occurrence (`Encore`,
+//! `Encore#2`) and a blank key called `(blank)`.
+//!
+//! [`diff`] compares two snapshots: keys only in the new one are `added`, only in the
+//! old one `removed`; of the keys in both, those outside a longest common subsequence
+//! of the two orders are `moved` (so one insertion moves nothing else), and those whose
+//! cells differ, compared column by column by name, are `edited`. A header change is
+//! `columns_changed`.
+//!
+//! # Where the snapshot lives, and why
+//!
+//! In the source's `cursor`, as compact JSON ([`SheetCursor`]): the snapshot is a
+//! sheet's worth of short strings, read and written whole once per sync, and belongs to
+//! the source exactly as a Drive page token does. The catalog is made of files (size,
+//! hash, path) and would need one entry per row, written one by one with no atomic
+//! switch from the old snapshot to the new. The cursor is capped ([`MAX_CURSOR_BYTES`],
+//! well under DynamoDB's 400 KB item): a sheet over it fails the operation with a clear
+//! error instead of writing a truncated snapshot.
+//!
+//! # Exactly one event per change, across redeliveries
+//!
+//! The operation id is the job id, the event id `<operation>:setlist`. Before the event
+//! is published, the new snapshot is written to the cursor as *pending* (a write-ahead
+//! record: the committed snapshot does not move); after it is published and the items
+//! recorded, it is committed. A redelivery that finds its own pending snapshot
+//! republishes the same diff under the same id (the log keeps one copy) without reading
+//! the sheet again, so a sheet edited in between cannot change what was announced; one
+//! that finds its own committed snapshot only completes the operation. A pending
+//! snapshot of another operation (one that died for good) is published under that
+//! operation's id and committed before the new job reads the sheet.
+
+use super::{SyncError, SyncWorker};
+use crate::google::GoogleError;
+use crate::google::retry::is_retryable;
+use crate::google::sheets::{SheetsClient, column_letters};
+use crate::model::*;
+use crate::ports::PortError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+/// What a sheet source reads when its location names no range.
+pub const DEFAULT_RANGE: &str = "A:Z";
+
+/// The event a changed setlist publishes.
+pub const EVENT_NAME: &str = "setlist.updated";
+
+/// The largest cursor (committed plus pending snapshot, as JSON) written to a source.
+pub const MAX_CURSOR_BYTES: usize = 256 * 1024;
+
+/// The largest `setlist.updated` payload: a broadcast message must stay under SQS's
+/// 256 KiB with its envelope.
+pub const MAX_EVENT_BYTES: usize = 200 * 1024;
+
+/// The names a key column goes by, in order of preference (compared lowercased).
+const KEY_COLUMNS: [&str; 2] = ["song", "title"];
+
+/// A sheet source's `location`: the spreadsheet id and the range to read.
+pub fn parse_location(location: &str) -> Result<(&str, &str), String> {
+    let (id, range) = match location.split_once('#') {
+        Some((id, range)) => (id.trim(), range.trim()),
+        None => (location.trim(), DEFAULT_RANGE),
+    };
+    if id.is_empty() {
+        return Err(format!(
+            "sheet source location {location:?} has no spreadsheet id"
+        ));
+    }
+    if range.is_empty() {
+        return Err(format!(
+            "sheet source location {location:?} has an empty range after '#'"
+        ));
+    }
+    Ok((id, range))
+}
+
+/// The rows a sync saw: the header and the non-blank rows after it, each without its
+/// trailing empty cells.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// One setlist entry as [`diff`] compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    /// 1-based position among the entries.
+    pub position: usize,
+    /// Column name → value ("" for an empty cell), every column of the snapshot.
+    pub cells: BTreeMap<String, String>,
+}
+
+fn trimmed(row: &[String]) -> Vec<String> {
+    let len = row
+        .iter()
+        .rposition(|c| !c.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    row[..len].to_vec()
+}
+
+/// `name`, or `name#2`, `name#3`… for its later occurrences.
+fn with_occurrence(seen: &mut HashMap<String, usize>, name: String) -> String {
+    let n = seen.entry(name.clone()).or_insert(0);
+    *n += 1;
+    match *n {
+        1 => name,
+        n => format!("{name}#{n}"),
+    }
+}
+
+impl Snapshot {
+    /// From the values of a range, as `values.get` returns them.
+    pub fn from_values(values: &[Vec<String>]) -> Self {
+        let Some((header, rows)) = values.split_first() else {
+            return Self::default();
+        };
+        Self {
+            header: trimmed(header),
+            rows: rows
+                .iter()
+                .map(|r| trimmed(r))
+                .filter(|r| !r.is_empty())
+                .collect(),
+        }
+    }
+
+    /// The column names: the header's, trimmed; the column letter for an unnamed one;
+    /// repeats with their occurrence. As many as the widest row needs.
+    pub fn columns(&self) -> Vec<String> {
+        let width = self
+            .rows
+            .iter()
+            .map(Vec::len)
+            .chain([self.header.len()])
+            .max()
+            .unwrap_or(0);
+        let mut seen = HashMap::new();
+        (0..width)
+            .map(|i| {
+                let name = self.header.get(i).map_or("", |h| h.trim());
+                let name = if name.is_empty() {
+                    column_letters(i)
+                } else {
+                    name.to_owned()
+                };
+                with_occurrence(&mut seen, name)
+            })
+            .collect()
+    }
+
+    /// The index of the key column (see the module documentation).
+    pub fn key_column(&self) -> usize {
+        let columns = self.columns();
+        KEY_COLUMNS
+            .iter()
+            .find_map(|wanted| columns.iter().position(|c| c.to_lowercase() == *wanted))
+            .unwrap_or(0)
+    }
+
+    /// The entries, in order, with their keys.
+    pub fn entries(&self) -> Vec<Entry> {
+        let columns = self.columns();
+        let key_column = self.key_column();
+        let mut seen = HashMap::new();
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let key = row.get(key_column).map_or("", |k| k.trim());
+                let key = if key.is_empty() { "(blank)" } else { key };
+                Entry {
+                    key: with_occurrence(&mut seen, key.to_owned()),
+                    position: i + 1,
+                    cells: columns
+                        .iter()
+                        .enumerate()
+                        .map(|(c, name)| (name.clone(), row.get(c).cloned().unwrap_or_default()))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A row that appeared or went: where it is (was), its key and its cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowChange {
+    pub position: usize,
+    pub key: String,
+    pub row: BTreeMap<String, String>,
+}
+
+/// A row whose place in the order changed (positions 1-based, old and new).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowMove {
+    pub key: String,
+    pub from: usize,
+    pub to: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CellChange {
+    pub before: String,
+    pub after: String,
+}
+
+/// A row whose cells changed: the changed columns only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowEdit {
+    pub key: String,
+    /// Its new position.
+    pub position: usize,
+    pub changes: BTreeMap<String, CellChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnsChange {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+/// What changed between two snapshots. Each list is in position order (`moved` by new
+/// position).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RowDiff {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns_changed: Option<ColumnsChange>,
+    pub added: Vec<RowChange>,
+    pub removed: Vec<RowChange>,
+    pub moved: Vec<RowMove>,
+    pub edited: Vec<RowEdit>,
+}
+
+impl RowDiff {
+    pub fn is_empty(&self) -> bool {
+        self.columns_changed.is_none()
+            && self.added.is_empty()
+            && self.removed.is_empty()
+            && self.moved.is_empty()
+            && self.edited.is_empty()
+    }
+}
+
+/// The indexes (into `seq`) of one longest strictly increasing subsequence: patience
+/// sorting, O(n log n). Ties resolve the same way every time.
+fn longest_increasing(seq: &[usize]) -> HashSet<usize> {
+    // tails[k]: index into seq of the smallest tail of an increasing run of length k+1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut previous: Vec<Option<usize>> = vec![None; seq.len()];
+    for (i, &value) in seq.iter().enumerate() {
+        let k = tails.partition_point(|&t| seq[t] < value);
+        previous[i] = k.checked_sub(1).map(|p| tails[p]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut kept = HashSet::new();
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        kept.insert(i);
+        at = previous[i];
+    }
+    kept
+}
+
+/// Compare two snapshots (see the module documentation). Pure.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> RowDiff {
+    let before = old.entries();
+    let after = new.entries();
+    let old_by_key: HashMap<&str, &Entry> = before.iter().map(|e| (e.key.as_str(), e)).collect();
+    let new_keys: HashSet<&str> = after.iter().map(|e| e.key.as_str()).collect();
+    let mut out = RowDiff::default();
+    let (old_columns, new_columns) = (old.columns(), new.columns());
+    if old_columns != new_columns {
+        out.columns_changed = Some(ColumnsChange {
+            before: old_columns,
+            after: new_columns,
+        });
+    }
+    out.removed = before
+        .iter()
+        .filter(|e| !new_keys.contains(e.key.as_str()))
+        .map(|e| RowChange {
+            position: e.position,
+            key: e.key.clone(),
+            row: e.cells.clone(),
+        })
+        .collect();
+    // The entries in both, in their new order, with their old positions.
+    let mut common: Vec<(&Entry, &Entry)> = Vec::new();
+    for e in &after {
+        match old_by_key.get(e.key.as_str()) {
+            None => out.added.push(RowChange {
+                position: e.position,
+                key: e.key.clone(),
+                row: e.cells.clone(),
+            }),
+            Some(o) => common.push((o, e)),
+        }
+    }
+    // Keys are unique within a snapshot, so the common keys' old positions in new
+    // order are a permutation: its longest increasing run is a longest common
+    // subsequence of the two orders. The rest moved.
+    let old_positions: Vec<usize> = common.iter().map(|(o, _)| o.position).collect();
+    let in_order = longest_increasing(&old_positions);
+    for (i, (o, n)) in common.iter().enumerate() {
+        if !in_order.contains(&i) {
+            out.moved.push(RowMove {
+                key: n.key.clone(),
+                from: o.position,
+                to: n.position,
+            });
+        }
+        let names: std::collections::BTreeSet<&String> =
+            o.cells.keys().chain(n.cells.keys()).collect();
+        let changes: BTreeMap<String, CellChange> = names
+            .into_iter()
+            .filter_map(|name| {
+                let b = o.cells.get(name).map_or("", String::as_str);
+                let a = n.cells.get(name).map_or("", String::as_str);
+                (a != b).then(|| {
+                    (
+                        name.clone(),
+                        CellChange {
+                            before: b.to_owned(),
+                            after: a.to_owned(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        if !changes.is_empty() {
+            out.edited.push(RowEdit {
+                key: n.key.clone(),
+                position: n.position,
+                changes,
+            });
+        }
+    }
+    out
+}
+
+/// What a sheet source keeps in its `cursor` (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SheetCursor {
+    /// The committed snapshot: what the last published event brought clients to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    /// The operation that committed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// A snapshot whose event is being published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub op: String,
+    /// A full sync: the event is an initial one (every row added), whatever was
+    /// committed before.
+    #[serde(default)]
+    pub full: bool,
+    pub snapshot: Snapshot,
+}
+
+impl SheetCursor {
+    /// A source's cursor; anything unreadable counts as none (the next event is then
+    /// an initial one, which is safe for clients).
+    pub fn parse(cursor: Option<&str>) -> Self {
+        let Some(text) = cursor else {
+            return Self::default();
+        };
+        serde_json::from_str(text).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unreadable sheet cursor: starting from no snapshot");
+            Self::default()
+        })
+    }
+
+    fn encode(&self) -> Result<String, SyncError> {
+        serde_json::to_string(self).map_err(|e| SyncError::Port(PortError::Backend(e.into())))
+    }
+
+    /// What the pending snapshot's event compares with.
+    fn base_of(&self, pending: &Pending) -> Option<&Snapshot> {
+        if pending.full {
+            None
+        } else {
+            self.snapshot.as_ref()
+        }
+    }
+}
+
+/// Where a sheet source reads, for its events.
+struct Target<'a> {
+    source: &'a SourceId,
+    spreadsheet_id: &'a str,
+    range: &'a str,
+}
+
+/// The diff from `base` (none: a first sync, every row added) to `new`, and the data
+/// of its `setlist.updated` event.
+fn describe(target: &Target<'_>, base: Option<&Snapshot>, new: &Snapshot) -> (RowDiff, Value) {
+    let initial = base.is_none();
+    let mut diff = diff(base.unwrap_or(&Snapshot::default()), new);
+    if initial {
+        diff.columns_changed = None;
+    }
+    let mut data = json!({
+        "source": target.source,
+        "spreadsheet_id": target.spreadsheet_id,
+        "range": target.range,
+        "rows": new.rows.len(),
+        "columns": new.columns(),
+        "initial": initial,
+        "added": diff.added,
+        "removed": diff.removed,
+        "moved": diff.moved,
+        "edited": diff.edited,
+    });
+    if let Some(columns) = &diff.columns_changed {
+        data["columns_changed"] = json!(columns);
+    }
+    (diff, data)
+}
+
+/// The SyncItems of a diff: (file id = the row key, action, path = `row N: key`).
+fn row_items(diff: &RowDiff) -> Vec<(String, ItemAction, String)> {
+    let rows = (diff.added.iter())
+        .map(|r| (&r.key, ItemAction::Created, r.position))
+        .chain(
+            diff.removed
+                .iter()
+                .map(|r| (&r.key, ItemAction::Deleted, r.position)),
+        )
+        .chain(diff.moved.iter().map(|m| (&m.key, ItemAction::Moved, m.to)))
+        .chain(
+            diff.edited
+                .iter()
+                .map(|e| (&e.key, ItemAction::Updated, e.position)),
+        );
+    rows.map(|(key, action, position)| (key.clone(), action, format!("row {position}: {key}")))
+        .collect()
+}
+
+/// Will asking again not help? An unknown spreadsheet, no access (but not a rate
+/// limit), a range Google cannot parse.
+fn is_permanent(error: &GoogleError) -> bool {
+    match error {
+        GoogleError::Http { status, reason, .. } => {
+            matches!(status, 400 | 403 | 404) && !is_retryable(*status, Some(reason))
+        }
+        _ => false,
+    }
+}
+
+impl SyncWorker {
+    /// A sheet source: read the range, diff it against the committed snapshot, publish
+    /// one `setlist.updated`, record one item per row change, commit the snapshot.
+    pub(super) async fn run_sheet(
+        &self,
+        job: &SyncJob,
+        mut source: Source,
+        existing: Option<SyncOperation>,
+        client: &SheetsClient,
+    ) -> Result<Option<SyncOperation>, SyncError> {
+        let started = Instant::now();
+        let location = source.location.clone();
+        let (spreadsheet_id, range) = match parse_location(&location) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.fail(job, existing, error).await.map(Some),
+        };
+        let source_id = source.id.clone();
+        let target = Target {
+            source: &source_id,
+            spreadsheet_id,
+            range,
+        };
+        let mut cursor = SheetCursor::parse(source.cursor.as_deref());
+
+        // An event that may have gone out: finish it before anything else.
+        if let Some(pending) = cursor.pending.clone() {
+            if pending.op == job.id {
+                tracing::info!("redelivered: republishing the pending setlist diff");
+                let run = self.begin(job, existing).await?;
+                return self
+                    .finish_sheet(run, source, &target, cursor, pending, started)
+                    .await
+                    .map(Some);
+            }
+            tracing::warn!(operation = %pending.op, "finishing another operation's setlist event");
+            let channel = ChannelName::Band(job.band.clone());
+            let (_, data) = describe(&target, cursor.base_of(&pending), &pending.snapshot);
+            let event = self.event(format!("{}:setlist", pending.op), EVENT_NAME, data);
+            self.publisher.publish(&channel, &[event]).await?;
+            cursor = self.commit_sheet(&mut source, pending).await?;
+        }
+        if cursor.op.as_deref() == Some(job.id.as_str()) {
+            // Committed by an earlier delivery that died before completing.
+            let Some(op) = existing else {
+                return Ok(None);
+            };
+            let run = self.begin(job, Some(op)).await?;
+            let rows = cursor.snapshot.as_ref().map_or(0, |s| s.rows.len());
+            return self
+                .complete_sheet(run, source, rows, started)
+                .await
+                .map(Some);
+        }
+
+        let values = match client.get_values(spreadsheet_id, range).await {
+            Ok(values) => values,
+            Err(e) if is_permanent(&e) => {
+                let error = format!("cannot read spreadsheet {spreadsheet_id} range {range}: {e}");
+                return self.fail(job, existing, error).await.map(Some);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pending = Pending {
+            op: job.id.clone(),
+            full: job.full,
+            snapshot: Snapshot::from_values(&values.values),
+        };
+        let base = cursor.base_of(&pending);
+        let (diff, data) = describe(&target, base, &pending.snapshot);
+        let changed = base.is_none() || !diff.is_empty();
+        let quiet = matches!(job.trigger, Trigger::Notification | Trigger::Reconcile);
+        if existing.is_none() && quiet && !changed {
+            tracing::debug!("setlist unchanged");
+            return Ok(None);
+        }
+        let rows = pending.snapshot.rows.len();
+        let written = SheetCursor {
+            pending: Some(pending.clone()),
+            ..cursor.clone()
+        }
+        .encode()?;
+        let event_bytes = data.to_string().len();
+        let too_large = if written.len() > MAX_CURSOR_BYTES {
+            Some(format!(
+                "the setlist is too large to keep: {} bytes of snapshot, at most {MAX_CURSOR_BYTES}; narrow the range of {spreadsheet_id}",
+                written.len()
+            ))
+        } else if event_bytes > MAX_EVENT_BYTES {
+            Some(format!(
+                "the setlist change is too large to publish: {event_bytes} bytes, at most {MAX_EVENT_BYTES}; narrow the range of {spreadsheet_id}"
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = too_large {
+            return self.fail(job, existing, error).await.map(Some);
+        }
+        let run = self.begin(job, existing).await?;
+        if !changed {
+            return self
+                .complete_sheet(run, source, rows, started)
+                .await
+                .map(Some);
+        }
+        source.cursor = Some(written);
+        self.store.put_source(&source).await?;
+        self.finish_sheet(run, source, &target, cursor, pending, started)
+            .await
+            .map(Some)
+    }
+
+    /// Publish the pending snapshot's event, record its items, commit it, complete.
+    async fn finish_sheet(
+        &self,
+        mut run: super::Run,
+        mut source: Source,
+        target: &Target<'_>,
+        cursor: SheetCursor,
+        pending: Pending,
+        started: Instant,
+    ) -> Result<SyncOperation, SyncError> {
+        let (diff, data) = describe(target, cursor.base_of(&pending), &pending.snapshot);
+        let event = self.event(format!("{}:setlist", run.op.id), EVENT_NAME, data);
+        self.publisher.publish(&run.channel, &[event]).await?;
+        for (file_id, action, path) in row_items(&diff) {
+            let key = (file_id, action, path);
+            if run.already.contains(&key) {
+                continue;
+            }
+            let (file_id, action, path) = key;
+            run.n += 1;
+            run.synced_now += 1;
+            let item = SyncItem {
+                operation: run.op.id.clone(),
+                n: run.n,
+                file_id,
+                path,
+                action,
+                status: ItemStatus::Synced,
+                error: None,
+            };
+            self.store.put_item(&item).await?;
+        }
+        let rows = pending.snapshot.rows.len();
+        self.commit_sheet(&mut source, pending).await?;
+        self.complete_sheet(run, source, rows, started).await
+    }
+
+    /// Make the pending snapshot the committed one.
+    async fn commit_sheet(
+        &self,
+        source: &mut Source,
+        pending: Pending,
+    ) -> Result<SheetCursor, SyncError> {
+        let committed = SheetCursor {
+            op: Some(pending.op),
+            snapshot: Some(pending.snapshot),
+            pending: None,
+        };
+        source.cursor = Some(committed.encode()?);
+        self.store.put_source(source).await?;
+        Ok(committed)
+    }
+
+    async fn complete_sheet(
+        &self,
+        run: super::Run,
+        source: Source,
+        rows: usize,
+        started: Instant,
+    ) -> Result<SyncOperation, SyncError> {
+        let metrics = SyncMetrics {
+            seen: rows as u64,
+            synced: (run.synced_before + run.synced_now) as u64,
+            failed: 0,
+            skipped: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        self.complete(run.op, source, metrics, &[]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(rows: &[&[&str]]) -> Snapshot {
+        let values: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect();
+        Snapshot::from_values(&values)
+    }
+
+    /// A setlist with a Song and a Key column, one row per song (key = "<song> key").
+    fn songs(names: &[&str]) -> Snapshot {
+        let mut rows = vec![vec!["Song".to_owned(), "Key".to_owned()]];
+        rows.extend(
+            names
+                .iter()
+                .map(|n| vec![n.to_string(), format!("{n} key")]),
+        );
+        Snapshot::from_values(&rows)
+    }
+
+    fn moves(d: &RowDiff) -> Vec<(&str, usize, usize)> {
+        d.moved
+            .iter()
+            .map(|m| (m.key.as_str(), m.from, m.to))
+            .collect()
+    }
+
+    fn keyed(changes: &[RowChange]) -> Vec<(usize, &str)> {
+        changes
+            .iter()
+            .map(|c| (c.position, c.key.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn locations_name_the_spreadsheet_and_optionally_a_range() {
+        assert_eq!(parse_location("1AbC"), Ok(("1AbC", DEFAULT_RANGE)));
+        assert_eq!(
+            parse_location("1AbC#Setlist!A1:F"),
+            Ok(("1AbC", "Setlist!A1:F"))
+        );
+        assert_eq!(
+            parse_location(" 1AbC # 'Gig 2'!A:D "),
+            Ok(("1AbC", "'Gig 2'!A:D"))
+        );
+        for bad in ["", "#Sheet1", "1AbC#", "  "] {
+            assert!(parse_location(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn snapshots_drop_blank_rows_and_name_every_column() {
+        // GIVEN a header with an unnamed and a repeated column, blank rows and a row
+        // wider than the header
+        let s = snap(&[
+            &["Song", "", "Notes", " Notes ", ""],
+            &["Blue Bossa", "Cm", "fast", "", ""],
+            &[],
+            &["", "  ", ""],
+            &["So What", "Dm", "", "modal", "", "extra"],
+        ]);
+        // THEN the header and rows lose their trailing empties, blank rows are gone
+        assert_eq!(s.header, ["Song", "", "Notes", " Notes "]);
+        assert_eq!(s.rows.len(), 2);
+        // AND columns are named by header, letter or occurrence
+        assert_eq!(s.columns(), ["Song", "B", "Notes", "Notes#2", "E", "F"]);
+        let entries = s.entries();
+        assert_eq!(entries[1].key, "So What");
+        assert_eq!(entries[1].position, 2);
+        assert_eq!(entries[1].cells["Notes#2"], "modal");
+        assert_eq!(entries[1].cells["F"], "extra");
+        assert_eq!(entries[0].cells["F"], "");
+        // AND an empty range is an empty snapshot
+        assert_eq!(Snapshot::from_values(&[]), Snapshot::default());
+        assert!(Snapshot::default().entries().is_empty());
+    }
+
+    #[test]
+    fn the_key_is_song_then_title_then_the_first_column() {
+        assert_eq!(snap(&[&["#", "Title", "SONG"]]).key_column(), 2);
+        assert_eq!(snap(&[&["#", "title", "Key"]]).key_column(), 1);
+        assert_eq!(snap(&[&["#", "Tune", "Key"]]).key_column(), 0);
+        let s = snap(&[&["Key", "Song"], &["Cm", " Blue Bossa "], &["Dm", ""]]);
+        let keys: Vec<String> = s.entries().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["Blue Bossa", "(blank)"]);
+    }
+
+    #[test]
+    fn added_removed_and_edited_rows_with_their_cells() {
+        // GIVEN a setlist where one song is dropped, one added and one's key changes
+        let old = songs(&["Blue Bossa", "So What", "Autumn Leaves"]);
+        let mut new = songs(&["Blue Bossa", "Autumn Leaves", "Footprints"]);
+        new.rows[1][1] = "Em".into();
+        // WHEN they are compared
+        let d = diff(&old, &new);
+        // THEN each change is reported once, with positions and cells
+        assert_eq!(keyed(&d.removed), [(2, "So What")]);
+        assert_eq!(
+            d.removed[0].row,
+            BTreeMap::from([
+                ("Key".to_owned(), "So What key".to_owned()),
+                ("Song".to_owned(), "So What".to_owned()),
+            ])
+        );
+        assert_eq!(keyed(&d.added), [(3, "Footprints")]);
+        assert_eq!(d.added[0].row["Key"], "Footprints key");
+        assert_eq!(d.edited.len(), 1);
+        assert_eq!(d.edited[0].key, "Autumn Leaves");
+        assert_eq!(d.edited[0].position, 2);
+        assert_eq!(
+            d.edited[0].changes,
+            BTreeMap::from([(
+                "Key".to_owned(),
+                CellChange {
+                    before: "Autumn Leaves key".into(),
+                    after: "Em".into()
+                }
+            )])
+        );
+        assert!(d.moved.is_empty(), "a removal shifts rows, it moves none");
+        assert_eq!(d.columns_changed, None);
+        assert!(!d.is_empty());
+        // AND the same snapshot twice is no change
+        assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn one_insertion_moves_nothing_else() {
+        let old = songs(&["A", "B", "C", "D", "E"]);
+        let new = songs(&["New", "A", "B", "C", "D", "E"]);
+        let d = diff(&old, &new);
+        assert_eq!(keyed(&d.added), [(1, "New")]);
+        assert!(d.moved.is_empty());
+        assert!(d.edited.is_empty());
+        assert!(d.removed.is_empty());
+    }
+
+    #[test]
+    fn moves_are_the_rows_outside_the_longest_common_order() {
+        let old = songs(&["A", "B", "C", "D"]);
+        // One row dragged to the top: only it moved.
+        assert_eq!(
+            moves(&diff(&old, &songs(&["D", "A", "B", "C"]))),
+            [("D", 4, 1)]
+        );
+        // One row dragged to the bottom: only it moved.
+        assert_eq!(
+            moves(&diff(&old, &songs(&["B", "C", "D", "A"]))),
+            [("A", 1, 4)]
+        );
+        // Two rows swapped far apart: both moved.
+        assert_eq!(
+            moves(&diff(&old, &songs(&["D", "B", "C", "A"]))),
+            [("D", 4, 1), ("A", 1, 4)]
+        );
+        // Two neighbours swapped: one move is enough (the later one moved up).
+        assert_eq!(
+            moves(&diff(&old, &songs(&["B", "A", "C", "D"]))),
+            [("B", 2, 1)]
+        );
+        // Reversed: all but one moved, in new order.
+        assert_eq!(
+            moves(&diff(&old, &songs(&["D", "C", "B", "A"]))),
+            [("D", 4, 1), ("C", 3, 2), ("B", 2, 3)]
+        );
+        // A move with an insertion and a removal around it.
+        let d = diff(&old, &songs(&["X", "C", "A", "D"]));
+        assert_eq!(moves(&d), [("C", 3, 2)]);
+        assert_eq!(keyed(&d.added), [(1, "X")]);
+        assert_eq!(keyed(&d.removed), [(2, "B")]);
+    }
+
+    #[test]
+    fn a_moved_and_edited_row_is_reported_as_both() {
+        let old = songs(&["A", "B", "C"]);
+        let mut new = songs(&["C", "A", "B"]);
+        new.rows[0][1] = "Bb".into();
+        let d = diff(&old, &new);
+        assert_eq!(moves(&d), [("C", 3, 1)]);
+        assert_eq!(d.edited.len(), 1);
+        assert_eq!((d.edited[0].key.as_str(), d.edited[0].position), ("C", 1));
+    }
+
+    #[test]
+    fn duplicate_songs_are_told_apart_by_occurrence() {
+        // GIVEN a setlist that plays "Encore" twice
+        let old = snap(&[
+            &["Song", "Key"],
+            &["Encore", "C"],
+            &["Ballad", "F"],
+            &["Encore", "D"],
+        ]);
+        assert_eq!(old.entries()[2].key, "Encore#2");
+        // WHEN only the second one's key changes
+        let mut edited = old.clone();
+        edited.rows[2][1] = "E".into();
+        let d = diff(&old, &edited);
+        // THEN only Encore#2 is edited
+        assert_eq!(d.edited.len(), 1);
+        assert_eq!(d.edited[0].key, "Encore#2");
+        assert_eq!(d.edited[0].position, 3);
+        assert!(d.added.is_empty() && d.removed.is_empty() && d.moved.is_empty());
+        // WHEN a third one is appended
+        let mut third = old.clone();
+        third.rows.push(vec!["Encore".into(), "G".into()]);
+        let d = diff(&old, &third);
+        // THEN it is Encore#3, added
+        assert_eq!(keyed(&d.added), [(4, "Encore#3")]);
+        assert!(d.edited.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_sheet_removes_every_row_and_its_columns() {
+        let old = songs(&["A", "B"]);
+        let d = diff(&old, &Snapshot::default());
+        assert_eq!(keyed(&d.removed), [(1, "A"), (2, "B")]);
+        assert_eq!(
+            d.columns_changed,
+            Some(ColumnsChange {
+                before: vec!["Song".into(), "Key".into()],
+                after: vec![],
+            })
+        );
+        assert!(diff(&Snapshot::default(), &Snapshot::default()).is_empty());
+    }
+
+    #[test]
+    fn a_header_change_is_reported_and_cells_compare_by_column_name() {
+        // GIVEN the Key column renamed Tonality and a BPM column added (filled for one)
+        let old = songs(&["A", "B"]);
+        let new = snap(&[
+            &["Song", "Tonality", "BPM"],
+            &["A", "A key", "120"],
+            &["B", "B key"],
+        ]);
+        // WHEN compared
+        let d = diff(&old, &new);
+        // THEN the columns change, and each row's cells move to the new names
+        assert_eq!(
+            d.columns_changed,
+            Some(ColumnsChange {
+                before: vec!["Song".into(), "Key".into()],
+                after: vec!["Song".into(), "Tonality".into(), "BPM".into()],
+            })
+        );
+        let changed: Vec<(&str, Vec<&str>)> = d
+            .edited
+            .iter()
+            .map(|e| {
+                (
+                    e.key.as_str(),
+                    e.changes.keys().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                ("A", vec!["BPM", "Key", "Tonality"]),
+                ("B", vec!["Key", "Tonality"])
+            ]
+        );
+        assert_eq!(d.edited[0].changes["Key"].after, "");
+        assert_eq!(d.edited[0].changes["Tonality"].after, "A key");
+        assert!(d.added.is_empty() && d.removed.is_empty() && d.moved.is_empty());
+    }
+
+    #[test]
+    fn the_diff_serializes_in_a_stable_shape() {
+        let d = diff(&songs(&["A", "B"]), &songs(&["B", "C"]));
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({
+                "added": [{"position": 2, "key": "C", "row": {"Key": "C key", "Song": "C"}}],
+                "removed": [{"position": 1, "key": "A", "row": {"Key": "A key", "Song": "A"}}],
+                "moved": [],
+                "edited": [],
+            })
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_reads_as_none() {
+        let cursor = SheetCursor {
+            snapshot: Some(songs(&["A"])),
+            op: Some("job-1".into()),
+            pending: Some(Pending {
+                op: "job-2".into(),
+                full: false,
+                snapshot: songs(&["A", "B"]),
+            }),
+        };
+        let text = cursor.encode().unwrap();
+        assert_eq!(SheetCursor::parse(Some(&text)), cursor);
+        assert_eq!(SheetCursor::parse(None), SheetCursor::default());
+        assert_eq!(
+            SheetCursor::parse(Some("42:page-token")),
+            SheetCursor::default()
+        );
+        assert_eq!(
+            cursor.base_of(cursor.pending.as_ref().unwrap()),
+            cursor.snapshot.as_ref()
+        );
+    }
+
+    #[test]
+    fn permanent_errors_are_404_400_and_403_but_not_rate_limits() {
+        let http = |status, reason: &str| GoogleError::Http {
+            status,
+            reason: reason.into(),
+            message: String::new(),
+        };
+        assert!(is_permanent(&http(404, "NOT_FOUND")));
+        assert!(is_permanent(&http(403, "PERMISSION_DENIED")));
+        assert!(is_permanent(&http(400, "INVALID_ARGUMENT")));
+        assert!(!is_permanent(&http(403, "rateLimitExceeded")));
+        assert!(!is_permanent(&http(429, "RESOURCE_EXHAUSTED")));
+        assert!(!is_permanent(&http(503, "UNAVAILABLE")));
+        assert!(!is_permanent(&GoogleError::Transport("reset".into())));
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use crate::google::apis::{GoogleApis, GoogleUrls, SharedTokens};
+    use crate::google::auth::StaticToken;
+    use crate::google::fake_sheets::FakeSheets;
+    use crate::google::retry::{Retrier, RetryPolicy};
+    use crate::model::*;
+    use crate::ports::{OperationStore, SourceStore};
+    use crate::sync::SyncError;
+    use crate::testing::*;
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+
+    /// The spreadsheet, the title of its one sheet, the token the fake accepts.
+    const SHEET_ID: &str = "1SetlistSpreadsheet";
+    const TAB: &str = "Setlist";
+    const TOKEN: &str = "ya29.setlist-test";
+
+    /// Band `demo` with a sheet source `setlist` reading spreadsheet [`SHEET_ID`] (no
+    /// range: the first sheet's A:Z), which holds a three-song setlist.
+    struct Fixture {
+        /// The source as first stored (its band and id).
+        source: Source,
+        fake: FakeSheets,
+        client: Arc<GoogleApis>,
+        h: Harness,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            Self::with_location(SHEET_ID).await
+        }
+
+        async fn with_location(location: &str) -> Self {
+            let h = Harness::new();
+            let band = h.add_band("demo").await;
+            let fake = FakeSheets::start(TOKEN).await.unwrap();
+            fake.create_spreadsheet(SHEET_ID, &[TAB]);
+            fake.set_rows(
+                SHEET_ID,
+                TAB,
+                &[
+                    &["Song", "Key", "Notes"],
+                    &["Blue Bossa", "Cm"],
+                    &["So What", "Dm", "modal"],
+                    &["Autumn Leaves", "Gm"],
+                ],
+            );
+            let client = GoogleApis::new(
+                crate::google::https_client().unwrap(),
+                GoogleUrls {
+                    sheets: fake.base_url(),
+                    ..GoogleUrls::default()
+                },
+                Arc::new(SharedTokens(Arc::new(StaticToken::new(TOKEN)))),
+            )
+            .with_retrier(Retrier::new(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            }));
+            let source = Source::new(
+                band.clone(),
+                source_id("setlist"),
+                SourceKind::Sheet,
+                location,
+            );
+            h.store.put_source(&source).await.unwrap();
+            Self {
+                h,
+                fake,
+                client: Arc::new(client),
+                source,
+            }
+        }
+
+        fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
+            self.h
+                .sync_job(id, &self.source.band, &self.source.id, trigger)
+        }
+
+        /// One delivery of `job` to a fresh worker with the Sheets client.
+        async fn deliver(&self, job: &SyncJob) -> Result<Option<SyncOperation>, SyncError> {
+            let worker = self.h.sync_worker().with_google(self.client.clone());
+            worker.run(job).await
+        }
+
+        /// A job `id` delivered once, which must not fail as a whole.
+        async fn run(&self, id: &str, trigger: Trigger) -> Option<SyncOperation> {
+            self.deliver(&self.job(id, trigger)).await.unwrap()
+        }
+
+        async fn log(&self) -> Vec<Event> {
+            let channel = ChannelName::Band(self.source.band.clone());
+            self.h.log(&channel).await
+        }
+
+        async fn names(&self) -> Vec<String> {
+            self.log().await.into_iter().map(|e| e.event).collect()
+        }
+
+        /// The `setlist.updated` events' data, in log order.
+        async fn updates(&self) -> Vec<Value> {
+            self.log()
+                .await
+                .into_iter()
+                .filter(|e| e.event == "setlist.updated")
+                .map(|e| e.data)
+                .collect()
+        }
+
+        async fn items(&self, op: &str) -> Vec<(ItemAction, String, String)> {
+            self.h
+                .store
+                .list_items(op)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.action, i.file_id, i.path))
+                .collect()
+        }
+
+        async fn cursor(&self) -> super::SheetCursor {
+            let source = self
+                .h
+                .store
+                .get_source(&self.source.band, &self.source.id)
+                .await
+                .unwrap()
+                .unwrap();
+            super::SheetCursor::parse(source.cursor.as_deref())
+        }
+    }
+
+    fn item(action: ItemAction, key: &str, path: &str) -> (ItemAction, String, String) {
+        (action, key.to_owned(), path.to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_first_sync_publishes_every_row_as_added_and_keeps_a_snapshot() {
+        // GIVEN a never-synced sheet source
+        let f = Fixture::new().await;
+        // WHEN it syncs on a notification
+        let op = f.run("job-1", Trigger::Notification).await.unwrap();
+        // THEN one setlist.updated between started and completed, marked initial
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!((op.metrics.seen, op.metrics.synced), (3, 3));
+        assert_eq!(
+            f.names().await,
+            ["sync.started", "setlist.updated", "sync.completed"]
+        );
+        let log = f.log().await;
+        assert_eq!(log[1].id, "job-1:setlist");
+        let data = &log[1].data;
+        assert_eq!(data["initial"], true);
+        assert_eq!(data["source"], "setlist");
+        assert_eq!(data["spreadsheet_id"], SHEET_ID);
+        assert_eq!(data["range"], "A:Z");
+        assert_eq!(data["rows"], 3);
+        assert_eq!(data["columns"], json!(["Song", "Key", "Notes"]));
+        assert_eq!(
+            data["added"][1],
+            json!({"position": 2, "key": "So What",
+                   "row": {"Song": "So What", "Key": "Dm", "Notes": "modal"}})
+        );
+        assert_eq!(data["added"].as_array().unwrap().len(), 3);
+        for empty in ["removed", "moved", "edited"] {
+            assert_eq!(data[empty], json!([]), "{empty}");
+        }
+        assert!(data.get("columns_changed").is_none());
+        // AND one Created item per row
+        assert_eq!(
+            f.items("job-1").await,
+            [
+                item(ItemAction::Created, "Blue Bossa", "row 1: Blue Bossa"),
+                item(ItemAction::Created, "So What", "row 2: So What"),
+                item(ItemAction::Created, "Autumn Leaves", "row 3: Autumn Leaves"),
+            ]
+        );
+        // AND the cursor holds the committed snapshot, nothing pending
+        let cursor = f.cursor().await;
+        assert_eq!(cursor.op.as_deref(), Some("job-1"));
+        assert_eq!(cursor.pending, None);
+        assert_eq!(cursor.snapshot.unwrap().rows.len(), 3);
+        // AND the request read the default range
+        assert_eq!(
+            f.fake.requests()[0].path,
+            format!("/v4/spreadsheets/{SHEET_ID}/values/A:Z")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edit_publishes_exactly_the_row_diff() {
+        // GIVEN a synced setlist
+        let f = Fixture::new().await;
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+        // WHEN a song is inserted at the top, one deleted, one's key edited, and the
+        // last dragged above the one before it
+        f.fake.insert_row(SHEET_ID, TAB, 1, &["Footprints", "Cm"]);
+        f.fake.delete_row(SHEET_ID, TAB, 2); // Blue Bossa
+        f.fake.set_cell(SHEET_ID, TAB, 2, 1, "Em"); // So What's key
+        f.fake.move_row(SHEET_ID, TAB, 3, 2); // Autumn Leaves above So What
+        let op = f.run("job-2", Trigger::Notification).await.unwrap();
+        // THEN one setlist.updated with exactly those changes
+        let names = f.names().await;
+        assert_eq!(
+            names[before..],
+            ["sync.started", "setlist.updated", "sync.completed"]
+        );
+        let updates = f.updates().await;
+        let data = &updates[1];
+        assert_eq!(data["initial"], false);
+        assert_eq!(data["rows"], 3);
+        assert_eq!(
+            data["added"],
+            json!([{"position": 1, "key": "Footprints",
+                    "row": {"Song": "Footprints", "Key": "Cm", "Notes": ""}}])
+        );
+        assert_eq!(
+            data["removed"],
+            json!([{"position": 1, "key": "Blue Bossa",
+                    "row": {"Song": "Blue Bossa", "Key": "Cm", "Notes": ""}}])
+        );
+        assert_eq!(
+            data["moved"],
+            json!([{"key": "Autumn Leaves", "from": 3, "to": 2}])
+        );
+        assert_eq!(
+            data["edited"],
+            json!([{"key": "So What", "position": 3,
+                    "changes": {"Key": {"before": "Dm", "after": "Em"}}}])
+        );
+        // AND one item per row change
+        assert_eq!(op.metrics.synced, 4);
+        assert_eq!(
+            f.items("job-2").await,
+            [
+                item(ItemAction::Created, "Footprints", "row 1: Footprints"),
+                item(ItemAction::Deleted, "Blue Bossa", "row 1: Blue Bossa"),
+                item(ItemAction::Moved, "Autumn Leaves", "row 2: Autumn Leaves"),
+                item(ItemAction::Updated, "So What", "row 3: So What"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_sheet_publishes_nothing() {
+        // GIVEN a synced setlist, then a change in a blank row and trailing cells only
+        let f = Fixture::new().await;
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        f.fake.insert_row(SHEET_ID, TAB, 2, &["", " "]);
+        let log = f.log().await;
+        // WHEN notifications and a reconcile find the same rows
+        // THEN nothing is recorded or published
+        assert_eq!(f.run("job-2", Trigger::Notification).await, None);
+        assert_eq!(f.run("job-3", Trigger::Reconcile).await, None);
+        assert_eq!(f.h.store.get_operation("job-2").await.unwrap(), None);
+        assert_eq!(f.log().await, log);
+        // AND a manual sync records an operation with no setlist.updated
+        let op = f.run("job-4", Trigger::Manual).await.unwrap();
+        assert_eq!(op.metrics.synced, 0);
+        assert_eq!(
+            f.names().await[log.len()..],
+            ["sync.started", "sync.completed"]
+        );
+        assert_eq!(f.cursor().await.op.as_deref(), Some("job-1"));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_job_publishes_its_diff_once_even_if_the_sheet_changed_since() {
+        for append_fails in [false, true] {
+            let case = format!("append fails: {append_fails}");
+            // GIVEN a synced setlist, then an edit, and a job that dies publishing its
+            // setlist.updated (the 5th publish: 3 for job-1, then started)
+            let f = Fixture::new().await;
+            f.run("job-1", Trigger::Manual).await.unwrap();
+            f.fake.set_cell(SHEET_ID, TAB, 1, 1, "C");
+            if append_fails {
+                f.h.log.fail_append(5);
+            } else {
+                f.h.broadcast_queue.fail_send(5);
+            }
+            let job = f.job("job-2", Trigger::Notification);
+            assert!(f.deliver(&job).await.is_err(), "{case}");
+            assert!(f.cursor().await.pending.is_some(), "{case}");
+            // (and the sheet changes again before the redelivery)
+            f.fake.set_cell(SHEET_ID, TAB, 2, 1, "D");
+            f.fake.clear_requests();
+
+            // WHEN the job is delivered again
+            let op = f.deliver(&job).await.unwrap().unwrap();
+
+            // THEN it completes without reading the sheet, with the diff it had
+            assert_eq!(op.status, OperationStatus::Completed, "{case}");
+            assert!(f.fake.requests().is_empty(), "{case}");
+            let updates = f.updates().await;
+            assert_eq!(updates.len(), 2, "{case}: one update per job");
+            assert_eq!(updates[1]["edited"].as_array().unwrap().len(), 1, "{case}");
+            assert_eq!(updates[1]["edited"][0]["key"], "Blue Bossa", "{case}");
+            let broadcast_ids: Vec<String> =
+                f.h.broadcast_queue
+                    .deduplicated()
+                    .iter()
+                    .map(|m| m.dedup_id.clone())
+                    .collect();
+            assert_eq!(broadcast_ids.len(), f.log().await.len(), "{case}");
+            assert_eq!(f.items("job-2").await.len(), 1, "{case}");
+            assert_eq!(f.cursor().await.op.as_deref(), Some("job-2"), "{case}");
+
+            // AND the next job brings the later edit
+            f.run("job-3", Trigger::Notification).await.unwrap();
+            let updates = f.updates().await;
+            assert_eq!(updates.len(), 3, "{case}");
+            assert_eq!(updates[2]["edited"][0]["key"], "So What", "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_died_after_committing_only_completes_on_redelivery() {
+        // GIVEN a job that committed its snapshot, then died sending sync.completed...
+        // which `complete` publishes after recording the outcome; simulate the death
+        // between commit and complete by a store whose operation is still Running
+        let f = Fixture::new().await;
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        f.fake.set_cell(SHEET_ID, TAB, 1, 1, "C");
+        let job = f.job("job-2", Trigger::Notification);
+        f.deliver(&job).await.unwrap().unwrap();
+        let mut op = f.h.store.get_operation("job-2").await.unwrap().unwrap();
+        op.status = OperationStatus::Running;
+        op.finished_at = None;
+        f.h.store.put_operation(&op).await.unwrap();
+        let log = f.log().await;
+        f.fake.set_cell(SHEET_ID, TAB, 2, 1, "D");
+        f.fake.clear_requests();
+        // WHEN it is delivered again
+        let op = f.deliver(&job).await.unwrap().unwrap();
+        // THEN it completes, reads nothing, and publishes no new setlist event
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!(op.metrics.synced, 1);
+        assert!(f.fake.requests().is_empty());
+        assert_eq!(
+            f.log().await.len(),
+            log.len(),
+            "started and completed are repeats"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_operations_pending_event_is_finished_before_the_next_sync() {
+        // GIVEN a job whose setlist.updated never reached the log, and which is never
+        // delivered again
+        let f = Fixture::new().await;
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        f.fake.set_cell(SHEET_ID, TAB, 1, 1, "C");
+        f.h.log.fail_append(5);
+        assert!(f.deliver(&f.job("job-2", Trigger::Manual)).await.is_err());
+        f.fake.set_cell(SHEET_ID, TAB, 2, 1, "D");
+        // WHEN the next job runs
+        f.run("job-3", Trigger::Notification).await.unwrap();
+        // THEN job-2's diff is published under its id, then job-3's own
+        let log = f.log().await;
+        let updates: Vec<(&str, &Value)> = log
+            .iter()
+            .filter(|e| e.event == "setlist.updated")
+            .map(|e| (e.id.as_str(), &e.data["edited"][0]["key"]))
+            .collect();
+        assert_eq!(
+            updates,
+            [
+                ("job-1:setlist", &json!(null)),
+                ("job-2:setlist", &json!("Blue Bossa")),
+                ("job-3:setlist", &json!("So What")),
+            ]
+        );
+        assert_eq!(f.cursor().await.op.as_deref(), Some("job-3"));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_forbidden_spreadsheet_fails_the_operation_once() {
+        for (location, status) in [("1Missing", "404"), (SHEET_ID, "403")] {
+            // GIVEN a source whose spreadsheet is unknown, or not shared with us
+            let f = Fixture::with_location(location).await;
+            f.fake.deny(SHEET_ID);
+            // WHEN it syncs
+            let op = f.run("job-1", Trigger::Manual).await.unwrap();
+            // THEN the operation failed with a clear error after one request, and
+            // sync.failed was published (the job is not retried)
+            assert_eq!(op.status, OperationStatus::Failed, "{location}");
+            let error = op.error.unwrap();
+            assert!(error.contains("cannot read spreadsheet"), "{error}");
+            assert!(error.contains(status), "{error}");
+            assert_eq!(f.names().await, ["sync.started", "sync.failed"]);
+            assert_eq!(f.fake.requests().len(), 1);
+            assert_eq!(f.cursor().await, super::SheetCursor::default());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_setlist_too_large_to_keep_fails_with_a_clear_error() {
+        // GIVEN a sheet of 300 rows of 1000 characters
+        let f = Fixture::new().await;
+        let long = "x".repeat(1000);
+        for i in 0..300 {
+            f.fake.set_cell(SHEET_ID, TAB, i + 1, 2, &long);
+            f.fake
+                .set_cell(SHEET_ID, TAB, i + 1, 0, &format!("song {i}"));
+        }
+        // WHEN it syncs
+        let op = f.run("job-1", Trigger::Manual).await.unwrap();
+        // THEN it fails saying why, and stores nothing
+        assert_eq!(op.status, OperationStatus::Failed);
+        assert!(op.error.unwrap().contains("too large"));
+        assert_eq!(f.cursor().await, super::SheetCursor::default());
+        assert!(f.updates().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sheet_source_without_a_client_and_a_full_sync() {
+        // GIVEN a synced setlist
+        let f = Fixture::with_location(&format!("{SHEET_ID}#{TAB}!A1:B")).await;
+        // WHEN a worker without a Sheets client runs it, THEN it fails saying why
+        let op =
+            f.h.sync_worker()
+                .run(&f.job("job-0", Trigger::Manual))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(op.status, OperationStatus::Failed);
+        assert!(op.error.unwrap().contains("Sheets client"));
+        // WHEN it syncs with the range, then a full sync runs on an unchanged sheet
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        let mut full = f.job("job-2", Trigger::Manual);
+        full.full = true;
+        f.deliver(&full).await.unwrap().unwrap();
+        // THEN both publish an initial update of the range's columns
+        let updates = f.updates().await;
+        assert_eq!(updates.len(), 2);
+        for u in &updates {
+            assert_eq!(u["initial"], true);
+            assert_eq!(u["columns"], json!(["Song", "Key"]));
+            assert_eq!(u["range"], "Setlist!A1:B");
+            assert_eq!(u["added"].as_array().unwrap().len(), 3);
+        }
+    }
+}
