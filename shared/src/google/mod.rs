@@ -4,6 +4,8 @@
 //!   `Retry-After`, with the pure delay computations apart from the sleeping;
 //! - [`auth`]: where access tokens come from ([`auth::AccessTokens`]); today only a
 //!   static token, real OAuth2 comes later;
+//! - [`sealed`]: a band's Google credentials encrypted at rest (AES-256-GCM, bound
+//!   to the band);
 //! - [`drive`]: a Drive v3 client (`changes.getStartPageToken`, `changes.list`,
 //!   `files.list` by parent folder);
 //! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
@@ -19,6 +21,7 @@ pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod retry;
+pub mod sealed;
 
 use std::time::Duration;
 
