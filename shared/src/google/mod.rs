@@ -6,6 +6,7 @@
 //!   static token, real OAuth2 comes later;
 //! - [`sealed`]: a band's Google credentials encrypted at rest (AES-256-GCM, bound
 //!   to the band);
+//! - [`ratelimit`]: a token bucket per band, so one band cannot starve the others;
 //! - [`drive`]: a Drive v3 client (`changes.getStartPageToken`, `changes.list`,
 //!   `files.list` by parent folder);
 //! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
@@ -20,6 +21,7 @@ pub mod client;
 pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod ratelimit;
 pub mod retry;
 pub mod sealed;
 
