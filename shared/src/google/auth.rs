@@ -1,12 +1,15 @@
 //! Access tokens for the Google API clients.
 //!
-//! **Not OAuth yet.** The clients ask an [`AccessTokens`] for a bearer token before
-//! every attempt; today the only implementation is [`StaticToken`], a fixed string for
-//! tests and for the local stack against the fake. Real OAuth2 — a stored refresh token
-//! (`refresh_token` grant) or a service-account key (JWT bearer grant), cached until
-//! shortly before expiry and shared across warm Lambda invocations, with the stored
-//! credentials encrypted at rest — is still to be written (issue 4). Nothing here
-//! pretends to talk to Google's token endpoint.
+//! The clients ask an [`AccessTokens`] for a bearer token before every attempt. Two
+//! implementations:
+//!
+//! - [`super::oauth::OAuthTokens`]: real OAuth2 tokens from a band's Google credentials
+//!   (a stored refresh token, `refresh_token` grant, or a service-account key, JWT
+//!   bearer grant), cached until shortly before expiry and shared across warm Lambda
+//!   invocations through [`super::oauth::TokenCache`]; the stored credentials are
+//!   encrypted at rest ([`super::sealed`]);
+//! - [`StaticToken`]: a fixed string, for tests and for the local stack against the
+//!   fake Google APIs.
 
 use super::GoogleError;
 use async_trait::async_trait;

@@ -2,15 +2,26 @@
 //!
 //! - [`retry`]: exponential backoff with full jitter on 429 / 5xx, honouring
 //!   `Retry-After`, with the pure delay computations apart from the sleeping;
-//! - [`auth`]: where access tokens come from ([`auth::AccessTokens`]); today only a
-//!   static token, real OAuth2 comes later;
+//! - [`auth`]: where access tokens come from ([`auth::AccessTokens`]), and a static
+//!   token for tests and the local stack;
+//! - [`oauth`]: real OAuth2 access tokens from a band's Google credentials (a refresh
+//!   token or a service-account key), cached and refreshed, and the per-process
+//!   [`oauth::TokenCache`] of every band's;
+//! - [`sealed`]: a band's Google credentials encrypted at rest (AES-256-GCM, bound
+//!   to the band);
+//! - [`ratelimit`]: a token bucket per band, so one band cannot starve the others;
 //! - [`drive`]: a Drive v3 client (`changes.getStartPageToken`, `changes.list`,
 //!   `files.list` by parent folder);
 //! - [`sheets`]: a Sheets v4 client (`spreadsheets.values.get`, formatted rows);
 //! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
 //!   endpoints, with a mutable file tree, paging and fault injection;
 //! - `fake_sheets` (unit tests and the `testing` feature): a local fake of the Sheets
-//!   values endpoint, with mutable rows, A1 ranges and the same fault injection.
+//!   values endpoint, with mutable rows, A1 ranges and the same fault injection;
+//! - `fake_oauth` (unit tests and the `testing` feature): a local fake of Google's
+//!   OAuth2 token endpoint that really verifies service-account assertions;
+//! - `fake_push` (the same): the watch channels of the fakes and the notifications
+//!   they POST;
+//! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients.
 //!
 //! Base URLs are configurable so tests and the local stack can point the clients at the
 //! fake. Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
@@ -23,10 +34,15 @@ pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 #[cfg(any(test, feature = "testing"))]
+pub mod fake_oauth;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake_push;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake_sheets;
+pub mod oauth;
+pub mod ratelimit;
 pub mod retry;
+pub mod sealed;
 pub mod sheets;
 pub mod watch;
 
