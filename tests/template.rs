@@ -620,6 +620,8 @@ fn accessor_env() -> Vec<(&'static str, &'static str, &'static str)> {
         ),
         (".notifier()", env::ALERT_TOPIC_ARN, "AlertTopic"),
         (".tokens()", env::JWT_SECRET, "JwtSecret"),
+        (".google(", env::CREDENTIALS_KEY, "CredentialsKey"),
+        (".channel_keeper(", env::CREDENTIALS_KEY, "CredentialsKey"),
     ]
 }
 
@@ -630,6 +632,11 @@ fn every_function_gets_the_environment_its_main_reads_and_no_secret_it_does_not(
         let main = main_rs(&binary);
         let vars = t.environment(&id);
         assert!(is_ref(&vars["RUST_LOG"], "LogLevel"), "{id}: RUST_LOG");
+        let env = accessor_env();
+        let needed = |var: &str| {
+            env.iter()
+                .any(|(accessor, v, _)| *v == var && main.contains(accessor))
+        };
         for (accessor, var, target) in accessor_env() {
             if main.contains(accessor) {
                 let value = vars
@@ -639,24 +646,40 @@ fn every_function_gets_the_environment_its_main_reads_and_no_secret_it_does_not(
                     is_ref(value, target),
                     "{id}: {var} must be !Ref {target}: {value}"
                 );
-            } else if var == env::JWT_SECRET {
+            } else if (var == env::JWT_SECRET || var == env::CREDENTIALS_KEY) && !needed(var) {
                 assert!(
                     !vars.contains_key(var),
-                    "{id} does not need the token secret"
+                    "{id} does not need the secret {var}"
                 );
             }
         }
-        if main.contains(".pusher()") {
-            let endpoint = vars[env::WS_MANAGEMENT_ENDPOINT]["Fn::Sub"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{id}: {} !Sub", env::WS_MANAGEMENT_ENDPOINT));
-            assert!(
-                endpoint.starts_with("https://${WebSocketApi}.execute-api.${AWS::Region}.")
-                    && endpoint.ends_with("/${Stage}"),
-                "{id}: {endpoint}"
-            );
-        } else {
-            assert!(!vars.contains_key(env::WS_MANAGEMENT_ENDPOINT), "{id}");
+        // Endpoints built from an API's id: (accessor, variable, API, path suffix).
+        for (accessor, var, api, suffix) in [
+            (
+                ".channel_keeper(",
+                env::WEBHOOK_URL,
+                "HttpApi",
+                "/webhooks/google",
+            ),
+            (
+                ".pusher()",
+                env::WS_MANAGEMENT_ENDPOINT,
+                "WebSocketApi",
+                "/${Stage}",
+            ),
+        ] {
+            if main.contains(accessor) {
+                let url = vars[var]["Fn::Sub"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{id}: {var} !Sub"));
+                let prefix = format!("https://${{{api}}}.execute-api.${{AWS::Region}}.");
+                assert!(
+                    url.starts_with(&prefix) && url.ends_with(suffix),
+                    "{id}: {url}"
+                );
+            } else {
+                assert!(!vars.contains_key(var), "{id}: {var}");
+            }
         }
         // Variables read straight from the environment (the scheduler's BANDS).
         for name in main.split("std::env::var(\"").skip(1) {

@@ -192,6 +192,15 @@ impl Api {
                 })
             })
             .collect();
+        // The sealed credentials stay in the store: the API says only whether there are some.
+        let mut config = json!(config);
+        if let Some(c) = config.as_object_mut() {
+            let configured = c.remove("google_credentials").is_some();
+            c.insert(
+                "google_credentials".into(),
+                json!({"configured": configured}),
+            );
+        }
         Ok((
             200,
             json!({

@@ -173,6 +173,7 @@ pub async fn config_store_contract<S: ConfigStore + ?Sized>(store: &S) {
         band: a.clone(),
         name: "The Band".into(),
         file_types: vec!["pdf".into(), "mp3".into()],
+        google_credentials: None,
     };
     store.put_config(&config).await.unwrap();
     assert_eq!(store.get_config(&a).await.unwrap().as_ref(), Some(&config));

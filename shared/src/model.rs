@@ -134,6 +134,11 @@ pub struct SyncConfiguration {
     /// Lower-case file extensions that count (`pdf`, `mp3`, ...). Empty means every file.
     #[serde(default)]
     pub file_types: Vec<String>,
+    /// The band's Google credentials file (an OAuth client's `authorized_user` file or
+    /// a service-account key), sealed with the deployment's credentials key and bound
+    /// to the band. Never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google_credentials: Option<crate::google::sealed::SealedSecret>,
 }
 
 impl SyncConfiguration {
@@ -456,6 +461,7 @@ mod tests {
             band: BandId::parse("b").unwrap(),
             name: "B".into(),
             file_types: vec![],
+            google_credentials: None,
         };
         assert!(cfg.accepts("anything"));
         cfg.file_types = vec!["pdf".into(), "MP3".into()];

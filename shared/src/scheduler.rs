@@ -46,8 +46,8 @@ impl Scheduler {
     }
 
     /// Keep the watch channels of Google sources on every tick.
-    pub fn with_channels(mut self, keeper: ChannelKeeper) -> Self {
-        self.channels = Some(keeper);
+    pub fn with_channels(mut self, keeper: impl Into<Option<ChannelKeeper>>) -> Self {
+        self.channels = keeper.into();
         self
     }
 

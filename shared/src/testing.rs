@@ -666,6 +666,7 @@ mod harness {
                     band: b.clone(),
                     name: id.to_owned(),
                     file_types: vec![],
+                    google_credentials: None,
                 })
                 .await
                 .expect("put_config");

@@ -1,7 +1,9 @@
 //! `scheduler`: the EventBridge schedule (rate(5 minutes)). Queues a reconcile of every
 //! source of the bands in `BANDS` (comma-separated ids; push is lossy) and prunes their
 //! channel logs past the retention window. The event itself is not read, so a manual
-//! `aws lambda invoke --payload '{}'` ticks too. A band registry replaces `BANDS` later.
+//! `aws lambda invoke --payload '{}'` ticks too. With `BANDSYNC_CREDENTIALS_KEY` set,
+//! it also keeps a watch channel on every Google source (opened, renewed, stopped), with
+//! `WEBHOOK_URL` as the address Google posts to.
 
 use bandsync::adapters::aws::AwsContext;
 use bandsync::scheduler::Scheduler;
@@ -13,7 +15,13 @@ async fn main() -> Result<(), Error> {
     let bands = &bandsync::lambda::bands_from_env()?;
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
-    let scheduler = &Scheduler::new(store.clone(), store, ctx.sync_queue()?, ctx.clock);
+    let scheduler = &Scheduler::new(
+        store.clone(),
+        store.clone(),
+        ctx.sync_queue()?,
+        ctx.clock.clone(),
+    )
+    .with_channels(ctx.channel_keeper(store)?);
     lambda_runtime::run(service_fn(move |event| {
         bandsync::lambda::scheduler(scheduler, bands, event)
     }))

@@ -266,6 +266,7 @@ async fn provision(
                 band: cfg.band.clone(),
                 name: cfg.band.to_string(),
                 file_types: cfg.file_types.clone(),
+                google_credentials: None,
             })
             .await?;
     }

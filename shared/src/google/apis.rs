@@ -6,10 +6,14 @@ use super::GoogleError;
 use super::auth::AccessTokens;
 use super::client::Throttle;
 use super::drive::{DRIVE_BASE_URL, DriveClient};
+use super::oauth::TokenCache;
+use super::ratelimit::BandRateLimits;
 use super::retry::Retrier;
+use super::sealed::CredentialKey;
 use super::sheets::{SHEETS_BASE_URL, SheetsClient};
 use super::watch::{Channel, WatchRequest};
 use crate::model::{BandId, Source, SourceKind};
+use crate::ports::ConfigStore;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -58,9 +62,49 @@ impl BandTokens for SharedTokens {
     }
 }
 
+/// A band's tokens from the Google credentials stored (sealed) in its configuration,
+/// through the process-wide [`TokenCache`] so warm invocations reuse access tokens.
+pub struct StoredCredentials {
+    configs: Arc<dyn ConfigStore>,
+    key: CredentialKey,
+    cache: Arc<TokenCache>,
+}
+
+impl StoredCredentials {
+    pub fn new(configs: Arc<dyn ConfigStore>, key: CredentialKey, cache: Arc<TokenCache>) -> Self {
+        Self {
+            configs,
+            key,
+            cache,
+        }
+    }
+}
+
+#[async_trait]
+impl BandTokens for StoredCredentials {
+    async fn for_band(&self, band: &BandId) -> Result<Arc<dyn AccessTokens>, GoogleError> {
+        let config = self.configs.get_config(band).await.map_err(|e| {
+            GoogleError::Transport(format!("reading band {band}'s configuration: {e}"))
+        })?;
+        let Some(sealed) = config.and_then(|c| c.google_credentials) else {
+            self.cache.remove(band);
+            return Err(GoogleError::Config(format!(
+                "band {band} has no Google credentials configured"
+            )));
+        };
+        Ok(self.cache.tokens_from_sealed(band, &sealed, &self.key)?)
+    }
+}
+
 /// A band's throttle (its rate limit), if any.
 pub trait BandThrottles: Send + Sync {
     fn for_band(&self, band: &BandId) -> Arc<dyn Throttle>;
+}
+
+impl BandThrottles for BandRateLimits {
+    fn for_band(&self, band: &BandId) -> Arc<dyn Throttle> {
+        BandRateLimits::for_band(self, band)
+    }
 }
 
 /// Builds the clients of a band. Cheap to share (`Arc`), built once per process.
@@ -183,4 +227,61 @@ impl WatchApi for GoogleApis {
 
 fn no_channel(kind: SourceKind) -> GoogleError {
     GoogleError::Config(format!("sources of kind {kind:?} have no watch channel"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::fake_oauth::{FakeOAuthState, FakeTokenServer, test_service_account_json};
+    use crate::google::oauth::OAuthOptions;
+    use crate::google::sealed::{credentials_context, seal};
+    use crate::model::SyncConfiguration;
+    use crate::testing::*;
+
+    #[tokio::test]
+    async fn stored_credentials_give_each_band_its_own_tokens_and_refuse_the_rest() {
+        // GIVEN a token endpoint that knows the test service account, and band `demo`
+        // whose configuration holds the account's key file sealed for it
+        let server = FakeTokenServer::start(FakeOAuthState::with_test_accounts())
+            .await
+            .unwrap();
+        let h = Harness::new();
+        let key = CredentialKey::generate().unwrap();
+        let file = test_service_account_json(&server.token_uri());
+        let demo = h.add_band("demo").await;
+        let sealed = seal(&key, file.as_bytes(), &credentials_context(&demo)).unwrap();
+        let mut config = SyncConfiguration {
+            band: demo.clone(),
+            name: "demo".into(),
+            file_types: vec![],
+            google_credentials: Some(sealed.clone()),
+        };
+        h.store.put_config(&config).await.unwrap();
+        // AND band `jazz` that copied demo's sealed credentials, and band `rock` with none
+        config.band = band("jazz");
+        h.store.put_config(&config).await.unwrap();
+        h.add_band("rock").await;
+        let cache = Arc::new(TokenCache::new(
+            crate::google::https_client().unwrap(),
+            OAuthOptions::default(),
+        ));
+        let tokens = StoredCredentials::new(h.store.clone(), key, cache.clone());
+
+        // WHEN demo's tokens are asked for, twice
+        let first = tokens.for_band(&demo).await.unwrap().token().await.unwrap();
+        let again = tokens.for_band(&demo).await.unwrap().token().await.unwrap();
+
+        // THEN the endpoint issued it (one JWT-bearer exchange), and it is reused
+        assert!(server.state().is_issued(&first));
+        assert_eq!(first, again);
+        assert_eq!(server.state().request_count(), 1);
+        assert_eq!(cache.len(), 1);
+        // AND the copied ciphertext does not open for another band, and no credentials is
+        // a clear configuration error
+        for other in ["jazz", "rock"] {
+            let err = tokens.for_band(&band(other)).await.err().expect("refused");
+            assert!(matches!(err, GoogleError::Config(_)), "{other}: {err:?}");
+            assert!(err.to_string().contains(other), "{err}");
+        }
+    }
 }

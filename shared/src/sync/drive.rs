@@ -386,6 +386,7 @@ mod tests {
                     band: band.clone(),
                     name: "demo".into(),
                     file_types: vec!["pdf".into(), "mp3".into()],
+                    google_credentials: None,
                 })
                 .await
                 .unwrap();

@@ -158,6 +158,7 @@ mod tests {
             band: BandId::parse("b").unwrap(),
             name: "b".into(),
             file_types: types.iter().map(|s| s.to_string()).collect(),
+            google_credentials: None,
         }
     }
 

@@ -218,8 +218,8 @@ impl SyncWorker {
     }
 
     /// Sync Google sources through these clients.
-    pub fn with_google(mut self, apis: Arc<GoogleApis>) -> Self {
-        self.google = Some(apis);
+    pub fn with_google(mut self, apis: impl Into<Option<Arc<GoogleApis>>>) -> Self {
+        self.google = apis.into();
         self
     }
 
@@ -280,6 +280,7 @@ impl SyncWorker {
                 band: job.band.clone(),
                 name: job.band.to_string(),
                 file_types: vec![],
+                google_credentials: None,
             });
         let catalog = self.store.list_files(&job.band, &job.source).await?;
         match source.kind {

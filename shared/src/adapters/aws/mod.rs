@@ -26,7 +26,18 @@ pub mod env {
     pub const JWT_SECRET: &str = "JWT_SECRET";
     /// Only for tests and emulators: every client talks to this endpoint.
     pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+    /// Base64 of the 32-byte key bands' Google credentials are sealed under; empty or
+    /// unset: no Google sources in this deployment.
+    pub const CREDENTIALS_KEY: &str = crate::google::sealed::CREDENTIALS_KEY_ENV;
+    /// The public HTTPS URL of `POST /webhooks/google` (watch channels' address).
+    pub const WEBHOOK_URL: &str = "WEBHOOK_URL";
+    /// Only for tests and emulators: every Google API at this base URL.
+    pub const GOOGLE_API_BASE_URL: &str = "GOOGLE_API_BASE_URL";
 }
+
+/// Each band's Google API budget per function instance: requests per second, and burst.
+pub const GOOGLE_RATE_PER_SEC: f64 = 10.0;
+pub const GOOGLE_RATE_BURST: u32 = 20;
 
 /// The HTTPS client every SDK client shares: rustls with ring (one TLS stack for the
 /// whole workspace).
@@ -107,6 +118,53 @@ impl AwsContext {
         Ok(Arc::new(sns::SnsNotifier::new(
             aws_sdk_sns::Client::new(&self.sdk),
             var(env::ALERT_TOPIC_ARN)?,
+        )))
+    }
+
+    /// The Google API clients: each band's tokens from its sealed credentials (opened
+    /// under [`env::CREDENTIALS_KEY`], cached for the life of the instance), each band's
+    /// rate limit. None when no key is configured.
+    pub fn google(
+        &self,
+        configs: Arc<dyn crate::ports::ConfigStore>,
+    ) -> anyhow::Result<Option<Arc<crate::google::apis::GoogleApis>>> {
+        use crate::google::{apis, oauth, ratelimit, sealed};
+        let key = std::env::var(env::CREDENTIALS_KEY).unwrap_or_default();
+        if key.trim().is_empty() {
+            return Ok(None);
+        }
+        let key = sealed::CredentialKey::from_base64(key.trim())
+            .with_context(|| format!("{} is not a valid key", env::CREDENTIALS_KEY))?;
+        let http = crate::google::https_client()?;
+        let urls = match std::env::var(env::GOOGLE_API_BASE_URL) {
+            Ok(base) if !base.is_empty() => apis::GoogleUrls::all_at(&base),
+            _ => apis::GoogleUrls::default(),
+        };
+        let cache = Arc::new(oauth::TokenCache::new(
+            http.clone(),
+            oauth::OAuthOptions::default(),
+        ));
+        let tokens = apis::StoredCredentials::new(configs, key, cache);
+        let limits = ratelimit::BandRateLimits::new(GOOGLE_RATE_PER_SEC, GOOGLE_RATE_BURST)?;
+        Ok(Some(Arc::new(
+            apis::GoogleApis::new(http, urls, Arc::new(tokens)).with_throttles(Arc::new(limits)),
+        )))
+    }
+
+    /// The scheduler's watch-channel keeper: Google's clients ([`AwsContext::google`]),
+    /// channels addressed to [`env::WEBHOOK_URL`]. None without Google.
+    pub fn channel_keeper(
+        &self,
+        store: Arc<dyn crate::ports::Store>,
+    ) -> anyhow::Result<Option<crate::channels::ChannelKeeper>> {
+        let Some(google) = self.google(store.clone())? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::channels::ChannelKeeper::new(
+            store,
+            google,
+            self.clock.clone(),
+            var(env::WEBHOOK_URL)?,
         )))
     }
 

@@ -800,6 +800,7 @@ mod tests {
             band: band.clone(),
             name: "Durable".into(),
             file_types: vec![],
+            google_credentials: None,
         };
         let in_flight = {
             let store = EmbeddedStore::open(&path).unwrap();

@@ -660,6 +660,7 @@ mod tests {
             band: band.clone(),
             name: "Reopen".into(),
             file_types: vec!["pdf".into()],
+            google_credentials: None,
         };
         let event = |id: &str| NewEvent {
             id: id.into(),
