@@ -333,11 +333,28 @@ impl DriveState {
 
 type Shared = Arc<Mutex<DriveState>>;
 
+/// Serve `app` on `addr` (port 0: a free one) until the task is aborted; `what` names
+/// the fake in the log if the server stops.
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    what: &'static str,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, fake = what, "fake Google server stopped");
+        }
+    });
+    Ok((addr, server))
+}
+
 fn lock(state: &Shared) -> MutexGuard<'_, DriveState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -370,8 +387,6 @@ impl FakeDrive {
 
     /// Serve on `addr` (the local stack picks a fixed port).
     pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let state: Shared = Arc::new(Mutex::new(DriveState::new(token)));
         let app = Router::new()
             .route("/drive/v3/changes/startPageToken", get(start_page_token))
@@ -379,11 +394,7 @@ impl FakeDrive {
             .route("/drive/v3/files", get(files_list))
             .fallback(not_found)
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "fake Drive server stopped");
-            }
-        });
+        let (addr, server) = serve(addr, app, "Drive").await?;
         Ok(Self {
             state,
             addr,
@@ -544,16 +555,16 @@ impl FakeDrive {
 // HTTP side
 // ---------------------------------------------------------------------------------------
 
-type Params = Vec<(String, String)>;
+pub(crate) type Params = Vec<(String, String)>;
 
-fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn flag(params: &Params, name: &str, default: bool) -> bool {
+pub(crate) fn flag(params: &Params, name: &str, default: bool) -> bool {
     match param(params, name) {
         Some(v) => v == "true",
         None => default,
@@ -561,7 +572,7 @@ fn flag(params: &Params, name: &str, default: bool) -> bool {
 }
 
 /// Google's error body: `{"error":{"code","message","errors":[{…}],"status"}}`.
-fn google_error(
+pub(crate) fn google_error(
     code: u16,
     domain: &str,
     reason: &str,
@@ -582,7 +593,7 @@ fn google_error(
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-fn invalid_parameter(name: &str) -> Response {
+pub(crate) fn invalid_parameter(name: &str) -> Response {
     google_error(
         400,
         "global",
@@ -618,7 +629,7 @@ fn unauthorized() -> Response {
     response
 }
 
-fn fault_response(fault: Fault) -> Response {
+pub(crate) fn fault_response(fault: Fault) -> Response {
     match fault {
         Fault::RateLimited { retry_after } => {
             let mut response = google_error(
@@ -660,7 +671,7 @@ fn fault_response(fault: Fault) -> Response {
     }
 }
 
-fn status_error(code: u16) -> Response {
+pub(crate) fn status_error(code: u16) -> Response {
     let (domain, reason, message, status) = match code {
         400 => ("global", "badRequest", "Bad Request", "INVALID_ARGUMENT"),
         403 => ("global", "forbidden", "Forbidden", "PERMISSION_DENIED"),
@@ -692,21 +703,47 @@ fn gate(
     params: &Params,
     headers: &HeaderMap,
 ) -> Option<Response> {
-    let expected = format!("Bearer {}", state.token);
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
-    state.requests.push(RecordedRequest {
-        method: "GET".into(),
-        path: path.to_owned(),
-        query: params.clone(),
-        authorized,
-    });
-    if let Some(fault) = state.faults.pop_front().filter(|f| *f != Fault::Pass) {
-        return Some(fault_response(fault));
+    let guard = Gate {
+        token: &state.token,
+        faults: &mut state.faults,
+        requests: &mut state.requests,
+    };
+    guard.check(path, params, headers)
+}
+
+/// The parts of a fake's state every request passes through: the expected token, the
+/// queued faults and the request log (shared by the fakes of every Google API).
+pub(crate) struct Gate<'a> {
+    pub(crate) token: &'a str,
+    pub(crate) faults: &'a mut VecDeque<Fault>,
+    pub(crate) requests: &'a mut Vec<RecordedRequest>,
+}
+
+impl Gate<'_> {
+    /// Record the GET request; the answer instead of the work if a fault is queued or
+    /// the token is wrong.
+    pub(crate) fn check(
+        self,
+        path: &str,
+        params: &Params,
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        let expected = format!("Bearer {}", self.token);
+        let authorized = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == expected);
+        self.requests.push(RecordedRequest {
+            method: "GET".into(),
+            path: path.to_owned(),
+            query: params.clone(),
+            authorized,
+        });
+        if let Some(fault) = self.faults.pop_front().filter(|f| *f != Fault::Pass) {
+            return Some(fault_response(fault));
+        }
+        (!authorized).then(unauthorized)
     }
-    (!authorized).then(unauthorized)
 }
 
 /// `pageSize`: 1..=1000 (default 100), then capped by the fake's own page size.
@@ -723,7 +760,7 @@ fn page_size(state: &DriveState, params: &Params) -> Option<usize> {
 }
 
 /// The response, through the `fields` mask if one was given.
-fn answer(params: &Params, body: Value) -> Response {
+pub(crate) fn answer(params: &Params, body: Value) -> Response {
     match param(params, "fields") {
         None => Json(body).into_response(),
         Some(fields) => match FieldMask::parse(fields) {

@@ -6,18 +6,24 @@
 //!   static token, real OAuth2 comes later;
 //! - [`drive`]: a Drive v3 client (`changes.getStartPageToken`, `changes.list`,
 //!   `files.list` by parent folder);
+//! - [`calendar`]: a Calendar v3 client (`events.list`, full or from a sync token);
 //! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
-//!   endpoints, with a mutable file tree, paging and fault injection.
+//!   endpoints, with a mutable file tree, paging and fault injection;
+//! - `fake_calendar` (likewise): a local fake of `events.list`, with mutable events,
+//!   sync tokens that can go stale, paging and the same fault injection.
 //!
 //! Base URLs are configurable so tests and the local stack can point the clients at the
 //! fake. Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
 //! ring and the OS root store, the same TLS stack as the AWS SDK clients.
 
 pub mod auth;
+pub mod calendar;
 pub mod client;
 pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake_calendar;
 pub mod retry;
 
 use std::time::Duration;
