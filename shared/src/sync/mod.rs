@@ -6,11 +6,13 @@
 //! derived from it, events are published before the catalog moves on, so a job that
 //! dies half-way and comes back resumes the same operation without duplicates.
 
+pub mod calendar;
 pub mod delta;
 pub mod drive;
 pub mod folder;
 
 use crate::google::GoogleError;
+use crate::google::calendar::CalendarClient;
 use crate::google::drive::DriveClient;
 use crate::http::ApiError;
 use crate::metrics::{self, Unit};
@@ -175,6 +177,8 @@ pub struct SyncWorker {
     notifier: Option<Arc<dyn Notifier>>,
     /// The Drive client of Drive sources (none: their jobs fail).
     drive: Option<Arc<DriveClient>>,
+    /// The Calendar client of Calendar sources (none: their jobs fail).
+    calendar: Option<Arc<CalendarClient>>,
 }
 
 /// An operation under way: what this delivery and earlier ones recorded.
@@ -198,12 +202,19 @@ impl SyncWorker {
             clock,
             notifier: None,
             drive: None,
+            calendar: None,
         }
     }
 
     /// Sync Drive sources with this client.
     pub fn with_drive(mut self, client: Arc<DriveClient>) -> Self {
         self.drive = Some(client);
+        self
+    }
+
+    /// Sync Calendar sources with this client.
+    pub fn with_calendar(mut self, client: Arc<CalendarClient>) -> Self {
+        self.calendar = Some(client);
         self
     }
 
@@ -282,6 +293,15 @@ impl SyncWorker {
                     .await
                     .map(Some),
             },
+            SourceKind::Calendar => {
+                let Some(client) = self.calendar.clone() else {
+                    let error =
+                        "sources of kind Calendar need a Calendar client, and this worker has none";
+                    return self.fail(job, existing, error.into()).await.map(Some);
+                };
+                self.run_calendar(job, source, existing, &catalog, &client)
+                    .await
+            }
             other => self
                 .fail(
                     job,
