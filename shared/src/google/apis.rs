@@ -4,7 +4,8 @@
 
 use super::GoogleError;
 use super::auth::AccessTokens;
-use super::client::Throttle;
+use super::calendar::CalendarClient;
+use super::client::{ApiClient, Throttle};
 use super::drive::{DRIVE_BASE_URL, DriveClient};
 use super::oauth::TokenCache;
 use super::ratelimit::BandRateLimits;
@@ -135,6 +136,15 @@ impl GoogleApis {
         }
     }
 
+    /// Clients with one fixed token for every band (the fakes), at `urls`.
+    pub fn with_static_token(urls: GoogleUrls, token: &str) -> Result<Self, GoogleError> {
+        Ok(Self::new(
+            super::https_client()?,
+            urls,
+            Arc::new(SharedTokens(Arc::new(super::auth::StaticToken::new(token)))),
+        ))
+    }
+
     pub fn with_throttles(mut self, throttles: Arc<dyn BandThrottles>) -> Self {
         self.throttles = Some(throttles);
         self
@@ -171,6 +181,19 @@ impl GoogleApis {
             client = client.with_throttle(t.for_band(band));
         }
         Ok(client)
+    }
+}
+
+impl GoogleApis {
+    /// The band's Calendar client.
+    pub async fn calendar(&self, band: &BandId) -> Result<CalendarClient, GoogleError> {
+        let tokens = self.tokens.for_band(band).await?;
+        let mut api = ApiClient::new(self.http.clone(), &self.urls.calendar, tokens, "Calendar")?
+            .with_retrier(self.retrier.clone());
+        if let Some(t) = &self.throttles {
+            api = api.with_throttle(t.for_band(band));
+        }
+        Ok(CalendarClient::from_api(api))
     }
 }
 

@@ -346,7 +346,7 @@ fn lock(state: &Shared) -> MutexGuard<'_, DriveState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -387,6 +387,76 @@ impl Served {
     /// `http://<addr>`.
     pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+/// The state of a fake API that is served by [`Running`]: a cheap handle with a
+/// [`Gate`], and its routes.
+pub trait FakeState: Clone + Send + Sync + 'static {
+    /// Names the fake in logs.
+    const NAME: &'static str;
+    /// An empty fake accepting `Bearer <token>`.
+    fn with_token(token: &str) -> Self;
+    /// Its routes with a fallback (404 in the API's own shape).
+    fn app(&self) -> Router;
+    /// Run `f` on the gate, under the state's lock.
+    fn with_gate<R>(&self, f: impl FnOnce(&mut Gate) -> R) -> R;
+}
+
+/// A fake API whose state is a cheap handle, serving on its own task until dropped;
+/// derefs to the state for the mutating methods. (The Calendar and Sheets fakes.)
+#[derive(Debug)]
+pub struct Running<S> {
+    state: S,
+    server: Served,
+}
+
+impl<S> std::ops::Deref for Running<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.state
+    }
+}
+
+impl<S: FakeState> Running<S> {
+    /// Serve on 127.0.0.1 on a free port, accepting `Bearer <token>`.
+    pub async fn start(token: &str) -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), token).await
+    }
+
+    /// Serve on `addr` (the local stack picks a fixed port).
+    pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
+        let state = S::with_token(token);
+        let server = Served::bind(addr, state.app(), S::NAME).await?;
+        Ok(Self { state, server })
+    }
+
+    /// The next `n` requests answer `fault` (after any already queued).
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        self.state.with_gate(|g| g.fail_next(n, fault));
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.with_gate(|g| g.requests())
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.with_gate(|g| g.clear_requests());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// `http://127.0.0.1:<port>`: the base URL for the API's client.
+    pub fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// A handle on the state (e.g. to keep changing it from another task).
+    pub fn state(&self) -> S {
+        self.state.clone()
     }
 }
 
@@ -431,13 +501,8 @@ impl FakeDrive {
     /// Per-band clients pointed at this fake, with its token for every band.
     pub fn apis(&self) -> super::apis::GoogleApis {
         let token = lock(&self.state).gate.token().to_owned();
-        super::apis::GoogleApis::new(
-            super::https_client().expect("the HTTPS client builds"),
-            super::apis::GoogleUrls::all_at(&self.base_url()),
-            Arc::new(super::apis::SharedTokens(Arc::new(
-                super::auth::StaticToken::new(token),
-            ))),
-        )
+        let urls = super::apis::GoogleUrls::all_at(&self.base_url());
+        super::apis::GoogleApis::with_static_token(urls, &token).expect("the HTTPS client builds")
     }
 
     /// The watch channels opened on this fake and the notifications sent.
@@ -614,7 +679,7 @@ pub(crate) fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn flag(params: &Params, name: &str, default: bool) -> bool {
+pub(crate) fn flag(params: &Params, name: &str, default: bool) -> bool {
     match param(params, name) {
         Some(v) => v == "true",
         None => default,
@@ -643,7 +708,7 @@ pub(crate) fn google_error(
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-fn invalid_parameter(name: &str) -> Response {
+pub(crate) fn invalid_parameter(name: &str) -> Response {
     google_error(
         400,
         "global",
@@ -679,7 +744,7 @@ fn unauthorized() -> Response {
     response
 }
 
-fn fault_response(fault: Fault) -> Response {
+pub(crate) fn fault_response(fault: Fault) -> Response {
     match fault {
         Fault::RateLimited { retry_after } => {
             let mut response = google_error(
@@ -748,7 +813,7 @@ pub(crate) fn status_error(code: u16) -> Response {
 /// What every fake Google API does first with a request: accept one bearer token, answer
 /// the queued faults, and record the request. Shared by the Drive and Sheets fakes.
 #[derive(Debug)]
-pub(crate) struct Gate {
+pub struct Gate {
     token: String,
     faults: VecDeque<Fault>,
     requests: Vec<RecordedRequest>,
@@ -821,7 +886,7 @@ fn page_size(state: &DriveState, params: &Params) -> Option<usize> {
 }
 
 /// The response, through the `fields` mask if one was given.
-fn answer(params: &Params, body: Value) -> Response {
+pub(crate) fn answer(params: &Params, body: Value) -> Response {
     match param(params, "fields") {
         None => Json(body).into_response(),
         Some(fields) => match FieldMask::parse(fields) {

@@ -38,7 +38,7 @@
 //! the sheet's row 1 (the header of a setlist). The methods panic on a spreadsheet or
 //! sheet the fake does not have: that is a bug in the test using it.
 
-use super::fake::{Fault, Gate, Params, RecordedRequest, Served};
+use super::fake::{FakeState, Gate, Params, Running};
 use super::sheets::column_letters;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -47,7 +47,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The grid of a new sheet: rows and columns a range is clipped to (at the least).
@@ -206,20 +205,6 @@ impl FakeSheetsState {
         }
         cells[column] = value.to_owned();
     }
-
-    /// The next `n` requests answer `fault` (after any already queued).
-    pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.lock().gate.fail_next(n, fault);
-    }
-
-    /// Every request received so far, in order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().gate.requests()
-    }
-
-    pub fn clear_requests(&self) {
-        self.lock().gate.clear_requests();
-    }
 }
 
 /// The fake's routes over `state`, without a fallback (so it merges with other fakes'
@@ -232,45 +217,21 @@ pub fn router(state: FakeSheetsState) -> Router {
 
 /// A running fake Sheets API. Stops serving when dropped. Dereferences to its
 /// [`FakeSheetsState`] for the mutation methods.
-#[derive(Debug)]
-pub struct FakeSheets {
-    state: FakeSheetsState,
-    server: Served,
-}
+pub type FakeSheets = Running<FakeSheetsState>;
 
-impl std::ops::Deref for FakeSheets {
-    type Target = FakeSheetsState;
-    fn deref(&self) -> &FakeSheetsState {
-        &self.state
-    }
-}
+impl FakeState for FakeSheetsState {
+    const NAME: &'static str = "Sheets";
 
-impl FakeSheets {
-    /// Serve on 127.0.0.1 on a free port, accepting `Bearer <token>`.
-    pub async fn start(token: &str) -> std::io::Result<Self> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), token).await
+    fn with_token(token: &str) -> Self {
+        Self::new(token)
     }
 
-    /// Serve on `addr` (the local stack picks a fixed port).
-    pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let state = FakeSheetsState::new(token);
-        let app = router(state.clone()).fallback(not_found);
-        let server = Served::bind(addr, app, "Sheets").await?;
-        Ok(Self { state, server })
+    fn app(&self) -> Router {
+        router(self.clone()).fallback(not_found)
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:<port>`: the base URL for [`super::sheets::SheetsClient::new`].
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// The shared state (for mounting [`router`] elsewhere too).
-    pub fn state(&self) -> &FakeSheetsState {
-        &self.state
+    fn with_gate<R>(&self, f: impl FnOnce(&mut Gate) -> R) -> R {
+        f(&mut self.lock().gate)
     }
 }
 
@@ -545,6 +506,7 @@ async fn values_get(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::google::fake::Fault;
 
     const TOKEN: &str = "t0k3n";
 
@@ -800,7 +762,7 @@ mod tests {
             .unwrap();
         // THEN it answers from the shared state
         assert_eq!(body["values"], json!([["Song"], ["So What"]]));
-        assert_eq!(state.requests().len(), 1);
+        assert_eq!(state.with_gate(|g| g.requests()).len(), 1);
         server.abort();
     }
 }

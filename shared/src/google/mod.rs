@@ -13,8 +13,11 @@
 //! - [`drive`]: a Drive v3 client (`changes.getStartPageToken`, `changes.list`,
 //!   `files.list` by parent folder);
 //! - [`sheets`]: a Sheets v4 client (`spreadsheets.values.get`, formatted rows);
+//! - [`calendar`]: a Calendar v3 client (`events.list`, full or from a sync token);
 //! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
 //!   endpoints, with a mutable file tree, paging and fault injection;
+//! - `fake_calendar` (likewise): a local fake of `events.list`, with mutable events,
+//!   sync tokens that can go stale, paging and the same fault injection;
 //! - `fake_sheets` (unit tests and the `testing` feature): a local fake of the Sheets
 //!   values endpoint, with mutable rows, A1 ranges and the same fault injection;
 //! - `fake_oauth` (unit tests and the `testing` feature): a local fake of Google's
@@ -29,10 +32,13 @@
 
 pub mod apis;
 pub mod auth;
+pub mod calendar;
 pub mod client;
 pub mod drive;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake_calendar;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake_oauth;
 #[cfg(any(test, feature = "testing"))]

@@ -624,9 +624,9 @@ mod tests {
         }
         let before = f.log().await.len();
 
-        // WHEN the job dies on the second page (a fault that is not retried)
+        // WHEN the job dies on the second page (a server error, and retries are off)
         f.fake.fail_next(1, Fault::Pass);
-        f.fake.fail_next(1, Fault::Status(400));
+        f.fake.fail_next(1, Fault::ServerError);
         let job = f.job("job-2", Trigger::Notification);
         assert!(f.worker().run(&job).await.is_err());
 
@@ -714,6 +714,34 @@ mod tests {
                 .unwrap();
         // THEN the operation failed, saying why
         assert_eq!(op.status, OperationStatus::Failed);
-        assert!(op.error.unwrap().contains("Drive client"));
+        assert!(op.error.unwrap().contains("Google API clients"));
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_the_operation_instead_of_retrying_it() {
+        // GIVEN a Drive source whose folder Google no longer lets us see (404)
+        let f = Fixture::new().await;
+        f.fake.fail_next(1, Fault::Status(404));
+        // WHEN it syncs
+        let op = f
+            .worker()
+            .run(&f.job("job-1", Trigger::Manual))
+            .await
+            .expect("not an error to retry")
+            .expect("an operation");
+        // THEN the operation failed with Google's answer, and members were told
+        assert_eq!(op.status, OperationStatus::Failed);
+        let error = op.error.unwrap();
+        assert!(error.contains("404"), "{error}");
+        let names: Vec<String> = f.log().await.into_iter().map(|e| e.event).collect();
+        assert!(names.contains(&"sync.failed".to_owned()), "{names:?}");
+        // AND a 500 (retryable) is still an error, for the queue to redeliver
+        f.fake.fail_next(1, Fault::ServerError);
+        assert!(
+            f.worker()
+                .run(&f.job("job-2", Trigger::Manual))
+                .await
+                .is_err()
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! derived from it, events are published before the catalog moves on, so a job that
 //! dies half-way and comes back resumes the same operation without duplicates.
 
+pub mod calendar;
 pub mod delta;
 pub mod drive;
 pub mod folder;
@@ -43,6 +44,20 @@ pub enum SyncError {
     /// the last stored page token.
     #[error("Google API: {0}")]
     Google(#[from] GoogleError),
+}
+
+/// A Google error no retry fixes: a configuration problem (no or bad credentials), or
+/// an answer that will not change (400, 401 after a fresh token, 403 that is not a rate
+/// limit, 404). Rate limits, 5xx and transport errors are retried.
+pub fn is_permanent(e: &GoogleError) -> bool {
+    match e {
+        GoogleError::Config(_) => true,
+        GoogleError::Http { status, reason, .. } => {
+            matches!(status, 400 | 401 | 404)
+                || (*status == 403 && !crate::google::retry::is_retryable(403, Some(reason)))
+        }
+        _ => false,
+    }
 }
 
 /// The FIFO group of a source's jobs: one sync at a time per source.
@@ -283,50 +298,49 @@ impl SyncWorker {
                 google_credentials: None,
             });
         let catalog = self.store.list_files(&job.band, &job.source).await?;
-        match source.kind {
-            SourceKind::Folder => {
-                self.run_folder(job, source, existing, config, catalog)
-                    .await
-            }
-            SourceKind::Drive => match self.google.clone() {
-                Some(google) => {
-                    let client = google.drive(&job.band).await?;
-                    self.run_drive(job, source, existing, &config, &catalog, &client)
+        let kind = source.kind;
+        if kind == SourceKind::Folder {
+            return self
+                .run_folder(job, source, existing, config, catalog)
+                .await;
+        }
+        let Some(google) = self.google.clone() else {
+            let error = format!(
+                "sources of kind {kind:?} need Google API clients, and this worker has none"
+            );
+            return self.fail(job, existing, error).await.map(Some);
+        };
+        let result = match kind {
+            SourceKind::Drive => match google.drive(&job.band).await {
+                Ok(client) => {
+                    self.run_drive(job, source, existing.clone(), &config, &catalog, &client)
                         .await
                 }
-                None => self
-                    .fail(
-                        job,
-                        existing,
-                        "sources of kind Drive need a Drive client, and this worker has none"
-                            .into(),
-                    )
-                    .await
-                    .map(Some),
+                Err(e) => Err(e.into()),
             },
-            SourceKind::Sheet => match self.google.clone() {
-                Some(google) => {
-                    let client = google.sheets(&job.band).await?;
-                    self.run_sheet(job, source, existing, &client).await
+            SourceKind::Sheet => match google.sheets(&job.band).await {
+                Ok(client) => self.run_sheet(job, source, existing.clone(), &client).await,
+                Err(e) => Err(e.into()),
+            },
+            SourceKind::Calendar => match google.calendar(&job.band).await {
+                Ok(client) => {
+                    self.run_calendar(job, source, existing.clone(), &catalog, &client)
+                        .await
                 }
-                None => self
-                    .fail(
-                        job,
-                        existing,
-                        "sources of kind Sheet need a Sheets client, and this worker has none"
-                            .into(),
-                    )
-                    .await
-                    .map(Some),
+                Err(e) => Err(e.into()),
             },
-            other => self
-                .fail(
-                    job,
-                    existing,
-                    format!("sources of kind {other:?} have no sync engine in this build"),
-                )
-                .await
-                .map(Some),
+            SourceKind::Folder => unreachable!("handled above"),
+        };
+        match result {
+            // Retrying cannot fix these (no credentials, no access, no such folder,
+            // calendar or sheet): fail the operation so operators and members see why.
+            Err(SyncError::Google(e)) if is_permanent(&e) => {
+                let existing = self.store.get_operation(&job.id).await?.or(existing);
+                self.fail(job, existing, format!("Google refused the sync: {e}"))
+                    .await
+                    .map(Some)
+            }
+            other => other,
         }
     }
 

@@ -985,8 +985,7 @@ mod tests {
 
 #[cfg(test)]
 mod engine_tests {
-    use crate::google::apis::{GoogleApis, GoogleUrls, SharedTokens};
-    use crate::google::auth::StaticToken;
+    use crate::google::apis::{GoogleApis, GoogleUrls};
     use crate::google::fake_sheets::FakeSheets;
     use crate::google::retry::{Retrier, RetryPolicy};
     use crate::model::*;
@@ -1031,14 +1030,14 @@ mod engine_tests {
                     &["Autumn Leaves", "Gm"],
                 ],
             );
-            let client = GoogleApis::new(
-                crate::google::https_client().unwrap(),
+            let client = GoogleApis::with_static_token(
                 GoogleUrls {
                     sheets: fake.base_url(),
                     ..GoogleUrls::default()
                 },
-                Arc::new(SharedTokens(Arc::new(StaticToken::new(TOKEN)))),
+                TOKEN,
             )
+            .unwrap()
             .with_retrier(Retrier::new(RetryPolicy {
                 max_attempts: 1,
                 ..RetryPolicy::default()
@@ -1411,7 +1410,7 @@ mod engine_tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(op.status, OperationStatus::Failed);
-        assert!(op.error.unwrap().contains("Sheets client"));
+        assert!(op.error.unwrap().contains("Google API clients"));
         // WHEN it syncs with the range, then a full sync runs on an unchanged sheet
         f.run("job-1", Trigger::Manual).await.unwrap();
         let mut full = f.job("job-2", Trigger::Manual);

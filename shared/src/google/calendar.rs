@@ -1,0 +1,511 @@
+//! A Google Calendar API v3 client: the one call a Calendar source needs to follow a
+//! calendar's events.
+//!
+//! [`CalendarClient::list_events`] is `GET /calendar/v3/calendars/{calendarId}/events`,
+//! one page at a time:
+//!
+//! - without a sync token it is a *full* listing: every event, cancelled ones included
+//!   (`showDeleted=true`), recurring events as one event with their `recurrence` rules
+//!   and their changed or cancelled occurrences as exceptions (`singleEvents=false`),
+//!   2500 a page (the largest Google allows);
+//! - with a sync token (the `nextSyncToken` of the last page of the previous listing) it
+//!   is an *incremental* listing: only the events changed since, deleted ones as
+//!   `status: "cancelled"`. Google refuses a sync token together with `timeMin`,
+//!   `timeMax`, `updatedMin`, `q`, `orderBy`, `iCalUID` and the extended-property
+//!   filters, and with `showDeleted=false`: none of them is ever sent. The other
+//!   parameters are the same as the full listing's, as Google asks ("the exact same list
+//!   query"), and so is every later page's query, with its `pageToken` added.
+//!
+//! Every page but the last carries `nextPageToken`; the last one carries
+//! `nextSyncToken`, the cursor for next time. A stale sync token is answered 410
+//! (`fullSyncRequired`), which comes back as [`GoogleError::Gone`]: the caller drops its
+//! cursor and lists everything again.
+//!
+//! Every call goes through [`ApiClient`]: a bearer token asked again on each attempt,
+//! the band's throttle, retries with backoff honouring `Retry-After`.
+
+use super::GoogleError;
+use super::auth::AccessTokens;
+use super::client::ApiClient;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Where the real Calendar API lives.
+pub const CALENDAR_BASE_URL: &str = "https://www.googleapis.com";
+
+/// The largest `maxResults` Google accepts for `events.list` (and the default here).
+pub const MAX_RESULTS: u32 = 2500;
+
+/// `fields` of `events.list`: the page tokens and the event fields [`Event`] models.
+pub const EVENTS_FIELDS: &str = "nextPageToken,nextSyncToken,items(id,status,summary,description,location,start,end,updated,etag,htmlLink,recurrence,recurringEventId,originalStartTime)";
+
+/// The `events.list` parameters Google refuses next to a `syncToken` ("to ensure
+/// consistency of the client state"); `showDeleted=false` is refused too.
+pub const SYNC_TOKEN_RESTRICTIONS: [&str; 8] = [
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+    "q",
+    "orderBy",
+    "iCalUID",
+    "privateExtendedProperty",
+    "sharedExtendedProperty",
+];
+
+/// `status` of an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// The default when Google leaves it out.
+    #[default]
+    Confirmed,
+    Tentative,
+    /// Deleted; or, for an exception of a recurring event (`recurringEventId` set), that
+    /// one occurrence is off.
+    Cancelled,
+    /// A status this client does not know (Google may add some): treated as live.
+    #[serde(other)]
+    Other,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Tentative => "tentative",
+            Self::Cancelled => "cancelled",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// `start`, `end` or `originalStartTime`: a `date` (`yyyy-mm-dd`, all-day events) or a
+/// `dateTime` (RFC 3339 with an offset), with the `timeZone` it was entered in. Kept as
+/// the strings Google sends: they are passed on to the band's apps as they are, and a
+/// value we cannot parse must not stop a sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDateTime {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl EventDateTime {
+    /// An all-day date.
+    pub fn date(date: &str) -> Self {
+        Self {
+            date: Some(date.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// A time (RFC 3339 with an offset) in an IANA time zone.
+    pub fn at(date_time: &str, time_zone: &str) -> Self {
+        Self {
+            date_time: Some(date_time.to_owned()),
+            time_zone: Some(time_zone.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// An event, as the fields in [`EVENTS_FIELDS`] return it. Only `id` is guaranteed: a
+/// deleted event may come with nothing but `id` and `status`, a cancelled occurrence
+/// with `id`, `recurringEventId` and `originalStartTime`. (Absent fields are `None`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: String,
+    #[serde(default)]
+    pub status: EventStatus,
+    pub summary: Option<String>,
+    pub description: Option<String>,
+    pub location: Option<String>,
+    pub start: Option<EventDateTime>,
+    pub end: Option<EventDateTime>,
+    /// Last modification of the event (of its data, not of attendees' answers only).
+    pub updated: Option<DateTime<Utc>>,
+    /// Changes with every change to the event: what a sync compares.
+    pub etag: Option<String>,
+    pub html_link: Option<String>,
+    /// RRULE / EXRULE / RDATE / EXDATE lines of a recurring event.
+    #[serde(default)]
+    pub recurrence: Vec<String>,
+    /// For an exception (a changed or cancelled occurrence): the recurring event.
+    pub recurring_event_id: Option<String>,
+    /// For an exception: when the occurrence was due by the recurrence rules.
+    pub original_start_time: Option<EventDateTime>,
+}
+
+impl Event {
+    pub fn is_cancelled(&self) -> bool {
+        self.status == EventStatus::Cancelled
+    }
+}
+
+/// What to list: everything (no sync token), or the changes since a sync token; from
+/// the first page, or from a `nextPageToken` of the same listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    pub sync_token: Option<String>,
+    pub page_token: Option<String>,
+}
+
+/// One page of `events.list`. At least one token is set: `next_page_token` while there
+/// are more pages, `next_sync_token` on the last one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsPage {
+    #[serde(default)]
+    pub items: Vec<Event>,
+    pub next_page_token: Option<String>,
+    pub next_sync_token: Option<String>,
+}
+
+/// A Calendar v3 client. Cheap to clone (the HTTP client and token source are shared).
+///
+/// Retries and the band's throttle are the [`ApiClient`]'s: build one with them
+/// (`ApiClient::new(…)?.with_retrier(…).with_throttle(…)`) and pass it to
+/// [`CalendarClient::from_api`].
+#[derive(Clone, Debug)]
+pub struct CalendarClient {
+    api: ApiClient,
+    max_results: u32,
+}
+
+impl CalendarClient {
+    /// A client for the Calendar API at `base_url` ([`CALENDAR_BASE_URL`] for Google, a
+    /// fake's URL in tests), with the default retries, no throttle, and pages of
+    /// [`MAX_RESULTS`]. `http` is the shared client ([`super::https_client`]).
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        tokens: Arc<dyn AccessTokens>,
+    ) -> Result<Self, GoogleError> {
+        ApiClient::new(http, base_url, tokens, "Calendar").map(Self::from_api)
+    }
+
+    /// A client over configured plumbing (base URL, token, retrier, throttle).
+    pub fn from_api(api: ApiClient) -> Self {
+        Self {
+            api,
+            max_results: MAX_RESULTS,
+        }
+    }
+
+    /// The shared plumbing.
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// The `maxResults` asked for (clamped to 1..=2500; Google may still answer fewer).
+    pub fn with_max_results(mut self, max_results: u32) -> Self {
+        self.max_results = max_results.clamp(1, MAX_RESULTS);
+        self
+    }
+
+    /// `events.list` of `calendar_id`: one page, full or incremental (see the module
+    /// documentation for the parameters).
+    pub async fn list_events(
+        &self,
+        calendar_id: &str,
+        query: &EventsQuery,
+    ) -> Result<EventsPage, GoogleError> {
+        let max_results = self.max_results.to_string();
+        let mut params = vec![
+            ("maxResults", max_results.as_str()),
+            ("showDeleted", "true"),
+            ("singleEvents", "false"),
+        ];
+        if let Some(sync_token) = &query.sync_token {
+            params.push(("syncToken", sync_token));
+        }
+        if let Some(page_token) = &query.page_token {
+            params.push(("pageToken", page_token));
+        }
+        params.push(("fields", EVENTS_FIELDS));
+        let page: EventsPage = self
+            .api
+            .get_json(
+                &["calendar", "v3", "calendars", calendar_id, "events"],
+                &params,
+            )
+            .await?;
+        // A page with no token would leave the caller without a way on.
+        if page.next_page_token.is_none() && page.next_sync_token.is_none() {
+            return Err(GoogleError::Decode(
+                "events.list page with neither nextPageToken nor nextSyncToken".into(),
+            ));
+        }
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::auth::StaticToken;
+    use crate::google::fake::Fault;
+    use crate::google::fake_calendar::{EventInput, FakeCalendar, recording_retrier};
+    use crate::google::retry::RecordingSleeper;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    const TOKEN: &str = "ya29.calendar-client";
+    const CAL: &str = "band@group.calendar.google.com";
+
+    async fn setup() -> (FakeCalendar, CalendarClient, Arc<RecordingSleeper>) {
+        let fake = FakeCalendar::start(TOKEN).await.expect("fake starts");
+        fake.add_calendar(CAL);
+        let (retrier, sleeper) = recording_retrier(6);
+        let api = ApiClient::new(
+            crate::google::https_client().unwrap(),
+            &fake.base_url(),
+            Arc::new(StaticToken::new(TOKEN)),
+            "Calendar",
+        )
+        .unwrap();
+        let client = CalendarClient::from_api(api.with_retrier(retrier));
+        (fake, client, sleeper)
+    }
+
+    fn gig(fake: &FakeCalendar, summary: &str) -> String {
+        fake.create_event(
+            CAL,
+            EventInput::timed(
+                summary,
+                "2026-03-14T21:00:00+01:00",
+                "2026-03-14T23:00:00+01:00",
+            ),
+        )
+    }
+
+    /// Follow a listing to its end: every event, the sync token, the number of pages.
+    async fn drain(client: &CalendarClient, sync_token: Option<&str>) -> (Vec<Event>, String, u32) {
+        let mut query = EventsQuery {
+            sync_token: sync_token.map(str::to_owned),
+            page_token: None,
+        };
+        let (mut all, mut pages) = (Vec::new(), 0);
+        loop {
+            let page = client.list_events(CAL, &query).await.unwrap();
+            pages += 1;
+            all.extend(page.items);
+            match (page.next_page_token, page.next_sync_token) {
+                (Some(next), _) => query.page_token = Some(next),
+                (None, Some(token)) => return (all, token, pages),
+                (None, None) => unreachable!("list_events refuses such a page"),
+            }
+        }
+    }
+
+    fn query_of(req: &crate::google::fake::RecordedRequest) -> HashMap<&str, &str> {
+        req.query
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_listing_pages_until_the_sync_token_with_the_documented_parameters() {
+        // GIVEN five events, served two a page
+        let (fake, client, _) = setup().await;
+        fake.set_page_size(2);
+        let ids: Vec<String> = (0..5).map(|i| gig(&fake, &format!("Gig {i}"))).collect();
+        // WHEN the calendar is listed without a sync token
+        let (events, token, pages) = drain(&client, None).await;
+        // THEN three pages give the five events, decoded, and the sync token
+        assert_eq!(pages, 3);
+        let seen: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(seen, ids);
+        assert_eq!(events[0].summary.as_deref(), Some("Gig 0"));
+        assert_eq!(events[0].status, EventStatus::Confirmed);
+        assert_eq!(
+            events[0].start.as_ref().unwrap().date_time.as_deref(),
+            Some("2026-03-14T21:00:00+01:00")
+        );
+        assert!(events[0].etag.is_some() && events[0].html_link.is_some());
+        assert!(events[0].updated.is_some());
+        assert_eq!(token, fake.current_sync_token());
+        // AND every request asked for the documented full listing: deleted events,
+        // recurring events unexpanded, 2500 a page, our fields; no sync token
+        let requests = fake.requests();
+        for (i, r) in requests.iter().enumerate() {
+            let q = query_of(r);
+            assert_eq!(r.path, format!("/calendar/v3/calendars/{CAL}/events"));
+            assert_eq!(q["showDeleted"], "true");
+            assert_eq!(q["singleEvents"], "false");
+            assert_eq!(q["maxResults"], "2500");
+            assert_eq!(q["fields"], EVENTS_FIELDS);
+            assert!(!q.contains_key("syncToken"));
+            assert_eq!(q.contains_key("pageToken"), i > 0);
+            assert!(r.authorized);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_incremental_listing_sends_the_sync_token_on_every_page_and_no_filter() {
+        // GIVEN a synced calendar, then three new events, a cancellation and an edit
+        let (fake, client, _) = setup().await;
+        let gone = gig(&fake, "Cancelled gig");
+        let edited = gig(&fake, "Rehearsal");
+        let (_, token, _) = drain(&client, None).await;
+        fake.set_page_size(2);
+        let new: Vec<String> = (0..3).map(|i| gig(&fake, &format!("New {i}"))).collect();
+        fake.cancel_event(CAL, &gone);
+        fake.update_event(CAL, &edited, |e| e.location = Some("Studio B".into()));
+        fake.clear_requests();
+        // WHEN the changes are listed from the sync token
+        let (events, next, pages) = drain(&client, Some(&token)).await;
+        // THEN the five changes come over three pages; the cancellation as Google
+        // sends a deleted event (id and status, no summary)
+        assert_eq!(pages, 3);
+        let seen: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(seen, [&new[0], &new[1], &new[2], &gone, &edited]);
+        let cancelled = &events[3];
+        assert!(cancelled.is_cancelled());
+        assert_eq!(cancelled.summary, None);
+        assert_eq!(events[4].location.as_deref(), Some("Studio B"));
+        assert_eq!(next, fake.current_sync_token());
+        // AND every page carried the same sync token, none of the parameters Google
+        // refuses with it, and showDeleted=true (never false)
+        for (i, r) in fake.requests().iter().enumerate() {
+            let q = query_of(r);
+            assert_eq!(q["syncToken"], token);
+            assert_eq!(q["showDeleted"], "true");
+            assert!(
+                SYNC_TOKEN_RESTRICTIONS.iter().all(|p| !q.contains_key(p)),
+                "{q:?}"
+            );
+            assert_eq!(q.contains_key("pageToken"), i > 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_sync_token_is_gone_and_not_retried() {
+        // GIVEN a sync token made stale
+        let (fake, client, sleeper) = setup().await;
+        let token = fake.current_sync_token();
+        fake.invalidate_sync_tokens();
+        // WHEN the changes are listed
+        let query = EventsQuery {
+            sync_token: Some(token),
+            page_token: None,
+        };
+        let err = client.list_events(CAL, &query).await.unwrap_err();
+        // THEN it is Gone with Google's message, after one request and no wait
+        assert_eq!(
+            err,
+            GoogleError::Gone {
+                message: "Sync token is no longer valid, a full sync is required.".into()
+            }
+        );
+        assert_eq!(fake.requests().len(), 1);
+        assert!(sleeper.delays().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_429s_and_500s_completes_honouring_retry_after() {
+        // GIVEN a calendar whose next requests answer 429 (Retry-After 4, 2, none), 500
+        let (fake, client, sleeper) = setup().await;
+        let id = gig(&fake, "Gig");
+        fake.fail_next(1, Fault::rate_limited(Some("4")));
+        fake.fail_next(1, Fault::rate_limited(Some("2")));
+        fake.fail_next(1, Fault::rate_limited(None));
+        fake.fail_next(1, Fault::ServerError);
+        // WHEN the calendar is listed
+        let page = client
+            .list_events(CAL, &EventsQuery::default())
+            .await
+            .unwrap();
+        // THEN the fifth attempt succeeds, after the server's waits, then the jittered
+        // backoffs of retries 3 and 4 (half of 400 ms and of 800 ms)
+        assert_eq!(page.items[0].id, id);
+        assert_eq!(fake.requests().len(), 5);
+        let ms = Duration::from_millis;
+        assert_eq!(sleeper.delays(), [ms(4_000), ms(2_000), ms(200), ms(400)]);
+    }
+
+    #[tokio::test]
+    async fn pages_without_tokens_or_json_are_decode_errors() {
+        // GIVEN answers with no token, truncated JSON, and items of the wrong shape
+        let (fake, client, _) = setup().await;
+        for body in [
+            r#"{"kind":"calendar#events","items":[]}"#,
+            r#"{"items":{"id":"x"},"nextSyncToken":"s"}"#,
+        ] {
+            fake.fail_next(
+                1,
+                Fault::Raw {
+                    status: 200,
+                    body: body.into(),
+                },
+            );
+        }
+        fake.fail_next(1, Fault::MalformedJson);
+        // WHEN the calendar is listed three times THEN each is a Decode error
+        for _ in 0..3 {
+            let err = client
+                .list_events(CAL, &EventsQuery::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, GoogleError::Decode(_)), "{err:?}");
+        }
+        assert_eq!(fake.requests().len(), 3);
+    }
+
+    #[test]
+    fn calendar_ids_are_encoded_as_one_path_segment() {
+        let client = CalendarClient::new(
+            crate::google::https_client().unwrap(),
+            CALENDAR_BASE_URL,
+            Arc::new(StaticToken::new("t")),
+        )
+        .unwrap();
+        let id = "en.usa#holiday@group.v.calendar.google.com";
+        assert_eq!(
+            client
+                .api()
+                .url(&["calendar", "v3", "calendars", id, "events"])
+                .as_str(),
+            "https://www.googleapis.com/calendar/v3/calendars/en.usa%23holiday@group.v.calendar.google.com/events"
+        );
+    }
+
+    #[test]
+    fn events_decode_as_google_sends_them() {
+        // GIVEN a deleted event with only its id and status, a cancelled occurrence, an
+        // event with a status this client does not know, and a full one
+        let deleted: Event = serde_json::from_str(r#"{"id":"abc","status":"cancelled"}"#).unwrap();
+        let occurrence: Event = serde_json::from_str(
+            r#"{"id":"abc_20260310T180000Z","status":"cancelled","recurringEventId":"abc",
+                "originalStartTime":{"dateTime":"2026-03-10T19:00:00+01:00","timeZone":"Europe/Paris"}}"#,
+        )
+        .unwrap();
+        let odd: Event = serde_json::from_str(r#"{"id":"x","status":"postponed"}"#).unwrap();
+        let full: Event = serde_json::from_str(
+            r#"{"kind":"calendar#event","etag":"\"318\"","id":"e1","status":"tentative",
+                "htmlLink":"https://www.google.com/calendar/event?eid=ZTE","summary":"Rehearsal",
+                "start":{"date":"2026-03-10"},"end":{"date":"2026-03-11"},
+                "recurrence":["RRULE:FREQ=WEEKLY;BYDAY=TU"],"updated":"2026-03-01T12:00:00.000Z",
+                "attendees":[{"email":"drums@example.com"}]}"#,
+        )
+        .unwrap();
+        // THEN each decodes, unknown fields ignored, the status defaulting to confirmed
+        assert!(deleted.is_cancelled() && deleted.summary.is_none() && deleted.etag.is_none());
+        assert_eq!(occurrence.recurring_event_id.as_deref(), Some("abc"));
+        assert_eq!(odd.status, EventStatus::Other);
+        assert_eq!(full.status, EventStatus::Tentative);
+        assert_eq!(full.start, Some(EventDateTime::date("2026-03-10")));
+        assert_eq!(full.recurrence.len(), 1);
+        let no_status: Event = serde_json::from_str(r#"{"id":"y"}"#).unwrap();
+        assert_eq!(no_status.status, EventStatus::Confirmed);
+        // AND an event without an id is refused
+        assert!(serde_json::from_str::<Event>(r#"{"status":"confirmed"}"#).is_err());
+    }
+}

@@ -1,0 +1,907 @@
+//! The Calendar source: a band's Google Calendar, followed with `events.list` and sync
+//! tokens, so that members' apps learn of a rehearsal or gig being added, moved or
+//! called off.
+//!
+//! The worker drives it page by page ([`SyncWorker::run_calendar`]): each page of events
+//! becomes a [`PageDelta`] of [`Change`]s against the catalog, which the worker records
+//! and publishes through the routine every source shares, and only then moves the
+//! source's cursor ([`CalendarCursor`]) on.
+//!
+//! Catalog conventions for Calendar sources: a row per live event; `file_id` is the
+//! event id, `path` a human label (the summary, or [`UNTITLED`]), `hash` the event's
+//! `etag` (it changes with every change to the event), `modified_ms` its `updated`,
+//! `size` 0.
+//!
+//! Events on the band channel ([`calendar_event`]): [`EVENT_CREATED`] for an event first
+//! seen live, [`EVENT_UPDATED`] for a known event whose etag changed,
+//! [`EVENT_CANCELLED`] for a known event that is cancelled, or that a full listing no
+//! longer shows (it was deleted for good). An event first seen already cancelled is
+//! skipped; an unchanged etag is no event.
+
+use super::delta::Change;
+use super::{SyncError, SyncWorker};
+use crate::google::GoogleError;
+use crate::google::calendar::{CalendarClient, Event, EventDateTime, EventsQuery};
+use crate::model::{BandId, FileEntry, SourceId, SyncJob, SyncMetrics, SyncOperation, Trigger};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+pub const EVENT_CREATED: &str = "calendar.event.created";
+pub const EVENT_UPDATED: &str = "calendar.event.updated";
+pub const EVENT_CANCELLED: &str = "calendar.event.cancelled";
+
+/// The catalog label of an event without a summary.
+pub const UNTITLED: &str = "(untitled event)";
+
+/// Where a Calendar source stands, as stored in `Source::cursor`: the sync token of the
+/// last complete listing, and, while an incremental listing is under way, the page to
+/// go on from. Stored as `{"sync_token":"…","page_token":"…"}`; a cursor that is not
+/// that JSON is read as a bare sync token (at worst Google finds it stale: a full sync).
+///
+/// Why resuming from it never skips a change:
+///
+/// - the cursor moves only after the changes of the pages it leaves behind are
+///   published, recorded and in the catalog (events first, then catalog, then cursor);
+/// - a stored page token is always one of an *incremental* listing, kept next to the
+///   sync token that listing started from. Resuming sends what the dead delivery would
+///   have sent next (Google wants the exact same query, sync token included, plus the
+///   page token), so the rest of the listing comes as it would have, and ends with the
+///   sync token that covers it all;
+/// - if Google refuses that page token (410), the listing starts again from the sync
+///   token: the changes already applied come again, match the catalog's etags and make
+///   no event; none is missed. If the sync token is refused too, a full listing runs;
+/// - a *full* listing stores no page token: which catalog rows are gone can only be
+///   known from the whole listing, so a full listing that dies is started over (its
+///   pages already applied make no event the second time), with the old cursor cleared
+///   before it starts;
+/// - the new sync token is stored with the last page, after that page's changes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CalendarCursor {
+    pub sync_token: String,
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+impl CalendarCursor {
+    /// The cursor of a complete listing.
+    pub fn at(sync_token: impl Into<String>) -> Self {
+        Self {
+            sync_token: sync_token.into(),
+            page_token: None,
+        }
+    }
+
+    /// Read a stored cursor: the JSON form, or a bare sync token.
+    pub fn decode(stored: &str) -> Self {
+        serde_json::from_str(stored).unwrap_or_else(|_| Self::at(stored))
+    }
+
+    pub fn encode(&self) -> String {
+        let mut v = json!({ "sync_token": self.sync_token });
+        if let Some(page_token) = &self.page_token {
+            v["page_token"] = json!(page_token);
+        }
+        v.to_string()
+    }
+}
+
+/// What one page does to the catalog.
+#[derive(Debug, Default)]
+pub struct PageDelta {
+    /// Each an event and an item.
+    pub changes: Vec<Change>,
+    /// Events looked at, and events skipped (first seen already cancelled).
+    pub seen: u64,
+    pub skipped: u64,
+}
+
+/// The catalog's events by id, updated as pages are applied.
+pub struct Known {
+    band: BandId,
+    source: SourceId,
+    entries: HashMap<String, FileEntry>,
+}
+
+impl Known {
+    pub fn new(band: &BandId, source: &SourceId, catalog: &[FileEntry]) -> Self {
+        Self {
+            band: band.clone(),
+            source: source.clone(),
+            entries: catalog
+                .iter()
+                .map(|e| (e.file_id.clone(), e.clone()))
+                .collect(),
+        }
+    }
+
+    /// The catalog row of a live event.
+    pub fn entry(&self, event: &Event) -> FileEntry {
+        let label = event
+            .summary
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(UNTITLED);
+        FileEntry {
+            band: self.band.clone(),
+            source: self.source.clone(),
+            file_id: event.id.clone(),
+            path: label.to_owned(),
+            size: 0,
+            // Google always sends an etag; without one, `updated` still tells versions apart.
+            hash: event
+                .etag
+                .clone()
+                .or_else(|| event.updated.map(rfc3339))
+                .unwrap_or_default(),
+            modified_ms: event.updated.map_or(0, |t| t.timestamp_millis()),
+        }
+    }
+
+    /// One page of events (full or incremental listing alike).
+    pub fn apply(&mut self, events: &[Event]) -> PageDelta {
+        let mut out = PageDelta::default();
+        for event in events {
+            let before = self.entries.get(&event.id).cloned();
+            if event.is_cancelled() {
+                match before {
+                    None => out.skipped += 1,
+                    Some(before) => {
+                        out.seen += 1;
+                        self.entries.remove(&event.id);
+                        out.changes.push(Change::Deleted(before));
+                    }
+                }
+                continue;
+            }
+            out.seen += 1;
+            let after = self.entry(event);
+            match before {
+                None => out.changes.push(Change::Created(after.clone())),
+                Some(before) if before.hash != after.hash => out.changes.push(Change::Updated {
+                    before,
+                    after: after.clone(),
+                }),
+                Some(_) => continue,
+            }
+            self.entries.insert(event.id.clone(), after);
+        }
+        out
+    }
+
+    /// After a whole full listing: the known events it did not show were deleted for
+    /// good (Google dropped even their tombstones). In label order.
+    pub fn vanished(&mut self, listed: &HashSet<String>) -> Vec<Change> {
+        let unlisted: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|id| !listed.contains(*id))
+            .cloned()
+            .collect();
+        let mut gone: Vec<FileEntry> = unlisted
+            .iter()
+            .filter_map(|id| self.entries.remove(id))
+            .collect();
+        gone.sort_by(|a, b| (&a.path, &a.file_id).cmp(&(&b.path, &b.file_id)));
+        gone.into_iter().map(Change::Deleted).collect()
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `start` / `end` as the apps get them: `date` (all day) or `date_time` with its
+/// `time_zone`, absent keys left out.
+fn when(t: Option<&EventDateTime>) -> Value {
+    let Some(t) = t else { return Value::Null };
+    let mut v = json!({});
+    for (key, value) in [
+        ("date", &t.date),
+        ("date_time", &t.date_time),
+        ("time_zone", &t.time_zone),
+    ] {
+        if let Some(value) = value {
+            v[key] = json!(value);
+        }
+    }
+    v
+}
+
+/// A change's event name and data. `event` is the resource the page listed (none for an
+/// event a full listing no longer shows); what it lacks (a deleted event may come with
+/// its id alone) comes from the catalog row where the catalog has it.
+///
+/// Data: `{source, event_id, summary, location, start, end, status, updated,
+/// html_link, recurring_event_id}`; `start`/`end` are `{date}` or `{date_time,
+/// time_zone}`, `updated` RFC 3339; unknown values are null.
+pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, Value) {
+    let e = change.entry();
+    let cancelled = matches!(change, Change::Deleted(_));
+    let name = match change {
+        Change::Created(_) => EVENT_CREATED,
+        Change::Deleted(_) => EVENT_CANCELLED,
+        Change::Updated { .. } | Change::Moved { .. } => EVENT_UPDATED,
+    };
+    let summary = event
+        .and_then(|ev| ev.summary.clone())
+        .or_else(|| (cancelled && e.path != UNTITLED).then(|| e.path.clone()));
+    let status = match event {
+        _ if cancelled => "cancelled",
+        Some(ev) => ev.status.as_str(),
+        None => "confirmed",
+    };
+    let updated = event
+        .and_then(|ev| ev.updated)
+        .or_else(|| {
+            (e.modified_ms > 0)
+                .then(|| DateTime::from_timestamp_millis(e.modified_ms))
+                .flatten()
+        })
+        .map(rfc3339);
+    let data = json!({
+        "source": e.source,
+        "event_id": e.file_id,
+        "summary": summary,
+        "location": event.and_then(|ev| ev.location.clone()),
+        "start": when(event.and_then(|ev| ev.start.as_ref())),
+        "end": when(event.and_then(|ev| ev.end.as_ref())),
+        "status": status,
+        "updated": updated,
+        "html_link": event.and_then(|ev| ev.html_link.clone()),
+        "recurring_event_id": event.and_then(|ev| ev.recurring_event_id.clone()),
+    });
+    (name, data)
+}
+
+impl SyncWorker {
+    /// A Calendar source, page by page: incremental from the stored cursor, or a full
+    /// listing compared against the catalog without one (first sync, a `full` job, a
+    /// sync token Google found stale). See [`CalendarCursor`] for why a delivery that
+    /// dies anywhere resumes without losing or repeating an event.
+    pub(super) async fn run_calendar(
+        &self,
+        job: &SyncJob,
+        mut source: crate::model::Source,
+        existing: Option<SyncOperation>,
+        catalog: &[FileEntry],
+        client: &CalendarClient,
+    ) -> Result<Option<SyncOperation>, SyncError> {
+        let started = Instant::now();
+        let quiet = matches!(job.trigger, Trigger::Notification | Trigger::Reconcile);
+        let mut cursor = source.cursor.as_deref().map(CalendarCursor::decode);
+        if job.full && existing.is_none() && cursor.is_some() {
+            // Cleared in the store too, so that a redelivery of this job lists in full.
+            cursor = None;
+            source.cursor = None;
+            self.store.put_source(&source).await?;
+        }
+        let mut known = Known::new(&job.band, &job.source, catalog);
+        let mut run = match existing {
+            Some(op) => Some(self.begin(job, Some(op)).await?),
+            None => None,
+        };
+        let mut metrics = SyncMetrics::default();
+        let mut pages = 0u32;
+        // A full listing under way: its next page, and every event it showed so far.
+        let mut full_page: Option<String> = None;
+        let mut listed: HashSet<String> = HashSet::new();
+        loop {
+            let query = match &cursor {
+                Some(c) => EventsQuery {
+                    sync_token: Some(c.sync_token.clone()),
+                    page_token: c.page_token.clone(),
+                },
+                None => EventsQuery {
+                    sync_token: None,
+                    page_token: full_page.clone(),
+                },
+            };
+            let page = match client.list_events(&source.location, &query).await {
+                Ok(page) => page,
+                Err(GoogleError::Gone { message }) => match cursor.take() {
+                    Some(CalendarCursor {
+                        sync_token,
+                        page_token: Some(_),
+                    }) => {
+                        tracing::warn!(%message, "page token gone: listing again from the sync token");
+                        cursor = Some(CalendarCursor::at(sync_token));
+                        continue;
+                    }
+                    Some(_) => {
+                        tracing::warn!(%message, "sync token gone: full sync");
+                        source.cursor = None;
+                        self.store.put_source(&source).await?;
+                        continue;
+                    }
+                    // A full listing's page token went stale: the job is retried.
+                    None => return Err(GoogleError::Gone { message }.into()),
+                },
+                Err(e) => return Err(e.into()),
+            };
+            pages += 1;
+            let full = cursor.is_none();
+            let last = page.next_page_token.is_none();
+            let mut delta = known.apply(&page.items);
+            if full {
+                listed.extend(page.items.iter().map(|e| e.id.clone()));
+                if last {
+                    delta.changes.extend(known.vanished(&listed));
+                }
+            }
+            tracing::debug!(
+                page = pages,
+                full,
+                seen = delta.seen,
+                skipped = delta.skipped,
+                changes = delta.changes.len(),
+                "calendar page"
+            );
+            metrics.seen += delta.seen;
+            metrics.skipped += delta.skipped;
+            if run.is_none() && !(quiet && delta.changes.is_empty()) {
+                run = Some(self.begin(job, None).await?);
+            }
+            if let Some(run) = run.as_mut() {
+                let by_id: HashMap<&str, &Event> =
+                    page.items.iter().map(|e| (e.id.as_str(), e)).collect();
+                let describe =
+                    |c: &Change| calendar_event(c, by_id.get(c.entry().file_id.as_str()).copied());
+                self.apply_changes(run, &delta.changes, &describe).await?;
+            }
+            match (page.next_page_token, page.next_sync_token, cursor.as_mut()) {
+                (Some(next), _, None) => full_page = Some(next),
+                (Some(next), _, Some(c)) => {
+                    c.page_token = Some(next);
+                    source.cursor = Some(c.encode());
+                    self.store.put_source(&source).await?;
+                }
+                (None, Some(token), _) => {
+                    source.cursor = Some(CalendarCursor::at(token).encode());
+                    self.store.put_source(&source).await?;
+                    break;
+                }
+                (None, None, _) => {
+                    return Err(
+                        GoogleError::Decode("events.list page without a token".into()).into(),
+                    );
+                }
+            }
+        }
+        match run {
+            None => {
+                tracing::debug!(pages, "nothing changed");
+                Ok(None)
+            }
+            Some(run) => {
+                metrics.synced = (run.synced_before + run.synced_now) as u64;
+                metrics.duration_ms = started.elapsed().as_millis() as u64;
+                self.complete(run.op, source, metrics, &[]).await.map(Some)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::{
+        apis::{GoogleApis, GoogleUrls},
+        fake::Fault,
+        fake_calendar::{EventInput, FakeCalendar, recording_retrier},
+        retry::RecordingSleeper,
+    };
+    use crate::model::*;
+    use crate::ports::{CatalogStore, OperationStore, SourceStore};
+    use crate::testing::*;
+    use std::{sync::Arc, time::Duration};
+
+    const TOKEN: &str = "ya29.calendar-sync-test";
+    const CAL: &str = "demo-band@group.calendar.google.com";
+
+    /// Band `demo` with a Calendar source `gigs` following a fake calendar.
+    struct Fixture {
+        band: BandId,
+        source: SourceId,
+        h: Harness,
+        fake: FakeCalendar,
+        sleeper: Arc<RecordingSleeper>,
+        client: Arc<GoogleApis>,
+    }
+
+    impl Fixture {
+        /// `attempts`: how often the client tries a request (1: faults are not retried).
+        async fn new(attempts: u32) -> Self {
+            let h = Harness::new();
+            let band = h.add_band("demo").await;
+            let fake = FakeCalendar::start(TOKEN).await.unwrap();
+            fake.add_calendar(CAL);
+            let (retrier, sleeper) = recording_retrier(attempts);
+            let apis = GoogleApis::with_static_token(
+                GoogleUrls {
+                    calendar: fake.base_url(),
+                    ..GoogleUrls::default()
+                },
+                TOKEN,
+            )
+            .unwrap()
+            .with_retrier(retrier);
+            let source = Source::new(band.clone(), source_id("gigs"), SourceKind::Calendar, CAL);
+            h.store.put_source(&source).await.unwrap();
+            Self {
+                h,
+                fake,
+                client: Arc::new(apis),
+                sleeper,
+                band,
+                source: source.id,
+            }
+        }
+
+        fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
+            self.h.sync_job(id, &self.band, &self.source, trigger)
+        }
+
+        /// One delivery of a job to a fresh worker (as a fresh Lambda invocation).
+        async fn deliver(&self, job: &SyncJob) -> Result<Option<SyncOperation>, SyncError> {
+            self.h
+                .sync_worker()
+                .with_google(self.client.clone())
+                .run(job)
+                .await
+        }
+
+        async fn sync(&self, id: &str, trigger: Trigger) -> Option<SyncOperation> {
+            self.deliver(&self.job(id, trigger)).await.unwrap()
+        }
+
+        async fn log(&self) -> Vec<crate::model::Event> {
+            self.h.log(&ChannelName::Band(self.band.clone())).await
+        }
+
+        /// The calendar events of the log after `skip` events: (event, event id).
+        async fn calendar_events(&self, skip: usize) -> Vec<(String, String)> {
+            let log = self.log().await;
+            let about = |e: &crate::model::Event| {
+                let id = e.data["event_id"].as_str()?.to_owned();
+                e.event
+                    .starts_with("calendar.")
+                    .then(|| (e.event.clone(), id))
+            };
+            log[skip..].iter().filter_map(about).collect()
+        }
+
+        /// The data of the last event named `name` about `event_id`.
+        async fn data(&self, name: &str, event_id: &str) -> Value {
+            let log = self.log().await;
+            let found = log
+                .iter()
+                .rev()
+                .find(|e| e.event == name && e.data["event_id"] == event_id);
+            found.expect("such an event").data.clone()
+        }
+
+        /// The catalog: (event id, label), by id.
+        async fn catalog(&self) -> Vec<(String, String)> {
+            let files = self.h.store.list_files(&self.band, &self.source).await;
+            let mut rows: Vec<_> = files
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.file_id, e.path))
+                .collect();
+            rows.sort();
+            rows
+        }
+
+        async fn cursor(&self) -> Option<CalendarCursor> {
+            let source = self.h.store.get_source(&self.band, &self.source).await;
+            source
+                .unwrap()
+                .unwrap()
+                .cursor
+                .as_deref()
+                .map(CalendarCursor::decode)
+        }
+
+        /// The cursor a complete listing made now would leave.
+        fn caught_up(&self) -> Option<CalendarCursor> {
+            Some(CalendarCursor::at(self.fake.current_sync_token()))
+        }
+    }
+
+    fn rehearsal() -> EventInput {
+        EventInput::timed(
+            "Rehearsal",
+            "2026-03-10T19:00:00+01:00",
+            "2026-03-10T22:00:00+01:00",
+        )
+        .with_location("Studio A")
+    }
+
+    fn rehearsal_named(summary: &str) -> EventInput {
+        EventInput {
+            summary: Some(summary.to_owned()),
+            ..rehearsal()
+        }
+    }
+
+    fn pairs(name: &str, ids: &[&String]) -> Vec<(String, String)> {
+        ids.iter()
+            .map(|id| (name.to_owned(), (*id).clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_sync_then_deltas_become_created_updated_and_cancelled_events() {
+        // GIVEN a rehearsal, an all-day gig, and an event cancelled before any sync
+        let f = Fixture::new(1).await;
+        let rehearsal = f.fake.create_event(CAL, rehearsal());
+        let gig = f.fake.create_event(
+            CAL,
+            EventInput::all_day("Gig: Paradiso", "2026-04-04", "2026-04-05"),
+        );
+        let never = f
+            .fake
+            .create_event(CAL, EventInput::all_day("Off", "2026-05-01", "2026-05-02"));
+        f.fake.cancel_event(CAL, &never);
+
+        // WHEN the source syncs for the first time
+        let op = f.sync("job-1", Trigger::Manual).await.unwrap();
+
+        // THEN the two live events are created, the cancelled one skipped
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!(
+            (op.metrics.synced, op.metrics.seen, op.metrics.skipped),
+            (2, 2, 1)
+        );
+        let mut created = f.calendar_events(0).await;
+        created.sort();
+        let mut expected = pairs(EVENT_CREATED, &[&rehearsal, &gig]);
+        expected.sort();
+        assert_eq!(created, expected);
+        // AND a member's app gets what it needs to show the rehearsal
+        let data = f.data(EVENT_CREATED, &rehearsal).await;
+        assert_eq!(data["source"], "gigs");
+        assert_eq!(data["summary"], "Rehearsal");
+        assert_eq!(data["location"], "Studio A");
+        assert_eq!(
+            data["start"],
+            json!({"date_time": "2026-03-10T19:00:00+01:00", "time_zone": "Europe/Paris"})
+        );
+        assert_eq!(data["end"]["date_time"], "2026-03-10T22:00:00+01:00");
+        assert_eq!(data["status"], "confirmed");
+        assert!(
+            data["updated"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-03-01T12:00:0")
+        );
+        assert!(data["html_link"].as_str().unwrap().starts_with("https://"));
+        assert_eq!(data["recurring_event_id"], Value::Null);
+        assert_eq!(
+            f.data(EVENT_CREATED, &gig).await["start"],
+            json!({"date": "2026-04-04"})
+        );
+        // AND the catalog holds them under their ids and labels; the cursor is the token
+        let mut catalog = vec![
+            (rehearsal.clone(), "Rehearsal".to_owned()),
+            (gig.clone(), "Gig: Paradiso".to_owned()),
+        ];
+        catalog.sort();
+        assert_eq!(f.catalog().await, catalog);
+        assert_eq!(f.cursor().await, f.caught_up());
+        let before = f.log().await.len();
+
+        // WHEN an event is added, the rehearsal moved to another room, the gig called off
+        let new = f.fake.create_event(
+            CAL,
+            EventInput::all_day("Photo shoot", "2026-03-20", "2026-03-21"),
+        );
+        f.fake
+            .update_event(CAL, &rehearsal, |e| e.location = Some("Studio B".into()));
+        f.fake.cancel_event(CAL, &gig);
+        f.fake.clear_requests();
+        let op = f.sync("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN one event per change, in the order Google listed them
+        assert_eq!(op.metrics.synced, 3);
+        let mut expected = pairs(EVENT_CREATED, &[&new]);
+        expected.extend(pairs(EVENT_UPDATED, &[&rehearsal]));
+        expected.extend(pairs(EVENT_CANCELLED, &[&gig]));
+        assert_eq!(f.calendar_events(before).await, expected);
+        assert_eq!(
+            f.data(EVENT_UPDATED, &rehearsal).await["location"],
+            "Studio B"
+        );
+        // AND the cancellation names the gig although Google sent only its id and status
+        let cancelled = f.data(EVENT_CANCELLED, &gig).await;
+        assert_eq!(
+            (cancelled["summary"].clone(), cancelled["status"].clone()),
+            (json!("Gig: Paradiso"), json!("cancelled"))
+        );
+        // AND the delta was one incremental request; the catalog and cursor follow
+        let requests = f.fake.requests();
+        assert_eq!(requests.len(), 1);
+        assert!(requests[0].query.iter().any(|(k, _)| k == "syncToken"));
+        let labels: Vec<String> = f.catalog().await.into_iter().map(|(_, l)| l).collect();
+        assert_eq!(labels.len(), 2);
+        assert!(
+            labels.contains(&"Photo shoot".to_owned()) && labels.contains(&"Rehearsal".to_owned())
+        );
+        assert_eq!(f.cursor().await, f.caught_up());
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_resync_publishes_no_calendar_event() {
+        // GIVEN a synced calendar
+        let f = Fixture::new(1).await;
+        f.fake.create_event(CAL, rehearsal());
+        f.sync("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+        // WHEN a notification finds nothing new THEN nothing is recorded
+        assert_eq!(f.sync("job-2", Trigger::Notification).await, None);
+        assert_eq!(f.h.store.get_operation("job-2").await.unwrap(), None);
+        assert_eq!(f.log().await.len(), before);
+        // WHEN a full manual sync lists everything again
+        f.fake.clear_requests();
+        let mut job = f.job("job-3", Trigger::Manual);
+        job.full = true;
+        let op = f.deliver(&job).await.unwrap().unwrap();
+        // THEN it was a full listing, and only sync.started and sync.completed came of it
+        assert!(
+            f.fake
+                .requests()
+                .iter()
+                .all(|r| r.query.iter().all(|(k, _)| k != "syncToken"))
+        );
+        assert_eq!(op.metrics.synced, 0);
+        let names: Vec<String> = f
+            .log()
+            .await
+            .into_iter()
+            .skip(before)
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(names, ["sync.started", "sync.completed"]);
+        assert_eq!(f.cursor().await, f.caught_up());
+    }
+
+    /// A synced calendar, then five new events listed two a page, and a delivery of
+    /// `job-2` that dies on the second page; returns the log length before it, the new
+    /// events' ids and the cursor `job-1` left.
+    async fn crash_on_the_second_page(f: &Fixture) -> (usize, Vec<String>, CalendarCursor) {
+        f.sync("job-1", Trigger::Manual).await;
+        let start = f.cursor().await.expect("job-1 stored a cursor");
+        f.fake.set_page_size(2);
+        let new: Vec<String> = (1..=5)
+            .map(|i| {
+                f.fake.create_event(
+                    CAL,
+                    EventInput::all_day(&format!("Gig {i}"), "2026-06-01", "2026-06-02"),
+                )
+            })
+            .collect();
+        let before = f.log().await.len();
+        f.fake.fail_next(1, Fault::Pass);
+        f.fake.fail_next(1, Fault::ServerError);
+        assert!(
+            f.deliver(&f.job("job-2", Trigger::Notification))
+                .await
+                .is_err()
+        );
+        (before, new, start)
+    }
+
+    /// `job-2` delivered again, with the fake's request log cleared first.
+    async fn redeliver(f: &Fixture) -> SyncOperation {
+        f.fake.clear_requests();
+        let job = f.job("job-2", Trigger::Notification);
+        f.deliver(&job).await.unwrap().expect("an operation")
+    }
+
+    /// The log after `before` is exactly one sync of the `new` events, gapless and
+    /// without a repeated id; items, catalog and cursor agree.
+    async fn assert_one_clean_sync(f: &Fixture, before: usize, new: &[String], op: &SyncOperation) {
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!(op.metrics.synced, new.len() as u64);
+        let ids: Vec<&String> = new.iter().collect();
+        assert_eq!(f.calendar_events(before).await, pairs(EVENT_CREATED, &ids));
+        let log = f.log().await;
+        let names: Vec<&str> = log[before..].iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names.first(), Some(&"sync.started"));
+        assert_eq!(names.last(), Some(&"sync.completed"));
+        assert_eq!(names.len(), new.len() + 2);
+        let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>());
+        let unique: HashSet<&str> = log.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(unique.len(), log.len());
+        assert_eq!(
+            f.h.store.list_items("job-2").await.unwrap().len(),
+            new.len()
+        );
+        assert_eq!(f.catalog().await.len(), new.len());
+        assert_eq!(f.cursor().await, f.caught_up());
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_pages_resumes_from_the_stored_page_without_loss_or_duplicates() {
+        // GIVEN a delivery that died on the second page of five new events
+        let f = Fixture::new(1).await;
+        let (before, new, start) = crash_on_the_second_page(&f).await;
+        // THEN the first page's two events are out, and the cursor is the sync token it
+        // started from with the second page's token
+        assert_eq!(
+            f.calendar_events(before).await,
+            pairs(EVENT_CREATED, &[&new[0], &new[1]])
+        );
+        let stored = f.cursor().await.unwrap();
+        assert!(stored.page_token.is_some());
+        assert_eq!(stored.sync_token, start.sync_token);
+        assert_eq!(start.page_token, None);
+
+        // WHEN the job is delivered again
+        let op = redeliver(&f).await;
+
+        // THEN it goes on from the stored page, with the same sync token, and the log has
+        // every event once
+        let first = &f.fake.requests()[0];
+        assert!(
+            first
+                .query
+                .contains(&("pageToken".into(), stored.page_token.clone().unwrap()))
+        );
+        assert!(
+            first
+                .query
+                .contains(&("syncToken".into(), stored.sync_token.clone()))
+        );
+        assert_one_clean_sync(&f, before, &new, &op).await;
+    }
+
+    #[tokio::test]
+    async fn a_failure_while_publishing_a_page_keeps_the_cursor_before_that_page() {
+        // GIVEN a synced calendar, then three new events listed two a page
+        let f = Fixture::new(1).await;
+        f.sync("job-1", Trigger::Manual).await;
+        let start = f.cursor().await;
+        f.fake.set_page_size(2);
+        let new: Vec<String> = ["Soundcheck", "Gig", "Afterparty"]
+            .map(|s| f.fake.create_event(CAL, rehearsal_named(s)))
+            .into();
+        let before = f.log().await.len();
+        // WHEN the broadcast of the first page's events fails (sends: sync.started, then
+        // the page's chunk)
+        let queue = &f.h.broadcast_queue;
+        queue.fail_send(queue.attempts() + 2);
+        let job = f.job("job-2", Trigger::Notification);
+        assert!(f.deliver(&job).await.is_err());
+        // THEN the cursor has not moved past that page
+        assert_eq!(f.cursor().await, start);
+        // AND a redelivery publishes and records every event once
+        let op = f.deliver(&job).await.unwrap().unwrap();
+        assert_one_clean_sync(&f, before, &new, &op).await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_page_token_lists_again_from_the_sync_token_without_duplicates() {
+        // GIVEN a delivery that died on the second page, and Google refusing its page token
+        let f = Fixture::new(1).await;
+        let (before, new, _) = crash_on_the_second_page(&f).await;
+        let stored = f.cursor().await.unwrap();
+        f.fake.fail_next(1, Fault::Gone);
+        // WHEN the job is delivered again
+        let op = redeliver(&f).await;
+        // THEN after the 410 it listed from the sync token alone, the first page's
+        // events came again but made no second event
+        let second = &f.fake.requests()[1];
+        assert!(
+            second
+                .query
+                .contains(&("syncToken".into(), stored.sync_token))
+        );
+        assert!(second.query.iter().all(|(k, _)| k != "pageToken"));
+        assert_one_clean_sync(&f, before, &new, &op).await;
+    }
+
+    #[tokio::test]
+    async fn a_stale_sync_token_clears_the_cursor_and_a_full_sync_finds_every_change() {
+        // GIVEN a synced calendar of four events
+        let f = Fixture::new(1).await;
+        let [a, b, c, d] = ["A", "B", "C", "D"].map(|s| {
+            f.fake
+                .create_event(CAL, EventInput::all_day(s, "2026-03-30", "2026-03-31"))
+        });
+        f.sync("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+        // WHEN A is cancelled, B deleted for good, C edited, E created, and Google
+        // invalidates the sync token
+        f.fake.cancel_event(CAL, &a);
+        f.fake.delete_event(CAL, &b);
+        f.fake
+            .update_event(CAL, &c, |e| e.summary = Some("C (moved)".into()));
+        let e = f
+            .fake
+            .create_event(CAL, EventInput::all_day("E", "2026-04-01", "2026-04-02"));
+        f.fake.invalidate_sync_tokens();
+        f.fake.clear_requests();
+        let op = f.sync("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN after the 410 a full listing ran and found every change, D unchanged
+        let requests = f.fake.requests();
+        assert!(requests[0].query.iter().any(|(k, _)| k == "syncToken"));
+        assert!(
+            requests[1..]
+                .iter()
+                .all(|r| r.query.iter().all(|(k, _)| k != "syncToken"))
+        );
+        assert_eq!(op.metrics.synced, 4);
+        let mut expected = pairs(EVENT_CANCELLED, &[&a]);
+        expected.extend(pairs(EVENT_UPDATED, &[&c]));
+        expected.extend(pairs(EVENT_CREATED, &[&e]));
+        expected.extend(pairs(EVENT_CANCELLED, &[&b]));
+        assert_eq!(f.calendar_events(before).await, expected);
+        // AND B, which no listing shows any more, is called off by its catalog label
+        let gone = f.data(EVENT_CANCELLED, &b).await;
+        assert_eq!(
+            (gone["summary"].clone(), gone["start"].clone()),
+            (json!("B"), Value::Null)
+        );
+        // AND the catalog is C, D, E; the cursor the new sync token
+        let ids: Vec<String> = f.catalog().await.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, [c, d, e]);
+        assert_eq!(f.cursor().await, f.caught_up());
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_429s_completes_honouring_retry_after_without_sleeping() {
+        // GIVEN a calendar whose next four requests answer 429 with Retry-After: 5
+        let f = Fixture::new(6).await;
+        let id = f.fake.create_event(CAL, rehearsal());
+        f.fake.fail_next(4, Fault::rate_limited(Some("5")));
+        // WHEN the source syncs
+        let op = f.sync("job-1", Trigger::Manual).await.unwrap();
+        // THEN it completed on the fifth attempt, having waited (on paper) 5 s each time
+        assert_eq!(op.status, OperationStatus::Completed);
+        assert_eq!(f.calendar_events(0).await, pairs(EVENT_CREATED, &[&id]));
+        assert_eq!(f.fake.requests().len(), 5);
+        assert_eq!(f.sleeper.delays(), [Duration::from_secs(5); 4]);
+    }
+
+    #[tokio::test]
+    async fn a_calendar_source_without_a_client_fails_with_a_clear_error() {
+        let f = Fixture::new(1).await;
+        let op =
+            f.h.sync_worker()
+                .run(&f.job("job-1", Trigger::Manual))
+                .await;
+        let op = op.unwrap().unwrap();
+        assert_eq!(op.status, OperationStatus::Failed);
+        assert!(op.error.unwrap().contains("Google API clients"));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_a_bare_token_is_a_sync_token() {
+        let mid = CalendarCursor {
+            sync_token: "CPDAlvWDx70CEPDAlvWDx70CGAU=".into(),
+            page_token: Some("CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA".into()),
+        };
+        assert_eq!(CalendarCursor::decode(&mid.encode()), mid);
+        let done = CalendarCursor::at("CPDAlvWDx70CEPDAlvWDx70CGAU=");
+        assert_eq!(
+            done.encode(),
+            r#"{"sync_token":"CPDAlvWDx70CEPDAlvWDx70CGAU="}"#
+        );
+        assert_eq!(CalendarCursor::decode(&done.encode()), done);
+        assert_eq!(
+            CalendarCursor::decode("CPDAlvWDx70C"),
+            CalendarCursor::at("CPDAlvWDx70C")
+        );
+        assert_eq!(
+            CalendarCursor::decode("{\"x\":1}"),
+            CalendarCursor::at("{\"x\":1}")
+        );
+    }
+}
