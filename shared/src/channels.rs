@@ -188,7 +188,9 @@ fn renewal_due(channel: &WatchChannel, now: DateTime<Utc>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::google::apis::{GoogleApis, GoogleUrls};
     use crate::google::fake::FakeDrive;
+    use crate::google::fake_calendar::FakeCalendar;
     use crate::model::SourceId;
     use crate::ports::{SourceStore, WatchChannelStore};
     use crate::testing::*;
@@ -199,9 +201,12 @@ mod tests {
     struct Fixture {
         h: Harness,
         fake: FakeDrive,
+        calendar: FakeCalendar,
         keeper: ChannelKeeper,
         band: BandId,
     }
+
+    const CAL: &str = "band@group.calendar.google.com";
 
     async fn fixture() -> Fixture {
         let h = Harness::new();
@@ -214,22 +219,31 @@ mod tests {
             "application/vnd.google-apps.spreadsheet",
             b"",
         );
+        let calendar = FakeCalendar::start(TOKEN).await.unwrap();
+        calendar.add_calendar(CAL);
         for (id, kind, location) in [
             ("charts", SourceKind::Drive, folder),
             ("setlist", SourceKind::Sheet, sheet),
+            ("gigs", SourceKind::Calendar, CAL.to_owned()),
         ] {
             let source = Source::new(band.clone(), SourceId::parse(id).unwrap(), kind, location);
             h.store.put_source(&source).await.unwrap();
         }
+        let urls = GoogleUrls {
+            calendar: calendar.base_url(),
+            ..GoogleUrls::all_at(&fake.base_url())
+        };
+        let apis = GoogleApis::with_static_token(urls, TOKEN).unwrap();
         let keeper = ChannelKeeper::new(
             h.store.clone(),
-            Arc::new(fake.apis()),
+            Arc::new(apis),
             h.clock.clone(),
             ADDRESS.into(),
         );
         Fixture {
             h,
             fake,
+            calendar,
             keeper,
             band,
         }
@@ -249,12 +263,14 @@ mod tests {
         let second = f.keeper.tick_band(&f.band).await.unwrap();
 
         // THEN each source got one channel, the second pass did nothing
-        assert_eq!(first.created, 2, "{first:?}");
+        assert_eq!(first.created, 3, "{first:?}");
         assert_eq!(second, ChannelReport::default());
         let channels = stored(&f).await;
-        assert_eq!(channels.len(), 2);
-        // AND Google has the same channels, on our address, and we keep only token hashes
-        let at_google = f.fake.push().channels();
+        assert_eq!(channels.len(), 3);
+        // AND Google has the same channels (Drive's for the folder and the sheet,
+        // Calendar's for the calendar), on our address, and we keep only token hashes
+        let mut at_google = f.fake.push().channels();
+        at_google.extend(f.calendar.push().channels());
         for c in &channels {
             let g = at_google.iter().find(|g| g.id == c.id).expect("opened");
             assert_eq!(g.resource_id, c.resource_id);
@@ -288,10 +304,10 @@ mod tests {
         let report = f.keeper.tick_band(&f.band).await.unwrap();
 
         // THEN the sheet's channel was renewed and the old one stopped; the Drive
-        // change-log channel (7 days) was left alone
+        // change-log and calendar channels (7 days) were left alone
         assert_eq!((report.renewed, report.stopped), (1, 1), "{report:?}");
         let after = stored(&f).await;
-        assert_eq!(after.len(), 2);
+        assert_eq!(after.len(), 3);
         let old_sheet = before
             .iter()
             .find(|c| c.source.as_str() == "setlist")
@@ -353,9 +369,13 @@ mod tests {
             "{report:?}"
         );
         let left = stored(&f).await;
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].source.as_str(), "charts");
-        assert_ne!(left[0].id, drive.id);
+        let sources: Vec<&str> = left.iter().map(|c| c.source.as_str()).collect();
+        assert_eq!(sources.len(), 2);
+        assert!(
+            sources.contains(&"charts") && sources.contains(&"gigs"),
+            "{sources:?}"
+        );
+        assert!(left.iter().all(|c| c.id != drive.id));
     }
 
     #[tokio::test]
@@ -372,6 +392,6 @@ mod tests {
 
         // THEN the renewal failed, and the old channel is still there to deliver
         assert_eq!((report.failed, report.renewed), (1, 0), "{report:?}");
-        assert_eq!(stored(&f).await.len(), 2);
+        assert_eq!(stored(&f).await.len(), 3);
     }
 }

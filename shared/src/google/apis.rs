@@ -217,16 +217,22 @@ pub trait WatchApi: Send + Sync {
 #[async_trait]
 impl WatchApi for GoogleApis {
     async fn watch(&self, source: &Source, request: &WatchRequest) -> Result<Channel, GoogleError> {
-        let drive = self.drive(&source.band).await?;
+        let band = &source.band;
         match source.kind {
             SourceKind::Drive => {
+                let drive = self.drive(band).await?;
                 let drive_id = source.drive_id.as_deref();
                 let token = drive.get_start_page_token(drive_id).await?;
                 drive.watch_changes(&token, drive_id, request).await
             }
             SourceKind::Sheet => {
+                // A spreadsheet's edits are changes of its Drive file.
                 let file = source.location.split('#').next().unwrap_or_default();
-                drive.watch_file(file, request).await
+                self.drive(band).await?.watch_file(file, request).await
+            }
+            SourceKind::Calendar => {
+                let calendar = self.calendar(band).await?;
+                calendar.watch_events(&source.location, request).await
             }
             other => Err(no_channel(other)),
         }
@@ -242,6 +248,10 @@ impl WatchApi for GoogleApis {
         match kind {
             SourceKind::Drive | SourceKind::Sheet => {
                 self.drive(band).await?.stop_channel(id, resource_id).await
+            }
+            SourceKind::Calendar => {
+                let calendar = self.calendar(band).await?;
+                calendar.stop_channel(id, resource_id).await
             }
             other => Err(no_channel(other)),
         }

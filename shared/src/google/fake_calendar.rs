@@ -48,12 +48,13 @@ use super::fake::{FakeState, Running};
 use super::fake::{
     Gate, Params, answer, flag, google_error, invalid_parameter, param, rfc3339, status_error,
 };
+use super::fake_push::PushHub;
 use super::retry::{RecordingSleeper, Retrier, RetryPolicy};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
@@ -198,6 +199,8 @@ struct Inner {
     next_change: u64,
     next_id: u64,
     calendars: HashMap<String, FakeCal>,
+    /// Watch channels (`events.watch`), made on first use.
+    hub: Option<PushHub>,
 }
 
 impl Inner {
@@ -250,7 +253,21 @@ impl FakeCalendarState {
             next_change: 1,
             next_id: 1,
             calendars: HashMap::new(),
+            hub: None,
         })))
+    }
+
+    /// The watch channels of this fake and the notifications sent.
+    pub fn push(&self) -> PushHub {
+        self.lock().hub.get_or_insert_with(PushHub::new).clone()
+    }
+
+    /// Tell the calendar's watch channels (Calendar says `exists` for any change).
+    fn notify(&self, calendar_id: &str) {
+        let hub = self.lock().hub.clone();
+        if let Some(hub) = hub {
+            hub.notify(&format!("calendar:{calendar_id}"), "exists", None);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -289,6 +306,8 @@ impl FakeCalendarState {
             .or_default()
             .events
             .insert(id.clone(), event);
+        drop(inner);
+        self.notify(calendar_id);
         id
     }
 
@@ -296,12 +315,14 @@ impl FakeCalendarState {
     pub fn update_event(&self, calendar_id: &str, id: &str, f: impl FnOnce(&mut EventInput)) {
         self.lock()
             .change(calendar_id, id, |event| f(&mut event.input));
+        self.notify(calendar_id);
     }
 
     /// Delete an event as Google does: it stays as a `cancelled` tombstone.
     pub fn cancel_event(&self, calendar_id: &str, id: &str) {
         self.lock()
             .change(calendar_id, id, |event| event.cancelled = true);
+        self.notify(calendar_id);
     }
 
     /// Delete an event for good, tombstone included: listings no longer show it at all,
@@ -315,6 +336,8 @@ impl FakeCalendarState {
             "the fake Calendar has no event {id:?} in {calendar_id:?}"
         );
         calendar.min_valid = change + 1;
+        drop(inner);
+        self.notify(calendar_id);
     }
 
     /// Make every sync token issued so far stale: the next incremental listing of any
@@ -345,6 +368,11 @@ pub fn router(state: FakeCalendarState) -> Router {
             "/calendar/v3/calendars/{calendar_id}/events",
             get(events_list),
         )
+        .route(
+            "/calendar/v3/calendars/{calendar_id}/events/watch",
+            post(events_watch),
+        )
+        .route("/calendar/v3/channels/stop", post(channels_stop))
         .with_state(state)
 }
 
@@ -553,6 +581,48 @@ async fn events_list(
     }
     drop(inner);
     answer(&params, body)
+}
+
+/// `events.watch`: a channel on one calendar's events.
+async fn events_watch(
+    State(state): State<FakeCalendarState>,
+    Path(calendar_id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Option<axum::Json<serde_json::Value>>,
+) -> Response {
+    let path = format!("/calendar/v3/calendars/{calendar_id}/events/watch");
+    {
+        let mut inner = state.lock();
+        if let Some(response) = inner.gate.check("POST", &path, &params, &headers) {
+            return response;
+        }
+        if !inner.calendars.contains_key(&calendar_id) {
+            return status_error(404);
+        }
+    }
+    let uri = format!("https://www.googleapis.com{path}?alt=json");
+    let topic = format!("calendar:{calendar_id}");
+    state
+        .push()
+        .watch(&topic, &uri, &body.unwrap_or_default().0)
+}
+
+/// `channels.stop` of a Calendar channel.
+async fn channels_stop(
+    State(state): State<FakeCalendarState>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Option<axum::Json<serde_json::Value>>,
+) -> Response {
+    let refused = state
+        .lock()
+        .gate
+        .check("POST", "/calendar/v3/channels/stop", &params, &headers);
+    match refused {
+        Some(response) => response,
+        None => state.push().stop(&body.unwrap_or_default().0),
+    }
 }
 
 #[cfg(test)]

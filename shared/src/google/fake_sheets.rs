@@ -39,6 +39,7 @@
 //! sheet the fake does not have: that is a bug in the test using it.
 
 use super::fake::{FakeState, Gate, Params, Running};
+use super::fake_push::PushHub;
 use super::sheets::column_letters;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -79,6 +80,9 @@ struct FakeSpreadsheet {
 struct Inner {
     gate: Gate,
     spreadsheets: HashMap<String, FakeSpreadsheet>,
+    /// The Drive fake's watch channels: a spreadsheet edit is a change of its Drive
+    /// file, which `files.watch` channels hear about.
+    push: Option<PushHub>,
 }
 
 impl Inner {
@@ -113,7 +117,20 @@ impl FakeSheetsState {
         Self(Arc::new(Mutex::new(Inner {
             gate: Gate::new(token),
             spreadsheets: HashMap::new(),
+            push: None,
         })))
+    }
+
+    /// Notify edits on `hub` (the Drive fake's), as Drive does for a Sheets file.
+    pub fn set_push(&self, hub: PushHub) {
+        self.lock().push = Some(hub);
+    }
+
+    fn edited(&self, id: &str) {
+        let hub = self.lock().push.clone();
+        if let Some(hub) = hub {
+            hub.notify(&format!("file:{id}"), "update", Some("content"));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -158,6 +175,7 @@ impl FakeSheetsState {
     /// Replace a sheet's cells (rows may be ragged; empty strings are empty cells).
     pub fn set_rows(&self, id: &str, sheet: &str, rows: &[&[&str]]) {
         self.lock().sheet_mut(id, sheet).rows = rows.iter().map(|r| owned_row(r)).collect();
+        self.edited(id);
     }
 
     /// The sheet's cells as stored (trailing empties included).
@@ -174,6 +192,8 @@ impl FakeSheetsState {
             rows.resize(at, Vec::new());
         }
         rows.insert(at, owned_row(row));
+        drop(inner);
+        self.edited(id);
     }
 
     /// Delete grid row `at` (0-based), shifting the rows below up. Panics past the data.
@@ -181,7 +201,10 @@ impl FakeSheetsState {
         let mut inner = self.lock();
         let rows = &mut inner.sheet_mut(id, sheet).rows;
         assert!(at < rows.len(), "sheet {sheet:?} has no row {at}");
-        rows.remove(at)
+        let removed = rows.remove(at);
+        drop(inner);
+        self.edited(id);
+        removed
     }
 
     /// Move grid row `from` so that it ends up at `to` (both 0-based), as dragging a
@@ -204,6 +227,8 @@ impl FakeSheetsState {
             cells.resize(column + 1, String::new());
         }
         cells[column] = value.to_owned();
+        drop(inner);
+        self.edited(id);
     }
 }
 

@@ -11,6 +11,7 @@
 //! Google can reach: our HTTP API's `/webhooks/google`), which `webhook` checks.
 
 use super::GoogleError;
+use super::calendar::CalendarClient;
 use super::client::{ApiClient, int64};
 use super::drive::DriveClient;
 use chrono::{DateTime, Utc};
@@ -145,6 +146,35 @@ impl DriveClient {
     /// `channels.stop` of a Drive channel.
     pub async fn stop_channel(&self, id: &str, resource_id: &str) -> Result<(), GoogleError> {
         stop_channel(self.api(), &["drive", "v3"], id, resource_id).await
+    }
+}
+
+impl CalendarClient {
+    /// `events.watch` of one calendar.
+    pub async fn watch_events(
+        &self,
+        calendar_id: &str,
+        request: &WatchRequest,
+    ) -> Result<Channel, GoogleError> {
+        self.api()
+            .post_json(
+                &[
+                    "calendar",
+                    "v3",
+                    "calendars",
+                    calendar_id,
+                    "events",
+                    "watch",
+                ],
+                &[],
+                Some(request),
+            )
+            .await
+    }
+
+    /// `channels.stop` of a Calendar channel.
+    pub async fn stop_channel(&self, id: &str, resource_id: &str) -> Result<(), GoogleError> {
+        stop_channel(self.api(), &["calendar", "v3"], id, resource_id).await
     }
 }
 
@@ -290,5 +320,77 @@ mod tests {
         // AND watching a file that does not exist is a 404
         let missing = client.watch_file("nope", &request).await.unwrap_err();
         assert_eq!(missing.status(), Some(404), "{missing:?}");
+    }
+
+    #[tokio::test]
+    async fn a_watched_calendar_and_a_watched_setlist_notify_their_edits() {
+        // GIVEN a calendar watched through events.watch, and a spreadsheet (a Drive file
+        // whose edits the Sheets fake reports to Drive's channels) through files.watch
+        use crate::google::fake_calendar::{EventInput, FakeCalendar};
+        use crate::google::fake_sheets::FakeSheets;
+        let drive = FakeDrive::start(TOKEN).await.unwrap();
+        let calendar = FakeCalendar::start(TOKEN).await.unwrap();
+        let sheets = FakeSheets::start(TOKEN).await.unwrap();
+        calendar.add_calendar("gigs");
+        let sheet = drive.create_file(
+            &drive.root_id(),
+            "Setlist",
+            "application/vnd.google-apps.spreadsheet",
+            b"",
+        );
+        sheets.create_spreadsheet(&sheet, &["Set 1"]);
+        sheets.set_push(drive.push().clone());
+        let urls = crate::google::apis::GoogleUrls {
+            calendar: calendar.base_url(),
+            ..crate::google::apis::GoogleUrls::all_at(&drive.base_url())
+        };
+        let apis = crate::google::apis::GoogleApis::with_static_token(urls, TOKEN).unwrap();
+        let (address, seen) = receiver().await;
+        let expiry = Utc::now() + chrono::TimeDelta::days(1);
+        let cal = apis.calendar(&band()).await.unwrap();
+        let cal_channel = cal
+            .watch_events(
+                "gigs",
+                &WatchRequest::new("cal-1".into(), address.clone(), "t".into(), expiry),
+            )
+            .await
+            .unwrap();
+        apis.drive(&band())
+            .await
+            .unwrap()
+            .watch_file(
+                &sheet,
+                &WatchRequest::new("sheet-1".into(), address, "t".into(), expiry),
+            )
+            .await
+            .unwrap();
+        wait_for(&seen, 2).await;
+
+        // WHEN a gig is added and a setlist row edited
+        calendar.create_event(
+            "gigs",
+            EventInput::all_day("Gig", "2026-06-01", "2026-06-02"),
+        );
+        sheets.set_rows(&sheet, "Set 1", &[&["Song"], &["So What"]]);
+
+        // THEN each channel hears of its own change: `exists` for the calendar, `update`
+        // for the spreadsheet's Drive file
+        let all = wait_for(&seen, 4).await;
+        let states: Vec<(&str, &str)> = all[2..]
+            .iter()
+            .map(|h| {
+                (
+                    header(h, "x-goog-channel-id"),
+                    header(h, "x-goog-resource-state"),
+                )
+            })
+            .collect();
+        assert!(states.contains(&("cal-1", "exists")), "{states:?}");
+        assert!(states.contains(&("sheet-1", "update")), "{states:?}");
+        // AND the calendar channel stops through Calendar's channels.stop
+        cal.stop_channel("cal-1", &cal_channel.resource_id)
+            .await
+            .unwrap();
+        assert!(calendar.push().channels().is_empty());
     }
 }
