@@ -209,9 +209,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     if let Some(fake) = &stack.google {
         println!(
-            "  fake Google     {}  (band folder {}, source drive)",
-            fake.base_url(),
-            fake.band_folder
+            "  fake Google     Drive {}  (sources drive, setlist, calendar)",
+            fake.base_url()
         );
         println!(
             "  change Drive:   curl -X POST {}/fake/drive/files -d '{{\"name\":\"Autumn Leaves.pdf\",\"content\":\"chart\"}}' -H 'content-type: application/json'",

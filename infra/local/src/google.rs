@@ -1,11 +1,14 @@
-//! The local stack against a fake of the Google APIs (`bandsync-local --google-fake`):
-//! a newcomer sees Drive-shaped events without a Google account.
+//! The local stack against fakes of the Google APIs (`bandsync-local --google-fake`):
+//! a newcomer sees Drive-, Sheets- and Calendar-shaped events without a Google account.
 //!
-//! The fake serves on loopback, seeded with a band folder (`Band/Charts`, `Band/Recordings`
-//! and a few files). The band gets a Drive source on that folder; the scheduler opens a
-//! watch channel on it through `changes.watch` with the stack's `/webhooks/google` as the
-//! address, and the fake POSTs Google-shaped notifications there on every change. The
-//! worker syncs through the same Drive client the Lambda uses.
+//! The fakes serve on loopback (Drive on the given address, Calendar and Sheets on free
+//! ports), seeded with a band folder (`Band/Charts`, `Band/Recordings` and a few files),
+//! a setlist spreadsheet and a band calendar with a rehearsal and a gig. The band gets
+//! three sources: `drive` (the folder), `setlist` (the sheet) and `calendar`. The
+//! scheduler opens a watch channel on each (`changes.watch`, `files.watch`,
+//! `events.watch`) with the stack's `/webhooks/google` as the address, and the fakes POST
+//! Google-shaped notifications there on every change. The worker syncs through the same
+//! clients the Lambda uses.
 //!
 //! Changes are made through a small control API on the stack's HTTP port:
 //!
@@ -14,15 +17,23 @@
 //! - `PUT /fake/drive/files/{id}` `{"content"}`: new content;
 //! - `POST /fake/drive/files/{id}/rename` `{"name"}`, `.../move` `{"parent"}`,
 //!   `.../trash`, `.../untrash`; `DELETE /fake/drive/files/{id}`;
-//! - `GET /fake/drive`: the ids of the seeded folders.
+//! - `PUT /fake/setlist` `{"rows": [["Song", "Key"], ["So What", "Dm"], …]}`: the
+//!   setlist sheet's cells (the first row is the header);
+//! - `POST /fake/calendar/events` `{"summary", "start", "end", "location"?}` → `{"id"}`
+//!   (`start`/`end` RFC 3339 times, or `yyyy-mm-dd` for all-day events);
+//!   `PUT /fake/calendar/events/{id}` `{"summary"?, "location"?}`;
+//!   `DELETE /fake/calendar/events/{id}` cancels it;
+//! - `GET /fake/drive`: the ids of what was seeded.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use bandsync::google::apis::GoogleApis;
+use bandsync::google::apis::{GoogleApis, GoogleUrls};
 use bandsync::google::fake::FakeDrive;
+use bandsync::google::fake_calendar::{EventInput, FakeCalendar};
+use bandsync::google::fake_sheets::FakeSheets;
 use bandsync::model::{BandId, Source, SourceId, SourceKind};
 use serde::Deserialize;
 use serde_json::json;
@@ -32,14 +43,24 @@ use std::sync::Arc;
 /// The bearer token the fake accepts (it checks one, as Google does).
 pub const FAKE_TOKEN: &str = "ya29.local-fake-google";
 
-/// The running fake and the ids of what it was seeded with.
+/// The band calendar of the fake.
+pub const CALENDAR_ID: &str = "band-demo@group.calendar.google.com";
+
+/// The setlist's sheet (tab) name.
+pub const SETLIST_TAB: &str = "Setlist";
+
+/// The running fakes and the ids of what they were seeded with.
 #[derive(Clone)]
 pub struct FakeGoogle {
     pub drive: Arc<FakeDrive>,
+    pub calendar: Arc<FakeCalendar>,
+    pub sheets: Arc<FakeSheets>,
     /// The band folder the Drive source follows.
     pub band_folder: String,
     pub charts: String,
     pub recordings: String,
+    /// The setlist spreadsheet (also a Drive file, outside the band folder).
+    pub setlist: String,
 }
 
 impl FakeGoogle {
@@ -54,11 +75,48 @@ impl FakeGoogle {
         drive.create_file(&charts, "So What.pdf", "application/pdf", b"%PDF so what");
         drive.create_file(&recordings, "rehearsal-1.mp3", "audio/mpeg", b"ID3 take 1");
         drive.create_file(&root, "not-the-band.txt", "text/plain", b"outside the tree");
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let sheets = Arc::new(FakeSheets::start_on(loopback, FAKE_TOKEN).await?);
+        let setlist = drive.create_file(
+            &root,
+            "Setlist",
+            "application/vnd.google-apps.spreadsheet",
+            b"",
+        );
+        sheets.create_spreadsheet(&setlist, &[SETLIST_TAB]);
+        sheets.set_rows(
+            &setlist,
+            SETLIST_TAB,
+            &[
+                &["Song", "Key", "Notes"],
+                &["Blue Bossa", "Cm", ""],
+                &["So What", "Dm", "modal"],
+            ],
+        );
+        sheets.set_push(drive.push().clone());
+        let calendar = Arc::new(FakeCalendar::start_on(loopback, FAKE_TOKEN).await?);
+        calendar.add_calendar(CALENDAR_ID);
+        calendar.create_event(
+            CALENDAR_ID,
+            EventInput::timed(
+                "Rehearsal",
+                "2026-12-03T19:00:00+01:00",
+                "2026-12-03T22:00:00+01:00",
+            )
+            .with_location("Studio B"),
+        );
+        calendar.create_event(
+            CALENDAR_ID,
+            EventInput::all_day("Gig at the Blue Note", "2026-12-12", "2026-12-13"),
+        );
         Ok(Self {
             drive,
+            calendar,
+            sheets,
             band_folder,
             charts,
             recordings,
+            setlist,
         })
     }
 
@@ -66,21 +124,31 @@ impl FakeGoogle {
         self.drive.base_url()
     }
 
-    /// Per-band clients pointed at the fake.
-    pub fn apis(&self) -> GoogleApis {
-        self.drive.apis()
+    /// Per-band clients pointed at the fakes.
+    pub fn apis(&self) -> anyhow::Result<GoogleApis> {
+        let urls = GoogleUrls {
+            drive: self.drive.base_url(),
+            calendar: self.calendar.base_url(),
+            sheets: self.sheets.base_url(),
+        };
+        Ok(GoogleApis::with_static_token(urls, FAKE_TOKEN)?)
     }
 
-    /// The band's Drive source on the seeded folder (cursor cleared: the fake's page
-    /// tokens start over with each run, so the first pass lists the tree and compares it
-    /// with the catalog).
-    pub fn drive_source(&self, band: &BandId) -> Source {
-        Source::new(
-            band.clone(),
-            SourceId::parse("drive").expect("a valid source id"),
-            SourceKind::Drive,
-            self.band_folder.clone(),
-        )
+    /// The band's sources on the seeded content: `drive`, `setlist`, `calendar` (cursors
+    /// cleared: the fakes start over with each run, so the first pass lists everything
+    /// and compares it with what the store kept).
+    pub fn sources(&self, band: &BandId) -> Vec<Source> {
+        [
+            ("drive", SourceKind::Drive, self.band_folder.clone()),
+            ("setlist", SourceKind::Sheet, self.setlist.clone()),
+            ("calendar", SourceKind::Calendar, CALENDAR_ID.to_owned()),
+        ]
+        .into_iter()
+        .map(|(id, kind, location)| {
+            let id = SourceId::parse(id).expect("a valid source id");
+            Source::new(band.clone(), id, kind, location)
+        })
+        .collect()
     }
 
     /// The control API, to be mounted under `/fake`.
@@ -90,6 +158,12 @@ impl FakeGoogle {
             .route("/drive/files", post(create))
             .route("/drive/files/{id}", put(update).delete(delete))
             .route("/drive/files/{id}/{action}", post(act))
+            .route("/setlist", put(setlist))
+            .route("/calendar/events", post(new_event))
+            .route(
+                "/calendar/events/{id}",
+                put(edit_event).delete(cancel_event),
+            )
             .with_state(self.clone())
     }
 }
@@ -130,7 +204,7 @@ fn unknown(g: &FakeGoogle, id: &str) -> Option<Response> {
 async fn seeded(State(g): State<FakeGoogle>) -> Response {
     Json(json!({
         "band_folder": g.band_folder, "charts": g.charts, "recordings": g.recordings,
-        "base_url": g.base_url(),
+        "setlist": g.setlist, "calendar": CALENDAR_ID, "base_url": g.base_url(),
     }))
     .into_response()
 }
@@ -234,5 +308,112 @@ async fn act(
             );
         }
     }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct Rows {
+    rows: Vec<Vec<String>>,
+}
+
+async fn setlist(State(g): State<FakeGoogle>, body: Option<Json<Rows>>) -> Response {
+    let Some(Json(Rows { rows })) = body else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected JSON {\"rows\": [[\"Song\", …], …]}",
+        );
+    };
+    let rows: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    let rows: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
+    g.sheets.set_rows(&g.setlist, SETLIST_TAB, &rows);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct NewEvent {
+    summary: String,
+    start: String,
+    end: String,
+    location: Option<String>,
+}
+
+/// `yyyy-mm-dd` is a date; anything else must be an RFC 3339 time.
+fn is_date(s: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+async fn new_event(State(g): State<FakeGoogle>, body: Option<Json<NewEvent>>) -> Response {
+    let Some(Json(e)) = body else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected JSON {\"summary\", \"start\", \"end\", \"location\"?}",
+        );
+    };
+    let times = [&e.start, &e.end].map(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok());
+    let mut input = match (is_date(&e.start) && is_date(&e.end), times) {
+        (true, _) => EventInput::all_day(&e.summary, &e.start, &e.end),
+        (false, [true, true]) => EventInput::timed(&e.summary, &e.start, &e.end),
+        _ => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "invalid_time",
+                "start and end are both yyyy-mm-dd dates or both RFC 3339 times",
+            );
+        }
+    };
+    if let Some(location) = &e.location {
+        input = input.with_location(location);
+    }
+    let id = g.calendar.create_event(CALENDAR_ID, input);
+    (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventEdit {
+    summary: Option<String>,
+    location: Option<String>,
+}
+
+fn unknown_event(g: &FakeGoogle, id: &str) -> Option<Response> {
+    (!g.calendar.has_event(CALENDAR_ID, id))
+        .then(|| bad(StatusCode::NOT_FOUND, "not_found", format!("no event {id}")))
+}
+
+async fn edit_event(
+    State(g): State<FakeGoogle>,
+    Path(id): Path<String>,
+    body: Option<Json<EventEdit>>,
+) -> Response {
+    if let Some(r) = unknown_event(&g, &id) {
+        return r;
+    }
+    let Some(Json(edit)) = body else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected JSON {\"summary\"?, \"location\"?}",
+        );
+    };
+    g.calendar.update_event(CALENDAR_ID, &id, |e| {
+        if let Some(s) = edit.summary {
+            e.summary = Some(s);
+        }
+        if let Some(l) = edit.location {
+            e.location = Some(l);
+        }
+    });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn cancel_event(State(g): State<FakeGoogle>, Path(id): Path<String>) -> Response {
+    if let Some(r) = unknown_event(&g, &id) {
+        return r;
+    }
+    g.calendar.cancel_event(CALENDAR_ID, &id);
     StatusCode::NO_CONTENT.into_response()
 }

@@ -299,19 +299,20 @@ async fn provision(
     Ok(())
 }
 
-/// The band's Drive source on the fake, keeping what an earlier run's source of that id
-/// had of its generation (queue dedup ids build on it); the channels of an earlier run's
-/// fake are forgotten (the new fake does not have them).
+/// The band's sources on the fakes, keeping what an earlier run's sources of those ids
+/// had of their generation (queue dedup ids build on it); the channels of an earlier
+/// run's fakes are forgotten (the new fakes do not have them).
 async fn provision_google(
     store: &EmbeddedStore,
     band: &BandId,
     fake: &crate::google::FakeGoogle,
 ) -> anyhow::Result<()> {
-    let mut source = fake.drive_source(band);
-    if let Some(old) = store.get_source(band, &source.id).await? {
-        source.generation = old.generation;
+    for mut source in fake.sources(band) {
+        if let Some(old) = store.get_source(band, &source.id).await? {
+            source.generation = old.generation;
+        }
+        store.put_source(&source).await?;
     }
-    store.put_source(&source).await?;
     for channel in store.list_watch_channels(band).await? {
         if channel.kind.is_some_and(|k| k != SourceKind::Folder) {
             store.delete_watch_channel(&channel).await?;
@@ -375,7 +376,7 @@ impl LocalStack {
                     .await
                     .with_context(|| format!("starting the fake Google APIs on {addr}"))?;
                 provision_google(&store, &cfg.band, &fake).await?;
-                Some((fake.clone(), Arc::new(fake.apis())))
+                Some((fake.clone(), Arc::new(fake.apis()?)))
             }
             None => None,
         };

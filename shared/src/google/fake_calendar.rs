@@ -282,6 +282,14 @@ impl FakeCalendarState {
             .or_default();
     }
 
+    /// Whether the calendar has the event (cancelled ones included).
+    pub fn has_event(&self, calendar_id: &str, id: &str) -> bool {
+        self.lock()
+            .calendars
+            .get(calendar_id)
+            .is_some_and(|c| c.events.contains_key(id))
+    }
+
     /// A new event; returns its id.
     pub fn create_event(&self, calendar_id: &str, input: EventInput) -> String {
         let mut inner = self.lock();
