@@ -16,7 +16,11 @@
 //! seen live, [`EVENT_UPDATED`] for a known event whose etag changed,
 //! [`EVENT_CANCELLED`] for a known event that is cancelled, or that a full listing no
 //! longer shows (it was deleted for good). An event first seen already cancelled is
-//! skipped; an unchanged etag is no event.
+//! skipped, except a cancelled occurrence of a recurring event we know (one rehearsal
+//! of a weekly series called off): that is [`EVENT_CANCELLED`] with the series' id and
+//! the occurrence's original start, and the catalog keeps a tombstone row for it (hash
+//! [`TOMBSTONE`]…) so that listing it again makes no second event. An unchanged etag
+//! is no event.
 
 use super::delta::Change;
 use super::{SyncError, SyncWorker};
@@ -35,6 +39,13 @@ pub const EVENT_CANCELLED: &str = "calendar.event.cancelled";
 
 /// The catalog label of an event without a summary.
 pub const UNTITLED: &str = "(untitled event)";
+
+/// The hash prefix of a cancelled occurrence's tombstone row.
+pub const TOMBSTONE: &str = "cancelled:";
+
+fn is_tombstone(e: &FileEntry) -> bool {
+    e.hash.starts_with(TOMBSTONE)
+}
 
 /// Where a Calendar source stands, as stored in `Source::cursor`: the sync token of the
 /// last complete listing, and, while an incremental listing is under way, the page to
@@ -148,7 +159,15 @@ impl Known {
             let before = self.entries.get(&event.id).cloned();
             if event.is_cancelled() {
                 match before {
-                    None => out.skipped += 1,
+                    None => match self.cancelled_occurrence(event) {
+                        Some(tombstone) => {
+                            out.seen += 1;
+                            self.entries.insert(event.id.clone(), tombstone.clone());
+                            out.changes.push(Change::Created(tombstone));
+                        }
+                        None => out.skipped += 1,
+                    },
+                    Some(before) if is_tombstone(&before) => out.skipped += 1,
                     Some(before) => {
                         out.seen += 1;
                         self.entries.remove(&event.id);
@@ -172,8 +191,22 @@ impl Known {
         out
     }
 
+    /// The tombstone row of a cancelled occurrence of a recurring event whose series
+    /// the catalog has (labelled with the series' summary); None for anything else.
+    fn cancelled_occurrence(&self, event: &Event) -> Option<FileEntry> {
+        let series = self.entries.get(event.recurring_event_id.as_deref()?)?;
+        Some(FileEntry {
+            file_id: event.id.clone(),
+            path: series.path.clone(),
+            hash: format!("{TOMBSTONE}{}", event.etag.clone().unwrap_or_default()),
+            modified_ms: event.updated.map_or(0, |t| t.timestamp_millis()),
+            ..series.clone()
+        })
+    }
+
     /// After a whole full listing: the known events it did not show were deleted for
-    /// good (Google dropped even their tombstones). In label order.
+    /// good (Google dropped even their tombstones). In label order. Tombstone rows of
+    /// cancelled occurrences just go (their series says the rest).
     pub fn vanished(&mut self, listed: &HashSet<String>) -> Vec<Change> {
         let unlisted: Vec<String> = self
             .entries
@@ -181,6 +214,8 @@ impl Known {
             .filter(|id| !listed.contains(*id))
             .cloned()
             .collect();
+        self.entries
+            .retain(|id, e| !(is_tombstone(e) && unlisted.contains(id)));
         let mut gone: Vec<FileEntry> = unlisted
             .iter()
             .filter_map(|id| self.entries.remove(id))
@@ -220,8 +255,9 @@ fn when(t: Option<&EventDateTime>) -> Value {
 /// time_zone}`, `updated` RFC 3339; unknown values are null.
 pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, Value) {
     let e = change.entry();
-    let cancelled = matches!(change, Change::Deleted(_));
+    let cancelled = matches!(change, Change::Deleted(_)) || is_tombstone(e);
     let name = match change {
+        Change::Created(_) if cancelled => EVENT_CANCELLED,
         Change::Created(_) => EVENT_CREATED,
         Change::Deleted(_) => EVENT_CANCELLED,
         Change::Updated { .. } | Change::Moved { .. } => EVENT_UPDATED,
@@ -253,6 +289,7 @@ pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, 
         "updated": updated,
         "html_link": event.and_then(|ev| ev.html_link.clone()),
         "recurring_event_id": event.and_then(|ev| ev.recurring_event_id.clone()),
+        "original_start": when(event.and_then(|ev| ev.original_start_time.as_ref())),
     });
     (name, data)
 }
@@ -667,6 +704,51 @@ mod tests {
             .collect();
         assert_eq!(names, ["sync.started", "sync.completed"]);
         assert_eq!(f.cursor().await, f.caught_up());
+    }
+
+    #[tokio::test]
+    async fn one_called_off_rehearsal_of_a_weekly_series_is_a_cancellation_once() {
+        // GIVEN a synced weekly rehearsal series
+        let f = Fixture::new(1).await;
+        let mut weekly = rehearsal();
+        weekly.recurrence = vec!["RRULE:FREQ=WEEKLY;BYDAY=TH".into()];
+        let series = f.fake.create_event(CAL, weekly);
+        f.sync("job-1", Trigger::Manual).await.unwrap();
+        let before = f.log().await.len();
+
+        // WHEN one occurrence is called off (Google lists a cancelled exception that was
+        // never listed live)
+        let original = EventDateTime::at("2026-12-10T19:00:00+01:00", "Europe/Berlin");
+        let mut occurrence = rehearsal();
+        occurrence.recurring_event_id = Some(series.clone());
+        occurrence.original_start_time = Some(original);
+        let exception = f.fake.create_event(CAL, occurrence);
+        f.fake.cancel_event(CAL, &exception);
+        f.sync("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN members get one calendar.event.cancelled naming the series and the date
+        let log = f.log().await;
+        let cancelled: Vec<&crate::model::Event> = log[before..]
+            .iter()
+            .filter(|e| e.event == EVENT_CANCELLED)
+            .collect();
+        assert_eq!(cancelled.len(), 1, "{:?}", f.calendar_events(before).await);
+        let data = &cancelled[0].data;
+        assert_eq!(data["event_id"], exception.as_str());
+        assert_eq!(data["recurring_event_id"], series.as_str());
+        assert_eq!(data["status"], "cancelled");
+        assert_eq!(data["summary"], "Rehearsal");
+        assert_eq!(
+            data["original_start"]["date_time"],
+            "2026-12-10T19:00:00+01:00"
+        );
+
+        // WHEN a full sync lists everything again THEN no second cancellation comes
+        let after = f.log().await.len();
+        let mut job = f.job("job-3", Trigger::Manual);
+        job.full = true;
+        f.deliver(&job).await.unwrap();
+        assert_eq!(f.calendar_events(after).await, []);
     }
 
     /// A synced calendar, then five new events listed two a page, and a delivery of
