@@ -21,6 +21,11 @@ use async_trait::async_trait;
 #[async_trait]
 pub trait AccessTokens: Send + Sync {
     async fn token(&self) -> Result<String, GoogleError>;
+
+    /// An API answered 401 to `token`: forget it if it is still the one handed out, so
+    /// the next [`AccessTokens::token`] gets a fresh one (a token revoked or expired
+    /// early). Sources that cannot refresh ignore it.
+    async fn rejected(&self, _token: &str) {}
 }
 
 /// A fixed access token, for tests and the local stack against the fake Google APIs.

@@ -132,12 +132,13 @@ impl ApiClient {
         };
         let (url, body, method) = (&url, body.as_deref(), &method);
         self.retrier
-            .run(|_attempt| self.attempt::<T>(method, url, query, body))
+            .run(|attempt| self.attempt::<T>(attempt, method, url, query, body))
             .await
     }
 
     async fn attempt<T: DeserializeOwned>(
         &self,
+        attempt: u32,
         method: &Method,
         url: &Url,
         query: &[(&str, &str)],
@@ -154,7 +155,7 @@ impl ApiClient {
             .http
             .request(method.clone(), url.clone())
             .query(query)
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .header(ACCEPT, "application/json");
         if let Some(body) = body {
             request = request
@@ -214,7 +215,14 @@ impl ApiClient {
             return Attempt::Fail(GoogleError::Gone { message });
         }
         let reason = parsed.reason().map(str::to_owned);
-        let retryable = retry::is_retryable(status.as_u16(), reason.as_deref());
+        // A 401 on the first attempt: the token may have been revoked or expired early.
+        // Forget it and try once more with a fresh one; a second 401 is the answer.
+        let unauthorized = status == reqwest::StatusCode::UNAUTHORIZED;
+        if unauthorized && attempt == 1 {
+            self.tokens.rejected(&token).await;
+        }
+        let retryable = retry::is_retryable(status.as_u16(), reason.as_deref())
+            || (unauthorized && attempt == 1);
         let error = GoogleError::Http {
             status: status.as_u16(),
             reason: reason.unwrap_or_else(|| {

@@ -632,13 +632,60 @@ mod tests {
         assert!(s.sleeper.delays().is_empty());
     }
 
+    /// Hands out its tokens in turn, moving on when one is rejected.
+    #[derive(Default)]
+    struct Rotating {
+        tokens: std::sync::Mutex<std::collections::VecDeque<String>>,
+        rejected: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl AccessTokens for Rotating {
+        async fn token(&self) -> Result<String, GoogleError> {
+            let tokens = self.tokens.lock().unwrap();
+            Ok(tokens.front().cloned().unwrap_or_default())
+        }
+        async fn rejected(&self, token: &str) {
+            self.rejected.lock().unwrap().push(token.to_owned());
+            let mut tokens = self.tokens.lock().unwrap();
+            if tokens.front().is_some_and(|t| t == token) {
+                tokens.pop_front();
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn a_wrong_token_is_401_and_not_retried() {
-        // GIVEN a client with a token the fake does not accept
+    async fn a_rejected_token_is_replaced_once_and_the_call_goes_through() {
+        // GIVEN a token source whose current token was revoked, with a fresh one behind
+        let fake = FakeDrive::start(TOKEN).await.unwrap();
+        let tokens = Arc::new(Rotating::default());
+        tokens
+            .tokens
+            .lock()
+            .unwrap()
+            .extend(["ya29.revoked".to_owned(), TOKEN.to_owned()]);
+        let client = DriveClient::new(
+            crate::google::https_client().unwrap(),
+            &fake.base_url(),
+            tokens.clone(),
+        )
+        .unwrap();
+        // WHEN the client calls Drive
+        let token = client.get_start_page_token(None).await.unwrap();
+        // THEN the 401 made it drop the revoked token and retry at once with the new one
+        assert_eq!(token, fake.current_token());
+        assert_eq!(*tokens.rejected.lock().unwrap(), ["ya29.revoked"]);
+        let authorized: Vec<bool> = fake.requests().iter().map(|r| r.authorized).collect();
+        assert_eq!(authorized, [false, true]);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_is_401_after_one_retry_with_a_fresh_token() {
+        // GIVEN a client with a token the fake does not accept (and no other to get)
         let s = setup_with_token("ya29.wrong").await;
         // WHEN it asks for the start page token
         let err = s.client.get_start_page_token(None).await.unwrap_err();
-        // THEN it gets Google's 401 authError at once, without retrying
+        // THEN it gets Google's 401 authError after one more try, not the whole backoff
         assert_eq!(
             err,
             GoogleError::Http {
@@ -648,9 +695,9 @@ mod tests {
             }
         );
         let requests = s.fake.requests();
-        assert_eq!(requests.len(), 1);
-        assert!(!requests[0].authorized);
-        assert!(s.sleeper.delays().is_empty());
+        assert_eq!(requests.len(), 2);
+        assert!(requests.iter().all(|r| !r.authorized));
+        assert_eq!(s.sleeper.delays().len(), 1);
     }
 
     #[tokio::test]

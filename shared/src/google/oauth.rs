@@ -708,6 +708,10 @@ impl AccessTokens for OAuthTokens {
         }
         self.refresh(&mut cached).await
     }
+
+    async fn rejected(&self, token: &str) {
+        self.reject(token).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------
