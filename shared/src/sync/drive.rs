@@ -718,6 +718,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_folder_in_a_shared_drive_follows_that_drives_change_log() {
+        // GIVEN the source's folder moved to a shared drive (its source knows the drive)
+        let f = Fixture::new().await;
+        let drive = f.fake.create_shared_drive("Band drive");
+        let folder = f.fake.create_folder(&drive, "Band");
+        f.fake.create_file(&folder, "chart.pdf", PDF, b"one");
+        let mut source =
+            f.h.store
+                .get_source(&f.band, &f.source)
+                .await
+                .unwrap()
+                .unwrap();
+        source.location = folder.clone();
+        source.drive_id = Some(drive.clone());
+        f.h.store.put_source(&source).await.unwrap();
+
+        // WHEN it syncs, and a file is added in the shared drive and synced
+        f.run("job-1", Trigger::Manual).await.unwrap();
+        f.fake.clear_requests();
+        f.fake
+            .create_file(&folder, "take.mp3", "audio/mpeg", b"two");
+        f.run("job-2", Trigger::Notification).await.unwrap();
+
+        // THEN both files came as created events
+        let created: Vec<String> = f
+            .file_events(0)
+            .await
+            .into_iter()
+            .filter(|(e, _)| e == "file.created")
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(created, ["chart.pdf", "take.mp3"]);
+        // AND the delta asked for that drive's changes
+        let asked = f.fake.requests();
+        assert!(
+            asked
+                .iter()
+                .all(|r| r.query.contains(&("driveId".to_owned(), drive.clone()))),
+            "{asked:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_permanent_refusal_fails_the_operation_instead_of_retrying_it() {
         // GIVEN a Drive source whose folder Google no longer lets us see (404)
         let f = Fixture::new().await;
