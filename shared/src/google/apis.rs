@@ -5,7 +5,7 @@
 use super::GoogleError;
 use super::auth::AccessTokens;
 use super::calendar::CalendarClient;
-use super::client::{ApiClient, Throttle};
+use super::client::{ApiClient, GoogleClient, Throttle};
 use super::drive::{DRIVE_BASE_URL, DriveClient};
 use super::oauth::TokenCache;
 use super::ratelimit::BandRateLimits;
@@ -159,41 +159,35 @@ impl GoogleApis {
         &self.urls
     }
 
-    /// The band's Drive client.
-    pub async fn drive(&self, band: &BandId) -> Result<DriveClient, GoogleError> {
+    /// The plumbing of a band's client of the API at `base`: its tokens, the
+    /// retrier, its throttle.
+    async fn api(&self, band: &BandId, base: &str, what: &str) -> Result<ApiClient, GoogleError> {
         let tokens = self.tokens.for_band(band).await?;
-        let mut client = DriveClient::new(self.http.clone(), &self.urls.drive, tokens)?
-            .with_retrier(self.retrier.clone());
-        if let Some(t) = &self.throttles {
-            client = client.with_throttle(t.for_band(band));
-        }
-        Ok(client)
-    }
-}
-
-impl GoogleApis {
-    /// The band's Sheets client.
-    pub async fn sheets(&self, band: &BandId) -> Result<SheetsClient, GoogleError> {
-        let tokens = self.tokens.for_band(band).await?;
-        let mut client = SheetsClient::new(self.http.clone(), &self.urls.sheets, tokens)?
-            .with_retrier(self.retrier.clone());
-        if let Some(t) = &self.throttles {
-            client = client.with_throttle(t.for_band(band));
-        }
-        Ok(client)
-    }
-}
-
-impl GoogleApis {
-    /// The band's Calendar client.
-    pub async fn calendar(&self, band: &BandId) -> Result<CalendarClient, GoogleError> {
-        let tokens = self.tokens.for_band(band).await?;
-        let mut api = ApiClient::new(self.http.clone(), &self.urls.calendar, tokens, "Calendar")?
+        let mut api = ApiClient::new(self.http.clone(), base, tokens, what)?
             .with_retrier(self.retrier.clone());
         if let Some(t) = &self.throttles {
             api = api.with_throttle(t.for_band(band));
         }
-        Ok(CalendarClient::from_api(api))
+        Ok(api)
+    }
+
+    async fn client<C: GoogleClient>(&self, band: &BandId, base: &str) -> Result<C, GoogleError> {
+        self.api(band, base, C::API).await.map(C::from_api)
+    }
+
+    /// The band's Drive client.
+    pub async fn drive(&self, band: &BandId) -> Result<DriveClient, GoogleError> {
+        self.client(band, &self.urls.drive).await
+    }
+
+    /// The band's Sheets client.
+    pub async fn sheets(&self, band: &BandId) -> Result<SheetsClient, GoogleError> {
+        self.client(band, &self.urls.sheets).await
+    }
+
+    /// The band's Calendar client.
+    pub async fn calendar(&self, band: &BandId) -> Result<CalendarClient, GoogleError> {
+        self.client(band, &self.urls.calendar).await
     }
 }
 

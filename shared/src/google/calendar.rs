@@ -25,11 +25,9 @@
 //! the band's throttle, retries with backoff honouring `Retry-After`.
 
 use super::GoogleError;
-use super::auth::AccessTokens;
-use super::client::ApiClient;
+use super::client::{ApiClient, GoogleClient};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Where the real Calendar API lives.
 pub const CALENDAR_BASE_URL: &str = "https://www.googleapis.com";
@@ -178,31 +176,26 @@ pub struct CalendarClient {
     max_results: u32,
 }
 
-impl CalendarClient {
-    /// A client for the Calendar API at `base_url` ([`CALENDAR_BASE_URL`] for Google, a
-    /// fake's URL in tests), with the default retries, no throttle, and pages of
-    /// [`MAX_RESULTS`]. `http` is the shared client ([`super::https_client`]).
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        tokens: Arc<dyn AccessTokens>,
-    ) -> Result<Self, GoogleError> {
-        ApiClient::new(http, base_url, tokens, "Calendar").map(Self::from_api)
-    }
+impl GoogleClient for CalendarClient {
+    const API: &'static str = "Calendar";
 
-    /// A client over configured plumbing (base URL, token, retrier, throttle).
-    pub fn from_api(api: ApiClient) -> Self {
+    fn from_api(api: ApiClient) -> Self {
         Self {
             api,
             max_results: MAX_RESULTS,
         }
     }
 
-    /// The shared plumbing.
-    pub fn api(&self) -> &ApiClient {
+    fn api(&self) -> &ApiClient {
         &self.api
     }
 
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
+    }
+}
+
+impl CalendarClient {
     /// The `maxResults` asked for (clamped to 1..=2500; Google may still answer fewer).
     pub fn with_max_results(mut self, max_results: u32) -> Self {
         self.max_results = max_results.clamp(1, MAX_RESULTS);
@@ -254,6 +247,7 @@ mod tests {
     use crate::google::fake_calendar::{EventInput, FakeCalendar, recording_retrier};
     use crate::google::retry::RecordingSleeper;
     use std::collections::HashMap;
+    use std::sync::Arc;
     use std::time::Duration;
 
     const TOKEN: &str = "ya29.calendar-client";

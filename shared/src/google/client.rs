@@ -44,6 +44,44 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
+/// A client of one Google API over the shared plumbing: how each is built and tuned.
+pub trait GoogleClient: Sized {
+    /// Names the API in configuration errors.
+    const API: &'static str;
+
+    /// A client over configured plumbing (base URL, token, retrier, throttle).
+    fn from_api(api: ApiClient) -> Self;
+
+    /// The shared plumbing.
+    fn api(&self) -> &ApiClient;
+
+    fn api_mut(&mut self) -> &mut ApiClient;
+
+    /// A client for the API at `base_url` (Google's, or a fake's), with the default
+    /// [`Retrier`]. `http` is the shared client ([`super::https_client`]).
+    fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        tokens: Arc<dyn AccessTokens>,
+    ) -> Result<Self, GoogleError> {
+        ApiClient::new(http, base_url, tokens, Self::API).map(Self::from_api)
+    }
+
+    /// Retry with `retrier` (backoff, attempts, `Retry-After` cap).
+    fn with_retrier(mut self, retrier: Retrier) -> Self {
+        let api = self.api().clone().with_retrier(retrier);
+        *self.api_mut() = api;
+        self
+    }
+
+    /// Pass `throttle` (the band's rate limit) before every attempt.
+    fn with_throttle(mut self, throttle: Arc<dyn Throttle>) -> Self {
+        let api = self.api().clone().with_throttle(throttle);
+        *self.api_mut() = api;
+        self
+    }
+}
+
 /// A request body for [`ApiClient::post_json`] that sends none.
 pub const NO_BODY: Option<&()> = None;
 

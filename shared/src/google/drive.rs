@@ -17,12 +17,9 @@
 //! `version` are int64 and so travel as decimal strings.
 
 use super::GoogleError;
-use super::auth::AccessTokens;
-use super::client::{ApiClient, Throttle, int64};
-use super::retry::Retrier;
+use super::client::{ApiClient, GoogleClient, int64};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Where the real Drive API lives.
 pub const DRIVE_BASE_URL: &str = "https://www.googleapis.com";
@@ -150,37 +147,27 @@ pub struct DriveClient {
     page_size: u32,
 }
 
-impl DriveClient {
-    /// A client for the Drive API at `base_url` ([`DRIVE_BASE_URL`] for Google, the
-    /// fake's URL in tests), with the default [`Retrier`] and pages of
-    /// [`MAX_PAGE_SIZE`]. `http` is the shared client ([`super::https_client`]).
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        tokens: Arc<dyn AccessTokens>,
-    ) -> Result<Self, GoogleError> {
-        Ok(Self {
-            api: ApiClient::new(http, base_url, tokens, "Drive")?,
+impl GoogleClient for DriveClient {
+    const API: &'static str = "Drive";
+
+    /// Pages of [`MAX_PAGE_SIZE`].
+    fn from_api(api: ApiClient) -> Self {
+        Self {
+            api,
             page_size: MAX_PAGE_SIZE,
-        })
+        }
     }
 
-    /// The shared plumbing (base URL, token, retrier, throttle).
-    pub fn api(&self) -> &ApiClient {
+    fn api(&self) -> &ApiClient {
         &self.api
     }
 
-    /// Pass `throttle` (the band's rate limit) before every attempt.
-    pub fn with_throttle(mut self, throttle: Arc<dyn Throttle>) -> Self {
-        self.api = self.api.with_throttle(throttle);
-        self
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
     }
+}
 
-    pub fn with_retrier(mut self, retrier: Retrier) -> Self {
-        self.api = self.api.with_retrier(retrier);
-        self
-    }
-
+impl DriveClient {
     /// The `pageSize` asked for (clamped to 1..=1000; Drive may still answer fewer).
     pub fn with_page_size(mut self, page_size: u32) -> Self {
         self.page_size = page_size.clamp(1, MAX_PAGE_SIZE);
@@ -283,10 +270,13 @@ pub fn parents_query(folder_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::google::auth::AccessTokens;
     use crate::google::auth::StaticToken;
     use crate::google::fake::{FakeDrive, Fault};
+    use crate::google::retry::Retrier;
     use crate::google::retry::{RecordingSleeper, RetryPolicy};
     use std::collections::HashMap;
+    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     const TOKEN: &str = "ya29.fake-token";

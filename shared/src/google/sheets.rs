@@ -18,12 +18,9 @@
 //! no access `Http { status: 403 }`, a range Google cannot parse `Http { status: 400 }`).
 
 use super::GoogleError;
-use super::auth::AccessTokens;
-use super::client::{ApiClient, Throttle};
-use super::retry::Retrier;
+use super::client::{ApiClient, GoogleClient};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
 
 /// Where the real Sheets API lives.
 pub const SHEETS_BASE_URL: &str = "https://sheets.googleapis.com";
@@ -84,42 +81,23 @@ pub struct SheetsClient {
     api: ApiClient,
 }
 
-impl SheetsClient {
-    /// A client for the Sheets API at `base_url` ([`SHEETS_BASE_URL`] for Google, the
-    /// fake's URL in tests), with the default [`Retrier`]. `http` is the shared client
-    /// ([`super::https_client`]).
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        tokens: Arc<dyn AccessTokens>,
-    ) -> Result<Self, GoogleError> {
-        Ok(Self {
-            api: ApiClient::new(http, base_url, tokens, "Sheets")?,
-        })
+impl GoogleClient for SheetsClient {
+    const API: &'static str = "Sheets";
+
+    fn from_api(api: ApiClient) -> Self {
+        Self { api }
     }
 
-    /// The shared plumbing (base URL, token, retrier, throttle).
-    pub fn api(&self) -> &ApiClient {
+    fn api(&self) -> &ApiClient {
         &self.api
     }
 
-    /// Change the plumbing (e.g. `|api| api.with_retrier(r)`).
-    pub fn with_api(self, change: impl FnOnce(ApiClient) -> ApiClient) -> Self {
-        Self {
-            api: change(self.api),
-        }
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
     }
+}
 
-    /// Pass `throttle` (the band's rate limit) before every attempt.
-    pub fn with_throttle(self, throttle: Arc<dyn Throttle>) -> Self {
-        self.with_api(|api| api.with_throttle(throttle))
-    }
-
-    /// Retry with `retrier` (backoff, attempts, `Retry-After` cap).
-    pub fn with_retrier(self, retrier: Retrier) -> Self {
-        self.with_api(|api| api.with_retrier(retrier))
-    }
-
+impl SheetsClient {
     /// `spreadsheets.values.get`: the formatted cells of `range` (A1 notation, e.g.
     /// `Setlist`, `Setlist!A1:F`, `A:Z`) of the spreadsheet, row by row.
     pub async fn get_values(
@@ -160,12 +138,14 @@ impl SheetsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::google::retry::Retrier;
     use crate::google::{
         auth::StaticToken,
         fake::Fault,
         fake_sheets::FakeSheets,
         retry::{RecordingSleeper, RetryPolicy},
     };
+    use std::sync::Arc;
     use std::{collections::HashMap, time::Duration};
 
     const TOKEN: &str = "ya29.sheets-token";

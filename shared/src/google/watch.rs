@@ -12,7 +12,7 @@
 
 use super::GoogleError;
 use super::calendar::CalendarClient;
-use super::client::{ApiClient, int64};
+use super::client::{ApiClient, GoogleClient, int64};
 use super::drive::DriveClient;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
