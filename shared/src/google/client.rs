@@ -10,12 +10,11 @@ use super::auth::AccessTokens;
 use super::retry::{self, Attempt, Retrier};
 use super::{ErrorBody, GoogleError, excerpt};
 use async_trait::async_trait;
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Waits for the right to make one request (a rate limit). Passed before every attempt,
 /// retries included, so a retry storm spends the same budget as first tries.
@@ -212,11 +211,7 @@ impl ApiClient {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let retry_after = retry::retry_after_header(response.headers());
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(e) => {

@@ -30,14 +30,14 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use chrono::{DateTime, TimeDelta, Utc};
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// Google's token endpoint, the `token_uri` of an `authorized_user` file without one.
@@ -633,11 +633,7 @@ async fn exchange(
         .await
         .map_err(|e| GoogleError::Transport(error_chain(&e)))?;
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let retry_after = retry::retry_after_header(response.headers());
     let body = response.bytes().await.map_err(|e| {
         GoogleError::Transport(format!("reading the token response: {}", error_chain(&e)))
     })?;

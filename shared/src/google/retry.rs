@@ -86,6 +86,14 @@ pub fn is_retryable(status: u16, reason: Option<&str>) -> bool {
         || (status == 403 && matches!(reason, Some("rateLimitExceeded" | "userRateLimitExceeded")))
 }
 
+/// The `Retry-After` of a response, if it has a valid one (as of now).
+pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
 /// Parse a `Retry-After` value: delay-seconds (`"120"`) or an HTTP date (`"Wed, 21 Oct
 /// 2015 07:28:00 GMT"`, and the two obsolete formats), relative to `now`. A date in the
 /// past is a zero wait; anything else unparseable is `None` (fall back to backoff).
