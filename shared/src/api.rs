@@ -1,9 +1,17 @@
 //! The HTTP API (`/sync/*`): status, trigger, operations, health, stats for operators and
 //! apps. Bearer JWT on everything but health; every answer is band-scoped to the token.
+//!
+//! The operator routes (`/sync/bands/...`) need an operator's token (`admin` claim): they
+//! register a band's configuration, its sources, and its Google credentials, which are
+//! sealed with the deployment's [`CredentialKey`] on the way in and never shown again.
 
 use crate::auth::{Member, TokenKey, bearer};
+use crate::google::oauth::GoogleCredentials;
+use crate::google::sealed::{self, CredentialKey};
 use crate::http::{ApiError, body_text, header, json_v2};
-use crate::model::{BandId, ChannelName, OperationStatus, SourceId, Trigger};
+use crate::model::{
+    BandId, ChannelName, OperationStatus, Source, SourceId, SourceKind, SyncConfiguration, Trigger,
+};
 use crate::ports::{HealthCheck, Queue, Store};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use http::Method;
@@ -20,12 +28,33 @@ pub const ROUTES: &[&str] = &[
     "GET /sync/operations/{id}",
     "GET /sync/health",
     "GET /sync/stats",
+    "PUT /sync/bands/{band}",
+    "PUT /sync/bands/{band}/credentials",
+    "DELETE /sync/bands/{band}/credentials",
+    "PUT /sync/bands/{band}/sources/{source}",
+    "DELETE /sync/bands/{band}/sources/{source}",
 ];
+
+/// A route template's path with its parameters filled in (`{band}` is `demo`, `{source}`
+/// `charts`, `{id}` `demo-1`): for tests that call every route.
+#[cfg(any(test, feature = "testing"))]
+pub fn sample_path(template: &str) -> String {
+    template
+        .replace("{id}", "demo-1")
+        .replace("{band}", "demo")
+        .replace("{source}", "charts")
+}
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
 /// Items shown with one operation.
 const MAX_ITEMS: usize = 1000;
+/// Longest band name, source location, shared drive id and file type accepted.
+const MAX_NAME: usize = 200;
+const MAX_LOCATION: usize = 1024;
+const MAX_FILE_TYPE: usize = 16;
+/// Largest credentials file accepted (a service-account key file is about 2.3 KB).
+const MAX_CREDENTIALS: usize = 64 * 1024;
 
 pub struct Api {
     store: Arc<dyn Store>,
@@ -34,6 +63,8 @@ pub struct Api {
     clock: Arc<dyn crate::ports::Clock>,
     /// Named dependencies reported by /sync/health.
     checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    /// What bands' Google credentials are sealed under; None: they cannot be stored.
+    credentials_key: Option<CredentialKey>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +80,99 @@ struct TriggerBody {
 
 fn yes() -> bool {
     true
+}
+
+/// `PUT /sync/bands/{band}`: what to change (the rest is kept, or defaulted for a new band).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BandBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    file_types: Option<Vec<String>>,
+}
+
+/// `PUT /sync/bands/{band}/sources/{source}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceBody {
+    kind: String,
+    location: String,
+    #[serde(default)]
+    drive_id: Option<String>,
+}
+
+/// A JSON request body, or a 400 saying what was expected.
+fn json_body<T: serde::de::DeserializeOwned>(
+    req: &ApiGatewayV2httpRequest,
+    expected: &str,
+) -> Result<T, ApiError> {
+    let body = body_text(req.body.as_deref(), req.is_base64_encoded)?;
+    serde_json::from_str(&body)
+        .map_err(|e| ApiError::bad_request("malformed_body", format!("expected {expected}: {e}")))
+}
+
+/// A band's configuration as the API shows it: the sealed credentials stay in the store,
+/// the answer says only whether there are some.
+fn config_view(config: Option<&SyncConfiguration>) -> Value {
+    let mut view = json!(config);
+    if let Some(c) = view.as_object_mut() {
+        let configured = c.remove("google_credentials").is_some();
+        c.insert(
+            "google_credentials".into(),
+            json!({"configured": configured}),
+        );
+    }
+    view
+}
+
+/// Text an operator gives (a name, a location): trimmed, not empty, not too long, no
+/// control characters.
+fn text_field(
+    code: &'static str,
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<String, ApiError> {
+    let value = value.trim();
+    let reason = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.chars().count() > max {
+        format!("must be at most {max} characters")
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters".to_owned()
+    } else {
+        return Ok(value.to_owned());
+    };
+    Err(ApiError::bad_request(code, format!("{field} {reason}")))
+}
+
+/// A file type as the band's filter compares it: lower case, no leading dot.
+fn file_type(raw: &str) -> Result<String, ApiError> {
+    let t = raw.trim().trim_start_matches('.').to_ascii_lowercase();
+    if t.is_empty() || t.len() > MAX_FILE_TYPE || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad_request(
+            "invalid_file_type",
+            format!(
+                "file type {raw:?} is not an extension (letters and digits, at most {MAX_FILE_TYPE}, e.g. \"pdf\")"
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+fn source_kind(raw: &str) -> Result<SourceKind, ApiError> {
+    serde_json::from_value(json!(raw)).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_kind",
+            format!("unknown source kind {raw:?} (expected drive, sheet, calendar or folder)"),
+        )
+    })
+}
+
+/// 204, no body.
+fn no_content() -> (u16, Value) {
+    (204, Value::Null)
 }
 
 /// The route of a request: `METHOD /path` with the stage prefix (if any) dropped.
@@ -78,12 +202,25 @@ impl Api {
             tokens,
             clock,
             checks,
+            credentials_key: None,
         }
+    }
+
+    /// Let operators store bands' Google credentials, sealed under `key` (None: refused
+    /// with 503 `not_configured`).
+    pub fn with_credentials_key(mut self, key: Option<CredentialKey>) -> Self {
+        self.credentials_key = key;
+        self
     }
 
     #[tracing::instrument(skip_all, fields(method = %req.request_context.http.method, path = ?req.raw_path))]
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.dispatch(&req).await {
+            Ok((204, _)) => {
+                let mut r = ApiGatewayV2httpResponse::default();
+                r.status_code = 204;
+                r
+            }
             Ok((status, body)) => json_v2(status, &body),
             Err(e) => e.into(),
         }
@@ -97,7 +234,11 @@ impl Api {
         }
         let known = matches!(
             segs.as_slice(),
-            ["sync", "status" | "trigger" | "operations" | "stats"] | ["sync", "operations", _]
+            ["sync", "status" | "trigger" | "operations" | "stats"]
+                | ["sync", "operations", _]
+                | ["sync", "bands", _]
+                | ["sync", "bands", _, "credentials"]
+                | ["sync", "bands", _, "sources", _]
         );
         if !known {
             return Err(ApiError::not_found(format!(
@@ -115,6 +256,25 @@ impl Api {
             (Method::GET, ["sync", "operations"]) => self.operations(&member, req).await,
             (Method::GET, ["sync", "operations", id]) => self.operation(&member, id).await,
             (Method::GET, ["sync", "stats"]) => self.stats(&member, req).await,
+            (Method::PUT, ["sync", "bands", band]) => {
+                self.put_band(Self::operator(&member, band)?, req).await
+            }
+            (Method::PUT, ["sync", "bands", band, "credentials"]) => {
+                self.put_credentials(Self::operator(&member, band)?, req)
+                    .await
+            }
+            (Method::DELETE, ["sync", "bands", band, "credentials"]) => {
+                self.delete_credentials(Self::operator(&member, band)?)
+                    .await
+            }
+            (Method::PUT, ["sync", "bands", band, "sources", source]) => {
+                let band = Self::operator(&member, band)?;
+                self.put_source(band, SourceId::parse(source)?, req).await
+            }
+            (Method::DELETE, ["sync", "bands", band, "sources", source]) => {
+                let band = Self::operator(&member, band)?;
+                self.delete_source(band, SourceId::parse(source)?).await
+            }
             _ => Err(ApiError::new(
                 405,
                 "method_not_allowed",
@@ -131,6 +291,26 @@ impl Api {
         let band = BandId::parse(raw)?;
         Self::allowed(member, &band)?;
         Ok(band)
+    }
+
+    /// The band an operator route is about: the token must be an operator's (403 before
+    /// anything about the request is looked at), then the id must parse (400).
+    fn operator(member: &Member, band: &str) -> Result<BandId, ApiError> {
+        if !member.admin {
+            return Err(ApiError::forbidden(
+                "this route needs an operator's token (the `admin` claim)",
+            ));
+        }
+        Ok(BandId::parse(band)?)
+    }
+
+    /// The band's configuration, which the route needs to exist.
+    async fn registered(&self, band: &BandId) -> Result<SyncConfiguration, ApiError> {
+        self.store.get_config(band).await?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "band {band} is not registered (PUT /sync/bands/{band} first)"
+            ))
+        })
     }
 
     fn allowed(member: &Member, band: &BandId) -> Result<(), ApiError> {
@@ -192,15 +372,7 @@ impl Api {
                 })
             })
             .collect();
-        // The sealed credentials stay in the store: the API says only whether there are some.
-        let mut config = json!(config);
-        if let Some(c) = config.as_object_mut() {
-            let configured = c.remove("google_credentials").is_some();
-            c.insert(
-                "google_credentials".into(),
-                json!({"configured": configured}),
-            );
-        }
+        let config = config_view(config.as_ref());
         Ok((
             200,
             json!({
@@ -215,13 +387,7 @@ impl Api {
         member: &Member,
         req: &ApiGatewayV2httpRequest,
     ) -> Result<(u16, Value), ApiError> {
-        let body = body_text(req.body.as_deref(), req.is_base64_encoded)?;
-        let body: TriggerBody = serde_json::from_str(&body).map_err(|e| {
-            ApiError::bad_request(
-                "malformed_body",
-                format!("expected {{band, source?, full?}}: {e}"),
-            )
-        })?;
+        let body: TriggerBody = json_body(req, "{band, source?, full?}")?;
         Self::allowed(member, &body.band)?;
         let jobs = crate::sync::request_sync(
             self.store.as_ref(),
@@ -286,6 +452,155 @@ impl Api {
         ))
     }
 
+    /// Create or update a band's configuration; its credentials are kept.
+    async fn put_band(
+        &self,
+        band: BandId,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), ApiError> {
+        let empty = req.body.as_deref().is_none_or(|b| b.trim().is_empty());
+        let body: BandBody = if empty {
+            BandBody::default()
+        } else {
+            json_body(req, "{name?: string, file_types?: [string]}")?
+        };
+        let name = body
+            .name
+            .map(|n| text_field("invalid_name", "name", &n, MAX_NAME))
+            .transpose()?;
+        let file_types = body
+            .file_types
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| file_type(t))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let existing = self.store.get_config(&band).await?;
+        let created = existing.is_none();
+        let mut config = existing.unwrap_or_else(|| SyncConfiguration {
+            band: band.clone(),
+            name: band.to_string(),
+            file_types: vec![],
+            google_credentials: None,
+        });
+        if let Some(name) = name {
+            config.name = name;
+        }
+        if let Some(mut types) = file_types {
+            types.sort();
+            types.dedup();
+            config.file_types = types;
+        }
+        self.store.put_config(&config).await?;
+        tracing::info!(%band, created, "band configuration stored");
+        Ok((200, config_view(Some(&config))))
+    }
+
+    /// Validate a band's Google credentials file, seal it under the deployment's key and
+    /// store it in the band's configuration. The file is never logged nor echoed.
+    async fn put_credentials(
+        &self,
+        band: BandId,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), ApiError> {
+        let key = self.credentials_key.as_ref().ok_or_else(|| {
+            ApiError::new(
+                503,
+                "not_configured",
+                "this deployment has no credentials key (CredentialsKey / BANDSYNC_CREDENTIALS_KEY): Google credentials cannot be stored",
+            )
+        })?;
+        let file = body_text(req.body.as_deref(), req.is_base64_encoded)?;
+        if file.len() > MAX_CREDENTIALS {
+            return Err(ApiError::bad_request(
+                "invalid_credentials",
+                format!("a credentials file is at most {MAX_CREDENTIALS} bytes"),
+            ));
+        }
+        // Its errors name the field at fault, never a secret.
+        let credentials = GoogleCredentials::from_json(file.as_bytes())
+            .map_err(|e| ApiError::bad_request("invalid_credentials", e.to_string()))?;
+        let mut config = self.registered(&band).await?;
+        let sealed = sealed::seal(key, file.as_bytes(), &sealed::credentials_context(&band))
+            .map_err(|e| {
+                tracing::error!(%band, error = %e, "sealing Google credentials failed");
+                ApiError::unavailable("could not seal the credentials; try again")
+            })?;
+        config.google_credentials = Some(sealed);
+        self.store.put_config(&config).await?;
+        tracing::info!(%band, grant = credentials.grant_kind(), "Google credentials stored");
+        Ok(no_content())
+    }
+
+    async fn delete_credentials(&self, band: BandId) -> Result<(u16, Value), ApiError> {
+        let mut config = self.registered(&band).await?;
+        if config.google_credentials.take().is_some() {
+            self.store.put_config(&config).await?;
+            tracing::info!(%band, "Google credentials removed");
+        }
+        Ok(no_content())
+    }
+
+    /// Put a source of a registered band. Re-putting the same kind and place (and shared
+    /// drive) keeps where its sync was; moving it resets the cursor (the next sync is a
+    /// full one, compared with the catalog).
+    async fn put_source(
+        &self,
+        band: BandId,
+        id: SourceId,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), ApiError> {
+        let body: SourceBody = json_body(
+            req,
+            "{kind: \"drive\"|\"sheet\"|\"calendar\"|\"folder\", location: string, drive_id?: string}",
+        )?;
+        let kind = source_kind(&body.kind)?;
+        let location = text_field("invalid_location", "location", &body.location, MAX_LOCATION)?;
+        let drive_id = body
+            .drive_id
+            .map(|d| text_field("invalid_parameter", "drive_id", &d, MAX_NAME))
+            .transpose()?;
+        if drive_id.is_some() && kind != SourceKind::Drive {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "drive_id applies to drive sources only",
+            ));
+        }
+        self.registered(&band).await?;
+        let source = match self.store.get_source(&band, &id).await? {
+            Some(mut old) => {
+                if (old.kind, &old.location, &old.drive_id) != (kind, &location, &drive_id) {
+                    old.cursor = None;
+                }
+                Source {
+                    kind,
+                    location,
+                    drive_id,
+                    ..old
+                }
+            }
+            None => Source {
+                drive_id,
+                ..Source::new(band.clone(), id, kind, location)
+            },
+        };
+        self.store.put_source(&source).await?;
+        tracing::info!(%band, source = %source.id, kind = ?source.kind, "source stored");
+        Ok((200, json!(source)))
+    }
+
+    async fn delete_source(&self, band: BandId, id: SourceId) -> Result<(u16, Value), ApiError> {
+        if self.store.get_source(&band, &id).await?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "band {band} has no source {id}"
+            )));
+        }
+        self.store.delete_source(&band, &id).await?;
+        tracing::info!(%band, source = %id, "source deleted");
+        Ok(no_content())
+    }
+
     async fn stats(
         &self,
         member: &Member,
@@ -325,6 +640,7 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::{ConfigStore, SourceStore};
     use crate::testing::*;
 
     /// Bands `demo` and `rock`, each with a folder source `charts` (one shared folder
@@ -333,6 +649,10 @@ mod tests {
         h: Harness,
         _dir: tempfile::TempDir,
         alice: String,
+        /// An operator's `Authorization` header.
+        ops: String,
+        /// The API's credentials key (None: the deployment has none).
+        key: Option<CredentialKey>,
     }
 
     impl Fixture {
@@ -349,10 +669,15 @@ mod tests {
                 h.sync_worker().run(&job).await.unwrap().unwrap();
             }
             let alice = h.bearer("alice", &["demo"]);
+            let ops = h
+                .tokens
+                .mint_admin("ops", h.now(), chrono::TimeDelta::hours(1));
             Self {
                 h,
                 _dir: dir,
                 alice,
+                ops: format!("Bearer {ops}"),
+                key: Some(CredentialKey::generate().unwrap()),
             }
         }
 
@@ -369,9 +694,35 @@ mod tests {
             let response = self
                 .h
                 .api()
+                .with_credentials_key(self.key.clone())
                 .handle(http_event(method, target, &headers, body))
                 .await;
-            (response.status(), response.body_json())
+            // Whatever the route, a sealed secret or a key never leaves the API.
+            let text = match &response.body {
+                Some(aws_lambda_events::encodings::Body::Text(t)) => t.clone(),
+                _ => String::new(),
+            };
+            for secret in ["PRIVATE KEY", "\"ct\"", "\"nonce\""] {
+                assert!(!text.contains(secret), "{method} {target} shows {secret}");
+            }
+            let json = if response.status() == 204 {
+                assert_eq!(response.body, None, "204 has no body");
+                Value::Null
+            } else {
+                response.body_json()
+            };
+            (response.status(), json)
+        }
+
+        /// The operator stores a service-account key file as `band`'s credentials.
+        async fn put_credentials(&self, band: &str) -> (i64, Value) {
+            let target = format!("/sync/bands/{band}/credentials");
+            self.ops("PUT", &target, Some(&service_account())).await
+        }
+
+        /// A request as the operator.
+        async fn ops(&self, method: &str, target: &str, body: Option<&str>) -> (i64, Value) {
+            self.call(method, target, Some(&self.ops), body).await
         }
 
         /// A GET as alice.
@@ -382,6 +733,11 @@ mod tests {
 
     fn error_code(body: &Value) -> &str {
         body["error"]["code"].as_str().unwrap_or("<none>")
+    }
+
+    /// A service-account key file as Google hands it out.
+    fn service_account() -> String {
+        crate::google::fake_oauth::test_service_account_json("http://127.0.0.1:9/token")
     }
 
     #[tokio::test]
@@ -560,5 +916,305 @@ mod tests {
         }
         // AND nothing was queued by the refused triggers
         assert_eq!(f.h.sync_queue.attempts(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_declared_route_is_served() {
+        // GIVEN the routes template.yaml declares for this function
+        let f = Fixture::new().await;
+        for route in ROUTES {
+            let (method, template) = route.split_once(' ').unwrap();
+            let path = sample_path(template);
+            // WHEN the operator calls it (no body)
+            let (status, body) = f.ops(method, &path, None).await;
+            // THEN a handler answers: not a routing 404 nor a 405
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(!message.starts_with("no route"), "{route}: {body}");
+            assert_ne!(status, 405, "{route}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn operator_routes_need_an_operators_token() {
+        let f = Fixture::new().await;
+        let sa = service_account();
+        let source = r#"{"kind":"folder","location":"/tmp/elsewhere"}"#;
+        #[rustfmt::skip]
+        let routes = [
+            ("PUT",    "/sync/bands/demo",                 Some(r#"{"name":"x"}"#)),
+            ("PUT",    "/sync/bands/demo/credentials",     Some(sa.as_str())),
+            ("DELETE", "/sync/bands/demo/credentials",     None),
+            ("PUT",    "/sync/bands/demo/sources/charts",  Some(source)),
+            ("DELETE", "/sync/bands/demo/sources/charts",  None),
+        ];
+        for (method, target, body) in routes {
+            // WHEN nobody, then a member of the band, asks
+            let (status, json) = f.call(method, target, None, body).await;
+            // THEN it is 401 without a token, 403 with a member's
+            assert_eq!(
+                (status, error_code(&json)),
+                (401, "missing_token"),
+                "{method} {target}"
+            );
+            let (status, json) = f.call(method, target, Some(&f.alice), body).await;
+            assert_eq!(
+                (status, error_code(&json)),
+                (403, "forbidden"),
+                "{method} {target}"
+            );
+        }
+        // AND nothing changed
+        let config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+        assert_eq!(
+            (config.name.as_str(), config.google_credentials),
+            ("demo", None)
+        );
+        let source =
+            f.h.store
+                .get_source(&band("demo"), &source_id("charts"))
+                .await
+                .unwrap();
+        assert_eq!(source.unwrap().kind, SourceKind::Folder);
+    }
+
+    #[tokio::test]
+    async fn an_operator_creates_and_updates_a_band_keeping_its_credentials() {
+        let f = Fixture::new().await;
+        // WHEN the operator registers a new band with no body
+        let (status, body) = f.ops("PUT", "/sync/bands/jazz", None).await;
+        // THEN it is there with defaults
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"band": "jazz", "name": "jazz", "file_types": [],
+                   "google_credentials": {"configured": false}})
+        );
+
+        // WHEN it gets credentials, then a name and file types
+        let (status, _) = f.put_credentials("jazz").await;
+        assert_eq!(status, 204);
+        let update = r#"{"name":"The Jazz Trio","file_types":[".PDF","mp3","pdf"]}"#;
+        let (status, body) = f.ops("PUT", "/sync/bands/jazz", Some(update)).await;
+
+        // THEN the types are normalised and the credentials kept
+        assert_eq!(status, 200);
+        assert_eq!(body["name"], "The Jazz Trio");
+        assert_eq!(body["file_types"], json!(["mp3", "pdf"]));
+        assert_eq!(body["google_credentials"], json!({"configured": true}));
+        let stored = f.h.store.get_config(&band("jazz")).await.unwrap().unwrap();
+        assert!(stored.google_credentials.is_some());
+
+        // AND a name-only update keeps the file types
+        let (_, body) = f
+            .ops("PUT", "/sync/bands/jazz", Some(r#"{"name":"Trio"}"#))
+            .await;
+        assert_eq!(body["file_types"], json!(["mp3", "pdf"]));
+    }
+
+    #[tokio::test]
+    async fn credentials_are_sealed_under_the_bands_context_and_never_shown() {
+        let f = Fixture::new().await;
+        let key = f.key.clone().unwrap();
+        let file = service_account();
+
+        // WHEN the operator stores demo's service-account key
+        let (status, _) = f
+            .ops("PUT", "/sync/bands/demo/credentials", Some(&file))
+            .await;
+
+        // THEN what is stored opens with the key under demo's context, to the file
+        assert_eq!(status, 204);
+        let config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+        let sealed_file = config.google_credentials.expect("sealed credentials");
+        let context = sealed::credentials_context(&band("demo"));
+        let plain = sealed::open(&key, &sealed_file, &context).unwrap();
+        assert_eq!(plain.as_bytes(), file.as_bytes());
+        assert!(GoogleCredentials::from_json(plain.as_bytes()).is_ok());
+        // AND not under another band's
+        let rock = sealed::credentials_context(&band("rock"));
+        assert!(sealed::open(&key, &sealed_file, &rock).is_err());
+        // AND a member sees only that there are some (Fixture::call checks no secret shows)
+        let (_, status) = f.get("/sync/status?band=demo").await;
+        assert_eq!(
+            status["config"]["google_credentials"],
+            json!({"configured": true})
+        );
+
+        // WHEN the operator removes them (twice)
+        for _ in 0..2 {
+            let (status, _) = f.ops("DELETE", "/sync/bands/demo/credentials", None).await;
+            assert_eq!(status, 204);
+        }
+        // THEN they are gone
+        let config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+        assert_eq!(config.google_credentials, None);
+        assert_eq!(config.name, "demo", "the rest of the configuration stays");
+    }
+
+    #[tokio::test]
+    async fn credentials_need_the_deployments_key() {
+        // GIVEN an API without a credentials key
+        let mut f = Fixture::new().await;
+        f.key = None;
+        // WHEN the operator stores credentials THEN it is 503 not_configured
+        let (status, body) = f.put_credentials("demo").await;
+        assert_eq!((status, error_code(&body)), (503, "not_configured"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("CredentialsKey")
+        );
+        // AND removing them needs no key
+        let (status, _) = f.ops("DELETE", "/sync/bands/demo/credentials", None).await;
+        assert_eq!(status, 204);
+    }
+
+    #[tokio::test]
+    async fn bad_operator_inputs_are_refused_with_a_clear_code() {
+        let f = Fixture::new().await;
+        let long = format!(r#"{{"kind":"folder","location":"{}"}}"#, "x".repeat(1025));
+        let sa = service_account();
+        #[rustfmt::skip]
+        let cases: Vec<(&str, &str, Option<&str>, i64, &str)> = vec![
+            ("PUT", "/sync/bands/demo/credentials", Some("{not json"), 400, "invalid_credentials"),
+            ("PUT", "/sync/bands/demo/credentials", None, 400, "invalid_credentials"),
+            ("PUT", "/sync/bands/demo/credentials", Some(r#"{"type":"api_key"}"#), 400, "invalid_credentials"),
+            ("PUT", "/sync/bands/demo/credentials", Some(r#"{"type":"authorized_user","client_id":"c"}"#), 400, "invalid_credentials"),
+            ("PUT", "/sync/bands/demo", Some("{name"), 400, "malformed_body"),
+            ("PUT", "/sync/bands/demo", Some(r#"{"colour":"red"}"#), 400, "malformed_body"),
+            ("PUT", "/sync/bands/demo", Some(r#"{"name":" "}"#), 400, "invalid_name"),
+            ("PUT", "/sync/bands/demo", Some(r#"{"file_types":["p df"]}"#), 400, "invalid_file_type"),
+            ("PUT", "/sync/bands/demo", Some(r#"{"file_types":[""]}"#), 400, "invalid_file_type"),
+            ("PUT", "/sync/bands/bad%20band", None, 400, "invalid_parameter"),
+            ("PUT", "/sync/bands/demo/sources/bad.id", Some(r#"{"kind":"folder","location":"/x"}"#), 400, "invalid_parameter"),
+            ("PUT", "/sync/bands/demo/sources/s", Some(r#"{"kind":"ftp","location":"/x"}"#), 400, "invalid_kind"),
+            ("PUT", "/sync/bands/demo/sources/s", Some(r#"{"kind":"folder","location":""}"#), 400, "invalid_location"),
+            ("PUT", "/sync/bands/demo/sources/s", Some(&long), 400, "invalid_location"),
+            ("PUT", "/sync/bands/demo/sources/s", Some(r#"{"kind":"folder","location":"/x","drive_id":"0A"}"#), 400, "invalid_parameter"),
+            ("PUT", "/sync/bands/demo/sources/s", Some(r#"{"location":"/x"}"#), 400, "malformed_body"),
+            ("PUT", "/sync/bands/demo/sources/s", None, 400, "malformed_body"),
+            ("PUT", "/sync/bands/nope/credentials", Some(sa.as_str()), 404, "not_found"),
+            ("PUT", "/sync/bands/nope/sources/s", Some(r#"{"kind":"folder","location":"/x"}"#), 404, "not_found"),
+            ("DELETE", "/sync/bands/nope/credentials", None, 404, "not_found"),
+            ("DELETE", "/sync/bands/demo/sources/nope", None, 404, "not_found"),
+            ("GET", "/sync/bands/demo", None, 405, "method_not_allowed"),
+            ("POST", "/sync/bands/demo/sources/charts", None, 405, "method_not_allowed"),
+            ("PUT", "/sync/bands/demo/other", None, 404, "not_found"),
+        ];
+        for (method, target, body, status, code) in cases {
+            // WHEN the operator sends a bad request
+            let (got, json) = f.ops(method, target, body).await;
+            // THEN it is refused with a status and code to act on, and a message
+            assert_eq!(
+                (got, error_code(&json)),
+                (status, code),
+                "{method} {target} {body:?}"
+            );
+            assert!(
+                !json["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+            );
+        }
+        // AND demo is as it was
+        let config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+        assert_eq!(
+            (config.name.as_str(), config.google_credentials),
+            ("demo", None)
+        );
+        assert_eq!(f.h.store.get_config(&band("nope")).await.unwrap(), None);
+        assert_eq!(
+            f.h.store.list_sources(&band("demo")).await.unwrap().len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn putting_a_source_keeps_its_cursor_unless_it_moves() {
+        // GIVEN demo's charts source part-way through its syncs
+        let f = Fixture::new().await;
+        let (b, id) = (band("demo"), source_id("charts"));
+        let mut charts = f.h.store.get_source(&b, &id).await.unwrap().unwrap();
+        charts.cursor = Some("page-7".into());
+        charts.generation = 3;
+        f.h.store.put_source(&charts).await.unwrap();
+        let same = json!({"kind": "folder", "location": charts.location}).to_string();
+
+        // WHEN the operator puts it again unchanged
+        let (status, body) = f
+            .ops("PUT", "/sync/bands/demo/sources/charts", Some(&same))
+            .await;
+        // THEN nothing of its sync state is lost
+        assert_eq!(status, 200);
+        assert_eq!(body, json!(charts));
+        assert_eq!(
+            f.h.store.get_source(&b, &id).await.unwrap(),
+            Some(charts.clone())
+        );
+
+        // WHEN it moves elsewhere
+        let moved = r#"{"kind":"folder","location":"/srv/charts-2026"}"#;
+        let (status, body) = f
+            .ops("PUT", "/sync/bands/demo/sources/charts", Some(moved))
+            .await;
+        // THEN its cursor is reset, its history and generation kept
+        assert_eq!(status, 200);
+        assert_eq!(body["location"], "/srv/charts-2026");
+        assert_eq!(body["cursor"], Value::Null);
+        assert_eq!(body["generation"], 3);
+        assert_eq!(body["last_operation"], "demo-1");
+        let stored = f.h.store.get_source(&b, &id).await.unwrap().unwrap();
+        assert_eq!((stored.cursor, stored.generation), (None, 3));
+
+        // WHEN the operator adds a Drive source in a shared drive
+        let drive = r#"{"kind":"drive","location":"1AbCfolder","drive_id":"0AshareD"}"#;
+        let (status, body) = f
+            .ops("PUT", "/sync/bands/demo/sources/gdrive", Some(drive))
+            .await;
+        // THEN it is new, never synced
+        assert_eq!(status, 200);
+        let expected = Source {
+            drive_id: Some("0AshareD".into()),
+            ..Source::new(
+                b.clone(),
+                source_id("gdrive"),
+                SourceKind::Drive,
+                "1AbCfolder",
+            )
+        };
+        assert_eq!(body, json!(expected));
+        assert_eq!(
+            f.h.store
+                .get_source(&b, &source_id("gdrive"))
+                .await
+                .unwrap(),
+            Some(expected)
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_source_forgets_it() {
+        let f = Fixture::new().await;
+        // WHEN the operator deletes demo's charts
+        let (status, _) = f
+            .ops("DELETE", "/sync/bands/demo/sources/charts", None)
+            .await;
+        // THEN it is gone for members, rock's charts stay, and a second delete is 404
+        assert_eq!(status, 204);
+        let (_, body) = f.get("/sync/status?band=demo").await;
+        assert_eq!(body["sources"], json!([]));
+        assert!(
+            f.h.store
+                .get_source(&band("rock"), &source_id("charts"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let (status, body) = f
+            .ops("DELETE", "/sync/bands/demo/sources/charts", None)
+            .await;
+        assert_eq!((status, error_code(&body)), (404, "not_found"));
     }
 }

@@ -1,4 +1,5 @@
-//! Member tokens: HS256 JWTs with `sub`, `bands` and `exp`.
+//! Member tokens: HS256 JWTs with `sub`, `bands` and `exp`, and for operators an
+//! `admin: true` claim (absent, i.e. false, in every member's token).
 //!
 //! HS256 is small enough to do with `hmac` + `sha2` directly; we accept only that
 //! algorithm (no `alg: none`, no key confusion) and compare MACs in constant time.
@@ -21,6 +22,9 @@ pub struct Claims {
     pub bands: Vec<String>,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
+    /// An operator's token: may configure any band (the operator routes of the API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// A verified member: who, and which bands they belong to.
@@ -29,6 +33,8 @@ pub struct Member {
     pub user: UserId,
     pub bands: Vec<BandId>,
     pub expires_at: DateTime<Utc>,
+    /// An operator (the token's `admin` claim).
+    pub admin: bool,
 }
 
 impl Member {
@@ -146,6 +152,7 @@ impl TokenKey {
             user,
             bands,
             expires_at,
+            admin: claims.admin,
         })
     }
 
@@ -157,11 +164,28 @@ impl TokenKey {
         now: DateTime<Utc>,
         ttl: chrono::Duration,
     ) -> String {
-        self.sign(&Claims {
+        self.sign(&Self::claims(user, bands, now, ttl, false))
+    }
+
+    /// An operator's token for `user`, valid for `ttl` from `now`: the `admin` claim and
+    /// no band (operating bands is not being in them).
+    pub fn mint_admin(&self, user: &str, now: DateTime<Utc>, ttl: chrono::Duration) -> String {
+        self.sign(&Self::claims(user, &[], now, ttl, true))
+    }
+
+    fn claims(
+        user: &str,
+        bands: &[&str],
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+        admin: bool,
+    ) -> Claims {
+        Claims {
             sub: user.to_owned(),
             bands: bands.iter().map(|b| (*b).to_owned()).collect(),
             exp: (now + ttl).timestamp(),
-        })
+            admin,
+        }
     }
 }
 
@@ -239,6 +263,29 @@ mod tests {
             key.verify("!!.b.c", now()),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn only_an_admin_claim_makes_an_operator() {
+        // GIVEN a member's token and an operator's
+        let key = TokenKey::new("s3cret");
+        let member = key.mint("alice", &["demo"], now(), chrono::Duration::hours(1));
+        let operator = key.mint_admin("ops", now(), chrono::Duration::hours(1));
+        // THEN only the second is an operator, and a member's token has no admin claim
+        assert!(!key.verify(&member, now()).unwrap().admin);
+        assert!(key.verify(&operator, now()).unwrap().admin);
+        let payload = URL_SAFE_NO_PAD
+            .decode(member.split('.').nth(1).unwrap())
+            .unwrap();
+        assert!(!String::from_utf8(payload).unwrap().contains("admin"));
+        // AND a token minted before the claim existed (no `admin`) still verifies
+        let h = URL_SAFE_NO_PAD.encode(HEADER_HS256);
+        let p = URL_SAFE_NO_PAD.encode(r#"{"sub":"bob","bands":["demo"],"exp":9999999999}"#);
+        let mut mac = key.mac();
+        mac.update(format!("{h}.{p}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let old = key.verify(&format!("{h}.{p}.{sig}"), now()).unwrap();
+        assert!(!old.admin);
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub async fn config_store_contract<S: ConfigStore + ?Sized>(store: &S) {
     );
 }
 
-/// Sources: get, list per band, re-put replaces (the cursor moves on).
+/// Sources: get, list per band, re-put replaces (the cursor moves on), delete is idempotent.
 pub async fn source_store_contract<S: SourceStore + ?Sized>(store: &S) {
     let (a, b) = (band(), band());
     let (s1, s2) = (source_id(), source_id());
@@ -226,6 +226,22 @@ pub async fn source_store_contract<S: SourceStore + ?Sized>(store: &S) {
         by_id(vec![moved, source(&a, &s2)]),
         "a band's sources, each once"
     );
+
+    // Deleting forgets that source only; deleting a missing one is not an error.
+    store.delete_source(&a, &s1).await.unwrap();
+    assert_eq!(store.get_source(&a, &s1).await.unwrap(), None, "deleted");
+    assert_eq!(
+        store.list_sources(&a).await.unwrap(),
+        vec![source(&a, &s2)],
+        "the band's other source stays"
+    );
+    assert_eq!(
+        store.get_source(&b, &s1).await.unwrap(),
+        Some(source(&b, &s1)),
+        "another band's source of the same id stays"
+    );
+    store.delete_source(&a, &s1).await.unwrap();
+    store.delete_source(&b, &source_id()).await.unwrap();
 }
 
 /// The file catalog: per (band, source), replace by file id, deletes are idempotent.

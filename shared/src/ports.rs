@@ -32,6 +32,10 @@ pub trait SourceStore: Send + Sync {
     async fn list_sources(&self, band: &BandId) -> PortResult<Vec<Source>>;
     /// Insert or replace.
     async fn put_source(&self, source: &Source) -> PortResult<()>;
+    /// Forget a source (its catalog, operations and watch channels are left alone: the
+    /// scheduler's channel keeper stops the channels of sources that no longer exist).
+    /// A missing one is not an error.
+    async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()>;
 }
 
 /// The per-source file catalog: what the last sync saw.

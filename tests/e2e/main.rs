@@ -4,6 +4,7 @@
 mod bad_inputs;
 mod google;
 mod management;
+mod operator;
 mod pipeline;
 mod restart;
 mod resume;

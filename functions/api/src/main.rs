@@ -1,6 +1,6 @@
 //! `api`: the HTTP API's /sync/* routes (payload 2.0): status, trigger, operations,
-//! health (each table and queue up or down), stats. Bearer member token on all but
-//! health.
+//! health (each table and queue up or down), stats, and the operator routes that
+//! register bands, sources and sealed Google credentials. Bearer token on all but health.
 
 use bandsync::adapters::aws::AwsContext;
 use bandsync::api::Api;
@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
         ("sync_queue".into(), sync_queue.clone()),
         ("broadcast_queue".into(), ctx.broadcast_queue()?),
     ];
-    let api = &Api::new(store, sync_queue, ctx.tokens()?, ctx.clock.clone(), checks);
+    let api = &Api::new(store, sync_queue, ctx.tokens()?, ctx.clock.clone(), checks)
+        .with_credentials_key(ctx.credentials_key()?);
     lambda_runtime::run(service_fn(move |event| bandsync::lambda::api(api, event))).await
 }

@@ -1,4 +1,5 @@
-//! The command line of `bandsync-local`: `serve` (the default) and `token`.
+//! The command line of `bandsync-local`: `serve` (the default), `token` (a member's or,
+//! with `--admin`, an operator's), `credentials-key` and `listen`.
 
 use crate::stack::{LocalStack, StackConfig, token_key};
 use anyhow::Context;
@@ -25,8 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the local stack (what no subcommand does too).
     Serve,
-    /// Print a member token for the local stack (HS256, signed with the data dir's secret).
+    /// Print a member token for the local stack (HS256, signed with the data dir's secret,
+    /// or with --jwt-secret for a deployment's JwtSecret); --admin: an operator's token.
     Token(TokenArgs),
+    /// Print a new random key for bands' sealed Google credentials (base64 of 32 bytes):
+    /// the CredentialsKey parameter / BANDSYNC_CREDENTIALS_KEY.
+    CredentialsKey,
     /// Follow a channel and print its events, resuming across reconnects (a reference client).
     Listen(ListenArgs),
 }
@@ -105,6 +110,10 @@ pub struct TokenArgs {
     /// Lifetime in hours (at most a year).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i64).range(1..=8760))]
     pub hours: i64,
+    /// An operator's token (the `admin` claim, no band): may register bands, sources and
+    /// credentials through /sync/bands/...
+    #[arg(long, conflicts_with = "bands")]
+    pub admin: bool,
 }
 
 fn init_tracing() {
@@ -127,31 +136,25 @@ fn mint(key: &bandsync::auth::TokenKey, args: &TokenArgs) -> anyhow::Result<Stri
     }
     bandsync::model::UserId::parse(&args.user)?;
     let bands: Vec<&str> = args.bands.iter().map(String::as_str).collect();
-    Ok(key.mint(
-        &args.user,
-        &bands,
-        chrono::Utc::now(),
-        chrono::Duration::hours(args.hours),
-    ))
+    let (now, ttl) = (chrono::Utc::now(), chrono::Duration::hours(args.hours));
+    Ok(if args.admin {
+        key.mint_admin(&args.user, now, ttl)
+    } else {
+        key.mint(&args.user, &bands, now, ttl)
+    })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Token(args)) => {
             let key = token_key(&cli.serve.data_dir, cli.serve.jwt_secret.as_deref())?;
-            for b in &args.bands {
-                BandId::parse(b)?;
-            }
-            let bands: Vec<&str> = args.bands.iter().map(String::as_str).collect();
-            println!(
-                "{}",
-                key.mint(
-                    &args.user,
-                    &bands,
-                    chrono::Utc::now(),
-                    chrono::Duration::hours(args.hours)
-                )
-            );
+            println!("{}", mint(&key, &args)?);
+            Ok(())
+        }
+        Some(Command::CredentialsKey) => {
+            let key = bandsync::google::sealed::CredentialKey::generate()
+                .context("generating a credentials key")?;
+            println!("{}", key.to_base64());
             Ok(())
         }
         Some(Command::Listen(args)) => {
@@ -229,4 +232,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("stopping");
     stack.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn token_args(argv: &[&str]) -> Result<TokenArgs, clap::Error> {
+        let cli = Cli::try_parse_from(argv)?;
+        match cli.command {
+            Some(Command::Token(args)) => Ok(args),
+            other => panic!("not the token subcommand: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_admin_mints_an_operators_token_with_no_band() {
+        let key = bandsync::auth::TokenKey::new("cli-test-secret");
+        let now = chrono::Utc::now();
+        // GIVEN `token --admin`; WHEN minted THEN it is an operator's, in no band
+        let admin = token_args(&["bandsync-local", "token", "--admin", "--user", "ops"]).unwrap();
+        let member = key.verify(&mint(&key, &admin).unwrap(), now).unwrap();
+        assert!(member.admin);
+        assert!(member.bands.is_empty());
+        // AND a plain `token` is a member's of the default band
+        let plain = token_args(&["bandsync-local", "token"]).unwrap();
+        let member = key.verify(&mint(&key, &plain).unwrap(), now).unwrap();
+        assert!(!member.admin);
+        assert_eq!(member.bands.len(), 1);
+        // AND --admin with --band is refused (an operator is not a member)
+        assert!(token_args(&["bandsync-local", "token", "--admin", "--band", "x"]).is_err());
+    }
+
+    #[test]
+    fn credentials_key_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["bandsync-local", "credentials-key"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::CredentialsKey)));
+    }
 }

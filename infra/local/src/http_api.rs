@@ -41,19 +41,31 @@ fn not_found() -> Response {
     r
 }
 
-/// The route key template.yaml declares for a path (for handlers that read it).
-fn route_key(method: &str, path: &str) -> Option<String> {
-    let template = match path.trim_end_matches('/') {
-        "/webhooks/google" | "/webhooks/folder" | "/sync/status" | "/sync/trigger"
-        | "/sync/operations" | "/sync/health" | "/sync/stats" => {
-            path.trim_end_matches('/').to_owned()
-        }
-        p if p.starts_with("/sync/operations/") && p.matches('/').count() == 3 => {
-            "/sync/operations/{id}".to_owned()
-        }
+/// The route key template.yaml declares for a path (for handlers that read it), and the
+/// path parameters API Gateway would give with it.
+fn route_key(method: &str, path: &str) -> Option<(String, Vec<(&'static str, String)>)> {
+    let path = path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let param = |name: &'static str, value: &str| (name, value.to_owned());
+    let (template, params) = match segments.as_slice() {
+        ["webhooks", "google" | "folder"]
+        | [
+            "sync",
+            "status" | "trigger" | "operations" | "health" | "stats",
+        ] => (path.to_owned(), vec![]),
+        ["sync", "operations", id] => ("/sync/operations/{id}".to_owned(), vec![param("id", id)]),
+        ["sync", "bands", band] => ("/sync/bands/{band}".to_owned(), vec![param("band", band)]),
+        ["sync", "bands", band, "credentials"] => (
+            "/sync/bands/{band}/credentials".to_owned(),
+            vec![param("band", band)],
+        ),
+        ["sync", "bands", band, "sources", source] => (
+            "/sync/bands/{band}/sources/{source}".to_owned(),
+            vec![param("band", band), param("source", source)],
+        ),
         _ => return None,
     };
-    Some(format!("{method} {template}"))
+    Some((format!("{method} {template}"), params))
 }
 
 async fn serve(
@@ -63,7 +75,7 @@ async fn serve(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let Some(route_key) = route_key(parts.method.as_str(), &path) else {
+    let Some((route_key, path_parameters)) = route_key(parts.method.as_str(), &path) else {
         return not_found();
     };
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
@@ -87,8 +99,8 @@ async fn serve(
         .map(|q| url_decode_pairs(q).into_iter().collect())
         .unwrap_or_default();
     req.query_string_parameters = query.into();
-    if let Some(id) = path.strip_prefix("/sync/operations/") {
-        req.path_parameters.insert("id".into(), id.to_owned());
+    for (name, value) in path_parameters {
+        req.path_parameters.insert(name.into(), value);
     }
     req.headers = parts.headers;
     let ctx = &mut req.request_context;
@@ -178,16 +190,31 @@ mod tests {
 
     #[test]
     fn routes_and_query_decoding() {
+        // Every route the template declares is served under its own key.
+        let routes = bandsync::api::ROUTES
+            .iter()
+            .chain(&["POST /webhooks/google", "POST /webhooks/folder"]);
+        for route in routes {
+            let (method, template) = route.split_once(' ').unwrap();
+            let path = bandsync::api::sample_path(template);
+            let (key, _) = route_key(method, &path).unwrap_or_else(|| panic!("{route}"));
+            assert_eq!(key, *route);
+        }
         assert_eq!(
-            route_key("GET", "/sync/operations/abc").as_deref(),
-            Some("GET /sync/operations/{id}")
+            route_key("PUT", "/sync/bands/demo/sources/charts/"),
+            Some((
+                "PUT /sync/bands/{band}/sources/{source}".to_owned(),
+                vec![("band", "demo".to_owned()), ("source", "charts".to_owned())]
+            ))
         );
-        assert_eq!(
-            route_key("POST", "/webhooks/google").as_deref(),
-            Some("POST /webhooks/google")
-        );
-        assert_eq!(route_key("GET", "/nope"), None);
-        assert_eq!(route_key("GET", "/sync/operations/a/b"), None);
+        for unknown in [
+            "/nope",
+            "/sync/operations/a/b",
+            "/sync/bands/demo/sources",
+            "/",
+        ] {
+            assert_eq!(route_key("GET", unknown), None, "{unknown}");
+        }
         assert_eq!(
             url_decode_pairs("band=demo&name=a%20b+c&x=%zz&flag"),
             vec![

@@ -431,12 +431,8 @@ impl ConfigStore for DynamoStore {
 impl SourceStore for DynamoStore {
     #[instrument(skip(self), level = "debug")]
     async fn get_source(&self, band: &BandId, source: &SourceId) -> PortResult<Option<Source>> {
-        self.get_body(
-            &self.sync_table,
-            format!("BAND#{band}"),
-            &format!("SOURCE#{source}"),
-        )
-        .await
+        let (pk, sk) = source_key(band, source);
+        self.get_body(&self.sync_table, pk, &sk).await
     }
 
     #[instrument(skip(self), level = "debug")]
@@ -447,15 +443,21 @@ impl SourceStore for DynamoStore {
 
     #[instrument(skip_all, fields(band = %source.band, source = %source.id), level = "debug")]
     async fn put_source(&self, source: &Source) -> PortResult<()> {
-        let item = with_body(
-            key(
-                format!("BAND#{}", source.band),
-                format!("SOURCE#{}", source.id),
-            ),
-            source,
-        )?;
+        let (pk, sk) = source_key(&source.band, &source.id);
+        let item = with_body(key(pk, sk), source)?;
         self.put(&self.sync_table, item).await
     }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
+        let (pk, sk) = source_key(band, source);
+        self.delete_all(&self.sync_table, vec![key(pk, sk)]).await
+    }
+}
+
+/// `BAND#b / SOURCE#s`.
+fn source_key(band: &BandId, source: &SourceId) -> (String, String) {
+    (format!("BAND#{band}"), format!("SOURCE#{source}"))
 }
 
 fn files_pk(band: &BandId, source: &SourceId) -> String {

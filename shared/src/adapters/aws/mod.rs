@@ -128,13 +128,10 @@ impl AwsContext {
         &self,
         configs: Arc<dyn crate::ports::ConfigStore>,
     ) -> anyhow::Result<Option<Arc<crate::google::apis::GoogleApis>>> {
-        use crate::google::{apis, oauth, ratelimit, sealed};
-        let key = std::env::var(env::CREDENTIALS_KEY).unwrap_or_default();
-        if key.trim().is_empty() {
+        use crate::google::{apis, oauth, ratelimit};
+        let Some(key) = self.credentials_key()? else {
             return Ok(None);
-        }
-        let key = sealed::CredentialKey::from_base64(key.trim())
-            .with_context(|| format!("{} is not a valid key", env::CREDENTIALS_KEY))?;
+        };
         let http = crate::google::https_client()?;
         let urls = match std::env::var(env::GOOGLE_API_BASE_URL) {
             Ok(base) if !base.is_empty() => apis::GoogleUrls::all_at(&base),
@@ -149,6 +146,18 @@ impl AwsContext {
         Ok(Some(Arc::new(
             apis::GoogleApis::new(http, urls, Arc::new(tokens)).with_throttles(Arc::new(limits)),
         )))
+    }
+
+    /// The key bands' Google credentials are sealed under, from
+    /// [`env::CREDENTIALS_KEY`]; None when it is unset or empty (no Google sources).
+    pub fn credentials_key(&self) -> anyhow::Result<Option<crate::google::sealed::CredentialKey>> {
+        let key = std::env::var(env::CREDENTIALS_KEY).unwrap_or_default();
+        if key.trim().is_empty() {
+            return Ok(None);
+        }
+        crate::google::sealed::CredentialKey::from_base64(key.trim())
+            .map(Some)
+            .with_context(|| format!("{} is not a valid key", env::CREDENTIALS_KEY))
     }
 
     /// The scheduler's watch-channel keeper: Google's clients ([`AwsContext::google`]),

@@ -153,6 +153,14 @@ impl SourceStore for EmbeddedStore {
             Ok(())
         })
     }
+    #[instrument(skip(self), level = "debug")]
+    async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
+        self.db.write("delete_source", |tx| {
+            let sql = "DELETE FROM sources WHERE band = ?1 AND source = ?2";
+            exec(tx, sql, [band.as_str(), source.as_str()])?;
+            Ok(())
+        })
+    }
 }
 
 #[async_trait]
