@@ -22,6 +22,7 @@ use crate::ports::{Clock, PortError, Store};
 use crate::webhook::token_hash;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How long a new channel is asked to live. Google caps it per resource (Drive files:
 /// one day; the change log and calendars: longer) and answers the real expiry.
@@ -40,6 +41,19 @@ pub struct ChannelReport {
     pub stopped: usize,
     pub forgotten: usize,
     pub failed: usize,
+    /// Calls left for the next run: the time budget was spent.
+    pub deferred: usize,
+}
+
+impl ChannelReport {
+    pub fn add(&mut self, other: &ChannelReport) {
+        self.created += other.created;
+        self.renewed += other.renewed;
+        self.stopped += other.stopped;
+        self.forgotten += other.forgotten;
+        self.failed += other.failed;
+        self.deferred += other.deferred;
+    }
 }
 
 pub struct ChannelKeeper {
@@ -69,9 +83,14 @@ impl ChannelKeeper {
         }
     }
 
-    /// One pass over a band's sources and channels.
-    #[tracing::instrument(skip(self), fields(band = %band))]
-    pub async fn tick_band(&self, band: &BandId) -> Result<ChannelReport, PortError> {
+    /// One pass over a band's sources and channels. No Google call starts after
+    /// `deadline`: what is left is counted as deferred, for the next run.
+    #[tracing::instrument(skip(self, deadline), fields(band = %band))]
+    pub async fn tick_band(
+        &self,
+        band: &BandId,
+        deadline: Instant,
+    ) -> Result<ChannelReport, PortError> {
         let now = self.clock.now();
         let sources = self.store.list_sources(band).await?;
         let channels = self.store.list_watch_channels(band).await?;
@@ -84,7 +103,8 @@ impl ChannelKeeper {
                 .filter(|c| c.source == source.id && c.expires_at.is_some_and(|at| at > now))
                 .max_by_key(|c| c.expires_at);
             let due = newest.is_none_or(|c| renewal_due(c, now));
-            if !due {
+            if !due || Instant::now() >= deadline {
+                report.deferred += usize::from(due);
                 keep.extend(newest.map(|c| c.id.clone()));
                 continue;
             }
@@ -112,6 +132,10 @@ impl ChannelKeeper {
             if old.expires_at.is_some_and(|at| at <= now) {
                 self.store.delete_watch_channel(old).await?;
                 report.forgotten += 1;
+                continue;
+            }
+            if Instant::now() >= deadline {
+                report.deferred += 1;
                 continue;
             }
             match self
@@ -249,6 +273,11 @@ mod tests {
         }
     }
 
+    /// A deadline far enough away.
+    fn later() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(60)
+    }
+
     async fn stored(f: &Fixture) -> Vec<WatchChannel> {
         f.h.store.list_watch_channels(&f.band).await.unwrap()
     }
@@ -259,8 +288,8 @@ mod tests {
         let f = fixture().await;
 
         // WHEN the keeper runs twice
-        let first = f.keeper.tick_band(&f.band).await.unwrap();
-        let second = f.keeper.tick_band(&f.band).await.unwrap();
+        let first = f.keeper.tick_band(&f.band, later()).await.unwrap();
+        let second = f.keeper.tick_band(&f.band, later()).await.unwrap();
 
         // THEN each source got one channel, the second pass did nothing
         assert_eq!(first.created, 3, "{first:?}");
@@ -295,13 +324,13 @@ mod tests {
     async fn renewal_opens_the_new_channel_before_stopping_the_old_one() {
         // GIVEN channels opened a while ago
         let f = fixture().await;
-        f.keeper.tick_band(&f.band).await.unwrap();
+        f.keeper.tick_band(&f.band, later()).await.unwrap();
         let before = stored(&f).await;
 
         // WHEN 21 hours pass (the sheet's one-day channel has under a quarter left)
         f.h.clock.advance(TimeDelta::hours(21));
         f.fake.push(); // (the fake keeps the channels it was asked to)
-        let report = f.keeper.tick_band(&f.band).await.unwrap();
+        let report = f.keeper.tick_band(&f.band, later()).await.unwrap();
 
         // THEN the sheet's channel was renewed and the old one stopped; the Drive
         // change-log and calendar channels (7 days) were left alone
@@ -341,7 +370,7 @@ mod tests {
         // GIVEN live channels, then the sheet source is removed (its record replaced by a
         // folder source of the same band) and the Drive channel has expired
         let f = fixture().await;
-        f.keeper.tick_band(&f.band).await.unwrap();
+        f.keeper.tick_band(&f.band, later()).await.unwrap();
         let mut drive = stored(&f)
             .await
             .into_iter()
@@ -359,7 +388,7 @@ mod tests {
         f.h.store.put_source(&gone).await.unwrap();
 
         // WHEN the keeper runs
-        let report = f.keeper.tick_band(&f.band).await.unwrap();
+        let report = f.keeper.tick_band(&f.band, later()).await.unwrap();
 
         // THEN the sheet's channel is stopped at Google, the expired one forgotten, and
         // the Drive source got a new channel
@@ -382,13 +411,13 @@ mod tests {
     async fn a_failed_watch_keeps_the_old_channel_and_is_counted() {
         // GIVEN live channels near their end, and Google refusing the next calls
         let f = fixture().await;
-        f.keeper.tick_band(&f.band).await.unwrap();
+        f.keeper.tick_band(&f.band, later()).await.unwrap();
         f.h.clock.advance(TimeDelta::hours(21));
         f.fake
             .fail_next(20, crate::google::fake::Fault::Status(403));
 
         // WHEN the keeper runs
-        let report = f.keeper.tick_band(&f.band).await.unwrap();
+        let report = f.keeper.tick_band(&f.band, later()).await.unwrap();
 
         // THEN the renewal failed, and the old channel is still there to deliver
         assert_eq!((report.failed, report.renewed), (1, 0), "{report:?}");

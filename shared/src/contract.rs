@@ -190,6 +190,12 @@ pub async fn config_store_contract<S: ConfigStore + ?Sized>(store: &S) {
         None,
         "bands are separate"
     );
+    let listed = store.list_bands().await.unwrap();
+    assert!(listed.contains(&a), "the registry lists a configured band");
+    assert!(!listed.contains(&b), "and only configured ones");
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted, "by id");
 }
 
 /// Sources: get, list per band, re-put replaces (the cursor moves on), delete is idempotent.
@@ -286,6 +292,12 @@ pub async fn catalog_contract<S: CatalogStore + ?Sized>(store: &S) {
     store.put_files(&many).await.unwrap();
     store.put_files(&many[..5]).await.unwrap();
     store.put_files(&[]).await.unwrap();
+    // The same file twice in one call: the later one wins.
+    let stale = FileEntry {
+        hash: "stale".into(),
+        ..many[7].clone()
+    };
+    store.put_files(&[stale, many[7].clone()]).await.unwrap();
     let listed = sorted_by(store.list_files(&a, &s3).await.unwrap(), |f| {
         f.file_id.clone()
     });

@@ -92,7 +92,7 @@ pub async fn scheduler(
         "reconciles_queued": report.reconciles_queued,
         "events_pruned": report.events_pruned,
         "channels": {"created": c.created, "renewed": c.renewed, "stopped": c.stopped,
-                     "forgotten": c.forgotten, "failed": c.failed},
+                     "forgotten": c.forgotten, "failed": c.failed, "deferred": c.deferred},
     }))
 }
 

@@ -24,6 +24,9 @@ pub type PortResult<T> = Result<T, PortError>;
 pub trait ConfigStore: Send + Sync {
     async fn get_config(&self, band: &BandId) -> PortResult<Option<SyncConfiguration>>;
     async fn put_config(&self, config: &SyncConfiguration) -> PortResult<()>;
+    /// Every band with a configuration (the band registry the scheduler walks), by id.
+    /// A key lookup, never a scan.
+    async fn list_bands(&self) -> PortResult<Vec<BandId>>;
 }
 
 #[async_trait]

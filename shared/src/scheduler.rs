@@ -6,7 +6,7 @@
 
 use crate::channels::{ChannelKeeper, ChannelReport};
 use crate::model::{BandId, ChannelName, SyncJob, Trigger};
-use crate::ports::{ChannelLog, Clock, PortError, Queue, SourceStore};
+use crate::ports::{ChannelLog, Clock, ConfigStore, PortError, Queue, SourceStore};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,12 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     /// How long the channel log keeps events for `resume`.
     pub retention: Duration,
+    /// How long a tick may start Google's watch calls, after the reconciles are queued
+    /// (the scheduler Lambda has 60 s in all; a call started just before may take a
+    /// request timeout more).
+    pub channel_budget: Duration,
     channels: Option<ChannelKeeper>,
+    registry: Option<Arc<dyn ConfigStore>>,
 }
 
 /// What one tick did.
@@ -41,7 +46,9 @@ impl Scheduler {
             queue,
             clock,
             retention: Duration::from_secs(24 * 3600),
+            channel_budget: Duration::from_secs(20),
             channels: None,
+            registry: None,
         }
     }
 
@@ -51,18 +58,18 @@ impl Scheduler {
         self
     }
 
-    async fn tick_band(
+    /// Also tick every band the store has a configuration for (the band registry).
+    pub fn with_registry(mut self, configs: Arc<dyn ConfigStore>) -> Self {
+        self.registry = Some(configs);
+        self
+    }
+
+    async fn reconcile_band(
         &self,
         band: &BandId,
         now: chrono::DateTime<chrono::Utc>,
         cutoff: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(usize, u64, ChannelReport), PortError> {
-        // Channels first: a reconcile queued below then covers what a gap between an
-        // expired channel and its replacement missed.
-        let channels = match &self.channels {
-            Some(keeper) => keeper.tick_band(band).await?,
-            None => ChannelReport::default(),
-        };
+    ) -> Result<(usize, u64), PortError> {
         let mut queued = 0;
         for source in self.sources.list_sources(band).await? {
             let job = SyncJob::new(
@@ -80,33 +87,57 @@ impl Scheduler {
             .log
             .prune(&ChannelName::Band(band.clone()), cutoff)
             .await?;
-        Ok((queued, pruned, channels))
+        Ok((queued, pruned))
     }
 
-    /// Queue a reconcile of every source of `bands` and prune their channel logs.
+    /// `bands` and, with a registry, every registered band; each once, in order.
+    async fn bands(&self, bands: &[BandId]) -> Result<Vec<BandId>, PortError> {
+        let mut all = bands.to_vec();
+        if let Some(registry) = &self.registry {
+            all.extend(registry.list_bands().await?);
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Queue a reconcile of every source of `bands` (and of the registry's), prune their
+    /// channel logs, then keep their watch channels.
+    ///
+    /// The reconciles come first: they are the safety net for lost notifications, and a
+    /// slow or failing Google must not keep them from being queued. The channel keeper
+    /// then gets what is left of `channel_budget`; its failures are logged and counted,
+    /// never the tick's failure.
     #[tracing::instrument(skip(self, bands), fields(bands = bands.len()))]
     pub async fn tick(&self, bands: &[BandId]) -> Result<TickReport, PortError> {
+        let bands = self.bands(bands).await?;
         let now = self.clock.now();
         let cutoff =
             now - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(1));
         let mut report = TickReport::default();
         // One band's failure must not stop the others: log it, go on, fail at the end.
         let mut failed = None;
-        for band in bands {
-            match self.tick_band(band, now, cutoff).await {
-                Ok((queued, pruned, channels)) => {
+        for band in &bands {
+            match self.reconcile_band(band, now, cutoff).await {
+                Ok((queued, pruned)) => {
                     report.reconciles_queued += queued;
                     report.events_pruned += pruned;
-                    let c = &mut report.channels;
-                    c.created += channels.created;
-                    c.renewed += channels.renewed;
-                    c.stopped += channels.stopped;
-                    c.forgotten += channels.forgotten;
-                    c.failed += channels.failed;
                 }
                 Err(e) => {
                     tracing::error!(%band, error = %e, "scheduler tick of a band failed");
                     failed = Some(e);
+                }
+            }
+        }
+        if let Some(keeper) = &self.channels {
+            let deadline = std::time::Instant::now() + self.channel_budget;
+            for band in &bands {
+                match keeper.tick_band(band, deadline).await {
+                    Ok(r) => report.channels.add(&r),
+                    Err(e) => {
+                        report.channels.failed += 1;
+                        tracing::error!(%band, error = %e, "watch channels of a band failed");
+                    }
                 }
             }
         }
@@ -188,5 +219,82 @@ mod tests {
                 .first_retained,
             2
         );
+    }
+
+    /// Google down: every watch call fails after a while.
+    struct GoogleDown;
+
+    #[async_trait::async_trait]
+    impl crate::google::apis::WatchApi for GoogleDown {
+        async fn watch(
+            &self,
+            _source: &Source,
+            _request: &crate::google::watch::WatchRequest,
+        ) -> Result<crate::google::watch::Channel, crate::google::GoogleError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(crate::google::GoogleError::Transport("unreachable".into()))
+        }
+        async fn stop(
+            &self,
+            _band: &BandId,
+            _kind: SourceKind,
+            _id: &str,
+            _resource_id: &str,
+        ) -> Result<(), crate::google::GoogleError> {
+            Err(crate::google::GoogleError::Transport("unreachable".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn registered_bands_are_reconciled_even_when_google_is_down() {
+        // GIVEN two registered bands (one also named by BANDS) with three Drive sources,
+        // and a Google that fails every watch call
+        let h = Harness::new();
+        let demo = h.add_band("demo").await;
+        let jazz = h.add_band("jazz").await;
+        for (band, id) in [(&demo, "charts"), (&demo, "takes"), (&jazz, "gigs")] {
+            let source = Source::new(
+                band.clone(),
+                SourceId::parse(id).unwrap(),
+                SourceKind::Drive,
+                "folder-id",
+            );
+            h.store.put_source(&source).await.unwrap();
+        }
+        let keeper = ChannelKeeper::new(
+            h.store.clone(),
+            Arc::new(GoogleDown),
+            h.clock.clone(),
+            "https://example.com/webhooks/google".into(),
+        );
+        let mut scheduler = Scheduler::new(
+            h.store.clone(),
+            h.store.clone(),
+            h.sync_queue.clone(),
+            h.clock.clone(),
+        )
+        .with_registry(h.store.clone())
+        .with_channels(keeper);
+        // AND a budget that only lets the first watch call start
+        scheduler.channel_budget = Duration::from_millis(10);
+
+        // WHEN it ticks with BANDS = demo
+        let report = scheduler.tick(std::slice::from_ref(&demo)).await.unwrap();
+
+        // THEN every source of both bands got its reconcile, each once
+        assert_eq!(report.reconciles_queued, 3, "{report:?}");
+        let mut groups: Vec<String> = h
+            .sync_queue
+            .messages()
+            .into_iter()
+            .map(|m| m.group)
+            .collect();
+        groups.sort();
+        assert_eq!(groups, ["demo/charts", "demo/takes", "jazz/gigs"]);
+        // AND the watch calls failed or were left for the next run, without failing
+        // the tick
+        assert_eq!(report.channels.failed, 1, "{report:?}");
+        assert_eq!(report.channels.deferred, 2, "{report:?}");
+        assert_eq!(report.channels.created, 0);
     }
 }

@@ -47,8 +47,11 @@ const CHANGE_STATES: &[&str] = &[
 
 /// The queue dedup id of a notification's job: one per source and generation, so that
 /// the notifications of one burst queue one job (see the module doc).
+/// (`<hash of band/source>:g<generation>`: SQS allows 128 characters, and a band and
+/// source id may take 128 between them.)
 pub fn pending_dedup_id(source: &crate::model::Source) -> String {
-    format!("{}/{}:g{}", source.band, source.id, source.generation)
+    let who = crate::sync::short_hash(&[source.band.as_str(), source.id.as_str()]);
+    format!("{who}:g{}", source.generation)
 }
 
 /// What is stored instead of a channel token.
@@ -217,6 +220,34 @@ mod tests {
         h
     }
 
+    /// Source `demo/charts` at a generation.
+    fn charts_at(generation: u64) -> crate::model::Source {
+        let mut s = crate::model::Source::new(
+            band("demo"),
+            source_id("charts"),
+            crate::model::SourceKind::Folder,
+            "/x",
+        );
+        s.generation = generation;
+        s
+    }
+
+    #[test]
+    fn dedup_ids_fit_sqs_for_the_longest_ids() {
+        // GIVEN the longest band and source ids there can be
+        let mut s = charts_at(u64::MAX);
+        s.band = crate::model::BandId::parse(&"b".repeat(64)).unwrap();
+        s.id = crate::model::SourceId::parse(&"s".repeat(63)).unwrap();
+        // THEN the dedup id is within SQS's 128 characters, and differs by source
+        let id = pending_dedup_id(&s);
+        assert!(id.len() <= 128, "{} characters", id.len());
+        assert_ne!(pending_dedup_id(&charts_at(0)), {
+            let mut other = charts_at(0);
+            other.id = source_id("takes");
+            pending_dedup_id(&other)
+        });
+    }
+
     /// A notification's headers: a valid change (`update`, message 7) with `changes`
     /// applied (`None` drops the header).
     fn notification(changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
@@ -274,7 +305,7 @@ mod tests {
         assert!(!job.full);
         let queued = h.sync_queue.messages();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].dedup_id, "demo/charts:g0");
+        assert_eq!(queued[0].dedup_id, pending_dedup_id(&charts_at(0)));
         assert_eq!(queued[0].group, "demo/charts");
         assert_eq!(h.sync_queue.bodies::<SyncJob>(), [job]);
         // AND the channel remembers its newest message
@@ -347,7 +378,13 @@ mod tests {
             .into_iter()
             .map(|m| m.dedup_id)
             .collect();
-        assert_eq!(passed, ["demo/charts:g0", "demo/charts:g1"]);
+        assert_eq!(
+            passed,
+            [
+                pending_dedup_id(&charts_at(0)),
+                pending_dedup_id(&charts_at(1))
+            ]
+        );
     }
 
     #[tokio::test]
@@ -430,6 +467,6 @@ mod tests {
         assert_eq!(retry.body_json()["status"], "queued");
         let queued = h.sync_queue.messages();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].dedup_id, "demo/charts:g0");
+        assert_eq!(queued[0].dedup_id, pending_dedup_id(&charts_at(0)));
     }
 }

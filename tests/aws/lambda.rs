@@ -309,7 +309,8 @@ async fn the_scheduled_event_ticks_the_scheduler() {
     assert_eq!(
         report,
         json!({"reconciles_queued": 1, "events_pruned": 0, "channels": {
-            "created": 0, "renewed": 0, "stopped": 0, "forgotten": 0, "failed": 0}})
+            "created": 0, "renewed": 0, "stopped": 0, "forgotten": 0, "failed": 0,
+            "deferred": 0}})
     );
     assert_eq!(h.sync_queue.messages()[0].group, "demo/charts");
 }

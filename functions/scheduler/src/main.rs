@@ -21,6 +21,7 @@ async fn main() -> Result<(), Error> {
         ctx.sync_queue()?,
         ctx.clock.clone(),
     )
+    .with_registry(store.clone())
     .with_channels(ctx.channel_keeper(store)?);
     lambda_runtime::run(service_fn(move |event| {
         bandsync::lambda::scheduler(scheduler, bands, event)

@@ -273,12 +273,17 @@ async fn provision(
     let location = folder.to_string_lossy().into_owned();
     let source = match store.get_source(&cfg.band, &cfg.source).await? {
         Some(s) if s.location == location => s,
-        _ => Source::new(
-            cfg.band.clone(),
-            cfg.source.clone(),
-            SourceKind::Folder,
-            location.clone(),
-        ),
+        // A new folder starts over, but keeps the generation: queue dedup ids build on
+        // it, and one the queue still remembers would drop the next notification.
+        previous => Source {
+            generation: previous.map_or(0, |p| p.generation),
+            ..Source::new(
+                cfg.band.clone(),
+                cfg.source.clone(),
+                SourceKind::Folder,
+                location.clone(),
+            )
+        },
     };
     store.put_source(&source).await?;
     let previous = store.get_watch_channel(channel_id).await?;
@@ -344,7 +349,10 @@ impl LocalStack {
             data_dir.display(),
             folder.display()
         );
-        for addr in [cfg.http_addr, cfg.ws_addr] {
+        for addr in [cfg.http_addr, cfg.ws_addr]
+            .into_iter()
+            .chain(cfg.google_fake)
+        {
             // @connections has no auth (as API Gateway's is IAM-signed): loopback only.
             anyhow::ensure!(
                 addr.ip().is_loopback() || cfg.allow_non_loopback,
@@ -407,13 +415,18 @@ impl LocalStack {
                 Arc::new(QueueHealth(broadcast_queue.clone())),
             ),
         ];
-        let api = Arc::new(Api::new(
-            dyn_store.clone(),
-            sync_queue.clone(),
-            tokens.clone(),
-            clock.clone(),
-            checks,
-        ));
+        let api = Arc::new(
+            Api::new(
+                dyn_store.clone(),
+                sync_queue.clone(),
+                tokens.clone(),
+                clock.clone(),
+                checks,
+            )
+            // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
+            // operator API answers credential uploads with a clear 503.
+            .with_credentials_key(bandsync::google::sealed::CredentialKey::from_env_if_set()?),
+        );
         let connect = Arc::new(WsConnect::new(store.clone(), tokens.clone(), clock.clone()));
         let disconnect = Arc::new(WsDisconnect::new(store.clone()));
         let message = Arc::new(WsMessage::new(
@@ -462,7 +475,8 @@ impl LocalStack {
             api: api_handler,
         }
         .router();
-        if let Some((fake, _)) = &google {
+        // The fakes' control API has no auth: only ever on loopback.
+        if let Some((fake, _)) = google.as_ref().filter(|_| cfg.http_addr.ip().is_loopback()) {
             http_router = axum::Router::new()
                 .nest("/fake", fake.control())
                 .merge(http_router);
@@ -550,6 +564,7 @@ impl LocalStack {
                 sync_queue.clone(),
                 clock.clone(),
             );
+            scheduler = scheduler.with_registry(dyn_store.clone());
             scheduler.retention = cfg.retention;
             let mut every = cfg.reconcile_every;
             if let Some((_, apis)) = &google {

@@ -299,6 +299,7 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
             max_retry_after: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(120),
         })
         .with_sleeper(sleeper.clone())
         .with_random(|| 0.5);

@@ -150,7 +150,7 @@ pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
 /// Default timeouts of [`https_client`]: Google answers list calls in well under a
 /// second; a stuck connection must not eat a Lambda invocation.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The HTTPS client every Google API client shares (connection pool included): rustls
 /// with ring and the OS root store, HTTP/1.1, JSON. Build it once per process (per

@@ -156,10 +156,23 @@ fn required(value: Option<String>, kind: &str, field: &str) -> Result<String, Go
     }
 }
 
+/// HTTPS, or plain HTTP to a loopback address (a local fake): the refresh token, client
+/// secret or signed assertion must never travel in clear text over a network.
 fn check_token_uri(uri: String) -> Result<String, GoogleError> {
+    let loopback = |url: &reqwest::Url| {
+        let host = url.host_str().unwrap_or_default();
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
     match reqwest::Url::parse(&uri) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(uri),
-        Ok(_) => Err(config(format!("token_uri {uri:?} is not an http(s) URL"))),
+        Ok(url) if url.scheme() == "https" => Ok(uri),
+        Ok(url) if url.scheme() == "http" && loopback(&url) => Ok(uri),
+        Ok(_) => Err(config(format!(
+            "token_uri {uri:?} must be an https URL (plain http only to a loopback address)"
+        ))),
         Err(e) => Err(config(format!("token_uri {uri:?}: {e}"))),
     }
 }
@@ -1015,7 +1028,11 @@ mod tests {
             ),
             (
                 with(&user, "token_uri", json!("ftp://x/token")),
-                "not an http(s) URL",
+                "must be an https URL",
+            ),
+            (
+                with(&user, "token_uri", json!("http://tokens.internal/token")),
+                "must be an https URL",
             ),
             (with(&user, "client_secret", json!(42)), "unexpected value"),
             (without(&sa, "client_email"), "\"client_email\" is missing"),

@@ -30,17 +30,22 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// The longest `Retry-After` we wait; longer ones are cut to this.
     pub max_retry_after: Duration,
+    /// No retry once the call has taken this long (attempts and waits together, or the
+    /// waits alone where the sleeper does not really sleep): a call must end well
+    /// inside a Lambda invocation.
+    pub max_elapsed: Duration,
 }
 
 impl Default for RetryPolicy {
     /// 6 attempts; windows 0.5 s, 1 s, 2 s, 4 s, 8 s (at most 15.5 s of backoff in all);
-    /// `Retry-After` honoured up to 30 s.
+    /// `Retry-After` honoured up to 30 s; no retry that would end past 60 s.
     fn default() -> Self {
         Self {
             max_attempts: 6,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(32),
             max_retry_after: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(60),
         }
     }
 }
@@ -236,6 +241,8 @@ impl Retrier {
         Fut: Future<Output = Attempt<T>>,
     {
         let max = self.policy.max_attempts.max(1);
+        let started = std::time::Instant::now();
+        let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
             match op(attempt).await {
@@ -244,6 +251,12 @@ impl Retrier {
                 Attempt::Retry { error, .. } if attempt >= max => return Err(error),
                 Attempt::Retry { error, retry_after } => {
                     let delay = self.policy.delay(attempt, retry_after, (self.random)());
+                    let spent = started.elapsed().max(waited);
+                    if spent + delay > self.policy.max_elapsed {
+                        tracing::warn!(attempt, error = %error, "Google API call out of time; not retrying");
+                        return Err(error);
+                    }
+                    waited += delay;
                     tracing::warn!(
                         attempt,
                         max_attempts = max,
@@ -271,6 +284,7 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(1_000),
             max_retry_after: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(60),
         }
     }
 
@@ -477,5 +491,34 @@ mod tests {
         assert_eq!(result, Err(http(401)));
         assert_eq!(attempts, 1);
         assert!(sleeper.delays().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retries_stop_when_the_time_budget_is_spent() {
+        // GIVEN a budget of 25 s and a server that keeps asking to come back in 10 s
+        let sleeper = Arc::new(RecordingSleeper::default());
+        let retrier = Retrier::new(RetryPolicy {
+            max_attempts: 10,
+            max_elapsed: Duration::from_secs(25),
+            ..policy()
+        })
+        .with_sleeper(sleeper.clone());
+        // WHEN a call keeps failing
+        let mut calls = 0;
+        let result: Result<(), GoogleError> = retrier
+            .run(|_| {
+                calls += 1;
+                async {
+                    Attempt::Retry {
+                        error: GoogleError::Transport("busy".into()),
+                        retry_after: Some(Duration::from_secs(10)),
+                    }
+                }
+            })
+            .await;
+        // THEN it waited twice (20 s) and gave up rather than wait past 25 s
+        assert!(result.is_err());
+        assert_eq!(calls, 3);
+        assert_eq!(sleeper.delays(), [Duration::from_secs(10); 2]);
     }
 }

@@ -108,6 +108,17 @@ impl CredentialKey {
         Self::from_base64(&text).map_err(|e| SealError::Key(format!("{CREDENTIALS_KEY_ENV}: {e}")))
     }
 
+    /// From [`CREDENTIALS_KEY_ENV`] when it is set and not blank (None otherwise); a
+    /// value that is not a key is an error, never ignored.
+    pub fn from_env_if_set() -> Result<Option<Self>, SealError> {
+        match std::env::var(CREDENTIALS_KEY_ENV) {
+            Ok(text) if !text.trim().is_empty() => Self::from_base64(text.trim())
+                .map(Some)
+                .map_err(|e| SealError::Key(format!("{CREDENTIALS_KEY_ENV}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
     /// A new random key (for tests, and for a CLI that prints one to configure).
     pub fn generate() -> Result<Self, SealError> {
         let mut bytes = [0u8; KEY_LEN];

@@ -130,7 +130,8 @@ pub async fn request_sync(
     Ok(jobs)
 }
 
-fn short_hash(parts: &[&str]) -> String {
+/// 24 hex characters of SHA-256 over `parts` (each ended by a NUL).
+pub(crate) fn short_hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -554,6 +555,7 @@ impl SyncWorker {
             self.publisher.publish(&run.channel, &events).await?;
             let mut items = Vec::with_capacity(chunk.len());
             let mut puts = Vec::with_capacity(chunk.len());
+            let mut deletes = Vec::new();
             for change in chunk {
                 let e = change.entry();
                 if !run
@@ -565,17 +567,18 @@ impl SyncWorker {
                     items.push(synced_item(&run.op.id, run.n, change));
                 }
                 match change {
-                    Change::Deleted(e) => {
-                        self.store
-                            .delete_file(&e.band, &e.source, &e.file_id)
-                            .await?
-                    }
+                    Change::Deleted(e) => deletes.push(e),
                     other => puts.push(other.entry().clone()),
                 }
             }
             // Items first: the catalog moving on is what marks the chunk applied.
             self.store.put_items(&items).await?;
             self.store.put_files(&puts).await?;
+            for e in deletes {
+                self.store
+                    .delete_file(&e.band, &e.source, &e.file_id)
+                    .await?;
+            }
             let done = (i * CHUNK + chunk.len()).min(total);
             run.done = offset + done;
             if done < total {

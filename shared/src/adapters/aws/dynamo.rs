@@ -317,7 +317,18 @@ impl DynamoStore {
         for chunk in requests.chunks(24) {
             let mut requests = chunk.to_vec();
             let mut backoff = Duration::from_millis(20);
-            while !requests.is_empty() {
+            // Bounded: under sustained throttling the caller fails (and its job is
+            // retried by the queue) rather than spinning until the Lambda times out.
+            for round in 1.. {
+                if requests.is_empty() {
+                    break;
+                }
+                if round > 8 {
+                    return Err(PortError::Backend(anyhow::anyhow!(
+                        "BatchWriteItem on {table}: {} items still unprocessed after 8 rounds",
+                        requests.len()
+                    )));
+                }
                 let out = self
                     .client
                     .batch_write_item()
@@ -358,11 +369,12 @@ impl DynamoStore {
     /// The ids a connections-table partition keeps in its sort keys after `prefix`.
     async fn sort_key_ids<T>(
         &self,
+        table: &str,
         pk: String,
         prefix: &str,
         parse: fn(&str) -> Result<T, ParseError>,
     ) -> PortResult<Vec<T>> {
-        self.query(&self.connections_table, pk, prefix, true, None)
+        self.query(table, pk, prefix, true, None)
             .await?
             .iter()
             .map(|i| {
@@ -421,9 +433,20 @@ impl ConfigStore for DynamoStore {
     }
 
     #[instrument(skip_all, fields(band = %config.band), level = "debug")]
+    /// With the band's entry in the registry partition (`BANDS`), in one transaction.
     async fn put_config(&self, config: &SyncConfiguration) -> PortResult<()> {
         let item = with_body(key(format!("BAND#{}", config.band), "CONFIG"), config)?;
-        self.put(&self.sync_table, item).await
+        let registry = key(REGISTRY_PK, format!("BAND#{}", config.band));
+        self.put_together(&self.sync_table, vec![item, registry])
+            .await
+    }
+
+    /// A Query of the registry partition. (One partition for every band: bands are few
+    /// and their configurations rarely written.)
+    #[instrument(skip(self), level = "debug")]
+    async fn list_bands(&self) -> PortResult<Vec<BandId>> {
+        self.sort_key_ids(&self.sync_table, REGISTRY_PK.into(), "BAND#", BandId::parse)
+            .await
     }
 }
 
@@ -460,6 +483,9 @@ fn source_key(band: &BandId, source: &SourceId) -> (String, String) {
     (format!("BAND#{band}"), format!("SOURCE#{source}"))
 }
 
+/// The partition that lists every band with a configuration.
+const REGISTRY_PK: &str = "BANDS";
+
 fn files_pk(band: &BandId, source: &SourceId) -> String {
     format!("FILES#{band}#{source}")
 }
@@ -490,9 +516,17 @@ impl CatalogStore for DynamoStore {
         self.put(&self.sync_table, file_item(file)?).await
     }
 
+    /// The last of each file id (BatchWriteItem refuses a key twice in one request).
     #[instrument(skip_all, fields(n = files.len()), level = "debug")]
     async fn put_files(&self, files: &[FileEntry]) -> PortResult<()> {
-        let items = files.iter().map(file_item).collect::<PortResult<_>>()?;
+        let last: HashMap<(&BandId, &SourceId, &str), &FileEntry> = files
+            .iter()
+            .map(|f| ((&f.band, &f.source, f.file_id.as_str()), f))
+            .collect();
+        let items = last
+            .into_values()
+            .map(file_item)
+            .collect::<PortResult<_>>()?;
         self.put_all(&self.sync_table, items).await
     }
 
@@ -552,9 +586,17 @@ impl OperationStore for DynamoStore {
         self.put(&self.sync_table, item_record(item)?).await
     }
 
+    /// The last of each (operation, n), as [`DynamoStore::put_files`] does.
     #[instrument(skip_all, fields(n = items.len()), level = "debug")]
     async fn put_items(&self, items: &[SyncItem]) -> PortResult<()> {
-        let records = items.iter().map(item_record).collect::<PortResult<_>>()?;
+        let last: HashMap<(&str, u32), &SyncItem> = items
+            .iter()
+            .map(|i| ((i.operation.as_str(), i.n), i))
+            .collect();
+        let records = last
+            .into_values()
+            .map(item_record)
+            .collect::<PortResult<_>>()?;
         self.put_all(&self.sync_table, records).await
     }
 
@@ -1146,14 +1188,24 @@ impl ConnectionStore for DynamoStore {
 
     #[instrument(skip(self), level = "debug")]
     async fn subscribers(&self, channel: &ChannelName) -> PortResult<Vec<ConnectionId>> {
-        self.sort_key_ids(chan_pk(channel), "CONN#", ConnectionId::parse)
-            .await
+        self.sort_key_ids(
+            &self.connections_table,
+            chan_pk(channel),
+            "CONN#",
+            ConnectionId::parse,
+        )
+        .await
     }
 
     #[instrument(skip(self), level = "debug")]
     async fn subscriptions(&self, id: &ConnectionId) -> PortResult<Vec<ChannelName>> {
-        self.sort_key_ids(format!("CONN#{id}"), "SUB#", ChannelName::parse)
-            .await
+        self.sort_key_ids(
+            &self.connections_table,
+            format!("CONN#{id}"),
+            "SUB#",
+            ChannelName::parse,
+        )
+        .await
     }
 }
 

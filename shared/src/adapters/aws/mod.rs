@@ -128,6 +128,15 @@ impl AwsContext {
         &self,
         configs: Arc<dyn crate::ports::ConfigStore>,
     ) -> anyhow::Result<Option<Arc<crate::google::apis::GoogleApis>>> {
+        self.google_with(configs, crate::google::retry::RetryPolicy::default())
+    }
+
+    /// [`AwsContext::google`] with its own retry policy.
+    fn google_with(
+        &self,
+        configs: Arc<dyn crate::ports::ConfigStore>,
+        policy: crate::google::retry::RetryPolicy,
+    ) -> anyhow::Result<Option<Arc<crate::google::apis::GoogleApis>>> {
         use crate::google::{apis, oauth, ratelimit};
         let Some(key) = self.credentials_key()? else {
             return Ok(None);
@@ -144,20 +153,16 @@ impl AwsContext {
         let tokens = apis::StoredCredentials::new(configs, key, cache);
         let limits = ratelimit::BandRateLimits::new(GOOGLE_RATE_PER_SEC, GOOGLE_RATE_BURST)?;
         Ok(Some(Arc::new(
-            apis::GoogleApis::new(http, urls, Arc::new(tokens)).with_throttles(Arc::new(limits)),
+            apis::GoogleApis::new(http, urls, Arc::new(tokens))
+                .with_throttles(Arc::new(limits))
+                .with_retrier(crate::google::retry::Retrier::new(policy)),
         )))
     }
 
     /// The key bands' Google credentials are sealed under, from
     /// [`env::CREDENTIALS_KEY`]; None when it is unset or empty (no Google sources).
     pub fn credentials_key(&self) -> anyhow::Result<Option<crate::google::sealed::CredentialKey>> {
-        let key = std::env::var(env::CREDENTIALS_KEY).unwrap_or_default();
-        if key.trim().is_empty() {
-            return Ok(None);
-        }
-        crate::google::sealed::CredentialKey::from_base64(key.trim())
-            .map(Some)
-            .with_context(|| format!("{} is not a valid key", env::CREDENTIALS_KEY))
+        Ok(crate::google::sealed::CredentialKey::from_env_if_set()?)
     }
 
     /// The scheduler's watch-channel keeper: Google's clients ([`AwsContext::google`]),
@@ -166,7 +171,15 @@ impl AwsContext {
         &self,
         store: Arc<dyn crate::ports::Store>,
     ) -> anyhow::Result<Option<crate::channels::ChannelKeeper>> {
-        let Some(google) = self.google(store.clone())? else {
+        // Short retries: the scheduler has 60 s for every band, and the next run (5
+        // minutes on) tries again anyway.
+        let policy = crate::google::retry::RetryPolicy {
+            max_attempts: 3,
+            max_retry_after: std::time::Duration::from_secs(5),
+            max_elapsed: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
+        let Some(google) = self.google_with(store.clone(), policy)? else {
             return Ok(None);
         };
         Ok(Some(crate::channels::ChannelKeeper::new(

@@ -120,6 +120,15 @@ impl ConfigStore for EmbeddedStore {
             Ok(())
         })
     }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_bands(&self) -> PortResult<Vec<BandId>> {
+        self.db.read("list_bands", |c| {
+            let mut stmt = c.prepare("SELECT band FROM configs ORDER BY band")?;
+            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            ids.map(|id| Ok(BandId::parse(&id?)?)).collect()
+        })
+    }
 }
 
 #[async_trait]
