@@ -96,7 +96,8 @@ pub async fn scheduler(
     }))
 }
 
-/// The scheduler's bands, from `BANDS` (comma-separated ids) until a band registry exists.
+/// The scheduler's extra bands, from `BANDS` (comma-separated ids), ticked besides the
+/// registered ones.
 pub fn bands_from_env() -> Result<Vec<BandId>, Error> {
     let raw = std::env::var("BANDS").unwrap_or_default();
     let bands = raw

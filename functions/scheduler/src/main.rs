@@ -1,9 +1,7 @@
-//! `scheduler`: the EventBridge schedule (rate(5 minutes)). Queues a reconcile of every
-//! source of the bands in `BANDS` (comma-separated ids; push is lossy) and prunes their
-//! channel logs past the retention window. The event itself is not read, so a manual
-//! `aws lambda invoke --payload '{}'` ticks too. With `BANDSYNC_CREDENTIALS_KEY` set,
-//! it also keeps a watch channel on every Google source (opened, renewed, stopped), with
-//! `WEBHOOK_URL` as the address Google posts to.
+//! `scheduler`: the EventBridge schedule (rate(5 minutes)). Reconciles every source of
+//! every registered band and of those in `BANDS` (push is lossy), prunes their channel
+//! logs, and with `BANDSYNC_CREDENTIALS_KEY` set keeps a watch channel on every Google
+//! source, addressed to `WEBHOOK_URL`. The event is not read: a manual invoke ticks too.
 
 use bandsync::adapters::aws::AwsContext;
 use bandsync::scheduler::Scheduler;
