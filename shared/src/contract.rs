@@ -248,6 +248,23 @@ pub async fn source_store_contract<S: SourceStore + ?Sized>(store: &S) {
     );
     store.delete_source(&a, &s1).await.unwrap();
     store.delete_source(&b, &source_id()).await.unwrap();
+
+    // The generation: 0 at first, +1 per bump, per source, untouched by source writes.
+    assert_eq!(store.generation(&a, &s2).await.unwrap(), 0);
+    assert_eq!(store.bump_generation(&a, &s2).await.unwrap(), 1);
+    assert_eq!(store.bump_generation(&a, &s2).await.unwrap(), 2);
+    store.put_source(&source(&a, &s2)).await.unwrap();
+    assert_eq!(
+        store.generation(&a, &s2).await.unwrap(),
+        2,
+        "kept by a rewrite"
+    );
+    assert_eq!(store.generation(&b, &s2).await.unwrap(), 0, "per band");
+    assert_eq!(
+        store.generation(&a, &source_id()).await.unwrap(),
+        0,
+        "per source"
+    );
 }
 
 /// The file catalog: per (band, source), replace by file id, deletes are idempotent.

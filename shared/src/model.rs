@@ -180,11 +180,6 @@ pub struct Source {
     /// The shared drive of a Drive source whose folder is in one (None: My Drive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drive_id: Option<String>,
-    /// Bumped by the sync worker as a job of this source starts, before it reads the
-    /// source. Notifications read before a bump are covered by that pass, which is how
-    /// a burst of them collapses into one queued job (see `webhook`).
-    #[serde(default)]
-    pub generation: u64,
 }
 
 impl Source {
@@ -199,7 +194,6 @@ impl Source {
             last_sync_at: None,
             last_operation: None,
             drive_id: None,
-            generation: 0,
         }
     }
 }

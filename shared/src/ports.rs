@@ -35,6 +35,12 @@ pub trait SourceStore: Send + Sync {
     async fn list_sources(&self, band: &BandId) -> PortResult<Vec<Source>>;
     /// Insert or replace.
     async fn put_source(&self, source: &Source) -> PortResult<()>;
+    /// How many sync passes have started on the source (0 before the first). Kept apart
+    /// from the source record: a small item read by every notification, and a counter no
+    /// rewrite of the source can move back.
+    async fn generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64>;
+    /// A pass starts: add one to the generation, atomically; the new value.
+    async fn bump_generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64>;
     /// Forget a source (its catalog, operations and watch channels are left alone: the
     /// scheduler's channel keeper stops the channels of sources that no longer exist).
     /// A missing one is not an error.

@@ -15,7 +15,7 @@
 //! The folder watcher of the local stack sends the same headers through the same path.
 
 use crate::http::{ApiError, header, json_v2};
-use crate::model::{SyncJob, Trigger};
+use crate::model::{BandId, SourceId, SyncJob, Trigger};
 use crate::ports::{Clock, Queue, Store};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
@@ -49,9 +49,9 @@ const CHANGE_STATES: &[&str] = &[
 /// the notifications of one burst queue one job (see the module doc).
 /// (`<hash of band/source>:g<generation>`: SQS allows 128 characters, and a band and
 /// source id may take 128 between them.)
-pub fn pending_dedup_id(source: &crate::model::Source) -> String {
-    let who = crate::sync::short_hash(&[source.band.as_str(), source.id.as_str()]);
-    format!("{who}:g{}", source.generation)
+pub fn pending_dedup_id(band: &BandId, source: &SourceId, generation: u64) -> String {
+    let who = crate::sync::short_hash(&[band.as_str(), source.as_str()]);
+    format!("{who}:g{generation}")
 }
 
 /// What is stored instead of a channel token.
@@ -154,16 +154,12 @@ impl WebhookIntake {
         // the job again (the queue's dedup id drops the repeat), never lose it. Remembering
         // first would turn that retry into a "duplicate" and the change would wait for the
         // next reconcile.
-        let Some(source) = self
+        // (A source that is gone has its channel stopped by the scheduler; a job queued
+        // meanwhile is dropped by the worker.)
+        let generation = self
             .store
-            .get_source(&channel.band, &channel.source)
-            .await?
-        else {
-            return Ok(Intake::Ignored(format!(
-                "{state} on a channel whose source {} is gone",
-                channel.source
-            )));
-        };
+            .generation(&channel.band, &channel.source)
+            .await?;
         let job = SyncJob::new(
             channel.band.clone(),
             channel.source.clone(),
@@ -172,7 +168,8 @@ impl WebhookIntake {
             None,
             now,
         );
-        crate::sync::enqueue(self.queue.as_ref(), &job, pending_dedup_id(&source)).await?;
+        let dedup_id = pending_dedup_id(&channel.band, &channel.source, generation);
+        crate::sync::enqueue(self.queue.as_ref(), &job, dedup_id).await?;
         let key = format!("WEBHOOK#{channel_id}#{number}");
         if !self.store.first_seen(&key, now, DEDUPE_TTL).await? {
             return Ok(Intake::Duplicate);
@@ -220,32 +217,23 @@ mod tests {
         h
     }
 
-    /// Source `demo/charts` at a generation.
-    fn charts_at(generation: u64) -> crate::model::Source {
-        let mut s = crate::model::Source::new(
-            band("demo"),
-            source_id("charts"),
-            crate::model::SourceKind::Folder,
-            "/x",
-        );
-        s.generation = generation;
-        s
+    /// The dedup id of `demo/charts` at a generation.
+    fn charts_at(generation: u64) -> String {
+        pending_dedup_id(&band("demo"), &source_id("charts"), generation)
     }
 
     #[test]
     fn dedup_ids_fit_sqs_for_the_longest_ids() {
         // GIVEN the longest band and source ids there can be
-        let mut s = charts_at(u64::MAX);
-        s.band = crate::model::BandId::parse(&"b".repeat(64)).unwrap();
-        s.id = crate::model::SourceId::parse(&"s".repeat(63)).unwrap();
+        let band_id = BandId::parse(&"b".repeat(64)).unwrap();
+        let source = SourceId::parse(&"s".repeat(63)).unwrap();
         // THEN the dedup id is within SQS's 128 characters, and differs by source
-        let id = pending_dedup_id(&s);
+        let id = pending_dedup_id(&band_id, &source, u64::MAX);
         assert!(id.len() <= 128, "{} characters", id.len());
-        assert_ne!(pending_dedup_id(&charts_at(0)), {
-            let mut other = charts_at(0);
-            other.id = source_id("takes");
-            pending_dedup_id(&other)
-        });
+        assert_ne!(
+            charts_at(0),
+            pending_dedup_id(&band("demo"), &source_id("takes"), 0)
+        );
     }
 
     /// A notification's headers: a valid change (`update`, message 7) with `changes`
@@ -305,7 +293,7 @@ mod tests {
         assert!(!job.full);
         let queued = h.sync_queue.messages();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].dedup_id, pending_dedup_id(&charts_at(0)));
+        assert_eq!(queued[0].dedup_id, charts_at(0));
         assert_eq!(queued[0].group, "demo/charts");
         assert_eq!(h.sync_queue.bodies::<SyncJob>(), [job]);
         // AND the channel remembers its newest message
@@ -361,13 +349,12 @@ mod tests {
         // WHEN the worker starts that job's pass (it bumps the source's generation
         // before reading the folder), and another notification arrives
         h.sync_worker().run(&jobs[0]).await.unwrap();
-        let source = h
+        let generation = h
             .store
-            .get_source(&band("demo"), &source_id("charts"))
+            .generation(&band("demo"), &source_id("charts"))
             .await
-            .unwrap()
             .unwrap();
-        assert_eq!(source.generation, 1);
+        assert_eq!(generation, 1);
         let late = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some("12"))])).await;
 
         // THEN that one is queued as a new job: the running pass may have read too early
@@ -378,13 +365,7 @@ mod tests {
             .into_iter()
             .map(|m| m.dedup_id)
             .collect();
-        assert_eq!(
-            passed,
-            [
-                pending_dedup_id(&charts_at(0)),
-                pending_dedup_id(&charts_at(1))
-            ]
-        );
+        assert_eq!(passed, [charts_at(0), charts_at(1)]);
     }
 
     #[tokio::test]
@@ -467,6 +448,6 @@ mod tests {
         assert_eq!(retry.body_json()["status"], "queued");
         let queued = h.sync_queue.messages();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].dedup_id, pending_dedup_id(&charts_at(0)));
+        assert_eq!(queued[0].dedup_id, charts_at(0));
     }
 }

@@ -273,17 +273,12 @@ async fn provision(
     let location = folder.to_string_lossy().into_owned();
     let source = match store.get_source(&cfg.band, &cfg.source).await? {
         Some(s) if s.location == location => s,
-        // A new folder starts over, but keeps the generation: queue dedup ids build on
-        // it, and one the queue still remembers would drop the next notification.
-        previous => Source {
-            generation: previous.map_or(0, |p| p.generation),
-            ..Source::new(
-                cfg.band.clone(),
-                cfg.source.clone(),
-                SourceKind::Folder,
-                location.clone(),
-            )
-        },
+        _ => Source::new(
+            cfg.band.clone(),
+            cfg.source.clone(),
+            SourceKind::Folder,
+            location.clone(),
+        ),
     };
     store.put_source(&source).await?;
     let previous = store.get_watch_channel(channel_id).await?;
@@ -304,18 +299,14 @@ async fn provision(
     Ok(())
 }
 
-/// The band's sources on the fakes, keeping what an earlier run's sources of those ids
-/// had of their generation (queue dedup ids build on it); the channels of an earlier
-/// run's fakes are forgotten (the new fakes do not have them).
+/// The band's sources on the fakes (cursors cleared); the channels of an earlier run's
+/// fakes are forgotten (the new fakes do not have them).
 async fn provision_google(
     store: &EmbeddedStore,
     band: &BandId,
     fake: &crate::google::FakeGoogle,
 ) -> anyhow::Result<()> {
-    for mut source in fake.sources(band) {
-        if let Some(old) = store.get_source(band, &source.id).await? {
-            source.generation = old.generation;
-        }
+    for source in fake.sources(band) {
         store.put_source(&source).await?;
     }
     for channel in store.list_watch_channels(band).await? {

@@ -271,14 +271,13 @@ impl SyncWorker {
     /// Run one job. `Ok(None)` when there was nothing to do and nothing was recorded.
     #[tracing::instrument(skip(self, job), fields(job = %job.id, band = %job.band, source = %job.source))]
     pub async fn run(&self, job: &SyncJob) -> Result<Option<SyncOperation>, SyncError> {
-        let Some(mut source) = self.store.get_source(&job.band, &job.source).await? else {
+        // Before anything reads the source: notifications read after this queue a new
+        // pass, those read before are covered by this one (see `webhook`).
+        self.store.bump_generation(&job.band, &job.source).await?;
+        let Some(source) = self.store.get_source(&job.band, &job.source).await? else {
             tracing::warn!("job for an unknown source dropped");
             return Ok(None);
         };
-        // Before anything reads the source: notifications read after this queue a new
-        // pass, those read before are covered by this one (see `webhook`).
-        source.generation += 1;
-        self.store.put_source(&source).await?;
         let existing = self.store.get_operation(&job.id).await?;
         if let Some(op) = existing
             .as_ref()

@@ -476,6 +476,45 @@ impl SourceStore for DynamoStore {
         let (pk, sk) = source_key(band, source);
         self.delete_all(&self.sync_table, vec![key(pk, sk)]).await
     }
+
+    /// A strongly consistent read of the `BAND#b / GEN#s` counter item.
+    #[instrument(skip(self), level = "debug")]
+    async fn generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64> {
+        let item = self
+            .get(
+                &self.sync_table,
+                format!("BAND#{band}"),
+                &generation_sk(source),
+                true,
+            )
+            .await?;
+        Ok(match item {
+            Some(item) => get_u64(&item, "n")?.unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// `ADD n :1`: atomic, whoever else writes the source.
+    #[instrument(skip(self), level = "debug")]
+    async fn bump_generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.sync_table)
+            .set_key(Some(key(format!("BAND#{band}"), generation_sk(source))))
+            .update_expression("ADD n :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(backend("UpdateItem"))?;
+        let attributes = out.attributes.unwrap_or_default();
+        Ok(get_u64(&attributes, "n")?.unwrap_or(1))
+    }
+}
+
+fn generation_sk(source: &SourceId) -> String {
+    format!("GEN#{source}")
 }
 
 /// `BAND#b / SOURCE#s`.

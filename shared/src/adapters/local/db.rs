@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS items (
     body      TEXT NOT NULL,
     PRIMARY KEY (operation, n)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS generations (
+    band   TEXT NOT NULL,
+    source TEXT NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (band, source)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watch_channels (
     id   TEXT PRIMARY KEY,
     band TEXT NOT NULL,

@@ -163,6 +163,27 @@ impl SourceStore for EmbeddedStore {
         })
     }
     #[instrument(skip(self), level = "debug")]
+    async fn generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64> {
+        self.db.read("generation", |c| {
+            let sql = "SELECT n FROM generations WHERE band = ?1 AND source = ?2";
+            let n: Option<i64> = c
+                .query_row(sql, [band.as_str(), source.as_str()], |r| r.get(0))
+                .optional()?;
+            Ok(n.unwrap_or(0) as u64)
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn bump_generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64> {
+        self.db.write("bump_generation", |tx| {
+            let sql = "INSERT INTO generations (band, source, n) VALUES (?1, ?2, 1) \
+                       ON CONFLICT (band, source) DO UPDATE SET n = n + 1 RETURNING n";
+            let n: i64 = tx.query_row(sql, [band.as_str(), source.as_str()], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
     async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
         self.db.write("delete_source", |tx| {
             let sql = "DELETE FROM sources WHERE band = ?1 AND source = ?2";
