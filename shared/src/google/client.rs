@@ -256,16 +256,7 @@ impl ApiClient {
         }
         let retryable = retry::is_retryable(status.as_u16(), reason.as_deref())
             || (unauthorized && attempt == 1);
-        let error = GoogleError::Http {
-            status: status.as_u16(),
-            reason: reason.unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("unknown status")
-                    .to_owned()
-            }),
-            message,
-        };
+        let error = GoogleError::http(status, reason, message);
         if retryable {
             Attempt::Retry { error, retry_after }
         } else {

@@ -85,6 +85,21 @@ pub enum GoogleError {
 }
 
 impl GoogleError {
+    /// An error status, with Google's reason if it gave one (else the status's reason
+    /// phrase).
+    pub fn http(status: reqwest::StatusCode, reason: Option<String>, message: String) -> Self {
+        GoogleError::Http {
+            status: status.as_u16(),
+            reason: reason.unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("unknown status")
+                    .to_owned()
+            }),
+            message,
+        }
+    }
+
     /// The HTTP status Google answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -693,16 +693,11 @@ fn token_error(status: reqwest::StatusCode, body: &[u8]) -> GoogleError {
             (parsed.reason().map(str::to_owned), parsed.error.message)
         }
     };
-    GoogleError::Http {
-        status: status.as_u16(),
-        reason: reason.unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("unknown status")
-                .to_owned()
-        }),
-        message: message.unwrap_or_else(|| excerpt(body, 200)),
-    }
+    GoogleError::http(
+        status,
+        reason,
+        message.unwrap_or_else(|| excerpt(body, 200)),
+    )
 }
 
 #[async_trait]
