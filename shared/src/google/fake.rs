@@ -908,14 +908,11 @@ async fn start_page_token(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    let mut state = lock(&shared);
-    if let Some(response) =
-        state
-            .gate
-            .check("GET", "/drive/v3/changes/startPageToken", &params, &headers)
-    {
-        return response;
-    }
+    let path = "/drive/v3/changes/startPageToken";
+    let state = match enter(&shared, "GET", path, &params, &headers) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
     let body = json!({
         "kind": "drive#startPageToken",
         "startPageToken": state.next_change.to_string(),
@@ -929,13 +926,10 @@ async fn changes_list(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    let mut state = lock(&shared);
-    if let Some(response) = state
-        .gate
-        .check("GET", "/drive/v3/changes", &params, &headers)
-    {
-        return response;
-    }
+    let state = match enter(&shared, "GET", "/drive/v3/changes", &params, &headers) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
     let Some(token) = param(&params, "pageToken") else {
         return google_error(
             400,
@@ -1050,13 +1044,10 @@ async fn files_list(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    let mut state = lock(&shared);
-    if let Some(response) = state
-        .gate
-        .check("GET", "/drive/v3/files", &params, &headers)
-    {
-        return response;
-    }
+    let state = match enter(&shared, "GET", "/drive/v3/files", &params, &headers) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
     let query = match param(&params, "q") {
         None => FilesQuery::default(),
         Some(q) => match parse_files_query(q) {
@@ -1102,16 +1093,17 @@ async fn files_list(
     answer(&params, body)
 }
 
-/// Record a POST to `path` and pass the gate: the state to work on, or the answer.
+/// Record a request to `path` and pass the gate: the state to work on, or the answer.
 #[allow(clippy::result_large_err)] // a test fake: the answer is returned at once
-fn post_gate<'a>(
+fn enter<'a>(
     shared: &'a Shared,
+    method: &str,
     path: &str,
     params: &Params,
     headers: &HeaderMap,
 ) -> Result<MutexGuard<'a, DriveState>, Response> {
     let mut state = lock(shared);
-    match state.gate.check("POST", path, params, headers) {
+    match state.gate.check(method, path, params, headers) {
         Some(response) => Err(response),
         None => Ok(state),
     }
@@ -1124,7 +1116,13 @@ async fn changes_watch(
     Query(params): Query<Params>,
     body: Option<Json<Value>>,
 ) -> Response {
-    let state = match post_gate(&shared, "/drive/v3/changes/watch", &params, &headers) {
+    let state = match enter(
+        &shared,
+        "POST",
+        "/drive/v3/changes/watch",
+        &params,
+        &headers,
+    ) {
         Ok(state) => state,
         Err(response) => return response,
     };
@@ -1145,7 +1143,7 @@ async fn files_watch(
     body: Option<Json<Value>>,
 ) -> Response {
     let path = format!("/drive/v3/files/{file_id}/watch");
-    let state = match post_gate(&shared, &path, &params, &headers) {
+    let state = match enter(&shared, "POST", &path, &params, &headers) {
         Ok(state) => state,
         Err(response) => return response,
     };
@@ -1164,7 +1162,13 @@ async fn channels_stop(
     Query(params): Query<Params>,
     body: Option<Json<Value>>,
 ) -> Response {
-    match post_gate(&shared, "/drive/v3/channels/stop", &params, &headers) {
+    match enter(
+        &shared,
+        "POST",
+        "/drive/v3/channels/stop",
+        &params,
+        &headers,
+    ) {
         Ok(state) => state.hub.stop(&body.unwrap_or_default().0),
         Err(response) => response,
     }
