@@ -737,7 +737,7 @@ mod tests {
 
     /// A service-account key file as Google hands it out.
     fn service_account() -> String {
-        crate::google::fake_oauth::test_service_account_json("http://127.0.0.1:9/token")
+        bandsync_google_fake::oauth::test_service_account_json("http://127.0.0.1:9/token")
     }
 
     #[tokio::test]

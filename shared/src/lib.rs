@@ -5,7 +5,8 @@
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
-//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake.
+//! - [`google`]: the Google API clients (Drive, Sheets, Calendar), their retry policy,
+//!   OAuth2 and watch channels (their local fakes are the `bandsync-google-fake` crate).
 
 pub mod adapters;
 pub mod api;

@@ -1,0 +1,5 @@
+//! The Google sources' engines against the fakes of `bandsync-google-fake`.
+
+mod calendar;
+mod drive;
+mod setlist;
