@@ -7,22 +7,22 @@ use bandsync_google_fake::retry::RecordingSleeper;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Five attempts over windows from 100 ms, capped at 1 s (Retry-After up to 10 s).
 fn policy() -> RetryPolicy {
+    let ms = Duration::from_millis;
+    let (base_delay, max_delay, max_retry_after) = (ms(100), ms(1_000), ms(10_000));
     RetryPolicy {
         max_attempts: 5,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_millis(1_000),
-        max_retry_after: Duration::from_secs(10),
-        max_elapsed: Duration::from_secs(60),
+        base_delay,
+        max_delay,
+        max_retry_after,
+        ..RetryPolicy::default()
     }
 }
 
 fn http(status: u16) -> GoogleError {
-    GoogleError::Http {
-        status,
-        reason: "backendError".into(),
-        message: "Backend Error".into(),
-    }
+    let status = reqwest::StatusCode::from_u16(status).expect("a valid status");
+    GoogleError::http(status, Some("backendError".into()), "Backend Error".into())
 }
 
 #[tokio::test]
