@@ -4,7 +4,7 @@
 //! The jobs fail with their own domain errors ([`PortError`], [`RequestSyncError`],
 //! [`IntakeError`], [`AuthError`], ...); each becomes a `Refusal` here, in one place, and
 //! the edge renders it: `{"error": {"code", "message"}}` with the code's status over
-//! HTTP ([`crate::http::refused_v2`]), an `error` frame on the WebSocket
+//! HTTP ([`crate::transport::http::refused_v2`]), an `error` frame on the WebSocket
 //! (`ws_message`). The code strings are wire contracts: clients switch on them.
 
 use crate::auth::AuthError;

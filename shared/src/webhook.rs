@@ -15,9 +15,9 @@
 //! The folder watcher of the local stack sends the same headers through the same path.
 
 use crate::error::Refusal;
-use crate::http::{header, json_v2, refused_v2};
 use crate::model::{BandId, SourceId, SyncJob, Trigger};
 use crate::ports::{Clock, PortError, Queue, Store};
+use crate::transport::http::{header, json_v2, refused_v2};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -1,8 +1,8 @@
 //! $disconnect: forget the connection and its subscriptions. Repeats are harmless.
 
 use crate::error::Refusal;
-use crate::http::{json_v1, refused_v1};
 use crate::ports::ConnectionStore;
+use crate::transport::http::{json_v1, refused_v1};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::json;

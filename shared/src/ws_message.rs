@@ -3,11 +3,11 @@
 //! the client as a frame.
 
 use crate::error::{ErrorCode, Refusal};
-use crate::http::{json_v1, refused_v1};
 use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStore};
 use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
 use crate::resume::{self, ResumePlan};
+use crate::transport::http::{json_v1, refused_v1};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
@@ -82,7 +82,7 @@ impl WsMessage {
             Err(e) => return refused_v1(e),
         };
         let (reference, reply) =
-            match crate::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
+            match crate::transport::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
                 Err(e) => (None, Err(e.into())),
                 Ok(body) => {
                     let (reference, parsed) = parse_frame(&body);
