@@ -8,11 +8,11 @@
 use crate::auth::{Member, TokenKey, bearer};
 use crate::google::oauth::GoogleCredentials;
 use crate::google::sealed::{self, CredentialKey};
-use crate::http::{ApiError, body_text, header, json_v2};
 use crate::model::{
     BandId, ChannelName, OperationStatus, Source, SourceId, SourceKind, SyncConfiguration, Trigger,
 };
 use crate::ports::{HealthCheck, Queue, Store};
+use crate::transport::http::{ApiError, body_text, header, json_v2};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use http::Method;
 use serde::Deserialize;

@@ -5,7 +5,8 @@
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
-//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake.
+//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake;
+//! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics).
 
 pub mod adapters;
 pub mod api;
@@ -13,24 +14,18 @@ pub mod auth;
 pub mod broadcast;
 pub mod channels;
 pub mod google;
-pub mod http;
-#[cfg(feature = "aws")]
-pub mod lambda;
-pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod protocol;
 pub mod publish;
 pub mod resume;
 pub mod scheduler;
-pub mod sqs;
 pub mod sync;
-#[cfg(feature = "aws")]
-pub mod telemetry;
 // Only for the unit tests of sync/, google/ and channels.rs until they move to
 // integration tests on `bandsync-testkit` (which holds the same fakes and harness).
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod transport;
 pub mod webhook;
 pub mod ws_connect;
 pub mod ws_disconnect;

@@ -14,9 +14,9 @@
 //! notification read after the bump gets a new id and a new pass.
 //! The folder watcher of the local stack sends the same headers through the same path.
 
-use crate::http::{ApiError, header, json_v2};
 use crate::model::{BandId, SourceId, SyncJob, Trigger};
 use crate::ports::{Clock, Queue, Store};
+use crate::transport::http::{ApiError, header, json_v2};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};

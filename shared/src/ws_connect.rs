@@ -2,16 +2,12 @@
 //! answers 401 with a JSON error, which API Gateway turns into a refused handshake.
 
 use crate::auth::TokenKey;
-use crate::http::{ApiError, header, json_v1};
-use crate::model::{Connection, ConnectionId};
+use crate::model::{CONNECTION_TTL, Connection, ConnectionId};
 use crate::ports::{Clock, ConnectionStore};
+use crate::transport::http::{ApiError, header, json_v1};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::json;
 use std::sync::Arc;
-
-/// API Gateway closes every connection after 2 h; keep records a little longer so a lost
-/// $disconnect is cleaned by the TTL.
-pub const CONNECTION_TTL: chrono::Duration = chrono::Duration::minutes(130);
 
 pub struct WsConnect {
     connections: Arc<dyn ConnectionStore>,

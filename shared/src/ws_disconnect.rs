@@ -1,7 +1,7 @@
 //! $disconnect: forget the connection and its subscriptions. Repeats are harmless.
 
-use crate::http::json_v1;
 use crate::ports::ConnectionStore;
+use crate::transport::http::json_v1;
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::json;
@@ -24,7 +24,7 @@ impl WsDisconnect {
         };
         match self.connections.delete_connection(&id).await {
             Ok(()) => json_v1(200, &json!({"disconnected": id})),
-            Err(e) => crate::http::ApiError::from(e).into(),
+            Err(e) => crate::transport::http::ApiError::from(e).into(),
         }
     }
 }

@@ -2,11 +2,11 @@
 //! would through API Gateway's @connections), so every answer, error included, reaches
 //! the client as a frame.
 
-use crate::http::{ApiError, json_v1};
 use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortError, Pusher, Queue, SourceStore};
 use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
 use crate::resume::{self, ResumePlan};
+use crate::transport::http::{ApiError, json_v1};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
@@ -93,14 +93,15 @@ impl WsMessage {
             Ok(id) => id,
             Err(e) => return e.into(),
         };
-        let body = match crate::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
-            Ok(b) => b,
-            Err(e) => {
-                self.send(&id, &ServerFrame::error(e.code, e.message, None))
-                    .await;
-                return json_v1(200, &json!({}));
-            }
-        };
+        let body =
+            match crate::transport::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.send(&id, &ServerFrame::error(e.code, e.message, None))
+                        .await;
+                    return json_v1(200, &json!({}));
+                }
+            };
         let (reference, parsed) = parse_frame(&body);
         let reply = match parsed {
             Err(e) => Err(Refusal::new(e.code, e.message)),

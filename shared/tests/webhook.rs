@@ -1,8 +1,8 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use bandsync::http::ApiError;
 use bandsync::model::{BandId, SourceId, SyncJob, Trigger};
 use bandsync::model::{ChannelName, WatchChannel};
 use bandsync::ports::{SourceStore, WatchChannelStore};
+use bandsync::transport::http::ApiError;
 use bandsync::webhook::*;
 use bandsync_testkit::*;
 

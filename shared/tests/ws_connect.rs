@@ -1,7 +1,7 @@
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
+use bandsync::model::CONNECTION_TTL;
 use bandsync::model::Connection;
 use bandsync::ports::ConnectionStore;
-use bandsync::ws_connect::*;
 use bandsync_testkit::*;
 
 const CONN: &str = "L0SM9cOFvHcCIhw=";

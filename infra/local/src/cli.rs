@@ -168,7 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
-    bandsync::metrics::set_enabled(args.emf);
+    bandsync::transport::metrics::set_enabled(args.emf);
     let cwd = std::env::current_dir()?;
     let mut cfg = StackConfig::demo(&cwd);
     cfg.data_dir = args.data_dir;
