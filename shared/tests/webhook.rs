@@ -2,7 +2,6 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use bandsync::model::{BandId, SourceId, SyncJob, Trigger};
 use bandsync::model::{ChannelName, WatchChannel};
 use bandsync::ports::{SourceStore, WatchChannelStore};
-use bandsync::transport::http::ApiError;
 use bandsync::webhook::*;
 use bandsync_testkit::*;
 
@@ -88,7 +87,7 @@ async fn post(h: &Harness, headers: &[(String, String)]) -> ApiGatewayV2httpResp
     h.webhook().handle(request(headers)).await
 }
 
-async fn intake(h: &Harness, headers: &[(String, String)]) -> Result<Intake, ApiError> {
+async fn intake(h: &Harness, headers: &[(String, String)]) -> Result<Intake, IntakeError> {
     h.webhook().intake(&request(headers).headers).await
 }
 
