@@ -15,8 +15,6 @@ pub mod api;
 pub mod auth;
 pub mod broadcast;
 pub mod channels;
-#[cfg(any(test, feature = "testing"))]
-pub mod contract;
 pub mod error;
 pub mod google;
 pub mod model;
@@ -26,8 +24,6 @@ pub mod publish;
 pub mod resume;
 pub mod scheduler;
 pub mod sync;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 pub mod transport;
 pub mod webhook;
 pub mod ws_connect;

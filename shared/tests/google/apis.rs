@@ -7,8 +7,8 @@ use bandsync::google::sealed::CredentialKey;
 use bandsync::google::sealed::{credentials_context, seal};
 use bandsync::model::SyncConfiguration;
 use bandsync::ports::ConfigStore;
-use bandsync::testing::*;
 use bandsync_google_fake::oauth::{FakeOAuthState, FakeTokenServer, test_service_account_json};
+use bandsync_testkit::*;
 use std::sync::Arc;
 
 #[tokio::test]

@@ -7,13 +7,13 @@ use bandsync::google::retry::{Retrier, RetryPolicy};
 use bandsync::google::sealed::{self, CredentialKey};
 use bandsync::model::BandId;
 use bandsync::ports::Clock;
-use bandsync::testing::FixedClock;
 use bandsync_google_fake::oauth::{
     FakeOAuthState, FakeTokenServer, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_REFRESH_SCOPE,
     TEST_REFRESH_TOKEN, TEST_SERVICE_ACCOUNT_EMAIL, TEST_SERVICE_ACCOUNT_KEY_ID,
     TEST_SERVICE_ACCOUNT_KEY_PEM, test_authorized_user_json, test_service_account_json,
 };
 use bandsync_google_fake::retry::RecordingSleeper;
+use bandsync_testkit::FixedClock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::TimeDelta;

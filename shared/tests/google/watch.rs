@@ -2,8 +2,8 @@
 
 use axum::http::HeaderMap;
 use bandsync::google::watch::*;
-use bandsync::testing::band as band_id;
 use bandsync_google_fake::FakeDrive;
+use bandsync_testkit::band as band_id;
 use chrono::Utc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

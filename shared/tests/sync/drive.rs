@@ -5,8 +5,8 @@ use bandsync::google::retry::{Retrier, RetryPolicy};
 use bandsync::model::*;
 use bandsync::ports::{CatalogStore, ConfigStore, OperationStore, SourceStore};
 use bandsync::sync::SyncWorker;
-use bandsync::testing::*;
 use bandsync_google_fake::{FakeDrive, Fault};
+use bandsync_testkit::*;
 use std::sync::Arc;
 
 const TOKEN: &str = "ya29.drive-sync-test";

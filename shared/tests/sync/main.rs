@@ -1,5 +1,7 @@
-//! The Google sources' engines against the fakes of `bandsync-google-fake`.
+//! The sync worker: its engines against the fakes of `bandsync-google-fake`, and the
+//! folder source on a temporary directory.
 
 mod calendar;
 mod drive;
 mod setlist;
+mod worker;

@@ -5,8 +5,8 @@ use bandsync::google::retry::{Retrier, RetryPolicy};
 use bandsync::model::*;
 use bandsync::ports::{OperationStore, SourceStore};
 use bandsync::sync::SyncError;
-use bandsync::testing::*;
 use bandsync_google_fake::sheets::FakeSheets;
+use bandsync_testkit::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
