@@ -4,6 +4,7 @@
 //! - [`ports`]: the traits the jobs need (stores, queues, pusher, clock);
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
+//! - [`error`]: the error codes clients see, and the refusals the edges render;
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
 //! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake;
 //! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics).
@@ -15,6 +16,7 @@ pub mod broadcast;
 pub mod channels;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod error;
 pub mod google;
 pub mod model;
 pub mod ports;

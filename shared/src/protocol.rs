@@ -4,6 +4,7 @@
 //! error code: not JSON (`malformed_json`), no `action` (`missing_action`), an action we
 //! do not know (`unknown_action`), fields of the wrong shape (`invalid_request`).
 
+use crate::error::ErrorCode;
 use crate::model::{BandId, ChannelName, Event, SourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,12 +41,12 @@ pub struct ClientFrame {
 /// Why a frame was refused; becomes an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ProtocolError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -95,7 +96,7 @@ fn args<T: serde::de::DeserializeOwned>(
     fields: serde_json::Map<String, Value>,
 ) -> Result<T, ProtocolError> {
     serde_json::from_value(Value::Object(fields))
-        .map_err(|e| ProtocolError::new("invalid_request", format!("{action}: {e}")))
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")))
 }
 
 /// Parse one text frame. The `ref` (if any) is returned even when the rest is refused,
@@ -107,7 +108,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 None,
                 Err(ProtocolError::new(
-                    "malformed_json",
+                    ErrorCode::MalformedJson,
                     "a frame must be a JSON object",
                 )),
             );
@@ -116,7 +117,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 None,
                 Err(ProtocolError::new(
-                    "malformed_json",
+                    ErrorCode::MalformedJson,
                     format!("not JSON: {e}"),
                 )),
             );
@@ -129,7 +130,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 reference,
                 Err(ProtocolError::new(
-                    "missing_action",
+                    ErrorCode::MissingAction,
                     "`action` must be a string",
                 )),
             );
@@ -138,7 +139,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 reference,
                 Err(ProtocolError::new(
-                    "missing_action",
+                    ErrorCode::MissingAction,
                     "a frame needs an `action`",
                 )),
             );
@@ -161,7 +162,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             full: a.full,
         }),
         other => Err(ProtocolError::new(
-            "unknown_action",
+            ErrorCode::UnknownAction,
             format!(
                 "unknown action {other:?}; expected one of {}",
                 ACTIONS.join(", ")
@@ -224,9 +225,9 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub fn error(code: &str, message: impl Into<String>, reference: Option<Value>) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
         Self::Error {
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.into(),
             reference,
             data: None,
@@ -245,7 +246,7 @@ mod tests {
     use serde_json::json;
 
     fn code(text: &str) -> &'static str {
-        parse_frame(text).1.unwrap_err().code
+        parse_frame(text).1.unwrap_err().code.as_str()
     }
 
     #[test]
@@ -315,7 +316,7 @@ mod tests {
 
     #[test]
     fn frames_carry_their_type() {
-        let f = ServerFrame::error("history_lost", "gone", Some(json!(1)));
+        let f = ServerFrame::error(ErrorCode::HistoryLost, "gone", Some(json!(1)));
         let v: Value = serde_json::from_slice(&f.to_bytes()).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["code"], "history_lost");

@@ -1,72 +1,12 @@
-//! JSON responses and the one error type every HTTP-facing handler returns.
-//!
-//! Errors reach clients as `{"error": {"code", "message"}}` with the right status;
-//! the mapping from failure to status lives here and nowhere else.
+//! JSON responses, and the HTTP edge of a [`Refusal`]: `{"error": {"code", "message"}}`
+//! with the status of its [`ErrorCode`](crate::error::ErrorCode).
 
-use crate::auth::AuthError;
-use crate::model::ParseError;
-use crate::ports::PortError;
+use crate::error::{ErrorCode, Refusal};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
-use serde_json::json;
-
-/// A failure with the status, code and message the caller sees.
-#[derive(Debug, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(400, code, message)
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, "not_found", message)
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, "unavailable", message)
-    }
-
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        Self::new(401, e.code(), e.to_string())
-    }
-}
-
-impl From<ParseError> for ApiError {
-    fn from(e: ParseError) -> Self {
-        Self::bad_request("invalid_parameter", e.to_string())
-    }
-}
-
-impl From<PortError> for ApiError {
-    fn from(e: PortError) -> Self {
-        // The detail goes to the log, not to the caller.
-        tracing::error!(error = ?e, "backend failure");
-        Self::unavailable("a backend is unavailable; try again")
-    }
-}
 
 fn json_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -92,16 +32,16 @@ pub fn json_v1(status: u16, body: &impl Serialize) -> ApiGatewayProxyResponse {
     r
 }
 
-impl From<ApiError> for ApiGatewayV2httpResponse {
-    fn from(e: ApiError) -> Self {
-        json_v2(e.status, &e.body())
-    }
+/// An HTTP API (payload v2) refusal; a backend failure's cause goes to the log.
+pub fn refused_v2(refusal: Refusal) -> ApiGatewayV2httpResponse {
+    refusal.log();
+    json_v2(refusal.status(), &refusal.body())
 }
 
-impl From<ApiError> for ApiGatewayProxyResponse {
-    fn from(e: ApiError) -> Self {
-        json_v1(e.status, &e.body())
-    }
+/// A WebSocket route (proxy v1) refusal; a backend failure's cause goes to the log.
+pub fn refused_v1(refusal: Refusal) -> ApiGatewayProxyResponse {
+    refusal.log();
+    json_v1(refusal.status(), &refusal.body())
 }
 
 /// A header's value as text, by case-insensitive name.
@@ -110,7 +50,7 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Decode the request body (API Gateway may base64 it).
-pub fn body_text(body: Option<&str>, is_base64: bool) -> Result<String, ApiError> {
+pub fn body_text(body: Option<&str>, is_base64: bool) -> Result<String, Refusal> {
     let raw = body.unwrap_or_default();
     if !is_base64 {
         return Ok(raw.to_owned());
@@ -118,7 +58,7 @@ pub fn body_text(body: Option<&str>, is_base64: bool) -> Result<String, ApiError
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(raw)
-        .map_err(|_| ApiError::bad_request("malformed_body", "body is not valid base64"))?;
+        .map_err(|_| Refusal::new(ErrorCode::MalformedBody, "body is not valid base64"))?;
     String::from_utf8(bytes)
-        .map_err(|_| ApiError::bad_request("malformed_body", "body is not UTF-8"))
+        .map_err(|_| Refusal::new(ErrorCode::MalformedBody, "body is not UTF-8"))
 }

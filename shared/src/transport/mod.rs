@@ -2,7 +2,7 @@
 //! bands, documents or events, it only carries them in and out.
 //!
 //! - [`sqs`]: running an SQS batch, one message at a time, with partial batch failure;
-//! - [`http`]: API Gateway response shapes and the one HTTP error type;
+//! - [`http`]: API Gateway response shapes and the HTTP rendering of a refusal;
 //! - [`lambda`]: each function's entry point (what its main runs per invocation);
 //! - [`telemetry`]: JSON logs for the Lambda functions;
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
