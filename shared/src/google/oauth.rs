@@ -22,9 +22,9 @@
 use super::auth::AccessTokens;
 use super::client::error_chain;
 use super::retry::{self, Attempt, Retrier};
-use super::sealed::{self, CredentialKey, SealedSecret};
+use super::sealed::{self, CredentialKey};
 use super::{ErrorBody, GoogleError, excerpt};
-use crate::model::BandId;
+use crate::model::{BandId, SealedSecret};
 use crate::ports::{Clock, SystemClock};
 use async_trait::async_trait;
 use base64::Engine;
