@@ -104,7 +104,8 @@ pub fn random_unit() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Waits between attempts. [`TokioSleeper`] in production; tests record the delays.
+/// Waits between attempts. [`TokioSleeper`] in production; tests use one that records
+/// the delays and returns at once (the test kits have it).
 #[async_trait]
 pub trait Sleeper: Send + Sync + std::fmt::Debug {
     async fn sleep(&self, delay: Duration);
@@ -118,37 +119,6 @@ pub struct TokioSleeper;
 impl Sleeper for TokioSleeper {
     async fn sleep(&self, delay: Duration) {
         tokio::time::sleep(delay).await;
-    }
-}
-
-/// A sleeper that only records the delays it was asked for, and returns at once.
-/// (Behind the feature that carries this crate's test tools, so no Lambda links it.)
-#[cfg(any(test, feature = "google-fake"))]
-#[derive(Debug, Default)]
-pub struct RecordingSleeper {
-    delays: std::sync::Mutex<Vec<Duration>>,
-}
-
-#[cfg(any(test, feature = "google-fake"))]
-impl RecordingSleeper {
-    /// Every delay asked for so far, in order.
-    pub fn delays(&self) -> Vec<Duration> {
-        self.delays
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-#[cfg(any(test, feature = "google-fake"))]
-#[async_trait]
-impl Sleeper for RecordingSleeper {
-    async fn sleep(&self, delay: Duration) {
-        self.delays
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(delay);
-        tokio::task::yield_now().await;
     }
 }
 
@@ -228,15 +198,5 @@ mod tests {
         assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
         let distinct: std::collections::HashSet<u64> = draws.iter().map(|d| d.to_bits()).collect();
         assert!(distinct.len() > 150, "{} distinct of 200", distinct.len());
-    }
-
-    #[tokio::test]
-    async fn the_recording_sleeper_records_and_returns_at_once() {
-        let sleeper = RecordingSleeper::default();
-        let started = std::time::Instant::now();
-        sleeper.sleep(Duration::from_secs(3_600)).await;
-        sleeper.sleep(ms(5)).await;
-        assert!(started.elapsed() < Duration::from_secs(60));
-        assert_eq!(sleeper.delays(), [Duration::from_secs(3_600), ms(5)]);
     }
 }
