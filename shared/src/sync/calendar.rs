@@ -24,11 +24,11 @@
 
 use super::SyncError;
 use super::delta::Change;
-use super::operation::Operations;
+use super::operation::{Operations, SourcePass};
 use crate::google::GoogleError;
 use crate::google::calendar::{Event, EventDateTime, EventsQuery};
 use crate::google::ports::SourceApis;
-use crate::model::{BandId, FileEntry, Source, SourceId, SyncJob, SyncMetrics, SyncOperation};
+use crate::model::{BandId, FileEntry, SourceId, SyncMetrics, SyncOperation};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -303,11 +303,15 @@ pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, 
 pub(super) async fn sync(
     ops: &Operations,
     google: &dyn SourceApis,
-    job: &SyncJob,
-    mut source: Source,
-    existing: Option<SyncOperation>,
-    catalog: &[FileEntry],
+    pass: SourcePass<'_>,
 ) -> Result<Option<SyncOperation>, SyncError> {
+    let SourcePass {
+        job,
+        mut source,
+        existing,
+        catalog,
+        ..
+    } = pass;
     let client = google.calendar_api(&job.band).await?;
     let started = Instant::now();
     let quiet = job.trigger.is_background();
@@ -318,7 +322,7 @@ pub(super) async fn sync(
         source.cursor = None;
         ops.store.put_source(&source).await?;
     }
-    let mut known = Known::new(&job.band, &job.source, catalog);
+    let mut known = Known::new(&job.band, &job.source, &catalog);
     let mut run = match existing {
         Some(op) => Some(ops.begin(job, Some(op)).await?),
         None => None,

@@ -15,11 +15,11 @@
 
 use super::SyncError;
 use super::delta::Change;
-use super::operation::{Operations, file_event};
+use super::operation::{Operations, SourcePass, file_event};
 use crate::google::GoogleError;
 use crate::google::drive::{self as gdrive, DriveFile, PageEnd};
 use crate::google::ports::{DriveApi, SourceApis};
-use crate::model::{BandId, FileEntry, Source, SourceId, SyncConfiguration, SyncJob};
+use crate::model::{BandId, FileEntry, SourceId, SyncConfiguration};
 use crate::model::{SyncMetrics, SyncOperation};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -49,12 +49,15 @@ pub fn is_folder_entry(e: &FileEntry) -> bool {
 pub(super) async fn sync(
     ops: &Operations,
     google: &dyn SourceApis,
-    job: &SyncJob,
-    mut source: Source,
-    existing: Option<SyncOperation>,
-    config: &SyncConfiguration,
-    catalog: &[FileEntry],
+    pass: SourcePass<'_>,
 ) -> Result<Option<SyncOperation>, SyncError> {
+    let SourcePass {
+        job,
+        mut source,
+        existing,
+        config,
+        catalog,
+    } = pass;
     let client = google.drive_api(&job.band).await?;
     let client = client.as_ref();
     let started = Instant::now();
@@ -62,7 +65,7 @@ pub(super) async fn sync(
     if job.full && existing.is_none() {
         source.cursor = None;
     }
-    let mut tree = Tree::new(&job.band, &job.source, &source.location, config, catalog);
+    let mut tree = Tree::new(&job.band, &job.source, &source.location, &config, &catalog);
     let drive_id = source.drive_id.clone();
     let drive_id = drive_id.as_deref();
     let mut run = match existing {

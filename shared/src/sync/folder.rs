@@ -5,11 +5,9 @@
 //! full); every other file is hashed, so a touch without a change is not an update.
 
 use super::delta::{self, Observed};
-use super::operation::{Operations, file_event};
+use super::operation::{Operations, SourcePass, file_event};
 use super::{SyncError, short_hash};
-use crate::model::{
-    FileEntry, ItemAction, Source, SyncConfiguration, SyncJob, SyncMetrics, SyncOperation,
-};
+use crate::model::{FileEntry, ItemAction, SyncConfiguration, SyncMetrics, SyncOperation};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -157,12 +155,15 @@ pub fn scan(
 /// publish and apply the changes, and record a failed item per unreadable file.
 pub(super) async fn sync(
     ops: &Operations,
-    job: &SyncJob,
-    source: Source,
-    existing: Option<SyncOperation>,
-    config: SyncConfiguration,
-    catalog: Vec<FileEntry>,
+    pass: SourcePass<'_>,
 ) -> Result<Option<SyncOperation>, SyncError> {
+    let SourcePass {
+        job,
+        source,
+        existing,
+        config,
+        catalog,
+    } = pass;
     let started = Instant::now();
     let root = PathBuf::from(&source.location);
     let full = job.full;

@@ -64,6 +64,17 @@ fn failure_list<'a>(failures: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<s
         .collect()
 }
 
+/// What the worker hands a source's engine: the job, the source as stored, the
+/// operation an earlier delivery of the job started, the band's configuration and the
+/// source's catalog.
+pub(super) struct SourcePass<'a> {
+    pub(super) job: &'a SyncJob,
+    pub(super) source: Source,
+    pub(super) existing: Option<SyncOperation>,
+    pub(super) config: SyncConfiguration,
+    pub(super) catalog: Vec<FileEntry>,
+}
+
 /// An operation under way: what this delivery and earlier ones recorded.
 pub(super) struct OperationRun {
     pub(super) op: SyncOperation,

@@ -47,7 +47,7 @@
 //! operation's id and committed before the new job reads the sheet.
 
 use super::SyncError;
-use super::operation::{OperationRun, Operations};
+use super::operation::{OperationRun, Operations, SourcePass};
 use crate::google::ports::SourceApis;
 use crate::google::sheets::column_letters;
 use crate::model::*;
@@ -475,10 +475,14 @@ fn row_items(diff: &RowDiff) -> Vec<(String, ItemAction, String)> {
 pub(super) async fn sync(
     ops: &Operations,
     google: &dyn SourceApis,
-    job: &SyncJob,
-    mut source: Source,
-    existing: Option<SyncOperation>,
+    pass: SourcePass<'_>,
 ) -> Result<Option<SyncOperation>, SyncError> {
+    let SourcePass {
+        job,
+        mut source,
+        existing,
+        ..
+    } = pass;
     let client = google.sheets_api(&job.band).await?;
     let started = Instant::now();
     let location = source.location.clone();

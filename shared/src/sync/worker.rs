@@ -1,6 +1,6 @@
 //! The sync worker's entry point: a job off the queue goes to its source's engine.
 
-use super::operation::Operations;
+use super::operation::{Operations, SourcePass};
 use super::{SyncError, calendar, drive, folder, setlist};
 use crate::google::apis::GoogleApis;
 use crate::google::ports::SourceApis;
@@ -92,34 +92,24 @@ impl SyncWorker {
             });
         let catalog = self.store.list_files(&job.band, &job.source).await?;
         let kind = source.kind;
+        let pass = SourcePass {
+            job,
+            source,
+            existing: existing.clone(),
+            config,
+            catalog,
+        };
         let result = match (kind, self.google.as_deref()) {
-            (SourceKind::Folder, _) => {
-                return folder::sync(ops, job, source, existing, config, catalog).await;
-            }
+            (SourceKind::Folder, _) => return folder::sync(ops, pass).await,
             (kind, None) => {
                 let error = format!(
                     "sources of kind {kind:?} need Google API clients, and this worker has none"
                 );
                 return ops.fail(job, existing, error).await.map(Some);
             }
-            (SourceKind::Drive, Some(google)) => {
-                drive::sync(
-                    ops,
-                    google,
-                    job,
-                    source,
-                    existing.clone(),
-                    &config,
-                    &catalog,
-                )
-                .await
-            }
-            (SourceKind::Sheet, Some(google)) => {
-                setlist::sync(ops, google, job, source, existing.clone()).await
-            }
-            (SourceKind::Calendar, Some(google)) => {
-                calendar::sync(ops, google, job, source, existing.clone(), &catalog).await
-            }
+            (SourceKind::Drive, Some(google)) => drive::sync(ops, google, pass).await,
+            (SourceKind::Sheet, Some(google)) => setlist::sync(ops, google, pass).await,
+            (SourceKind::Calendar, Some(google)) => calendar::sync(ops, google, pass).await,
         };
         match result {
             // Retrying cannot fix these (no credentials, no access, no such folder,
