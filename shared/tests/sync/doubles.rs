@@ -7,6 +7,7 @@ use bandsync::google::drive::{
     Change, ChangeType, ChangesPage, DriveFile, FOLDER_MIME_TYPE, FilesPage, PageEnd,
 };
 use bandsync::google::ports::{CalendarApi, DriveApi, SheetsApi, SourceApis};
+use bandsync::google::sheets::ValueRange;
 use bandsync::model::*;
 use bandsync::ports::SourceStore;
 use bandsync_testkit::*;
@@ -57,22 +58,63 @@ impl DriveApi for DriveDouble {
     }
 }
 
-/// A band whose only Google API is the Drive double.
-struct OnlyDrive(Arc<DriveDouble>);
+/// A spreadsheet whose range reads the given rows, and the ranges it was asked for.
+#[derive(Default)]
+struct SheetsDouble {
+    rows: Vec<Vec<String>>,
+    asked: Mutex<Vec<(String, String)>>,
+}
 
 #[async_trait]
-impl SourceApis for OnlyDrive {
+impl SheetsApi for SheetsDouble {
+    async fn get_values(
+        &self,
+        spreadsheet_id: &str,
+        range: &str,
+    ) -> Result<ValueRange, GoogleError> {
+        let asked = (spreadsheet_id.to_owned(), range.to_owned());
+        self.asked.lock().unwrap().push(asked);
+        Ok(ValueRange {
+            range: format!("Sheet1!{range}"),
+            major_dimension: "ROWS".into(),
+            values: self.rows.clone(),
+        })
+    }
+}
+
+/// A band's Google APIs: the doubles a test gives, none for the others.
+#[derive(Default)]
+struct Doubles {
+    drive: Option<Arc<DriveDouble>>,
+    sheets: Option<Arc<SheetsDouble>>,
+}
+
+fn absent(api: &str) -> GoogleError {
+    GoogleError::Config(format!("no {api} in this test"))
+}
+
+#[async_trait]
+impl SourceApis for Doubles {
     async fn drive_api(&self, _band: &BandId) -> Result<Arc<dyn DriveApi>, GoogleError> {
-        Ok(self.0.clone())
+        let drive = self.drive.clone().ok_or_else(|| absent("Drive"))?;
+        Ok(drive)
     }
 
     async fn sheets_api(&self, _band: &BandId) -> Result<Arc<dyn SheetsApi>, GoogleError> {
-        Err(GoogleError::Config("no Sheets in this test".into()))
+        let sheets = self.sheets.clone().ok_or_else(|| absent("Sheets"))?;
+        Ok(sheets)
     }
 
     async fn calendar_api(&self, _band: &BandId) -> Result<Arc<dyn CalendarApi>, GoogleError> {
-        Err(GoogleError::Config("no Calendar in this test".into()))
+        Err(absent("Calendar"))
     }
+}
+
+/// A source `google` of `kind` on `location`, stored.
+async fn stored_source(h: &Harness, band: &BandId, kind: SourceKind, location: &str) -> Source {
+    let source = Source::new(band.clone(), source_id("google"), kind, location);
+    h.store.put_source(&source).await.unwrap();
+    source
 }
 
 fn pdf(id: &str, name: &str, parent: &str, md5: &str) -> DriveFile {
@@ -105,8 +147,7 @@ async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
     // come in two pages: a new file, then an edit of the first one
     let h = Harness::new();
     let band = h.add_band("demo").await;
-    let source = Source::new(band.clone(), source_id("drive"), SourceKind::Drive, "F");
-    h.store.put_source(&source).await.unwrap();
+    let source = stored_source(&h, &band, SourceKind::Drive, "F").await;
     let folder = DriveFile {
         mime_type: FOLDER_MIME_TYPE.into(),
         md5_checksum: None,
@@ -128,9 +169,10 @@ async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
         ])),
         ..DriveDouble::default()
     });
-    let worker = h
-        .sync_worker()
-        .with_source_apis(Arc::new(OnlyDrive(drive.clone())));
+    let worker = h.sync_worker().with_source_apis(Arc::new(Doubles {
+        drive: Some(drive.clone()),
+        ..Doubles::default()
+    }));
     let job = |id: &str| h.sync_job(id, &band, &source.id, Trigger::Manual);
     let cursor = || async {
         let stored = h.store.get_source(&band, &source.id).await.unwrap();
@@ -170,4 +212,55 @@ async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
         ]
     );
     assert_eq!(op.metrics.synced, 2);
+}
+
+#[tokio::test]
+async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
+    // GIVEN a sheet source on range `A:C` of spreadsheet `1Sheet`, which reads a header
+    // and two songs
+    let h = Harness::new();
+    let band = h.add_band("demo").await;
+    let source = stored_source(&h, &band, SourceKind::Sheet, "1Sheet#A:C").await;
+    let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    let sheets = Arc::new(SheetsDouble {
+        rows: vec![
+            row(&["Song", "Key"]),
+            row(&["Intro", "E"]),
+            row(&["Outro", "A"]),
+        ],
+        ..SheetsDouble::default()
+    });
+    let worker = h.sync_worker().with_source_apis(Arc::new(Doubles {
+        sheets: Some(sheets.clone()),
+        ..Doubles::default()
+    }));
+    let job = |id: &str, trigger| h.sync_job(id, &band, &source.id, trigger);
+
+    // WHEN it syncs, then a notification comes with the sheet unchanged
+    worker
+        .run(&job("job-1", Trigger::Manual))
+        .await
+        .unwrap()
+        .unwrap();
+    let again = worker
+        .run(&job("job-2", Trigger::Notification))
+        .await
+        .unwrap();
+
+    // THEN the range was read twice, one setlist.updated added both songs, and the
+    // unchanged read recorded no operation
+    let asked = sheets.asked.lock().unwrap().clone();
+    let read = ("1Sheet".to_owned(), "A:C".to_owned());
+    assert_eq!(asked, [read.clone(), read]);
+    let updates: Vec<Event> = h
+        .log(&ChannelName::Band(band.clone()))
+        .await
+        .into_iter()
+        .filter(|e| e.event == "setlist.updated")
+        .collect();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].data["initial"], true);
+    assert_eq!(updates[0].data["rows"], 2);
+    assert_eq!(updates[0].data["added"].as_array().map(Vec::len), Some(2));
+    assert!(again.is_none());
 }
