@@ -44,7 +44,12 @@ pub struct Socket {
 impl Socket {
     /// Connect with `token` in the query string, as browsers send it.
     pub async fn connect(url: &str, token: &str) -> anyhow::Result<Self> {
-        let (ws, _) = connect_async(format!("{url}?token={token}")).await?;
+        Self::open(&format!("{url}?token={token}")).await
+    }
+
+    /// Connect to `url` as it is.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let (ws, _) = connect_async(url).await?;
         Ok(Self { ws })
     }
 

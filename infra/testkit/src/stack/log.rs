@@ -54,3 +54,39 @@ pub fn file_events(events: &[Value]) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Counts the events that did not come right after the one before (gaps or reorders),
+/// for benches that report them rather than fail on the first.
+#[derive(Debug, Default)]
+pub struct SeqOrder {
+    /// The highest seq seen.
+    pub last_seq: u64,
+    /// Events whose seq was not `last_seq + 1`.
+    pub disorder: u64,
+    /// The seq the subscription started at: events up to it were published before it,
+    /// and whether they reach the client depends on when the subscribe landed.
+    since: u64,
+}
+
+impl SeqOrder {
+    /// Order from a subscription whose `subscribed` frame said `seq`.
+    pub fn since(subscribed: &Value) -> Self {
+        let seq = subscribed["seq"].as_u64().unwrap_or_default();
+        Self {
+            last_seq: seq,
+            disorder: 0,
+            since: seq,
+        }
+    }
+
+    pub fn observe(&mut self, event: &Value) {
+        let seq = event["seq"].as_u64().unwrap_or_default();
+        if seq <= self.since {
+            return;
+        }
+        if seq != self.last_seq + 1 {
+            self.disorder += 1;
+        }
+        self.last_seq = self.last_seq.max(seq);
+    }
+}

@@ -7,7 +7,7 @@ mod client;
 mod log;
 
 pub use client::Client;
-pub use log::{assert_gapless, file_events, has_completed, names};
+pub use log::{SeqOrder, assert_gapless, file_events, has_completed, names};
 
 use bandsync::ports::WatchChannelStore;
 use bandsync_local::{LocalStack, RunningStack, StackConfig};
@@ -32,17 +32,34 @@ pub fn put(path: impl AsRef<Path>, content: impl AsRef<[u8]>) {
     std::fs::rename(&tmp, path).expect("rename into place");
 }
 
-/// The demo stack under `base` on free loopback ports, metrics off, quick to retry and to
-/// notice changes, with no periodic reconcile (a test drives its own changes).
-pub fn test_config(base: &Path) -> StackConfig {
+/// The demo stack under `base` on free loopback ports, metrics off, with no periodic
+/// reconcile (a test or a bench drives its own changes); the rest as the stack's defaults.
+pub fn loopback_config(base: &Path) -> StackConfig {
     bandsync::transport::metrics::set_enabled(false);
     let mut cfg = StackConfig::demo(base);
     cfg.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.ws_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.visibility_timeout = Duration::from_secs(2);
     cfg.reconcile_every = None;
+    cfg
+}
+
+/// [`loopback_config`] quick to retry and to notice changes, for tests.
+pub fn test_config(base: &Path) -> StackConfig {
+    let mut cfg = loopback_config(base);
+    cfg.visibility_timeout = Duration::from_secs(2);
     cfg.debounce = Duration::from_millis(20);
     cfg
+}
+
+/// A bench's option: the value after `name` on the command line (`-- --changes 500`),
+/// or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A running stack and the data dir it lives in.
