@@ -89,14 +89,14 @@ async fn the_binary_survives_a_crash_without_losing_anything() {
     let url = format!("ws://127.0.0.1:{ws_port}/local");
     let mut ws = Client::connect(&url, &tok).await;
     ws.subscribe("band:demo").await;
-    put(&dir.path().join("bandsync-demo/one.pdf"), b"1");
+    put(dir.path().join("bandsync-demo/one.pdf"), b"1");
     let first = events_until_created(&mut ws, "one.pdf").await;
     let last = first.last().unwrap()["seq"].as_u64().unwrap();
     let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
 
     // Crash: no shutdown, no flush.
     drop(proc);
-    put(&dir.path().join("bandsync-demo/two.pdf"), b"2");
+    put(dir.path().join("bandsync-demo/two.pdf"), b"2");
 
     let _proc = start(dir.path(), http, ws_port);
     wait_healthy(http, ws_port).await;
