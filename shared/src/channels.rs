@@ -18,7 +18,7 @@
 use crate::google::apis::WatchApi;
 use crate::google::watch::WatchRequest;
 use crate::model::{BandId, Source, SourceKind, WatchChannel};
-use crate::ports::{Clock, PortError, Store};
+use crate::ports::{Clock, PortError, SourceStore, WatchChannelStore};
 use crate::webhook::token_hash;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
@@ -57,7 +57,8 @@ impl ChannelReport {
 }
 
 pub struct ChannelKeeper {
-    store: Arc<dyn Store>,
+    sources: Arc<dyn SourceStore>,
+    channels: Arc<dyn WatchChannelStore>,
     api: Arc<dyn WatchApi>,
     clock: Arc<dyn Clock>,
     /// The public HTTPS URL of `/webhooks/google`.
@@ -70,13 +71,15 @@ fn is_google(kind: SourceKind) -> bool {
 
 impl ChannelKeeper {
     pub fn new(
-        store: Arc<dyn Store>,
+        sources: Arc<dyn SourceStore>,
+        channels: Arc<dyn WatchChannelStore>,
         api: Arc<dyn WatchApi>,
         clock: Arc<dyn Clock>,
         address: String,
     ) -> Self {
         Self {
-            store,
+            sources,
+            channels,
             api,
             clock,
             address,
@@ -92,8 +95,8 @@ impl ChannelKeeper {
         deadline: Instant,
     ) -> Result<ChannelReport, PortError> {
         let now = self.clock.now();
-        let sources = self.store.list_sources(band).await?;
-        let channels = self.store.list_watch_channels(band).await?;
+        let sources = self.sources.list_sources(band).await?;
+        let channels = self.channels.list_watch_channels(band).await?;
         let mut report = ChannelReport::default();
         // Channels this pass keeps: the live (or just opened) one of each source.
         let mut keep: Vec<String> = Vec::new();
@@ -130,7 +133,7 @@ impl ChannelKeeper {
                 continue;
             };
             if old.expires_at.is_some_and(|at| at <= now) {
-                self.store.delete_watch_channel(old).await?;
+                self.channels.delete_watch_channel(old).await?;
                 report.forgotten += 1;
                 continue;
             }
@@ -144,7 +147,7 @@ impl ChannelKeeper {
                 .await
             {
                 Ok(()) => {
-                    self.store.delete_watch_channel(old).await?;
+                    self.channels.delete_watch_channel(old).await?;
                     report.stopped += 1;
                 }
                 Err(e) => {
@@ -182,7 +185,7 @@ impl ChannelKeeper {
             kind: Some(source.kind),
             created_at: Some(now),
         };
-        if let Err(e) = self.store.put_watch_channel(&stored).await {
+        if let Err(e) = self.channels.put_watch_channel(&stored).await {
             // Google has it, we do not: stop it rather than leave it unverifiable.
             let _ = self
                 .api
@@ -259,6 +262,7 @@ mod tests {
         };
         let apis = GoogleApis::with_static_token(urls, TOKEN).unwrap();
         let keeper = ChannelKeeper::new(
+            h.store.clone(),
             h.store.clone(),
             Arc::new(apis),
             h.clock.clone(),

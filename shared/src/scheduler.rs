@@ -263,6 +263,7 @@ mod tests {
         }
         let keeper = ChannelKeeper::new(
             h.store.clone(),
+            h.store.clone(),
             Arc::new(GoogleDown),
             h.clock.clone(),
             "https://example.com/webhooks/google".into(),

@@ -579,11 +579,17 @@ mod harness {
     use crate::api::Api;
     use crate::auth::TokenKey;
     use crate::broadcast::Broadcaster;
+    use crate::google::apis::GoogleApis;
+    use crate::google::sealed::CredentialKey;
     use crate::model::*;
-    use crate::ports::{ChannelLog, ConfigStore, ConnectionStore, SourceStore, Store};
+    use crate::ports::{
+        ChannelLog, Clock, ConfigStore, ConnectionStore, HealthCheck, Notifier, Pusher, Queue,
+        SourceStore, Store,
+    };
     use crate::publish::Publisher;
     use crate::sync::SyncWorker;
     use crate::webhook::WebhookIntake;
+    use crate::wiring::{self, Backend, Watch};
     use crate::ws_connect::WsConnect;
     use crate::ws_disconnect::WsDisconnect;
     use crate::ws_message::WsMessage;
@@ -636,10 +642,6 @@ mod harness {
                 clock: Arc::new(FixedClock::default()),
                 tokens: TokenKey::new("unit-test-secret"),
             }
-        }
-
-        fn store_dyn(&self) -> Arc<dyn Store> {
-            self.store.clone()
         }
 
         /// The clock's now.
@@ -744,56 +746,76 @@ mod harness {
         }
 
         pub fn sync_worker(&self) -> SyncWorker {
-            SyncWorker::new(self.store_dyn(), self.publisher(), self.clock.clone())
+            wiring::sync_worker(self).expect("the harness has every part")
         }
 
         /// A broadcaster that retries without waiting.
         pub fn broadcaster(&self) -> Broadcaster {
-            let mut b = Broadcaster::new(
-                self.store.clone(),
-                self.store.clone(),
-                self.pusher.clone(),
-                self.clock.clone(),
-            );
+            let mut b = wiring::broadcaster(self).expect("the harness has every part");
             b.backoff = Duration::ZERO;
             b
         }
 
         pub fn ws_connect(&self) -> WsConnect {
-            WsConnect::new(self.store.clone(), self.tokens.clone(), self.clock.clone())
+            wiring::ws_connect(self).expect("the harness has every part")
         }
 
         pub fn ws_disconnect(&self) -> WsDisconnect {
-            WsDisconnect::new(self.store.clone())
+            wiring::ws_disconnect(self).expect("the harness has every part")
         }
 
         pub fn ws_message(&self) -> WsMessage {
-            WsMessage::new(
-                self.store.clone(),
-                self.store.clone(),
-                self.store.clone(),
-                self.sync_queue.clone(),
-                self.pusher.clone(),
-                self.clock.clone(),
-            )
+            wiring::ws_message(self).expect("the harness has every part")
         }
 
         pub fn webhook(&self) -> WebhookIntake {
-            WebhookIntake::new(
-                self.store.clone(),
-                self.sync_queue.clone(),
-                self.clock.clone(),
-            )
+            wiring::webhook(self).expect("the harness has every part")
         }
 
         pub fn api(&self) -> Api {
-            Api::new(
-                self.store_dyn(),
-                self.sync_queue.clone(),
-                self.tokens.clone(),
-                self.clock.clone(),
-                vec![("store".to_owned(), self.store.clone())],
-            )
+            wiring::api(self).expect("the harness has every part")
+        }
+    }
+
+    /// The harness's parts, for the same wiring as the Lambda mains and the local stack:
+    /// the embedded store in memory, recording queues and pusher, the fixed clock, and
+    /// the channel log the tests can make fail. No notifier, no Google.
+    impl Backend for Harness {
+        fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+            Ok(self.store.clone())
+        }
+        fn log(&self) -> anyhow::Result<Arc<dyn ChannelLog>> {
+            Ok(self.log.clone())
+        }
+        fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+            Ok(self.sync_queue.clone())
+        }
+        fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+            Ok(self.broadcast_queue.clone())
+        }
+        fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
+            Ok(self.pusher.clone())
+        }
+        fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
+            Ok(None)
+        }
+        fn clock(&self) -> Arc<dyn Clock> {
+            self.clock.clone()
+        }
+        fn tokens(&self) -> anyhow::Result<TokenKey> {
+            Ok(self.tokens.clone())
+        }
+        fn credentials_key(&self) -> anyhow::Result<Option<CredentialKey>> {
+            Ok(None)
+        }
+        fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
+            Ok(vec![("store".to_owned(), self.store.clone())])
+        }
+        fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
+            Ok(None)
+        }
+        fn watch(&self) -> anyhow::Result<Option<Watch>> {
+            Ok(None)
         }
     }
 }

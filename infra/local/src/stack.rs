@@ -9,19 +9,13 @@ use crate::pollers::{self, SqsHandler};
 use anyhow::Context;
 use bandsync::adapters::local::watcher::{self, FolderWatch};
 use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
-use bandsync::api::Api;
 use bandsync::auth::TokenKey;
-use bandsync::broadcast::Broadcaster;
-use bandsync::channels::ChannelKeeper;
+use bandsync::google::apis::GoogleApis;
+use bandsync::google::sealed::CredentialKey;
 use bandsync::model::*;
 use bandsync::ports::*;
-use bandsync::publish::Publisher;
-use bandsync::scheduler::Scheduler;
-use bandsync::sync::SyncWorker;
-use bandsync::webhook::{self, WebhookIntake};
-use bandsync::ws_connect::WsConnect;
-use bandsync::ws_disconnect::WsDisconnect;
-use bandsync::ws_message::WsMessage;
+use bandsync::webhook;
+use bandsync::wiring::{self, Backend, Watch};
 use futures_util::FutureExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -207,6 +201,76 @@ impl HealthCheck for QueueHealth {
     }
 }
 
+/// The embedded backend: the store, its queues, the gateway's @connections, and the
+/// fakes of the Google APIs when the stack runs them.
+struct LocalBackend {
+    store: Arc<EmbeddedStore>,
+    sync_queue: Arc<EmbeddedQueue>,
+    broadcast_queue: Arc<EmbeddedQueue>,
+    pusher: Arc<dyn Pusher>,
+    clock: Arc<dyn Clock>,
+    tokens: TokenKey,
+    google: Option<Arc<GoogleApis>>,
+    /// Where the fakes' watch channels notify: known once the HTTP API is bound.
+    webhook_url: Option<String>,
+}
+
+impl Backend for LocalBackend {
+    fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(self.store.clone())
+    }
+    fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+        Ok(self.sync_queue.clone())
+    }
+    fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+        Ok(self.broadcast_queue.clone())
+    }
+    fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
+        Ok(self.pusher.clone())
+    }
+    /// No alerts: a failed sync is in the log.
+    fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
+        Ok(None)
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+    fn tokens(&self) -> anyhow::Result<TokenKey> {
+        Ok(self.tokens.clone())
+    }
+    /// BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the operator
+    /// API answers credential uploads with a clear 503.
+    fn credentials_key(&self) -> anyhow::Result<Option<CredentialKey>> {
+        Ok(CredentialKey::from_env_if_set()?)
+    }
+    fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
+        Ok(vec![
+            ("store".into(), self.store.clone()),
+            (
+                "sync_queue".into(),
+                Arc::new(QueueHealth(self.sync_queue.clone())),
+            ),
+            (
+                "broadcast_queue".into(),
+                Arc::new(QueueHealth(self.broadcast_queue.clone())),
+            ),
+        ])
+    }
+    fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
+        Ok(self.google.clone())
+    }
+    fn watch(&self) -> anyhow::Result<Option<Watch>> {
+        let Some(api) = self.google.clone() else {
+            return Ok(None);
+        };
+        let address = self
+            .webhook_url
+            .clone()
+            .context("the watch channels' address is known once the HTTP API is bound")?;
+        Ok(Some(Watch { api, address }))
+    }
+}
+
 fn queue_pair(
     store: &EmbeddedStore,
     name: &str,
@@ -366,9 +430,6 @@ impl LocalStack {
             max_message: cfg.limits.max_message,
         });
 
-        // The functions, wired exactly as their Lambda mains wire them.
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let publisher = Publisher::new(store.clone(), broadcast_queue.clone());
         let google = match cfg.google_fake {
             Some(addr) => {
                 let fake = crate::google::FakeGoogle::start(addr)
@@ -379,55 +440,24 @@ impl LocalStack {
             }
             None => None,
         };
-        let mut worker = SyncWorker::new(dyn_store.clone(), publisher, clock.clone());
-        if let Some((_, apis)) = &google {
-            worker = worker.with_google(apis.clone());
-        }
-        let worker = Arc::new(worker);
-        let broadcaster = Arc::new(Broadcaster::new(
-            store.clone(),
-            store.clone(),
-            pusher.clone(),
-            clock.clone(),
-        ));
-        let intake = Arc::new(WebhookIntake::new(
-            dyn_store.clone(),
-            sync_queue.clone(),
-            clock.clone(),
-        ));
-        let checks: Vec<(String, Arc<dyn HealthCheck>)> = vec![
-            ("store".into(), store.clone()),
-            (
-                "sync_queue".into(),
-                Arc::new(QueueHealth(sync_queue.clone())),
-            ),
-            (
-                "broadcast_queue".into(),
-                Arc::new(QueueHealth(broadcast_queue.clone())),
-            ),
-        ];
-        let api = Arc::new(
-            Api::new(
-                dyn_store.clone(),
-                sync_queue.clone(),
-                tokens.clone(),
-                clock.clone(),
-                checks,
-            )
-            // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
-            // operator API answers credential uploads with a clear 503.
-            .with_credentials_key(bandsync::google::sealed::CredentialKey::from_env_if_set()?),
-        );
-        let connect = Arc::new(WsConnect::new(store.clone(), tokens.clone(), clock.clone()));
-        let disconnect = Arc::new(WsDisconnect::new(store.clone()));
-        let message = Arc::new(WsMessage::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            sync_queue.clone(),
-            pusher.clone(),
-            clock.clone(),
-        ));
+        // The functions, built by the same wiring as their Lambda mains.
+        let mut backend = LocalBackend {
+            store: store.clone(),
+            sync_queue: sync_queue.clone(),
+            broadcast_queue: broadcast_queue.clone(),
+            pusher,
+            clock,
+            tokens: tokens.clone(),
+            google: google.as_ref().map(|(_, apis)| apis.clone()),
+            webhook_url: None,
+        };
+        let worker = Arc::new(wiring::sync_worker(&backend)?);
+        let broadcaster = Arc::new(wiring::broadcaster(&backend)?);
+        let intake = Arc::new(wiring::webhook(&backend)?);
+        let api = Arc::new(wiring::api(&backend)?);
+        let connect = Arc::new(wiring::ws_connect(&backend)?);
+        let disconnect = Arc::new(wiring::ws_disconnect(&backend)?);
+        let message = Arc::new(wiring::ws_message(&backend)?);
 
         let on_connect: RouteHandler = Arc::new(move |r| {
             let h = connect.clone();
@@ -549,20 +579,11 @@ impl LocalStack {
 
         // The scheduler: reconcile now (changes made while we were down), then periodically.
         let reconcile = {
-            let mut scheduler = Scheduler::new(
-                store.clone(),
-                store.clone(),
-                sync_queue.clone(),
-                clock.clone(),
-            );
-            scheduler = scheduler.with_registry(dyn_store.clone());
+            backend.webhook_url = Some(format!("http://{http_addr}/webhooks/google"));
+            let mut scheduler = wiring::scheduler(&backend)?;
             scheduler.retention = cfg.retention;
             let mut every = cfg.reconcile_every;
-            if let Some((_, apis)) = &google {
-                let address = format!("http://{http_addr}/webhooks/google");
-                let keeper =
-                    ChannelKeeper::new(dyn_store.clone(), apis.clone(), clock.clone(), address);
-                scheduler = scheduler.with_channels(keeper);
+            if google.is_some() {
                 every = Some(every.map_or(cfg.channels_every, |e| e.min(cfg.channels_every)));
             }
             let bands = vec![cfg.band.clone()];

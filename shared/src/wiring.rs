@@ -1,0 +1,147 @@
+//! The one wiring: every handler built from a [`Backend`], the same way for the Lambda
+//! mains ([`AwsContext`](crate::adapters::aws::AwsContext)), the local stack (the
+//! embedded store) and the tests (the harness). A handler gets only the ports it uses.
+//!
+//! Each constructor asks the backend for its parts directly (no constructor calls
+//! another): a Lambda's environment has only the variables of the parts its handler
+//! asks for, and the template test reads these bodies to check that.
+
+use crate::api::{Api, ApiStores};
+use crate::auth::TokenKey;
+use crate::broadcast::Broadcaster;
+use crate::channels::ChannelKeeper;
+use crate::google::apis::{GoogleApis, WatchApi};
+use crate::google::sealed::CredentialKey;
+use crate::ports::{ChannelLog, Clock, HealthCheck, Notifier, Pusher, Queue, Store};
+use crate::publish::Publisher;
+use crate::scheduler::Scheduler;
+use crate::sync::SyncWorker;
+use crate::webhook::WebhookIntake;
+use crate::ws_connect::WsConnect;
+use crate::ws_disconnect::WsDisconnect;
+use crate::ws_message::WsMessage;
+use std::sync::Arc;
+
+/// Where the handlers' ports come from. A part is built when a constructor asks for it,
+/// so a part the deployment lacks fails only the handler that needs it.
+pub trait Backend {
+    /// Every storage port.
+    fn store(&self) -> anyhow::Result<Arc<dyn Store>>;
+    /// The channel log events are appended to and read from (the store's own, unless a
+    /// test makes it fail).
+    fn log(&self) -> anyhow::Result<Arc<dyn ChannelLog>> {
+        Ok(self.store()?)
+    }
+    fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>>;
+    fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>>;
+    fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>>;
+    /// Where a failed sync alerts the operators; None: it is logged only.
+    fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>>;
+    fn clock(&self) -> Arc<dyn Clock>;
+    /// What member tokens are signed with.
+    fn tokens(&self) -> anyhow::Result<TokenKey>;
+    /// What bands' Google credentials are sealed under; None: they cannot be stored.
+    fn credentials_key(&self) -> anyhow::Result<Option<CredentialKey>>;
+    /// The named dependencies `GET /sync/health` reports.
+    fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>>;
+    /// Google's clients for the sync worker; None: no Google sources.
+    fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>>;
+    /// What the scheduler keeps Google's watch channels with; None without Google.
+    fn watch(&self) -> anyhow::Result<Option<Watch>>;
+}
+
+/// Google's watch calls and the address the channels notify (`/webhooks/google`).
+pub struct Watch {
+    pub api: Arc<dyn WatchApi>,
+    pub address: String,
+}
+
+pub fn webhook(b: &dyn Backend) -> anyhow::Result<WebhookIntake> {
+    let store = b.store()?;
+    Ok(WebhookIntake::new(
+        store.clone(),
+        store.clone(),
+        store,
+        b.sync_queue()?,
+        b.clock(),
+    ))
+}
+
+pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
+    let store = b.store()?;
+    let stores = ApiStores {
+        configs: store.clone(),
+        sources: store.clone(),
+        operations: store.clone(),
+        watch_channels: store,
+        log: b.log()?,
+    };
+    Ok(Api::new(
+        stores,
+        b.sync_queue()?,
+        b.tokens()?,
+        b.clock(),
+        b.health_checks()?,
+    )
+    .with_credentials_key(b.credentials_key()?))
+}
+
+/// The sync worker: it publishes to the broadcast queue, alerts through the notifier
+/// (if any), and syncs Google sources when there is Google.
+pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
+    let publisher = Publisher::new(b.log()?, b.broadcast_queue()?);
+    let mut worker = SyncWorker::new(b.store()?, publisher, b.clock()).with_google(b.google()?);
+    if let Some(notifier) = b.notifier()? {
+        worker = worker.with_notifier(notifier);
+    }
+    Ok(worker)
+}
+
+pub fn broadcaster(b: &dyn Backend) -> anyhow::Result<Broadcaster> {
+    Ok(Broadcaster::new(
+        b.store()?,
+        b.log()?,
+        b.pusher()?,
+        b.clock(),
+    ))
+}
+
+/// The scheduler of the registered bands, keeping their watch channels when there is
+/// Google.
+pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
+    let store = b.store()?;
+    let keeper = b.watch()?.map(|watch| {
+        ChannelKeeper::new(
+            store.clone(),
+            store.clone(),
+            watch.api,
+            b.clock(),
+            watch.address,
+        )
+    });
+    Ok(
+        Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
+            .with_registry(store)
+            .with_channels(keeper),
+    )
+}
+
+pub fn ws_connect(b: &dyn Backend) -> anyhow::Result<WsConnect> {
+    Ok(WsConnect::new(b.store()?, b.tokens()?, b.clock()))
+}
+
+pub fn ws_disconnect(b: &dyn Backend) -> anyhow::Result<WsDisconnect> {
+    Ok(WsDisconnect::new(b.store()?))
+}
+
+pub fn ws_message(b: &dyn Backend) -> anyhow::Result<WsMessage> {
+    let store = b.store()?;
+    Ok(WsMessage::new(
+        store.clone(),
+        b.log()?,
+        store,
+        b.sync_queue()?,
+        b.pusher()?,
+        b.clock(),
+    ))
+}
