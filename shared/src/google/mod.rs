@@ -35,15 +35,15 @@ pub mod auth;
 pub mod calendar;
 pub mod client;
 pub mod drive;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_calendar;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_oauth;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_push;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_sheets;
 pub mod oauth;
 pub mod ratelimit;
