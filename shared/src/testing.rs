@@ -269,15 +269,10 @@ pub use harness::*;
 mod harness {
     use super::*;
     use crate::adapters::local::EmbeddedStore;
-    use crate::auth::TokenKey;
-    use crate::google::apis::GoogleApis;
-    use crate::google::sealed::CredentialKey;
     use crate::model::*;
-    use crate::ports::{
-        ChannelLog, Clock, ConfigStore, HealthCheck, Notifier, Pusher, Queue, SourceStore, Store,
-    };
+    use crate::ports::{ChannelLog, Clock, ConfigStore, SourceStore};
     use crate::sync::SyncWorker;
-    use crate::wiring::{self, Backend, Watch};
+    use crate::wiring::{self, Ports};
 
     pub fn band(id: &str) -> BandId {
         BandId::parse(id).expect("a valid band id")
@@ -371,49 +366,16 @@ mod harness {
         }
 
         pub fn sync_worker(&self) -> SyncWorker {
-            wiring::sync_worker(self).expect("the harness has the sync worker's parts")
-        }
-    }
-
-    /// The sync worker's parts, for the same wiring as the Lambda main: the embedded
-    /// store in memory, recording queues, the fixed clock and the channel log the tests
-    /// can make fail. No pusher nor tokens (the kit's harness has them).
-    impl Backend for Harness {
-        fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-            Ok(self.store.clone())
-        }
-        fn log(&self) -> anyhow::Result<Arc<dyn ChannelLog>> {
-            Ok(self.log.clone())
-        }
-        fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-            Ok(self.sync_queue.clone())
-        }
-        fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-            Ok(self.broadcast_queue.clone())
-        }
-        fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
-            anyhow::bail!("this harness has no pusher (the kit's Harness has one)")
-        }
-        fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
-            Ok(None)
-        }
-        fn clock(&self) -> Arc<dyn Clock> {
-            self.clock.clone()
-        }
-        fn tokens(&self) -> anyhow::Result<TokenKey> {
-            anyhow::bail!("this harness signs no tokens (the kit's Harness does)")
-        }
-        fn credentials_key(&self) -> anyhow::Result<Option<CredentialKey>> {
-            Ok(None)
-        }
-        fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
-            Ok(vec![("store".to_owned(), self.store.clone())])
-        }
-        fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
-            Ok(None)
-        }
-        fn watch(&self) -> anyhow::Result<Option<Watch>> {
-            Ok(None)
+            let ports = Ports {
+                log: self.log.clone(),
+                ..Ports::new(
+                    self.store.clone(),
+                    self.sync_queue.clone(),
+                    self.broadcast_queue.clone(),
+                    self.clock.clone(),
+                )
+            };
+            wiring::sync_worker(&ports).expect("the harness has the sync worker's parts")
         }
     }
 }

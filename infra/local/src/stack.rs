@@ -10,12 +10,11 @@ use anyhow::Context;
 use bandsync::adapters::local::watcher::{self, FolderWatch};
 use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use bandsync::auth::TokenKey;
-use bandsync::google::apis::GoogleApis;
 use bandsync::google::sealed::CredentialKey;
 use bandsync::model::*;
 use bandsync::ports::*;
 use bandsync::webhook;
-use bandsync::wiring::{self, Backend, Watch};
+use bandsync::wiring::{self, Ports, Watch};
 use futures_util::FutureExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -201,76 +200,6 @@ impl HealthCheck for QueueHealth {
     }
 }
 
-/// The embedded backend: the store, its queues, the gateway's @connections, and the
-/// fakes of the Google APIs when the stack runs them.
-struct LocalBackend {
-    store: Arc<EmbeddedStore>,
-    sync_queue: Arc<EmbeddedQueue>,
-    broadcast_queue: Arc<EmbeddedQueue>,
-    pusher: Arc<dyn Pusher>,
-    clock: Arc<dyn Clock>,
-    tokens: TokenKey,
-    google: Option<Arc<GoogleApis>>,
-    /// Where the fakes' watch channels notify: known once the HTTP API is bound.
-    webhook_url: Option<String>,
-}
-
-impl Backend for LocalBackend {
-    fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        Ok(self.store.clone())
-    }
-    fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-        Ok(self.sync_queue.clone())
-    }
-    fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-        Ok(self.broadcast_queue.clone())
-    }
-    fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
-        Ok(self.pusher.clone())
-    }
-    /// No alerts: a failed sync is in the log.
-    fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
-        Ok(None)
-    }
-    fn clock(&self) -> Arc<dyn Clock> {
-        self.clock.clone()
-    }
-    fn tokens(&self) -> anyhow::Result<TokenKey> {
-        Ok(self.tokens.clone())
-    }
-    /// BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the operator
-    /// API answers credential uploads with a clear 503.
-    fn credentials_key(&self) -> anyhow::Result<Option<CredentialKey>> {
-        Ok(CredentialKey::from_env_if_set()?)
-    }
-    fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
-        Ok(vec![
-            ("store".into(), self.store.clone()),
-            (
-                "sync_queue".into(),
-                Arc::new(QueueHealth(self.sync_queue.clone())),
-            ),
-            (
-                "broadcast_queue".into(),
-                Arc::new(QueueHealth(self.broadcast_queue.clone())),
-            ),
-        ])
-    }
-    fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
-        Ok(self.google.clone())
-    }
-    fn watch(&self) -> anyhow::Result<Option<Watch>> {
-        let Some(api) = self.google.clone() else {
-            return Ok(None);
-        };
-        let address = self
-            .webhook_url
-            .clone()
-            .context("the watch channels' address is known once the HTTP API is bound")?;
-        Ok(Some(Watch { api, address }))
-    }
-}
-
 fn queue_pair(
     store: &EmbeddedStore,
     name: &str,
@@ -441,15 +370,30 @@ impl LocalStack {
             None => None,
         };
         // The functions, built by the same wiring as their Lambda mains.
-        let mut backend = LocalBackend {
-            store: store.clone(),
-            sync_queue: sync_queue.clone(),
-            broadcast_queue: broadcast_queue.clone(),
-            pusher,
-            clock,
-            tokens: tokens.clone(),
+        let mut backend = Ports {
+            pusher: Some(pusher),
+            tokens: Some(tokens.clone()),
+            // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
+            // operator API answers credential uploads with a clear 503.
+            credentials_key: CredentialKey::from_env_if_set()?,
+            health_checks: vec![
+                ("store".into(), store.clone()),
+                (
+                    "sync_queue".into(),
+                    Arc::new(QueueHealth(sync_queue.clone())),
+                ),
+                (
+                    "broadcast_queue".into(),
+                    Arc::new(QueueHealth(broadcast_queue.clone())),
+                ),
+            ],
             google: google.as_ref().map(|(_, apis)| apis.clone()),
-            webhook_url: None,
+            ..Ports::new(
+                store.clone(),
+                sync_queue.clone(),
+                broadcast_queue.clone(),
+                clock,
+            )
         };
         let worker = Arc::new(wiring::sync_worker(&backend)?);
         let broadcaster = Arc::new(wiring::broadcaster(&backend)?);
@@ -579,7 +523,11 @@ impl LocalStack {
 
         // The scheduler: reconcile now (changes made while we were down), then periodically.
         let reconcile = {
-            backend.webhook_url = Some(format!("http://{http_addr}/webhooks/google"));
+            // The fakes' watch channels notify this stack's webhook, known once it is bound.
+            backend.watch = google.as_ref().map(|(_, apis)| Watch {
+                api: apis.clone(),
+                address: format!("http://{http_addr}/webhooks/google"),
+            });
             let mut scheduler = wiring::scheduler(&backend)?;
             scheduler.retention = cfg.retention;
             let mut every = cfg.reconcile_every;

@@ -8,18 +8,13 @@ use bandsync::adapters::local::EmbeddedStore;
 use bandsync::api::Api;
 use bandsync::auth::TokenKey;
 use bandsync::broadcast::Broadcaster;
-use bandsync::google::apis::GoogleApis;
-use bandsync::google::sealed::CredentialKey;
 use bandsync::model::CONNECTION_TTL;
 use bandsync::model::*;
-use bandsync::ports::{
-    ChannelLog, Clock, ConfigStore, ConnectionStore, HealthCheck, Notifier, Pusher, Queue,
-    SourceStore, Store,
-};
+use bandsync::ports::{ChannelLog, Clock, ConfigStore, ConnectionStore, SourceStore};
 use bandsync::publish::Publisher;
 use bandsync::sync::SyncWorker;
 use bandsync::webhook::WebhookIntake;
-use bandsync::wiring::{self, Backend, Watch};
+use bandsync::wiring::{self, Ports};
 use bandsync::ws_connect::WsConnect;
 use bandsync::ws_disconnect::WsDisconnect;
 use bandsync::ws_message::WsMessage;
@@ -178,76 +173,51 @@ impl Harness {
         Publisher::new(self.log.clone(), self.broadcast_queue.clone())
     }
 
+    /// The harness's parts, for the same wiring as the Lambda mains and the local stack:
+    /// the store, the recording queues and pusher, the fixed clock, the channel log the
+    /// tests can make fail, the tokens. No notifier, no Google, no credentials key.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            log: self.log.clone(),
+            pusher: Some(self.pusher.clone()),
+            tokens: Some(self.tokens.clone()),
+            ..Ports::new(
+                self.store.clone(),
+                self.sync_queue.clone(),
+                self.broadcast_queue.clone(),
+                self.clock.clone(),
+            )
+        }
+    }
+
     pub fn sync_worker(&self) -> SyncWorker {
-        wiring::sync_worker(self).expect("the harness has every part")
+        wiring::sync_worker(&self.ports()).expect("the harness has every part")
     }
 
     /// A broadcaster that retries without waiting.
     pub fn broadcaster(&self) -> Broadcaster {
-        let mut b = wiring::broadcaster(self).expect("the harness has every part");
+        let mut b = wiring::broadcaster(&self.ports()).expect("the harness has every part");
         b.backoff = Duration::ZERO;
         b
     }
 
     pub fn ws_connect(&self) -> WsConnect {
-        wiring::ws_connect(self).expect("the harness has every part")
+        wiring::ws_connect(&self.ports()).expect("the harness has every part")
     }
 
     pub fn ws_disconnect(&self) -> WsDisconnect {
-        wiring::ws_disconnect(self).expect("the harness has every part")
+        wiring::ws_disconnect(&self.ports()).expect("the harness has every part")
     }
 
     pub fn ws_message(&self) -> WsMessage {
-        wiring::ws_message(self).expect("the harness has every part")
+        wiring::ws_message(&self.ports()).expect("the harness has every part")
     }
 
     pub fn webhook(&self) -> WebhookIntake {
-        wiring::webhook(self).expect("the harness has every part")
+        wiring::webhook(&self.ports()).expect("the harness has every part")
     }
 
     pub fn api(&self) -> Api {
-        wiring::api(self).expect("the harness has every part")
-    }
-}
-
-/// The harness's parts, for the same wiring as the Lambda mains and the local stack:
-/// the embedded store in memory, recording queues and pusher, the fixed clock, and the
-/// channel log the tests can make fail. No notifier, no Google, no credentials key.
-impl Backend for Harness {
-    fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        Ok(self.store.clone())
-    }
-    fn log(&self) -> anyhow::Result<Arc<dyn ChannelLog>> {
-        Ok(self.log.clone())
-    }
-    fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-        Ok(self.sync_queue.clone())
-    }
-    fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-        Ok(self.broadcast_queue.clone())
-    }
-    fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
-        Ok(self.pusher.clone())
-    }
-    fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
-        Ok(None)
-    }
-    fn clock(&self) -> Arc<dyn Clock> {
-        self.clock.clone()
-    }
-    fn tokens(&self) -> anyhow::Result<TokenKey> {
-        Ok(self.tokens.clone())
-    }
-    fn credentials_key(&self) -> anyhow::Result<Option<CredentialKey>> {
-        Ok(None)
-    }
-    fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
-        Ok(vec![("store".to_owned(), self.store.clone())])
-    }
-    fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
-        Ok(None)
-    }
-    fn watch(&self) -> anyhow::Result<Option<Watch>> {
-        Ok(None)
+        wiring::api(&self.ports()).expect("the harness has every part")
     }
 }
