@@ -8,7 +8,8 @@
 //! - [`wiring`]: every handler built from a backend's ports, for the mains, the local
 //!   stack and the tests;
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
-//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake;
+//! - [`google`]: the Google API clients (Drive, Sheets, Calendar), their retry policy,
+//!   OAuth2 and watch channels (their local fakes are the `bandsync-google-fake` crate);
 //! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics).
 
 pub mod adapters;
@@ -25,10 +26,6 @@ pub mod publish;
 pub mod resume;
 pub mod scheduler;
 pub mod sync;
-// Only for the unit tests of sync/, google/ and channels.rs until they move to
-// integration tests on `bandsync-testkit` (which holds the same fakes and harness).
-#[cfg(test)]
-pub(crate) mod testing;
 pub mod transport;
 pub mod webhook;
 pub mod wiring;
