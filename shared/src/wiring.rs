@@ -9,13 +9,13 @@
 use crate::api::{Api, ApiStores};
 use crate::auth::TokenKey;
 use crate::broadcast::Broadcaster;
-use crate::channels::ChannelKeeper;
 use crate::google::apis::{GoogleApis, WatchApi};
 use crate::google::sealed::CredentialKey;
 use crate::ports::{ChannelLog, Clock, HealthCheck, Notifier, Pusher, Queue, Store};
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
 use crate::sync::SyncWorker;
+use crate::watch_keeper::WatchKeeper;
 use crate::webhook::WebhookIntake;
 use crate::ws_connect::WsConnect;
 use crate::ws_disconnect::WsDisconnect;
@@ -200,7 +200,7 @@ pub fn broadcaster(b: &dyn Backend) -> anyhow::Result<Broadcaster> {
 pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     let store = b.store()?;
     let keeper = b.watch()?.map(|watch| {
-        ChannelKeeper::new(
+        WatchKeeper::new(
             store.clone(),
             store.clone(),
             watch.api,
