@@ -5,7 +5,9 @@
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
-//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake.
+//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake;
+//! - [`wire`]: the client contract (frames, events, HTTP bodies) and, with the `schema`
+//!   feature, the documents generated from it.
 
 pub mod adapters;
 pub mod api;
@@ -32,6 +34,7 @@ pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod webhook;
+pub mod wire;
 pub mod ws_connect;
 pub mod ws_disconnect;
 pub mod ws_message;

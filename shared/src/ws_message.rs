@@ -7,6 +7,7 @@ use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortError, Pusher, Queue, SourceStore};
 use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
 use crate::resume::{self, ResumePlan};
+use crate::wire::frames::{QueuedSync, SyncQueued, SyncRequestBody};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
@@ -159,7 +160,7 @@ impl WsMessage {
         reference: Option<Value>,
     ) -> Result<Option<ServerFrame>, Refusal> {
         match request {
-            ClientRequest::Ping => Ok(Some(ServerFrame::Pong {
+            ClientRequest::Ping {} => Ok(Some(ServerFrame::Pong {
                 ts: self.clock.now(),
                 reference,
             })),
@@ -194,7 +195,7 @@ impl WsMessage {
                     .await?;
                 self.resume(id, channel, after_seq, epoch, reference).await
             }
-            ClientRequest::SyncRequest { band, source, full } => {
+            ClientRequest::SyncRequest(SyncRequestBody { band, source, full }) => {
                 let conn = self.member(id).await?;
                 if !conn.bands.contains(&band) {
                     return Err(Refusal::new(
@@ -215,13 +216,16 @@ impl WsMessage {
                     self.clock.now(),
                 )
                 .await?;
-                let jobs: Vec<_> = jobs
-                    .iter()
-                    .map(|j| json!({"job": j.id, "source": j.source}))
+                let queued = jobs
+                    .into_iter()
+                    .map(|j| QueuedSync {
+                        job: j.id,
+                        source: j.source,
+                    })
                     .collect();
                 Ok(Some(ServerFrame::Ack {
                     reference,
-                    data: Some(json!({"queued": jobs})),
+                    data: Some(SyncQueued { queued }),
                 }))
             }
         }
