@@ -61,6 +61,9 @@ pub struct StackConfig {
     /// Run a fake of the Google APIs on this address (port 0: any) and give the band a
     /// Drive source on it; None: no Google sources.
     pub google_fake: Option<SocketAddr>,
+    /// Where the Google APIs are when there is no fake: Google sources then sync with
+    /// their bands' stored credentials (with BANDSYNC_CREDENTIALS_KEY set).
+    pub google_endpoints: bandsync::google::endpoints::GoogleEndpoints,
     /// How often the scheduler keeps the watch channels (and reconciles); the first
     /// tick runs at start.
     pub channels_every: Duration,
@@ -89,6 +92,7 @@ impl StackConfig {
             pollers_per_queue: 2,
             allow_non_loopback: false,
             google_fake: None,
+            google_endpoints: Default::default(),
             channels_every: Duration::from_secs(60),
         }
     }
@@ -369,18 +373,31 @@ impl LocalStack {
         // The functions, wired exactly as their Lambda mains wire them.
         let dyn_store: Arc<dyn Store> = store.clone();
         let publisher = Publisher::new(store.clone(), broadcast_queue.clone());
-        let google = match cfg.google_fake {
+        let credentials_key = bandsync::google::sealed::CredentialKey::from_env_if_set()?;
+        let (fake, google) = match cfg.google_fake {
             Some(addr) => {
                 let fake = crate::google::FakeGoogle::start(addr)
                     .await
                     .with_context(|| format!("starting the fake Google APIs on {addr}"))?;
                 provision_google(&store, &cfg.band, &fake).await?;
-                Some((fake.clone(), Arc::new(fake.apis()?)))
+                let apis = Arc::new(fake.apis()?);
+                (Some(fake), Some(apis))
             }
-            None => None,
+            // Bands' own credentials (stored through the operator API) at the configured
+            // endpoints, as on AWS.
+            None => match credentials_key.clone() {
+                Some(key) => {
+                    let apis = cfg
+                        .google_endpoints
+                        .stored_credentials(dyn_store.clone(), key)
+                        .context("building the Google clients")?;
+                    (None, Some(Arc::new(apis)))
+                }
+                None => (None, None),
+            },
         };
         let mut worker = SyncWorker::new(dyn_store.clone(), publisher, clock.clone());
-        if let Some((_, apis)) = &google {
+        if let Some(apis) = &google {
             worker = worker.with_google(apis.clone());
         }
         let worker = Arc::new(worker);
@@ -416,7 +433,7 @@ impl LocalStack {
             )
             // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
             // operator API answers credential uploads with a clear 503.
-            .with_credentials_key(bandsync::google::sealed::CredentialKey::from_env_if_set()?),
+            .with_credentials_key(credentials_key),
         );
         let connect = Arc::new(WsConnect::new(store.clone(), tokens.clone(), clock.clone()));
         let disconnect = Arc::new(WsDisconnect::new(store.clone()));
@@ -467,7 +484,7 @@ impl LocalStack {
         }
         .router();
         // The fakes' control API has no auth: only ever on loopback.
-        if let Some((fake, _)) = google.as_ref().filter(|_| cfg.http_addr.ip().is_loopback()) {
+        if let Some(fake) = fake.as_ref().filter(|_| cfg.http_addr.ip().is_loopback()) {
             http_router = axum::Router::new()
                 .nest("/fake", fake.control())
                 .merge(http_router);
@@ -558,7 +575,7 @@ impl LocalStack {
             scheduler = scheduler.with_registry(dyn_store.clone());
             scheduler.retention = cfg.retention;
             let mut every = cfg.reconcile_every;
-            if let Some((_, apis)) = &google {
+            if let Some(apis) = &google {
                 let address = format!("http://{http_addr}/webhooks/google");
                 let keeper =
                     ChannelKeeper::new(dyn_store.clone(), apis.clone(), clock.clone(), address);
@@ -591,7 +608,7 @@ impl LocalStack {
             broadcast_dlq,
             registry,
             config: cfg,
-            google: google.map(|(fake, _)| fake),
+            google: fake,
             servers: vec![http_server, ws_server],
             tasks,
             _watch: Some(watch),

@@ -24,7 +24,8 @@
 //!   OAuth2 token endpoint that really verifies service-account assertions;
 //! - `fake_push` (the same): the watch channels of the fakes and the notifications
 //!   they POST;
-//! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients.
+//! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients;
+//! - [`endpoints`]: where the APIs and the token endpoint are (Google, an emulator, a proxy).
 //!
 //! Base URLs are configurable so tests and the local stack can point the clients at the
 //! fake. Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod calendar;
 pub mod client;
 pub mod drive;
+pub mod endpoints;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 #[cfg(any(test, feature = "testing"))]

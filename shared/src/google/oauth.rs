@@ -444,6 +444,9 @@ pub struct OAuthOptions {
     pub clock: Arc<dyn Clock>,
     /// Refresh this long before `expires_in` runs out (at most half the lifetime).
     pub refresh_margin: Duration,
+    /// Send every token request here instead of the credentials' `token_uri` (an
+    /// emulator or a proxy; see [`super::endpoints`]).
+    pub token_url: Option<String>,
 }
 
 impl Default for OAuthOptions {
@@ -452,6 +455,7 @@ impl Default for OAuthOptions {
             retrier: Retrier::default(),
             clock: Arc::new(SystemClock),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
+            token_url: None,
         }
     }
 }
@@ -461,6 +465,7 @@ impl std::fmt::Debug for OAuthOptions {
         f.debug_struct("OAuthOptions")
             .field("retrier", &self.retrier)
             .field("refresh_margin", &self.refresh_margin)
+            .field("token_url", &self.token_url)
             .finish_non_exhaustive()
     }
 }
@@ -607,7 +612,7 @@ impl OAuthTokens {
     async fn attempt(&self, form: &[(&'static str, String)]) -> Attempt<TokenResponse> {
         let request = self
             .http
-            .post(self.credentials.token_uri())
+            .post((self.options.token_url.as_deref()).unwrap_or(self.credentials.token_uri()))
             .header(ACCEPT, "application/json")
             .form(form);
         // A token request changes nothing on Google's side: transport failures are
@@ -1148,6 +1153,24 @@ mod tests {
         // AND that one is cached in turn
         assert_eq!(tokens.token().await.unwrap(), second);
         assert_eq!(setup.fake().request_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_configured_token_url_replaces_the_credentials_token_uri() {
+        // GIVEN credentials naming Google's token endpoint, and a configured one
+        let setup = Setup::start().await;
+        let credentials =
+            GoogleCredentials::from_json(test_authorized_user_json(DEFAULT_TOKEN_URI).as_bytes())
+                .unwrap();
+        let options = OAuthOptions {
+            token_url: Some(setup.server.token_uri()),
+            ..setup.options()
+        };
+        // WHEN a token is asked for
+        let tokens = OAuthTokens::new(http(), credentials, options);
+        tokens.token().await.unwrap();
+        // THEN the configured endpoint answered it
+        assert_eq!(setup.fake().request_count(), 1);
     }
 
     #[tokio::test]
