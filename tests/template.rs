@@ -362,7 +362,7 @@ fn every_function_has_its_crate_and_every_crate_its_function() {
             "{binary}: main.rs runs lambda_runtime"
         );
         assert!(
-            main.contains("bandsync::telemetry::init()"),
+            main.contains("bandsync::transport::telemetry::init()"),
             "{binary}: main.rs sets up logs"
         );
         assert!(
@@ -1051,7 +1051,7 @@ fn dashboard_charts_every_emf_metric_and_the_aws_metrics() {
     }
     for (metric, dim, value) in &emitted {
         assert!(
-            charted(&[bandsync::metrics::NAMESPACE, metric, dim, value]),
+            charted(&[bandsync::transport::metrics::NAMESPACE, metric, dim, value]),
             "the dashboard does not chart {metric} ({dim}={value})"
         );
     }

@@ -6,13 +6,14 @@
 //! sealed with the deployment's [`CredentialKey`] on the way in and never shown again.
 
 use crate::auth::{Member, TokenKey, bearer};
+use crate::error::{ErrorCode, Refusal};
 use crate::google::oauth::GoogleCredentials;
 use crate::google::sealed::{self, CredentialKey};
-use crate::http::{ApiError, body_text, header, json_v2};
 use crate::model::{
     BandId, ChannelName, OperationStatus, Source, SourceId, SourceKind, SyncConfiguration, Trigger,
 };
 use crate::ports::{HealthCheck, Queue, Store};
+use crate::transport::http::{body_text, header, json_v2, refused_v2};
 use crate::wire::http::{
     BandBody, CheckState, ConfigView, Health, ItemCounts, LogPosition, OperationCounts,
     OperationDetail, OperationList, Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status,
@@ -75,20 +76,19 @@ pub struct Api {
 fn json_body<T: serde::de::DeserializeOwned>(
     req: &ApiGatewayV2httpRequest,
     expected: &str,
-) -> Result<T, ApiError> {
+) -> Result<T, Refusal> {
     let body = body_text(req.body.as_deref(), req.is_base64_encoded)?;
-    serde_json::from_str(&body)
-        .map_err(|e| ApiError::bad_request("malformed_body", format!("expected {expected}: {e}")))
+    serde_json::from_str(&body).map_err(|e| {
+        Refusal::new(
+            ErrorCode::MalformedBody,
+            format!("expected {expected}: {e}"),
+        )
+    })
 }
 
 /// Text an operator gives (a name, a location): trimmed, not empty, not too long, no
 /// control characters.
-fn text_field(
-    code: &'static str,
-    field: &str,
-    value: &str,
-    max: usize,
-) -> Result<String, ApiError> {
+fn text_field(code: ErrorCode, field: &str, value: &str, max: usize) -> Result<String, Refusal> {
     let value = value.trim();
     let reason = if value.is_empty() {
         "must not be empty".to_owned()
@@ -99,15 +99,15 @@ fn text_field(
     } else {
         return Ok(value.to_owned());
     };
-    Err(ApiError::bad_request(code, format!("{field} {reason}")))
+    Err(Refusal::new(code, format!("{field} {reason}")))
 }
 
 /// A file type as the band's filter compares it: lower case, no leading dot.
-fn file_type(raw: &str) -> Result<String, ApiError> {
+fn file_type(raw: &str) -> Result<String, Refusal> {
     let t = raw.trim().trim_start_matches('.').to_ascii_lowercase();
     if t.is_empty() || t.len() > MAX_FILE_TYPE || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(ApiError::bad_request(
-            "invalid_file_type",
+        return Err(Refusal::new(
+            ErrorCode::InvalidFileType,
             format!(
                 "file type {raw:?} is not an extension (letters and digits, at most {MAX_FILE_TYPE}, e.g. \"pdf\")"
             ),
@@ -116,10 +116,10 @@ fn file_type(raw: &str) -> Result<String, ApiError> {
     Ok(t)
 }
 
-fn source_kind(raw: &str) -> Result<SourceKind, ApiError> {
+fn source_kind(raw: &str) -> Result<SourceKind, Refusal> {
     serde_json::from_value(json!(raw)).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_kind",
+        Refusal::new(
+            ErrorCode::InvalidKind,
             format!("unknown source kind {raw:?} (expected drive, sheet, calendar or folder)"),
         )
     })
@@ -177,11 +177,11 @@ impl Api {
                 r
             }
             Ok((status, body)) => json_v2(status, &body),
-            Err(e) => e.into(),
+            Err(e) => refused_v2(e),
         }
     }
 
-    async fn dispatch(&self, req: &ApiGatewayV2httpRequest) -> Result<(u16, Value), ApiError> {
+    async fn dispatch(&self, req: &ApiGatewayV2httpRequest) -> Result<(u16, Value), Refusal> {
         let (method, segments) = route(req);
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         if segs == ["sync", "health"] && method == Method::GET {
@@ -196,10 +196,10 @@ impl Api {
                 | ["sync", "bands", _, "sources", _]
         );
         if !known {
-            return Err(ApiError::not_found(format!(
-                "no route {method} /{}",
-                segs.join("/")
-            )));
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("no route {method} /{}", segs.join("/")),
+            ));
         }
         let member = self.tokens.verify(
             bearer(header(&req.headers, "authorization"))?,
@@ -230,18 +230,20 @@ impl Api {
                 let band = Self::operator(&member, band)?;
                 self.delete_source(band, SourceId::parse(source)?).await
             }
-            _ => Err(ApiError::new(
-                405,
-                "method_not_allowed",
+            _ => Err(Refusal::new(
+                ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed here"),
             )),
         }
     }
 
     /// The `band` query parameter, which the token must grant.
-    fn band(member: &Member, req: &ApiGatewayV2httpRequest) -> Result<BandId, ApiError> {
+    fn band(member: &Member, req: &ApiGatewayV2httpRequest) -> Result<BandId, Refusal> {
         let raw = req.query_string_parameters.first("band").ok_or_else(|| {
-            ApiError::bad_request("missing_parameter", "query parameter `band` is required")
+            Refusal::new(
+                ErrorCode::MissingParameter,
+                "query parameter `band` is required",
+            )
         })?;
         let band = BandId::parse(raw)?;
         Self::allowed(member, &band)?;
@@ -250,9 +252,10 @@ impl Api {
 
     /// The band an operator route is about: the token must be an operator's (403 before
     /// anything about the request is looked at), then the id must parse (400).
-    fn operator(member: &Member, band: &str) -> Result<BandId, ApiError> {
+    fn operator(member: &Member, band: &str) -> Result<BandId, Refusal> {
         if !member.admin {
-            return Err(ApiError::forbidden(
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
                 "this route needs an operator's token (the `admin` claim)",
             ));
         }
@@ -260,21 +263,23 @@ impl Api {
     }
 
     /// The band's configuration, which the route needs to exist.
-    async fn registered(&self, band: &BandId) -> Result<SyncConfiguration, ApiError> {
+    async fn registered(&self, band: &BandId) -> Result<SyncConfiguration, Refusal> {
         self.store.get_config(band).await?.ok_or_else(|| {
-            ApiError::not_found(format!(
-                "band {band} is not registered (PUT /sync/bands/{band} first)"
-            ))
+            Refusal::new(
+                ErrorCode::NotFound,
+                format!("band {band} is not registered (PUT /sync/bands/{band} first)"),
+            )
         })
     }
 
-    fn allowed(member: &Member, band: &BandId) -> Result<(), ApiError> {
+    fn allowed(member: &Member, band: &BandId) -> Result<(), Refusal> {
         if member.is_member_of(band) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "you are not a member of band {band}"
-            )))
+            Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("you are not a member of band {band}"),
+            ))
         }
     }
 
@@ -312,7 +317,7 @@ impl Api {
         &self,
         member: &Member,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
         let config = self.store.get_config(&band).await?;
         let sources = self.store.list_sources(&band).await?;
@@ -353,7 +358,7 @@ impl Api {
         &self,
         member: &Member,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let body: SyncRequestBody = json_body(req, "{band, source?, full?}")?;
         Self::allowed(member, &body.band)?;
         let jobs = crate::sync::request_sync(
@@ -384,7 +389,7 @@ impl Api {
         &self,
         member: &Member,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
         let limit = match req.query_string_parameters.first("limit") {
             None => DEFAULT_LIMIT,
@@ -393,8 +398,8 @@ impl Api {
                 .ok()
                 .filter(|n| (1..=MAX_LIMIT).contains(n))
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_parameter",
+                    Refusal::new(
+                        ErrorCode::InvalidParameter,
                         format!("limit must be 1..={MAX_LIMIT}"),
                     )
                 })?,
@@ -409,8 +414,8 @@ impl Api {
         ))
     }
 
-    async fn operation(&self, member: &Member, id: &str) -> Result<(u16, Value), ApiError> {
-        let not_found = || ApiError::not_found(format!("no operation {id}"));
+    async fn operation(&self, member: &Member, id: &str) -> Result<(u16, Value), Refusal> {
+        let not_found = || Refusal::new(ErrorCode::NotFound, format!("no operation {id}"));
         // Another band's operation is "not found", not "forbidden": ids are not disclosed.
         let op = self
             .store
@@ -437,7 +442,7 @@ impl Api {
         &self,
         band: BandId,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let empty = req.body.as_deref().is_none_or(|b| b.trim().is_empty());
         let body: BandBody = if empty {
             BandBody::default()
@@ -446,7 +451,7 @@ impl Api {
         };
         let name = body
             .name
-            .map(|n| text_field("invalid_name", "name", &n, MAX_NAME))
+            .map(|n| text_field(ErrorCode::InvalidName, "name", &n, MAX_NAME))
             .transpose()?;
         let file_types = body
             .file_types
@@ -483,29 +488,30 @@ impl Api {
         &self,
         band: BandId,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let key = self.credentials_key.as_ref().ok_or_else(|| {
-            ApiError::new(
-                503,
-                "not_configured",
+            Refusal::new(ErrorCode::NotConfigured,
                 "this deployment has no credentials key (CredentialsKey / BANDSYNC_CREDENTIALS_KEY): Google credentials cannot be stored",
             )
         })?;
         let file = body_text(req.body.as_deref(), req.is_base64_encoded)?;
         if file.len() > MAX_CREDENTIALS {
-            return Err(ApiError::bad_request(
-                "invalid_credentials",
+            return Err(Refusal::new(
+                ErrorCode::InvalidCredentials,
                 format!("a credentials file is at most {MAX_CREDENTIALS} bytes"),
             ));
         }
         // Its errors name the field at fault, never a secret.
         let credentials = GoogleCredentials::from_json(file.as_bytes())
-            .map_err(|e| ApiError::bad_request("invalid_credentials", e.to_string()))?;
+            .map_err(|e| Refusal::new(ErrorCode::InvalidCredentials, e.to_string()))?;
         let mut config = self.registered(&band).await?;
         let sealed = sealed::seal(key, file.as_bytes(), &sealed::credentials_context(&band))
             .map_err(|e| {
                 tracing::error!(%band, error = %e, "sealing Google credentials failed");
-                ApiError::unavailable("could not seal the credentials; try again")
+                Refusal::new(
+                    ErrorCode::Unavailable,
+                    "could not seal the credentials; try again",
+                )
             })?;
         config.google_credentials = Some(sealed);
         self.store.put_config(&config).await?;
@@ -513,7 +519,7 @@ impl Api {
         Ok(no_content())
     }
 
-    async fn delete_credentials(&self, band: BandId) -> Result<(u16, Value), ApiError> {
+    async fn delete_credentials(&self, band: BandId) -> Result<(u16, Value), Refusal> {
         let mut config = self.registered(&band).await?;
         if config.google_credentials.take().is_some() {
             self.store.put_config(&config).await?;
@@ -530,20 +536,25 @@ impl Api {
         band: BandId,
         id: SourceId,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let body: SourceBody = json_body(
             req,
             "{kind: \"drive\"|\"sheet\"|\"calendar\"|\"folder\", location: string, drive_id?: string}",
         )?;
         let kind = source_kind(&body.kind)?;
-        let location = text_field("invalid_location", "location", &body.location, MAX_LOCATION)?;
+        let location = text_field(
+            ErrorCode::InvalidLocation,
+            "location",
+            &body.location,
+            MAX_LOCATION,
+        )?;
         let drive_id = body
             .drive_id
-            .map(|d| text_field("invalid_parameter", "drive_id", &d, MAX_NAME))
+            .map(|d| text_field(ErrorCode::InvalidParameter, "drive_id", &d, MAX_NAME))
             .transpose()?;
         if drive_id.is_some() && kind != SourceKind::Drive {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
+            return Err(Refusal::new(
+                ErrorCode::InvalidParameter,
                 "drive_id applies to drive sources only",
             ));
         }
@@ -570,11 +581,12 @@ impl Api {
         Ok((200, json!(source)))
     }
 
-    async fn delete_source(&self, band: BandId, id: SourceId) -> Result<(u16, Value), ApiError> {
+    async fn delete_source(&self, band: BandId, id: SourceId) -> Result<(u16, Value), Refusal> {
         if self.store.get_source(&band, &id).await?.is_none() {
-            return Err(ApiError::not_found(format!(
-                "band {band} has no source {id}"
-            )));
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("band {band} has no source {id}"),
+            ));
         }
         self.store.delete_source(&band, &id).await?;
         tracing::info!(%band, source = %id, "source deleted");
@@ -585,7 +597,7 @@ impl Api {
         &self,
         member: &Member,
         req: &ApiGatewayV2httpRequest,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
         let ops = self.store.list_operations(&band, MAX_LIMIT).await?;
         let count = |s: OperationStatus| ops.iter().filter(|o| o.status == s).count() as u64;

@@ -59,17 +59,6 @@ pub enum AuthError {
     Claims(String),
 }
 
-impl AuthError {
-    /// The error code clients see.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Missing => "missing_token",
-            Self::Expired => "token_expired",
-            _ => "invalid_token",
-        }
-    }
-}
-
 /// Signs and verifies member tokens with one shared secret.
 #[derive(Clone)]
 pub struct TokenKey {

@@ -6,11 +6,11 @@
 //! and left: the event is in the channel log, and the client's next seq shows it a gap
 //! it closes with `resume`.
 
-use crate::metrics::{self, Unit};
 use crate::model::{ChannelName, ConnectionId, Event};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
 use crate::protocol::ServerFrame;
-use crate::sqs::{Budget, run_fifo_batch};
+use crate::transport::metrics::{self, Unit};
+use crate::transport::sqs::{Budget, run_fifo_batch};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};

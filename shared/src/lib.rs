@@ -4,8 +4,10 @@
 //! - [`ports`]: the traits the jobs need (stores, queues, pusher, clock);
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
+//! - [`error`]: the error codes clients see, and the refusals the edges render;
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
 //! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake;
+//! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics);
 //! - [`wire`]: the client contract (frames, events, HTTP bodies) and, with the `schema`
 //!   feature, the documents generated from it.
 
@@ -16,23 +18,18 @@ pub mod broadcast;
 pub mod channels;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod error;
 pub mod google;
-pub mod http;
-#[cfg(feature = "aws")]
-pub mod lambda;
-pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod protocol;
 pub mod publish;
 pub mod resume;
 pub mod scheduler;
-pub mod sqs;
 pub mod sync;
-#[cfg(feature = "aws")]
-pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transport;
 pub mod webhook;
 pub mod wire;
 pub mod ws_connect;

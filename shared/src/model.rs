@@ -489,6 +489,10 @@ pub struct ChannelHead {
     pub first_retained: u64,
 }
 
+/// API Gateway closes every connection after 2 h; keep records a little longer so a lost
+/// $disconnect is cleaned by the TTL.
+pub const CONNECTION_TTL: chrono::Duration = chrono::Duration::minutes(130);
+
 /// An open WebSocket connection and who is on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Connection {

@@ -4,6 +4,7 @@
 //! error code: not JSON (`malformed_json`), no `action` (`missing_action`), an action we
 //! do not know (`unknown_action`), fields of the wrong shape (`invalid_request`).
 
+use crate::error::ErrorCode;
 pub use crate::wire::frames::{ClientRequest, ServerFrame, SyncRequestBody};
 use serde_json::Value;
 
@@ -17,12 +18,12 @@ pub struct ClientFrame {
 /// Why a frame was refused; becomes an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ProtocolError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -42,7 +43,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 None,
                 Err(ProtocolError::new(
-                    "malformed_json",
+                    ErrorCode::MalformedJson,
                     "a frame must be a JSON object",
                 )),
             );
@@ -51,7 +52,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 None,
                 Err(ProtocolError::new(
-                    "malformed_json",
+                    ErrorCode::MalformedJson,
                     format!("not JSON: {e}"),
                 )),
             );
@@ -64,7 +65,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 reference,
                 Err(ProtocolError::new(
-                    "missing_action",
+                    ErrorCode::MissingAction,
                     "`action` must be a string",
                 )),
             );
@@ -73,7 +74,7 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             return (
                 reference,
                 Err(ProtocolError::new(
-                    "missing_action",
+                    ErrorCode::MissingAction,
                     "a frame needs an `action`",
                 )),
             );
@@ -86,12 +87,12 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
         );
         return (
             reference,
-            Err(ProtocolError::new("unknown_action", message)),
+            Err(ProtocolError::new(ErrorCode::UnknownAction, message)),
         );
     }
     fields.insert("action".into(), Value::String(action.clone()));
     let request = serde_json::from_value::<ClientRequest>(Value::Object(fields))
-        .map_err(|e| ProtocolError::new("invalid_request", format!("{action}: {e}")));
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")));
     (reference, request)
 }
 
@@ -102,7 +103,7 @@ mod tests {
     use serde_json::json;
 
     fn code(text: &str) -> &'static str {
-        parse_frame(text).1.unwrap_err().code
+        parse_frame(text).1.unwrap_err().code.as_str()
     }
 
     #[test]
@@ -172,7 +173,7 @@ mod tests {
 
     #[test]
     fn frames_carry_their_type() {
-        let f = ServerFrame::error("history_lost", "gone", Some(json!(1)));
+        let f = ServerFrame::error(ErrorCode::HistoryLost, "gone", Some(json!(1)));
         let v: Value = serde_json::from_slice(&f.to_bytes()).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["code"], "history_lost");

@@ -688,7 +688,7 @@ mod harness {
                 user: UserId::parse(user).expect("a valid user id"),
                 bands: bands.iter().map(|b| band(b)).collect(),
                 connected_at: now,
-                expires_at: now + crate::ws_connect::CONNECTION_TTL,
+                expires_at: now + crate::model::CONNECTION_TTL,
             };
             self.store
                 .put_connection(&conn)

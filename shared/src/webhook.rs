@@ -14,9 +14,10 @@
 //! notification read after the bump gets a new id and a new pass.
 //! The folder watcher of the local stack sends the same headers through the same path.
 
-use crate::http::{ApiError, header, json_v2};
+use crate::error::Refusal;
 use crate::model::{BandId, SourceId, SyncJob, Trigger};
-use crate::ports::{Clock, Queue, Store};
+use crate::ports::{Clock, PortError, Queue, Store};
+use crate::transport::http::{header, json_v2, refused_v2};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -75,6 +76,26 @@ pub enum Intake {
     Ignored(String),
 }
 
+/// Why a notification was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("header {0} is required")]
+    MissingHeader(&'static str),
+    #[error("{H_MESSAGE_NUMBER} must be a number")]
+    InvalidMessageNumber,
+    #[error("unknown channel")]
+    UnknownChannel,
+    #[error("channel token does not match")]
+    TokenMismatch,
+    #[error("resource id does not match the channel")]
+    ResourceMismatch,
+    #[error("the channel has expired")]
+    ChannelExpired,
+    /// Reading the channel or queueing the job failed: Google retries on the 5xx.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
 impl WebhookIntake {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Self {
         Self {
@@ -94,55 +115,45 @@ impl WebhookIntake {
                 json_v2(200, &json!({"status": "ignored", "state": state}))
             }
             Err(e) => {
-                tracing::info!(code = e.code, message = %e.message, "notification refused");
-                e.into()
+                let refusal = Refusal::from(e);
+                tracing::info!(code = %refusal.code, message = %refusal.message, "notification refused");
+                refused_v2(refusal)
             }
         }
     }
 
-    pub async fn intake(&self, headers: &http::HeaderMap) -> Result<Intake, ApiError> {
+    pub async fn intake(&self, headers: &http::HeaderMap) -> Result<Intake, IntakeError> {
         let required = |name: &'static str| {
             header(headers, name)
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    ApiError::bad_request("missing_header", format!("header {name} is required"))
-                })
+                .ok_or(IntakeError::MissingHeader(name))
         };
         let channel_id = required(H_CHANNEL_ID)?;
         let token = header(headers, H_CHANNEL_TOKEN).unwrap_or_default();
         let resource_id = required(H_RESOURCE_ID)?;
         let state = required(H_RESOURCE_STATE)?;
-        let number: u64 = required(H_MESSAGE_NUMBER)?.parse().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_header",
-                format!("{H_MESSAGE_NUMBER} must be a number"),
-            )
-        })?;
+        let number: u64 = required(H_MESSAGE_NUMBER)?
+            .parse()
+            .map_err(|_| IntakeError::InvalidMessageNumber)?;
 
         let channel = self
             .store
             .get_watch_channel(channel_id)
             .await?
-            .ok_or_else(|| ApiError::not_found("unknown channel"))?;
+            .ok_or(IntakeError::UnknownChannel)?;
         let token_ok: bool = token_hash(token)
             .as_bytes()
             .ct_eq(channel.token_hash.as_bytes())
             .into();
         if !token_ok {
-            return Err(ApiError::forbidden("channel token does not match"));
+            return Err(IntakeError::TokenMismatch);
         }
         if resource_id != channel.resource_id {
-            return Err(ApiError::forbidden(
-                "resource id does not match the channel",
-            ));
+            return Err(IntakeError::ResourceMismatch);
         }
         let now = self.clock.now();
         if channel.expires_at.is_some_and(|at| at <= now) {
-            return Err(ApiError::new(
-                410,
-                "channel_expired",
-                "the channel has expired",
-            ));
+            return Err(IntakeError::ChannelExpired);
         }
         if state == "sync" {
             return Ok(Intake::SyncHandshake);
@@ -271,7 +282,7 @@ mod tests {
         h.webhook().handle(request(headers)).await
     }
 
-    async fn intake(h: &Harness, headers: &[(String, String)]) -> Result<Intake, ApiError> {
+    async fn intake(h: &Harness, headers: &[(String, String)]) -> Result<Intake, IntakeError> {
         h.webhook().intake(&request(headers).headers).await
     }
 

@@ -2,16 +2,13 @@
 //! answers 401 with a JSON error, which API Gateway turns into a refused handshake.
 
 use crate::auth::TokenKey;
-use crate::http::{ApiError, header, json_v1};
-use crate::model::{Connection, ConnectionId};
+use crate::error::{ErrorCode, Refusal};
+use crate::model::{CONNECTION_TTL, Connection, ConnectionId};
 use crate::ports::{Clock, ConnectionStore};
+use crate::transport::http::{header, json_v1, refused_v1};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::json;
 use std::sync::Arc;
-
-/// API Gateway closes every connection after 2 h; keep records a little longer so a lost
-/// $disconnect is cleaned by the TTL.
-pub const CONNECTION_TTL: chrono::Duration = chrono::Duration::minutes(130);
 
 pub struct WsConnect {
     connections: Arc<dyn ConnectionStore>,
@@ -20,13 +17,16 @@ pub struct WsConnect {
 }
 
 /// The connection id API Gateway gave this socket.
-pub fn connection_id(req: &ApiGatewayWebsocketProxyRequest) -> Result<ConnectionId, ApiError> {
+pub fn connection_id(req: &ApiGatewayWebsocketProxyRequest) -> Result<ConnectionId, Refusal> {
     let raw = req
         .request_context
         .connection_id
         .as_deref()
         .ok_or_else(|| {
-            ApiError::bad_request("missing_connection_id", "the request has no connection id")
+            Refusal::new(
+                ErrorCode::MissingConnectionId,
+                "the request has no connection id",
+            )
         })?;
     Ok(ConnectionId::parse(raw)?)
 }
@@ -52,13 +52,13 @@ impl WsConnect {
                 json_v1(200, &json!({"connection": conn.id}))
             }
             Err(e) => {
-                tracing::info!(code = e.code, "connect refused");
-                e.into()
+                tracing::info!(code = %e.code, "connect refused");
+                refused_v1(e)
             }
         }
     }
 
-    async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<Connection, ApiError> {
+    async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<Connection, Refusal> {
         let id = connection_id(req)?;
         // Browsers cannot set headers on a WebSocket, so the token rides in the query string.
         let token = req

@@ -2,11 +2,12 @@
 //! would through API Gateway's @connections), so every answer, error included, reaches
 //! the client as a frame.
 
-use crate::http::{ApiError, json_v1};
+use crate::error::{ErrorCode, Refusal};
 use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
-use crate::ports::{ChannelLog, Clock, ConnectionStore, PortError, Pusher, Queue, SourceStore};
+use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStore};
 use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
 use crate::resume::{self, ResumePlan};
+use crate::transport::http::{json_v1, refused_v1};
 use crate::wire::frames::{QueuedSync, SyncQueued, SyncRequestBody};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -39,32 +40,19 @@ pub struct WsMessage {
     pub max_replay: u64,
 }
 
-/// A failed request: the error frame to send.
-struct Refusal {
-    code: &'static str,
-    message: String,
+/// A refused frame: what the `error` frame says.
+struct Refused {
+    refusal: Refusal,
+    /// Context for the client (the channel's head, for `history_lost`).
     data: Option<Value>,
 }
 
-impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+impl<E: Into<Refusal>> From<E> for Refused {
+    fn from(e: E) -> Self {
         Self {
-            code,
-            message: message.into(),
+            refusal: e.into(),
             data: None,
         }
-    }
-}
-
-impl From<PortError> for Refusal {
-    fn from(e: PortError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Self::new(e.code, e.message)
     }
 }
 
@@ -92,30 +80,31 @@ impl WsMessage {
     pub async fn handle(&self, req: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
         let id = match connection_id(&req) {
             Ok(id) => id,
-            Err(e) => return e.into(),
+            Err(e) => return refused_v1(e),
         };
-        let body = match crate::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
-            Ok(b) => b,
-            Err(e) => {
-                self.send(&id, &ServerFrame::error(e.code, e.message, None))
-                    .await;
-                return json_v1(200, &json!({}));
-            }
-        };
-        let (reference, parsed) = parse_frame(&body);
-        let reply = match parsed {
-            Err(e) => Err(Refusal::new(e.code, e.message)),
-            Ok(request) => self.serve(&id, request, reference.clone()).await,
-        };
+        let (reference, reply) =
+            match crate::transport::http::body_text(req.body.as_deref(), req.is_base64_encoded) {
+                Err(e) => (None, Err(e.into())),
+                Ok(body) => {
+                    let (reference, parsed) = parse_frame(&body);
+                    let reply = match parsed {
+                        Err(e) => Err(e.into()),
+                        Ok(request) => self.serve(&id, request, reference.clone()).await,
+                    };
+                    (reference, reply)
+                }
+            };
         match reply {
             Ok(Some(frame)) => self.send(&id, &frame).await,
             Ok(None) => {}
-            Err(r) => {
+            Err(Refused { refusal, data }) => {
+                // The WebSocket edge: the cause of a backend failure is logged here.
+                refusal.log();
                 let frame = ServerFrame::Error {
-                    code: r.code.to_owned(),
-                    message: r.message,
+                    code: refusal.code.as_str().to_owned(),
+                    message: refusal.message,
                     reference,
-                    data: r.data,
+                    data,
                 };
                 self.send(&id, &frame).await;
             }
@@ -129,26 +118,26 @@ impl WsMessage {
         }
     }
 
-    async fn member(&self, id: &ConnectionId) -> Result<Connection, Refusal> {
-        self.connections.get_connection(id).await?.ok_or_else(|| {
+    async fn member(&self, id: &ConnectionId) -> Result<Connection, Refused> {
+        let conn = self.connections.get_connection(id).await?;
+        Ok(conn.ok_or_else(|| {
             Refusal::new(
-                "unknown_connection",
+                ErrorCode::UnknownConnection,
                 "this connection is not registered; reconnect",
             )
-        })
+        })?)
     }
 
     async fn readable(
         &self,
         id: &ConnectionId,
         channel: &ChannelName,
-    ) -> Result<Connection, Refusal> {
+    ) -> Result<Connection, Refused> {
         let conn = self.member(id).await?;
         if !may_read(&conn, channel) {
-            return Err(Refusal::new(
-                "forbidden",
-                format!("you may not read {channel}"),
-            ));
+            return Err(
+                Refusal::new(ErrorCode::Forbidden, format!("you may not read {channel}")).into(),
+            );
         }
         Ok(conn)
     }
@@ -158,7 +147,7 @@ impl WsMessage {
         id: &ConnectionId,
         request: ClientRequest,
         reference: Option<Value>,
-    ) -> Result<Option<ServerFrame>, Refusal> {
+    ) -> Result<Option<ServerFrame>, Refused> {
         match request {
             ClientRequest::Ping {} => Ok(Some(ServerFrame::Pong {
                 ts: self.clock.now(),
@@ -199,9 +188,10 @@ impl WsMessage {
                 let conn = self.member(id).await?;
                 if !conn.bands.contains(&band) {
                     return Err(Refusal::new(
-                        "forbidden",
+                        ErrorCode::Forbidden,
                         format!("you are not a member of band {band}"),
-                    ));
+                    )
+                    .into());
                 }
                 let jobs = crate::sync::request_sync(
                     self.sources.as_ref(),
@@ -238,12 +228,14 @@ impl WsMessage {
         after_seq: u64,
         epoch: Option<String>,
         reference: Option<Value>,
-    ) -> Result<Option<ServerFrame>, Refusal> {
+    ) -> Result<Option<ServerFrame>, Refused> {
         let head = self.log.head(&channel).await?;
         match resume::plan(head.as_ref(), after_seq, epoch.as_deref()) {
-            ResumePlan::HistoryLost { reason } => Err(Refusal {
-                code: "history_lost",
-                message: format!("{reason}; refetch the state of {channel}"),
+            ResumePlan::HistoryLost { reason } => Err(Refused {
+                refusal: Refusal::new(
+                    ErrorCode::HistoryLost,
+                    format!("{reason}; refetch the state of {channel}"),
+                ),
                 data: Some(json!({
                     "channel": channel,
                     "seq": head.as_ref().map_or(0, |h| h.seq),

@@ -1,12 +1,12 @@
-//! Every function's entry point (`bandsync::lambda`, what each main runs) fed the JSON
+//! Every function's entry point (`bandsync::transport::lambda`, what each main runs) fed the JSON
 //! events AWS sends, shaped as AWS documents them (fixtures/), wrapped in a
 //! `LambdaEvent` as the runtime hands them over. The handlers run on the embedded store
 //! with recording fakes for the queues and the pusher.
 
-use bandsync::lambda;
 use bandsync::model::{ChannelName, ConnectionId, Trigger};
 use bandsync::ports::{ChannelLog, ConnectionStore, SourceStore};
 use bandsync::testing::Harness;
+use bandsync::transport::lambda;
 use lambda_runtime::{Context, LambdaEvent};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

@@ -444,7 +444,7 @@ pub struct Stack {
 }
 
 pub async fn start_stack() -> Stack {
-    bandsync::metrics::set_enabled(false);
+    bandsync::transport::metrics::set_enabled(false);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = bandsync_local::StackConfig::demo(dir.path());
     cfg.http_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));

@@ -24,7 +24,7 @@ pub fn put(path: impl AsRef<Path>, content: impl AsRef<[u8]>) {
 }
 
 pub fn test_config(base: &Path) -> StackConfig {
-    bandsync::metrics::set_enabled(false);
+    bandsync::transport::metrics::set_enabled(false);
     let mut cfg = StackConfig::demo(base);
     cfg.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.ws_addr = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
+    bandsync::transport::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let (store, sync_queue) = (ctx.store()?, ctx.sync_queue()?);
     let checks: Vec<(String, Arc<dyn HealthCheck>)> = vec![
@@ -20,5 +20,8 @@ async fn main() -> Result<(), Error> {
     ];
     let api = &Api::new(store, sync_queue, ctx.tokens()?, ctx.clock.clone(), checks)
         .with_credentials_key(ctx.credentials_key()?);
-    lambda_runtime::run(service_fn(move |event| bandsync::lambda::api(api, event))).await
+    lambda_runtime::run(service_fn(move |event| {
+        bandsync::transport::lambda::api(api, event)
+    }))
+    .await
 }

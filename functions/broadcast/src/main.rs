@@ -8,12 +8,12 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
+    bandsync::transport::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
     let broadcaster = &Broadcaster::new(store.clone(), store, ctx.pusher()?, ctx.clock);
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::lambda::broadcast(broadcaster, event)
+        bandsync::transport::lambda::broadcast(broadcaster, event)
     }))
     .await
 }

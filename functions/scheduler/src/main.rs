@@ -9,8 +9,8 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
-    let bands = &bandsync::lambda::bands_from_env()?;
+    bandsync::transport::telemetry::init();
+    let bands = &bandsync::transport::lambda::bands_from_env()?;
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
     let scheduler = &Scheduler::new(
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
     .with_registry(store.clone())
     .with_channels(ctx.channel_keeper(store)?);
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::lambda::scheduler(scheduler, bands, event)
+        bandsync::transport::lambda::scheduler(scheduler, bands, event)
     }))
     .await
 }

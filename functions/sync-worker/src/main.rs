@@ -11,7 +11,7 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
+    bandsync::transport::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
     let publisher = Publisher::new(store.clone(), ctx.broadcast_queue()?);
@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
         .with_notifier(ctx.notifier()?)
         .with_google(ctx.google(store)?);
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::lambda::sync_worker(worker, event)
+        bandsync::transport::lambda::sync_worker(worker, event)
     }))
     .await
 }

@@ -7,12 +7,12 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
+    bandsync::transport::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let store = ctx.store()?;
     let intake = &WebhookIntake::new(store, ctx.sync_queue()?, ctx.clock);
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::lambda::webhook(intake, event)
+        bandsync::transport::lambda::webhook(intake, event)
     }))
     .await
 }

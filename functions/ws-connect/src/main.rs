@@ -8,11 +8,11 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
+    bandsync::transport::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let connect = &WsConnect::new(ctx.store()?, ctx.tokens()?, ctx.clock.clone());
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::lambda::ws_connect(connect, event)
+        bandsync::transport::lambda::ws_connect(connect, event)
     }))
     .await
 }

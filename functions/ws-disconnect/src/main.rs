@@ -7,11 +7,11 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bandsync::telemetry::init();
+    bandsync::transport::telemetry::init();
     let ctx = AwsContext::from_env().await;
     let disconnect = &WsDisconnect::new(ctx.store()?);
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::lambda::ws_disconnect(disconnect, event)
+        bandsync::transport::lambda::ws_disconnect(disconnect, event)
     }))
     .await
 }

@@ -34,7 +34,7 @@ struct Run {
 }
 
 async fn run(changes: usize) -> anyhow::Result<Run> {
-    bandsync::metrics::set_enabled(false);
+    bandsync::transport::metrics::set_enabled(false);
     let dir = tempfile::tempdir()?;
     let mut cfg = StackConfig::demo(dir.path());
     cfg.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));

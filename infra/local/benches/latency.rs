@@ -84,7 +84,7 @@ impl Summary {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bandsync::metrics::set_enabled(false);
+    bandsync::transport::metrics::set_enabled(false);
     let changes = arg("--changes", 200);
     let burst = arg("--burst", 200);
     let debounce_ms = arg("--debounce-ms", 30);

@@ -197,7 +197,7 @@ fn google_endpoints(
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
-    bandsync::metrics::set_enabled(args.emf);
+    bandsync::transport::metrics::set_enabled(args.emf);
     let cwd = std::env::current_dir()?;
     let mut cfg = StackConfig::demo(&cwd);
     cfg.google_endpoints = google_endpoints(&args)?;

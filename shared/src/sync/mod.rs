@@ -15,12 +15,11 @@ pub mod setlist;
 use crate::google::GoogleError;
 use crate::google::apis::GoogleApis;
 use crate::google::drive::DriveClient;
-use crate::http::ApiError;
-use crate::metrics::{self, Unit};
 use crate::model::*;
 use crate::ports::{Clock, Notifier, OutMessage, PortError, Queue, SourceStore, Store};
 use crate::publish::Publisher;
-use crate::sqs::{Budget, run_fifo_batch};
+use crate::transport::metrics::{self, Unit};
+use crate::transport::sqs::{Budget, run_fifo_batch};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use delta::Change;
 use serde_json::json;
@@ -87,21 +86,33 @@ pub struct SyncRequest<'a> {
     pub requested_by: &'a UserId,
 }
 
-/// Queue the jobs of a request; unknown sources are `not_found`.
+/// Why a sync request queued nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestSyncError {
+    #[error("band {band} has no source {id}")]
+    UnknownSource { band: BandId, id: SourceId },
+    #[error("band {0} has no sources")]
+    NoSources(BandId),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Queue the jobs of a request.
 pub async fn request_sync(
     sources: &dyn SourceStore,
     queue: &dyn Queue,
     request: SyncRequest<'_>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<SyncJob>, ApiError> {
+) -> Result<Vec<SyncJob>, RequestSyncError> {
     let band = request.band;
     let targets: Vec<SourceId> = match request.source {
         Some(s) => match sources.get_source(band, s).await? {
             Some(found) => vec![found.id],
             None => {
-                return Err(ApiError::not_found(format!(
-                    "band {band} has no source {s}"
-                )));
+                return Err(RequestSyncError::UnknownSource {
+                    band: band.clone(),
+                    id: s.clone(),
+                });
             }
         },
         None => sources
@@ -112,7 +123,7 @@ pub async fn request_sync(
             .collect(),
     };
     if targets.is_empty() {
-        return Err(ApiError::not_found(format!("band {band} has no sources")));
+        return Err(RequestSyncError::NoSources(band.clone()));
     }
     let mut jobs = Vec::with_capacity(targets.len());
     for source in targets {
@@ -752,6 +763,7 @@ impl SyncWorker {
 mod tests {
     use super::*;
     use crate::broadcast::BroadcastMessage;
+    use crate::error::Refusal;
     use crate::ports::{CatalogStore, OperationStore};
     use crate::testing::*;
     use std::fs;
@@ -1233,7 +1245,7 @@ mod tests {
     }
 
     /// `request_sync` by `alice` for band `demo`.
-    async fn request(h: &Harness, source: Option<&str>) -> Result<Vec<SyncJob>, ApiError> {
+    async fn request(h: &Harness, source: Option<&str>) -> Result<Vec<SyncJob>, RequestSyncError> {
         let band = band("demo");
         let source = source.map(source_id);
         let alice = UserId::parse("alice").unwrap();
@@ -1261,11 +1273,14 @@ mod tests {
 
         // WHEN a sync of all its sources, or of an unknown one, is requested
         // THEN both are not_found and nothing is queued
-        let none = request(&h, None).await.unwrap_err();
-        assert_eq!((none.status, none.code), (404, "not_found"));
+        let none = Refusal::from(request(&h, None).await.unwrap_err());
+        assert_eq!((none.status(), none.code.as_str()), (404, "not_found"));
         h.add_source(&demo, "charts", "/srv/charts").await;
-        let unknown = request(&h, Some("nope")).await.unwrap_err();
-        assert_eq!((unknown.status, unknown.code), (404, "not_found"));
+        let unknown = Refusal::from(request(&h, Some("nope")).await.unwrap_err());
+        assert_eq!(
+            (unknown.status(), unknown.code.as_str()),
+            (404, "not_found")
+        );
         assert!(unknown.message.contains("nope"));
         assert_eq!(h.sync_queue.attempts(), 0);
     }

@@ -110,9 +110,13 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub fn error(code: &str, message: impl Into<String>, reference: Option<Value>) -> Self {
+    pub fn error(
+        code: crate::error::ErrorCode,
+        message: impl Into<String>,
+        reference: Option<Value>,
+    ) -> Self {
         Self::Error {
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.into(),
             reference,
             data: None,

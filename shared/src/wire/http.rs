@@ -237,8 +237,8 @@ mod tests {
 
     #[test]
     fn an_error_body_is_what_the_api_answers() {
-        let e = crate::http::ApiError::not_found("no operation x");
-        let response: aws_lambda_events::apigw::ApiGatewayV2httpResponse = e.into();
+        let e = crate::error::Refusal::new(crate::error::ErrorCode::NotFound, "no operation x");
+        let response = crate::transport::http::refused_v2(e);
         let text = match response.body {
             Some(aws_lambda_events::encodings::Body::Text(t)) => t,
             other => panic!("unexpected body {other:?}"),

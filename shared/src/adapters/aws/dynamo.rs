@@ -1205,7 +1205,7 @@ impl ConnectionStore for DynamoStore {
         at: DateTime<Utc>,
     ) -> PortResult<()> {
         // Subscriptions expire with the longest a connection can live.
-        let expires = (at + crate::ws_connect::CONNECTION_TTL).timestamp();
+        let expires = (at + crate::model::CONNECTION_TTL).timestamp();
         let mut fan_out = key(chan_pk(channel), format!("CONN#{id}"));
         let mut reverse = key(format!("CONN#{id}"), format!("SUB#{channel}"));
         for item in [&mut fan_out, &mut reverse] {

@@ -74,9 +74,13 @@ where
                 let raw = message.body.as_deref().unwrap_or_default();
                 let shown: String = raw.chars().take(64 * 1024).collect();
                 tracing::error!(message_id = %id, error = %e, body = %shown, "poison message acknowledged; its body is in this log line");
-                crate::metrics::emit(
+                crate::transport::metrics::emit(
                     &[("Queue", "any")],
-                    &[("PoisonMessages", 1.0, crate::metrics::Unit::Count)],
+                    &[(
+                        "PoisonMessages",
+                        1.0,
+                        crate::transport::metrics::Unit::Count,
+                    )],
                 );
                 continue;
             }

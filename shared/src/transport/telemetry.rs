@@ -1,6 +1,6 @@
 //! Logs and metrics for the Lambda functions: one JSON object per line on stdout, which
 //! CloudWatch Logs keeps as is (and Logs Insights queries by field), plus the Embedded
-//! Metric Format lines of [`crate::metrics`].
+//! Metric Format lines of [`crate::transport::metrics`].
 //!
 //! Every line carries the spans it was written in: lambda_runtime opens a
 //! `Lambda runtime invoke` span with `requestId` (and `xrayTraceId`) around each
@@ -54,7 +54,7 @@ where
 /// Install the JSON subscriber on stdout (level from `RUST_LOG`, default info) and turn
 /// EMF metric lines on. Call once, first thing in `main`; a second call changes nothing.
 pub fn init() {
-    crate::metrics::set_enabled(true);
+    crate::transport::metrics::set_enabled(true);
     let rust_log = std::env::var("RUST_LOG").ok();
     let installed = tracing::subscriber::set_global_default(subscriber(
         filter(rust_log.as_deref()),
