@@ -5,8 +5,8 @@
 
 use bandsync::model::{ChannelName, ConnectionId, Trigger};
 use bandsync::ports::{ChannelLog, ConnectionStore, SourceStore};
-use bandsync::testing::Harness;
 use bandsync::transport::lambda;
+use bandsync_testkit::Harness;
 use lambda_runtime::{Context, LambdaEvent};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

@@ -1,10 +1,10 @@
-//! The port contract suites, written once in `bandsync::contract`, run unchanged against
+//! The port contract suites, written once in `bandsync_testkit::contract`, run unchanged against
 //! the DynamoDB adapter on moto's server, with the tables created by the same key schema
 //! template.yaml declares (support.rs / schema.rs).
 
 use crate::support::*;
 use bandsync::adapters::aws::dynamo::DynamoStore;
-use bandsync::contract;
+use bandsync_testkit::contract;
 use std::sync::Arc;
 
 async fn store() -> DynamoStore {

@@ -196,7 +196,7 @@ mod tests {
             .chain(&["POST /webhooks/google", "POST /webhooks/folder"]);
         for route in routes {
             let (method, template) = route.split_once(' ').unwrap();
-            let path = bandsync::api::sample_path(template);
+            let path = bandsync_testkit::sample_path(template);
             let (key, _) = route_key(method, &path).unwrap_or_else(|| panic!("{route}"));
             assert_eq!(key, *route);
         }

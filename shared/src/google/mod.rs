@@ -37,15 +37,15 @@ pub mod calendar;
 pub mod client;
 pub mod drive;
 pub mod endpoints;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_calendar;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_oauth;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_push;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 pub mod fake_sheets;
 pub mod oauth;
 pub mod ratelimit;

@@ -141,13 +141,13 @@ impl Sleeper for TokioSleeper {
 }
 
 /// A sleeper that only records the delays it was asked for, and returns at once.
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 #[derive(Debug, Default)]
 pub struct RecordingSleeper {
     delays: std::sync::Mutex<Vec<Duration>>,
 }
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 impl RecordingSleeper {
     /// Every delay asked for so far, in order.
     pub fn delays(&self) -> Vec<Duration> {
@@ -158,7 +158,7 @@ impl RecordingSleeper {
     }
 }
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "google-fake"))]
 #[async_trait]
 impl Sleeper for RecordingSleeper {
     async fn sleep(&self, delay: Duration) {

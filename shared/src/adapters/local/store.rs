@@ -629,64 +629,6 @@ impl HealthCheck for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract;
-    use std::sync::Arc;
-    use tempfile::TempDir;
-
-    /// Both flavours every suite runs against; the directory keeps the file alive.
-    fn backends() -> Vec<(&'static str, Arc<EmbeddedStore>, Option<TempDir>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = EmbeddedStore::open(&dir.path().join("bandsync.db")).unwrap();
-        vec![
-            (
-                "in memory",
-                Arc::new(EmbeddedStore::in_memory().unwrap()),
-                None,
-            ),
-            ("file-backed", Arc::new(file), Some(dir)),
-        ]
-    }
-
-    macro_rules! contract_tests {
-        ($($suite:ident),* $(,)?) => {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $suite() {
-                for (backend, store, _dir) in backends() {
-                    // Shown with a failure, to tell which backend broke the contract.
-                    eprintln!("{} on the {backend} store", stringify!($suite));
-                    contract::$suite(&*store).await;
-                }
-            }
-        )*};
-    }
-
-    contract_tests!(
-        config_store_contract,
-        source_store_contract,
-        catalog_contract,
-        operation_contract,
-        watch_channel_contract,
-        dedupe_contract,
-        channel_log_contract,
-        connection_contract,
-        health_contract,
-    );
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn channel_log_concurrency_contract() {
-        for (backend, store, _dir) in backends() {
-            eprintln!("channel_log_concurrency_contract on the {backend} store");
-            contract::channel_log_concurrency_contract(store).await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn whole_store_contract() {
-        for (backend, store, _dir) in backends() {
-            eprintln!("store_contract on the {backend} store");
-            contract::store_contract(store).await;
-        }
-    }
 
     #[tokio::test]
     async fn data_survives_reopening_the_file() {

@@ -1,0 +1,69 @@
+use super::lock;
+use async_trait::async_trait;
+use bandsync::model::{ChannelHead, ChannelName, Event, NewEvent};
+use bandsync::ports::{ChannelLog, PortError, PortResult};
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+
+/// A [`ChannelLog`] that passes everything to another, except the appends it was told to
+/// fail (a store outage at that moment): `fail_append(n)` fails the nth append attempt.
+pub struct FlakyLog {
+    inner: Arc<dyn ChannelLog>,
+    state: Mutex<(usize, Vec<usize>)>,
+}
+
+impl FlakyLog {
+    pub fn new(inner: Arc<dyn ChannelLog>) -> Self {
+        Self {
+            inner,
+            state: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// Fail the `n`th append attempt (1-based, over the log's whole life).
+    pub fn fail_append(&self, n: usize) {
+        lock(&self.state).1.push(n);
+    }
+}
+
+#[async_trait]
+impl ChannelLog for FlakyLog {
+    async fn append(&self, channel: &ChannelName, events: &[NewEvent]) -> PortResult<Vec<Event>> {
+        {
+            let mut s = lock(&self.state);
+            s.0 += 1;
+            if s.1.contains(&s.0) {
+                return Err(PortError::Backend(anyhow::anyhow!(
+                    "FlakyLog: append #{} fails (as the test asked)",
+                    s.0
+                )));
+            }
+        }
+        self.inner.append(channel, events).await
+    }
+
+    async fn read_after(
+        &self,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> PortResult<Vec<Event>> {
+        self.inner.read_after(channel, after_seq, limit).await
+    }
+
+    async fn head(&self, channel: &ChannelName) -> PortResult<Option<ChannelHead>> {
+        self.inner.head(channel).await
+    }
+
+    async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64> {
+        self.inner.prune(channel, before).await
+    }
+
+    async fn delivered(&self, channel: &ChannelName) -> PortResult<u64> {
+        self.inner.delivered(channel).await
+    }
+
+    async fn mark_delivered(&self, channel: &ChannelName, seq: u64) -> PortResult<()> {
+        self.inner.mark_delivered(channel, seq).await
+    }
+}

@@ -1,0 +1,17 @@
+//! bandsync's test kit, for tests only: no Lambda function depends on it (see
+//! `cargo tree -p <function> -e normal`), so none of it ships.
+//!
+//! - [`fakes`]: test doubles for the ports that are not storage (queues, pusher,
+//!   notifier, clock, a channel log that fails when told);
+//! - [`events`]: API Gateway and SQS events built from JSON shaped like what AWS sends;
+//! - [`harness`]: every handler wired to an in-memory embedded store and the fakes;
+//! - [`contract`]: the port contract suites, run unchanged against every backend.
+
+pub mod contract;
+pub mod events;
+pub mod fakes;
+pub mod harness;
+
+pub use events::*;
+pub use fakes::*;
+pub use harness::*;
