@@ -98,7 +98,8 @@ pub trait WatchChannelStore: Send + Sync {
 
 #[async_trait]
 pub trait DedupeStore: Send + Sync {
-    /// True the first time `key` is seen within `ttl`; false for a repeat.
+    /// True the first time `key` (a webhook message, `<watch channel>#<message number>`)
+    /// is seen within `ttl`; false for a repeat. The store namespaces the key itself.
     async fn first_seen(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> PortResult<bool>;
 }
 

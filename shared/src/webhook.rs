@@ -181,7 +181,8 @@ impl WebhookIntake {
         );
         let dedup_id = pending_dedup_id(&channel.band, &channel.source, generation);
         crate::sync::enqueue(self.queue.as_ref(), &job, dedup_id).await?;
-        let key = format!("WEBHOOK#{channel_id}#{number}");
+        // The message, not a storage key: each store adds its own namespace.
+        let key = format!("{channel_id}#{number}");
         if !self.store.first_seen(&key, now, DEDUPE_TTL).await? {
             return Ok(Intake::Duplicate);
         }

@@ -22,7 +22,7 @@ pub const PARTITION_KEY: &str = "pk";
 pub const SORT_KEY: &str = "sk";
 
 /// Both tables have this key schema (no secondary indexes: every access path is a
-/// Query on a key, see shared/src/adapters/aws/dynamo.rs).
+/// Query on a key, see shared/src/adapters/aws/dynamo/).
 pub const KEY_SCHEMA: [KeyElement; 2] = [
     KeyElement {
         attribute_name: PARTITION_KEY,

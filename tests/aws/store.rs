@@ -62,3 +62,49 @@ async fn the_whole_store_contract() {
 // deep copy of the whole table taken when it began, undoing writes that other requests
 // committed meanwhile), so such a test fails on moto for moto's reasons. Within one
 // process appends take turns, which channel_log_concurrency_contract covers.
+
+/// Tables written by earlier builds keep a webhook message under `WEBHOOK#WEBHOOK#<key>`
+/// (the intake and the adapter both added the prefix). Until those rows expire, a message
+/// they remember is still a repeat.
+#[tokio::test]
+async fn a_dedupe_row_in_the_earlier_key_form_is_still_a_repeat() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use bandsync::ports::DedupeStore;
+    let moto = moto();
+    let (sync_table, connections_table) = (unique("sync"), unique("connections"));
+    moto.create_tables(&sync_table, &connections_table).await;
+    let now = chrono::Utc::now();
+    let ttl = std::time::Duration::from_secs(3600);
+    // GIVEN a live row of message 7 of chan-1, and an expired one of message 8, both in
+    // the earlier form
+    for (message, expires) in [("chan-1#7", now + ttl), ("chan-1#8", now - ttl)] {
+        moto.dynamodb()
+            .put_item()
+            .table_name(&sync_table)
+            .item(
+                "pk",
+                AttributeValue::S(format!("WEBHOOK#WEBHOOK#{message}")),
+            )
+            .item("sk", AttributeValue::S("DEDUPE".into()))
+            .item(
+                "expires_at",
+                AttributeValue::N(expires.timestamp().to_string()),
+            )
+            .item(
+                "expires_ms",
+                AttributeValue::N(expires.timestamp_millis().to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let s = DynamoStore::new(moto.dynamodb(), sync_table, connections_table);
+    // WHEN this build asks, THEN the live one is a repeat, and stays one
+    assert!(!s.first_seen("chan-1#7", now, ttl).await.unwrap());
+    assert!(!s.first_seen("chan-1#7", now, ttl).await.unwrap());
+    // AND the expired one is new, then remembered in the new form
+    assert!(s.first_seen("chan-1#8", now, ttl).await.unwrap());
+    assert!(!s.first_seen("chan-1#8", now, ttl).await.unwrap());
+    // AND a message no build has seen is new
+    assert!(s.first_seen("chan-1#9", now, ttl).await.unwrap());
+}

@@ -364,10 +364,19 @@ impl DedupeStore for EmbeddedStore {
         self.db.write("first_seen", |tx| {
             exec(tx, "DELETE FROM dedupe WHERE expires_at <= ?1", [ts(now)])?;
             let sql = "INSERT OR IGNORE INTO dedupe (key, expires_at) VALUES (?1, ?2)";
+            let key = dedupe_key(key);
             let inserted = exec(tx, sql, params![key, ts(after(now, ttl)?)])?;
             Ok(inserted == 1)
         })
     }
+}
+
+/// How the `dedupe` table keys a webhook message. Earlier builds were given
+/// `WEBHOOK#<channel>#<n>` by the intake and stored it as is; the intake now passes
+/// `<channel>#<n>` and the prefix is added here, so rows in an existing data dir keep
+/// matching and need no migration.
+fn dedupe_key(message: &str) -> String {
+    format!("WEBHOOK#{message}")
 }
 
 /// Rebuild the envelope from what `channel_events` keeps: the seq and epoch columns and
@@ -670,5 +679,35 @@ mod tests {
             next[0].epoch, first[0].epoch,
             "a restart is not a new epoch"
         );
+    }
+}
+
+/// Dedupe rows written before the intake stopped prefixing its keys (no contract suite
+/// covers a store's own key layout).
+#[cfg(test)]
+mod dedupe_key_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_remembered_by_an_earlier_build_is_still_a_repeat() {
+        // GIVEN a data dir where an earlier build remembered message 7 of channel chan-1
+        // (the intake passed `WEBHOOK#chan-1#7`, stored as is)
+        let store = EmbeddedStore::in_memory().unwrap();
+        let now = DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ttl = Duration::from_secs(3600);
+        store
+            .db()
+            .write("seed", |tx| {
+                let sql = "INSERT INTO dedupe (key, expires_at) VALUES (?1, ?2)";
+                exec(tx, sql, params!["WEBHOOK#chan-1#7", ts(after(now, ttl)?)])
+            })
+            .unwrap();
+        // WHEN this build's intake asks about the same message, THEN it is a repeat
+        assert!(!store.first_seen("chan-1#7", now, ttl).await.unwrap());
+        // AND another message is still new, and then remembered
+        assert!(store.first_seen("chan-1#8", now, ttl).await.unwrap());
+        assert!(!store.first_seen("chan-1#8", now, ttl).await.unwrap());
     }
 }

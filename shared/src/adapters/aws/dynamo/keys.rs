@@ -1,0 +1,200 @@
+//! Every key of the two tables, in one place: the schema of the module doc of [`super`],
+//! spelled out. The ports take domain values (a band, a channel, a webhook message's key);
+//! the prefixes that keep record types apart within a table are added here and nowhere
+//! else, so no job ever builds a storage key.
+
+use super::item::{Item, s, ts};
+use crate::model::{BandId, ChannelName, ConnectionId, SourceId, SyncOperation};
+use std::collections::HashMap;
+
+/// A primary key: partition `pk`, sort `sk`.
+pub(super) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+// Sync table: bands, their configuration and sources.
+
+/// `BAND#b`: a band's configuration, sources, generations and watch channel listing.
+pub(super) fn band_pk(band: &BandId) -> String {
+    format!("BAND#{band}")
+}
+
+/// `BAND#b / CONFIG`.
+pub(super) fn config(band: &BandId) -> Item {
+    key(band_pk(band), "CONFIG")
+}
+
+/// The partition that lists every band with a configuration.
+pub(super) const REGISTRY_PK: &str = "BANDS";
+/// Sort keys of the registry: `BAND#<band>`.
+pub(super) const REGISTRY_PREFIX: &str = "BAND#";
+
+/// `BANDS / BAND#b`.
+pub(super) fn registry_entry(band: &BandId) -> Item {
+    key(REGISTRY_PK, format!("{REGISTRY_PREFIX}{band}"))
+}
+
+/// Sort keys of a band's sources: `SOURCE#<source>`.
+pub(super) const SOURCE_PREFIX: &str = "SOURCE#";
+
+/// `BAND#b / SOURCE#s`.
+pub(super) fn source(band: &BandId, source: &SourceId) -> Item {
+    key(band_pk(band), format!("{SOURCE_PREFIX}{source}"))
+}
+
+/// `BAND#b / GEN#s`: the source's generation counter.
+pub(super) fn generation(band: &BandId, source: &SourceId) -> Item {
+    key(band_pk(band), format!("GEN#{source}"))
+}
+
+// Sync table: the catalog.
+
+/// `FILES#b#s`: a source's catalog.
+pub(super) fn files_pk(band: &BandId, source: &SourceId) -> String {
+    format!("FILES#{band}#{source}")
+}
+
+/// Sort keys of a catalog: `FILE#<file id>`.
+pub(super) const FILE_PREFIX: &str = "FILE#";
+
+/// `FILES#b#s / FILE#id`.
+pub(super) fn file(band: &BandId, source: &SourceId, file_id: &str) -> Item {
+    key(files_pk(band, source), format!("{FILE_PREFIX}{file_id}"))
+}
+
+// Sync table: operations.
+
+/// `OP#id`: an operation's record and its items.
+pub(super) fn operation_pk(id: &str) -> String {
+    format!("OP#{id}")
+}
+
+/// `OP#id / OP`.
+pub(super) fn operation(id: &str) -> Item {
+    key(operation_pk(id), "OP")
+}
+
+/// `OPS#b`: a band's operations, by start time.
+pub(super) fn operations_pk(band: &BandId) -> String {
+    format!("OPS#{band}")
+}
+
+/// `OPS#b / <started_at>#<id>`: fixed-width times, so sort order is time order.
+pub(super) fn operation_listing(op: &SyncOperation) -> Item {
+    key(
+        operations_pk(&op.band),
+        format!("{}#{}", ts(op.started_at), op.id),
+    )
+}
+
+/// Sort keys of an operation's items: `ITEM#<n>`.
+pub(super) const OPERATION_ITEM_PREFIX: &str = "ITEM#";
+
+/// `OP#id / ITEM#n`, zero-padded so sort order is n order.
+pub(super) fn operation_item(operation: &str, n: u32) -> Item {
+    key(
+        operation_pk(operation),
+        format!("{OPERATION_ITEM_PREFIX}{n:010}"),
+    )
+}
+
+// Sync table: watch channels.
+
+/// `CHANNEL#id / CHANNEL`.
+pub(super) fn watch_channel(id: &str) -> Item {
+    key(format!("CHANNEL#{id}"), "CHANNEL")
+}
+
+/// Sort keys of a band's watch channel listing: `WATCH#<id>`.
+pub(super) const WATCH_PREFIX: &str = "WATCH#";
+
+/// `BAND#b / WATCH#id`.
+pub(super) fn band_watch(band: &BandId, id: &str) -> Item {
+    key(band_pk(band), format!("{WATCH_PREFIX}{id}"))
+}
+
+// Sync table: webhook dedupe.
+
+/// `WEBHOOK#<message> / DEDUPE`.
+pub(super) fn dedupe(message: &str) -> Item {
+    key(format!("WEBHOOK#{message}"), "DEDUPE")
+}
+
+/// Where builds before the keys moved here stored a message: the intake passed
+/// `WEBHOOK#<channel>#<n>` and this adapter added its own `WEBHOOK#` again.
+pub(super) fn legacy_dedupe(message: &str) -> Item {
+    key(format!("WEBHOOK#WEBHOOK#{message}"), "DEDUPE")
+}
+
+// Sync table: channel logs. Connections table: a channel's subscribers.
+
+/// `CHAN#c`: a channel's head and events (sync table), its subscribers (connections).
+pub(super) fn channel_pk(channel: &ChannelName) -> String {
+    format!("CHAN#{channel}")
+}
+
+/// `CHAN#c / HEAD`.
+pub(super) fn head(channel: &ChannelName) -> Item {
+    key(channel_pk(channel), "HEAD")
+}
+
+/// Sort keys of a channel's events: `SEQ#<seq>`.
+pub(super) const SEQ_PREFIX: &str = "SEQ#";
+
+/// `SEQ#<seq>`, zero-padded so sort order is seq order.
+pub(super) fn seq_sk(seq: u64) -> String {
+    format!("{SEQ_PREFIX}{seq:020}")
+}
+
+/// The seq an event's sort key names.
+pub(super) fn seq_of(sk: &str) -> Option<u64> {
+    sk.strip_prefix(SEQ_PREFIX)?.parse().ok()
+}
+
+/// `CHAN#c / SEQ#n`.
+pub(super) fn event(channel: &ChannelName, seq: u64) -> Item {
+    key(channel_pk(channel), seq_sk(seq))
+}
+
+/// Sort keys of a channel's event ids: `EVID#<id>`.
+pub(super) const EVENT_ID_PREFIX: &str = "EVID#";
+
+/// `CHAN#c / EVID#id`: the seq of an event id.
+pub(super) fn event_id(channel: &ChannelName, id: &str) -> Item {
+    key(channel_pk(channel), format!("{EVENT_ID_PREFIX}{id}"))
+}
+
+// Connections table.
+
+/// `CONN#id`: a connection's record and subscriptions.
+pub(super) fn connection_pk(id: &ConnectionId) -> String {
+    format!("CONN#{id}")
+}
+
+/// `CONN#id / META`.
+pub(super) fn connection(id: &ConnectionId) -> Item {
+    key(connection_pk(id), "META")
+}
+
+/// Sort keys of a channel's subscribers: `CONN#<id>`.
+pub(super) const SUBSCRIBER_PREFIX: &str = "CONN#";
+
+/// `CHAN#c / CONN#id`: fan-out is one Query of the channel.
+pub(super) fn subscriber(channel: &ChannelName, id: &ConnectionId) -> Item {
+    key(channel_pk(channel), format!("{SUBSCRIBER_PREFIX}{id}"))
+}
+
+/// Sort keys of a connection's subscriptions: `SUB#<channel>`.
+pub(super) const SUBSCRIPTION_PREFIX: &str = "SUB#";
+
+/// `CONN#id / SUB#c`: what to clean on disconnect.
+pub(super) fn subscription(id: &ConnectionId, channel: &ChannelName) -> Item {
+    key(connection_pk(id), format!("{SUBSCRIPTION_PREFIX}{channel}"))
+}
+
+// Both tables.
+
+/// `HEALTH / CHECK`: never written; reading it proves the table answers.
+pub(super) fn health() -> Item {
+    key("HEALTH", "CHECK")
+}

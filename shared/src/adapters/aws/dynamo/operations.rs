@@ -1,0 +1,79 @@
+//! Sync operations (a record, and a newest-first listing per band) and their items.
+
+use super::DynamoStore;
+use super::item::{Item, body, with_body};
+use super::keys;
+use crate::model::{BandId, SyncItem, SyncOperation};
+use crate::ports::{OperationStore, PortError, PortResult};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use tracing::instrument;
+
+fn item_record(item: &SyncItem) -> PortResult<Item> {
+    let k = keys::operation_item(&item.operation, item.n);
+    Ok(with_body(k, item)?)
+}
+
+#[async_trait]
+impl OperationStore for DynamoStore {
+    /// The record and its newest-first listing entry, in one transaction.
+    #[instrument(skip_all, fields(op = %op.id), level = "debug")]
+    async fn put_operation(&self, op: &SyncOperation) -> PortResult<()> {
+        let record = with_body(keys::operation(&op.id), op)?;
+        let listing = with_body(keys::operation_listing(op), op)?;
+        self.put_together(&self.sync_table, vec![record, listing])
+            .await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn get_operation(&self, id: &str) -> PortResult<Option<SyncOperation>> {
+        self.get_body(&self.sync_table, keys::operation(id)).await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_operations(&self, band: &BandId, limit: usize) -> PortResult<Vec<SyncOperation>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.query(
+            &self.sync_table,
+            keys::operations_pk(band),
+            "",
+            false,
+            Some(limit),
+        )
+        .await?
+        .iter()
+        .map(|i| body(i).map_err(PortError::from))
+        .collect()
+    }
+
+    #[instrument(skip_all, fields(op = %item.operation, n = item.n), level = "debug")]
+    async fn put_item(&self, item: &SyncItem) -> PortResult<()> {
+        self.put(&self.sync_table, item_record(item)?).await
+    }
+
+    /// The last of each (operation, n), as [`DynamoStore::put_files`] does.
+    #[instrument(skip_all, fields(n = items.len()), level = "debug")]
+    async fn put_items(&self, items: &[SyncItem]) -> PortResult<()> {
+        let last: HashMap<(&str, u32), &SyncItem> = items
+            .iter()
+            .map(|i| ((i.operation.as_str(), i.n), i))
+            .collect();
+        let records = last
+            .into_values()
+            .map(item_record)
+            .collect::<PortResult<_>>()?;
+        self.put_all(&self.sync_table, records).await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_items(&self, operation: &str) -> PortResult<Vec<SyncItem>> {
+        self.query_bodies(
+            &self.sync_table,
+            keys::operation_pk(operation),
+            keys::OPERATION_ITEM_PREFIX,
+        )
+        .await
+    }
+}
