@@ -6,7 +6,8 @@
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
 //! - [`error`]: the error codes clients see, and the refusals the edges render;
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
-//! - [`google`]: the Google API clients (Drive), their retry policy, and a local fake;
+//! - [`google`]: the Google API clients (Drive, Sheets, Calendar), their retry policy,
+//!   OAuth2 and watch channels (their local fakes are the `bandsync-google-fake` crate);
 //! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics);
 //! - [`wire`]: the client contract (frames, events, HTTP bodies) and, with the `schema`
 //!   feature, the documents generated from it.
@@ -25,10 +26,6 @@ pub mod publish;
 pub mod resume;
 pub mod scheduler;
 pub mod sync;
-// Only for the unit tests of sync/, google/ and channels.rs until they move to
-// integration tests on `bandsync-testkit` (which holds the same fakes and harness).
-#[cfg(test)]
-pub(crate) mod testing;
 pub mod transport;
 pub mod webhook;
 pub mod wire;

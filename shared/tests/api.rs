@@ -99,7 +99,7 @@ fn error_code(body: &Value) -> &str {
 
 /// A service-account key file as Google hands it out.
 fn service_account() -> String {
-    bandsync::google::fake_oauth::test_service_account_json("http://127.0.0.1:9/token")
+    bandsync_google_fake::oauth::test_service_account_json("http://127.0.0.1:9/token")
 }
 
 #[tokio::test]

@@ -156,7 +156,7 @@ async fn drive_changes_at_the_fake_reach_subscribers_through_a_watch_channel() {
 }
 
 fn md5_hex(s: &str) -> String {
-    bandsync::google::fake::md5_hex(s.as_bytes())
+    bandsync_google_fake::drive::md5_hex(s.as_bytes())
 }
 
 /// An event named `kind` whose data satisfies `check`, once seen.

@@ -14,21 +14,11 @@
 //!   `files.list` by parent folder);
 //! - [`sheets`]: a Sheets v4 client (`spreadsheets.values.get`, formatted rows);
 //! - [`calendar`]: a Calendar v3 client (`events.list`, full or from a sync token);
-//! - `fake` (unit tests and the `testing` feature): a local fake of those Drive
-//!   endpoints, with a mutable file tree, paging and fault injection;
-//! - `fake_calendar` (likewise): a local fake of `events.list`, with mutable events,
-//!   sync tokens that can go stale, paging and the same fault injection;
-//! - `fake_sheets` (unit tests and the `testing` feature): a local fake of the Sheets
-//!   values endpoint, with mutable rows, A1 ranges and the same fault injection;
-//! - `fake_oauth` (unit tests and the `testing` feature): a local fake of Google's
-//!   OAuth2 token endpoint that really verifies service-account assertions;
-//! - `fake_push` (the same): the watch channels of the fakes and the notifications
-//!   they POST;
 //! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients;
 //! - [`endpoints`]: where the APIs and the token endpoint are (Google, an emulator, a proxy).
 //!
 //! Base URLs are configurable so tests and the local stack can point the clients at the
-//! fake. Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
+//! fakes (the `bandsync-google-fake` crate, which no Lambda links). Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
 //! ring and the OS root store, the same TLS stack as the AWS SDK clients.
 
 pub mod apis;
@@ -37,16 +27,6 @@ pub mod calendar;
 pub mod client;
 pub mod drive;
 pub mod endpoints;
-#[cfg(any(test, feature = "google-fake"))]
-pub mod fake;
-#[cfg(any(test, feature = "google-fake"))]
-pub mod fake_calendar;
-#[cfg(any(test, feature = "google-fake"))]
-pub mod fake_oauth;
-#[cfg(any(test, feature = "google-fake"))]
-pub mod fake_push;
-#[cfg(any(test, feature = "google-fake"))]
-pub mod fake_sheets;
 pub mod oauth;
 pub mod ratelimit;
 pub mod retry;

@@ -43,18 +43,17 @@
 //! The mutating methods panic on a calendar or event the fake does not have: that is a
 //! bug in the test using it, not a condition to handle.
 
-use super::calendar::{EventDateTime, EventStatus, SYNC_TOKEN_RESTRICTIONS};
-use super::fake::{FakeState, Running};
-use super::fake::{
+use crate::push::PushHub;
+use crate::server::{FakeState, Running};
+use crate::server::{
     Gate, Params, answer, flag, google_error, invalid_parameter, param, rfc3339, status_error,
 };
-use super::fake_push::PushHub;
-use super::retry::{RecordingSleeper, Retrier, RetryPolicy};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
+use bandsync::google::calendar::{EventDateTime, EventStatus, SYNC_TOKEN_RESTRICTIONS};
 use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
@@ -402,21 +401,6 @@ impl FakeState for FakeCalendarState {
     fn with_gate<R>(&self, f: impl FnOnce(&mut Gate) -> R) -> R {
         f(&mut self.lock().gate)
     }
-}
-
-/// A retrier for tests against the fake: `max_attempts`, backoff windows from 100 ms,
-/// jitter fixed at one half, and sleeps only recorded (the test does not wait).
-pub fn recording_retrier(max_attempts: u32) -> (Retrier, Arc<RecordingSleeper>) {
-    let sleeper = Arc::new(RecordingSleeper::default());
-    let policy = RetryPolicy {
-        max_attempts,
-        base_delay: std::time::Duration::from_millis(100),
-        ..RetryPolicy::default()
-    };
-    let retrier = Retrier::new(policy)
-        .with_sleeper(sleeper.clone())
-        .with_random(|| 0.5);
-    (retrier, sleeper)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -875,7 +859,7 @@ mod tests {
         let app = Router::new()
             .route("/other", get(|| async { "other" }))
             .merge(router(state.clone()));
-        let server = crate::google::fake::Served::bind(
+        let server = crate::server::Served::bind(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             app,
             "test",

@@ -173,7 +173,7 @@ impl PushHub {
                 state.channels.remove(id);
                 StatusCode::NO_CONTENT.into_response()
             }
-            _ => super::fake::status_error(404),
+            _ => crate::server::status_error(404),
         }
     }
 
@@ -248,7 +248,7 @@ fn resource_id(topic: &str) -> String {
 }
 
 fn bad_request(message: &str) -> Response {
-    super::fake::google_error(
+    crate::server::google_error(
         400,
         "global",
         "push.webhookUrlUnauthorized",

@@ -31,21 +31,21 @@
 //! Errors have the Sheets v4 shape `{"error":{"code","message","status"}}`: 404
 //! `NOT_FOUND` for an unknown spreadsheet, 403 `PERMISSION_DENIED` for one the caller
 //! may not read ([`FakeSheetsState::deny`]). Bearer check, fault injection and request
-//! recording are the Drive fake's ([`super::fake::Fault`], `fail_next`, `requests`).
+//! recording are the Drive fake's ([`crate::server::Fault`], `fail_next`, `requests`).
 //!
 //! Rows are changed through methods on [`FakeSheetsState`] (which [`FakeSheets`]
 //! dereferences to). Row and column indexes there are 0-based grid positions: row 0 is
 //! the sheet's row 1 (the header of a setlist). The methods panic on a spreadsheet or
 //! sheet the fake does not have: that is a bug in the test using it.
 
-use super::fake::{FakeState, Gate, Params, Running};
-use super::fake_push::PushHub;
-use super::sheets::column_letters;
+use crate::push::PushHub;
+use crate::server::{FakeState, Gate, Params, Running};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bandsync::google::sheets::column_letters;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -470,7 +470,7 @@ async fn values_get(
         return response;
     }
     if !matches!(
-        super::fake::param(&params, "majorDimension"),
+        crate::server::param(&params, "majorDimension"),
         None | Some("ROWS")
     ) {
         return sheets_error(
@@ -479,7 +479,7 @@ async fn values_get(
             "INVALID_ARGUMENT",
         );
     }
-    if let Some(render) = super::fake::param(&params, "valueRenderOption")
+    if let Some(render) = crate::server::param(&params, "valueRenderOption")
         && !matches!(render, "FORMATTED_VALUE" | "UNFORMATTED_VALUE" | "FORMULA")
     {
         return sheets_error(
@@ -531,7 +531,7 @@ async fn values_get(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::google::fake::Fault;
+    use crate::server::Fault;
 
     const TOKEN: &str = "t0k3n";
 

@@ -40,22 +40,29 @@
 //! The mutating methods panic on an id the fake does not have: that is a bug in the
 //! test using it, not a condition to handle.
 
+mod query;
+
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::fake_push::PushHub;
+use crate::push::PushHub;
+use crate::server::{
+    Fault, Gate, Params, RecordedRequest, Served, answer, flag, google_error, invalid_parameter,
+    param, rfc3339, status_error,
+};
+use query::{FilesQuery, parse_files_query};
 
 /// The folder MIME type, and the prefix of Google-native types (no binary content, so
 /// no `md5Checksum` or `size`).
-const FOLDER: &str = super::drive::FOLDER_MIME_TYPE;
+const FOLDER: &str = bandsync::google::drive::FOLDER_MIME_TYPE;
 const NATIVE_PREFIX: &str = "application/vnd.google-apps.";
 
 /// Drive's default and largest `pageSize` for both list calls.
@@ -66,46 +73,6 @@ const MAX_PAGE_SIZE: usize = 1000;
 pub fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
     hex::encode(Md5::digest(bytes))
-}
-
-/// What the next request answers instead of doing its work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// 429 `rateLimitExceeded` (`RESOURCE_EXHAUSTED`), with this `Retry-After` header
-    /// (delay-seconds or an HTTP date) if given.
-    RateLimited { retry_after: Option<String> },
-    /// 500 `backendError`.
-    ServerError,
-    /// This status with Google's error body for it (`backendError` for 5xx).
-    Status(u16),
-    /// 410 for a stale token.
-    Gone,
-    /// 200 with a truncated JSON body.
-    MalformedJson,
-    /// Exactly this status and body (`application/json`).
-    Raw { status: u16, body: String },
-    /// No fault: the request is served normally (queue it before a fault to let that
-    /// many requests through first).
-    Pass,
-}
-
-impl Fault {
-    pub fn rate_limited(retry_after: Option<&str>) -> Self {
-        Fault::RateLimited {
-            retry_after: retry_after.map(str::to_owned),
-        }
-    }
-}
-
-/// One request the fake received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    /// The query parameters, decoded, in order.
-    pub query: Vec<(String, String)>,
-    /// Whether it carried the expected bearer token.
-    pub authorized: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -346,120 +313,6 @@ fn lock(state: &Shared) -> MutexGuard<'_, DriveState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// A fake's HTTP server, running on its own task until dropped. Shared by the fakes.
-#[derive(Debug)]
-pub(crate) struct Served {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Served {
-    /// Serve `app` on `addr` (port 0: a free one); `what` names it in the log.
-    pub(crate) async fn bind(
-        addr: SocketAddr,
-        app: Router,
-        what: &'static str,
-    ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "fake {what} server stopped");
-            }
-        });
-        Ok(Self { addr, task })
-    }
-
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://<addr>`.
-    pub(crate) fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// The state of a fake API that is served by [`Running`]: a cheap handle with a
-/// [`Gate`], and its routes.
-pub trait FakeState: Clone + Send + Sync + 'static {
-    /// Names the fake in logs.
-    const NAME: &'static str;
-    /// An empty fake accepting `Bearer <token>`.
-    fn with_token(token: &str) -> Self;
-    /// Its routes with a fallback (404 in the API's own shape).
-    fn app(&self) -> Router;
-    /// Run `f` on the gate, under the state's lock.
-    fn with_gate<R>(&self, f: impl FnOnce(&mut Gate) -> R) -> R;
-}
-
-/// A fake API whose state is a cheap handle, serving on its own task until dropped;
-/// derefs to the state for the mutating methods. (The Calendar and Sheets fakes.)
-#[derive(Debug)]
-pub struct Running<S> {
-    state: S,
-    server: Served,
-}
-
-impl<S> std::ops::Deref for Running<S> {
-    type Target = S;
-    fn deref(&self) -> &S {
-        &self.state
-    }
-}
-
-impl<S: FakeState> Running<S> {
-    /// Serve on 127.0.0.1 on a free port, accepting `Bearer <token>`.
-    pub async fn start(token: &str) -> std::io::Result<Self> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), token).await
-    }
-
-    /// Serve on `addr` (the local stack picks a fixed port).
-    pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let state = S::with_token(token);
-        let server = Served::bind(addr, state.app(), S::NAME).await?;
-        Ok(Self { state, server })
-    }
-
-    /// The next `n` requests answer `fault` (after any already queued).
-    pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.state.with_gate(|g| g.fail_next(n, fault));
-    }
-
-    /// Every request received so far, in order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.state.with_gate(|g| g.requests())
-    }
-
-    pub fn clear_requests(&self) {
-        self.state.with_gate(|g| g.clear_requests());
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:<port>`: the base URL for the API's client.
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// A handle on the state (e.g. to keep changing it from another task).
-    pub fn state(&self) -> S {
-        self.state.clone()
-    }
-}
-
 /// A running fake Drive API. Stops serving when dropped.
 pub struct FakeDrive {
     state: Shared,
@@ -499,10 +352,11 @@ impl FakeDrive {
     }
 
     /// Per-band clients pointed at this fake, with its token for every band.
-    pub fn apis(&self) -> super::apis::GoogleApis {
+    pub fn apis(&self) -> bandsync::google::apis::GoogleApis {
         let token = lock(&self.state).gate.token().to_owned();
-        let urls = super::apis::GoogleUrls::all_at(&self.base_url());
-        super::apis::GoogleApis::with_static_token(urls, &token).expect("the HTTPS client builds")
+        let urls = bandsync::google::apis::GoogleUrls::all_at(&self.base_url());
+        bandsync::google::apis::GoogleApis::with_static_token(urls, &token)
+            .expect("the HTTPS client builds")
     }
 
     /// The watch channels opened on this fake and the notifications sent.
@@ -514,7 +368,7 @@ impl FakeDrive {
         self.server.addr()
     }
 
-    /// `http://127.0.0.1:<port>`: the base URL for [`super::drive::DriveClient::new`].
+    /// `http://127.0.0.1:<port>`: the base URL for [`bandsync::google::drive::DriveClient::new`].
     pub fn base_url(&self) -> String {
         self.server.base_url()
     }
@@ -670,208 +524,6 @@ impl FakeDrive {
 // HTTP side
 // ---------------------------------------------------------------------------------------
 
-pub(crate) type Params = Vec<(String, String)>;
-
-pub(crate) fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-pub(crate) fn flag(params: &Params, name: &str, default: bool) -> bool {
-    match param(params, name) {
-        Some(v) => v == "true",
-        None => default,
-    }
-}
-
-/// Google's error body: `{"error":{"code","message","errors":[{…}],"status"}}`.
-pub(crate) fn google_error(
-    code: u16,
-    domain: &str,
-    reason: &str,
-    message: &str,
-    status: Option<&str>,
-    location: Option<(&str, &str)>,
-) -> Response {
-    let mut item = json!({"domain": domain, "reason": reason, "message": message});
-    if let Some((location_type, location)) = location {
-        item["locationType"] = json!(location_type);
-        item["location"] = json!(location);
-    }
-    let mut error = json!({"code": code, "message": message, "errors": [item]});
-    if let Some(status) = status {
-        error["status"] = json!(status);
-    }
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(json!({ "error": error }))).into_response()
-}
-
-pub(crate) fn invalid_parameter(name: &str) -> Response {
-    google_error(
-        400,
-        "global",
-        "invalid",
-        &format!("Invalid Value: {name}"),
-        Some("INVALID_ARGUMENT"),
-        Some(("parameter", name)),
-    )
-}
-
-/// Google's 401: the top-level message explains, the `errors[]` item says
-/// "Invalid Credentials".
-fn unauthorized() -> Response {
-    let body = json!({"error": {
-        "code": 401,
-        "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
-        "errors": [{
-            "message": "Invalid Credentials",
-            "domain": "global",
-            "reason": "authError",
-            "location": "Authorization",
-            "locationType": "header",
-        }],
-        "status": "UNAUTHENTICATED",
-    }});
-    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(
-            "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"",
-        ),
-    );
-    response
-}
-
-pub(crate) fn fault_response(fault: Fault) -> Response {
-    match fault {
-        Fault::RateLimited { retry_after } => {
-            let mut response = google_error(
-                429,
-                "usageLimits",
-                "rateLimitExceeded",
-                "Rate Limit Exceeded",
-                Some("RESOURCE_EXHAUSTED"),
-                None,
-            );
-            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
-        Fault::ServerError => status_error(500),
-        Fault::Status(code) => status_error(code),
-        Fault::Gone => google_error(
-            410,
-            "global",
-            "fullSyncRequired",
-            "Page token is no longer valid, a full sync is required.",
-            None,
-            Some(("parameter", "pageToken")),
-        ),
-        Fault::MalformedJson => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-            r#"{"kind":"drive#changeList","changes":[{"kind":"drive#change","#,
-        )
-            .into_response(),
-        Fault::Raw { status, body } => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-            body,
-        )
-            .into_response(),
-        Fault::Pass => unreachable!("a Pass is never answered as a fault"),
-    }
-}
-
-pub(crate) fn status_error(code: u16) -> Response {
-    let (domain, reason, message, status) = match code {
-        400 => ("global", "badRequest", "Bad Request", "INVALID_ARGUMENT"),
-        403 => ("global", "forbidden", "Forbidden", "PERMISSION_DENIED"),
-        404 => ("global", "notFound", "Not Found", "NOT_FOUND"),
-        429 => (
-            "usageLimits",
-            "rateLimitExceeded",
-            "Rate Limit Exceeded",
-            "RESOURCE_EXHAUSTED",
-        ),
-        503 => ("global", "backendError", "Backend Error", "UNAVAILABLE"),
-        504 => (
-            "global",
-            "backendError",
-            "Backend Error",
-            "DEADLINE_EXCEEDED",
-        ),
-        500..=599 => ("global", "backendError", "Backend Error", "INTERNAL"),
-        _ => ("global", "unknown", "Unknown Error", "UNKNOWN"),
-    };
-    google_error(code, domain, reason, message, Some(status), None)
-}
-
-/// What every fake Google API does first with a request: accept one bearer token, answer
-/// the queued faults, and record the request. Shared by the Drive and Sheets fakes.
-#[derive(Debug)]
-pub struct Gate {
-    token: String,
-    faults: VecDeque<Fault>,
-    requests: Vec<RecordedRequest>,
-}
-
-impl Gate {
-    pub(crate) fn new(token: &str) -> Self {
-        Self {
-            token: token.to_owned(),
-            faults: VecDeque::new(),
-            requests: Vec::new(),
-        }
-    }
-
-    /// The next `n` requests answer `fault` (after any already queued).
-    pub(crate) fn fail_next(&mut self, n: usize, fault: Fault) {
-        self.faults.extend(std::iter::repeat_n(fault, n));
-    }
-
-    pub(crate) fn token(&self) -> &str {
-        &self.token
-    }
-
-    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.clone()
-    }
-
-    pub(crate) fn clear_requests(&mut self) {
-        self.requests.clear();
-    }
-
-    /// Record the request; the answer instead of the work if a fault is queued or the
-    /// token is wrong.
-    pub(crate) fn check(
-        &mut self,
-        method: &str,
-        path: &str,
-        params: &Params,
-        headers: &HeaderMap,
-    ) -> Option<Response> {
-        let expected = format!("Bearer {}", self.token);
-        let authorized = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == expected);
-        self.requests.push(RecordedRequest {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            query: params.clone(),
-            authorized,
-        });
-        if let Some(fault) = self.faults.pop_front().filter(|f| *f != Fault::Pass) {
-            return Some(fault_response(fault));
-        }
-        (!authorized).then(unauthorized)
-    }
-}
-
 /// `pageSize`: 1..=1000 (default 100), then capped by the fake's own page size.
 /// `None` for an invalid one.
 fn page_size(state: &DriveState, params: &Params) -> Option<usize> {
@@ -883,24 +535,6 @@ fn page_size(state: &DriveState, params: &Params) -> Option<usize> {
             .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))?,
     };
     Some(asked.min(state.page_size))
-}
-
-/// The response, through the `fields` mask if one was given.
-pub(crate) fn answer(params: &Params, body: Value) -> Response {
-    match param(params, "fields") {
-        None => Json(body).into_response(),
-        Some(fields) => match FieldMask::parse(fields) {
-            Ok(mask) => Json(mask.apply(body)).into_response(),
-            Err(e) => google_error(
-                400,
-                "global",
-                "invalidParameter",
-                &format!("Invalid field selection {fields}: {e}"),
-                Some("INVALID_ARGUMENT"),
-                Some(("parameter", "fields")),
-            ),
-        },
-    }
 }
 
 async fn start_page_token(
@@ -987,56 +621,6 @@ async fn changes_list(
     }
     drop(state);
     answer(&params, body)
-}
-
-/// The clauses of a `files.list` query this fake understands.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct FilesQuery {
-    parents: Vec<String>,
-    trashed: Option<bool>,
-}
-
-/// Parse `'<id>' in parents and trashed=false` and the like: clauses joined by `and`,
-/// each `'<id>' in parents` (with `\'` and `\\` escapes) or `trashed = true|false`.
-fn parse_files_query(q: &str) -> Option<FilesQuery> {
-    let mut out = FilesQuery::default();
-    let mut rest = q.trim();
-    loop {
-        if let Some(after_quote) = rest.strip_prefix('\'') {
-            // '<id>' in parents
-            let mut id = String::new();
-            let mut chars = after_quote.char_indices();
-            let end = loop {
-                match chars.next()? {
-                    (_, '\\') => id.push(chars.next()?.1),
-                    (i, '\'') => break i + 1,
-                    (_, c) => id.push(c),
-                }
-            };
-            let tail = after_quote[end..].trim_start();
-            let tail = tail.strip_prefix("in")?.trim_start();
-            rest = tail.strip_prefix("parents")?.trim_start();
-            out.parents.push(id);
-        } else {
-            let tail = rest.strip_prefix("trashed")?.trim_start();
-            let tail = tail.strip_prefix('=')?.trim_start();
-            let (value, tail) = if let Some(t) = tail.strip_prefix("true") {
-                (true, t)
-            } else {
-                (false, tail.strip_prefix("false")?)
-            };
-            out.trashed = Some(value);
-            rest = tail.trim_start();
-        }
-        if rest.is_empty() {
-            return Some(out);
-        }
-        rest = rest.strip_prefix("and")?;
-        if !rest.starts_with(char::is_whitespace) {
-            return None;
-        }
-        rest = rest.trim_start();
-    }
 }
 
 async fn files_list(
@@ -1178,129 +762,10 @@ async fn not_found() -> Response {
     status_error(404)
 }
 
-// ---------------------------------------------------------------------------------------
-// `fields` partial responses
-// ---------------------------------------------------------------------------------------
-
-/// A parsed `fields` selector: `a,b(c,d),e/f`, `*` for every field at a level.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct FieldMask(BTreeMap<String, Option<FieldMask>>);
-
-impl FieldMask {
-    fn parse(text: &str) -> Result<Self, String> {
-        let chars: Vec<char> = text.chars().collect();
-        let mut pos = 0;
-        let mask = Self::parse_list(&chars, &mut pos, 0)?;
-        if pos != chars.len() {
-            return Err(format!("unexpected {:?} at {pos}", chars[pos]));
-        }
-        Ok(mask)
-    }
-
-    fn parse_list(chars: &[char], pos: &mut usize, depth: usize) -> Result<Self, String> {
-        let mut mask = FieldMask::default();
-        loop {
-            skip_spaces(chars, pos);
-            // path: name ('/' name)*
-            let mut path = vec![parse_name(chars, pos)?];
-            while chars.get(*pos) == Some(&'/') {
-                *pos += 1;
-                path.push(parse_name(chars, pos)?);
-            }
-            skip_spaces(chars, pos);
-            let sub = if chars.get(*pos) == Some(&'(') {
-                *pos += 1;
-                let sub = Self::parse_list(chars, pos, depth + 1)?;
-                if chars.get(*pos) != Some(&')') {
-                    return Err("unclosed '('".into());
-                }
-                *pos += 1;
-                skip_spaces(chars, pos);
-                Some(sub)
-            } else {
-                None
-            };
-            mask.insert(&path, sub);
-            match chars.get(*pos) {
-                Some(',') => *pos += 1,
-                Some(')') if depth > 0 => return Ok(mask),
-                None if depth == 0 => return Ok(mask),
-                Some(c) => return Err(format!("unexpected {c:?} at {}", *pos)),
-                None => return Err("unclosed '('".into()),
-            }
-        }
-    }
-
-    /// Add `path` with its sub-selection (None: the whole value).
-    fn insert(&mut self, path: &[String], sub: Option<FieldMask>) {
-        let (first, rest) = path.split_first().expect("a path has a name");
-        let leaf = if rest.is_empty() {
-            sub
-        } else {
-            let mut inner = FieldMask::default();
-            inner.insert(rest, sub);
-            Some(inner)
-        };
-        match (self.0.get_mut(first), leaf) {
-            (None, leaf) => {
-                self.0.insert(first.clone(), leaf);
-            }
-            // Already whole: stays whole.
-            (Some(None), _) => {}
-            (Some(slot @ Some(_)), None) => *slot = None,
-            (Some(Some(existing)), Some(more)) => {
-                for (k, v) in more.0 {
-                    existing.insert(std::slice::from_ref(&k), v);
-                }
-            }
-        }
-    }
-
-    fn apply(&self, value: Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                if self.0.contains_key("*") {
-                    return Value::Object(map);
-                }
-                let kept = map
-                    .into_iter()
-                    .filter_map(|(k, v)| match self.0.get(&k) {
-                        None => None,
-                        Some(None) => Some((k, v)),
-                        Some(Some(sub)) => Some((k, sub.apply(v))),
-                    })
-                    .collect();
-                Value::Object(kept)
-            }
-            Value::Array(items) => Value::Array(items.into_iter().map(|v| self.apply(v)).collect()),
-            other => other,
-        }
-    }
-}
-
-fn skip_spaces(chars: &[char], pos: &mut usize) {
-    while chars.get(*pos).is_some_and(|c| c.is_whitespace()) {
-        *pos += 1;
-    }
-}
-
-fn parse_name(chars: &[char], pos: &mut usize) -> Result<String, String> {
-    let start = *pos;
-    while chars
-        .get(*pos)
-        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '*')
-    {
-        *pos += 1;
-    }
-    if start == *pos {
-        return Err(format!("a field name expected at {start}"));
-    }
-    Ok(chars[start..*pos].iter().collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     const TOKEN: &str = "t0k3n";
 
@@ -1626,65 +1091,5 @@ mod tests {
         )
         .await;
         assert_eq!(body["changes"], json!([]));
-    }
-
-    #[test]
-    fn parses_the_supported_files_queries() {
-        let q = |s: &str| parse_files_query(s);
-        assert_eq!(
-            q("'abc' in parents and trashed=false"),
-            Some(FilesQuery {
-                parents: vec!["abc".into()],
-                trashed: Some(false)
-            })
-        );
-        assert_eq!(
-            q(r"  'it\'s\\x'  in  parents and trashed = true "),
-            Some(FilesQuery {
-                parents: vec![r"it's\x".into()],
-                trashed: Some(true)
-            })
-        );
-        assert_eq!(
-            q("trashed=false"),
-            Some(FilesQuery {
-                parents: vec![],
-                trashed: Some(false)
-            })
-        );
-        for bad in [
-            "",
-            "'abc' in parents andtrashed=false",
-            "'abc' in parents or trashed=false",
-            "'abc in parents",
-            "name = 'x'",
-            "trashed=maybe",
-            "'a' in parents and",
-        ] {
-            assert_eq!(q(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn field_masks_parse_and_merge() {
-        let mask = FieldMask::parse("a,b(c,d/e),b/f, g/h(i)").unwrap();
-        let v = json!({
-            "a": 1, "z": 0,
-            "b": [{"c": 2, "d": {"e": 3, "x": 0}, "f": 4, "y": 0}],
-            "g": {"h": {"i": 5, "j": 0}, "k": 0}
-        });
-        assert_eq!(
-            mask.apply(v),
-            json!({"a": 1, "b": [{"c": 2, "d": {"e": 3}, "f": 4}], "g": {"h": {"i": 5}}})
-        );
-        // a whole field wins over a sub-selection of it
-        let mask = FieldMask::parse("a(b),a").unwrap();
-        assert_eq!(
-            mask.apply(json!({"a": {"b": 1, "c": 2}})),
-            json!({"a": {"b": 1, "c": 2}})
-        );
-        for bad in ["", "a,", "a(b", "a)b", "a(b))", "a//b", "a b"] {
-            assert!(FieldMask::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -26,12 +26,12 @@
 //! The test credentials ([`test_authorized_user_json`], [`test_service_account_json`])
 //! use a throwaway RSA key committed under `testdata/` for these tests only.
 
-use crate::ports::{Clock, SystemClock};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Form, Json, Router};
+use bandsync::ports::{Clock, SystemClock};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
@@ -42,10 +42,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A **throwaway** 2048-bit RSA key (PKCS#8 PEM), generated with `openssl genpkey` for
 /// these tests only. It guards nothing; never use it for anything real.
-pub const TEST_SERVICE_ACCOUNT_KEY_PEM: &str = include_str!("testdata/test-service-account.pem");
+pub const TEST_SERVICE_ACCOUNT_KEY_PEM: &str = include_str!("../testdata/test-service-account.pem");
 /// The public half of [`TEST_SERVICE_ACCOUNT_KEY_PEM`], PKCS#1 `RSAPublicKey` DER.
 pub const TEST_SERVICE_ACCOUNT_PUBLIC_KEY_DER: &[u8] =
-    include_bytes!("testdata/test-service-account.pub.der");
+    include_bytes!("../testdata/test-service-account.pub.der");
 pub const TEST_SERVICE_ACCOUNT_EMAIL: &str = "bandsync-test@bandsync-test.iam.gserviceaccount.com";
 pub const TEST_SERVICE_ACCOUNT_KEY_ID: &str = "0123456789abcdef0123456789abcdef01234567";
 pub const TEST_CLIENT_ID: &str = "123456789012-fake.apps.googleusercontent.com";
@@ -389,7 +389,7 @@ async fn token(
                 record.client_id = form.get("client_id").cloned();
                 refresh_grant(&s, &form)
             }
-            super::oauth::JWT_BEARER_GRANT => jwt_grant(&s, &form, &mut record),
+            bandsync::google::oauth::JWT_BEARER_GRANT => jwt_grant(&s, &form, &mut record),
             "" => Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
