@@ -2,10 +2,11 @@
 //!
 //! One Query for the subscribers, frames serialised once, posts with bounded concurrency
 //! (each connection gets the events in seq order), a Gone connection forgotten, a
-//! throttled or failing post retried with backoff. A post that still fails is counted
+//! throttled or failing post retried with the crate's [`Backoff`] (full jitter). A post that still fails is counted
 //! and left: the event is in the channel log, and the client's next seq shows it a gap
 //! it closes with `resume`.
 
+use crate::backoff::{Backoff, Sleeper, TokioSleeper};
 use crate::model::{ChannelName, ConnectionId, Event};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
 use crate::protocol::ServerFrame;
@@ -35,6 +36,10 @@ pub struct DeliveryReport {
 /// Events read per page when a gap before a message is filled from the log.
 const GAP_PAGE: usize = 100;
 
+/// The largest wait between two tries of a post. With the default 3 attempts the windows
+/// are 50 and 100 ms, well under it; it bounds a larger `attempts`.
+const POST_BACKOFF_CAP: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Broadcaster {
     connections: Arc<dyn ConnectionStore>,
@@ -45,7 +50,10 @@ pub struct Broadcaster {
     pub concurrency: usize,
     /// Tries per post before it counts as failed.
     pub attempts: u32,
+    /// The first backoff window between tries of a post; it doubles with each retry.
     pub backoff: Duration,
+    /// Where the waits between tries are taken.
+    sleeper: Arc<dyn Sleeper>,
 }
 
 enum ConnectionResult {
@@ -69,7 +77,20 @@ impl Broadcaster {
             concurrency: 32,
             attempts: 3,
             backoff: Duration::from_millis(50),
+            sleeper: Arc::new(TokioSleeper),
         }
+    }
+
+    /// The same broadcaster, waiting between tries through `sleeper` (tests record the
+    /// waits instead of taking them).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// The retry policy of one post.
+    fn post_backoff(&self) -> Backoff {
+        Backoff::new(self.backoff, POST_BACKOFF_CAP).with_max_attempts(self.attempts)
     }
 
     /// The SQS entry point (FIFO: stop at the first failure). With a `deadline` (the
@@ -198,19 +219,20 @@ impl Broadcaster {
     }
 
     async fn post_with_retry(&self, conn: &ConnectionId, frame: &[u8]) -> Option<PushOutcome> {
-        let mut delay = self.backoff;
-        for attempt in 1..=self.attempts.max(1) {
+        let backoff = self.post_backoff();
+        let mut attempt = 1;
+        loop {
             match self.pusher.post(conn, frame).await {
                 Ok(outcome) => return Some(outcome),
                 Err(e) => {
                     tracing::warn!(connection = %conn, attempt, error = %e, "post failed");
-                    if attempt < self.attempts {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
+                    if !backoff.may_retry(attempt) {
+                        return None;
                     }
+                    self.sleeper.sleep(backoff.jittered(attempt)).await;
+                    attempt += 1;
                 }
             }
         }
-        None
     }
 }

@@ -15,6 +15,7 @@
 pub mod adapters;
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod broadcast;
 pub mod channels;
 pub mod error;

@@ -231,3 +231,29 @@ async fn handle_sqs_acknowledges_a_malformed_message_and_delivers_the_rest() {
     // AND the good ones were delivered, in order
     assert_eq!(received(&h, "c1"), all_three());
 }
+
+#[tokio::test]
+async fn retries_wait_through_the_sleeper_in_doubling_full_jitter_windows() {
+    use bandsync_google_fake::retry::RecordingSleeper;
+    use std::sync::Arc;
+    use std::time::Duration;
+    // GIVEN a subscriber whose first two posts fail, and a broadcaster that backs off
+    // from 50 ms with its waits recorded instead of taken
+    let h = Harness::new();
+    let message = subscribers(&h, &[PushBehaviour::ErrFirst(2)]).await;
+    let sleeper = Arc::new(RecordingSleeper::default());
+    let mut broadcaster = h.broadcaster().with_sleeper(sleeper.clone());
+    broadcaster.backoff = Duration::from_millis(50);
+
+    // WHEN the message is delivered
+    let report = broadcaster.deliver(&message).await.unwrap();
+
+    // THEN it is delivered after two waits, drawn from windows of 50 ms and then 100 ms
+    assert_eq!(report.delivered, 3);
+    let waits = sleeper.delays();
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    assert!(
+        waits[0] < Duration::from_millis(50) && waits[1] < Duration::from_millis(100),
+        "{waits:?}"
+    );
+}

@@ -16,10 +16,11 @@ use axum::response::{IntoResponse, Response};
 use bandsync::adapters::aws::apigw::ApiGatewayPusher;
 use bandsync::model::ConnectionId;
 use bandsync::ports::{PushOutcome, Pusher};
+use bandsync_google_fake::retry::RecordingSleeper;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -197,8 +198,21 @@ async fn stub_gateway(
     (endpoint, calls)
 }
 
+/// A pusher for the stub, whose waits between attempts are recorded, not taken.
 fn stub_pusher(endpoint: &str, attempts: u32, base: Duration) -> ApiGatewayPusher {
-    ApiGatewayPusher::new(&sdk_config(endpoint), endpoint).with_retry(attempts, base)
+    stub_pusher_recording(endpoint, attempts, base).0
+}
+
+fn stub_pusher_recording(
+    endpoint: &str,
+    attempts: u32,
+    base: Duration,
+) -> (ApiGatewayPusher, Arc<RecordingSleeper>) {
+    let sleeper = Arc::new(RecordingSleeper::default());
+    let pusher = ApiGatewayPusher::new(&sdk_config(endpoint), endpoint)
+        .with_retry(attempts, base)
+        .with_sleeper(sleeper.clone());
+    (pusher, sleeper)
 }
 
 #[tokio::test]
@@ -207,23 +221,21 @@ async fn throttled_posts_are_retried_with_backoff_until_delivered() {
     let (endpoint, calls) =
         stub_gateway(2, StatusCode::TOO_MANY_REQUESTS, "LimitExceededException").await;
     let base = Duration::from_millis(50);
-    let pusher = stub_pusher(&endpoint, 3, base);
+    let (pusher, sleeper) = stub_pusher_recording(&endpoint, 3, base);
 
     // WHEN a post is made
-    let started = Instant::now();
     let outcome = pusher.post(&unknown_id(), b"hello").await;
 
-    // THEN it is delivered on the third attempt, after backing off (>= 25 + 50 ms)
+    // THEN it is delivered on the third attempt, after backing off twice, each wait a
+    // full-jitter draw from a window that doubles (50 ms, then 100 ms)
     assert_eq!(
         outcome.expect("delivered after retries"),
         PushOutcome::Delivered
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert!(
-        started.elapsed() >= base / 2 + base,
-        "backed off only {:?}",
-        started.elapsed()
-    );
+    let waits = sleeper.delays();
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    assert!(waits[0] < base && waits[1] < base * 2, "{waits:?}");
 }
 
 #[tokio::test]

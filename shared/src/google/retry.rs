@@ -5,6 +5,8 @@
 //! [`parse_retry_after`], [`is_retryable`]) with the random draw and "now" passed in;
 //! [`Retrier`] runs an operation with them, sleeping through a [`Sleeper`] and drawing
 //! from an injectable random source, so tests can check every delay without waiting.
+//! The windows, the jitter and the sleepers are the crate's one [`crate::backoff`]; what
+//! is Google's here is which answers to retry, `Retry-After` parsing, and the budget.
 //!
 //! Rules:
 //! - retry `n` (1-based) waits a uniform random time in `[0, min(max_delay,
@@ -14,7 +16,8 @@
 //! - at most `max_attempts` attempts in all; the last retryable error is returned.
 
 use super::GoogleError;
-use async_trait::async_trait;
+use crate::backoff::Backoff;
+pub use crate::backoff::{Sleeper, TokioSleeper, random_unit};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -51,30 +54,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The backoff windows: from `base_delay`, doubling up to `max_delay`.
+    pub fn windows(&self) -> Backoff {
+        Backoff::new(self.base_delay, self.max_delay).with_max_attempts(self.max_attempts)
+    }
+
     /// The backoff before retry `retry` (1-based) for a random draw `unit` in `[0, 1)`:
     /// `unit * min(max_delay, base_delay * 2^(retry-1))`.
     pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
-        let unit = if unit.is_finite() {
-            unit.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let exp = retry.saturating_sub(1).min(31);
-        let window = self
-            .base_delay
-            .checked_mul(1u32 << exp)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay);
-        window.mul_f64(unit)
+        self.windows().delay(retry, unit)
     }
 
     /// The wait before retry `retry`: the server's `Retry-After` if it gave one (capped
     /// at `max_retry_after`), else the jittered backoff.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
-        match retry_after {
-            Some(wait) => wait.min(self.max_retry_after),
-            None => self.backoff(retry, unit),
-        }
+        self.windows()
+            .delay_or_retry_after(retry, retry_after, self.max_retry_after, unit)
     }
 }
 
@@ -111,33 +106,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// A uniform draw in `[0, 1)` from the standard library's randomly seeded hasher:
-/// enough entropy for jitter, no extra dependency.
-pub fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let bits = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Waits between attempts. [`TokioSleeper`] in production; tests record the delays.
-#[async_trait]
-pub trait Sleeper: Send + Sync {
-    async fn sleep(&self, delay: Duration);
-}
-
-/// `tokio::time::sleep` (which `tokio::time::pause` makes virtual in tests).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TokioSleeper;
-
-#[async_trait]
-impl Sleeper for TokioSleeper {
-    async fn sleep(&self, delay: Duration) {
-        tokio::time::sleep(delay).await;
-    }
 }
 
 /// What one attempt came to.
@@ -364,14 +332,6 @@ mod tests {
         assert!(is_retryable(403, Some("rateLimitExceeded")));
         assert!(!is_retryable(403, Some("insufficientFilePermissions")));
         assert!(!is_retryable(403, None));
-    }
-
-    #[test]
-    fn random_unit_is_in_range_and_varies() {
-        let draws: Vec<f64> = (0..200).map(|_| random_unit()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        let distinct: std::collections::HashSet<u64> = draws.iter().map(|d| d.to_bits()).collect();
-        assert!(distinct.len() > 150, "{} distinct of 200", distinct.len());
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,13 +4,14 @@
 //! - A `GoneException` (410) is not an error but the distinct [`PushOutcome::Gone`]
 //!   (`None` / `false` for the other calls): the caller forgets the connection.
 //! - Throttling (`LimitExceededException`, any 429) and transient failures (5xx, I/O
-//!   errors, timeouts) are retried here, with exponential backoff and jitter, then
+//!   errors, timeouts) are retried here, with the crate's [`Backoff`] (full jitter), then
 //!   reported as an error. The SDK's own retries are switched off for this client so that
 //!   [`ApiGatewayPusher::attempts`] is the whole budget: the broadcaster fans out to many
 //!   connections at once and must not stall for the SDK's second-long backoffs.
 //! - Anything else (403, 413 payload too large, ...) is an error at once, with the
 //!   operation, the connection and the endpoint in its message.
 
+use crate::backoff::{Backoff, Sleeper, TokioSleeper};
 use crate::model::ConnectionId;
 use crate::ports::{PortError, PortResult, PushOutcome, Pusher};
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetad
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use chrono::{DateTime, Utc};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default tries per call for a throttled or transient answer.
@@ -37,9 +39,11 @@ pub struct ApiGatewayPusher {
     endpoint: String,
     /// Tries per call when the answer is throttling or transient (at least 1).
     pub attempts: u32,
-    /// The first backoff; retry `n` waits a random time in `[d/2, d]` with
+    /// The first backoff window; retry `n` waits a random time in `[0, d)` with
     /// `d = base_delay * 2^(n-1)` (capped at 2 s).
     pub base_delay: Duration,
+    /// Where the waits between attempts are taken.
+    sleeper: Arc<dyn Sleeper>,
 }
 
 /// How a failed call is handled.
@@ -78,18 +82,6 @@ fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Failure
     }
 }
 
-/// A random duration in `[d/2, d]` for retry `n` (1-based), `d = base * 2^(n-1)`.
-fn backoff(base: Duration, retry: u32) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let d = base
-        .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
-        .min(MAX_DELAY);
-    let half = d / 2;
-    // RandomState is seeded randomly per instance: enough entropy for jitter.
-    let r = RandomState::new().hash_one(retry) % 1_000_001;
-    half + half.mul_f64(r as f64 / 1_000_000.0)
-}
-
 impl ApiGatewayPusher {
     /// A client for the stage at `endpoint`
     /// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`), with the region,
@@ -104,6 +96,7 @@ impl ApiGatewayPusher {
             endpoint: endpoint.to_owned(),
             attempts: DEFAULT_ATTEMPTS,
             base_delay: DEFAULT_BASE_DELAY,
+            sleeper: Arc::new(TokioSleeper),
         }
     }
 
@@ -112,6 +105,18 @@ impl ApiGatewayPusher {
         self.attempts = attempts;
         self.base_delay = base_delay;
         self
+    }
+
+    /// The same pusher, waiting between attempts through `sleeper` (tests record the
+    /// waits instead of taking them).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// The retry policy of every call.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.base_delay, MAX_DELAY).with_max_attempts(self.attempts)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -131,6 +136,7 @@ impl ApiGatewayPusher {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
+        let backoff = self.backoff();
         let attempts = self.attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -140,10 +146,10 @@ impl ApiGatewayPusher {
             };
             let why = match classify(&err) {
                 Failure::Gone => return Ok(None),
-                Failure::Retry(why) if attempt < attempts => {
-                    let wait = backoff(self.base_delay, attempt);
+                Failure::Retry(why) if backoff.may_retry(attempt) => {
+                    let wait = backoff.jittered(attempt);
                     tracing::debug!(op, connection = %connection, attempt, ?wait, why, "retrying");
-                    tokio::time::sleep(wait).await;
+                    self.sleeper.sleep(wait).await;
                     attempt += 1;
                     continue;
                 }
@@ -232,24 +238,26 @@ impl Pusher for ApiGatewayPusher {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_with_jitter_within_bounds() {
-        let base = Duration::from_millis(50);
-        for retry in 1..=4 {
-            let d = base * (1 << (retry - 1));
-            for _ in 0..50 {
-                let wait = backoff(base, retry);
-                assert!(wait >= d / 2 && wait <= d, "retry {retry}: {wait:?}");
-            }
-        }
-        assert!(backoff(base, 30) <= MAX_DELAY);
+    fn pusher() -> ApiGatewayPusher {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        ApiGatewayPusher::new(&sdk, "https://abc.execute-api.eu-west-1.amazonaws.com/prod")
     }
 
     #[test]
-    fn backoff_is_jittered() {
-        let waits: std::collections::HashSet<Duration> = (0..20)
-            .map(|_| backoff(Duration::from_millis(100), 2))
-            .collect();
-        assert!(waits.len() > 1, "20 draws gave one value: {waits:?}");
+    fn the_default_budget_is_three_attempts_from_50_ms_up_to_2_s() {
+        // GIVEN a pusher with the default retry budget
+        let backoff = pusher().backoff();
+        // THEN windows double from 50 ms and never pass 2 s, over 3 attempts in all
+        let ms = Duration::from_millis;
+        assert_eq!(backoff.window(1), ms(50));
+        assert_eq!(backoff.window(2), ms(100));
+        assert_eq!(backoff.window(30), MAX_DELAY);
+        assert!(backoff.may_retry(2) && !backoff.may_retry(3));
+        // AND another budget is another policy
+        let other = pusher().with_retry(5, ms(10)).backoff();
+        assert_eq!((other.window(1), other.max_attempts), (ms(10), Some(5)));
     }
 }

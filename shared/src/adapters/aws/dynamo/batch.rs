@@ -4,9 +4,15 @@
 use super::DynamoStore;
 use super::client::{backend, build};
 use super::item::Item;
+use crate::backoff::Backoff;
 use crate::ports::{PortError, PortResult};
 use aws_sdk_dynamodb::types::{DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
 use std::time::Duration;
+
+/// Retries of what a batch request left unprocessed: windows from 20 ms up to 1 s.
+const UNPROCESSED: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+/// BatchWriteItem requests per chunk, the first included.
+const WRITE_ROUNDS: u32 = 8;
 
 impl DynamoStore {
     /// Delete keys in batches, retrying what DynamoDB leaves unprocessed.
@@ -43,19 +49,11 @@ impl DynamoStore {
         // entry) get each pair written in the same request.
         for chunk in requests.chunks(24) {
             let mut requests = chunk.to_vec();
-            let mut backoff = Duration::from_millis(20);
             // Bounded: under sustained throttling the caller fails (and its job is
             // retried by the queue) rather than spinning until the Lambda times out.
-            for round in 1.. {
-                if requests.is_empty() {
-                    break;
-                }
-                if round > 8 {
-                    return Err(PortError::Backend(anyhow::anyhow!(
-                        "BatchWriteItem on {table}: {} items still unprocessed after 8 rounds",
-                        requests.len()
-                    )));
-                }
+            let backoff = UNPROCESSED.with_max_attempts(WRITE_ROUNDS);
+            let mut round = 1;
+            loop {
                 let out = self
                     .client
                     .batch_write_item()
@@ -67,10 +65,17 @@ impl DynamoStore {
                     .unprocessed_items
                     .and_then(|mut m| m.remove(table))
                     .unwrap_or_default();
-                if !requests.is_empty() {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                if requests.is_empty() {
+                    break;
                 }
+                if !backoff.may_retry(round) {
+                    return Err(PortError::Backend(anyhow::anyhow!(
+                        "BatchWriteItem on {table}: {} items still unprocessed after {WRITE_ROUNDS} rounds",
+                        requests.len()
+                    )));
+                }
+                self.sleeper.sleep(backoff.jittered(round)).await;
+                round += 1;
             }
         }
         Ok(())
@@ -81,7 +86,8 @@ impl DynamoStore {
         let mut found = Vec::new();
         for chunk in keys.chunks(100) {
             let mut pending = chunk.to_vec();
-            let mut backoff = Duration::from_millis(20);
+            // Not bounded: reads are retried until DynamoDB answers them all.
+            let mut round = 1;
             while !pending.is_empty() {
                 let request = build(
                     KeysAndAttributes::builder()
@@ -107,8 +113,8 @@ impl DynamoStore {
                     .map(|k| k.keys)
                     .unwrap_or_default();
                 if !pending.is_empty() {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    self.sleeper.sleep(UNPROCESSED.jittered(round)).await;
+                    round += 1;
                 }
             }
         }

@@ -5,6 +5,7 @@ use super::DynamoStore;
 use super::client::{SortKeys, backend, build, is_condition_failure, lost_race, transact_put};
 use super::item::{Item, body, get_str, get_u64, n, s, ts, with_body};
 use super::keys;
+use crate::backoff::Backoff;
 use crate::model::{ChannelHead, ChannelName, Event, NewEvent};
 use crate::ports::{ChannelLog, PortError, PortResult};
 use anyhow::anyhow;
@@ -19,8 +20,10 @@ use tracing::instrument;
 /// Events per append transaction: 2 items each (the event and its id) plus the head,
 /// under DynamoDB's 100 items per transaction.
 const APPEND_CHUNK: usize = 49;
-/// Attempts of an append that lost a race for the head.
-const APPEND_ATTEMPTS: usize = 50;
+/// Attempts of an append that lost a race for the head, and the waits between them:
+/// windows from 10 ms up to 500 ms, full jitter so competing writers spread out.
+const APPEND_RETRY: Backoff =
+    Backoff::new(Duration::from_millis(10), Duration::from_millis(500)).with_max_attempts(50);
 
 /// A channel head as stored.
 struct Head {
@@ -200,29 +203,19 @@ impl ChannelLog for DynamoStore {
         let _turn = turn.lock().await;
         let mut out = Vec::with_capacity(events.len());
         for chunk in events.chunks(APPEND_CHUNK) {
-            let mut ceiling = Duration::from_millis(10);
-            let mut attempt = 0;
+            let mut attempt = 1;
             loop {
-                attempt += 1;
                 if let Some(stored) = self.append_chunk(channel, chunk).await? {
                     out.extend(stored);
                     break;
                 }
-                if attempt >= APPEND_ATTEMPTS {
+                if !APPEND_RETRY.may_retry(attempt) {
                     return Err(PortError::Conflict(format!(
                         "append to {channel} lost the race {attempt} times"
                     )));
                 }
-                // Full jitter: competing writers spread over the whole window.
-                let random = u64::from(u16::from_le_bytes([
-                    uuid::Uuid::new_v4().as_bytes()[0],
-                    uuid::Uuid::new_v4().as_bytes()[1],
-                ]));
-                let ceiling_ms = u64::try_from(ceiling.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
-                tokio::time::sleep(Duration::from_millis(random % ceiling_ms)).await;
-                ceiling = (ceiling * 2).min(Duration::from_millis(500));
+                self.sleeper.sleep(APPEND_RETRY.jittered(attempt)).await;
+                attempt += 1;
             }
         }
         Ok(out)

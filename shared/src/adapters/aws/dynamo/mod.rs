@@ -35,6 +35,7 @@ mod log;
 mod operations;
 mod watch;
 
+use crate::backoff::{Sleeper, TokioSleeper};
 use crate::ports::{HealthCheck, PortResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -50,6 +51,9 @@ pub struct DynamoStore {
     /// other for the head; writers in other processes are handled by the conditional
     /// head update and retries.
     appending: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Where the waits of the retry loops (unprocessed batch items, lost append races)
+    /// are taken.
+    sleeper: Arc<dyn Sleeper>,
 }
 
 impl DynamoStore {
@@ -59,7 +63,14 @@ impl DynamoStore {
             sync_table,
             connections_table,
             appending: Arc::default(),
+            sleeper: Arc::new(TokioSleeper),
         }
+    }
+
+    /// The same store, waiting between retries through `sleeper`.
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
     }
 }
 
