@@ -183,7 +183,31 @@ pub struct SyncConfiguration {
     /// a service-account key), sealed with the deployment's credentials key and bound
     /// to the band. Never shown by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub google_credentials: Option<crate::google::sealed::SealedSecret>,
+    pub google_credentials: Option<SealedSecret>,
+}
+
+/// A sealed secret as stored: `{"v":1,"alg":"A256GCM","nonce":b64,"ct":b64}`. Sealed
+/// and opened by `google::sealed`; a record field here, so that a store adapter reading a
+/// configuration needs nothing beyond the model.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    pub v: u32,
+    pub alg: String,
+    /// Standard base64 of the 12-byte nonce.
+    pub nonce: String,
+    /// Standard base64 of the ciphertext and its 16-byte tag.
+    pub ct: String,
+}
+
+/// Shows the format, not the ciphertext.
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("v", &self.v)
+            .field("alg", &self.alg)
+            .field("ct_b64_len", &self.ct.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SyncConfiguration {
@@ -277,6 +301,14 @@ pub enum Trigger {
     Client,
     /// Periodic reconciliation (push is lossy).
     Reconcile,
+}
+
+impl Trigger {
+    /// A sync nobody asked for (a notification, a reconcile): when it finds nothing to
+    /// do it records no operation, where a manual or client request always gets one.
+    pub fn is_background(self) -> bool {
+        matches!(self, Trigger::Notification | Trigger::Reconcile)
+    }
 }
 
 /// What the sync queue carries: "sync this source".

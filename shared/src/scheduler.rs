@@ -1,12 +1,12 @@
 //! The scheduler job: what runs on a timer rather than on an event. Push notifications
 //! can be dropped (Google says so; a folder watcher can overflow), so every source is
 //! reconciled periodically; channel logs keep events only for the retention window; and,
-//! with a [`ChannelKeeper`], every Google source keeps a live watch channel (opened,
+//! with a [`WatchKeeper`], every Google source keeps a live watch channel (opened,
 //! renewed with overlap, stopped when its source goes).
 
-use crate::channels::{ChannelKeeper, ChannelReport};
 use crate::model::{BandId, ChannelName, SyncJob, Trigger};
 use crate::ports::{ChannelLog, Clock, ConfigStore, PortError, Queue, SourceStore};
+use crate::watch_keeper::{WatchKeeper, WatchReport};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ pub struct Scheduler {
     /// (the scheduler Lambda has 60 s in all; a call started just before may take a
     /// request timeout more).
     pub channel_budget: Duration,
-    channels: Option<ChannelKeeper>,
+    channels: Option<WatchKeeper>,
     registry: Option<Arc<dyn ConfigStore>>,
 }
 
@@ -30,7 +30,7 @@ pub struct Scheduler {
 pub struct TickReport {
     pub reconciles_queued: usize,
     pub events_pruned: u64,
-    pub channels: ChannelReport,
+    pub channels: WatchReport,
 }
 
 impl Scheduler {
@@ -53,7 +53,7 @@ impl Scheduler {
     }
 
     /// Keep the watch channels of Google sources on every tick.
-    pub fn with_channels(mut self, keeper: impl Into<Option<ChannelKeeper>>) -> Self {
+    pub fn with_channels(mut self, keeper: impl Into<Option<WatchKeeper>>) -> Self {
         self.channels = keeper.into();
         self
     }

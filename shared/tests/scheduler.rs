@@ -1,8 +1,8 @@
-use bandsync::channels::{ChannelKeeper, ChannelReport};
 use bandsync::model::{BandId, ChannelName};
 use bandsync::model::{NewEvent, Source, SourceId, SourceKind};
 use bandsync::ports::{ChannelLog, SourceStore};
 use bandsync::scheduler::*;
+use bandsync::watch_keeper::{WatchKeeper, WatchReport};
 use bandsync_testkit::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +52,7 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
         TickReport {
             reconciles_queued: 2,
             events_pruned: 1,
-            channels: ChannelReport::default(),
+            channels: WatchReport::default(),
         }
     );
     let groups: Vec<String> = h
@@ -117,7 +117,7 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
         );
         h.store.put_source(&source).await.unwrap();
     }
-    let keeper = ChannelKeeper::new(
+    let keeper = WatchKeeper::new(
         h.store.clone(),
         Arc::new(GoogleDown),
         h.clock.clone(),

@@ -4,22 +4,43 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Why a `fields` selector does not parse (Google answers 400 `invalidParameter`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MaskError {
+    /// This character where a name, `,`, `/`, `(` or `)` was expected.
+    Unexpected(char, usize),
+    /// A `(` never closed.
+    Unclosed,
+    /// No field name at this position.
+    NameExpected(usize),
+}
+
+impl std::fmt::Display for MaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaskError::Unexpected(c, at) => write!(f, "unexpected {c:?} at {at}"),
+            MaskError::Unclosed => f.write_str("unclosed '('"),
+            MaskError::NameExpected(at) => write!(f, "a field name expected at {at}"),
+        }
+    }
+}
+
 /// A parsed `fields` selector: `a,b(c,d),e/f`, `*` for every field at a level.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct FieldMask(BTreeMap<String, Option<FieldMask>>);
 
 impl FieldMask {
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, MaskError> {
         let chars: Vec<char> = text.chars().collect();
         let mut pos = 0;
         let mask = Self::parse_list(&chars, &mut pos, 0)?;
         if pos != chars.len() {
-            return Err(format!("unexpected {:?} at {pos}", chars[pos]));
+            return Err(MaskError::Unexpected(chars[pos], pos));
         }
         Ok(mask)
     }
 
-    fn parse_list(chars: &[char], pos: &mut usize, depth: usize) -> Result<Self, String> {
+    fn parse_list(chars: &[char], pos: &mut usize, depth: usize) -> Result<Self, MaskError> {
         let mut mask = FieldMask::default();
         loop {
             skip_spaces(chars, pos);
@@ -34,7 +55,7 @@ impl FieldMask {
                 *pos += 1;
                 let sub = Self::parse_list(chars, pos, depth + 1)?;
                 if chars.get(*pos) != Some(&')') {
-                    return Err("unclosed '('".into());
+                    return Err(MaskError::Unclosed);
                 }
                 *pos += 1;
                 skip_spaces(chars, pos);
@@ -47,8 +68,8 @@ impl FieldMask {
                 Some(',') => *pos += 1,
                 Some(')') if depth > 0 => return Ok(mask),
                 None if depth == 0 => return Ok(mask),
-                Some(c) => return Err(format!("unexpected {c:?} at {}", *pos)),
-                None => return Err("unclosed '('".into()),
+                Some(c) => return Err(MaskError::Unexpected(*c, *pos)),
+                None => return Err(MaskError::Unclosed),
             }
         }
     }
@@ -106,7 +127,7 @@ fn skip_spaces(chars: &[char], pos: &mut usize) {
     }
 }
 
-fn parse_name(chars: &[char], pos: &mut usize) -> Result<String, String> {
+fn parse_name(chars: &[char], pos: &mut usize) -> Result<String, MaskError> {
     let start = *pos;
     while chars
         .get(*pos)
@@ -115,7 +136,7 @@ fn parse_name(chars: &[char], pos: &mut usize) -> Result<String, String> {
         *pos += 1;
     }
     if start == *pos {
-        return Err(format!("a field name expected at {start}"));
+        return Err(MaskError::NameExpected(start));
     }
     Ok(chars[start..*pos].iter().collect())
 }

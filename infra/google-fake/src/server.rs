@@ -240,8 +240,9 @@ fn unauthorized() -> Response {
     response
 }
 
-pub(crate) fn fault_response(fault: Fault) -> Response {
-    match fault {
+/// The answer a queued fault gives instead of the work; none for [`Fault::Pass`].
+pub(crate) fn fault_response(fault: Fault) -> Option<Response> {
+    let response = match fault {
         Fault::RateLimited { retry_after } => {
             let mut response = google_error(
                 429,
@@ -278,8 +279,9 @@ pub(crate) fn fault_response(fault: Fault) -> Response {
             body,
         )
             .into_response(),
-        Fault::Pass => unreachable!("a Pass is never answered as a fault"),
-    }
+        Fault::Pass => return None,
+    };
+    Some(response)
 }
 
 pub(crate) fn status_error(code: u16) -> Response {
@@ -361,8 +363,8 @@ impl Gate {
             query: params.clone(),
             authorized,
         });
-        if let Some(fault) = self.faults.pop_front().filter(|f| *f != Fault::Pass) {
-            return Some(fault_response(fault));
+        if let Some(response) = self.faults.pop_front().and_then(fault_response) {
+            return Some(response);
         }
         (!authorized).then(unauthorized)
     }

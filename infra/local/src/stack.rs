@@ -12,12 +12,12 @@ use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use bandsync::api::Api;
 use bandsync::auth::TokenKey;
 use bandsync::broadcast::Broadcaster;
-use bandsync::channels::ChannelKeeper;
 use bandsync::model::*;
 use bandsync::ports::*;
 use bandsync::publish::Publisher;
 use bandsync::scheduler::Scheduler;
 use bandsync::sync::SyncWorker;
+use bandsync::watch_keeper::WatchKeeper;
 use bandsync::webhook::{self, WebhookIntake};
 use bandsync::ws_connect::WsConnect;
 use bandsync::ws_disconnect::WsDisconnect;
@@ -578,7 +578,7 @@ impl LocalStack {
             if let Some(apis) = &google {
                 let address = format!("http://{http_addr}/webhooks/google");
                 let keeper =
-                    ChannelKeeper::new(dyn_store.clone(), apis.clone(), clock.clone(), address);
+                    WatchKeeper::new(dyn_store.clone(), apis.clone(), clock.clone(), address);
                 scheduler = scheduler.with_channels(keeper);
                 every = Some(every.map_or(cfg.channels_every, |e| e.min(cfg.channels_every)));
             }

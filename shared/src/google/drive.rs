@@ -3,8 +3,8 @@
 //! - [`DriveClient::get_start_page_token`]: `GET /drive/v3/changes/startPageToken`, the
 //!   cursor to start following changes from;
 //! - [`DriveClient::list_changes`]: `GET /drive/v3/changes`, one page of changes from a
-//!   page token; the caller follows `next_page_token` until a page carries
-//!   `new_start_page_token` (the cursor for next time);
+//!   page token, which ends in [`PageEnd::More`] (the next page's token) until the last
+//!   one's [`PageEnd::Done`] (the cursor for next time);
 //! - [`DriveClient::list_folder`]: `GET /drive/v3/files` with
 //!   `q='<folder>' in parents and trashed=false`, one page of a folder's children (the
 //!   full sync walks the tree with it).
@@ -101,13 +101,29 @@ pub struct Change {
     pub file: Option<DriveFile>,
 }
 
-/// One page of `changes.list`. Exactly one of the two tokens is set: `next_page_token`
-/// while there are more pages, `new_start_page_token` on the last one.
+/// One page of `changes.list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangesPage {
     pub changes: Vec<Change>,
-    pub next_page_token: Option<String>,
-    pub new_start_page_token: Option<String>,
+    pub end: PageEnd,
+}
+
+/// How a page of `changes.list` ends: Drive sends exactly one of its two tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageEnd {
+    /// More pages follow: `nextPageToken`, where the next one starts.
+    More(String),
+    /// The last page: `newStartPageToken`, the cursor for changes after this listing.
+    Done(String),
+}
+
+impl PageEnd {
+    /// The token to go on from (the next page's, or the next sync's).
+    pub fn into_token(self) -> String {
+        match self {
+            PageEnd::More(token) | PageEnd::Done(token) => token,
+        }
+    }
 }
 
 /// One page of `files.list`.
@@ -216,20 +232,19 @@ impl DriveClient {
             .get_json(&["drive", "v3", "changes"], &query)
             .await?;
         // A page with neither token would leave the caller without a cursor.
-        if body.next_page_token.is_none() == body.new_start_page_token.is_none() {
-            return Err(GoogleError::Decode(format!(
-                "changes.list page with {} of nextPageToken / newStartPageToken",
-                if body.next_page_token.is_none() {
-                    "neither"
-                } else {
-                    "both"
-                }
-            )));
-        }
+        let end = match (body.next_page_token, body.new_start_page_token) {
+            (Some(next), None) => PageEnd::More(next),
+            (None, Some(new_start)) => PageEnd::Done(new_start),
+            (next, _) => {
+                let which = if next.is_none() { "neither" } else { "both" };
+                return Err(GoogleError::Decode(format!(
+                    "changes.list page with {which} of nextPageToken / newStartPageToken"
+                )));
+            }
+        };
         Ok(ChangesPage {
             changes: body.changes,
-            next_page_token: body.next_page_token,
-            new_start_page_token: body.new_start_page_token,
+            end,
         })
     }
 

@@ -14,6 +14,8 @@
 //!   `files.list` by parent folder);
 //! - [`sheets`]: a Sheets v4 client (`spreadsheets.values.get`, formatted rows);
 //! - [`calendar`]: a Calendar v3 client (`events.list`, full or from a sync token);
+//! - [`ports`]: one trait per API with the calls the sync engines make (Drive, Sheets,
+//!   Calendar), which the clients implement;
 //! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients;
 //! - [`endpoints`]: where the APIs and the token endpoint are (Google, an emulator, a proxy).
 //!
@@ -28,6 +30,7 @@ pub mod client;
 pub mod drive;
 pub mod endpoints;
 pub mod oauth;
+pub mod ports;
 pub mod ratelimit;
 pub mod retry;
 pub mod sealed;
@@ -79,6 +82,21 @@ impl GoogleError {
                     .to_owned()
             }),
             message,
+        }
+    }
+
+    /// Will asking again not help? A configuration problem (no or bad credentials), or
+    /// an answer that will not change: 400, 401 (after a fresh token), 404, or a 403
+    /// that is not a rate limit. Rate limits, 5xx, transport and decode errors are
+    /// worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            GoogleError::Config(_) => true,
+            GoogleError::Http { status, reason, .. } => {
+                matches!(status, 400 | 401 | 404)
+                    || (*status == 403 && !retry::is_retryable(403, Some(reason)))
+            }
+            _ => false,
         }
     }
 
@@ -190,6 +208,36 @@ mod tests {
         assert_eq!(only_status.reason(), Some("UNAVAILABLE"));
         assert_eq!(ErrorBody::parse(b"<html>bad gateway</html>").reason(), None);
         assert_eq!(ErrorBody::parse(b"[1,2]").reason(), None);
+    }
+
+    #[test]
+    fn permanent_errors_are_config_400_401_404_and_403_but_not_rate_limits() {
+        let http = |status, reason: &str| GoogleError::Http {
+            status,
+            reason: reason.into(),
+            message: String::new(),
+        };
+        for permanent in [
+            http(404, "NOT_FOUND"),
+            http(403, "PERMISSION_DENIED"),
+            http(400, "INVALID_ARGUMENT"),
+            http(401, "authError"),
+            GoogleError::Config("no credentials".into()),
+        ] {
+            assert!(permanent.is_permanent(), "{permanent:?}");
+        }
+        for passing in [
+            http(403, "rateLimitExceeded"),
+            http(403, "userRateLimitExceeded"),
+            http(429, "RESOURCE_EXHAUSTED"),
+            http(503, "UNAVAILABLE"),
+            GoogleError::Gone {
+                message: String::new(),
+            },
+            GoogleError::Transport("reset".into()),
+        ] {
+            assert!(!passing.is_permanent(), "{passing:?}");
+        }
     }
 
     #[test]

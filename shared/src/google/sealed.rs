@@ -14,12 +14,11 @@
 //! The stored form is JSON: `{"v":1,"alg":"A256GCM","nonce":"<b64>","ct":"<b64>"}`
 //! (standard base64; `ct` is the ciphertext followed by the 16-byte tag).
 
-use crate::model::BandId;
+use crate::model::{BandId, SealedSecret};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use serde::{Deserialize, Serialize};
 
 /// The environment variable holding the key: standard base64 of 32 random bytes.
 pub const CREDENTIALS_KEY_ENV: &str = "BANDSYNC_CREDENTIALS_KEY";
@@ -133,28 +132,6 @@ impl CredentialKey {
     /// The key as [`CredentialKey::from_base64`] reads it: to put in the configuration.
     pub fn to_base64(&self) -> String {
         B64.encode(&self.bytes[..])
-    }
-}
-
-/// A sealed secret as stored: `{"v":1,"alg":"A256GCM","nonce":b64,"ct":b64}`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedSecret {
-    pub v: u32,
-    pub alg: String,
-    /// Standard base64 of the 12-byte nonce.
-    pub nonce: String,
-    /// Standard base64 of the ciphertext and its 16-byte tag.
-    pub ct: String,
-}
-
-/// Shows the format, not the ciphertext.
-impl std::fmt::Debug for SealedSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedSecret")
-            .field("v", &self.v)
-            .field("alg", &self.alg)
-            .field("ct_b64_len", &self.ct.len())
-            .finish_non_exhaustive()
     }
 }
 

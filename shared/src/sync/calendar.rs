@@ -22,11 +22,13 @@
 //! [`TOMBSTONE`]…) so that listing it again makes no second event. An unchanged etag
 //! is no event.
 
+use super::SyncError;
 use super::delta::Change;
-use super::{SyncError, SyncWorker};
+use super::operation::Operations;
 use crate::google::GoogleError;
-use crate::google::calendar::{CalendarClient, Event, EventDateTime, EventsQuery};
-use crate::model::{BandId, FileEntry, SourceId, SyncJob, SyncMetrics, SyncOperation, Trigger};
+use crate::google::calendar::{Event, EventDateTime, EventsQuery};
+use crate::google::ports::SourceApis;
+use crate::model::{BandId, FileEntry, Source, SourceId, SyncJob, SyncMetrics, SyncOperation};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -294,130 +296,127 @@ pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, 
     (name, data)
 }
 
-impl SyncWorker {
-    /// A Calendar source, page by page: incremental from the stored cursor, or a full
-    /// listing compared against the catalog without one (first sync, a `full` job, a
-    /// sync token Google found stale). See [`CalendarCursor`] for why a delivery that
-    /// dies anywhere resumes without losing or repeating an event.
-    pub(super) async fn run_calendar(
-        &self,
-        job: &SyncJob,
-        mut source: crate::model::Source,
-        existing: Option<SyncOperation>,
-        catalog: &[FileEntry],
-        client: &CalendarClient,
-    ) -> Result<Option<SyncOperation>, SyncError> {
-        let started = Instant::now();
-        let quiet = matches!(job.trigger, Trigger::Notification | Trigger::Reconcile);
-        let mut cursor = source.cursor.as_deref().map(CalendarCursor::decode);
-        if job.full && existing.is_none() && cursor.is_some() {
-            // Cleared in the store too, so that a redelivery of this job lists in full.
-            cursor = None;
-            source.cursor = None;
-            self.store.put_source(&source).await?;
-        }
-        let mut known = Known::new(&job.band, &job.source, catalog);
-        let mut run = match existing {
-            Some(op) => Some(self.begin(job, Some(op)).await?),
-            None => None,
+/// A Calendar source, page by page: incremental from the stored cursor, or a full
+/// listing compared against the catalog without one (first sync, a `full` job, a
+/// sync token Google found stale). See [`CalendarCursor`] for why a delivery that
+/// dies anywhere resumes without losing or repeating an event.
+pub(super) async fn sync(
+    ops: &Operations,
+    google: &dyn SourceApis,
+    job: &SyncJob,
+    mut source: Source,
+    existing: Option<SyncOperation>,
+    catalog: &[FileEntry],
+) -> Result<Option<SyncOperation>, SyncError> {
+    let client = google.calendar_api(&job.band).await?;
+    let started = Instant::now();
+    let quiet = job.trigger.is_background();
+    let mut cursor = source.cursor.as_deref().map(CalendarCursor::decode);
+    if job.full && existing.is_none() && cursor.is_some() {
+        // Cleared in the store too, so that a redelivery of this job lists in full.
+        cursor = None;
+        source.cursor = None;
+        ops.store.put_source(&source).await?;
+    }
+    let mut known = Known::new(&job.band, &job.source, catalog);
+    let mut run = match existing {
+        Some(op) => Some(ops.begin(job, Some(op)).await?),
+        None => None,
+    };
+    let mut metrics = SyncMetrics::default();
+    let mut pages = 0u32;
+    // A full listing under way: its next page, and every event it showed so far.
+    let mut full_page: Option<String> = None;
+    let mut listed: HashSet<String> = HashSet::new();
+    loop {
+        let query = match &cursor {
+            Some(c) => EventsQuery {
+                sync_token: Some(c.sync_token.clone()),
+                page_token: c.page_token.clone(),
+            },
+            None => EventsQuery {
+                sync_token: None,
+                page_token: full_page.clone(),
+            },
         };
-        let mut metrics = SyncMetrics::default();
-        let mut pages = 0u32;
-        // A full listing under way: its next page, and every event it showed so far.
-        let mut full_page: Option<String> = None;
-        let mut listed: HashSet<String> = HashSet::new();
-        loop {
-            let query = match &cursor {
-                Some(c) => EventsQuery {
-                    sync_token: Some(c.sync_token.clone()),
-                    page_token: c.page_token.clone(),
-                },
-                None => EventsQuery {
-                    sync_token: None,
-                    page_token: full_page.clone(),
-                },
-            };
-            let page = match client.list_events(&source.location, &query).await {
-                Ok(page) => page,
-                Err(GoogleError::Gone { message }) => match cursor.take() {
-                    Some(CalendarCursor {
-                        sync_token,
-                        page_token: Some(_),
-                    }) => {
-                        tracing::warn!(%message, "page token gone: listing again from the sync token");
-                        cursor = Some(CalendarCursor::at(sync_token));
-                        continue;
-                    }
-                    Some(_) => {
-                        tracing::warn!(%message, "sync token gone: full sync");
-                        source.cursor = None;
-                        self.store.put_source(&source).await?;
-                        continue;
-                    }
-                    // A full listing's page token went stale: the job is retried.
-                    None => return Err(GoogleError::Gone { message }.into()),
-                },
-                Err(e) => return Err(e.into()),
-            };
-            pages += 1;
-            let full = cursor.is_none();
-            let last = page.next_page_token.is_none();
-            let mut delta = known.apply(&page.items);
-            if full {
-                listed.extend(page.items.iter().map(|e| e.id.clone()));
-                if last {
-                    delta.changes.extend(known.vanished(&listed));
+        let page = match client.list_events(&source.location, &query).await {
+            Ok(page) => page,
+            Err(GoogleError::Gone { message }) => match cursor.take() {
+                Some(CalendarCursor {
+                    sync_token,
+                    page_token: Some(_),
+                }) => {
+                    tracing::warn!(%message, "page token gone: listing again from the sync token");
+                    cursor = Some(CalendarCursor::at(sync_token));
+                    continue;
                 }
-            }
-            tracing::debug!(
-                page = pages,
-                full,
-                seen = delta.seen,
-                skipped = delta.skipped,
-                changes = delta.changes.len(),
-                "calendar page"
-            );
-            metrics.seen += delta.seen;
-            metrics.skipped += delta.skipped;
-            if run.is_none() && !(quiet && delta.changes.is_empty()) {
-                run = Some(self.begin(job, None).await?);
-            }
-            if let Some(run) = run.as_mut() {
-                let by_id: HashMap<&str, &Event> =
-                    page.items.iter().map(|e| (e.id.as_str(), e)).collect();
-                let describe =
-                    |c: &Change| calendar_event(c, by_id.get(c.entry().file_id.as_str()).copied());
-                self.apply_changes(run, &delta.changes, &describe).await?;
-            }
-            match (page.next_page_token, page.next_sync_token, cursor.as_mut()) {
-                (Some(next), _, None) => full_page = Some(next),
-                (Some(next), _, Some(c)) => {
-                    c.page_token = Some(next);
-                    source.cursor = Some(c.encode());
-                    self.store.put_source(&source).await?;
+                Some(_) => {
+                    tracing::warn!(%message, "sync token gone: full sync");
+                    source.cursor = None;
+                    ops.store.put_source(&source).await?;
+                    continue;
                 }
-                (None, Some(token), _) => {
-                    source.cursor = Some(CalendarCursor::at(token).encode());
-                    self.store.put_source(&source).await?;
-                    break;
-                }
-                (None, None, _) => {
-                    return Err(
-                        GoogleError::Decode("events.list page without a token".into()).into(),
-                    );
-                }
+                // A full listing's page token went stale: the job is retried.
+                None => return Err(GoogleError::Gone { message }.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        pages += 1;
+        let full = cursor.is_none();
+        let last = page.next_page_token.is_none();
+        let mut delta = known.apply(&page.items);
+        if full {
+            listed.extend(page.items.iter().map(|e| e.id.clone()));
+            if last {
+                delta.changes.extend(known.vanished(&listed));
             }
         }
-        match run {
-            None => {
-                tracing::debug!(pages, "nothing changed");
-                Ok(None)
+        tracing::debug!(
+            page = pages,
+            full,
+            seen = delta.seen,
+            skipped = delta.skipped,
+            changes = delta.changes.len(),
+            "calendar page"
+        );
+        metrics.seen += delta.seen;
+        metrics.skipped += delta.skipped;
+        if run.is_none() && !(quiet && delta.changes.is_empty()) {
+            run = Some(ops.begin(job, None).await?);
+        }
+        if let Some(run) = run.as_mut() {
+            let by_id: HashMap<&str, &Event> =
+                page.items.iter().map(|e| (e.id.as_str(), e)).collect();
+            let event_of =
+                |c: &Change| calendar_event(c, by_id.get(c.entry().file_id.as_str()).copied());
+            ops.apply_changes(run, &delta.changes, &event_of).await?;
+        }
+        match (page.next_page_token, page.next_sync_token, cursor.as_mut()) {
+            (Some(next), _, None) => full_page = Some(next),
+            (Some(next), _, Some(c)) => {
+                c.page_token = Some(next);
+                source.cursor = Some(c.encode());
+                ops.store.put_source(&source).await?;
             }
-            Some(run) => {
-                metrics.synced = (run.synced_before + run.synced_now) as u64;
-                metrics.duration_ms = started.elapsed().as_millis() as u64;
-                self.complete(run.op, source, metrics, &[]).await.map(Some)
+            (None, Some(token), _) => {
+                source.cursor = Some(CalendarCursor::at(token).encode());
+                ops.store.put_source(&source).await?;
+                break;
             }
+            (None, None, _) => {
+                return Err(GoogleError::Decode("events.list page without a token".into()).into());
+            }
+        }
+    }
+    match run {
+        None => {
+            tracing::debug!(pages, "nothing changed");
+            Ok(None)
+        }
+        Some(run) => {
+            metrics.synced = run.synced();
+            metrics.duration_ms = started.elapsed().as_millis() as u64;
+            ops.complete(run.op, source, metrics, &[]).await.map(Some)
         }
     }
 }

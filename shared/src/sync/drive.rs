@@ -1,9 +1,10 @@
 //! The Drive source: a folder tree in Google Drive, followed with `changes.list`.
 //!
-//! The worker drives it page by page ([`super::SyncWorker`]): each page of changes (or,
-//! without a cursor, the full listing of the tree) becomes a [`PageDelta`] of
-//! [`Change`]s against the catalog, which the worker records and publishes like the
-//! folder source's, and only then stores the page's token as the source's cursor.
+//! Its engine (`sync`) goes page by page: each page of changes (or, without a cursor,
+//! the full listing of the tree) becomes a [`PageDelta`] of [`Change`]s against the
+//! catalog, which it records and publishes like the folder source's, and only then
+//! stores the page's token as the source's cursor. It reads Drive through the
+//! [`DriveApi`] port.
 //!
 //! Catalog conventions for Drive sources: a file's `file_id` is its Drive id, its `path`
 //! the folder names from the source folder down, `/`-separated; `hash` is the
@@ -12,11 +13,16 @@
 //! `/`: they are how the next sync knows which folder ids are in the tree. They never
 //! produce events.
 
+use super::SyncError;
 use super::delta::Change;
+use super::operation::{Operations, file_event};
 use crate::google::GoogleError;
-use crate::google::drive::{self as gdrive, DriveClient, DriveFile};
-use crate::model::{BandId, FileEntry, SourceId, SyncConfiguration};
+use crate::google::drive::{self as gdrive, DriveFile, PageEnd};
+use crate::google::ports::{DriveApi, SourceApis};
+use crate::model::{BandId, FileEntry, Source, SourceId, SyncConfiguration, SyncJob};
+use crate::model::{SyncMetrics, SyncOperation};
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 /// What one page (or one full listing) does to the catalog.
 #[derive(Debug, Default)]
@@ -35,6 +41,85 @@ pub struct PageDelta {
 /// Is this catalog entry a folder of the tree (not a file)?
 pub fn is_folder_entry(e: &FileEntry) -> bool {
     e.path.ends_with('/')
+}
+
+/// A Drive source, page by page: each page's changes are recorded and published, and
+/// the catalog moved on, before the page's token becomes the source's cursor; so a
+/// delivery that dies between pages resumes at the first page not yet applied.
+pub(super) async fn sync(
+    ops: &Operations,
+    google: &dyn SourceApis,
+    job: &SyncJob,
+    mut source: Source,
+    existing: Option<SyncOperation>,
+    config: &SyncConfiguration,
+    catalog: &[FileEntry],
+) -> Result<Option<SyncOperation>, SyncError> {
+    let client = google.drive_api(&job.band).await?;
+    let client = client.as_ref();
+    let started = Instant::now();
+    let quiet = job.trigger.is_background();
+    if job.full && existing.is_none() {
+        source.cursor = None;
+    }
+    let mut tree = Tree::new(&job.band, &job.source, &source.location, config, catalog);
+    let drive_id = source.drive_id.clone();
+    let drive_id = drive_id.as_deref();
+    let mut run = match existing {
+        Some(op) => Some(ops.begin(job, Some(op)).await?),
+        None => None,
+    };
+    let (mut seen, mut skipped) = (0, 0);
+    loop {
+        let (delta, end) = match source.cursor.clone() {
+            None => {
+                // The token first: what changes during the listing comes as changes.
+                let token = client.get_start_page_token(drive_id).await?;
+                (tree.apply_listing(client).await?, PageEnd::Done(token))
+            }
+            Some(cursor) => match client.list_changes(&cursor, drive_id).await {
+                Ok(page) => (tree.apply_page(client, &page.changes).await?, page.end),
+                Err(GoogleError::Gone { message }) => {
+                    tracing::warn!(%message, "page token gone: full sync");
+                    source.cursor = None;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        seen += delta.seen;
+        skipped += delta.skipped;
+        if run.is_none() && !(quiet && delta.changes.is_empty()) {
+            run = Some(ops.begin(job, None).await?);
+        }
+        if let Some(run) = run.as_mut() {
+            ops.apply_changes(run, &delta.changes, &file_event).await?;
+        }
+        ops.refresh(&delta.refreshed).await?;
+        for e in &delta.forgotten {
+            ops.store
+                .delete_file(&e.band, &e.source, &e.file_id)
+                .await?;
+        }
+        let last = matches!(end, PageEnd::Done(_));
+        source.cursor = Some(end.into_token());
+        ops.store.put_source(&source).await?;
+        if last {
+            break;
+        }
+    }
+    let Some(run) = run else {
+        tracing::debug!("nothing changed");
+        return Ok(None);
+    };
+    let metrics = SyncMetrics {
+        seen,
+        synced: run.synced(),
+        failed: 0,
+        skipped,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    ops.complete(run.op, source, metrics, &[]).await.map(Some)
 }
 
 /// The tree as the catalog knows it, updated as pages are applied.
@@ -152,7 +237,7 @@ impl<'a> Tree<'a> {
     /// A folder's change (`file` None: removed). Returns whether the tree changed.
     async fn folder_change(
         &mut self,
-        client: &DriveClient,
+        client: &dyn DriveApi,
         id: &str,
         file: Option<&DriveFile>,
         out: &mut PageDelta,
@@ -235,7 +320,7 @@ impl<'a> Tree<'a> {
     /// folder's parent may come later in the page), then files.
     pub async fn apply_page(
         &mut self,
-        client: &DriveClient,
+        client: &dyn DriveApi,
         changes: &[gdrive::Change],
     ) -> Result<PageDelta, GoogleError> {
         let mut out = PageDelta::default();
@@ -279,7 +364,7 @@ impl<'a> Tree<'a> {
 
     /// A full listing of the tree against the catalog: what it lacks is created, what
     /// changed is updated or moved, what is gone is deleted, the rest stays quiet.
-    pub async fn apply_listing(&mut self, client: &DriveClient) -> Result<PageDelta, GoogleError> {
+    pub async fn apply_listing(&mut self, client: &dyn DriveApi) -> Result<PageDelta, GoogleError> {
         let listing = list_tree(client, &self.root, "").await?;
         let mut out = PageDelta::default();
         let old_folders: HashMap<String, String> = std::mem::take(&mut self.folders);
@@ -323,7 +408,7 @@ impl<'a> Tree<'a> {
 /// Every untrashed item under `folder` (breadth first, so a folder comes before its
 /// content), with its path (`prefix` + names; folders end in `/`).
 pub async fn list_tree(
-    client: &DriveClient,
+    client: &dyn DriveApi,
     folder: &str,
     prefix: &str,
 ) -> Result<Vec<(DriveFile, String)>, GoogleError> {

@@ -1,16 +1,21 @@
 //! The folder source: a directory on disk, synced like a Drive folder. Scanning is
-//! blocking file I/O; the worker runs it on the blocking pool.
+//! blocking file I/O; the engine (`sync`) runs it on the blocking pool.
 //!
 //! A file whose size and mtime match the catalog is not read again (unless the sync is
 //! full); every other file is hashed, so a touch without a change is not an update.
 
-use super::delta::Observed;
-use crate::model::{FileEntry, SyncConfiguration};
+use super::delta::{self, Observed};
+use super::operation::{Operations, file_event};
+use super::{SyncError, short_hash};
+use crate::model::{
+    FileEntry, ItemAction, Source, SyncConfiguration, SyncJob, SyncMetrics, SyncOperation,
+};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -146,6 +151,72 @@ pub fn scan(
         }
     }
     Ok(scan)
+}
+
+/// A folder source: scan it on the blocking pool, diff the scan against the catalog,
+/// publish and apply the changes, and record a failed item per unreadable file.
+pub(super) async fn sync(
+    ops: &Operations,
+    job: &SyncJob,
+    source: Source,
+    existing: Option<SyncOperation>,
+    config: SyncConfiguration,
+    catalog: Vec<FileEntry>,
+) -> Result<Option<SyncOperation>, SyncError> {
+    let started = Instant::now();
+    let root = PathBuf::from(&source.location);
+    let full = job.full;
+    let scanned_catalog = catalog.clone();
+    let scan =
+        match tokio::task::spawn_blocking(move || scan(&root, &config, &scanned_catalog, full))
+            .await?
+        {
+            Ok(scan) => scan,
+            Err(e) => {
+                let error = format!("cannot read folder {}: {e}", source.location);
+                return ops.fail(job, existing, error).await.map(Some);
+            }
+        };
+    let unreadable: HashSet<String> = scan.unreadable.iter().map(|(p, _)| p.clone()).collect();
+    let op_id = job.id.clone();
+    let delta = delta::diff(
+        &job.band,
+        &job.source,
+        &catalog,
+        &scan.observed,
+        &unreadable,
+        |o| format!("f_{}", short_hash(&[&op_id, &o.path, &o.hash])),
+    );
+    let quiet = job.trigger.is_background();
+    if existing.is_none() && quiet && delta.changes.is_empty() && scan.unreadable.is_empty() {
+        ops.refresh(&delta.refreshed).await?;
+        tracing::debug!("nothing changed");
+        return Ok(None);
+    }
+
+    let mut run = ops.begin(job, existing).await?;
+    ops.apply_changes(&mut run, &delta.changes, &file_event)
+        .await?;
+    ops.refresh(&delta.refreshed).await?;
+    for (path, error) in &scan.unreadable {
+        let action = if catalog.iter().any(|e| &e.path == path) {
+            ItemAction::Updated
+        } else {
+            ItemAction::Created
+        };
+        let item = run.failed_item(action, path.clone(), error.clone());
+        ops.store.put_item(&item).await?;
+    }
+    let metrics = SyncMetrics {
+        seen: (scan.observed.len() + scan.unreadable.len()) as u64,
+        synced: run.synced(),
+        failed: scan.unreadable.len() as u64,
+        skipped: scan.skipped,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    ops.complete(run.op, source, metrics, &scan.unreadable)
+        .await
+        .map(Some)
 }
 
 #[cfg(test)]

@@ -46,10 +46,10 @@
 //! snapshot of another operation (one that died for good) is published under that
 //! operation's id and committed before the new job reads the sheet.
 
-use super::{SyncError, SyncWorker};
-use crate::google::GoogleError;
-use crate::google::retry::is_retryable;
-use crate::google::sheets::{SheetsClient, column_letters};
+use super::SyncError;
+use super::operation::{OperationRun, Operations};
+use crate::google::ports::SourceApis;
+use crate::google::sheets::column_letters;
 use crate::model::*;
 use crate::ports::PortError;
 use serde::{Deserialize, Serialize};
@@ -73,21 +73,26 @@ pub const MAX_EVENT_BYTES: usize = 200 * 1024;
 /// The names a key column goes by, in order of preference (compared lowercased).
 const KEY_COLUMNS: [&str; 2] = ["song", "title"];
 
+/// A sheet source's `location` that names nothing to read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("sheet source location {0:?} has no spreadsheet id")]
+    NoSpreadsheet(String),
+    #[error("sheet source location {0:?} has an empty range after '#'")]
+    EmptyRange(String),
+}
+
 /// A sheet source's `location`: the spreadsheet id and the range to read.
-pub fn parse_location(location: &str) -> Result<(&str, &str), String> {
+pub fn parse_location(location: &str) -> Result<(&str, &str), LocationError> {
     let (id, range) = match location.split_once('#') {
         Some((id, range)) => (id.trim(), range.trim()),
         None => (location.trim(), DEFAULT_RANGE),
     };
     if id.is_empty() {
-        return Err(format!(
-            "sheet source location {location:?} has no spreadsheet id"
-        ));
+        return Err(LocationError::NoSpreadsheet(location.to_owned()));
     }
     if range.is_empty() {
-        return Err(format!(
-            "sheet source location {location:?} has an empty range after '#'"
-        ));
+        return Err(LocationError::EmptyRange(location.to_owned()));
     }
     Ok((id, range))
 }
@@ -422,7 +427,7 @@ struct Target<'a> {
 
 /// The diff from `base` (none: a first sync, every row added) to `new`, and the data
 /// of its `setlist.updated` event.
-fn describe(target: &Target<'_>, base: Option<&Snapshot>, new: &Snapshot) -> (RowDiff, Value) {
+fn setlist_event(target: &Target<'_>, base: Option<&Snapshot>, new: &Snapshot) -> (RowDiff, Value) {
     let initial = base.is_none();
     let mut diff = diff(base.unwrap_or(&Snapshot::default()), new);
     if initial {
@@ -465,197 +470,163 @@ fn row_items(diff: &RowDiff) -> Vec<(String, ItemAction, String)> {
         .collect()
 }
 
-/// Will asking again not help? An unknown spreadsheet, no access (but not a rate
-/// limit), a range Google cannot parse.
-fn is_permanent(error: &GoogleError) -> bool {
-    match error {
-        GoogleError::Http { status, reason, .. } => {
-            matches!(status, 400 | 403 | 404) && !is_retryable(*status, Some(reason))
+/// A sheet source: read the range, diff it against the committed snapshot, publish
+/// one `setlist.updated`, record one item per row change, commit the snapshot.
+pub(super) async fn sync(
+    ops: &Operations,
+    google: &dyn SourceApis,
+    job: &SyncJob,
+    mut source: Source,
+    existing: Option<SyncOperation>,
+) -> Result<Option<SyncOperation>, SyncError> {
+    let client = google.sheets_api(&job.band).await?;
+    let started = Instant::now();
+    let location = source.location.clone();
+    let (spreadsheet_id, range) = match parse_location(&location) {
+        Ok(parsed) => parsed,
+        Err(error) => return ops.fail(job, existing, error.to_string()).await.map(Some),
+    };
+    let source_id = source.id.clone();
+    let target = Target {
+        source: &source_id,
+        spreadsheet_id,
+        range,
+    };
+    let mut cursor = SheetCursor::parse(source.cursor.as_deref());
+
+    // An event that may have gone out: finish it before anything else.
+    if let Some(pending) = cursor.pending.clone() {
+        if pending.op == job.id {
+            tracing::info!("redelivered: republishing the pending setlist diff");
+            let run = ops.begin(job, existing).await?;
+            return finish(ops, run, source, &target, cursor, pending, started)
+                .await
+                .map(Some);
         }
-        _ => false,
+        tracing::warn!(operation = %pending.op, "finishing another operation's setlist event");
+        let channel = ChannelName::Band(job.band.clone());
+        let (_, data) = setlist_event(&target, cursor.base_of(&pending), &pending.snapshot);
+        let event = ops.event(format!("{}:setlist", pending.op), EVENT_NAME, data);
+        ops.publish(&channel, &[event]).await?;
+        cursor = commit(ops, &mut source, pending).await?;
     }
+    if cursor.op.as_deref() == Some(job.id.as_str()) {
+        // Committed by an earlier delivery that died before completing.
+        let Some(op) = existing else {
+            return Ok(None);
+        };
+        let run = ops.begin(job, Some(op)).await?;
+        let rows = cursor.snapshot.as_ref().map_or(0, |s| s.rows.len());
+        return complete(ops, run, source, rows, started).await.map(Some);
+    }
+
+    let values = match client.get_values(spreadsheet_id, range).await {
+        Ok(values) => values,
+        Err(e) if e.is_permanent() => {
+            let error = format!("cannot read spreadsheet {spreadsheet_id} range {range}: {e}");
+            return ops.fail(job, existing, error).await.map(Some);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pending = Pending {
+        op: job.id.clone(),
+        full: job.full,
+        snapshot: Snapshot::from_values(&values.values),
+    };
+    let base = cursor.base_of(&pending);
+    let (diff, data) = setlist_event(&target, base, &pending.snapshot);
+    let changed = base.is_none() || !diff.is_empty();
+    if existing.is_none() && job.trigger.is_background() && !changed {
+        tracing::debug!("setlist unchanged");
+        return Ok(None);
+    }
+    let rows = pending.snapshot.rows.len();
+    let written = SheetCursor {
+        pending: Some(pending.clone()),
+        ..cursor.clone()
+    }
+    .encode()?;
+    let event_bytes = data.to_string().len();
+    let too_large = if written.len() > MAX_CURSOR_BYTES {
+        Some(format!(
+            "the setlist is too large to keep: {} bytes of snapshot, at most {MAX_CURSOR_BYTES}; narrow the range of {spreadsheet_id}",
+            written.len()
+        ))
+    } else if event_bytes > MAX_EVENT_BYTES {
+        Some(format!(
+            "the setlist change is too large to publish: {event_bytes} bytes, at most {MAX_EVENT_BYTES}; narrow the range of {spreadsheet_id}"
+        ))
+    } else {
+        None
+    };
+    if let Some(error) = too_large {
+        return ops.fail(job, existing, error).await.map(Some);
+    }
+    let run = ops.begin(job, existing).await?;
+    if !changed {
+        return complete(ops, run, source, rows, started).await.map(Some);
+    }
+    source.cursor = Some(written);
+    ops.store.put_source(&source).await?;
+    finish(ops, run, source, &target, cursor, pending, started)
+        .await
+        .map(Some)
 }
 
-impl SyncWorker {
-    /// A sheet source: read the range, diff it against the committed snapshot, publish
-    /// one `setlist.updated`, record one item per row change, commit the snapshot.
-    pub(super) async fn run_sheet(
-        &self,
-        job: &SyncJob,
-        mut source: Source,
-        existing: Option<SyncOperation>,
-        client: &SheetsClient,
-    ) -> Result<Option<SyncOperation>, SyncError> {
-        let started = Instant::now();
-        let location = source.location.clone();
-        let (spreadsheet_id, range) = match parse_location(&location) {
-            Ok(parsed) => parsed,
-            Err(error) => return self.fail(job, existing, error).await.map(Some),
-        };
-        let source_id = source.id.clone();
-        let target = Target {
-            source: &source_id,
-            spreadsheet_id,
-            range,
-        };
-        let mut cursor = SheetCursor::parse(source.cursor.as_deref());
-
-        // An event that may have gone out: finish it before anything else.
-        if let Some(pending) = cursor.pending.clone() {
-            if pending.op == job.id {
-                tracing::info!("redelivered: republishing the pending setlist diff");
-                let run = self.begin(job, existing).await?;
-                return self
-                    .finish_sheet(run, source, &target, cursor, pending, started)
-                    .await
-                    .map(Some);
-            }
-            tracing::warn!(operation = %pending.op, "finishing another operation's setlist event");
-            let channel = ChannelName::Band(job.band.clone());
-            let (_, data) = describe(&target, cursor.base_of(&pending), &pending.snapshot);
-            let event = self.event(format!("{}:setlist", pending.op), EVENT_NAME, data);
-            self.publisher.publish(&channel, &[event]).await?;
-            cursor = self.commit_sheet(&mut source, pending).await?;
+/// Publish the pending snapshot's event, record its items, commit it, complete.
+async fn finish(
+    ops: &Operations,
+    mut run: OperationRun,
+    mut source: Source,
+    target: &Target<'_>,
+    cursor: SheetCursor,
+    pending: Pending,
+    started: Instant,
+) -> Result<SyncOperation, SyncError> {
+    let (diff, data) = setlist_event(target, cursor.base_of(&pending), &pending.snapshot);
+    let event = ops.event(format!("{}:setlist", run.op.id), EVENT_NAME, data);
+    ops.publish(&run.channel, &[event]).await?;
+    for (file_id, action, path) in row_items(&diff) {
+        if let Some(item) = run.synced_item(file_id, action, path) {
+            ops.store.put_item(&item).await?;
         }
-        if cursor.op.as_deref() == Some(job.id.as_str()) {
-            // Committed by an earlier delivery that died before completing.
-            let Some(op) = existing else {
-                return Ok(None);
-            };
-            let run = self.begin(job, Some(op)).await?;
-            let rows = cursor.snapshot.as_ref().map_or(0, |s| s.rows.len());
-            return self
-                .complete_sheet(run, source, rows, started)
-                .await
-                .map(Some);
-        }
-
-        let values = match client.get_values(spreadsheet_id, range).await {
-            Ok(values) => values,
-            Err(e) if is_permanent(&e) => {
-                let error = format!("cannot read spreadsheet {spreadsheet_id} range {range}: {e}");
-                return self.fail(job, existing, error).await.map(Some);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let pending = Pending {
-            op: job.id.clone(),
-            full: job.full,
-            snapshot: Snapshot::from_values(&values.values),
-        };
-        let base = cursor.base_of(&pending);
-        let (diff, data) = describe(&target, base, &pending.snapshot);
-        let changed = base.is_none() || !diff.is_empty();
-        let quiet = matches!(job.trigger, Trigger::Notification | Trigger::Reconcile);
-        if existing.is_none() && quiet && !changed {
-            tracing::debug!("setlist unchanged");
-            return Ok(None);
-        }
-        let rows = pending.snapshot.rows.len();
-        let written = SheetCursor {
-            pending: Some(pending.clone()),
-            ..cursor.clone()
-        }
-        .encode()?;
-        let event_bytes = data.to_string().len();
-        let too_large = if written.len() > MAX_CURSOR_BYTES {
-            Some(format!(
-                "the setlist is too large to keep: {} bytes of snapshot, at most {MAX_CURSOR_BYTES}; narrow the range of {spreadsheet_id}",
-                written.len()
-            ))
-        } else if event_bytes > MAX_EVENT_BYTES {
-            Some(format!(
-                "the setlist change is too large to publish: {event_bytes} bytes, at most {MAX_EVENT_BYTES}; narrow the range of {spreadsheet_id}"
-            ))
-        } else {
-            None
-        };
-        if let Some(error) = too_large {
-            return self.fail(job, existing, error).await.map(Some);
-        }
-        let run = self.begin(job, existing).await?;
-        if !changed {
-            return self
-                .complete_sheet(run, source, rows, started)
-                .await
-                .map(Some);
-        }
-        source.cursor = Some(written);
-        self.store.put_source(&source).await?;
-        self.finish_sheet(run, source, &target, cursor, pending, started)
-            .await
-            .map(Some)
     }
+    let rows = pending.snapshot.rows.len();
+    commit(ops, &mut source, pending).await?;
+    complete(ops, run, source, rows, started).await
+}
 
-    /// Publish the pending snapshot's event, record its items, commit it, complete.
-    async fn finish_sheet(
-        &self,
-        mut run: super::Run,
-        mut source: Source,
-        target: &Target<'_>,
-        cursor: SheetCursor,
-        pending: Pending,
-        started: Instant,
-    ) -> Result<SyncOperation, SyncError> {
-        let (diff, data) = describe(target, cursor.base_of(&pending), &pending.snapshot);
-        let event = self.event(format!("{}:setlist", run.op.id), EVENT_NAME, data);
-        self.publisher.publish(&run.channel, &[event]).await?;
-        for (file_id, action, path) in row_items(&diff) {
-            let key = (file_id, action, path);
-            if run.already.contains(&key) {
-                continue;
-            }
-            let (file_id, action, path) = key;
-            run.n += 1;
-            run.synced_now += 1;
-            let item = SyncItem {
-                operation: run.op.id.clone(),
-                n: run.n,
-                file_id,
-                path,
-                action,
-                status: ItemStatus::Synced,
-                error: None,
-            };
-            self.store.put_item(&item).await?;
-        }
-        let rows = pending.snapshot.rows.len();
-        self.commit_sheet(&mut source, pending).await?;
-        self.complete_sheet(run, source, rows, started).await
-    }
+/// Make the pending snapshot the committed one.
+async fn commit(
+    ops: &Operations,
+    source: &mut Source,
+    pending: Pending,
+) -> Result<SheetCursor, SyncError> {
+    let committed = SheetCursor {
+        op: Some(pending.op),
+        snapshot: Some(pending.snapshot),
+        pending: None,
+    };
+    source.cursor = Some(committed.encode()?);
+    ops.store.put_source(source).await?;
+    Ok(committed)
+}
 
-    /// Make the pending snapshot the committed one.
-    async fn commit_sheet(
-        &self,
-        source: &mut Source,
-        pending: Pending,
-    ) -> Result<SheetCursor, SyncError> {
-        let committed = SheetCursor {
-            op: Some(pending.op),
-            snapshot: Some(pending.snapshot),
-            pending: None,
-        };
-        source.cursor = Some(committed.encode()?);
-        self.store.put_source(source).await?;
-        Ok(committed)
-    }
-
-    async fn complete_sheet(
-        &self,
-        run: super::Run,
-        source: Source,
-        rows: usize,
-        started: Instant,
-    ) -> Result<SyncOperation, SyncError> {
-        let metrics = SyncMetrics {
-            seen: rows as u64,
-            synced: (run.synced_before + run.synced_now) as u64,
-            failed: 0,
-            skipped: 0,
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        self.complete(run.op, source, metrics, &[]).await
-    }
+async fn complete(
+    ops: &Operations,
+    run: OperationRun,
+    source: Source,
+    rows: usize,
+    started: Instant,
+) -> Result<SyncOperation, SyncError> {
+    let metrics = SyncMetrics {
+        seen: rows as u64,
+        synced: run.synced(),
+        failed: 0,
+        skipped: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    ops.complete(run.op, source, metrics, &[]).await
 }
 
 #[cfg(test)]
@@ -964,21 +935,5 @@ mod tests {
             cursor.base_of(cursor.pending.as_ref().unwrap()),
             cursor.snapshot.as_ref()
         );
-    }
-
-    #[test]
-    fn permanent_errors_are_404_400_and_403_but_not_rate_limits() {
-        let http = |status, reason: &str| GoogleError::Http {
-            status,
-            reason: reason.into(),
-            message: String::new(),
-        };
-        assert!(is_permanent(&http(404, "NOT_FOUND")));
-        assert!(is_permanent(&http(403, "PERMISSION_DENIED")));
-        assert!(is_permanent(&http(400, "INVALID_ARGUMENT")));
-        assert!(!is_permanent(&http(403, "rateLimitExceeded")));
-        assert!(!is_permanent(&http(429, "RESOURCE_EXHAUSTED")));
-        assert!(!is_permanent(&http(503, "UNAVAILABLE")));
-        assert!(!is_permanent(&GoogleError::Transport("reset".into())));
     }
 }

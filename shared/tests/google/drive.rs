@@ -63,10 +63,9 @@ async fn drain(
         let page = client.list_changes(&token, drive_id).await.unwrap();
         pages += 1;
         all.extend(page.changes);
-        match (page.next_page_token, page.new_start_page_token) {
-            (Some(next), None) => token = next,
-            (None, Some(cursor)) => return (all, cursor, pages),
-            other => panic!("bad page tokens {other:?}"),
+        match page.end {
+            PageEnd::More(next) => token = next,
+            PageEnd::Done(cursor) => return (all, cursor, pages),
         }
     }
 }

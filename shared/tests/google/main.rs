@@ -3,9 +3,9 @@
 
 mod apis;
 mod calendar;
-mod channels;
 mod drive;
 mod oauth;
 mod retry;
 mod sheets;
 mod watch;
+mod watch_keeper;

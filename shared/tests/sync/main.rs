@@ -2,6 +2,7 @@
 //! folder source on a temporary directory.
 
 mod calendar;
+mod doubles;
 mod drive;
 mod setlist;
 mod worker;

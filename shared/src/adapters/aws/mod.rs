@@ -164,7 +164,7 @@ impl AwsContext {
     pub fn channel_keeper(
         &self,
         store: Arc<dyn crate::ports::Store>,
-    ) -> anyhow::Result<Option<crate::channels::ChannelKeeper>> {
+    ) -> anyhow::Result<Option<crate::watch_keeper::WatchKeeper>> {
         // Short retries: the scheduler has 60 s for every band, and the next run (5
         // minutes on) tries again anyway.
         let policy = crate::google::retry::RetryPolicy {
@@ -176,7 +176,7 @@ impl AwsContext {
         let Some(google) = self.google_with(store.clone(), policy)? else {
             return Ok(None);
         };
-        Ok(Some(crate::channels::ChannelKeeper::new(
+        Ok(Some(crate::watch_keeper::WatchKeeper::new(
             store,
             google,
             self.clock.clone(),

@@ -1,5 +1,6 @@
-//! The watch-channel lifecycle, run by the scheduler on every tick: each Google source
-//! (Drive folder, setlist sheet, calendar) keeps one live push channel.
+//! The [`WatchKeeper`]: the lifecycle of Google's watch channels (push notification
+//! channels, not the bands' event channels), run by the scheduler on every tick: each
+//! Google source (Drive folder, setlist sheet, calendar) keeps one live push channel.
 //!
 //! - a source without a live channel gets one: a random id (UUID) and token (244 random
 //!   bits), of which only the token's hash is stored;
@@ -15,6 +16,7 @@
 //! Folder sources (the local stack's stand-in for Drive) are left alone: the folder
 //! watcher registers its own channel.
 
+use crate::google::GoogleError;
 use crate::google::apis::WatchApi;
 use crate::google::watch::WatchRequest;
 use crate::model::{BandId, Source, SourceKind, WatchChannel};
@@ -35,7 +37,7 @@ pub fn requested_ttl(kind: SourceKind) -> TimeDelta {
 
 /// What one pass did, for logs and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChannelReport {
+pub struct WatchReport {
     pub created: usize,
     pub renewed: usize,
     pub stopped: usize,
@@ -45,8 +47,8 @@ pub struct ChannelReport {
     pub deferred: usize,
 }
 
-impl ChannelReport {
-    pub fn add(&mut self, other: &ChannelReport) {
+impl WatchReport {
+    pub fn add(&mut self, other: &WatchReport) {
         self.created += other.created;
         self.renewed += other.renewed;
         self.stopped += other.stopped;
@@ -56,7 +58,18 @@ impl ChannelReport {
     }
 }
 
-pub struct ChannelKeeper {
+/// Why a source's watch channel could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    /// Google opened it but we could not keep it (so it was stopped again).
+    #[error("storing the channel: {0}")]
+    Store(PortError),
+}
+
+/// Keeps every Google source's watch channel alive (see the module documentation).
+pub struct WatchKeeper {
     store: Arc<dyn Store>,
     api: Arc<dyn WatchApi>,
     clock: Arc<dyn Clock>,
@@ -68,7 +81,7 @@ fn is_google(kind: SourceKind) -> bool {
     !matches!(kind, SourceKind::Folder)
 }
 
-impl ChannelKeeper {
+impl WatchKeeper {
     pub fn new(
         store: Arc<dyn Store>,
         api: Arc<dyn WatchApi>,
@@ -90,11 +103,11 @@ impl ChannelKeeper {
         &self,
         band: &BandId,
         deadline: Instant,
-    ) -> Result<ChannelReport, PortError> {
+    ) -> Result<WatchReport, PortError> {
         let now = self.clock.now();
         let sources = self.store.list_sources(band).await?;
         let channels = self.store.list_watch_channels(band).await?;
-        let mut report = ChannelReport::default();
+        let mut report = WatchReport::default();
         // Channels this pass keeps: the live (or just opened) one of each source.
         let mut keep: Vec<String> = Vec::new();
         for source in sources.iter().filter(|s| is_google(s.kind)) {
@@ -156,7 +169,7 @@ impl ChannelKeeper {
         Ok(report)
     }
 
-    async fn open(&self, source: &Source, now: DateTime<Utc>) -> Result<WatchChannel, String> {
+    async fn open(&self, source: &Source, now: DateTime<Utc>) -> Result<WatchChannel, OpenError> {
         let id = uuid::Uuid::new_v4().to_string();
         let token = format!(
             "{}{}",
@@ -165,11 +178,7 @@ impl ChannelKeeper {
         );
         let asked = now + requested_ttl(source.kind);
         let request = WatchRequest::new(id.clone(), self.address.clone(), token.clone(), asked);
-        let channel = self
-            .api
-            .watch(source, &request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = self.api.watch(source, &request).await?;
         let stored = WatchChannel {
             id,
             band: source.band.clone(),
@@ -188,7 +197,7 @@ impl ChannelKeeper {
                 .api
                 .stop(&source.band, source.kind, &stored.id, &stored.resource_id)
                 .await;
-            return Err(format!("storing the channel: {e}"));
+            return Err(OpenError::Store(e));
         }
         tracing::info!(channel = %stored.id, source = %source.id, expires_at = ?stored.expires_at, "watch channel opened");
         Ok(stored)

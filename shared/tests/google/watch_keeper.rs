@@ -1,9 +1,9 @@
 //! The watch-channel keeper against the fake Drive and Calendar APIs.
 
-use bandsync::channels::*;
 use bandsync::google::apis::{GoogleApis, GoogleUrls};
 use bandsync::model::{BandId, Source, SourceId, SourceKind, WatchChannel};
 use bandsync::ports::{SourceStore, WatchChannelStore};
+use bandsync::watch_keeper::*;
 use bandsync::webhook::token_hash;
 use bandsync_google_fake::FakeDrive;
 use bandsync_google_fake::calendar::FakeCalendar;
@@ -19,7 +19,7 @@ struct Fixture {
     h: Harness,
     fake: FakeDrive,
     calendar: FakeCalendar,
-    keeper: ChannelKeeper,
+    keeper: WatchKeeper,
     band: BandId,
 }
 
@@ -51,7 +51,7 @@ async fn fixture() -> Fixture {
         ..GoogleUrls::all_at(&fake.base_url())
     };
     let apis = GoogleApis::with_static_token(urls, TOKEN).unwrap();
-    let keeper = ChannelKeeper::new(
+    let keeper = WatchKeeper::new(
         h.store.clone(),
         Arc::new(apis),
         h.clock.clone(),
@@ -86,7 +86,7 @@ async fn each_google_source_gets_one_channel_and_a_second_tick_changes_nothing()
 
     // THEN each source got one channel, the second pass did nothing
     assert_eq!(first.created, 3, "{first:?}");
-    assert_eq!(second, ChannelReport::default());
+    assert_eq!(second, WatchReport::default());
     let channels = stored(&f).await;
     assert_eq!(channels.len(), 3);
     // AND Google has the same channels (Drive's for the folder and the sheet,

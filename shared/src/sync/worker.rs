@@ -1,0 +1,136 @@
+//! The sync worker's entry point: a job off the queue goes to its source's engine.
+
+use super::operation::Operations;
+use super::{SyncError, calendar, drive, folder, setlist};
+use crate::google::apis::GoogleApis;
+use crate::google::ports::SourceApis;
+use crate::model::*;
+use crate::ports::{Clock, Notifier, Store};
+use crate::publish::Publisher;
+use crate::transport::sqs::{Budget, run_fifo_batch};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct SyncWorker {
+    store: Arc<dyn Store>,
+    operations: Operations,
+    /// The Google API clients of Google sources (none: their jobs fail).
+    google: Option<Arc<dyn SourceApis>>,
+}
+
+impl SyncWorker {
+    pub fn new(store: Arc<dyn Store>, publisher: Publisher, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            operations: Operations::new(store.clone(), publisher, clock),
+            store,
+            google: None,
+        }
+    }
+
+    /// Sync Google sources through these clients.
+    pub fn with_google(mut self, apis: impl Into<Option<Arc<GoogleApis>>>) -> Self {
+        self.google = apis.into().map(|apis| apis as Arc<dyn SourceApis>);
+        self
+    }
+
+    /// Sync Google sources through these ports (e.g. in-memory doubles).
+    pub fn with_source_apis(mut self, apis: Arc<dyn SourceApis>) -> Self {
+        self.google = Some(apis);
+        self
+    }
+
+    /// Alert operators (SNS on AWS) when a sync fails as a whole.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.operations.set_notifier(notifier);
+        self
+    }
+
+    /// The SQS entry point (FIFO: stop at the first failure). With a `deadline` (the
+    /// invocation's), no message is started later than 30 s before it.
+    pub async fn handle_sqs(
+        &self,
+        event: SqsEvent,
+        deadline: Option<std::time::SystemTime>,
+    ) -> SqsBatchResponse {
+        let budget = Budget::until(deadline, Duration::from_secs(30));
+        run_fifo_batch(event, budget, |job: SyncJob| async move {
+            self.run(&job).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Run one job. `Ok(None)` when there was nothing to do and nothing was recorded.
+    #[tracing::instrument(skip(self, job), fields(job = %job.id, band = %job.band, source = %job.source))]
+    pub async fn run(&self, job: &SyncJob) -> Result<Option<SyncOperation>, SyncError> {
+        let ops = &self.operations;
+        // Before anything reads the source: notifications read after this queue a new
+        // pass, those read before are covered by this one (see `webhook`).
+        self.store.bump_generation(&job.band, &job.source).await?;
+        let Some(source) = self.store.get_source(&job.band, &job.source).await? else {
+            tracing::warn!("job for an unknown source dropped");
+            return Ok(None);
+        };
+        let existing = self.store.get_operation(&job.id).await?;
+        if let Some(op) = existing
+            .as_ref()
+            .filter(|op| op.status != OperationStatus::Running)
+        {
+            tracing::info!("operation already finished; redelivery only republishes its outcome");
+            ops.republish_outcome(op).await?;
+            return Ok(Some(op.clone()));
+        }
+        let config = self
+            .store
+            .get_config(&job.band)
+            .await?
+            .unwrap_or_else(|| SyncConfiguration {
+                band: job.band.clone(),
+                name: job.band.to_string(),
+                file_types: vec![],
+                google_credentials: None,
+            });
+        let catalog = self.store.list_files(&job.band, &job.source).await?;
+        let kind = source.kind;
+        let result = match (kind, self.google.as_deref()) {
+            (SourceKind::Folder, _) => {
+                return folder::sync(ops, job, source, existing, config, catalog).await;
+            }
+            (kind, None) => {
+                let error = format!(
+                    "sources of kind {kind:?} need Google API clients, and this worker has none"
+                );
+                return ops.fail(job, existing, error).await.map(Some);
+            }
+            (SourceKind::Drive, Some(google)) => {
+                drive::sync(
+                    ops,
+                    google,
+                    job,
+                    source,
+                    existing.clone(),
+                    &config,
+                    &catalog,
+                )
+                .await
+            }
+            (SourceKind::Sheet, Some(google)) => {
+                setlist::sync(ops, google, job, source, existing.clone()).await
+            }
+            (SourceKind::Calendar, Some(google)) => {
+                calendar::sync(ops, google, job, source, existing.clone(), &catalog).await
+            }
+        };
+        match result {
+            // Retrying cannot fix these (no credentials, no access, no such folder,
+            // calendar or sheet): fail the operation so operators and members see why.
+            Err(SyncError::Google(e)) if e.is_permanent() => {
+                let existing = self.store.get_operation(&job.id).await?.or(existing);
+                ops.fail(job, existing, format!("Google refused the sync: {e}"))
+                    .await
+                    .map(Some)
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The Google sources' engines against in-memory doubles of their ports: no HTTP, the
+//! pages exactly as a test writes them.
+
+use async_trait::async_trait;
+use bandsync::google::GoogleError;
+use bandsync::google::drive::{
+    Change, ChangeType, ChangesPage, DriveFile, FOLDER_MIME_TYPE, FilesPage, PageEnd,
+};
+use bandsync::google::ports::{CalendarApi, DriveApi, SheetsApi, SourceApis};
+use bandsync::model::*;
+use bandsync::ports::SourceStore;
+use bandsync_testkit::*;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+/// A Drive whose folder listing and change pages are given, answered in order.
+#[derive(Default)]
+struct DriveDouble {
+    start_token: String,
+    listing: Vec<DriveFile>,
+    pages: Mutex<VecDeque<ChangesPage>>,
+    /// The page tokens `changes.list` was asked for.
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl DriveApi for DriveDouble {
+    async fn get_start_page_token(&self, _drive_id: Option<&str>) -> Result<String, GoogleError> {
+        Ok(self.start_token.clone())
+    }
+
+    async fn list_changes(
+        &self,
+        page_token: &str,
+        _drive_id: Option<&str>,
+    ) -> Result<ChangesPage, GoogleError> {
+        self.asked.lock().unwrap().push(page_token.to_owned());
+        let page = self.pages.lock().unwrap().pop_front();
+        page.ok_or_else(|| GoogleError::Decode("no page left in the double".into()))
+    }
+
+    async fn list_folder(
+        &self,
+        folder_id: &str,
+        _page_token: Option<&str>,
+    ) -> Result<FilesPage, GoogleError> {
+        let files = self
+            .listing
+            .iter()
+            .filter(|f| f.parents.iter().any(|p| p == folder_id))
+            .cloned()
+            .collect();
+        Ok(FilesPage {
+            files,
+            next_page_token: None,
+        })
+    }
+}
+
+/// A band whose only Google API is the Drive double.
+struct OnlyDrive(Arc<DriveDouble>);
+
+#[async_trait]
+impl SourceApis for OnlyDrive {
+    async fn drive_api(&self, _band: &BandId) -> Result<Arc<dyn DriveApi>, GoogleError> {
+        Ok(self.0.clone())
+    }
+
+    async fn sheets_api(&self, _band: &BandId) -> Result<Arc<dyn SheetsApi>, GoogleError> {
+        Err(GoogleError::Config("no Sheets in this test".into()))
+    }
+
+    async fn calendar_api(&self, _band: &BandId) -> Result<Arc<dyn CalendarApi>, GoogleError> {
+        Err(GoogleError::Config("no Calendar in this test".into()))
+    }
+}
+
+fn pdf(id: &str, name: &str, parent: &str, md5: &str) -> DriveFile {
+    DriveFile {
+        id: id.into(),
+        name: name.into(),
+        mime_type: "application/pdf".into(),
+        parents: vec![parent.into()],
+        trashed: false,
+        md5_checksum: Some(md5.into()),
+        modified_time: None,
+        size: Some(3),
+        version: Some(1),
+    }
+}
+
+fn changed(file: DriveFile) -> Change {
+    Change {
+        change_type: ChangeType::File,
+        removed: false,
+        file_id: Some(file.id.clone()),
+        time: t0(),
+        file: Some(file),
+    }
+}
+
+#[tokio::test]
+async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
+    // GIVEN a Drive source on folder `F` holding one file, and a Drive whose changes
+    // come in two pages: a new file, then an edit of the first one
+    let h = Harness::new();
+    let band = h.add_band("demo").await;
+    let source = Source::new(band.clone(), source_id("drive"), SourceKind::Drive, "F");
+    h.store.put_source(&source).await.unwrap();
+    let folder = DriveFile {
+        mime_type: FOLDER_MIME_TYPE.into(),
+        md5_checksum: None,
+        size: None,
+        ..pdf("F", "Band", "root", "")
+    };
+    let drive = Arc::new(DriveDouble {
+        start_token: "start-1".into(),
+        listing: vec![folder, pdf("a", "a.pdf", "F", "md5-a")],
+        pages: Mutex::new(VecDeque::from([
+            ChangesPage {
+                changes: vec![changed(pdf("b", "b.pdf", "F", "md5-b"))],
+                end: PageEnd::More("page-2".into()),
+            },
+            ChangesPage {
+                changes: vec![changed(pdf("a", "a.pdf", "F", "md5-a2"))],
+                end: PageEnd::Done("start-2".into()),
+            },
+        ])),
+        ..DriveDouble::default()
+    });
+    let worker = h
+        .sync_worker()
+        .with_source_apis(Arc::new(OnlyDrive(drive.clone())));
+    let job = |id: &str| h.sync_job(id, &band, &source.id, Trigger::Manual);
+    let cursor = || async {
+        let stored = h.store.get_source(&band, &source.id).await.unwrap();
+        stored.unwrap().cursor
+    };
+
+    // WHEN it syncs for the first time
+    worker.run(&job("job-1")).await.unwrap().unwrap();
+    // THEN the listing created the file and the start token is the cursor
+    let files = |events: Vec<Event>| -> Vec<(String, String)> {
+        events
+            .into_iter()
+            .filter(|e| e.event.starts_with("file."))
+            .map(|e| (e.event, e.data["path"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let channel = ChannelName::Band(band.clone());
+    assert_eq!(
+        files(h.log(&channel).await),
+        [("file.created".to_owned(), "a.pdf".to_owned())]
+    );
+    assert_eq!(cursor().await.as_deref(), Some("start-1"));
+
+    // WHEN it syncs again
+    let seen = h.log(&channel).await.len();
+    let op = worker.run(&job("job-2")).await.unwrap().unwrap();
+    // THEN it followed the first page's token to the last page, whose token is the
+    // new cursor, and published both pages' changes
+    assert_eq!(*drive.asked.lock().unwrap(), ["start-1", "page-2"]);
+    assert_eq!(cursor().await.as_deref(), Some("start-2"));
+    let after: Vec<Event> = h.log(&channel).await.into_iter().skip(seen).collect();
+    assert_eq!(
+        files(after),
+        [
+            ("file.created".to_owned(), "b.pdf".to_owned()),
+            ("file.updated".to_owned(), "a.pdf".to_owned())
+        ]
+    );
+    assert_eq!(op.metrics.synced, 2);
+}
