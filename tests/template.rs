@@ -268,60 +268,90 @@ fn strings(v: &Value) -> Vec<String> {
 
 // ------------------------------------------------------------------ the crates ---------
 
-/// Name/value pairs per section of a Cargo.toml (`[package]`, `[[bin]]`, ...); enough for
-/// the `name = "..."` lines this test reads.
-fn toml_names(text: &str) -> Vec<(String, String)> {
-    let mut section = String::new();
-    let mut out = vec![];
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            section = line.to_owned();
-        } else if let Some(rest) = line.strip_prefix("name")
-            && let Some(value) = rest.trim_start().strip_prefix('=')
-        {
-            out.push((section.clone(), value.trim().trim_matches('"').to_owned()));
-        }
-    }
-    out
+/// A Cargo.toml, parsed.
+fn manifest(path: &str) -> toml::Table {
+    read(path)
+        .parse()
+        .unwrap_or_else(|e| panic!("{path} is not TOML: {e}"))
 }
 
-/// The entries of a top-level array `key = [ ... ]` in the root Cargo.toml.
-fn toml_array(text: &str, key: &str) -> Vec<String> {
-    let start = text
-        .lines()
-        .position(|l| l.trim_start().starts_with(&format!("{key} = [")))
-        .unwrap_or_else(|| panic!("Cargo.toml has no {key}"));
-    let mut out = vec![];
-    for line in text.lines().skip(start) {
-        let body = line.split_once('[').map_or(line, |(_, b)| b);
-        let body = body.split('#').next().unwrap_or("");
-        out.extend(
-            body.split(',')
-                .map(|s| s.trim().trim_end_matches(']').trim().trim_matches('"'))
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        );
-        if line.contains(']') {
-            break;
-        }
-    }
-    out
+/// The strings of an array of a manifest, e.g. `workspace.members`.
+fn manifest_strings(manifest: &toml::Table, table: &str, key: &str) -> Vec<String> {
+    manifest[table][key]
+        .as_array()
+        .unwrap_or_else(|| panic!("Cargo.toml has no {table}.{key}"))
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
 }
 
-/// functions/<dir> -> the binaries its Cargo.toml declares (package name and [[bin]]s).
-fn function_crates() -> BTreeMap<String, Vec<(String, String)>> {
+/// What a function crate's manifest declares: its package name and its `[[bin]]` names.
+struct FunctionCrate {
+    package: String,
+    bins: Vec<String>,
+    manifest: toml::Table,
+}
+
+/// functions/<dir> -> what its Cargo.toml declares.
+fn function_crates() -> BTreeMap<String, FunctionCrate> {
     std::fs::read_dir(root().join("functions"))
         .expect("functions/")
         .filter_map(Result::ok)
         .filter(|e| e.path().join("Cargo.toml").is_file())
         .map(|e| {
             let dir = e.file_name().to_string_lossy().into_owned();
+            let manifest = manifest(&format!("functions/{dir}/Cargo.toml"));
+            let package = manifest["package"]["name"]
+                .as_str()
+                .expect("package.name")
+                .to_owned();
+            let bins = manifest
+                .get("bin")
+                .and_then(toml::Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|b| b["name"].as_str().expect("bin.name").to_owned())
+                .collect();
             (
-                dir.clone(),
-                toml_names(&read(format!("functions/{dir}/Cargo.toml"))),
+                dir,
+                FunctionCrate {
+                    package,
+                    bins,
+                    manifest,
+                },
             )
         })
         .collect()
+}
+
+/// The features a function enables on `bandsync`: on the dependency, or from one of its
+/// own features (`bandsync/<feature>`).
+fn bandsync_features(manifest: &toml::Table) -> Vec<String> {
+    let strings = |v: Option<&toml::Value>| -> Vec<String> {
+        v.and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().expect("a feature").to_owned())
+            .collect()
+    };
+    let mut out = strings(
+        manifest["dependencies"]
+            .get("bandsync")
+            .and_then(|d| d.get("features")),
+    );
+    for (_, enables) in manifest
+        .get("features")
+        .and_then(toml::Value::as_table)
+        .into_iter()
+        .flatten()
+    {
+        out.extend(
+            strings(Some(enables))
+                .into_iter()
+                .filter_map(|f| f.strip_prefix("bandsync/").map(str::to_owned)),
+        );
+    }
+    out
 }
 
 fn main_rs(binary: &str) -> String {
@@ -342,19 +372,15 @@ fn every_function_has_its_crate_and_every_crate_its_function() {
     );
 
     for (id, binary) in &functions {
-        let names = &crates[binary];
-        assert!(
-            names.contains(&("[package]".into(), binary.clone())),
-            "{id}: functions/{binary}/Cargo.toml must be package `{binary}`: {names:?}"
+        let krate = &crates[binary];
+        assert_eq!(
+            &krate.package, binary,
+            "{id}: functions/{binary}/Cargo.toml must be package `{binary}`"
         );
-        let bins: Vec<&String> = names
-            .iter()
-            .filter(|(s, _)| s == "[[bin]]")
-            .map(|(_, n)| n)
-            .collect();
         assert!(
-            bins.is_empty() || bins == [binary],
-            "{id}: functions/{binary} must build exactly the binary `{binary}`: {bins:?}"
+            krate.bins.is_empty() || krate.bins == [binary.clone()],
+            "{id}: functions/{binary} must build exactly the binary `{binary}`: {:?}",
+            krate.bins
         );
         let main = main_rs(binary);
         assert!(
@@ -373,25 +399,35 @@ fn every_function_has_its_crate_and_every_crate_its_function() {
 
     // `cargo lambda build --bin <f>` at the root only finds the default members' binaries,
     // and must not select infra/local (it would unify `bandsync/local` into the Lambdas).
-    let cargo = read("Cargo.toml");
-    let members = toml_array(&cargo, "members");
-    let defaults = toml_array(&cargo, "default-members");
+    let cargo = manifest("Cargo.toml");
+    let members = manifest_strings(&cargo, "workspace", "members");
+    let defaults = manifest_strings(&cargo, "workspace", "default-members");
     for binary in &binaries {
         let path = format!("functions/{binary}");
         assert!(members.contains(&path), "workspace members lack {path}");
         assert!(defaults.contains(&path), "default-members lack {path}");
     }
-    for not_default in ["shared", "infra/local"] {
+    for not_default in ["shared", "infra/local", "infra/testkit"] {
         assert!(
             !defaults.iter().any(|d| d == not_default),
             "default-members must not include {not_default}"
         );
     }
     for binary in &binaries {
-        let manifest = read(format!("functions/{binary}/Cargo.toml"));
+        let krate = &crates[binary.as_str()];
+        let features = bandsync_features(&krate.manifest);
+        for test_only in ["local", "google-fake"] {
+            assert!(
+                !features.iter().any(|f| f == test_only),
+                "{binary} must not enable bandsync/{test_only}: {features:?}"
+            );
+        }
+        let deps = krate.manifest["dependencies"]
+            .as_table()
+            .expect("[dependencies]");
         assert!(
-            !manifest.contains("\"local\""),
-            "{binary} must not enable the embedded backend"
+            !deps.contains_key("bandsync-testkit"),
+            "{binary} must not link the test kit"
         );
     }
 }
@@ -879,6 +915,19 @@ fn alarms_cover_dead_letters_errors_throttles_and_age_and_reach_the_topic() {
                     .any(|d| d["Name"] == dimension && value(&d["Value"]))
         })
     };
+    // An alarm on one of our own metrics watches one the code emits.
+    for a in alarms
+        .iter()
+        .filter(|a| a["Namespace"] == bandsync::transport::metrics::NAMESPACE)
+    {
+        let emitted = bandsync::transport::metrics::METRICS.iter().any(|m| {
+            a["MetricName"] == m.name
+                && as_list(&a["Dimensions"])
+                    .iter()
+                    .all(|d| d["Name"] == m.dimension.0 && d["Value"] == m.dimension.1)
+        });
+        assert!(emitted, "alarm on a metric the code does not emit: {a}");
+    }
     for dlq in ["SyncDeadLetterQueue", "BroadcastDeadLetterQueue"] {
         assert!(
             has(
@@ -922,51 +971,6 @@ fn alarms_cover_dead_letters_errors_throttles_and_age_and_reach_the_topic() {
         &subscription["Properties"]["Endpoint"],
         "AlertEmail"
     ));
-}
-
-/// The EMF metrics the code emits: (metric, dimension name, dimension value), read from
-/// every `metrics::emit(&[dimensions], &[values])` call in shared/src.
-fn emitted_metrics() -> BTreeSet<(String, String, String)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = vec![];
-    walk(&root().join("shared/src"), &mut files);
-    let mut out = BTreeSet::new();
-    for file in files {
-        if file.ends_with("metrics.rs") {
-            continue; // the definition and its unit test
-        }
-        let text = std::fs::read_to_string(&file).unwrap();
-        for call in text.split("metrics::emit(").skip(1) {
-            // Without whitespace, however rustfmt laid the tuples out.
-            let call: String = call.chars().filter(|c| !c.is_whitespace()).collect();
-            let call = &call[..call.find(");").expect("emit(...);")];
-            let (mut dims, mut values) = (vec![], vec![]);
-            for tuple in call.split("(\"").skip(1) {
-                let (name, rest) = tuple.split_once('"').unwrap();
-                let rest = rest.trim_start_matches(',').trim_start();
-                match rest.strip_prefix('"') {
-                    Some(v) => {
-                        dims.push((name.to_owned(), v.split('"').next().unwrap().to_owned()))
-                    }
-                    None => values.push(name.to_owned()),
-                }
-            }
-            assert_eq!(dims.len(), 1, "{}: one dimension per emit", file.display());
-            for v in values {
-                out.insert((v, dims[0].0.clone(), dims[0].1.clone()));
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -1033,7 +1037,7 @@ fn dashboard_charts_every_emf_metric_and_the_aws_metrics() {
             .any(|l| l.iter().map(String::as_str).eq(want.iter().copied()))
     };
 
-    let emitted = emitted_metrics();
+    use bandsync::transport::metrics::{METRICS, NAMESPACE};
     for must in [
         "EventsOut",
         "DeliveryLatency",
@@ -1045,14 +1049,16 @@ fn dashboard_charts_every_emf_metric_and_the_aws_metrics() {
         "PoisonMessages",
     ] {
         assert!(
-            emitted.iter().any(|(m, ..)| m == must),
+            METRICS.iter().any(|m| m.name == must),
             "the code no longer emits {must}"
         );
     }
-    for (metric, dim, value) in &emitted {
+    for m in METRICS {
+        let (dim, value) = m.dimension;
         assert!(
-            charted(&[bandsync::transport::metrics::NAMESPACE, metric, dim, value]),
-            "the dashboard does not chart {metric} ({dim}={value})"
+            charted(&[NAMESPACE, m.name, dim, value]),
+            "the dashboard does not chart {} ({dim}={value})",
+            m.name
         );
     }
     for id in t.functions().keys() {

@@ -17,31 +17,22 @@ use bandsync::adapters::aws::apigw::ApiGatewayPusher;
 use bandsync::model::ConnectionId;
 use bandsync::ports::{PushOutcome, Pusher};
 use bandsync_google_fake::retry::RecordingSleeper;
-use futures_util::StreamExt;
+use bandsync_testkit::stack::{Client, TestStack, spawn_stack};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A local stack with one connected member, and a pusher on its @connections endpoint.
 struct Connected {
-    stack: Stack,
-    socket: Socket,
+    stack: TestStack,
+    socket: Client,
     id: ConnectionId,
     pusher: ApiGatewayPusher,
 }
 
 async fn connected() -> Connected {
-    let stack = start_stack().await;
-    let token = stack.stack.token("alice", &["demo"]);
-    let (socket, _) =
-        tokio_tungstenite::connect_async(format!("{}?token={token}", stack.stack.ws_url))
-            .await
-            .expect("the WebSocket connects");
+    let stack = spawn_stack().await;
+    let socket = stack.client("alice", &["demo"]).await;
     let ids = stack.stack.registry.ids();
     assert_eq!(ids.len(), 1, "one open connection: {ids:?}");
     let id = ConnectionId::parse(&ids[0]).expect("a valid connection id");
@@ -58,15 +49,9 @@ async fn connected() -> Connected {
 }
 
 /// The next data frame as text, None when the socket closes or nothing comes in time.
-async fn next_text(socket: &mut Socket) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
+async fn next_text(client: &mut Client) -> Option<String> {
+    let frame = tokio::time::timeout(WAIT, client.socket.next_frame()).await;
+    frame.ok().flatten().map(|f| f.text)
 }
 
 fn unknown_id() -> ConnectionId {

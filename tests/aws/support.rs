@@ -4,8 +4,8 @@
 //!   (one per test binary, shared through [`moto()`]; tests use unique names), with SDK
 //!   config pointed at it and helpers that create FIFO queues, topics and the DynamoDB
 //!   tables (from [`crate::schema`], the definitions the template is checked against);
-//! - [`start_stack`]: the local stack in-process, whose `@connections` endpoint answers
-//!   as API Gateway does (for the pusher, which moto cannot test: see pusher.rs);
+//! - (the local stack, whose `@connections` endpoint answers as API Gateway does, for
+//!   the pusher, which moto cannot test: `bandsync_testkit::stack`, see pusher.rs);
 //! - [`serve`]: a throwaway HTTP server on loopback for answers neither can give on
 //!   demand (throttling, refused batch entries).
 
@@ -434,26 +434,6 @@ pub async fn serve(router: axum::Router) -> String {
         axum::serve(listener, router).await.expect("stub server");
     });
     format!("http://{addr}")
-}
-
-/// The local stack in-process on free loopback ports (only its @connections endpoint
-/// and WebSocket are used here), with its data dir.
-pub struct Stack {
-    pub stack: bandsync_local::RunningStack,
-    _dir: tempfile::TempDir,
-}
-
-pub async fn start_stack() -> Stack {
-    bandsync::transport::metrics::set_enabled(false);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cfg = bandsync_local::StackConfig::demo(dir.path());
-    cfg.http_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    cfg.ws_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    cfg.reconcile_every = None;
-    let stack = bandsync_local::LocalStack::start(cfg)
-        .await
-        .expect("the local stack starts");
-    Stack { stack, _dir: dir }
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! Every bad input gets a clear error and nothing panics; the stack keeps serving.
 
-use crate::support::*;
 use bandsync::model::{BandId, SourceId, WatchChannel};
 use bandsync::ports::WatchChannelStore;
-use futures_util::{SinkExt, StreamExt};
+use bandsync_testkit::stack::*;
+
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 async fn refused(url: &str) -> (u16, serde_json::Value) {
     match connect_async(url).await {
@@ -102,11 +102,7 @@ async fn bad_frames_get_error_frames_and_the_connection_lives_on() {
         assert_eq!(err["ref"], frame["ref"]);
         assert!(!err["message"].as_str().unwrap().is_empty());
     }
-    alice
-        .ws
-        .send(Message::Text("{not json".into()))
-        .await
-        .unwrap();
+    alice.send_text("{not json").await;
     assert_eq!(alice.expect("error").await["code"], "malformed_json");
     alice
         .send(json!({"action": "subscribe", "channel": "user:alice"}))
@@ -118,32 +114,18 @@ async fn bad_frames_get_error_frames_and_the_connection_lives_on() {
     assert_eq!(alice.expect("pong").await["ref"], "still-here");
 }
 
-async fn close_code(client: &mut Client) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, client.ws.next())
-            .await
-            .ok()?
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            _ => return None,
-        }
-    }
-}
-
 #[tokio::test]
 async fn oversize_messages_and_frames_close_with_1009() {
     let t = spawn_stack().await;
     let mut big = t.client("alice", &["demo"]).await;
     let padding = "x".repeat(200 * 1024);
     big.send(json!({"action": "ping", "pad": padding})).await;
-    assert_eq!(close_code(&mut big).await, Some(1009), "a 200 KB message");
+    assert_eq!(big.close_code().await, Some(1009), "a 200 KB message");
 
     let mut wide = t.client("alice", &["demo"]).await;
     let padding = "x".repeat(40 * 1024);
     wide.send(json!({"action": "ping", "pad": padding})).await;
-    assert_eq!(close_code(&mut wide).await, Some(1009), "a 40 KB frame");
+    assert_eq!(wide.close_code().await, Some(1009), "a 40 KB frame");
 
     let mut fine = t.client("alice", &["demo"]).await;
     fine.send(json!({"action": "ping"})).await;
@@ -152,34 +134,27 @@ async fn oversize_messages_and_frames_close_with_1009() {
 
 #[tokio::test]
 async fn idle_and_overlong_connections_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.idle_timeout = Duration::from_millis(300);
-    let stack = bandsync_local::LocalStack::start(cfg).await.unwrap();
-    let mut idle = Client::connect(&stack.ws_url, &stack.token("alice", &["demo"])).await;
-    assert_eq!(close_code(&mut idle).await, Some(1001));
-    stack.shutdown().await;
+    let t = spawn_stack_with(|cfg| cfg.limits.idle_timeout = Duration::from_millis(300)).await;
+    let mut idle = t.client("alice", &["demo"]).await;
+    assert_eq!(idle.close_code().await, Some(1001));
+    t.stack.shutdown().await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.max_duration = Duration::from_millis(500);
-    let stack = bandsync_local::LocalStack::start(cfg).await.unwrap();
-    let mut chatty = Client::connect(&stack.ws_url, &stack.token("alice", &["demo"])).await;
+    let t = spawn_stack_with(|cfg| cfg.limits.max_duration = Duration::from_millis(500)).await;
+    let mut chatty = t.client("alice", &["demo"]).await;
     let started = std::time::Instant::now();
     let code = loop {
         chatty.send(json!({"action": "ping"})).await;
-        if let Some(code) =
-            tokio::time::timeout(Duration::from_millis(100), close_code(&mut chatty))
-                .await
-                .ok()
-                .flatten()
+        if let Some(code) = tokio::time::timeout(Duration::from_millis(100), chatty.close_code())
+            .await
+            .ok()
+            .flatten()
         {
             break code;
         }
         assert!(started.elapsed() < WAIT, "never closed");
     };
     assert_eq!(code, 1001);
-    stack.shutdown().await;
+    t.stack.shutdown().await;
 }
 
 #[tokio::test]

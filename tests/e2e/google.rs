@@ -2,8 +2,8 @@
 //! pushed to the stack's webhook through a watch channel the scheduler opened, synced by
 //! the Drive engine, and reaches a subscribed client as a Drive-shaped `file.*` event.
 
-use crate::support::*;
 use bandsync_local::LocalStack;
+use bandsync_testkit::stack::*;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -8,4 +8,3 @@ mod operator;
 mod pipeline;
 mod restart;
 mod resume;
-mod support;

@@ -2,11 +2,10 @@
 //! Gateway does: PostToConnection reaches the socket, GetConnection describes it,
 //! DeleteConnection closes it, and a gone id is a GoneException (410).
 
-use crate::support::*;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use std::time::Duration;
+use bandsync_testkit::stack::*;
 
 fn sdk_client(endpoint: &str) -> Client {
     let config = aws_sdk_apigatewaymanagement::Config::builder()
@@ -79,21 +78,11 @@ async fn the_real_sdk_client_posts_gets_and_deletes() {
     assert!(alice.recv(WAIT).await.is_none(), "the socket is closed");
     // The connection's record goes with it ($disconnect ran).
     let conn_id = bandsync::model::ConnectionId::parse(&id).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while t
-        .stack
-        .store
-        .get_connection(&conn_id)
-        .await
-        .unwrap()
-        .is_some()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "$disconnect did not remove the connection"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("$disconnect removes the connection", || async {
+        let stored = t.stack.store.get_connection(&conn_id).await.unwrap();
+        stored.is_none().then_some(())
+    })
+    .await;
     let err = sdk
         .get_connection()
         .connection_id(&id)
@@ -129,18 +118,11 @@ async fn a_gone_connection_found_by_a_push_is_removed_with_its_subscriptions() {
 
     put(t.folder().join("x.pdf"), b"x");
     alice.events_until(|ev| has_completed(ev, 1)).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("the ghost is removed", || async {
         let subs = t.stack.store.subscribers(&band).await.unwrap();
-        if !subs.contains(&ghost) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ghost was not removed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (!subs.contains(&ghost)).then_some(())
+    })
+    .await;
     assert!(
         t.stack
             .store

@@ -2,9 +2,8 @@
 //! `PUT /sync/bands/...`, a member of that band sees them in `GET /sync/status`, and a
 //! sync of the new source runs end to end.
 
-use crate::support::*;
+use bandsync_testkit::stack::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// Requests with a bearer token, by any method (PUT and DELETE for the operator routes).
 struct Caller {
@@ -93,21 +92,14 @@ async fn an_operator_registers_a_band_and_a_folder_source_that_members_see_and_s
         .post("/sync/trigger", Some(&member), r#"{"band":"garage"}"#)
         .await;
     assert_eq!(status, 202, "{queued}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let op = loop {
+    let op = eventually("a completed sync of garage", || async {
         let (_, ops) = http
             .get("/sync/operations?band=garage", Some(&member))
             .await;
         let op = ops["operations"][0].clone();
-        if op["status"] == "completed" {
-            break op;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no completed sync: {ops}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (op["status"] == "completed").then_some(op)
+    })
+    .await;
     assert_eq!(op["metrics"]["synced"], 1, "{op}");
 
     // WHEN the operator deletes the source THEN the member no longer sees it

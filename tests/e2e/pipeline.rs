@@ -1,7 +1,7 @@
 //! Files change in the watched folder; subscribed clients get file.* and sync.* events in
 //! seq order with no gap, and the operations are recorded with their items.
 
-use crate::support::*;
+use bandsync_testkit::stack::*;
 use serde_json::Value;
 use std::fs;
 use std::time::Duration;
@@ -75,13 +75,14 @@ async fn folder_changes_reach_subscribers_in_order() {
 
     // A touch (new mtime, same content) is not an update: the next change's batch
     // holds only that change.
+    let before = t.folder_notified().await;
     fs::File::options()
         .write(true)
         .open(dir.join("charts/blue-bossa-final.pdf"))
         .unwrap()
         .set_modified(std::time::SystemTime::now())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.settle_folder(before).await;
     put(dir.join("setlist.txt"), b"1. Blue Bossa");
     let batch = alice
         .events_until(until_file_event("file.created", "setlist.txt"))

@@ -1,11 +1,10 @@
 //! Stop the stack and start it again on the same data directory: nothing accepted is lost
 //! (operations, the channel log and its epoch, queued jobs, changes made while down).
 
-use crate::support::*;
 use bandsync_local::LocalStack;
+use bandsync_testkit::stack::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// Events by seq (a resume can deliver a seq twice: replay and live).
 fn by_seq(events: Vec<Value>) -> Vec<Value> {
@@ -56,18 +55,12 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
     paused.workers = false;
     let stack = LocalStack::start(paused).await.unwrap();
     put(cfg.folder.join("three.pdf"), b"3");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let queued = loop {
+    let queued = eventually("the notification is queued", || async {
         let messages = stack.sync_queue.list(100).await.unwrap();
-        if messages.iter().any(|m| m.body.contains("\"notification\"")) {
-            break messages;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the notification was not queued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        let notified = messages.iter().any(|m| m.body.contains("\"notification\""));
+        notified.then_some(messages)
+    })
+    .await;
     stack.shutdown().await;
 
     // Run 3: the tokens still work, the log kept its epoch, the queued jobs run, and the
@@ -100,29 +93,19 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
     );
 
     // Every job queued before the stop was handled and deleted.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = stack.sync_queue.list(100).await.unwrap();
-        if queued
+    drain(&stack).await;
+    let left = stack.sync_queue.list(100).await.unwrap();
+    assert!(
+        queued
             .iter()
-            .all(|q| left.iter().all(|m| m.message_id != q.message_id))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queued jobs were not processed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .all(|q| left.iter().all(|m| m.message_id != q.message_id)),
+        "queued jobs were not processed: {left:?}"
+    );
     // The job queued by run 2 (its startup reconcile, first in the source's FIFO group)
     // ran in run 3: its operation exists under its job id.
     let first_queued: serde_json::Value = serde_json::from_str(&queued[0].body).unwrap();
     let queued_job = first_queued["id"].as_str().unwrap().to_owned();
-    let http = Http {
-        base: stack.http_url.clone(),
-        client: reqwest::Client::new(),
-    };
+    let http = Http::new(&stack.http_url);
     let (_, ops) = http
         .get("/sync/operations?band=demo&limit=100", Some(&token))
         .await;

@@ -1,9 +1,9 @@
 //! A client that was away resumes and gets exactly what it missed; one whose history is
 //! gone (epoch changed, window passed) is told so.
 
-use crate::support::*;
 use bandsync::model::ChannelName;
 use bandsync::ports::ChannelLog;
+use bandsync_testkit::stack::*;
 use serde_json::json;
 use std::time::Duration;
 

@@ -13,15 +13,11 @@
 //! `--changes N`, default 10000; `--runs N`, default 3). Figures: RESULTS.md beside this
 //! file.
 
-mod common;
-use bandsync_local::{LocalStack, StackConfig};
-use common::arg;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use bandsync_local::LocalStack;
+use bandsync_testkit::stack::{Client, SeqOrder, arg, loopback_config};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::Message;
 
 /// What one run saw.
 struct Run {
@@ -34,31 +30,23 @@ struct Run {
 }
 
 async fn run(changes: usize) -> anyhow::Result<Run> {
-    bandsync::transport::metrics::set_enabled(false);
     let dir = tempfile::tempdir()?;
-    let mut cfg = StackConfig::demo(dir.path());
-    cfg.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.ws_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut cfg = loopback_config(dir.path());
     cfg.google_fake = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.reconcile_every = None;
     cfg.channels_every = Duration::from_secs(3600);
     let stack = LocalStack::start(cfg).await?;
     let fake = stack.google.clone().expect("the fake runs");
     let token = stack.token("bench", &["demo"]);
-    let (mut ws, _) = connect_async(format!("{}?token={token}", stack.ws_url)).await?;
-    ws.send(Message::text(
-        json!({"action": "subscribe", "channel": "band:demo"}).to_string(),
-    ))
-    .await?;
+    let mut ws = Client::connect(&stack.ws_url, &token).await;
+    let subscribed = ws.subscribe("band:demo").await;
 
-    let mut last_seq = 0u64;
-    let mut disorder = 0u64;
+    let mut order = SeqOrder::since(&subscribed);
     // Wait out the first pass (the seeded tree).
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut first_done = false;
     while !first_done {
         let frame = next_event(&mut ws, deadline).await?;
-        track(&frame, &mut last_seq, &mut disorder);
+        order.observe(&frame);
         first_done = frame["event"] == "sync.completed";
     }
 
@@ -87,7 +75,7 @@ async fn run(changes: usize) -> anyhow::Result<Run> {
     let mut to_last_event = Duration::ZERO;
     loop {
         let frame = next_event(&mut ws, deadline).await?;
-        track(&frame, &mut last_seq, &mut disorder);
+        order.observe(&frame);
         match frame["event"].as_str() {
             Some("file.created") => {
                 created += 1;
@@ -110,36 +98,17 @@ async fn run(changes: usize) -> anyhow::Result<Run> {
         to_completed,
         to_last_event,
         created,
-        disorder,
+        disorder: order.disorder,
         api_calls,
         notifications,
     })
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_event(ws: &mut Ws, deadline: Instant) -> anyhow::Result<Value> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, ws.next())
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out waiting for events"))?
-            .ok_or_else(|| anyhow::anyhow!("the socket closed"))??;
-        let Message::Text(text) = msg else { continue };
-        let frame: Value = serde_json::from_str(&text)?;
-        if frame["type"] == "event" {
-            return Ok(frame);
-        }
-    }
-}
-
-fn track(frame: &Value, last_seq: &mut u64, disorder: &mut u64) {
-    let seq = frame["seq"].as_u64().unwrap_or_default();
-    if seq != *last_seq + 1 {
-        *disorder += 1;
-    }
-    *last_seq = (*last_seq).max(seq);
+/// The next event frame before `deadline`.
+async fn next_event(ws: &mut Client, deadline: Instant) -> anyhow::Result<Value> {
+    ws.next_event(tokio::time::Instant::from_std(deadline))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no event in time (timed out, or the socket closed)"))
 }
 
 #[tokio::main(flavor = "multi_thread")]

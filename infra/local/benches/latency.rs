@@ -5,19 +5,11 @@
 //! `--changes N` (default 200), `--burst N` (default 200), `--debounce-ms N` (default 30,
 //! the local stack's default)). Figures: RESULTS.md beside this file.
 
-mod common;
-use bandsync_local::{LocalStack, StackConfig};
-use common::arg;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use bandsync_local::LocalStack;
+use bandsync_testkit::stack::{Client, SeqOrder, arg, loopback_config};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -27,33 +19,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Every event frame, checking seqs as they come: (events, gaps or reorders seen).
+/// Every event frame, checking seqs as they come.
 struct Receiver {
-    ws: Ws,
-    last_seq: u64,
-    disorder: u64,
+    client: Client,
+    order: SeqOrder,
 }
 
 impl Receiver {
     async fn next_event(&mut self, deadline: Instant) -> Option<Value> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = tokio::time::timeout(left, self.ws.next())
-                .await
-                .ok()??
-                .ok()?;
-            let Message::Text(text) = msg else { continue };
-            let frame: Value = serde_json::from_str(&text).ok()?;
-            if frame["type"] != "event" {
-                continue;
-            }
-            let seq = frame["seq"].as_u64()?;
-            if seq != self.last_seq + 1 {
-                self.disorder += 1;
-            }
-            self.last_seq = self.last_seq.max(seq);
-            return Some(frame);
-        }
+        let frame = self
+            .client
+            .next_event(tokio::time::Instant::from_std(deadline))
+            .await?;
+        self.order.observe(&frame);
+        Some(frame)
     }
 }
 
@@ -84,35 +63,20 @@ impl Summary {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bandsync::transport::metrics::set_enabled(false);
     let changes = arg("--changes", 200);
     let burst = arg("--burst", 200);
     let debounce_ms = arg("--debounce-ms", 30);
     let dir = tempfile::tempdir()?;
-    let mut cfg = StackConfig::demo(dir.path());
-    cfg.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.ws_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.reconcile_every = None;
+    let mut cfg = loopback_config(dir.path());
     cfg.debounce = Duration::from_millis(debounce_ms as u64);
     let debounce = cfg.debounce;
     let stack = LocalStack::start(cfg).await?;
     let folder = stack.config.folder.clone();
-    let (mut ws, _) = connect_async(format!(
-        "{}?token={}",
-        stack.ws_url,
-        stack.token("bench", &["demo"])
-    ))
-    .await?;
-    ws.send(Message::Text(
-        json!({"action": "subscribe", "channel": "band:demo"})
-            .to_string()
-            .into(),
-    ))
-    .await?;
+    let mut client = Client::connect(&stack.ws_url, &stack.token("bench", &["demo"])).await;
+    let subscribed = client.subscribe("band:demo").await;
     let mut rx = Receiver {
-        ws,
-        last_seq: 0,
-        disorder: 0,
+        client,
+        order: SeqOrder::since(&subscribed),
     };
 
     println!(
@@ -190,10 +154,13 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "events received: {}, gaps or reorders: {}",
-        rx.last_seq, rx.disorder
+        rx.order.last_seq, rx.order.disorder
     );
     stack.shutdown().await;
-    anyhow::ensure!(rx.disorder == 0, "events arrived out of order or with gaps");
+    anyhow::ensure!(
+        rx.order.disorder == 0,
+        "events arrived out of order or with gaps"
+    );
     anyhow::ensure!(
         seq_summary.lost + burst_summary.lost == 0,
         "changes were lost"

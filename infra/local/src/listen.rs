@@ -2,12 +2,121 @@
 //! event once and in order, and keeps its place: on a gap or a reconnect it sends
 //! `resume` with the last seq it has, and on `history_lost` it says so and starts over.
 //! This is what a band member's app does on a flaky phone.
+//!
+//! Its connection, [`Socket`], is also the one the tests and benches talk to the stack
+//! with (through `bandsync-testkit`): one WebSocket client, not one per test file.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio_tungstenite::connect_async;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// One text frame from the server: as sent (what `listen` prints) and parsed.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub text: String,
+    pub json: Value,
+}
+
+impl Frame {
+    /// The frame's `type` (`event`, `subscribed`, `resumed`, `error`, `pong`, ...).
+    pub fn kind(&self) -> Option<&str> {
+        self.json["type"].as_str()
+    }
+}
+
+/// What the server sent next.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Frame(Frame),
+    /// A close frame, with its code when it had one.
+    Closed(Option<u16>),
+}
+
+/// A WebSocket connection to the stack's (or API Gateway's) WebSocket API, speaking
+/// JSON text frames.
+pub struct Socket {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Socket {
+    /// Connect with `token` in the query string, as browsers send it.
+    pub async fn connect(url: &str, token: &str) -> anyhow::Result<Self> {
+        Self::open(&format!("{url}?token={token}")).await
+    }
+
+    /// Connect to `url` as it is.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let (ws, _) = connect_async(url).await?;
+        Ok(Self { ws })
+    }
+
+    /// Send one frame (a client request, or anything a test wants to try).
+    pub async fn send(&mut self, frame: &Value) -> anyhow::Result<()> {
+        self.send_text(frame.to_string()).await
+    }
+
+    /// Send one text frame as is (for frames that are not JSON).
+    pub async fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(text.into().into())).await?;
+        Ok(())
+    }
+
+    /// `subscribe` to a channel.
+    pub async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
+        self.send(&subscribe_frame(channel)).await
+    }
+
+    /// `resume` a channel after `cursor`.
+    pub async fn resume(&mut self, channel: &str, cursor: &Cursor) -> anyhow::Result<()> {
+        self.send(&cursor.resume_frame(channel)).await
+    }
+
+    /// The next text frame or close; pings, pongs and binary frames are skipped. `None`:
+    /// the connection ended without a close frame.
+    pub async fn next(&mut self) -> Option<anyhow::Result<Incoming>> {
+        loop {
+            let msg = match self.ws.next().await? {
+                Ok(msg) => msg,
+                Err(e) => return Some(Err(e.into())),
+            };
+            return Some(Ok(match msg {
+                Message::Text(text) => {
+                    let text = text.as_str().to_owned();
+                    match serde_json::from_str(&text) {
+                        Ok(json) => Incoming::Frame(Frame { text, json }),
+                        Err(e) => {
+                            return Some(Err(anyhow::anyhow!(
+                                "a frame that is not JSON ({e}): {text}"
+                            )));
+                        }
+                    }
+                }
+                Message::Close(frame) => Incoming::Closed(frame.map(|f| u16::from(f.code))),
+                _ => continue,
+            }));
+        }
+    }
+
+    /// The next text frame; `None` on a close, an error or the end of the connection.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        match self.next().await? {
+            Ok(Incoming::Frame(frame)) => Some(frame),
+            Ok(Incoming::Closed(_)) | Err(_) => None,
+        }
+    }
+
+    /// Close the connection (a close frame without a status).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+fn subscribe_frame(channel: &str) -> Value {
+    json!({"action": "subscribe", "channel": channel})
+}
 
 /// Where a client stands on one channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +154,8 @@ impl Cursor {
         Seen::Next
     }
 
-    fn resume_frame(&self, channel: &str) -> Value {
+    /// The `resume` request that continues from here.
+    pub fn resume_frame(&self, channel: &str) -> Value {
         json!({"action": "resume", "channel": channel, "after_seq": self.seq, "epoch": self.epoch})
     }
 }
@@ -65,18 +175,18 @@ pub async fn listen(url: &str, token: &str, channel: &str) -> anyhow::Result<()>
 }
 
 async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> anyhow::Result<()> {
-    let (mut ws, _) = connect_async(format!("{url}?token={token}")).await?;
-    let first = if cursor.epoch.is_some() {
-        cursor.resume_frame(channel)
+    let mut ws = Socket::connect(url, token).await?;
+    if cursor.epoch.is_some() {
+        ws.resume(channel, cursor).await?;
     } else {
-        json!({"action": "subscribe", "channel": channel})
-    };
-    ws.send(Message::Text(first.to_string().into())).await?;
+        ws.subscribe(channel).await?;
+    }
     // One resume at a time: events that arrive while it replays are repeats or gaps it fills.
     let mut resuming = cursor.epoch.is_some();
-    while let Some(msg) = ws.next().await {
-        let Message::Text(text) = msg? else { continue };
-        let frame: Value = serde_json::from_str(&text)?;
+    while let Some(incoming) = ws.next().await {
+        let Incoming::Frame(Frame { text, json: frame }) = incoming? else {
+            continue;
+        };
         match frame["type"].as_str() {
             Some("event") => {
                 let (Some(epoch), Some(seq)) = (frame["epoch"].as_str(), frame["seq"].as_u64())
@@ -90,10 +200,7 @@ async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> 
                     Seen::Gap => {
                         eprintln!("gap before seq {seq}; resuming after {}", cursor.seq);
                         resuming = true;
-                        ws.send(Message::Text(
-                            cursor.resume_frame(channel).to_string().into(),
-                        ))
-                        .await?;
+                        ws.resume(channel, cursor).await?;
                     }
                 }
             }
@@ -106,10 +213,7 @@ async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> 
             }
             Some("resumed") if frame["more"] == true => {
                 // A bounded replay: ask for the next part from where it stopped.
-                ws.send(Message::Text(
-                    cursor.resume_frame(channel).to_string().into(),
-                ))
-                .await?;
+                ws.resume(channel, cursor).await?;
             }
             Some("resumed") => {
                 resuming = false;
@@ -122,12 +226,7 @@ async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> 
                 );
                 *cursor = Cursor::default();
                 resuming = false;
-                ws.send(Message::Text(
-                    json!({"action": "subscribe", "channel": channel})
-                        .to_string()
-                        .into(),
-                ))
-                .await?;
+                ws.subscribe(channel).await?;
             }
             _ => eprintln!("{text}"),
         }

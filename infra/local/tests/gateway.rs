@@ -3,12 +3,11 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use bandsync_local::gateway::{Gateway, Limits, Registry, RouteHandler, Routes};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use bandsync_local::listen::Socket;
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A route that answers through @connections with its route key and the body it got.
 fn answering(registry: &Registry, status: i64) -> RouteHandler {
@@ -51,25 +50,15 @@ async fn serve(routes: impl FnOnce(&Registry) -> Routes) -> String {
     format!("ws://{addr}/test")
 }
 
-async fn ask(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    text: &str,
-) -> Value {
-    ws.send(Message::Text(text.to_owned().into()))
-        .await
-        .unwrap();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
+/// Send `text` and wait for the next frame back.
+async fn ask(ws: &mut Socket, text: &str) -> Value {
+    ws.send_text(text).await.unwrap();
+    next(ws).await
+}
+
+async fn next(ws: &mut Socket) -> Value {
+    let frame = tokio::time::timeout(Duration::from_secs(10), ws.next_frame());
+    frame.await.unwrap().expect("a frame").json
 }
 
 #[tokio::test]
@@ -80,7 +69,7 @@ async fn route_selection_on_the_action_with_a_default() {
             .route("$default", answering(r, 200))
     })
     .await;
-    let (mut ws, _) = connect_async(&url).await.unwrap();
+    let mut ws = Socket::open(&url).await.unwrap();
     let echo = ask(&mut ws, r#"{"action":"echo","n":1}"#).await;
     assert_eq!(
         (echo["route"].as_str(), echo["event_type"].as_str()),
@@ -100,17 +89,12 @@ async fn route_selection_on_the_action_with_a_default() {
 #[tokio::test]
 async fn no_route_to_take_is_forbidden_and_a_failing_route_is_an_internal_error() {
     let url = serve(|r| Routes::default().route("boom", answering(r, 500))).await;
-    let (mut ws, _) = connect_async(&url).await.unwrap();
+    let mut ws = Socket::open(&url).await.unwrap();
     let refused = ask(&mut ws, r#"{"action":"nothing-here"}"#).await;
     assert_eq!(refused["message"], "Forbidden");
     assert!(refused["connectionId"].is_string() && refused["requestId"].is_string());
     // The route's own reply comes first, then API Gateway's error for its 500.
     assert_eq!(ask(&mut ws, r#"{"action":"boom"}"#).await["route"], "boom");
-    let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let err: Value = serde_json::from_str(next.to_text().unwrap()).unwrap();
+    let err = next(&mut ws).await;
     assert_eq!(err["message"], "Internal server error");
 }

@@ -5,12 +5,16 @@
 //!   notifier, clock, a channel log that fails when told);
 //! - [`events`]: API Gateway and SQS events built from JSON shaped like what AWS sends;
 //! - [`harness`]: every handler wired to an in-memory embedded store and the fakes;
-//! - [`contract`]: the port contract suites, run unchanged against every backend.
+//! - [`contract`]: the port contract suites, run unchanged against every backend;
+//! - [`stack`] (feature `stack`): the local stack in-process for end-to-end tests and
+//!   benches.
 
 pub mod contract;
 pub mod events;
 pub mod fakes;
 pub mod harness;
+#[cfg(feature = "stack")]
+pub mod stack;
 
 pub use events::*;
 pub use fakes::*;

@@ -56,8 +56,42 @@ pub fn document(
     Value::Object(root)
 }
 
+/// One metric the code emits, with its one dimension (name, value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub dimension: (&'static str, &'static str),
+}
+
+const fn metric(name: &'static str, dimension: (&'static str, &'static str)) -> Metric {
+    Metric { name, dimension }
+}
+
+const BROADCAST: (&str, &str) = ("Function", "broadcast");
+const SYNC_WORKER: (&str, &str) = ("Function", "sync-worker");
+
+/// Every metric [`emit`] is called with: what template.yaml's dashboard must chart (the
+/// template test reads this list). A debug build's `emit` refuses one missing here.
+pub const METRICS: &[Metric] = &[
+    metric("EventsOut", BROADCAST),
+    metric("GoneConnections", BROADCAST),
+    metric("FailedPosts", BROADCAST),
+    metric("DeliveryLatency", BROADCAST),
+    metric("ItemsSynced", SYNC_WORKER),
+    metric("ItemsFailed", SYNC_WORKER),
+    metric("SyncDuration", SYNC_WORKER),
+    metric("SyncFailures", SYNC_WORKER),
+    metric("PoisonMessages", ("Queue", "any")),
+];
+
 /// Write one EMF line to stdout (when enabled).
 pub fn emit(dimensions: &[(&str, &str)], values: &[(&str, f64, Unit)]) {
+    debug_assert!(
+        values.iter().all(|(name, _, _)| METRICS
+            .iter()
+            .any(|m| m.name == *name && [m.dimension] == dimensions)),
+        "emit {values:?} with {dimensions:?}: not in metrics::METRICS"
+    );
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }

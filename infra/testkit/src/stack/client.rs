@@ -1,0 +1,143 @@
+//! The WebSocket test client: `listen`'s [`Socket`] with a test's expectations (panics
+//! with what was seen instead of errors) and a buffer of frames not yet asked for.
+
+use super::{WAIT, names};
+use bandsync_local::listen::{Incoming, Socket};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Client {
+    pub socket: Socket,
+    /// Frames received but not yet taken.
+    pending: Vec<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, token: &str) -> Client {
+        Client {
+            socket: Socket::connect(url, token)
+                .await
+                .expect("websocket connects"),
+            pending: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.socket.send(&frame).await.expect("send");
+    }
+
+    /// Send a text frame as is (for frames that are not JSON).
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send_text(text).await.expect("send");
+    }
+
+    /// The next text frame as JSON, or None on close / timeout.
+    pub async fn recv(&mut self, wait: Duration) -> Option<Value> {
+        if !self.pending.is_empty() {
+            return Some(self.pending.remove(0));
+        }
+        self.recv_until(Instant::now() + wait).await
+    }
+
+    /// The next frame from the socket before `deadline`, or None on close / timeout.
+    async fn recv_until(&mut self, deadline: Instant) -> Option<Value> {
+        tokio::time::timeout_at(deadline, self.socket.next_frame())
+            .await
+            .ok()
+            .flatten()
+            .map(|f| f.json)
+    }
+
+    /// The next frame of `kind`; frames of other kinds are kept for later.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let mut skipped = Vec::new();
+        let found = loop {
+            if let Some(i) = self.pending.iter().position(|f| f["type"] == kind) {
+                break self.pending.remove(i);
+            }
+            let Some(frame) = self.recv_until(deadline).await else {
+                panic!("no {kind} frame in time; pending: {:?}", self.pending);
+            };
+            if frame["type"] == kind {
+                break frame;
+            }
+            skipped.push(frame);
+        };
+        let mut rest = std::mem::take(&mut self.pending);
+        skipped.append(&mut rest);
+        self.pending = skipped;
+        found
+    }
+
+    /// The next `event` frame before `deadline` (frames of other kinds are dropped), or
+    /// None on close / timeout: for benches, which count what did not arrive.
+    pub async fn next_event(&mut self, deadline: Instant) -> Option<Value> {
+        if let Some(i) = self.pending.iter().position(|f| f["type"] == "event") {
+            return Some(self.pending.remove(i));
+        }
+        loop {
+            let frame = self.recv_until(deadline).await?;
+            if frame["type"] == "event" {
+                return Some(frame);
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send(json!({"action": "subscribe", "channel": channel}))
+            .await;
+        self.expect("subscribed").await
+    }
+
+    pub async fn resume(&mut self, channel: &str, after_seq: u64, epoch: &str) {
+        self.send(
+            json!({"action": "resume", "channel": channel, "after_seq": after_seq, "epoch": epoch}),
+        )
+        .await;
+    }
+
+    /// Collect `event` frames until `done` says enough, failing after WAIT.
+    pub async fn events_until(&mut self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut events = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while !done(&events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.expect("event")).await {
+                Ok(e) => events.push(e),
+                Err(_) => panic!("timed out; events so far: {:#?}", names(&events)),
+            }
+        }
+        events
+    }
+
+    /// The frames received within `wait` (for "nothing more arrives" checks).
+    pub async fn drain(&mut self, wait: Duration) -> Vec<Value> {
+        let mut out = std::mem::take(&mut self.pending);
+        while let Some(f) = self.recv(wait).await {
+            out.push(f);
+        }
+        out
+    }
+
+    /// The code the server closes the connection with (frames before it are dropped);
+    /// None when it ends without one or not within WAIT.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??
+            {
+                Ok(Incoming::Closed(code)) => return code,
+                Ok(Incoming::Frame(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        self.socket.close().await;
+    }
+}
