@@ -358,6 +358,28 @@ fn main_rs(binary: &str) -> String {
     read(format!("functions/{binary}/src/main.rs"))
 }
 
+/// A function's main with the body of each `wiring::<handler>` it calls (in
+/// shared/src/wiring.rs): every part the function asks its AwsContext for.
+fn main_and_wiring(binary: &str) -> String {
+    let main = main_rs(binary);
+    let wiring = read("shared/src/wiring.rs");
+    let mut text = main.clone();
+    for (i, _) in main.match_indices("wiring::") {
+        let name: String = main[i + "wiring::".len()..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let start = wiring
+            .find(&format!("pub fn {name}("))
+            .unwrap_or_else(|| panic!("{binary}: no wiring::{name} in shared/src/wiring.rs"));
+        let end = wiring[start..]
+            .find("\n}\n")
+            .map_or(wiring.len(), |e| start + e);
+        text.push_str(&wiring[start..end]);
+    }
+    text
+}
+
 #[test]
 fn every_function_has_its_crate_and_every_crate_its_function() {
     let t = Template::load();
@@ -665,10 +687,16 @@ fn accessor_env() -> Vec<(&'static str, &'static str, &'static str)> {
             "BroadcastQueue",
         ),
         (".notifier()", env::ALERT_TOPIC_ARN, "AlertTopic"),
+        (".health_checks()", env::SYNC_QUEUE_URL, "SyncQueue"),
+        (
+            ".health_checks()",
+            env::BROADCAST_QUEUE_URL,
+            "BroadcastQueue",
+        ),
         (".tokens()", env::JWT_SECRET, "JwtSecret"),
         (".google(", env::CREDENTIALS_KEY, "CredentialsKey"),
         (".credentials_key()", env::CREDENTIALS_KEY, "CredentialsKey"),
-        (".channel_keeper(", env::CREDENTIALS_KEY, "CredentialsKey"),
+        (".watch()", env::CREDENTIALS_KEY, "CredentialsKey"),
     ]
 }
 
@@ -676,7 +704,7 @@ fn accessor_env() -> Vec<(&'static str, &'static str, &'static str)> {
 fn every_function_gets_the_environment_its_main_reads_and_no_secret_it_does_not() {
     let t = Template::load();
     for (id, binary) in t.functions() {
-        let main = main_rs(&binary);
+        let main = main_and_wiring(&binary);
         let vars = t.environment(&id);
         assert!(is_ref(&vars["RUST_LOG"], "LogLevel"), "{id}: RUST_LOG");
         let env = accessor_env();
@@ -702,12 +730,7 @@ fn every_function_gets_the_environment_its_main_reads_and_no_secret_it_does_not(
         }
         // Endpoints built from an API's id: (accessor, variable, API, path suffix).
         for (accessor, var, api, suffix) in [
-            (
-                ".channel_keeper(",
-                env::WEBHOOK_URL,
-                "HttpApi",
-                "/webhooks/google",
-            ),
+            (".watch()", env::WEBHOOK_URL, "HttpApi", "/webhooks/google"),
             (
                 ".pusher()",
                 env::WS_MANAGEMENT_ENDPOINT,
@@ -751,7 +774,7 @@ fn every_function_gets_the_environment_its_main_reads_and_no_secret_it_does_not(
 fn policies_grant_each_function_what_it_uses_and_nothing_wide() {
     let t = Template::load();
     for (id, binary) in t.functions() {
-        let main = main_rs(&binary);
+        let main = main_and_wiring(&binary);
         let statements = t.statements(&id);
         for s in &statements {
             assert_eq!(s["Effect"], "Allow", "{id}");
@@ -814,7 +837,7 @@ fn policies_grant_each_function_what_it_uses_and_nothing_wide() {
             assert!(sends_to("BroadcastQueue"), "{id} publishes broadcasts");
         }
         // /sync/health asks each queue for its attributes.
-        if main.contains("HealthCheck") {
+        if main.contains(".health_checks()") {
             let health = statements
                 .iter()
                 .find(|s| strings(&s["Action"]) == ["sqs:GetQueueAttributes"])

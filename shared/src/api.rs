@@ -12,7 +12,9 @@ use crate::google::sealed::{self, CredentialKey};
 use crate::model::{
     BandId, ChannelName, OperationStatus, Source, SourceId, SourceKind, SyncConfiguration, Trigger,
 };
-use crate::ports::{HealthCheck, Queue, Store};
+use crate::ports::{
+    ChannelLog, ConfigStore, HealthCheck, OperationStore, Queue, SourceStore, WatchChannelStore,
+};
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
 use crate::wire::http::{
     BandBody, CheckState, ConfigView, Health, ItemCounts, LogPosition, OperationCounts,
@@ -51,8 +53,24 @@ const MAX_FILE_TYPE: usize = 16;
 /// Largest credentials file accepted (a service-account key file is about 2.3 KB).
 const MAX_CREDENTIALS: usize = 64 * 1024;
 
+/// The stores the API reads and writes.
+pub struct ApiStores {
+    /// Bands' configurations (and sealed credentials).
+    pub configs: Arc<dyn ConfigStore>,
+    pub sources: Arc<dyn SourceStore>,
+    /// Sync operations and their items.
+    pub operations: Arc<dyn OperationStore>,
+    pub watch_channels: Arc<dyn WatchChannelStore>,
+    /// Band channels' heads (seq and epoch).
+    pub log: Arc<dyn ChannelLog>,
+}
+
 pub struct Api {
-    store: Arc<dyn Store>,
+    configs: Arc<dyn ConfigStore>,
+    sources: Arc<dyn SourceStore>,
+    operations: Arc<dyn OperationStore>,
+    watch_channels: Arc<dyn WatchChannelStore>,
+    log: Arc<dyn ChannelLog>,
     sync_queue: Arc<dyn Queue>,
     tokens: TokenKey,
     clock: Arc<dyn crate::ports::Clock>,
@@ -135,14 +153,25 @@ fn route(req: &ApiGatewayV2httpRequest) -> (Method, Vec<String>) {
 
 impl Api {
     pub fn new(
-        store: Arc<dyn Store>,
+        stores: ApiStores,
         sync_queue: Arc<dyn Queue>,
         tokens: TokenKey,
         clock: Arc<dyn crate::ports::Clock>,
         checks: Vec<(String, Arc<dyn HealthCheck>)>,
     ) -> Self {
+        let ApiStores {
+            configs,
+            sources,
+            operations,
+            watch_channels,
+            log,
+        } = stores;
         Self {
-            store,
+            configs,
+            sources,
+            operations,
+            watch_channels,
+            log,
             sync_queue,
             tokens,
             clock,
@@ -254,7 +283,7 @@ impl Api {
 
     /// The band's configuration, which the route needs to exist.
     async fn registered(&self, band: &BandId) -> Result<SyncConfiguration, Refusal> {
-        self.store.get_config(band).await?.ok_or_else(|| {
+        self.configs.get_config(band).await?.ok_or_else(|| {
             Refusal::new(
                 ErrorCode::NotFound,
                 format!("band {band} is not registered (PUT /sync/bands/{band} first)"),
@@ -309,12 +338,12 @@ impl Api {
         req: &ApiGatewayV2httpRequest,
     ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
-        let config = self.store.get_config(&band).await?;
-        let sources = self.store.list_sources(&band).await?;
-        let channels = self.store.list_watch_channels(&band).await?;
-        let head = self.store.head(&ChannelName::Band(band.clone())).await?;
+        let config = self.configs.get_config(&band).await?;
+        let sources = self.sources.list_sources(&band).await?;
+        let channels = self.watch_channels.list_watch_channels(&band).await?;
+        let head = self.log.head(&ChannelName::Band(band.clone())).await?;
         let last = self
-            .store
+            .operations
             .list_operations(&band, 1)
             .await?
             .into_iter()
@@ -352,7 +381,7 @@ impl Api {
         let body: SyncRequestBody = json_body(req, "{band, source?, full?}")?;
         Self::allowed(member, &body.band)?;
         let jobs = crate::sync::request_sync(
-            self.store.as_ref(),
+            self.sources.as_ref(),
             self.sync_queue.as_ref(),
             crate::sync::SyncRequest {
                 band: &body.band,
@@ -394,7 +423,7 @@ impl Api {
                     )
                 })?,
         };
-        let ops = self.store.list_operations(&band, limit).await?;
+        let ops = self.operations.list_operations(&band, limit).await?;
         Ok((
             200,
             json!(OperationList {
@@ -408,14 +437,14 @@ impl Api {
         let not_found = || Refusal::new(ErrorCode::NotFound, format!("no operation {id}"));
         // Another band's operation is "not found", not "forbidden": ids are not disclosed.
         let op = self
-            .store
+            .operations
             .get_operation(id)
             .await?
             .filter(|op| member.is_member_of(&op.band))
             .ok_or_else(not_found)?;
         // A large sync has many items: answer with the first ones (a Lambda response is at
         // most 6 MB) and say how many there are.
-        let mut items = self.store.list_items(&op.id).await?;
+        let mut items = self.operations.list_items(&op.id).await?;
         let total = items.len();
         items.truncate(MAX_ITEMS);
         let detail = OperationDetail {
@@ -451,7 +480,7 @@ impl Api {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        let existing = self.store.get_config(&band).await?;
+        let existing = self.configs.get_config(&band).await?;
         let created = existing.is_none();
         let mut config = existing.unwrap_or_else(|| SyncConfiguration {
             band: band.clone(),
@@ -467,7 +496,7 @@ impl Api {
             types.dedup();
             config.file_types = types;
         }
-        self.store.put_config(&config).await?;
+        self.configs.put_config(&config).await?;
         tracing::info!(%band, created, "band configuration stored");
         Ok((200, json!(ConfigView::from(&config))))
     }
@@ -504,7 +533,7 @@ impl Api {
                 )
             })?;
         config.google_credentials = Some(sealed);
-        self.store.put_config(&config).await?;
+        self.configs.put_config(&config).await?;
         tracing::info!(%band, grant = credentials.grant_kind(), "Google credentials stored");
         Ok(no_content())
     }
@@ -512,7 +541,7 @@ impl Api {
     async fn delete_credentials(&self, band: BandId) -> Result<(u16, Value), Refusal> {
         let mut config = self.registered(&band).await?;
         if config.google_credentials.take().is_some() {
-            self.store.put_config(&config).await?;
+            self.configs.put_config(&config).await?;
             tracing::info!(%band, "Google credentials removed");
         }
         Ok(no_content())
@@ -549,7 +578,7 @@ impl Api {
             ));
         }
         self.registered(&band).await?;
-        let source = match self.store.get_source(&band, &id).await? {
+        let source = match self.sources.get_source(&band, &id).await? {
             Some(mut old) => {
                 if (old.kind, &old.location, &old.drive_id) != (kind, &location, &drive_id) {
                     old.cursor = None;
@@ -566,19 +595,19 @@ impl Api {
                 ..Source::new(band.clone(), id, kind, location)
             },
         };
-        self.store.put_source(&source).await?;
+        self.sources.put_source(&source).await?;
         tracing::info!(%band, source = %source.id, kind = ?source.kind, "source stored");
         Ok((200, json!(source)))
     }
 
     async fn delete_source(&self, band: BandId, id: SourceId) -> Result<(u16, Value), Refusal> {
-        if self.store.get_source(&band, &id).await?.is_none() {
+        if self.sources.get_source(&band, &id).await?.is_none() {
             return Err(Refusal::new(
                 ErrorCode::NotFound,
                 format!("band {band} has no source {id}"),
             ));
         }
-        self.store.delete_source(&band, &id).await?;
+        self.sources.delete_source(&band, &id).await?;
         tracing::info!(%band, source = %id, "source deleted");
         Ok(no_content())
     }
@@ -589,7 +618,7 @@ impl Api {
         req: &ApiGatewayV2httpRequest,
     ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
-        let ops = self.store.list_operations(&band, MAX_LIMIT).await?;
+        let ops = self.operations.list_operations(&band, MAX_LIMIT).await?;
         let count = |s: OperationStatus| ops.iter().filter(|o| o.status == s).count() as u64;
         let synced: u64 = ops.iter().map(|o| o.metrics.synced).sum();
         let failed: u64 = ops.iter().map(|o| o.metrics.failed).sum();
@@ -604,7 +633,7 @@ impl Api {
                 .get((durations.len().saturating_sub(1)) * p / 100)
                 .copied()
         };
-        let head = self.store.head(&ChannelName::Band(band.clone())).await?;
+        let head = self.log.head(&ChannelName::Band(band.clone())).await?;
         let stats = Stats {
             band,
             window: StatsWindow {

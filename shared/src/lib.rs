@@ -5,6 +5,8 @@
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
 //! - [`error`]: the error codes clients see, and the refusals the edges render;
+//! - [`wiring`]: every handler built from a backend's ports, for the mains, the local
+//!   stack and the tests;
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
 //! - [`google`]: the Google API clients (Drive, Sheets, Calendar), their retry policy,
 //!   OAuth2 and watch channels (their local fakes are the `bandsync-google-fake` crate);
@@ -30,6 +32,7 @@ pub mod transport;
 pub mod watch_keeper;
 pub mod webhook;
 pub mod wire;
+pub mod wiring;
 pub mod ws_connect;
 pub mod ws_disconnect;
 pub mod ws_message;

@@ -20,7 +20,7 @@ use crate::google::GoogleError;
 use crate::google::apis::WatchApi;
 use crate::google::watch::WatchRequest;
 use crate::model::{BandId, Source, SourceKind, WatchChannel};
-use crate::ports::{Clock, PortError, Store};
+use crate::ports::{Clock, PortError, SourceStore, WatchChannelStore};
 use crate::webhook::token_hash;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
@@ -70,7 +70,8 @@ enum OpenError {
 
 /// Keeps every Google source's watch channel alive (see the module documentation).
 pub struct WatchKeeper {
-    store: Arc<dyn Store>,
+    sources: Arc<dyn SourceStore>,
+    channels: Arc<dyn WatchChannelStore>,
     api: Arc<dyn WatchApi>,
     clock: Arc<dyn Clock>,
     /// The public HTTPS URL of `/webhooks/google`.
@@ -83,13 +84,15 @@ fn is_google(kind: SourceKind) -> bool {
 
 impl WatchKeeper {
     pub fn new(
-        store: Arc<dyn Store>,
+        sources: Arc<dyn SourceStore>,
+        channels: Arc<dyn WatchChannelStore>,
         api: Arc<dyn WatchApi>,
         clock: Arc<dyn Clock>,
         address: String,
     ) -> Self {
         Self {
-            store,
+            sources,
+            channels,
             api,
             clock,
             address,
@@ -105,8 +108,8 @@ impl WatchKeeper {
         deadline: Instant,
     ) -> Result<WatchReport, PortError> {
         let now = self.clock.now();
-        let sources = self.store.list_sources(band).await?;
-        let channels = self.store.list_watch_channels(band).await?;
+        let sources = self.sources.list_sources(band).await?;
+        let channels = self.channels.list_watch_channels(band).await?;
         let mut report = WatchReport::default();
         // Channels this pass keeps: the live (or just opened) one of each source.
         let mut keep: Vec<String> = Vec::new();
@@ -143,7 +146,7 @@ impl WatchKeeper {
                 continue;
             };
             if old.expires_at.is_some_and(|at| at <= now) {
-                self.store.delete_watch_channel(old).await?;
+                self.channels.delete_watch_channel(old).await?;
                 report.forgotten += 1;
                 continue;
             }
@@ -157,7 +160,7 @@ impl WatchKeeper {
                 .await
             {
                 Ok(()) => {
-                    self.store.delete_watch_channel(old).await?;
+                    self.channels.delete_watch_channel(old).await?;
                     report.stopped += 1;
                 }
                 Err(e) => {
@@ -191,7 +194,7 @@ impl WatchKeeper {
             kind: Some(source.kind),
             created_at: Some(now),
         };
-        if let Err(e) = self.store.put_watch_channel(&stored).await {
+        if let Err(e) = self.channels.put_watch_channel(&stored).await {
             // Google has it, we do not: stop it rather than leave it unverifiable.
             let _ = self
                 .api

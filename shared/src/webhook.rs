@@ -16,7 +16,7 @@
 
 use crate::error::Refusal;
 use crate::model::{BandId, SourceId, SyncJob, Trigger};
-use crate::ports::{Clock, PortError, Queue, Store};
+use crate::ports::{Clock, DedupeStore, PortError, Queue, SourceStore, WatchChannelStore};
 use crate::transport::http::{header, json_v2, refused_v2};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
@@ -61,8 +61,12 @@ pub fn token_hash(token: &str) -> String {
 }
 
 pub struct WebhookIntake {
-    /// Watch channels, sources (their generation) and the message-number dedupe.
-    store: Arc<dyn Store>,
+    /// The channel a notification names, and its newest message number.
+    channels: Arc<dyn WatchChannelStore>,
+    /// The generation of the channel's source (the job's dedup id).
+    sources: Arc<dyn SourceStore>,
+    /// The message numbers already seen.
+    dedupe: Arc<dyn DedupeStore>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
 }
@@ -97,9 +101,17 @@ pub enum IntakeError {
 }
 
 impl WebhookIntake {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        channels: Arc<dyn WatchChannelStore>,
+        sources: Arc<dyn SourceStore>,
+        dedupe: Arc<dyn DedupeStore>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            store,
+            channels,
+            sources,
+            dedupe,
             queue,
             clock,
         }
@@ -137,7 +149,7 @@ impl WebhookIntake {
             .map_err(|_| IntakeError::InvalidMessageNumber)?;
 
         let channel = self
-            .store
+            .channels
             .get_watch_channel(channel_id)
             .await?
             .ok_or(IntakeError::UnknownChannel)?;
@@ -168,7 +180,7 @@ impl WebhookIntake {
         // (A source that is gone has its channel stopped by the scheduler; a job queued
         // meanwhile is dropped by the worker.)
         let generation = self
-            .store
+            .sources
             .generation(&channel.band, &channel.source)
             .await?;
         let job = SyncJob::new(
@@ -183,10 +195,10 @@ impl WebhookIntake {
         crate::sync::enqueue(self.queue.as_ref(), &job, dedup_id).await?;
         // The message, not a storage key: each store adds its own namespace.
         let key = format!("{channel_id}#{number}");
-        if !self.store.first_seen(&key, now, DEDUPE_TTL).await? {
+        if !self.dedupe.first_seen(&key, now, DEDUPE_TTL).await? {
             return Ok(Intake::Duplicate);
         }
-        if let Err(e) = self.store.record_message(channel_id, number, now).await {
+        if let Err(e) = self.channels.record_message(channel_id, number, now).await {
             // Operator information only; the job is queued.
             tracing::warn!(error = ?e, "could not record the channel's last message");
         }

@@ -119,6 +119,7 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
     }
     let keeper = WatchKeeper::new(
         h.store.clone(),
+        h.store.clone(),
         Arc::new(GoogleDown),
         h.clock.clone(),
         "https://example.com/webhooks/google".into(),

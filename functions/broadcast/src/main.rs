@@ -3,17 +3,15 @@
 //! connection is removed.
 
 use bandsync::adapters::aws::AwsContext;
-use bandsync::broadcast::Broadcaster;
+use bandsync::wiring;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::transport::telemetry::init();
-    let ctx = AwsContext::from_env().await;
-    let store = ctx.store()?;
-    let broadcaster = &Broadcaster::new(store.clone(), store, ctx.pusher()?, ctx.clock);
+    let handler = &wiring::broadcaster(&AwsContext::from_env().await)?;
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::transport::lambda::broadcast(broadcaster, event)
+        bandsync::transport::lambda::broadcast(handler, event)
     }))
     .await
 }

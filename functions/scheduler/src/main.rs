@@ -4,25 +4,16 @@
 //! source, addressed to `WEBHOOK_URL`. The event is not read: a manual invoke ticks too.
 
 use bandsync::adapters::aws::AwsContext;
-use bandsync::scheduler::Scheduler;
+use bandsync::wiring;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::transport::telemetry::init();
     let bands = &bandsync::transport::lambda::bands_from_env()?;
-    let ctx = AwsContext::from_env().await;
-    let store = ctx.store()?;
-    let scheduler = &Scheduler::new(
-        store.clone(),
-        store.clone(),
-        ctx.sync_queue()?,
-        ctx.clock.clone(),
-    )
-    .with_registry(store.clone())
-    .with_channels(ctx.channel_keeper(store)?);
+    let handler = &wiring::scheduler(&AwsContext::from_env().await)?;
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::transport::lambda::scheduler(scheduler, bands, event)
+        bandsync::transport::lambda::scheduler(handler, bands, event)
     }))
     .await
 }

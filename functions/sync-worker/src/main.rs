@@ -5,21 +5,15 @@
 //! with each band's sealed credentials when `BANDSYNC_CREDENTIALS_KEY` is set.
 
 use bandsync::adapters::aws::AwsContext;
-use bandsync::publish::Publisher;
-use bandsync::sync::SyncWorker;
+use bandsync::wiring;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::transport::telemetry::init();
-    let ctx = AwsContext::from_env().await;
-    let store = ctx.store()?;
-    let publisher = Publisher::new(store.clone(), ctx.broadcast_queue()?);
-    let worker = &SyncWorker::new(store.clone(), publisher, ctx.clock.clone())
-        .with_notifier(ctx.notifier()?)
-        .with_google(ctx.google(store)?);
+    let handler = &wiring::sync_worker(&AwsContext::from_env().await)?;
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::transport::lambda::sync_worker(worker, event)
+        bandsync::transport::lambda::sync_worker(handler, event)
     }))
     .await
 }

@@ -2,17 +2,15 @@
 //! channel and its token, drops repeated message numbers, queues a sync job.
 
 use bandsync::adapters::aws::AwsContext;
-use bandsync::webhook::WebhookIntake;
+use bandsync::wiring;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::transport::telemetry::init();
-    let ctx = AwsContext::from_env().await;
-    let store = ctx.store()?;
-    let intake = &WebhookIntake::new(store, ctx.sync_queue()?, ctx.clock);
+    let handler = &wiring::webhook(&AwsContext::from_env().await)?;
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::transport::lambda::webhook(intake, event)
+        bandsync::transport::lambda::webhook(handler, event)
     }))
     .await
 }

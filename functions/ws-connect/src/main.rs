@@ -3,16 +3,15 @@
 //! token refuses the connection.
 
 use bandsync::adapters::aws::AwsContext;
-use bandsync::ws_connect::WsConnect;
+use bandsync::wiring;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::transport::telemetry::init();
-    let ctx = AwsContext::from_env().await;
-    let connect = &WsConnect::new(ctx.store()?, ctx.tokens()?, ctx.clock.clone());
+    let handler = &wiring::ws_connect(&AwsContext::from_env().await)?;
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::transport::lambda::ws_connect(connect, event)
+        bandsync::transport::lambda::ws_connect(handler, event)
     }))
     .await
 }

@@ -2,16 +2,15 @@
 //! subscriptions.
 
 use bandsync::adapters::aws::AwsContext;
-use bandsync::ws_disconnect::WsDisconnect;
+use bandsync::wiring;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bandsync::transport::telemetry::init();
-    let ctx = AwsContext::from_env().await;
-    let disconnect = &WsDisconnect::new(ctx.store()?);
+    let handler = &wiring::ws_disconnect(&AwsContext::from_env().await)?;
     lambda_runtime::run(service_fn(move |event| {
-        bandsync::transport::lambda::ws_disconnect(disconnect, event)
+        bandsync::transport::lambda::ws_disconnect(handler, event)
     }))
     .await
 }

@@ -9,19 +9,12 @@ use crate::pollers::{self, SqsHandler};
 use anyhow::Context;
 use bandsync::adapters::local::watcher::{self, FolderWatch};
 use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
-use bandsync::api::Api;
 use bandsync::auth::TokenKey;
-use bandsync::broadcast::Broadcaster;
+use bandsync::google::sealed::CredentialKey;
 use bandsync::model::*;
 use bandsync::ports::*;
-use bandsync::publish::Publisher;
-use bandsync::scheduler::Scheduler;
-use bandsync::sync::SyncWorker;
-use bandsync::watch_keeper::WatchKeeper;
-use bandsync::webhook::{self, WebhookIntake};
-use bandsync::ws_connect::WsConnect;
-use bandsync::ws_disconnect::WsDisconnect;
-use bandsync::ws_message::WsMessage;
+use bandsync::webhook;
+use bandsync::wiring::{self, Ports, Watch};
 use futures_util::FutureExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -370,10 +363,7 @@ impl LocalStack {
             max_message: cfg.limits.max_message,
         });
 
-        // The functions, wired exactly as their Lambda mains wire them.
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let publisher = Publisher::new(store.clone(), broadcast_queue.clone());
-        let credentials_key = bandsync::google::sealed::CredentialKey::from_env_if_set()?;
+        let credentials_key = CredentialKey::from_env_if_set()?;
         let (fake, google) = match cfg.google_fake {
             Some(addr) => {
                 let fake = crate::google::FakeGoogle::start(addr)
@@ -389,62 +379,46 @@ impl LocalStack {
                 Some(key) => {
                     let apis = cfg
                         .google_endpoints
-                        .stored_credentials(dyn_store.clone(), key)
+                        .stored_credentials(store.clone(), key)
                         .context("building the Google clients")?;
                     (None, Some(Arc::new(apis)))
                 }
                 None => (None, None),
             },
         };
-        let mut worker = SyncWorker::new(dyn_store.clone(), publisher, clock.clone());
-        if let Some(apis) = &google {
-            worker = worker.with_google(apis.clone());
-        }
-        let worker = Arc::new(worker);
-        let broadcaster = Arc::new(Broadcaster::new(
-            store.clone(),
-            store.clone(),
-            pusher.clone(),
-            clock.clone(),
-        ));
-        let intake = Arc::new(WebhookIntake::new(
-            dyn_store.clone(),
-            sync_queue.clone(),
-            clock.clone(),
-        ));
-        let checks: Vec<(String, Arc<dyn HealthCheck>)> = vec![
-            ("store".into(), store.clone()),
-            (
-                "sync_queue".into(),
-                Arc::new(QueueHealth(sync_queue.clone())),
-            ),
-            (
-                "broadcast_queue".into(),
-                Arc::new(QueueHealth(broadcast_queue.clone())),
-            ),
-        ];
-        let api = Arc::new(
-            Api::new(
-                dyn_store.clone(),
-                sync_queue.clone(),
-                tokens.clone(),
-                clock.clone(),
-                checks,
-            )
+        // The functions, built by the same wiring as their Lambda mains.
+        let mut backend = Ports {
+            pusher: Some(pusher),
+            tokens: Some(tokens.clone()),
             // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
             // operator API answers credential uploads with a clear 503.
-            .with_credentials_key(credentials_key),
-        );
-        let connect = Arc::new(WsConnect::new(store.clone(), tokens.clone(), clock.clone()));
-        let disconnect = Arc::new(WsDisconnect::new(store.clone()));
-        let message = Arc::new(WsMessage::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            sync_queue.clone(),
-            pusher.clone(),
-            clock.clone(),
-        ));
+            credentials_key,
+            health_checks: vec![
+                ("store".into(), store.clone()),
+                (
+                    "sync_queue".into(),
+                    Arc::new(QueueHealth(sync_queue.clone())),
+                ),
+                (
+                    "broadcast_queue".into(),
+                    Arc::new(QueueHealth(broadcast_queue.clone())),
+                ),
+            ],
+            google: google.clone(),
+            ..Ports::new(
+                store.clone(),
+                sync_queue.clone(),
+                broadcast_queue.clone(),
+                clock,
+            )
+        };
+        let worker = Arc::new(wiring::sync_worker(&backend)?);
+        let broadcaster = Arc::new(wiring::broadcaster(&backend)?);
+        let intake = Arc::new(wiring::webhook(&backend)?);
+        let api = Arc::new(wiring::api(&backend)?);
+        let connect = Arc::new(wiring::ws_connect(&backend)?);
+        let disconnect = Arc::new(wiring::ws_disconnect(&backend)?);
+        let message = Arc::new(wiring::ws_message(&backend)?);
 
         let on_connect: RouteHandler = Arc::new(move |r| {
             let h = connect.clone();
@@ -566,20 +540,15 @@ impl LocalStack {
 
         // The scheduler: reconcile now (changes made while we were down), then periodically.
         let reconcile = {
-            let mut scheduler = Scheduler::new(
-                store.clone(),
-                store.clone(),
-                sync_queue.clone(),
-                clock.clone(),
-            );
-            scheduler = scheduler.with_registry(dyn_store.clone());
+            // The fakes' watch channels notify this stack's webhook, known once it is bound.
+            backend.watch = google.as_ref().map(|apis| Watch {
+                api: apis.clone(),
+                address: format!("http://{http_addr}/webhooks/google"),
+            });
+            let mut scheduler = wiring::scheduler(&backend)?;
             scheduler.retention = cfg.retention;
             let mut every = cfg.reconcile_every;
-            if let Some(apis) = &google {
-                let address = format!("http://{http_addr}/webhooks/google");
-                let keeper =
-                    WatchKeeper::new(dyn_store.clone(), apis.clone(), clock.clone(), address);
-                scheduler = scheduler.with_channels(keeper);
+            if google.is_some() {
                 every = Some(every.map_or(cfg.channels_every, |e| e.min(cfg.channels_every)));
             }
             let bands = vec![cfg.band.clone()];

@@ -1,6 +1,7 @@
 //! Every handler wired to one in-memory [`EmbeddedStore`], recording queues, a recording
 //! pusher and a fixed clock, as the Lambda functions and the local stack wire them.
-//! Built in one place ([`Harness::new`]) so the wiring has one home in the tests.
+//! Built in one place ([`Harness::new`]); the handlers come from bandsync's
+//! [`wiring`], as the Lambda mains' and the local stack's do.
 
 use crate::fakes::{FixedClock, FlakyLog, RecordingPusher, RecordingQueue};
 use bandsync::adapters::local::EmbeddedStore;
@@ -9,11 +10,11 @@ use bandsync::auth::TokenKey;
 use bandsync::broadcast::Broadcaster;
 use bandsync::model::CONNECTION_TTL;
 use bandsync::model::*;
-use bandsync::ports::Clock;
-use bandsync::ports::{ChannelLog, ConfigStore, ConnectionStore, SourceStore, Store};
+use bandsync::ports::{ChannelLog, Clock, ConfigStore, ConnectionStore, SourceStore};
 use bandsync::publish::Publisher;
 use bandsync::sync::SyncWorker;
 use bandsync::webhook::WebhookIntake;
+use bandsync::wiring::{self, Ports};
 use bandsync::ws_connect::WsConnect;
 use bandsync::ws_disconnect::WsDisconnect;
 use bandsync::ws_message::WsMessage;
@@ -69,10 +70,6 @@ impl Harness {
             clock: Arc::new(FixedClock::default()),
             tokens: TokenKey::new("unit-test-secret"),
         }
-    }
-
-    fn store_dyn(&self) -> Arc<dyn Store> {
-        self.store.clone()
     }
 
     /// The clock's now.
@@ -176,56 +173,51 @@ impl Harness {
         Publisher::new(self.log.clone(), self.broadcast_queue.clone())
     }
 
+    /// The harness's parts, for the same wiring as the Lambda mains and the local stack:
+    /// the store, the recording queues and pusher, the fixed clock, the channel log the
+    /// tests can make fail, the tokens. No notifier, no Google, no credentials key.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            log: self.log.clone(),
+            pusher: Some(self.pusher.clone()),
+            tokens: Some(self.tokens.clone()),
+            ..Ports::new(
+                self.store.clone(),
+                self.sync_queue.clone(),
+                self.broadcast_queue.clone(),
+                self.clock.clone(),
+            )
+        }
+    }
+
     pub fn sync_worker(&self) -> SyncWorker {
-        SyncWorker::new(self.store_dyn(), self.publisher(), self.clock.clone())
+        wiring::sync_worker(&self.ports()).expect("the harness has every part")
     }
 
     /// A broadcaster that retries without waiting.
     pub fn broadcaster(&self) -> Broadcaster {
-        let mut b = Broadcaster::new(
-            self.store.clone(),
-            self.store.clone(),
-            self.pusher.clone(),
-            self.clock.clone(),
-        );
+        let mut b = wiring::broadcaster(&self.ports()).expect("the harness has every part");
         b.backoff = Duration::ZERO;
         b
     }
 
     pub fn ws_connect(&self) -> WsConnect {
-        WsConnect::new(self.store.clone(), self.tokens.clone(), self.clock.clone())
+        wiring::ws_connect(&self.ports()).expect("the harness has every part")
     }
 
     pub fn ws_disconnect(&self) -> WsDisconnect {
-        WsDisconnect::new(self.store.clone())
+        wiring::ws_disconnect(&self.ports()).expect("the harness has every part")
     }
 
     pub fn ws_message(&self) -> WsMessage {
-        WsMessage::new(
-            self.store.clone(),
-            self.store.clone(),
-            self.store.clone(),
-            self.sync_queue.clone(),
-            self.pusher.clone(),
-            self.clock.clone(),
-        )
+        wiring::ws_message(&self.ports()).expect("the harness has every part")
     }
 
     pub fn webhook(&self) -> WebhookIntake {
-        WebhookIntake::new(
-            self.store.clone(),
-            self.sync_queue.clone(),
-            self.clock.clone(),
-        )
+        wiring::webhook(&self.ports()).expect("the harness has every part")
     }
 
     pub fn api(&self) -> Api {
-        Api::new(
-            self.store_dyn(),
-            self.sync_queue.clone(),
-            self.tokens.clone(),
-            self.clock.clone(),
-            vec![("store".to_owned(), self.store.clone())],
-        )
+        wiring::api(&self.ports()).expect("the harness has every part")
     }
 }

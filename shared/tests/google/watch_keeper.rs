@@ -53,6 +53,7 @@ async fn fixture() -> Fixture {
     let apis = GoogleApis::with_static_token(urls, TOKEN).unwrap();
     let keeper = WatchKeeper::new(
         h.store.clone(),
+        h.store.clone(),
         Arc::new(apis),
         h.clock.clone(),
         ADDRESS.into(),

@@ -9,7 +9,10 @@ pub mod dynamo;
 pub mod sns;
 pub mod sqs;
 
-use crate::ports::{Clock, SystemClock};
+use crate::google::apis::GoogleApis;
+use crate::google::retry::RetryPolicy;
+use crate::ports::{Clock, HealthCheck, Notifier, Pusher, Queue, Store, SystemClock};
+use crate::wiring::{Backend, Watch};
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, SdkConfig};
 use std::sync::Arc;
@@ -70,9 +73,10 @@ fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("environment variable {name} is not set"))
 }
 
-/// Everything a function may need, built once per cold start. Each main takes the parts
-/// its handler asks for; a part whose environment variable is missing is an error only
-/// when it is asked for.
+/// Everything a function may need, built once per cold start: the AWS [`Backend`]. Each
+/// main hands it to its handler's constructor in [`crate::wiring`], which asks for the
+/// parts it uses; a part whose environment variable is missing is an error only when it
+/// is asked for.
 #[derive(Clone)]
 pub struct AwsContext {
     pub sdk: SdkConfig,
@@ -87,58 +91,18 @@ impl AwsContext {
         }
     }
 
-    pub fn store(&self) -> anyhow::Result<Arc<dynamo::DynamoStore>> {
-        Ok(Arc::new(dynamo::DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.sdk),
-            var(env::SYNC_TABLE)?,
-            var(env::CONNECTIONS_TABLE)?,
-        )))
-    }
-
-    pub fn sync_queue(&self) -> anyhow::Result<Arc<sqs::SqsQueue>> {
+    fn queue(&self, url_var: &str) -> anyhow::Result<Arc<sqs::SqsQueue>> {
         Ok(Arc::new(sqs::SqsQueue::new(
             aws_sdk_sqs::Client::new(&self.sdk),
-            var(env::SYNC_QUEUE_URL)?,
+            var(url_var)?,
         )))
     }
 
-    pub fn broadcast_queue(&self) -> anyhow::Result<Arc<sqs::SqsQueue>> {
-        Ok(Arc::new(sqs::SqsQueue::new(
-            aws_sdk_sqs::Client::new(&self.sdk),
-            var(env::BROADCAST_QUEUE_URL)?,
-        )))
-    }
-
-    pub fn pusher(&self) -> anyhow::Result<Arc<apigw::ApiGatewayPusher>> {
-        Ok(Arc::new(apigw::ApiGatewayPusher::new(
-            &self.sdk,
-            &var(env::WS_MANAGEMENT_ENDPOINT)?,
-        )))
-    }
-
-    pub fn notifier(&self) -> anyhow::Result<Arc<sns::SnsNotifier>> {
-        Ok(Arc::new(sns::SnsNotifier::new(
-            aws_sdk_sns::Client::new(&self.sdk),
-            var(env::ALERT_TOPIC_ARN)?,
-        )))
-    }
-
-    /// The Google API clients: each band's tokens from its sealed credentials (opened
-    /// under [`env::CREDENTIALS_KEY`], cached for the life of the instance), each band's
-    /// rate limit. None when no key is configured.
-    pub fn google(
-        &self,
-        configs: Arc<dyn crate::ports::ConfigStore>,
-    ) -> anyhow::Result<Option<Arc<crate::google::apis::GoogleApis>>> {
-        self.google_with(configs, crate::google::retry::RetryPolicy::default())
-    }
-
-    /// [`AwsContext::google`] with its own retry policy.
-    fn google_with(
-        &self,
-        configs: Arc<dyn crate::ports::ConfigStore>,
-        policy: crate::google::retry::RetryPolicy,
-    ) -> anyhow::Result<Option<Arc<crate::google::apis::GoogleApis>>> {
+    /// The Google API clients with a retry policy: each band's tokens from its sealed
+    /// credentials (opened under [`env::CREDENTIALS_KEY`], cached for the life of the
+    /// instance), each band's rate limit, at the configured endpoints
+    /// ([`crate::google::endpoints`]). None when no key is configured.
+    fn google_with(&self, policy: RetryPolicy) -> anyhow::Result<Option<Arc<GoogleApis>>> {
         use crate::google::ratelimit;
         let Some(key) = self.credentials_key()? else {
             return Ok(None);
@@ -147,44 +111,51 @@ impl AwsContext {
         let limits = ratelimit::BandRateLimits::new(GOOGLE_RATE_PER_SEC, GOOGLE_RATE_BURST)?;
         Ok(Some(Arc::new(
             endpoints
-                .stored_credentials(configs, key)?
+                .stored_credentials(self.store()?, key)?
                 .with_throttles(Arc::new(limits))
                 .with_retrier(crate::google::retry::Retrier::new(policy)),
         )))
     }
+}
 
-    /// The key bands' Google credentials are sealed under, from
-    /// [`env::CREDENTIALS_KEY`]; None when it is unset or empty (no Google sources).
-    pub fn credentials_key(&self) -> anyhow::Result<Option<crate::google::sealed::CredentialKey>> {
-        Ok(crate::google::sealed::CredentialKey::from_env_if_set()?)
-    }
-
-    /// The scheduler's watch-channel keeper: Google's clients ([`AwsContext::google`]),
-    /// channels addressed to [`env::WEBHOOK_URL`]. None without Google.
-    pub fn channel_keeper(
-        &self,
-        store: Arc<dyn crate::ports::Store>,
-    ) -> anyhow::Result<Option<crate::watch_keeper::WatchKeeper>> {
-        // Short retries: the scheduler has 60 s for every band, and the next run (5
-        // minutes on) tries again anyway.
-        let policy = crate::google::retry::RetryPolicy {
-            max_attempts: 3,
-            max_retry_after: std::time::Duration::from_secs(5),
-            max_elapsed: std::time::Duration::from_secs(10),
-            ..Default::default()
-        };
-        let Some(google) = self.google_with(store.clone(), policy)? else {
-            return Ok(None);
-        };
-        Ok(Some(crate::watch_keeper::WatchKeeper::new(
-            store,
-            google,
-            self.clock.clone(),
-            var(env::WEBHOOK_URL)?,
+impl Backend for AwsContext {
+    /// The DynamoDB store on [`env::SYNC_TABLE`] and [`env::CONNECTIONS_TABLE`].
+    fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(Arc::new(dynamo::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            var(env::SYNC_TABLE)?,
+            var(env::CONNECTIONS_TABLE)?,
         )))
     }
 
-    pub fn tokens(&self) -> anyhow::Result<crate::auth::TokenKey> {
+    fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+        Ok(self.queue(env::SYNC_QUEUE_URL)?)
+    }
+
+    fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+        Ok(self.queue(env::BROADCAST_QUEUE_URL)?)
+    }
+
+    fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
+        Ok(Arc::new(apigw::ApiGatewayPusher::new(
+            &self.sdk,
+            &var(env::WS_MANAGEMENT_ENDPOINT)?,
+        )))
+    }
+
+    /// The alert topic, [`env::ALERT_TOPIC_ARN`] (required: a deployed worker alerts).
+    fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
+        Ok(Some(Arc::new(sns::SnsNotifier::new(
+            aws_sdk_sns::Client::new(&self.sdk),
+            var(env::ALERT_TOPIC_ARN)?,
+        ))))
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    fn tokens(&self) -> anyhow::Result<crate::auth::TokenKey> {
         let secret = var(env::JWT_SECRET)?;
         anyhow::ensure!(
             secret.len() >= 32,
@@ -192,5 +163,46 @@ impl AwsContext {
             env::JWT_SECRET
         );
         Ok(crate::auth::TokenKey::new(secret))
+    }
+
+    /// The key bands' Google credentials are sealed under, from
+    /// [`env::CREDENTIALS_KEY`]; None when it is unset or empty (no Google sources).
+    fn credentials_key(&self) -> anyhow::Result<Option<crate::google::sealed::CredentialKey>> {
+        Ok(crate::google::sealed::CredentialKey::from_env_if_set()?)
+    }
+
+    /// The store and both queues.
+    fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
+        Ok(vec![
+            ("store".into(), self.store()?),
+            ("sync_queue".into(), self.queue(env::SYNC_QUEUE_URL)?),
+            (
+                "broadcast_queue".into(),
+                self.queue(env::BROADCAST_QUEUE_URL)?,
+            ),
+        ])
+    }
+
+    fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
+        self.google_with(RetryPolicy::default())
+    }
+
+    /// Google's clients with short retries, channels addressed to [`env::WEBHOOK_URL`].
+    fn watch(&self) -> anyhow::Result<Option<Watch>> {
+        // Short retries: the scheduler has 60 s for every band, and the next run (5
+        // minutes on) tries again anyway.
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            max_retry_after: std::time::Duration::from_secs(5),
+            max_elapsed: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
+        let Some(api) = self.google_with(policy)? else {
+            return Ok(None);
+        };
+        Ok(Some(Watch {
+            api,
+            address: var(env::WEBHOOK_URL)?,
+        }))
     }
 }
