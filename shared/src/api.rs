@@ -16,9 +16,13 @@ use crate::ports::{
     ChannelLog, ConfigStore, HealthCheck, OperationStore, Queue, SourceStore, WatchChannelStore,
 };
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
+use crate::wire::http::{
+    BandBody, CheckState, ConfigView, Health, ItemCounts, LogPosition, OperationCounts,
+    OperationDetail, OperationList, Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status,
+    SyncRequestBody, TriggerAccepted, WatchChannelView,
+};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use http::Method;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -76,41 +80,6 @@ pub struct Api {
     credentials_key: Option<CredentialKey>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerBody {
-    band: BandId,
-    #[serde(default)]
-    source: Option<SourceId>,
-    /// A manual trigger is a full sync unless asked otherwise.
-    #[serde(default = "yes")]
-    full: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `PUT /sync/bands/{band}`: what to change (the rest is kept, or defaulted for a new band).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct BandBody {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    file_types: Option<Vec<String>>,
-}
-
-/// `PUT /sync/bands/{band}/sources/{source}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceBody {
-    kind: String,
-    location: String,
-    #[serde(default)]
-    drive_id: Option<String>,
-}
-
 /// A JSON request body, or a 400 saying what was expected.
 fn json_body<T: serde::de::DeserializeOwned>(
     req: &ApiGatewayV2httpRequest,
@@ -123,20 +92,6 @@ fn json_body<T: serde::de::DeserializeOwned>(
             format!("expected {expected}: {e}"),
         )
     })
-}
-
-/// A band's configuration as the API shows it: the sealed credentials stay in the store,
-/// the answer says only whether there are some.
-fn config_view(config: Option<&SyncConfiguration>) -> Value {
-    let mut view = json!(config);
-    if let Some(c) = view.as_object_mut() {
-        let configured = c.remove("google_credentials").is_some();
-        c.insert(
-            "google_credentials".into(),
-            json!({"configured": configured}),
-        );
-    }
-    view
 }
 
 /// Text an operator gives (a name, a location): trimmed, not empty, not too long, no
@@ -348,24 +303,32 @@ impl Api {
     }
 
     async fn health(&self) -> (u16, Value) {
-        let mut checks = serde_json::Map::new();
+        let mut checks = std::collections::BTreeMap::new();
         let mut all_up = true;
         for (name, check) in &self.checks {
             let state = match check.check().await {
-                Ok(()) => json!({"status": "up"}),
+                Ok(()) => "up",
                 Err(e) => {
                     // The detail is for the operator's log, not for an unauthenticated caller.
                     tracing::error!(dependency = %name, error = ?e, "health check failed");
                     all_up = false;
-                    json!({"status": "down"})
+                    "down"
                 }
             };
-            checks.insert(name.clone(), state);
+            checks.insert(
+                name.clone(),
+                CheckState {
+                    status: state.into(),
+                },
+            );
         }
         let status = if all_up { "ok" } else { "degraded" };
         (
             if all_up { 200 } else { 503 },
-            json!({"status": status, "checks": checks}),
+            json!(Health {
+                status: status.into(),
+                checks
+            }),
         )
     }
 
@@ -385,25 +348,29 @@ impl Api {
             .await?
             .into_iter()
             .next();
-        let channels: Vec<Value> = channels
-            .iter()
-            .map(|c| {
-                json!({
-                    "id": c.id, "source": c.source, "kind": c.kind, "resource_id": c.resource_id,
-                    "created_at": c.created_at, "expires_at": c.expires_at,
-                    "expired": c.expires_at.is_some_and(|at| at <= self.clock.now()),
-                    "last_message": c.last_message, "last_message_at": c.last_message_at,
-                })
+        let watch_channels = channels
+            .into_iter()
+            .map(|c| WatchChannelView {
+                expired: c.expires_at.is_some_and(|at| at <= self.clock.now()),
+                id: c.id,
+                source: c.source,
+                kind: c.kind,
+                resource_id: c.resource_id,
+                created_at: c.created_at,
+                expires_at: c.expires_at,
+                last_message: c.last_message,
+                last_message_at: c.last_message_at,
             })
             .collect();
-        let config = config_view(config.as_ref());
-        Ok((
-            200,
-            json!({
-                "band": band, "config": config, "sources": sources, "watch_channels": channels,
-                "channel": head, "last_operation": last,
-            }),
-        ))
+        let status = Status {
+            band,
+            config: config.as_ref().map(ConfigView::from),
+            sources,
+            watch_channels,
+            channel: head,
+            last_operation: last,
+        };
+        Ok((200, json!(status)))
     }
 
     async fn trigger(
@@ -411,7 +378,7 @@ impl Api {
         member: &Member,
         req: &ApiGatewayV2httpRequest,
     ) -> Result<(u16, Value), Refusal> {
-        let body: TriggerBody = json_body(req, "{band, source?, full?}")?;
+        let body: SyncRequestBody = json_body(req, "{band, source?, full?}")?;
         Self::allowed(member, &body.band)?;
         let jobs = crate::sync::request_sync(
             self.sources.as_ref(),
@@ -426,11 +393,15 @@ impl Api {
             self.clock.now(),
         )
         .await?;
-        let jobs: Vec<Value> = jobs
-            .iter()
-            .map(|j| json!({"job": j.id, "source": j.source, "full": j.full}))
+        let queued = jobs
+            .into_iter()
+            .map(|j| QueuedJob {
+                job: j.id,
+                source: j.source,
+                full: j.full,
+            })
             .collect();
-        Ok((202, json!({"queued": jobs})))
+        Ok((202, json!(TriggerAccepted { queued })))
     }
 
     async fn operations(
@@ -453,7 +424,13 @@ impl Api {
                 })?,
         };
         let ops = self.operations.list_operations(&band, limit).await?;
-        Ok((200, json!({"band": band, "operations": ops})))
+        Ok((
+            200,
+            json!(OperationList {
+                band,
+                operations: ops
+            }),
+        ))
     }
 
     async fn operation(&self, member: &Member, id: &str) -> Result<(u16, Value), Refusal> {
@@ -470,10 +447,13 @@ impl Api {
         let mut items = self.operations.list_items(&op.id).await?;
         let total = items.len();
         items.truncate(MAX_ITEMS);
-        Ok((
-            200,
-            json!({"operation": op, "items": items, "items_total": total, "items_truncated": total > MAX_ITEMS}),
-        ))
+        let detail = OperationDetail {
+            operation: op,
+            items,
+            items_total: total as u64,
+            items_truncated: total > MAX_ITEMS,
+        };
+        Ok((200, json!(detail)))
     }
 
     /// Create or update a band's configuration; its credentials are kept.
@@ -518,7 +498,7 @@ impl Api {
         }
         self.configs.put_config(&config).await?;
         tracing::info!(%band, created, "band configuration stored");
-        Ok((200, config_view(Some(&config))))
+        Ok((200, json!(ConfigView::from(&config))))
     }
 
     /// Validate a band's Google credentials file, seal it under the deployment's key and
@@ -639,7 +619,7 @@ impl Api {
     ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
         let ops = self.operations.list_operations(&band, MAX_LIMIT).await?;
-        let count = |s: OperationStatus| ops.iter().filter(|o| o.status == s).count();
+        let count = |s: OperationStatus| ops.iter().filter(|o| o.status == s).count() as u64;
         let synced: u64 = ops.iter().map(|o| o.metrics.synced).sum();
         let failed: u64 = ops.iter().map(|o| o.metrics.failed).sum();
         let mut durations: Vec<u64> = ops
@@ -654,16 +634,26 @@ impl Api {
                 .copied()
         };
         let head = self.log.head(&ChannelName::Band(band.clone())).await?;
-        Ok((
-            200,
-            json!({
-                "band": band,
-                "window": {"operations": ops.len()},
-                "operations": {"completed": count(OperationStatus::Completed), "failed": count(OperationStatus::Failed), "running": count(OperationStatus::Running)},
-                "items": {"synced": synced, "failed": failed},
-                "duration_ms": {"p50": pct(50), "p99": pct(99)},
-                "events": {"seq": head.as_ref().map(|h| h.seq), "epoch": head.map(|h| h.epoch)},
-            }),
-        ))
+        let stats = Stats {
+            band,
+            window: StatsWindow {
+                operations: ops.len() as u64,
+            },
+            operations: OperationCounts {
+                completed: count(OperationStatus::Completed),
+                failed: count(OperationStatus::Failed),
+                running: count(OperationStatus::Running),
+            },
+            items: ItemCounts { synced, failed },
+            duration_ms: Percentiles {
+                p50: pct(50),
+                p99: pct(99),
+            },
+            events: LogPosition {
+                seq: head.as_ref().map(|h| h.seq),
+                epoch: head.map(|h| h.epoch),
+            },
+        };
+        Ok((200, json!(stats)))
     }
 }

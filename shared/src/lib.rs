@@ -10,7 +10,9 @@
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
 //! - [`google`]: the Google API clients (Drive, Sheets, Calendar), their retry policy,
 //!   OAuth2 and watch channels (their local fakes are the `bandsync-google-fake` crate);
-//! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics).
+//! - [`transport`]: the Lambda edge (entry points, SQS batches, HTTP responses, logs, metrics);
+//! - [`wire`]: the client contract (frames, events, HTTP bodies) and, with the `schema`
+//!   feature, the documents generated from it.
 
 pub mod adapters;
 pub mod api;
@@ -29,6 +31,7 @@ pub mod sync;
 pub mod transport;
 pub mod watch_keeper;
 pub mod webhook;
+pub mod wire;
 pub mod wiring;
 pub mod ws_connect;
 pub mod ws_disconnect;

@@ -1,6 +1,7 @@
 //! The domain model: identifiers that parse (so bad ones never get in), and the records
 //! every job reads and writes. Nothing here knows about AWS or SQLite.
 
+use crate::wire::events::EventKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -62,7 +63,34 @@ macro_rules! id_type {
                 f.write_str(&self.0)
             }
         }
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                id_schema($what, $max, &[$($extra),*])
+            }
+        }
     };
+}
+
+/// The JSON Schema of an identifier: what [`check_id`] accepts.
+#[cfg(feature = "schema")]
+fn id_schema(what: &str, max: usize, extra: &[char]) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "description": format!("A {what}: ASCII letters, digits, `-`, `_`{}", extra.iter().map(|c| format!(", `{c}`")).collect::<String>()),
+        "minLength": 1,
+        "maxLength": max,
+        "pattern": id_pattern(extra, max),
+    })
+}
+
+#[cfg(feature = "schema")]
+fn id_pattern(extra: &[char], max: usize) -> String {
+    let extra: String = extra.iter().collect();
+    format!("^[A-Za-z0-9_{extra}-]{{1,{max}}}$")
 }
 
 id_type!(
@@ -116,6 +144,23 @@ impl From<ChannelName> for String {
         c.to_string()
     }
 }
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ChannelName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ChannelName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let band = id_pattern(&[], 64);
+        let user = id_pattern(&['.', '@', '+'], 128);
+        let strip = |p: &str| p.trim_start_matches('^').trim_end_matches('$').to_owned();
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A channel: `band:<band id>`, `user:<user id>` or `system`.",
+            "pattern": format!("^(band:{}|user:{}|system)$", strip(&band), strip(&user)),
+        })
+    }
+}
+
 impl fmt::Display for ChannelName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -179,6 +224,7 @@ impl SyncConfiguration {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
@@ -190,6 +236,7 @@ pub enum SourceKind {
 }
 
 /// A place a band's content lives, with the cursor of its last delta sync.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     pub band: BandId,
@@ -242,6 +289,7 @@ pub struct WatchChannel {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -300,6 +348,7 @@ impl SyncJob {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationStatus {
@@ -308,6 +357,7 @@ pub enum OperationStatus {
     Failed,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncMetrics {
     pub seen: u64,
@@ -318,6 +368,7 @@ pub struct SyncMetrics {
 }
 
 /// One sync pass over one source.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncOperation {
     pub id: String,
@@ -350,6 +401,7 @@ impl SyncOperation {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemAction {
@@ -371,6 +423,7 @@ impl ItemAction {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
@@ -379,6 +432,7 @@ pub enum ItemStatus {
 }
 
 /// One change recorded by an operation.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncItem {
     pub operation: String,
@@ -408,6 +462,10 @@ pub struct FileEntry {
 }
 
 /// An event before the channel log has given it a seq.
+///
+/// `event` and `data` are the stored form of an [`EventKind`] (the log keeps what it is
+/// given, whatever the kind): build them with [`NewEvent::new`], so the name and the
+/// payload's fields are the ones the client contract (`crate::wire`) declares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Deterministic, so a repeated append of the same event is recognised.
@@ -417,7 +475,21 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
-/// The envelope a client receives for every event on a channel.
+impl NewEvent {
+    /// An event of this kind, with its name and payload as the clients get them.
+    pub fn new(id: impl Into<String>, ts: DateTime<Utc>, kind: EventKind) -> Self {
+        let (event, data) = kind.into_parts();
+        Self {
+            id: id.into(),
+            event: event.to_owned(),
+            ts,
+            data,
+        }
+    }
+}
+
+/// The envelope a client receives for every event on a channel. Its schema is the
+/// envelope's fields with the [`EventKind`] that `event` and `data` spell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub channel: ChannelName,
@@ -429,7 +501,16 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+impl Event {
+    /// The typed kind and payload, for a reader that wants them (an event of a name
+    /// this build does not know, or with another shape, is an error).
+    pub fn kind(&self) -> Result<EventKind, serde_json::Error> {
+        EventKind::from_parts(&self.event, &self.data)
+    }
+}
+
 /// The state of a channel's log.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelHead {
     /// Seq of the newest event (0 when none yet).

@@ -5,31 +5,8 @@
 //! do not know (`unknown_action`), fields of the wrong shape (`invalid_request`).
 
 use crate::error::ErrorCode;
-use crate::model::{BandId, ChannelName, Event, SourceId};
-use serde::{Deserialize, Serialize};
+pub use crate::wire::frames::{ClientRequest, ServerFrame, SyncRequestBody};
 use serde_json::Value;
-
-/// What a client asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientRequest {
-    Subscribe {
-        channel: ChannelName,
-    },
-    Unsubscribe {
-        channel: ChannelName,
-    },
-    Resume {
-        channel: ChannelName,
-        after_seq: u64,
-        epoch: Option<String>,
-    },
-    Ping,
-    SyncRequest {
-        band: BandId,
-        source: Option<SourceId>,
-        full: bool,
-    },
-}
 
 /// A parsed frame: the request and the client's correlation `ref`, echoed in replies.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,50 +31,8 @@ impl ProtocolError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelArgs {
-    channel: ChannelName,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResumeArgs {
-    channel: ChannelName,
-    after_seq: u64,
-    #[serde(default)]
-    epoch: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncArgs {
-    band: BandId,
-    #[serde(default)]
-    source: Option<SourceId>,
-    /// Like POST /sync/trigger: a full sync unless asked otherwise.
-    #[serde(default = "full_by_default")]
-    full: bool,
-}
-
-fn full_by_default() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
-
 /// The actions this server knows.
-pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "resume", "ping", "sync_request"];
-
-fn args<T: serde::de::DeserializeOwned>(
-    action: &str,
-    fields: serde_json::Map<String, Value>,
-) -> Result<T, ProtocolError> {
-    serde_json::from_value(Value::Object(fields))
-        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")))
-}
+pub const ACTIONS: &[&str] = ClientRequest::ACTIONS;
 
 /// Parse one text frame. The `ref` (if any) is returned even when the rest is refused,
 /// so the error can carry it.
@@ -145,104 +80,26 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             );
         }
     };
-    let request = match action.as_str() {
-        "subscribe" => args::<ChannelArgs>(&action, fields)
-            .map(|a| ClientRequest::Subscribe { channel: a.channel }),
-        "unsubscribe" => args::<ChannelArgs>(&action, fields)
-            .map(|a| ClientRequest::Unsubscribe { channel: a.channel }),
-        "resume" => args::<ResumeArgs>(&action, fields).map(|a| ClientRequest::Resume {
-            channel: a.channel,
-            after_seq: a.after_seq,
-            epoch: a.epoch,
-        }),
-        "ping" => args::<NoArgs>(&action, fields).map(|_| ClientRequest::Ping),
-        "sync_request" => args::<SyncArgs>(&action, fields).map(|a| ClientRequest::SyncRequest {
-            band: a.band,
-            source: a.source,
-            full: a.full,
-        }),
-        other => Err(ProtocolError::new(
-            ErrorCode::UnknownAction,
-            format!(
-                "unknown action {other:?}; expected one of {}",
-                ACTIONS.join(", ")
-            ),
-        )),
-    };
-    (reference, request)
-}
-
-/// What the server sends. Every frame is a JSON object whose `type` says what it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame {
-    Event(Event),
-    Subscribed {
-        channel: ChannelName,
-        seq: u64,
-        epoch: Option<String>,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
-        reference: Option<Value>,
-    },
-    Unsubscribed {
-        channel: ChannelName,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
-        reference: Option<Value>,
-    },
-    /// Sent after the replay of a `resume`: everything up to `seq` has been sent.
-    Resumed {
-        channel: ChannelName,
-        seq: u64,
-        epoch: Option<String>,
-        replayed: u64,
-        /// More events are missing after `seq`: send `resume` again from `seq`. A replay
-        /// is bounded, so one request never outlasts a Lambda invocation.
-        #[serde(default)]
-        more: bool,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
-        reference: Option<Value>,
-    },
-    Pong {
-        ts: chrono::DateTime<chrono::Utc>,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
-        reference: Option<Value>,
-    },
-    Ack {
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
-        reference: Option<Value>,
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        data: Option<Value>,
-    },
-    Error {
-        code: String,
-        message: String,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
-        reference: Option<Value>,
-        /// Extra context (e.g. the channel's current seq and epoch for `history_lost`).
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        data: Option<Value>,
-    },
-}
-
-impl ServerFrame {
-    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
-        Self::Error {
-            code: code.as_str().to_owned(),
-            message: message.into(),
+    if !ACTIONS.contains(&action.as_str()) {
+        let message = format!(
+            "unknown action {action:?}; expected one of {}",
+            ACTIONS.join(", ")
+        );
+        return (
             reference,
-            data: None,
-        }
+            Err(ProtocolError::new(ErrorCode::UnknownAction, message)),
+        );
     }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising these types cannot fail: keys are strings, no maps with non-string keys.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
+    fields.insert("action".into(), Value::String(action.clone()));
+    let request = serde_json::from_value::<ClientRequest>(Value::Object(fields))
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")));
+    (reference, request)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{BandId, ChannelName};
     use serde_json::json;
 
     fn code(text: &str) -> &'static str {
@@ -271,22 +128,22 @@ mod tests {
         );
         assert_eq!(
             parse_frame(r#"{"action":"ping"}"#).1.unwrap(),
-            ClientRequest::Ping
+            ClientRequest::Ping {}
         );
         // Like POST /sync/trigger, a full sync unless asked otherwise.
         let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo"}"#);
         assert_eq!(
             req.unwrap(),
-            ClientRequest::SyncRequest {
+            ClientRequest::SyncRequest(SyncRequestBody {
                 band: BandId::parse("demo").unwrap(),
                 source: None,
                 full: true
-            }
+            })
         );
         let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo","full":false}"#);
         assert!(matches!(
             req.unwrap(),
-            ClientRequest::SyncRequest { full: false, .. }
+            ClientRequest::SyncRequest(SyncRequestBody { full: false, .. })
         ));
     }
 

@@ -8,6 +8,7 @@ use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStor
 use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
 use crate::resume::{self, ResumePlan};
 use crate::transport::http::{json_v1, refused_v1};
+use crate::wire::frames::{QueuedSync, SyncQueued, SyncRequestBody};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
@@ -148,7 +149,7 @@ impl WsMessage {
         reference: Option<Value>,
     ) -> Result<Option<ServerFrame>, Refused> {
         match request {
-            ClientRequest::Ping => Ok(Some(ServerFrame::Pong {
+            ClientRequest::Ping {} => Ok(Some(ServerFrame::Pong {
                 ts: self.clock.now(),
                 reference,
             })),
@@ -183,7 +184,7 @@ impl WsMessage {
                     .await?;
                 self.resume(id, channel, after_seq, epoch, reference).await
             }
-            ClientRequest::SyncRequest { band, source, full } => {
+            ClientRequest::SyncRequest(SyncRequestBody { band, source, full }) => {
                 let conn = self.member(id).await?;
                 if !conn.bands.contains(&band) {
                     return Err(Refusal::new(
@@ -205,13 +206,16 @@ impl WsMessage {
                     self.clock.now(),
                 )
                 .await?;
-                let jobs: Vec<_> = jobs
-                    .iter()
-                    .map(|j| json!({"job": j.id, "source": j.source}))
+                let queued = jobs
+                    .into_iter()
+                    .map(|j| QueuedSync {
+                        job: j.id,
+                        source: j.source,
+                    })
                     .collect();
                 Ok(Some(ServerFrame::Ack {
                     reference,
-                    data: Some(json!({"queued": jobs})),
+                    data: Some(SyncQueued { queued }),
                 }))
             }
         }

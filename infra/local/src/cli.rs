@@ -94,6 +94,21 @@ pub struct ServeArgs {
     /// folder from it (no Google account needed); `--google-fake` alone: 127.0.0.1:8789.
     #[arg(long, env = "BANDSYNC_GOOGLE_FAKE", num_args = 0..=1, default_missing_value = "127.0.0.1:8789")]
     pub google_fake: Option<SocketAddr>,
+    /// Without --google-fake, and with BANDSYNC_CREDENTIALS_KEY set, Google sources sync
+    /// with their bands' stored credentials: the Drive API at this base URL (an emulator
+    /// or a proxy; default Google's).
+    #[arg(long, env = "BANDSYNC_GOOGLE_DRIVE_URL")]
+    pub google_drive_url: Option<String>,
+    /// The Sheets API's base URL (default Google's).
+    #[arg(long, env = "BANDSYNC_GOOGLE_SHEETS_URL")]
+    pub google_sheets_url: Option<String>,
+    /// The Calendar API's base URL (default Google's).
+    #[arg(long, env = "BANDSYNC_GOOGLE_CALENDAR_URL")]
+    pub google_calendar_url: Option<String>,
+    /// The OAuth2 token endpoint for every band (default: each credentials file's
+    /// `token_uri`, Google's unless it says otherwise).
+    #[arg(long, env = "BANDSYNC_GOOGLE_TOKEN_URL")]
+    pub google_token_url: Option<String>,
     /// Write CloudWatch EMF metric lines to stdout (off locally by default).
     #[arg(long, env = "BANDSYNC_EMF")]
     pub emf: bool,
@@ -166,11 +181,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The Google endpoints the flags (or their `BANDSYNC_GOOGLE_*` variables) name.
+fn google_endpoints(
+    args: &ServeArgs,
+) -> anyhow::Result<bandsync::google::endpoints::GoogleEndpoints> {
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    Ok(bandsync::google::endpoints::GoogleEndpoints::from_parts(
+        None,
+        given(&args.google_drive_url),
+        given(&args.google_sheets_url),
+        given(&args.google_calendar_url),
+        given(&args.google_token_url),
+    )?)
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
     bandsync::transport::metrics::set_enabled(args.emf);
     let cwd = std::env::current_dir()?;
     let mut cfg = StackConfig::demo(&cwd);
+    cfg.google_endpoints = google_endpoints(&args)?;
     cfg.data_dir = args.data_dir;
     cfg.http_addr = args.http_addr;
     cfg.ws_addr = args.ws_addr;
@@ -269,5 +299,32 @@ mod tests {
     fn credentials_key_is_a_subcommand() {
         let cli = Cli::try_parse_from(["bandsync-local", "credentials-key"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CredentialsKey)));
+    }
+
+    #[test]
+    fn google_endpoints_are_flags() {
+        // GIVEN no flag: Google's endpoints
+        let cli = Cli::try_parse_from(["bandsync-local"]).unwrap();
+        assert_eq!(
+            google_endpoints(&cli.serve).unwrap(),
+            bandsync::google::endpoints::GoogleEndpoints::default()
+        );
+        // GIVEN an emulator's URLs: each API and the token endpoint go there
+        let cli = Cli::try_parse_from([
+            "bandsync-local",
+            "--google-drive-url=http://127.0.0.1:9000",
+            "--google-sheets-url=http://127.0.0.1:9001",
+            "--google-calendar-url=http://127.0.0.1:9002",
+            "--google-token-url=http://127.0.0.1:9003/token",
+        ])
+        .unwrap();
+        let e = google_endpoints(&cli.serve).unwrap();
+        assert_eq!(e.urls.drive, "http://127.0.0.1:9000");
+        assert_eq!(e.urls.sheets, "http://127.0.0.1:9001");
+        assert_eq!(e.urls.calendar, "http://127.0.0.1:9002");
+        assert_eq!(e.token_url.as_deref(), Some("http://127.0.0.1:9003/token"));
+        // AND a bad one is refused at start
+        let cli = Cli::try_parse_from(["bandsync-local", "--google-drive-url=drive"]).unwrap();
+        assert!(google_endpoints(&cli.serve).is_err());
     }
 }

@@ -54,6 +54,9 @@ pub struct StackConfig {
     /// Run a fake of the Google APIs on this address (port 0: any) and give the band a
     /// Drive source on it; None: no Google sources.
     pub google_fake: Option<SocketAddr>,
+    /// Where the Google APIs are when there is no fake: Google sources then sync with
+    /// their bands' stored credentials (with BANDSYNC_CREDENTIALS_KEY set).
+    pub google_endpoints: bandsync::google::endpoints::GoogleEndpoints,
     /// How often the scheduler keeps the watch channels (and reconciles); the first
     /// tick runs at start.
     pub channels_every: Duration,
@@ -82,6 +85,7 @@ impl StackConfig {
             pollers_per_queue: 2,
             allow_non_loopback: false,
             google_fake: None,
+            google_endpoints: Default::default(),
             channels_every: Duration::from_secs(60),
         }
     }
@@ -359,15 +363,28 @@ impl LocalStack {
             max_message: cfg.limits.max_message,
         });
 
-        let google = match cfg.google_fake {
+        let credentials_key = CredentialKey::from_env_if_set()?;
+        let (fake, google) = match cfg.google_fake {
             Some(addr) => {
                 let fake = crate::google::FakeGoogle::start(addr)
                     .await
                     .with_context(|| format!("starting the fake Google APIs on {addr}"))?;
                 provision_google(&store, &cfg.band, &fake).await?;
-                Some((fake.clone(), Arc::new(fake.apis()?)))
+                let apis = Arc::new(fake.apis()?);
+                (Some(fake), Some(apis))
             }
-            None => None,
+            // Bands' own credentials (stored through the operator API) at the configured
+            // endpoints, as on AWS.
+            None => match credentials_key.clone() {
+                Some(key) => {
+                    let apis = cfg
+                        .google_endpoints
+                        .stored_credentials(store.clone(), key)
+                        .context("building the Google clients")?;
+                    (None, Some(Arc::new(apis)))
+                }
+                None => (None, None),
+            },
         };
         // The functions, built by the same wiring as their Lambda mains.
         let mut backend = Ports {
@@ -375,7 +392,7 @@ impl LocalStack {
             tokens: Some(tokens.clone()),
             // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
             // operator API answers credential uploads with a clear 503.
-            credentials_key: CredentialKey::from_env_if_set()?,
+            credentials_key,
             health_checks: vec![
                 ("store".into(), store.clone()),
                 (
@@ -387,7 +404,7 @@ impl LocalStack {
                     Arc::new(QueueHealth(broadcast_queue.clone())),
                 ),
             ],
-            google: google.as_ref().map(|(_, apis)| apis.clone()),
+            google: google.clone(),
             ..Ports::new(
                 store.clone(),
                 sync_queue.clone(),
@@ -441,7 +458,7 @@ impl LocalStack {
         }
         .router();
         // The fakes' control API has no auth: only ever on loopback.
-        if let Some((fake, _)) = google.as_ref().filter(|_| cfg.http_addr.ip().is_loopback()) {
+        if let Some(fake) = fake.as_ref().filter(|_| cfg.http_addr.ip().is_loopback()) {
             http_router = axum::Router::new()
                 .nest("/fake", fake.control())
                 .merge(http_router);
@@ -524,7 +541,7 @@ impl LocalStack {
         // The scheduler: reconcile now (changes made while we were down), then periodically.
         let reconcile = {
             // The fakes' watch channels notify this stack's webhook, known once it is bound.
-            backend.watch = google.as_ref().map(|(_, apis)| Watch {
+            backend.watch = google.as_ref().map(|apis| Watch {
                 api: apis.clone(),
                 address: format!("http://{http_addr}/webhooks/google"),
             });
@@ -560,7 +577,7 @@ impl LocalStack {
             broadcast_dlq,
             registry,
             config: cfg,
-            google: google.map(|(fake, _)| fake),
+            google: fake,
             servers: vec![http_server, ws_server],
             tasks,
             _watch: Some(watch),

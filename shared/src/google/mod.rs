@@ -16,7 +16,8 @@
 //! - [`calendar`]: a Calendar v3 client (`events.list`, full or from a sync token);
 //! - [`ports`]: one trait per API with the calls the sync engines make (Drive, Sheets,
 //!   Calendar), which the clients implement;
-//! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients.
+//! - [`watch`]: `*.watch` and `channels.stop`; [`apis`]: the per-band clients;
+//! - [`endpoints`]: where the APIs and the token endpoint are (Google, an emulator, a proxy).
 //!
 //! Base URLs are configurable so tests and the local stack can point the clients at the
 //! fakes (the `bandsync-google-fake` crate, which no Lambda links). Every client shares one `reqwest::Client` built by [`https_client`]: rustls with
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod calendar;
 pub mod client;
 pub mod drive;
+pub mod endpoints;
 pub mod oauth;
 pub mod ports;
 pub mod ratelimit;

@@ -29,9 +29,10 @@ use crate::google::GoogleError;
 use crate::google::calendar::{Event, EventDateTime, EventsQuery};
 use crate::google::ports::SourceApis;
 use crate::model::{BandId, FileEntry, SourceId, SyncMetrics, SyncOperation};
+use crate::wire::events::{CalendarEventChanged, EventKind, EventTime};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -233,36 +234,29 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// `start` / `end` as the apps get them: `date` (all day) or `date_time` with its
 /// `time_zone`, absent keys left out.
-fn when(t: Option<&EventDateTime>) -> Value {
-    let Some(t) = t else { return Value::Null };
-    let mut v = json!({});
-    for (key, value) in [
-        ("date", &t.date),
-        ("date_time", &t.date_time),
-        ("time_zone", &t.time_zone),
-    ] {
-        if let Some(value) = value {
-            v[key] = json!(value);
-        }
-    }
-    v
+fn when(t: Option<&EventDateTime>) -> Option<EventTime> {
+    t.map(|t| EventTime {
+        date: t.date.clone(),
+        date_time: t.date_time.clone(),
+        time_zone: t.time_zone.clone(),
+    })
 }
 
-/// A change's event name and data. `event` is the resource the page listed (none for an
+/// A change's event. `event` is the resource the page listed (none for an
 /// event a full listing no longer shows); what it lacks (a deleted event may come with
 /// its id alone) comes from the catalog row where the catalog has it.
 ///
 /// Data: `{source, event_id, summary, location, start, end, status, updated,
 /// html_link, recurring_event_id}`; `start`/`end` are `{date}` or `{date_time,
 /// time_zone}`, `updated` RFC 3339; unknown values are null.
-pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, Value) {
+pub fn calendar_event(change: &Change, event: Option<&Event>) -> EventKind {
     let e = change.entry();
     let cancelled = matches!(change, Change::Deleted(_)) || is_tombstone(e);
-    let name = match change {
-        Change::Created(_) if cancelled => EVENT_CANCELLED,
-        Change::Created(_) => EVENT_CREATED,
-        Change::Deleted(_) => EVENT_CANCELLED,
-        Change::Updated { .. } | Change::Moved { .. } => EVENT_UPDATED,
+    let kind = match change {
+        Change::Created(_) if cancelled => EventKind::CalendarEventCancelled,
+        Change::Created(_) => EventKind::CalendarEventCreated,
+        Change::Deleted(_) => EventKind::CalendarEventCancelled,
+        Change::Updated { .. } | Change::Moved { .. } => EventKind::CalendarEventUpdated,
     };
     let summary = event
         .and_then(|ev| ev.summary.clone())
@@ -280,20 +274,19 @@ pub fn calendar_event(change: &Change, event: Option<&Event>) -> (&'static str, 
                 .flatten()
         })
         .map(rfc3339);
-    let data = json!({
-        "source": e.source,
-        "event_id": e.file_id,
-        "summary": summary,
-        "location": event.and_then(|ev| ev.location.clone()),
-        "start": when(event.and_then(|ev| ev.start.as_ref())),
-        "end": when(event.and_then(|ev| ev.end.as_ref())),
-        "status": status,
-        "updated": updated,
-        "html_link": event.and_then(|ev| ev.html_link.clone()),
-        "recurring_event_id": event.and_then(|ev| ev.recurring_event_id.clone()),
-        "original_start": when(event.and_then(|ev| ev.original_start_time.as_ref())),
-    });
-    (name, data)
+    kind(CalendarEventChanged {
+        source: e.source.clone(),
+        event_id: e.file_id.clone(),
+        summary,
+        location: event.and_then(|ev| ev.location.clone()),
+        start: when(event.and_then(|ev| ev.start.as_ref())),
+        end: when(event.and_then(|ev| ev.end.as_ref())),
+        status: status.to_owned(),
+        updated,
+        html_link: event.and_then(|ev| ev.html_link.clone()),
+        recurring_event_id: event.and_then(|ev| ev.recurring_event_id.clone()),
+        original_start: when(event.and_then(|ev| ev.original_start_time.as_ref())),
+    })
 }
 
 /// A Calendar source, page by page: incremental from the stored cursor, or a full

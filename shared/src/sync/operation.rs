@@ -11,38 +11,39 @@ use crate::model::*;
 use crate::ports::{Clock, Notifier, Store};
 use crate::publish::Publisher;
 use crate::transport::metrics::{self, Unit};
-use serde_json::json;
+use crate::wire::events::{
+    EventKind, FileChanged, SyncCompleted, SyncFailed, SyncFailure, SyncProgress, SyncStarted,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Changes recorded (and events published) per step.
 pub const CHUNK: usize = 50;
 
-/// What a change is called on the channel, and what its event carries.
-pub type EventOfChange<'a> =
-    dyn Fn(&Change) -> (&'static str, serde_json::Value) + Send + Sync + 'a;
+/// What a change is on the channel: its event kind and payload.
+pub type EventOfChange<'a> = dyn Fn(&Change) -> EventKind + Send + Sync + 'a;
 
 /// A file source's event for a change: `file.*` with the file's catalog entry.
-pub fn file_event(change: &Change) -> (&'static str, serde_json::Value) {
-    (change.action().event_name(), file_event_data(change))
-}
-
-fn file_event_data(change: &Change) -> serde_json::Value {
+pub fn file_event(change: &Change) -> EventKind {
     let e = change.entry();
     let name = e.path.rsplit('/').next().unwrap_or(&e.path);
-    let mut data = json!({
-        "source": e.source,
-        "file_id": e.file_id,
-        "path": e.path,
-        "name": name,
-        "size": e.size,
-        "hash": e.hash,
-        "modified_ms": e.modified_ms,
-    });
-    if let Change::Moved { before, .. } = change {
-        data["from_path"] = json!(before.path);
-    }
-    data
+    let from_path = match change {
+        Change::Moved { before, .. } => Some(before.path.clone()),
+        _ => None,
+    };
+    EventKind::file(
+        change.action(),
+        FileChanged {
+            source: e.source.clone(),
+            file_id: e.file_id.clone(),
+            path: e.path.clone(),
+            name: name.to_owned(),
+            size: e.size,
+            hash: e.hash.clone(),
+            modified_ms: e.modified_ms,
+            from_path,
+        },
+    )
 }
 
 /// The event id of a change within an operation: the same change in a redelivered job
@@ -57,10 +58,13 @@ fn change_event_id(op: &str, change: &Change) -> String {
 }
 
 /// The first failures of an operation, as `sync.completed` lists them.
-fn failure_list<'a>(failures: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<serde_json::Value> {
+fn failure_list<'a>(failures: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<SyncFailure> {
     failures
         .take(20)
-        .map(|(path, error)| json!({"path": path, "error": error}))
+        .map(|(path, error)| SyncFailure {
+            path: path.to_owned(),
+            error: error.to_owned(),
+        })
         .collect()
 }
 
@@ -164,13 +168,8 @@ impl Operations {
     }
 
     /// An event on the band's channel, stamped now.
-    pub(super) fn event(&self, id: String, name: &str, data: serde_json::Value) -> NewEvent {
-        NewEvent {
-            id,
-            event: name.to_owned(),
-            ts: self.clock.now(),
-            data,
-        }
+    pub(super) fn event(&self, id: String, kind: EventKind) -> NewEvent {
+        NewEvent::new(id, self.clock.now(), kind)
     }
 
     /// Publish `events` on `channel`.
@@ -214,7 +213,7 @@ impl Operations {
     }
 
     /// Publish, record and apply `changes`, a chunk at a time: the routine every source
-    /// feeds its changes to. `event_of` gives each change's event name and data
+    /// feeds its changes to. `event_of` gives each change's event
     /// ([`file_event`] for file sources).
     pub(super) async fn apply_changes(
         &self,
@@ -227,10 +226,7 @@ impl Operations {
         for (i, chunk) in changes.chunks(CHUNK).enumerate() {
             let events: Vec<NewEvent> = chunk
                 .iter()
-                .map(|c| {
-                    let (name, data) = event_of(c);
-                    self.event(change_event_id(&run.op.id, c), name, data)
-                })
+                .map(|c| self.event(change_event_id(&run.op.id, c), event_of(c)))
                 .collect();
             // Events first, then the catalog: if we die between, the redelivered job sees
             // the same changes again and the log recognises their ids.
@@ -395,32 +391,46 @@ impl Operations {
     fn started_event(&self, op: &SyncOperation) -> NewEvent {
         self.event(
             format!("{}:started", op.id),
-            "sync.started",
-            json!({"operation": op.id, "source": op.source, "trigger": op.trigger, "full": op.full}),
+            EventKind::SyncStarted(SyncStarted {
+                operation: op.id.clone(),
+                source: op.source.clone(),
+                trigger: op.trigger,
+                full: op.full,
+            }),
         )
     }
 
     fn progress_event(&self, op: &SyncOperation, done: usize, total: usize) -> NewEvent {
         self.event(
             format!("{}:progress:{done}", op.id),
-            "sync.progress",
-            json!({"operation": op.id, "done": done, "total": total}),
+            EventKind::SyncProgress(SyncProgress {
+                operation: op.id.clone(),
+                done: done as u64,
+                total: total as u64,
+            }),
         )
     }
 
-    fn completed_event(&self, op: &SyncOperation, failures: Vec<serde_json::Value>) -> NewEvent {
+    fn completed_event(&self, op: &SyncOperation, failures: Vec<SyncFailure>) -> NewEvent {
         self.event(
             format!("{}:completed", op.id),
-            "sync.completed",
-            json!({"operation": op.id, "source": op.source, "metrics": op.metrics, "failures": failures}),
+            EventKind::SyncCompleted(SyncCompleted {
+                operation: op.id.clone(),
+                source: op.source.clone(),
+                metrics: op.metrics,
+                failures,
+            }),
         )
     }
 
     fn failed_event(&self, op: &SyncOperation) -> NewEvent {
         self.event(
             format!("{}:failed", op.id),
-            "sync.failed",
-            json!({"operation": op.id, "source": op.source, "error": op.error}),
+            EventKind::SyncFailed(SyncFailed {
+                operation: op.id.clone(),
+                source: op.source.clone(),
+                error: op.error.clone(),
+            }),
         )
     }
 }

@@ -52,8 +52,8 @@ use crate::google::ports::SourceApis;
 use crate::google::sheets::column_letters;
 use crate::model::*;
 use crate::ports::PortError;
+use crate::wire::events::{EventKind, SetlistUpdated};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
@@ -207,42 +207,8 @@ impl Snapshot {
     }
 }
 
-/// A row that appeared or went: where it is (was), its key and its cells.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RowChange {
-    pub position: usize,
-    pub key: String,
-    pub row: BTreeMap<String, String>,
-}
-
-/// A row whose place in the order changed (positions 1-based, old and new).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RowMove {
-    pub key: String,
-    pub from: usize,
-    pub to: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CellChange {
-    pub before: String,
-    pub after: String,
-}
-
-/// A row whose cells changed: the changed columns only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RowEdit {
-    pub key: String,
-    /// Its new position.
-    pub position: usize,
-    pub changes: BTreeMap<String, CellChange>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ColumnsChange {
-    pub before: Vec<String>,
-    pub after: Vec<String>,
-}
+// The row diff's parts are the `setlist.updated` payload's, as clients get them.
+pub use crate::wire::events::{CellChange, ColumnsChange, RowChange, RowEdit, RowMove};
 
 /// What changed between two snapshots. Each list is in position order (`moved` by new
 /// position).
@@ -425,30 +391,32 @@ struct Target<'a> {
     range: &'a str,
 }
 
-/// The diff from `base` (none: a first sync, every row added) to `new`, and the data
-/// of its `setlist.updated` event.
-fn setlist_event(target: &Target<'_>, base: Option<&Snapshot>, new: &Snapshot) -> (RowDiff, Value) {
+/// The diff from `base` (none: a first sync, every row added) to `new`, and its
+/// `setlist.updated` event.
+fn setlist_event(
+    target: &Target<'_>,
+    base: Option<&Snapshot>,
+    new: &Snapshot,
+) -> (RowDiff, EventKind) {
     let initial = base.is_none();
     let mut diff = diff(base.unwrap_or(&Snapshot::default()), new);
     if initial {
         diff.columns_changed = None;
     }
-    let mut data = json!({
-        "source": target.source,
-        "spreadsheet_id": target.spreadsheet_id,
-        "range": target.range,
-        "rows": new.rows.len(),
-        "columns": new.columns(),
-        "initial": initial,
-        "added": diff.added,
-        "removed": diff.removed,
-        "moved": diff.moved,
-        "edited": diff.edited,
+    let event = EventKind::SetlistUpdated(SetlistUpdated {
+        source: target.source.clone(),
+        spreadsheet_id: target.spreadsheet_id.to_owned(),
+        range: target.range.to_owned(),
+        rows: new.rows.len() as u64,
+        columns: new.columns(),
+        initial,
+        added: diff.added.clone(),
+        removed: diff.removed.clone(),
+        moved: diff.moved.clone(),
+        edited: diff.edited.clone(),
+        columns_changed: diff.columns_changed.clone(),
     });
-    if let Some(columns) = &diff.columns_changed {
-        data["columns_changed"] = json!(columns);
-    }
-    (diff, data)
+    (diff, event)
 }
 
 /// The SyncItems of a diff: (file id = the row key, action, path = `row N: key`).
@@ -509,8 +477,8 @@ pub(super) async fn sync(
         }
         tracing::warn!(operation = %pending.op, "finishing another operation's setlist event");
         let channel = ChannelName::Band(job.band.clone());
-        let (_, data) = setlist_event(&target, cursor.base_of(&pending), &pending.snapshot);
-        let event = ops.event(format!("{}:setlist", pending.op), EVENT_NAME, data);
+        let (_, kind) = setlist_event(&target, cursor.base_of(&pending), &pending.snapshot);
+        let event = ops.event(format!("{}:setlist", pending.op), kind);
         ops.publish(&channel, &[event]).await?;
         cursor = commit(ops, &mut source, pending).await?;
     }
@@ -538,7 +506,7 @@ pub(super) async fn sync(
         snapshot: Snapshot::from_values(&values.values),
     };
     let base = cursor.base_of(&pending);
-    let (diff, data) = setlist_event(&target, base, &pending.snapshot);
+    let (diff, kind) = setlist_event(&target, base, &pending.snapshot);
     let changed = base.is_none() || !diff.is_empty();
     if existing.is_none() && job.trigger.is_background() && !changed {
         tracing::debug!("setlist unchanged");
@@ -550,7 +518,8 @@ pub(super) async fn sync(
         ..cursor.clone()
     }
     .encode()?;
-    let event_bytes = data.to_string().len();
+    // The payload as the log stores it.
+    let event_bytes = kind.into_parts().1.to_string().len();
     let too_large = if written.len() > MAX_CURSOR_BYTES {
         Some(format!(
             "the setlist is too large to keep: {} bytes of snapshot, at most {MAX_CURSOR_BYTES}; narrow the range of {spreadsheet_id}",
@@ -587,8 +556,8 @@ async fn finish(
     pending: Pending,
     started: Instant,
 ) -> Result<SyncOperation, SyncError> {
-    let (diff, data) = setlist_event(target, cursor.base_of(&pending), &pending.snapshot);
-    let event = ops.event(format!("{}:setlist", run.op.id), EVENT_NAME, data);
+    let (diff, kind) = setlist_event(target, cursor.base_of(&pending), &pending.snapshot);
+    let event = ops.event(format!("{}:setlist", run.op.id), kind);
     ops.publish(&run.channel, &[event]).await?;
     for (file_id, action, path) in row_items(&diff) {
         if let Some(item) = run.synced_item(file_id, action, path) {
@@ -636,6 +605,7 @@ async fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn snap(rows: &[&[&str]]) -> Snapshot {
         let values: Vec<Vec<String>> = rows

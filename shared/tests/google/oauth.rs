@@ -334,6 +334,24 @@ async fn refresh_token_grant_is_cached_until_the_margin_before_expiry() {
 }
 
 #[tokio::test]
+async fn a_configured_token_url_replaces_the_credentials_token_uri() {
+    // GIVEN credentials naming Google's token endpoint, and a configured one
+    let setup = Setup::start().await;
+    let credentials =
+        GoogleCredentials::from_json(test_authorized_user_json(DEFAULT_TOKEN_URI).as_bytes())
+            .unwrap();
+    let options = OAuthOptions {
+        token_url: Some(setup.server.token_uri()),
+        ..setup.options()
+    };
+    // WHEN a token is asked for
+    let tokens = OAuthTokens::new(http(), credentials, options);
+    tokens.token().await.unwrap();
+    // THEN the configured endpoint answered it
+    assert_eq!(setup.fake().request_count(), 1);
+}
+
+#[tokio::test]
 async fn the_margin_is_configurable_and_at_most_half_a_short_lifetime() {
     // GIVEN a 1-minute refresh margin and 1-hour tokens
     let setup = Setup::start().await;

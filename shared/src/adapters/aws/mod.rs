@@ -34,8 +34,10 @@ pub mod env {
     pub const CREDENTIALS_KEY: &str = crate::google::sealed::CREDENTIALS_KEY_ENV;
     /// The public HTTPS URL of `POST /webhooks/google` (watch channels' address).
     pub const WEBHOOK_URL: &str = "WEBHOOK_URL";
-    /// Only for tests and emulators: every Google API at this base URL.
-    pub const GOOGLE_API_BASE_URL: &str = "GOOGLE_API_BASE_URL";
+    /// Only for tests and emulators: every Google API at this base URL (each API's own
+    /// `BANDSYNC_GOOGLE_*_URL` and the token endpoint's are in
+    /// [`crate::google::endpoints::env`]).
+    pub const GOOGLE_API_BASE_URL: &str = crate::google::endpoints::env::API_BASE_URL;
 }
 
 /// Each band's Google API budget per function instance: requests per second, and burst.
@@ -98,25 +100,18 @@ impl AwsContext {
 
     /// The Google API clients with a retry policy: each band's tokens from its sealed
     /// credentials (opened under [`env::CREDENTIALS_KEY`], cached for the life of the
-    /// instance), each band's rate limit. None when no key is configured.
+    /// instance), each band's rate limit, at the configured endpoints
+    /// ([`crate::google::endpoints`]). None when no key is configured.
     fn google_with(&self, policy: RetryPolicy) -> anyhow::Result<Option<Arc<GoogleApis>>> {
-        use crate::google::{apis, oauth, ratelimit};
+        use crate::google::ratelimit;
         let Some(key) = self.credentials_key()? else {
             return Ok(None);
         };
-        let http = crate::google::https_client()?;
-        let urls = match std::env::var(env::GOOGLE_API_BASE_URL) {
-            Ok(base) if !base.is_empty() => apis::GoogleUrls::all_at(&base),
-            _ => apis::GoogleUrls::default(),
-        };
-        let cache = Arc::new(oauth::TokenCache::new(
-            http.clone(),
-            oauth::OAuthOptions::default(),
-        ));
-        let tokens = apis::StoredCredentials::new(self.store()?, key, cache);
+        let endpoints = crate::google::endpoints::GoogleEndpoints::from_env()?;
         let limits = ratelimit::BandRateLimits::new(GOOGLE_RATE_PER_SEC, GOOGLE_RATE_BURST)?;
         Ok(Some(Arc::new(
-            apis::GoogleApis::new(http, urls, Arc::new(tokens))
+            endpoints
+                .stored_credentials(self.store()?, key)?
                 .with_throttles(Arc::new(limits))
                 .with_retrier(crate::google::retry::Retrier::new(policy)),
         )))

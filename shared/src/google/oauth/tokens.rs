@@ -11,6 +11,9 @@ pub struct OAuthOptions {
     pub clock: Arc<dyn Clock>,
     /// Refresh this long before `expires_in` runs out (at most half the lifetime).
     pub refresh_margin: Duration,
+    /// Send every token request here instead of the credentials' `token_uri` (an
+    /// emulator or a proxy; see [`crate::google::endpoints`]).
+    pub token_url: Option<String>,
 }
 
 impl Default for OAuthOptions {
@@ -19,6 +22,7 @@ impl Default for OAuthOptions {
             retrier: Retrier::default(),
             clock: Arc::new(SystemClock),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
+            token_url: None,
         }
     }
 }
@@ -28,6 +32,7 @@ impl std::fmt::Debug for OAuthOptions {
         f.debug_struct("OAuthOptions")
             .field("retrier", &self.retrier)
             .field("refresh_margin", &self.refresh_margin)
+            .field("token_url", &self.token_url)
             .finish_non_exhaustive()
     }
 }
@@ -174,7 +179,7 @@ impl OAuthTokens {
     async fn attempt(&self, form: &[(&'static str, String)]) -> Attempt<TokenResponse> {
         let request = self
             .http
-            .post(self.credentials.token_uri())
+            .post((self.options.token_url.as_deref()).unwrap_or(self.credentials.token_uri()))
             .header(ACCEPT, "application/json")
             .form(form);
         // A token request changes nothing on Google's side: transport failures are

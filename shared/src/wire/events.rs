@@ -1,0 +1,511 @@
+//! The events of a channel: one [`EventKind`] per event name, each with its typed
+//! payload (the envelope's `data`).
+//!
+//! The channel log stores an event as its name and its payload as JSON
+//! ([`crate::model::NewEvent`]); [`EventKind::into_parts`] is the only way the jobs make
+//! those, so a misspelt name or a missing field is a compile error. Payloads go through
+//! `serde_json::Value` on their way into the log, so their keys are written in
+//! alphabetical order (as they were when the jobs built them with `json!`).
+
+use crate::model::{ItemAction, SourceId, SyncMetrics, Trigger};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+macro_rules! event_kinds {
+    ($( $(#[$doc:meta])* $variant:ident($payload:ty) = $name:literal, )*) => {
+        /// What happened, by event name (`event`), with its payload (`data`).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+        #[serde(tag = "event", content = "data")]
+        pub enum EventKind {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant($payload), )*
+        }
+
+        impl EventKind {
+            /// Every event name, in declaration order.
+            pub const NAMES: &[&str] = &[$($name),*];
+
+            /// The event name clients see.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)*
+                }
+            }
+
+            fn payload(&self) -> Result<Value, serde_json::Error> {
+                match self {
+                    $(Self::$variant(p) => serde_json::to_value(p),)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    /// An operation began (again, for a redelivered job: same id, so the log keeps one).
+    SyncStarted(SyncStarted) = "sync.started",
+    /// A large operation applied another chunk of changes.
+    SyncProgress(SyncProgress) = "sync.progress",
+    /// An operation finished; `failures` lists its first failed items.
+    SyncCompleted(SyncCompleted) = "sync.completed",
+    /// An operation could not sync the source at all.
+    SyncFailed(SyncFailed) = "sync.failed",
+    /// A file appeared in a file source (folder or Drive).
+    FileCreated(FileChanged) = "file.created",
+    /// A file's content changed.
+    FileUpdated(FileChanged) = "file.updated",
+    /// A file went (deleted, trashed, or out of the source's folder or filter).
+    FileDeleted(FileChanged) = "file.deleted",
+    /// A file was renamed or moved within the source (`from_path` says from where).
+    FileMoved(FileChanged) = "file.moved",
+    /// An event appeared on a band calendar.
+    CalendarEventCreated(CalendarEventChanged) = "calendar.event.created",
+    /// A calendar event changed.
+    CalendarEventUpdated(CalendarEventChanged) = "calendar.event.updated",
+    /// A calendar event (or one occurrence of a recurring one) was called off or deleted.
+    CalendarEventCancelled(CalendarEventChanged) = "calendar.event.cancelled",
+    /// A setlist sheet changed: the row diff since the last `setlist.updated`.
+    SetlistUpdated(SetlistUpdated) = "setlist.updated",
+}
+
+impl EventKind {
+    /// The `file.*` event of a file source's change.
+    pub fn file(action: ItemAction, change: FileChanged) -> Self {
+        match action {
+            ItemAction::Created => Self::FileCreated(change),
+            ItemAction::Updated => Self::FileUpdated(change),
+            ItemAction::Deleted => Self::FileDeleted(change),
+            ItemAction::Moved => Self::FileMoved(change),
+        }
+    }
+
+    /// The name and payload as the channel log stores them.
+    pub fn into_parts(self) -> (&'static str, Value) {
+        // Serialising these payloads cannot fail: every map has string keys.
+        (self.name(), self.payload().unwrap_or_default())
+    }
+
+    /// The kind a stored name and payload spell.
+    pub fn from_parts(event: &str, data: &Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "event": event, "data": data }))
+    }
+}
+
+/// `sync.started`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SyncStarted {
+    /// The operation id (`GET /sync/operations/{id}`).
+    pub operation: String,
+    pub source: SourceId,
+    pub trigger: Trigger,
+    pub full: bool,
+}
+
+/// `sync.progress`: `done` of `total` changes applied so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SyncProgress {
+    pub operation: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// `sync.completed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SyncCompleted {
+    pub operation: String,
+    pub source: SourceId,
+    pub metrics: SyncMetrics,
+    /// The first failed items (at most 20; the operation lists them all).
+    pub failures: Vec<SyncFailure>,
+}
+
+/// One item an operation could not sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SyncFailure {
+    pub path: String,
+    pub error: String,
+}
+
+/// `sync.failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SyncFailed {
+    pub operation: String,
+    pub source: SourceId,
+    /// Why (null when the operation recorded no reason).
+    pub error: Option<String>,
+}
+
+/// `file.created|updated|deleted|moved`: the file as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileChanged {
+    pub source: SourceId,
+    /// Stable across renames and moves.
+    pub file_id: String,
+    /// Path relative to the source root, `/`-separated.
+    pub path: String,
+    /// The last segment of `path`.
+    pub name: String,
+    pub size: u64,
+    /// Hex SHA-256 of the content (a Drive source: Google's checksum or version).
+    pub hash: String,
+    /// Modification time in ms since the epoch.
+    pub modified_ms: i64,
+    /// `file.moved` only: the path before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_path: Option<String>,
+}
+
+/// `calendar.event.*`. What the source does not know is null.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CalendarEventChanged {
+    pub source: SourceId,
+    /// Google's event id (an occurrence of a recurring event has its own).
+    pub event_id: String,
+    pub summary: Option<String>,
+    pub location: Option<String>,
+    pub start: Option<EventTime>,
+    pub end: Option<EventTime>,
+    /// `confirmed`, `tentative` or `cancelled`.
+    pub status: String,
+    /// RFC 3339, milliseconds, UTC.
+    pub updated: Option<String>,
+    pub html_link: Option<String>,
+    /// An occurrence of a recurring event: the series' id.
+    pub recurring_event_id: Option<String>,
+    /// An occurrence of a recurring event: its start in the series' schedule.
+    pub original_start: Option<EventTime>,
+}
+
+/// A calendar time as the apps get it: `date` (all day) or `date_time` with its
+/// `time_zone`; absent keys are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EventTime {
+    /// `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_time: Option<String>,
+    /// IANA time zone name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// `setlist.updated`: the sheet now, and the row diff from the last event's snapshot
+/// (an `initial` event adds every row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SetlistUpdated {
+    pub source: SourceId,
+    pub spreadsheet_id: String,
+    /// The A1 range read.
+    pub range: String,
+    /// Rows now (header excluded).
+    pub rows: u64,
+    /// Column names now.
+    pub columns: Vec<String>,
+    /// No earlier snapshot to compare with: every row is in `added`.
+    pub initial: bool,
+    pub added: Vec<RowChange>,
+    pub removed: Vec<RowChange>,
+    pub moved: Vec<RowMove>,
+    pub edited: Vec<RowEdit>,
+    /// The header changed (never on an initial event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns_changed: Option<ColumnsChange>,
+}
+
+/// A row that appeared or went: where it is (was), its key and its cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RowChange {
+    pub position: usize,
+    pub key: String,
+    pub row: BTreeMap<String, String>,
+}
+
+/// A row whose place in the order changed (positions 1-based, old and new).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RowMove {
+    pub key: String,
+    pub from: usize,
+    pub to: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CellChange {
+    pub before: String,
+    pub after: String,
+}
+
+/// A row whose cells changed: the changed columns only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RowEdit {
+    pub key: String,
+    /// Its new position.
+    pub position: usize,
+    pub changes: BTreeMap<String, CellChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ColumnsChange {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+/// The schema of the event envelope: its own fields and the kind's `event` and `data`.
+#[cfg(feature = "schema")]
+mod schema {
+    use super::EventKind;
+    use crate::model::{ChannelName, Event};
+
+    /// An event on a channel, as every client receives it.
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)] // only its schema is used
+    struct Envelope {
+        /// The channel it was published on.
+        channel: ChannelName,
+        /// Its place in the channel's log: 1, 2, ... within an epoch.
+        seq: u64,
+        /// The log's epoch: seqs of different epochs are unrelated.
+        epoch: String,
+        /// Deterministic: a repeated publication of the same event has the same id.
+        id: String,
+        ts: chrono::DateTime<chrono::Utc>,
+        #[serde(flatten)]
+        kind: EventKind,
+    }
+
+    impl schemars::JsonSchema for Event {
+        fn schema_name() -> std::borrow::Cow<'static, str> {
+            "Event".into()
+        }
+        fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            Envelope::json_schema(generator)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn file(from_path: Option<&str>) -> FileChanged {
+        FileChanged {
+            source: SourceId::parse("charts").unwrap(),
+            file_id: "f1".into(),
+            path: "set/one.pdf".into(),
+            name: "one.pdf".into(),
+            size: 42,
+            hash: "ab".into(),
+            modified_ms: 1_700_000_000_000,
+            from_path: from_path.map(str::to_owned),
+        }
+    }
+
+    /// Today's payload of every event kind, byte for byte as the log stores it.
+    fn pinned() -> Vec<(EventKind, &'static str)> {
+        let source = || SourceId::parse("charts").unwrap();
+        let rows = BTreeMap::from([("Song".to_owned(), "So What".to_owned())]);
+        vec![
+            (
+                EventKind::SyncStarted(SyncStarted {
+                    operation: "op1".into(),
+                    source: source(),
+                    trigger: Trigger::Manual,
+                    full: true,
+                }),
+                r#"{"full":true,"operation":"op1","source":"charts","trigger":"manual"}"#,
+            ),
+            (
+                EventKind::SyncProgress(SyncProgress {
+                    operation: "op1".into(),
+                    done: 200,
+                    total: 450,
+                }),
+                r#"{"done":200,"operation":"op1","total":450}"#,
+            ),
+            (
+                EventKind::SyncCompleted(SyncCompleted {
+                    operation: "op1".into(),
+                    source: source(),
+                    metrics: SyncMetrics {
+                        seen: 3,
+                        synced: 2,
+                        failed: 1,
+                        skipped: 0,
+                        duration_ms: 12,
+                    },
+                    failures: vec![SyncFailure {
+                        path: "a.pdf".into(),
+                        error: "gone".into(),
+                    }],
+                }),
+                r#"{"failures":[{"error":"gone","path":"a.pdf"}],"metrics":{"duration_ms":12,"failed":1,"seen":3,"skipped":0,"synced":2},"operation":"op1","source":"charts"}"#,
+            ),
+            (
+                EventKind::SyncFailed(SyncFailed {
+                    operation: "op1".into(),
+                    source: source(),
+                    error: None,
+                }),
+                r#"{"error":null,"operation":"op1","source":"charts"}"#,
+            ),
+            (
+                EventKind::FileCreated(file(None)),
+                r#"{"file_id":"f1","hash":"ab","modified_ms":1700000000000,"name":"one.pdf","path":"set/one.pdf","size":42,"source":"charts"}"#,
+            ),
+            (
+                EventKind::FileMoved(file(Some("old/one.pdf"))),
+                r#"{"file_id":"f1","from_path":"old/one.pdf","hash":"ab","modified_ms":1700000000000,"name":"one.pdf","path":"set/one.pdf","size":42,"source":"charts"}"#,
+            ),
+            (
+                EventKind::CalendarEventCancelled(CalendarEventChanged {
+                    source: source(),
+                    event_id: "ev1_20260310".into(),
+                    summary: Some("Rehearsal".into()),
+                    location: None,
+                    start: Some(EventTime {
+                        date_time: Some("2026-03-10T19:00:00+01:00".into()),
+                        time_zone: Some("Europe/Paris".into()),
+                        ..EventTime::default()
+                    }),
+                    end: None,
+                    status: "cancelled".into(),
+                    updated: Some("2026-03-01T10:00:00.000Z".into()),
+                    html_link: None,
+                    recurring_event_id: Some("ev1".into()),
+                    original_start: Some(EventTime {
+                        date: Some("2026-03-10".into()),
+                        ..EventTime::default()
+                    }),
+                }),
+                r#"{"end":null,"event_id":"ev1_20260310","html_link":null,"location":null,"original_start":{"date":"2026-03-10"},"recurring_event_id":"ev1","source":"charts","start":{"date_time":"2026-03-10T19:00:00+01:00","time_zone":"Europe/Paris"},"status":"cancelled","summary":"Rehearsal","updated":"2026-03-01T10:00:00.000Z"}"#,
+            ),
+            (
+                EventKind::SetlistUpdated(SetlistUpdated {
+                    source: source(),
+                    spreadsheet_id: "sheet1".into(),
+                    range: "Setlist!A1:Z".into(),
+                    rows: 1,
+                    columns: vec!["Song".into()],
+                    initial: false,
+                    added: vec![RowChange {
+                        position: 1,
+                        key: "So What".into(),
+                        row: rows,
+                    }],
+                    removed: vec![],
+                    moved: vec![RowMove {
+                        key: "Blue".into(),
+                        from: 3,
+                        to: 2,
+                    }],
+                    edited: vec![RowEdit {
+                        key: "Blue".into(),
+                        position: 2,
+                        changes: BTreeMap::from([(
+                            "Key".to_owned(),
+                            CellChange {
+                                before: "C".into(),
+                                after: "D".into(),
+                            },
+                        )]),
+                    }],
+                    columns_changed: Some(ColumnsChange {
+                        before: vec![],
+                        after: vec!["Song".into()],
+                    }),
+                }),
+                r#"{"added":[{"key":"So What","position":1,"row":{"Song":"So What"}}],"columns":["Song"],"columns_changed":{"after":["Song"],"before":[]},"edited":[{"changes":{"Key":{"after":"D","before":"C"}},"key":"Blue","position":2}],"initial":false,"moved":[{"from":3,"key":"Blue","to":2}],"range":"Setlist!A1:Z","removed":[],"rows":1,"source":"charts","spreadsheet_id":"sheet1"}"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_kind_keeps_its_name_and_its_json() {
+        for (kind, json) in pinned() {
+            let name = kind.name();
+            let (stored_name, data) = kind.clone().into_parts();
+            assert_eq!(stored_name, name);
+            assert_eq!(serde_json::to_string(&data).unwrap(), json, "{name}");
+            assert_eq!(EventKind::from_parts(name, &data).unwrap(), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn names_are_spelled_as_clients_know_them() {
+        assert_eq!(
+            EventKind::NAMES,
+            [
+                "sync.started",
+                "sync.progress",
+                "sync.completed",
+                "sync.failed",
+                "file.created",
+                "file.updated",
+                "file.deleted",
+                "file.moved",
+                "calendar.event.created",
+                "calendar.event.updated",
+                "calendar.event.cancelled",
+                "setlist.updated",
+            ]
+        );
+        for action in [
+            ItemAction::Created,
+            ItemAction::Updated,
+            ItemAction::Deleted,
+            ItemAction::Moved,
+        ] {
+            assert_eq!(
+                EventKind::file(action, file(None)).name(),
+                action.event_name()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_or_shape_is_refused() {
+        assert!(EventKind::from_parts("file.renamed", &json!({})).is_err());
+        assert!(EventKind::from_parts("sync.progress", &json!({"done": 1})).is_err());
+    }
+
+    #[test]
+    fn the_envelope_keeps_its_field_order() {
+        let (event, data) = EventKind::SyncProgress(SyncProgress {
+            operation: "op1".into(),
+            done: 1,
+            total: 2,
+        })
+        .into_parts();
+        let e = crate::model::Event {
+            channel: crate::model::ChannelName::parse("band:demo").unwrap(),
+            seq: 7,
+            epoch: "e1".into(),
+            id: "op1:progress:1".into(),
+            event: event.into(),
+            ts: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            data,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"channel":"band:demo","seq":7,"epoch":"e1","id":"op1:progress:1","event":"sync.progress","ts":"2023-11-14T22:13:20Z","data":{"done":1,"operation":"op1","total":2}}"#
+        );
+        assert_eq!(e.kind().unwrap().name(), "sync.progress");
+    }
+}

@@ -1,0 +1,279 @@
+//! The WebSocket frames: JSON text frames, a client's tagged by `action`
+//! ([`ClientRequest`]), the server's by `type` ([`ServerFrame`]). A client frame may carry
+//! a `ref` (any JSON value), which every reply to it echoes.
+
+use crate::model::{BandId, ChannelName, Event, SourceId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a client asks for (the frame without its `ref`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientRequest {
+    /// Receive the channel's events from now on (answered by `subscribed`).
+    Subscribe { channel: ChannelName },
+    /// Stop receiving them (answered by `unsubscribed`).
+    Unsubscribe { channel: ChannelName },
+    /// Subscribe and replay what came after `after_seq` of `epoch` (answered by the
+    /// events, then `resumed`; or by a `history_lost` error).
+    Resume {
+        channel: ChannelName,
+        after_seq: u64,
+        #[serde(default)]
+        epoch: Option<String>,
+    },
+    /// Answered by `pong`.
+    Ping {},
+    /// Queue a sync of a band's sources (answered by `ack` with the jobs queued).
+    SyncRequest(SyncRequestBody),
+}
+
+impl ClientRequest {
+    /// The actions this server knows, as clients spell them.
+    pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "resume", "ping", "sync_request"];
+}
+
+/// "Sync this band (or one of its sources)": a `sync_request` frame and the body of
+/// `POST /sync/trigger` alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequestBody {
+    pub band: BandId,
+    /// One source; none: every source of the band.
+    #[serde(default)]
+    pub source: Option<SourceId>,
+    /// A full sync (compare everything) unless asked otherwise.
+    #[serde(default = "full_by_default")]
+    pub full: bool,
+}
+
+fn full_by_default() -> bool {
+    true
+}
+
+/// What the server sends. Every frame is a JSON object whose `type` says what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// An event of a channel the connection is subscribed to (or replays).
+    Event(Event),
+    Subscribed {
+        channel: ChannelName,
+        /// The channel's newest seq (0: none yet).
+        seq: u64,
+        epoch: Option<String>,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+    },
+    Unsubscribed {
+        channel: ChannelName,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+    },
+    /// Sent after the replay of a `resume`: everything up to `seq` has been sent.
+    Resumed {
+        channel: ChannelName,
+        seq: u64,
+        epoch: Option<String>,
+        replayed: u64,
+        /// More events are missing after `seq`: send `resume` again from `seq`. A replay
+        /// is bounded, so one request never outlasts a Lambda invocation.
+        #[serde(default)]
+        more: bool,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+    },
+    Pong {
+        ts: chrono::DateTime<chrono::Utc>,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+    },
+    /// A request was carried out (a `sync_request`: the jobs it queued).
+    Ack {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        data: Option<SyncQueued>,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+        /// Extra context (e.g. the channel's current seq and epoch for `history_lost`).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        data: Option<Value>,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(
+        code: crate::error::ErrorCode,
+        message: impl Into<String>,
+        reference: Option<Value>,
+    ) -> Self {
+        Self::Error {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+            reference,
+            data: None,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising these types cannot fail: keys are strings, no maps with non-string keys.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The `data` of the `ack` of a `sync_request`: one job per source queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SyncQueued {
+    pub queued: Vec<QueuedSync>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct QueuedSync {
+    /// The job id, which becomes the operation id of `sync.started`.
+    pub job: String,
+    pub source: SourceId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn channel() -> ChannelName {
+        ChannelName::parse("band:demo").unwrap()
+    }
+
+    #[test]
+    fn client_frames_keep_their_json() {
+        let cases = [
+            (
+                ClientRequest::Subscribe { channel: channel() },
+                r#"{"action":"subscribe","channel":"band:demo"}"#,
+            ),
+            (
+                ClientRequest::Unsubscribe { channel: channel() },
+                r#"{"action":"unsubscribe","channel":"band:demo"}"#,
+            ),
+            (
+                ClientRequest::Resume {
+                    channel: channel(),
+                    after_seq: 4,
+                    epoch: Some("e1".into()),
+                },
+                r#"{"action":"resume","channel":"band:demo","after_seq":4,"epoch":"e1"}"#,
+            ),
+            (ClientRequest::Ping {}, r#"{"action":"ping"}"#),
+            (
+                ClientRequest::SyncRequest(SyncRequestBody {
+                    band: BandId::parse("demo").unwrap(),
+                    source: Some(SourceId::parse("charts").unwrap()),
+                    full: false,
+                }),
+                r#"{"action":"sync_request","band":"demo","source":"charts","full":false}"#,
+            ),
+        ];
+        for (request, text) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), text);
+            assert_eq!(
+                serde_json::from_str::<ClientRequest>(text).unwrap(),
+                request
+            );
+        }
+        let actions: Vec<String> = ClientRequest::ACTIONS
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            actions,
+            ["subscribe", "unsubscribe", "resume", "ping", "sync_request"]
+        );
+    }
+
+    #[test]
+    fn server_frames_keep_their_json() {
+        let ts = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let cases = [
+            (
+                ServerFrame::Subscribed {
+                    channel: channel(),
+                    seq: 2,
+                    epoch: None,
+                    reference: Some(json!("r1")),
+                },
+                r#"{"type":"subscribed","channel":"band:demo","seq":2,"epoch":null,"ref":"r1"}"#,
+            ),
+            (
+                ServerFrame::Unsubscribed {
+                    channel: channel(),
+                    reference: None,
+                },
+                r#"{"type":"unsubscribed","channel":"band:demo"}"#,
+            ),
+            (
+                ServerFrame::Resumed {
+                    channel: channel(),
+                    seq: 5,
+                    epoch: Some("e1".into()),
+                    replayed: 3,
+                    more: false,
+                    reference: Some(json!(7)),
+                },
+                r#"{"type":"resumed","channel":"band:demo","seq":5,"epoch":"e1","replayed":3,"more":false,"ref":7}"#,
+            ),
+            (
+                ServerFrame::Pong {
+                    ts,
+                    reference: None,
+                },
+                r#"{"type":"pong","ts":"2023-11-14T22:13:20Z"}"#,
+            ),
+            (
+                ServerFrame::Ack {
+                    reference: Some(json!(1)),
+                    data: Some(SyncQueued {
+                        queued: vec![QueuedSync {
+                            job: "j1".into(),
+                            source: SourceId::parse("charts").unwrap(),
+                        }],
+                    }),
+                },
+                r#"{"type":"ack","ref":1,"data":{"queued":[{"job":"j1","source":"charts"}]}}"#,
+            ),
+            (
+                ServerFrame::Error {
+                    code: "history_lost".into(),
+                    message: "gone".into(),
+                    reference: None,
+                    data: Some(json!({"channel": "band:demo", "epoch": "e2", "seq": 9})),
+                },
+                r#"{"type":"error","code":"history_lost","message":"gone","data":{"channel":"band:demo","epoch":"e2","seq":9}}"#,
+            ),
+            (
+                ServerFrame::Event(Event {
+                    channel: channel(),
+                    seq: 1,
+                    epoch: "e1".into(),
+                    id: "op1:started".into(),
+                    event: "sync.started".into(),
+                    ts,
+                    data: json!({"full": true, "operation": "op1", "source": "charts", "trigger": "client"}),
+                }),
+                r#"{"type":"event","channel":"band:demo","seq":1,"epoch":"e1","id":"op1:started","event":"sync.started","ts":"2023-11-14T22:13:20Z","data":{"full":true,"operation":"op1","source":"charts","trigger":"client"}}"#,
+            ),
+        ];
+        for (frame, text) in cases {
+            assert_eq!(String::from_utf8(frame.to_bytes()).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ServerFrame>(text).unwrap(), frame);
+        }
+    }
+}

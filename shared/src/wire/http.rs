@@ -1,0 +1,250 @@
+//! The HTTP API's bodies (`/sync/*`): what each route reads and answers. `POST
+//! /sync/trigger` reads the same [`SyncRequestBody`] as the WebSocket's `sync_request`.
+//!
+//! The API answers through `serde_json::Value`, so the keys of every answer are written
+//! in alphabetical order (as they were when it built them with `json!`).
+
+pub use super::frames::SyncRequestBody;
+use crate::model::{
+    BandId, ChannelHead, Source, SourceId, SourceKind, SyncConfiguration, SyncItem, SyncOperation,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `PUT /sync/bands/{band}`: what to change (the rest is kept, or defaulted for a new band).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BandBody {
+    /// Display name (a new band: its id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Lower-case file extensions that count (`pdf`, `mp3`, ...); empty: every file.
+    #[serde(default)]
+    pub file_types: Option<Vec<String>>,
+}
+
+/// `PUT /sync/bands/{band}/sources/{source}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SourceBody {
+    /// `drive`, `sheet`, `calendar` or `folder` (read as text, so a bad one gets its own
+    /// error code, `invalid_kind`).
+    #[cfg_attr(feature = "schema", schemars(with = "SourceKind"))]
+    pub kind: String,
+    /// Drive folder id, spreadsheet id, calendar id or folder path.
+    pub location: String,
+    /// A Drive source in a shared drive: that drive's id.
+    #[serde(default)]
+    pub drive_id: Option<String>,
+}
+
+/// `GET /sync/health`: 200 when every dependency is up, 503 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub checks: BTreeMap<String, CheckState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CheckState {
+    /// `up` or `down` (the detail is in the operator's log).
+    pub status: String,
+}
+
+/// A band's configuration as the API shows it: whether it has Google credentials,
+/// never the credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ConfigView {
+    pub band: BandId,
+    pub name: String,
+    pub file_types: Vec<String>,
+    pub google_credentials: CredentialsState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CredentialsState {
+    pub configured: bool,
+}
+
+impl From<&SyncConfiguration> for ConfigView {
+    fn from(c: &SyncConfiguration) -> Self {
+        Self {
+            band: c.band.clone(),
+            name: c.name.clone(),
+            file_types: c.file_types.clone(),
+            google_credentials: CredentialsState {
+                configured: c.google_credentials.is_some(),
+            },
+        }
+    }
+}
+
+/// `GET /sync/status?band=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Status {
+    pub band: BandId,
+    /// Null: the band is not registered.
+    pub config: Option<ConfigView>,
+    pub sources: Vec<Source>,
+    pub watch_channels: Vec<WatchChannelView>,
+    /// The band channel's log (null: no event yet).
+    pub channel: Option<ChannelHead>,
+    pub last_operation: Option<SyncOperation>,
+}
+
+/// A push channel of a source, without its token's hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WatchChannelView {
+    pub id: String,
+    pub source: SourceId,
+    pub kind: Option<SourceKind>,
+    pub resource_id: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub expired: bool,
+    pub last_message: Option<u64>,
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /sync/trigger` (202): one job per source queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TriggerAccepted {
+    pub queued: Vec<QueuedJob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct QueuedJob {
+    /// The job id, which becomes the operation id.
+    pub job: String,
+    pub source: SourceId,
+    pub full: bool,
+}
+
+/// `GET /sync/operations?band=&limit=`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct OperationList {
+    pub band: BandId,
+    pub operations: Vec<SyncOperation>,
+}
+
+/// `GET /sync/operations/{id}`: the operation and its first items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct OperationDetail {
+    pub operation: SyncOperation,
+    pub items: Vec<SyncItem>,
+    pub items_total: u64,
+    /// More items than shown (`items_total` says how many).
+    pub items_truncated: bool,
+}
+
+/// `GET /sync/stats?band=`: over the band's latest operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Stats {
+    pub band: BandId,
+    pub window: StatsWindow,
+    pub operations: OperationCounts,
+    pub items: ItemCounts,
+    /// Of the completed operations (null: none).
+    pub duration_ms: Percentiles,
+    pub events: LogPosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct StatsWindow {
+    /// How many operations the figures are over.
+    pub operations: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct OperationCounts {
+    pub completed: u64,
+    pub failed: u64,
+    pub running: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ItemCounts {
+    pub synced: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Percentiles {
+    pub p50: Option<u64>,
+    pub p99: Option<u64>,
+}
+
+/// The band channel's log position (null: no event yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LogPosition {
+    pub seq: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+/// Every refusal: `{"error": {"code", "message"}}` with the HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ErrorDetail {
+    /// Stable, for programs (`not_found`, `forbidden`, `malformed_body`, ...).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_body_is_a_sync_request_without_its_action() {
+        let body: SyncRequestBody = serde_json::from_str(r#"{"band":"demo"}"#).unwrap();
+        assert_eq!(
+            body,
+            SyncRequestBody {
+                band: BandId::parse("demo").unwrap(),
+                source: None,
+                full: true
+            }
+        );
+        assert!(serde_json::from_str::<SyncRequestBody>(r#"{"band":"demo","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn an_error_body_is_what_the_api_answers() {
+        let e = crate::error::Refusal::new(crate::error::ErrorCode::NotFound, "no operation x");
+        let response = crate::transport::http::refused_v2(e);
+        let text = match response.body {
+            Some(aws_lambda_events::encodings::Body::Text(t)) => t,
+            other => panic!("unexpected body {other:?}"),
+        };
+        let body: ErrorBody = serde_json::from_str(&text).unwrap();
+        assert_eq!(body.error.code, "not_found");
+        assert_eq!(serde_json::to_string(&body).unwrap(), text);
+    }
+}
