@@ -1,5 +1,6 @@
 //! The calendar source's engine against the fake Calendar API.
 
+use crate::{SourceFixture, source_fixture};
 use bandsync::google::apis::{GoogleApis, GoogleUrls};
 use bandsync::google::calendar::EventDateTime;
 use bandsync::model::*;
@@ -24,13 +25,12 @@ const EVENT_CANCELLED: &str = "calendar.event.cancelled";
 
 /// Band `demo` with a Calendar source `gigs` following a fake calendar.
 struct Fixture {
-    band: BandId,
-    source: SourceId,
-    h: Harness,
+    base: SourceFixture,
     fake: FakeCalendar,
     sleeper: Arc<RecordingSleeper>,
     client: Arc<GoogleApis>,
 }
+source_fixture!(Fixture);
 
 impl Fixture {
     /// `attempts`: how often the client tries a request (1: faults are not retried).
@@ -52,17 +52,15 @@ impl Fixture {
         let source = Source::new(band.clone(), source_id("gigs"), SourceKind::Calendar, CAL);
         h.store.put_source(&source).await.unwrap();
         Self {
-            h,
+            base: SourceFixture {
+                h,
+                band,
+                source: source.id,
+            },
             fake,
             client: Arc::new(apis),
             sleeper,
-            band,
-            source: source.id,
         }
-    }
-
-    fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
-        self.h.sync_job(id, &self.band, &self.source, trigger)
     }
 
     /// One delivery of a job to a fresh worker (as a fresh Lambda invocation).
@@ -76,10 +74,6 @@ impl Fixture {
 
     async fn sync(&self, id: &str, trigger: Trigger) -> Option<SyncOperation> {
         self.deliver(&self.job(id, trigger)).await.unwrap()
-    }
-
-    async fn log(&self) -> Vec<bandsync::model::Event> {
-        self.h.log(&ChannelName::Band(self.band.clone())).await
     }
 
     /// The calendar events of the log after `skip` events: (event, event id).

@@ -1,8 +1,12 @@
 //! The Google sources' engines against in-memory doubles of their ports: no HTTP, the
 //! pages exactly as a test writes them.
 
+use crate::SourceFixture;
 use async_trait::async_trait;
 use bandsync::google::GoogleError;
+use bandsync::google::calendar::{
+    Event as CalendarEvent, EventDateTime, EventStatus, EventsPage, EventsQuery,
+};
 use bandsync::google::drive::{
     Change, ChangeType, ChangesPage, DriveFile, FOLDER_MIME_TYPE, FilesPage, PageEnd,
 };
@@ -82,11 +86,34 @@ impl SheetsApi for SheetsDouble {
     }
 }
 
+/// A calendar whose event pages are given, answered in order, and the queries (sync
+/// token, page token) it was asked.
+#[derive(Default)]
+struct CalendarDouble {
+    pages: Mutex<VecDeque<EventsPage>>,
+    asked: Mutex<Vec<(Option<String>, Option<String>)>>,
+}
+
+#[async_trait]
+impl CalendarApi for CalendarDouble {
+    async fn list_events(
+        &self,
+        _calendar_id: &str,
+        query: &EventsQuery,
+    ) -> Result<EventsPage, GoogleError> {
+        let asked = (query.sync_token.clone(), query.page_token.clone());
+        self.asked.lock().unwrap().push(asked);
+        let page = self.pages.lock().unwrap().pop_front();
+        page.ok_or_else(|| GoogleError::Decode("no page left in the double".into()))
+    }
+}
+
 /// A band's Google APIs: the doubles a test gives, none for the others.
 #[derive(Default)]
 struct Doubles {
     drive: Option<Arc<DriveDouble>>,
     sheets: Option<Arc<SheetsDouble>>,
+    calendar: Option<Arc<CalendarDouble>>,
 }
 
 fn absent(api: &str) -> GoogleError {
@@ -106,7 +133,8 @@ impl SourceApis for Doubles {
     }
 
     async fn calendar_api(&self, _band: &BandId) -> Result<Arc<dyn CalendarApi>, GoogleError> {
-        Err(absent("Calendar"))
+        let calendar = self.calendar.clone().ok_or_else(|| absent("Calendar"))?;
+        Ok(calendar)
     }
 }
 
@@ -173,39 +201,35 @@ async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
         drive: Some(drive.clone()),
         ..Doubles::default()
     }));
-    let job = |id: &str| h.sync_job(id, &band, &source.id, Trigger::Manual);
+    let f = SourceFixture {
+        h,
+        band,
+        source: source.id,
+    };
+    let job = |id: &str| f.job(id, Trigger::Manual);
     let cursor = || async {
-        let stored = h.store.get_source(&band, &source.id).await.unwrap();
+        let stored = f.h.store.get_source(&f.band, &f.source).await.unwrap();
         stored.unwrap().cursor
     };
 
     // WHEN it syncs for the first time
     worker.run(&job("job-1")).await.unwrap().unwrap();
     // THEN the listing created the file and the start token is the cursor
-    let files = |events: Vec<Event>| -> Vec<(String, String)> {
-        events
-            .into_iter()
-            .filter(|e| e.event.starts_with("file."))
-            .map(|e| (e.event, e.data["path"].as_str().unwrap().to_owned()))
-            .collect()
-    };
-    let channel = ChannelName::Band(band.clone());
     assert_eq!(
-        files(h.log(&channel).await),
+        f.file_events(0).await,
         [("file.created".to_owned(), "a.pdf".to_owned())]
     );
     assert_eq!(cursor().await.as_deref(), Some("start-1"));
 
     // WHEN it syncs again
-    let seen = h.log(&channel).await.len();
+    let seen = f.log().await.len();
     let op = worker.run(&job("job-2")).await.unwrap().unwrap();
     // THEN it followed the first page's token to the last page, whose token is the
     // new cursor, and published both pages' changes
     assert_eq!(*drive.asked.lock().unwrap(), ["start-1", "page-2"]);
     assert_eq!(cursor().await.as_deref(), Some("start-2"));
-    let after: Vec<Event> = h.log(&channel).await.into_iter().skip(seen).collect();
     assert_eq!(
-        files(after),
+        f.file_events(seen).await,
         [
             ("file.created".to_owned(), "b.pdf".to_owned()),
             ("file.updated".to_owned(), "a.pdf".to_owned())
@@ -234,16 +258,20 @@ async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
         sheets: Some(sheets.clone()),
         ..Doubles::default()
     }));
-    let job = |id: &str, trigger| h.sync_job(id, &band, &source.id, trigger);
+    let f = SourceFixture {
+        h,
+        band,
+        source: source.id,
+    };
 
     // WHEN it syncs, then a notification comes with the sheet unchanged
     worker
-        .run(&job("job-1", Trigger::Manual))
+        .run(&f.job("job-1", Trigger::Manual))
         .await
         .unwrap()
         .unwrap();
     let again = worker
-        .run(&job("job-2", Trigger::Notification))
+        .run(&f.job("job-2", Trigger::Notification))
         .await
         .unwrap();
 
@@ -252,8 +280,8 @@ async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
     let asked = sheets.asked.lock().unwrap().clone();
     let read = ("1Sheet".to_owned(), "A:C".to_owned());
     assert_eq!(asked, [read.clone(), read]);
-    let updates: Vec<Event> = h
-        .log(&ChannelName::Band(band.clone()))
+    let updates: Vec<Event> = f
+        .log()
         .await
         .into_iter()
         .filter(|e| e.event == "setlist.updated")
@@ -263,4 +291,94 @@ async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
     assert_eq!(updates[0].data["rows"], 2);
     assert_eq!(updates[0].data["added"].as_array().map(Vec::len), Some(2));
     assert!(again.is_none());
+}
+
+/// A live calendar event `id` named `summary` at its `etag`.
+fn gig(id: &str, summary: &str, etag: &str) -> CalendarEvent {
+    CalendarEvent {
+        id: id.into(),
+        summary: Some(summary.into()),
+        start: Some(EventDateTime::date("2026-12-24")),
+        updated: Some(t0()),
+        etag: Some(etag.into()),
+        ..CalendarEvent::default()
+    }
+}
+
+fn page(items: Vec<CalendarEvent>, next_page: Option<&str>, next_sync: Option<&str>) -> EventsPage {
+    EventsPage {
+        items,
+        next_page_token: next_page.map(str::to_owned),
+        next_sync_token: next_sync.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn the_calendar_engine_lists_every_page_then_follows_its_sync_token() {
+    // GIVEN a Calendar source, and a calendar whose full listing is two pages of one
+    // event each, then whose changes since that listing edit one and cancel the other
+    let h = Harness::new();
+    let band = h.add_band("demo").await;
+    let source = stored_source(&h, &band, SourceKind::Calendar, "band@calendar").await;
+    let cancelled = CalendarEvent {
+        status: EventStatus::Cancelled,
+        ..gig("g2", "Gig", "etag-2b")
+    };
+    let calendar = Arc::new(CalendarDouble {
+        pages: Mutex::new(VecDeque::from([
+            page(vec![gig("g1", "Rehearsal", "etag-1")], Some("page-2"), None),
+            page(vec![gig("g2", "Gig", "etag-2")], None, Some("sync-1")),
+            page(
+                vec![gig("g1", "Rehearsal", "etag-1b"), cancelled],
+                None,
+                Some("sync-2"),
+            ),
+        ])),
+        ..CalendarDouble::default()
+    });
+    let worker = h.sync_worker().with_google(Arc::new(Doubles {
+        calendar: Some(calendar.clone()),
+        ..Doubles::default()
+    }));
+    let f = SourceFixture {
+        h,
+        band,
+        source: source.id,
+    };
+
+    // WHEN it syncs twice
+    worker.run(&f.job("job-1", Trigger::Manual)).await.unwrap();
+    let seen = f.log().await.len();
+    worker.run(&f.job("job-2", Trigger::Manual)).await.unwrap();
+
+    // THEN the full listing followed its page token, the second sync asked from the
+    // listing's sync token, and the events became created, then updated and cancelled
+    let asked = calendar.asked.lock().unwrap().clone();
+    let sync = |token: &str| Some(token.to_owned());
+    assert_eq!(
+        asked,
+        [(None, None), (None, sync("page-2")), (sync("sync-1"), None)]
+    );
+    let calendar_events = |log: Vec<Event>| -> Vec<(String, String)> {
+        log.into_iter()
+            .filter(|e| e.event.starts_with("calendar."))
+            .map(|e| (e.event, e.data["event_id"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let log = f.log().await;
+    let named = |name: &str, id: &str| (name.to_owned(), id.to_owned());
+    assert_eq!(
+        calendar_events(log[..seen].to_vec()),
+        [
+            named("calendar.event.created", "g1"),
+            named("calendar.event.created", "g2")
+        ]
+    );
+    assert_eq!(
+        calendar_events(log[seen..].to_vec()),
+        [
+            named("calendar.event.updated", "g1"),
+            named("calendar.event.cancelled", "g2")
+        ]
+    );
 }

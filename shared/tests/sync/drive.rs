@@ -1,5 +1,6 @@
 //! The Drive source's engine against the fake Drive API.
 
+use crate::{SourceFixture, source_fixture};
 use bandsync::google::apis::GoogleApis;
 use bandsync::google::retry::{Retrier, RetryPolicy};
 use bandsync::model::*;
@@ -15,13 +16,12 @@ const PDF: &str = "application/pdf";
 /// Band `demo` (pdf and mp3 only) with a Drive source `drive` following the folder
 /// `Band` of a fake Drive, which also has a file outside that folder.
 struct Fixture {
-    h: Harness,
+    base: SourceFixture,
     fake: FakeDrive,
     client: Arc<GoogleApis>,
-    band: BandId,
-    source: SourceId,
     folder: String,
 }
+source_fixture!(Fixture);
 
 impl Fixture {
     async fn new() -> Self {
@@ -51,11 +51,13 @@ impl Fixture {
         );
         h.store.put_source(&source).await.unwrap();
         Self {
-            h,
+            base: SourceFixture {
+                h,
+                band,
+                source: source.id,
+            },
             fake,
             client: Arc::new(client),
-            band,
-            source: source.id,
             folder,
         }
     }
@@ -64,27 +66,8 @@ impl Fixture {
         self.h.sync_worker().with_google(self.client.clone())
     }
 
-    fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
-        self.h.sync_job(id, &self.band, &self.source, trigger)
-    }
-
     async fn run(&self, id: &str, trigger: Trigger) -> Option<SyncOperation> {
         self.worker().run(&self.job(id, trigger)).await.unwrap()
-    }
-
-    async fn log(&self) -> Vec<Event> {
-        self.h.log(&ChannelName::Band(self.band.clone())).await
-    }
-
-    /// The file events of the log after `skip` events: (event, path), in order.
-    async fn file_events(&self, skip: usize) -> Vec<(String, String)> {
-        self.log()
-            .await
-            .into_iter()
-            .skip(skip)
-            .filter(|e| e.event.starts_with("file."))
-            .map(|e| (e.event, e.data["path"].as_str().unwrap().to_owned()))
-            .collect()
     }
 
     /// The catalog's files (not its folders): (path, file id), by path.

@@ -1,5 +1,6 @@
 //! The setlist source's engine against the fake Sheets API.
 
+use crate::{SourceFixture, source_fixture};
 use bandsync::google::apis::{GoogleApis, GoogleUrls};
 use bandsync::google::retry::{Retrier, RetryPolicy};
 use bandsync::model::*;
@@ -18,12 +19,11 @@ const TOKEN: &str = "ya29.setlist-test";
 /// Band `demo` with a sheet source `setlist` reading spreadsheet [`SHEET_ID`] (no
 /// range: the first sheet's A:Z), which holds a three-song setlist.
 struct Fixture {
-    /// The source as first stored (its band and id).
-    source: Source,
+    base: SourceFixture,
     fake: FakeSheets,
     client: Arc<GoogleApis>,
-    h: Harness,
 }
+source_fixture!(Fixture);
 
 impl Fixture {
     async fn new() -> Self {
@@ -65,16 +65,14 @@ impl Fixture {
         );
         h.store.put_source(&source).await.unwrap();
         Self {
-            h,
+            base: SourceFixture {
+                h,
+                band,
+                source: source.id,
+            },
             fake,
             client: Arc::new(client),
-            source,
         }
-    }
-
-    fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
-        self.h
-            .sync_job(id, &self.source.band, &self.source.id, trigger)
     }
 
     /// One delivery of `job` to a fresh worker with the Sheets client.
@@ -86,15 +84,6 @@ impl Fixture {
     /// A job `id` delivered once, which must not fail as a whole.
     async fn run(&self, id: &str, trigger: Trigger) -> Option<SyncOperation> {
         self.deliver(&self.job(id, trigger)).await.unwrap()
-    }
-
-    async fn log(&self) -> Vec<Event> {
-        let channel = ChannelName::Band(self.source.band.clone());
-        self.h.log(&channel).await
-    }
-
-    async fn names(&self) -> Vec<String> {
-        self.log().await.into_iter().map(|e| e.event).collect()
     }
 
     /// The `setlist.updated` events' data, in log order.
@@ -122,7 +111,7 @@ impl Fixture {
         let source = self
             .h
             .store
-            .get_source(&self.source.band, &self.source.id)
+            .get_source(&self.band, &self.source)
             .await
             .unwrap()
             .unwrap();
@@ -144,7 +133,7 @@ async fn the_first_sync_publishes_every_row_as_added_and_keeps_a_snapshot() {
     assert_eq!(op.status, OperationStatus::Completed);
     assert_eq!((op.metrics.seen, op.metrics.synced), (3, 3));
     assert_eq!(
-        f.names().await,
+        f.log_names().await,
         ["sync.started", "setlist.updated", "sync.completed"]
     );
     let log = f.log().await;
@@ -201,7 +190,7 @@ async fn an_edit_publishes_exactly_the_row_diff() {
     f.fake.move_row(SHEET_ID, TAB, 3, 2); // Autumn Leaves above So What
     let op = f.run("job-2", Trigger::Notification).await.unwrap();
     // THEN one setlist.updated with exactly those changes
-    let names = f.names().await;
+    let names = f.log_names().await;
     assert_eq!(
         names[before..],
         ["sync.started", "setlist.updated", "sync.completed"]
@@ -259,7 +248,7 @@ async fn an_unchanged_sheet_publishes_nothing() {
     let op = f.run("job-4", Trigger::Manual).await.unwrap();
     assert_eq!(op.metrics.synced, 0);
     assert_eq!(
-        f.names().await[log.len()..],
+        f.log_names().await[log.len()..],
         ["sync.started", "sync.completed"]
     );
     assert_eq!(f.cursor().await.op.as_deref(), Some("job-1"));
@@ -388,7 +377,7 @@ async fn an_unknown_or_forbidden_spreadsheet_fails_the_operation_once() {
         let error = op.error.unwrap();
         assert!(error.contains("cannot read spreadsheet"), "{error}");
         assert!(error.contains(status), "{error}");
-        assert_eq!(f.names().await, ["sync.started", "sync.failed"]);
+        assert_eq!(f.log_names().await, ["sync.started", "sync.failed"]);
         assert_eq!(f.fake.requests().len(), 1);
         assert_eq!(
             f.cursor().await,

@@ -1,5 +1,6 @@
 //! The sync worker on folder sources: operations, redeliveries, failures, requests.
 
+use crate::{SourceFixture, source_fixture};
 use bandsync::broadcast::BroadcastMessage;
 use bandsync::error::Refusal;
 use bandsync::model::*;
@@ -13,11 +14,10 @@ use std::sync::Arc;
 
 /// Band `demo` with one folder source `charts` in a fresh directory.
 struct Fixture {
-    h: Harness,
+    base: SourceFixture,
     dir: tempfile::TempDir,
-    band: BandId,
-    source: SourceId,
 }
+source_fixture!(Fixture);
 
 impl Fixture {
     async fn new() -> Self {
@@ -29,10 +29,8 @@ impl Fixture {
             .await
             .id;
         Self {
-            h,
+            base: SourceFixture { h, band, source },
             dir,
-            band,
-            source,
         }
     }
 
@@ -40,25 +38,9 @@ impl Fixture {
         fs::write(self.dir.path().join(rel), content).unwrap();
     }
 
-    fn job(&self, id: &str, trigger: Trigger) -> SyncJob {
-        self.h.sync_job(id, &self.band, &self.source, trigger)
-    }
-
     /// One delivery of a job to a fresh worker (as a fresh Lambda invocation).
     async fn run(&self, job: &SyncJob) -> Result<Option<SyncOperation>, SyncError> {
         self.h.sync_worker().run(job).await
-    }
-
-    fn channel(&self) -> ChannelName {
-        ChannelName::Band(self.band.clone())
-    }
-
-    async fn log(&self) -> Vec<Event> {
-        self.h.log(&self.channel()).await
-    }
-
-    async fn log_names(&self) -> Vec<String> {
-        self.log().await.into_iter().map(|e| e.event).collect()
     }
 
     /// The seqs subscribers would be sent: the broadcast messages the FIFO queue
