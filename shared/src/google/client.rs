@@ -23,11 +23,45 @@ pub trait Throttle: Send + Sync {
     async fn acquire(&self);
 }
 
+/// An API's base URL: http(s), and able to be a base (checked once, by [`Self::parse`]),
+/// so path segments can always be appended to it.
+#[derive(Clone, Debug)]
+struct BaseUrl(Url);
+
+impl BaseUrl {
+    /// `base_url` if it is an http(s) URL; `what` names the API in the error.
+    fn parse(base_url: &str, what: &str) -> Result<Self, GoogleError> {
+        let parsed = Url::parse(base_url)
+            .map_err(|e| GoogleError::Config(format!("{what} base URL {base_url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
+            return Err(GoogleError::Config(format!(
+                "{what} base URL {:?} is not an http(s) URL",
+                parsed.as_str()
+            )));
+        }
+        Ok(Self(parsed))
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The base with `segments` appended (each percent-encoded as a path segment).
+    fn join(&self, segments: &[&str]) -> Url {
+        let mut url = self.0.clone();
+        // `path_segments_mut` refuses only URLs that cannot be a base, which `parse` does.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+}
+
 /// A base URL, credentials, a retrier and a throttle. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
-    base_url: Url,
+    base_url: BaseUrl,
     tokens: Arc<dyn AccessTokens>,
     retrier: Retrier,
     throttle: Option<Arc<dyn Throttle>>,
@@ -94,17 +128,9 @@ impl ApiClient {
         tokens: Arc<dyn AccessTokens>,
         what: &str,
     ) -> Result<Self, GoogleError> {
-        let parsed = Url::parse(base_url)
-            .map_err(|e| GoogleError::Config(format!("{what} base URL {base_url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
-            return Err(GoogleError::Config(format!(
-                "{what} base URL {:?} is not an http(s) URL",
-                parsed.as_str()
-            )));
-        }
         Ok(Self {
             http,
-            base_url: parsed,
+            base_url: BaseUrl::parse(base_url, what)?,
             tokens,
             retrier: Retrier::default(),
             throttle: None,
@@ -124,12 +150,7 @@ impl ApiClient {
 
     /// The base URL with `segments` appended (each percent-encoded as a path segment).
     pub fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base_url.clone();
-        url.path_segments_mut()
-            .expect("checked in new(): an http(s) base URL")
-            .pop_if_empty()
-            .extend(segments);
-        url
+        self.base_url.join(segments)
     }
 
     /// `GET` a JSON resource. GETs are idempotent: transport failures are retried too.
