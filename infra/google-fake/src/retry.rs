@@ -2,7 +2,8 @@
 //! and a retrier built on it for the client tests against the fakes.
 
 use async_trait::async_trait;
-use bandsync::google::retry::{Retrier, RetryPolicy, Sleeper};
+use bandsync::backoff::Sleeper;
+use bandsync::google::retry::{Retrier, RetryPolicy};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
