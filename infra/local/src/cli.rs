@@ -219,12 +219,9 @@ fn google_endpoints(
 fn credentials_key(
     args: &ServeArgs,
 ) -> anyhow::Result<Option<bandsync::google::sealed::CredentialKey>> {
-    let Some(text) = args.credentials_key.as_deref().filter(|t| !t.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let key = bandsync::google::sealed::CredentialKey::from_base64(text.trim())
-        .context("the credentials key (--credentials-key / BANDSYNC_CREDENTIALS_KEY)")?;
-    Ok(Some(key))
+    Ok(bandsync::google::sealed::CredentialKey::from_setting(
+        args.credentials_key.as_deref(),
+    )?)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
