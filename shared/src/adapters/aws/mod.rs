@@ -306,22 +306,25 @@ mod tests {
         })
     }
 
+    /// The webhook's settings: the store and the sync queue.
+    const WEBHOOK: &[(&str, &str)] = &[
+        (env::SYNC_TABLE, "sync"),
+        (env::CONNECTIONS_TABLE, "connections"),
+        (env::SYNC_QUEUE_URL, "https://sqs.example/sync.fifo"),
+    ];
+
     fn same<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
         std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
     }
 
     #[test]
     fn each_part_is_built_once_and_shared() {
-        // GIVEN a worker's settings
-        let ctx = context(&[
-            (env::SYNC_TABLE, "sync"),
-            (env::CONNECTIONS_TABLE, "connections"),
-            (env::SYNC_QUEUE_URL, "https://sqs.example/sync.fifo"),
-            (
-                env::BROADCAST_QUEUE_URL,
-                "https://sqs.example/broadcast.fifo",
-            ),
-        ]);
+        // GIVEN the settings of the store and both queues
+        let broadcast = (
+            env::BROADCAST_QUEUE_URL,
+            "https://sqs.example/broadcast.fifo",
+        );
+        let ctx = context(&[WEBHOOK, &[broadcast]].concat());
         // WHEN the store is asked for as a store, as the log and as a health check
         let store = ctx.store().unwrap();
         let checks = ctx.clone().health_checks().unwrap();
@@ -338,11 +341,7 @@ mod tests {
     #[test]
     fn a_missing_part_fails_only_the_handler_that_needs_it() {
         // GIVEN the webhook's settings only (no pusher, no broadcast queue)
-        let ctx = context(&[
-            (env::SYNC_TABLE, "sync"),
-            (env::CONNECTIONS_TABLE, "connections"),
-            (env::SYNC_QUEUE_URL, "https://sqs.example/sync.fifo"),
-        ]);
+        let ctx = context(WEBHOOK);
         // THEN the webhook builds, the broadcaster does not, naming what is missing
         assert!(wiring::webhook(&ctx).is_ok());
         let e = wiring::broadcaster(&ctx).err().expect("no pusher");
