@@ -411,18 +411,6 @@ pub enum ItemAction {
     Moved,
 }
 
-impl ItemAction {
-    /// The client event name for this change.
-    pub fn event_name(self) -> &'static str {
-        match self {
-            Self::Created => "file.created",
-            Self::Updated => "file.updated",
-            Self::Deleted => "file.deleted",
-            Self::Moved => "file.moved",
-        }
-    }
-}
-
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,7 +14,7 @@ use crate::api::{Api, ApiStores};
 use crate::broadcast::Broadcaster;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
-use crate::sync::SyncWorker;
+use crate::sync::{SyncStores, SyncWorker};
 use crate::watch_keeper::WatchKeeper;
 use crate::webhook::WebhookIntake;
 use crate::ws_connect::WsConnect;
@@ -55,7 +55,17 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
 /// (if any), and syncs Google sources when there is Google.
 pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
     let publisher = Publisher::new(b.log()?, b.broadcast_queue()?);
-    let mut worker = SyncWorker::new(b.store()?, publisher, b.clock()).with_google(b.google()?);
+    let store = b.store()?;
+    let stores = SyncStores {
+        configs: store.clone(),
+        sources: store.clone(),
+        catalog: store.clone(),
+        operations: store,
+    };
+    let mut worker = SyncWorker::new(stores, publisher, b.clock());
+    if let Some(google) = b.google()? {
+        worker = worker.with_google(google);
+    }
     if let Some(notifier) = b.notifier()? {
         worker = worker.with_notifier(notifier);
     }

@@ -197,7 +197,7 @@ pub(super) async fn sync(
             ItemAction::Created
         };
         let item = run.failed_item(action, path.clone(), error.clone());
-        ops.store.put_item(&item).await?;
+        ops.put_item(&item).await?;
     }
     let metrics = SyncMetrics {
         seen: (scan.observed.len() + scan.unreadable.len()) as u64,

@@ -17,6 +17,11 @@ use std::{sync::Arc, time::Duration};
 const TOKEN: &str = "ya29.calendar-sync-test";
 const CAL: &str = "demo-band@group.calendar.google.com";
 
+// The calendar event names as clients know them (spelled out: the test pins the wire).
+const EVENT_CREATED: &str = "calendar.event.created";
+const EVENT_UPDATED: &str = "calendar.event.updated";
+const EVENT_CANCELLED: &str = "calendar.event.cancelled";
+
 /// Band `demo` with a Calendar source `gigs` following a fake calendar.
 struct Fixture {
     band: BandId,
