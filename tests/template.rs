@@ -372,12 +372,45 @@ fn main_and_wiring(binary: &str) -> String {
         let start = wiring
             .find(&format!("pub fn {name}("))
             .unwrap_or_else(|| panic!("{binary}: no wiring::{name} in shared/src/wiring.rs"));
-        let end = wiring[start..]
-            .find("\n}\n")
-            .map_or(wiring.len(), |e| start + e);
-        text.push_str(&wiring[start..end]);
+        text.push_str(fn_text(&wiring[start..]));
     }
     text
+}
+
+/// The text of the function `source` starts with, up to the brace that closes its body:
+/// braces are counted outside string and char literals and comments, so a nested block
+/// or another layout does not cut it short.
+fn fn_text(source: &str) -> &str {
+    let bytes = source.as_bytes();
+    let (mut depth, mut i) = (0usize, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i += source[i..].find('\n').unwrap_or(source.len() - i);
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // A char literal ('{', '\'', '\\'), not a lifetime ('a).
+            b'\'' if bytes.get(i + 2) == Some(&b'\'') => i += 2,
+            b'\'' if bytes.get(i + 1) == Some(&b'\\') => {
+                i += 2 + source[i + 2..].find('\'').unwrap_or(0);
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return &source[..=i];
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    source
 }
 
 #[test]
@@ -1411,4 +1444,15 @@ fn the_loader_expands_short_form_intrinsics() {
     assert_eq!(doc["e"], 900);
     assert_eq!(doc["f"], "2.0");
     assert_eq!(doc["g"], json!(["arm64"]));
+}
+
+#[test]
+fn a_wiring_function_is_read_up_to_its_own_closing_brace() {
+    let source =
+        "pub fn a() -> X {\n    if b { \"}\" } else { '}' } // }\n    {\n}\n}\n}\npub fn c() {}";
+    assert_eq!(
+        fn_text(source),
+        &source[..source.len() - "\n}\npub fn c() {}".len()]
+    );
+    assert_eq!(fn_text("pub fn c() {}"), "pub fn c() {}");
 }

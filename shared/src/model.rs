@@ -449,6 +449,17 @@ pub struct FileEntry {
     pub modified_ms: i64,
 }
 
+/// Is this a file name the sync leaves out? Hidden files, and the names editors and
+/// downloads use for half-written files. The folder scan skips them, and the folder
+/// watcher does not wake the sync for them.
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [".tmp", ".swp", ".part", ".crdownload"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
 /// An event before the channel log has given it a seq.
 ///
 /// `event` and `data` are the stored form of an [`EventKind`] (the log keeps what it is
