@@ -185,8 +185,13 @@ async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
     let files = |events: Vec<Event>| -> Vec<(String, String)> {
         events
             .into_iter()
-            .filter(|e| e.event.starts_with("file."))
-            .map(|e| (e.event, e.data["path"].as_str().unwrap().to_owned()))
+            .filter(|e| e.event().starts_with("file."))
+            .map(|e| {
+                (
+                    e.event().to_owned(),
+                    e.data()["path"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     };
     let channel = ChannelName::Band(band.clone());
@@ -256,11 +261,11 @@ async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
         .log(&ChannelName::Band(band.clone()))
         .await
         .into_iter()
-        .filter(|e| e.event == "setlist.updated")
+        .filter(|e| e.event() == "setlist.updated")
         .collect();
     assert_eq!(updates.len(), 1);
-    assert_eq!(updates[0].data["initial"], true);
-    assert_eq!(updates[0].data["rows"], 2);
-    assert_eq!(updates[0].data["added"].as_array().map(Vec::len), Some(2));
+    assert_eq!(updates[0].data()["initial"], true);
+    assert_eq!(updates[0].data()["rows"], 2);
+    assert_eq!(updates[0].data()["added"].as_array().map(Vec::len), Some(2));
     assert!(again.is_none());
 }
