@@ -372,12 +372,45 @@ fn main_and_wiring(binary: &str) -> String {
         let start = wiring
             .find(&format!("pub fn {name}("))
             .unwrap_or_else(|| panic!("{binary}: no wiring::{name} in shared/src/wiring.rs"));
-        let end = wiring[start..]
-            .find("\n}\n")
-            .map_or(wiring.len(), |e| start + e);
-        text.push_str(&wiring[start..end]);
+        text.push_str(fn_text(&wiring[start..]));
     }
     text
+}
+
+/// The text of the function `source` starts with, up to the brace that closes its body:
+/// braces are counted outside string and char literals and comments, so a nested block
+/// or another layout does not cut it short.
+fn fn_text(source: &str) -> &str {
+    let bytes = source.as_bytes();
+    let (mut depth, mut i) = (0usize, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i += source[i..].find('\n').unwrap_or(source.len() - i);
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // A char literal ('{', '\'', '\\'), not a lifetime ('a).
+            b'\'' if bytes.get(i + 2) == Some(&b'\'') => i += 2,
+            b'\'' if bytes.get(i + 1) == Some(&b'\\') => {
+                i += 2 + source[i + 2..].find('\'').unwrap_or(0);
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return &source[..=i];
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    source
 }
 
 #[test]
@@ -429,7 +462,12 @@ fn every_function_has_its_crate_and_every_crate_its_function() {
         assert!(members.contains(&path), "workspace members lack {path}");
         assert!(defaults.contains(&path), "default-members lack {path}");
     }
-    for not_default in ["shared", "infra/local", "infra/testkit"] {
+    for not_default in [
+        "shared",
+        "infra/local",
+        "infra/testkit",
+        "infra/google-fake",
+    ] {
         assert!(
             !defaults.iter().any(|d| d == not_default),
             "default-members must not include {not_default}"
@@ -438,20 +476,198 @@ fn every_function_has_its_crate_and_every_crate_its_function() {
     for binary in &binaries {
         let krate = &crates[binary.as_str()];
         let features = bandsync_features(&krate.manifest);
-        for test_only in ["local", "google-fake"] {
-            assert!(
-                !features.iter().any(|f| f == test_only),
-                "{binary} must not enable bandsync/{test_only}: {features:?}"
-            );
-        }
+        assert!(
+            !features.iter().any(|f| f == "local"),
+            "{binary} must not enable bandsync/local: {features:?}"
+        );
         let deps = krate.manifest["dependencies"]
             .as_table()
             .expect("[dependencies]");
-        assert!(
-            !deps.contains_key("bandsync-testkit"),
-            "{binary} must not link the test kit"
-        );
+        for test_only in ["bandsync-testkit", "bandsync-google-fake"] {
+            assert!(
+                !deps.contains_key(test_only),
+                "{binary} must not depend on {test_only}"
+            );
+        }
     }
+}
+
+/// What must never ship in a Lambda: the test kit, the Google fakes, and what only
+/// they, the local stack or the document generator use.
+const NOT_IN_A_FUNCTION: [&str; 5] = [
+    "bandsync-testkit",
+    "bandsync-google-fake",
+    "axum",
+    "schemars",
+    "rusqlite",
+];
+
+/// `cargo metadata` of the workspace, for the Lambdas' platform.
+fn metadata() -> Value {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        // The Lambdas' target (arm64, see the template): its dependencies only.
+        .args(["metadata", "--format-version", "1"])
+        .args(["--filter-platform", "aarch64-unknown-linux-gnu"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON")
+}
+
+/// The packages a build of `package` alone links (`cargo tree -p <package> -e normal`):
+/// its normal dependencies, following the features each one is asked for. Not the
+/// resolve graph of `cargo metadata`: that unifies the features of every workspace
+/// member (the test kit turns on `bandsync/local`), which a function's own build does
+/// not. Target-specific dependencies are all counted (more, never fewer).
+fn normal_closure(meta: &Value, package: &str) -> BTreeSet<String> {
+    let packages: HashMap<&str, &Value> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| (p["id"].as_str().expect("id"), p))
+        .collect();
+    // Which package each dependency of a package resolved to, by package name.
+    let resolved: HashMap<&str, HashMap<&str, &str>> = meta["resolve"]["nodes"]
+        .as_array()
+        .expect("resolve.nodes")
+        .iter()
+        .map(|node| {
+            let deps = node["deps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| {
+                    let id = d["pkg"].as_str()?;
+                    Some((packages.get(id)?["name"].as_str()?, id))
+                })
+                .collect();
+            (node["id"].as_str().expect("node id"), deps)
+        })
+        .collect();
+    let root_id = packages
+        .iter()
+        .find(|(_, p)| p["name"] == package && p["source"].is_null())
+        .map(|(id, _)| *id)
+        .unwrap_or_else(|| panic!("no workspace package {package}"));
+
+    let mut features: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    features.insert(root_id, BTreeSet::from(["default".to_owned()]));
+    let mut todo = vec![root_id];
+    while let Some(id) = todo.pop() {
+        let pkg = packages[id];
+        let deps: Vec<&Value> = pkg["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["kind"].is_null())
+            .collect();
+        let table = &pkg["features"];
+        // Expand the package's features: the optional dependencies they turn on, and the
+        // features they ask of a dependency (`dep/feature`, weak `dep?/feature`).
+        let mut enabled: BTreeSet<String> = BTreeSet::new();
+        let mut on: BTreeSet<String> = BTreeSet::new();
+        let mut asked: Vec<(String, String, bool)> = Vec::new();
+        let mut queue: Vec<String> = features[id].iter().cloned().collect();
+        while let Some(f) = queue.pop() {
+            if !enabled.insert(f.clone()) {
+                continue;
+            }
+            match table.get(&f).and_then(Value::as_array) {
+                Some(entries) => {
+                    for e in entries.iter().filter_map(Value::as_str) {
+                        if let Some(dep) = e.strip_prefix("dep:") {
+                            on.insert(dep.to_owned());
+                        } else if let Some((dep, feature)) = e.split_once('/') {
+                            let (dep, weak) = match dep.strip_suffix('?') {
+                                Some(dep) => (dep, true),
+                                None => (dep, false),
+                            };
+                            if !weak {
+                                on.insert(dep.to_owned());
+                                if table.get(dep).is_some() {
+                                    queue.push(dep.to_owned());
+                                }
+                            }
+                            asked.push((dep.to_owned(), feature.to_owned(), weak));
+                        } else {
+                            queue.push(e.to_owned());
+                        }
+                    }
+                }
+                // An optional dependency's implicit feature.
+                None => {
+                    on.insert(f);
+                }
+            }
+        }
+        for dep in &deps {
+            let name = dep["rename"]
+                .as_str()
+                .or(dep["name"].as_str())
+                .unwrap_or("");
+            if dep["optional"] == true && !on.contains(name) {
+                continue;
+            }
+            let Some(dep_id) = resolved
+                .get(id)
+                .and_then(|r| r.get(dep["name"].as_str().unwrap_or("")))
+            else {
+                continue; // not for this platform, or not resolved
+            };
+            let mut wanted: BTreeSet<String> = strings(&dep["features"]).into_iter().collect();
+            if dep["uses_default_features"] == true {
+                wanted.insert("default".to_owned());
+            }
+            wanted.extend(
+                asked
+                    .iter()
+                    .filter(|(d, _, _)| d == name)
+                    .map(|(_, f, _)| f.clone()),
+            );
+            let new = !features.contains_key(dep_id);
+            let have = features.entry(dep_id).or_default();
+            let before = have.len();
+            have.extend(wanted);
+            if new || have.len() > before {
+                todo.push(dep_id);
+            }
+        }
+    }
+    features
+        .keys()
+        .map(|id| packages[id]["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[test]
+fn no_function_links_the_test_kit_the_fakes_or_the_local_stacks_crates() {
+    let meta = metadata();
+    let crates = function_crates();
+    for krate in crates.values() {
+        let closure = normal_closure(&meta, &krate.package);
+        assert!(
+            closure.contains("bandsync") && closure.contains("aws-sdk-dynamodb"),
+            "{}: the closure is followed through bandsync[aws]: {closure:?}",
+            krate.package
+        );
+        for banned in NOT_IN_A_FUNCTION {
+            assert!(
+                !closure.contains(banned),
+                "{} links {banned} (cargo tree -p {} -e normal -i {banned})",
+                krate.package,
+                krate.package
+            );
+        }
+    }
+    // The check sees these crates when they are there: the test kit's closure has them.
+    let kit = normal_closure(&meta, "bandsync-testkit");
+    assert!(kit.contains("rusqlite"), "{kit:?}");
 }
 
 #[test]
@@ -1228,4 +1444,15 @@ fn the_loader_expands_short_form_intrinsics() {
     assert_eq!(doc["e"], 900);
     assert_eq!(doc["f"], "2.0");
     assert_eq!(doc["g"], json!(["arm64"]));
+}
+
+#[test]
+fn a_wiring_function_is_read_up_to_its_own_closing_brace() {
+    let source =
+        "pub fn a() -> X {\n    if b { \"}\" } else { '}' } // }\n    {\n}\n}\n}\npub fn c() {}";
+    assert_eq!(
+        fn_text(source),
+        &source[..source.len() - "\n}\npub fn c() {}".len()]
+    );
+    assert_eq!(fn_text("pub fn c() {}"), "pub fn c() {}");
 }

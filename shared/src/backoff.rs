@@ -105,7 +105,7 @@ pub fn random_unit() -> f64 {
 }
 
 /// Waits between attempts. [`TokioSleeper`] in production; tests use one that records
-/// the delays and returns at once (the test kits have it).
+/// the delays and returns at once (`bandsync-testkit`'s `RecordingSleeper`).
 #[async_trait]
 pub trait Sleeper: Send + Sync + std::fmt::Debug {
     async fn sleep(&self, delay: Duration);

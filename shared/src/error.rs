@@ -243,6 +243,17 @@ impl Refusal {
         json!({"error": {"code": self.code, "message": self.message}})
     }
 
+    /// A backend failed (503, try again); the cause is for the log only.
+    pub fn unavailable(cause: PortError) -> Self {
+        Self {
+            cause: Some(cause),
+            ..Self::new(
+                ErrorCode::Unavailable,
+                "a backend is unavailable; try again",
+            )
+        }
+    }
+
     /// Log the cause of a backend failure: the edge that answers calls this once.
     pub fn log(&self) {
         if let Some(cause) = &self.cause {
@@ -254,19 +265,15 @@ impl Refusal {
 impl From<PortError> for Refusal {
     fn from(e: PortError) -> Self {
         // The detail goes to the log (at the edge), not to the caller.
-        let (code, message) = match e {
-            PortError::Conflict(_) => (
-                ErrorCode::Conflict,
-                "the record changed meanwhile; try again",
-            ),
-            PortError::Backend(_) => (
-                ErrorCode::Unavailable,
-                "a backend is unavailable; try again",
-            ),
-        };
-        Self {
-            cause: Some(e),
-            ..Self::new(code, message)
+        match e {
+            PortError::Conflict(_) => Self {
+                cause: Some(e),
+                ..Self::new(
+                    ErrorCode::Conflict,
+                    "the record changed meanwhile; try again",
+                )
+            },
+            PortError::Backend(_) => Self::unavailable(e),
         }
     }
 }
@@ -311,7 +318,9 @@ impl From<RequestSyncError> for Refusal {
 impl From<IntakeError> for Refusal {
     fn from(e: IntakeError) -> Self {
         let code = match e {
-            IntakeError::Port(e) => return e.into(),
+            // Whatever the port says (even a lost conditional write), a 5xx: Google
+            // retries only those, and a notification refused with a 4xx is lost.
+            IntakeError::Port(e) => return Self::unavailable(e),
             IntakeError::MissingHeader(_) => ErrorCode::MissingHeader,
             IntakeError::InvalidMessageNumber => ErrorCode::InvalidHeader,
             IntakeError::UnknownChannel => ErrorCode::NotFound,
@@ -382,6 +391,20 @@ mod tests {
         );
         for r in [&conflict, &backend] {
             assert!(!r.message.contains("version") && !r.message.contains("table"));
+            assert!(r.cause.is_some(), "the edge logs the cause");
+        }
+    }
+
+    #[test]
+    fn a_webhook_port_failure_is_a_5xx_whatever_the_port_says() {
+        // GIVEN the intake failed on a port, with a lost condition or a backend failure
+        for e in [
+            PortError::Conflict("version 3".into()),
+            PortError::Backend(anyhow::anyhow!("table gone")),
+        ] {
+            // WHEN refused THEN 503, so that Google retries the notification
+            let r = Refusal::from(IntakeError::Port(e));
+            assert_eq!((r.status(), r.code.as_str()), (503, "unavailable"));
             assert!(r.cause.is_some(), "the edge logs the cause");
         }
     }

@@ -411,18 +411,6 @@ pub enum ItemAction {
     Moved,
 }
 
-impl ItemAction {
-    /// The client event name for this change.
-    pub fn event_name(self) -> &'static str {
-        match self {
-            Self::Created => "file.created",
-            Self::Updated => "file.updated",
-            Self::Deleted => "file.deleted",
-            Self::Moved => "file.moved",
-        }
-    }
-}
-
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -459,6 +447,17 @@ pub struct FileEntry {
     pub hash: String,
     /// Modification time in ms since the epoch (a cheap "maybe changed" check).
     pub modified_ms: i64,
+}
+
+/// Is this a file name the sync leaves out? Hidden files, and the names editors and
+/// downloads use for half-written files. The folder scan skips them, and the folder
+/// watcher does not wake the sync for them.
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [".tmp", ".swp", ".part", ".crdownload"]
+            .iter()
+            .any(|s| name.ends_with(s))
 }
 
 /// An event before the channel log has given it a seq.

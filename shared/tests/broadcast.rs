@@ -231,7 +231,7 @@ async fn handle_sqs_acknowledges_a_malformed_message_and_delivers_the_rest() {
 
 #[tokio::test]
 async fn retries_wait_through_the_sleeper_in_doubling_full_jitter_windows() {
-    use bandsync_google_fake::retry::RecordingSleeper;
+    use bandsync_testkit::RecordingSleeper;
     use std::sync::Arc;
     use std::time::Duration;
     // GIVEN a subscriber whose first two posts fail, and a broadcaster that backs off

@@ -6,10 +6,10 @@
 use bandsync::model::{ChannelName, ConnectionId, Trigger};
 use bandsync::ports::{ChannelLog, ConnectionStore, SourceStore};
 use bandsync::transport::lambda;
-use bandsync_testkit::Harness;
+use bandsync_testkit::{Harness, JsonResponse};
 use lambda_runtime::{Context, LambdaEvent};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A fixture with its `@NAME@` placeholders filled, as the runtime's `LambdaEvent`.
 fn event<T: DeserializeOwned>(fixture: &str, fill: &[(&str, &str)]) -> LambdaEvent<T> {
@@ -30,13 +30,6 @@ fn event<T: DeserializeOwned>(fixture: &str, fill: &[(&str, &str)]) -> LambdaEve
     let payload =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{fixture} does not parse: {e}"));
     LambdaEvent::new(payload, Context::default())
-}
-
-fn body_json(body: &Option<aws_lambda_events::encodings::Body>) -> Value {
-    match body {
-        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(t).unwrap(),
-        other => panic!("expected a JSON text body, got {other:?}"),
-    }
 }
 
 const CONN: &str = "NsLcfdUboAMCJdg=";
@@ -80,7 +73,7 @@ async fn websocket_connect_message_and_disconnect() {
     .await
     .unwrap();
     assert_eq!(refused.status_code, 401);
-    assert_eq!(body_json(&refused.body)["error"]["code"], "invalid_token");
+    assert_eq!(refused.body_json()["error"]["code"], "invalid_token");
 
     // a MESSAGE on $default: subscribe, answered through the pusher
     let frame = r#"{"action":"subscribe","channel":"band:demo","ref":1}"#;
@@ -150,7 +143,7 @@ async fn http_api_routes_answer_through_the_entry_point() {
         .await
         .unwrap();
     assert_eq!(
-        (resp.status_code, body_json(&resp.body)["status"].as_str()),
+        (resp.status_code, resp.body_json()["status"].as_str()),
         (200, Some("ok"))
     );
 
@@ -169,17 +162,14 @@ async fn http_api_routes_answer_through_the_entry_point() {
         std::collections::HashMap::from([("band".to_owned(), "demo".to_owned())]).into();
     let resp = lambda::api(&h.api(), ev).await.unwrap();
     assert_eq!(resp.status_code, 200);
-    assert_eq!(body_json(&resp.body)["sources"][0]["id"], "charts");
+    assert_eq!(resp.body_json()["sources"][0]["id"], "charts");
 
     let anonymous = http("GET", "GET /sync/stats", "/sync/stats", "band=demo", "");
     let resp = lambda::api(&h.api(), event("http-api.json", &fill(&anonymous)))
         .await
         .unwrap();
     assert_eq!(
-        (
-            resp.status_code,
-            body_json(&resp.body)["error"]["code"].as_str()
-        ),
+        (resp.status_code, resp.body_json()["error"]["code"].as_str()),
         (401, Some("missing_token"))
     );
 }
@@ -203,10 +193,7 @@ async fn a_google_notification_reaches_the_webhook_entry_point() {
     }
     let resp = lambda::webhook(&h.webhook(), ev).await.unwrap();
     assert_eq!(
-        (
-            resp.status_code,
-            body_json(&resp.body)["error"]["code"].as_str()
-        ),
+        (resp.status_code, resp.body_json()["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
     assert!(h.sync_queue.messages().is_empty());

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bandsync::adapters::aws::apigw::ApiGatewayPusher;
 use bandsync::model::ConnectionId;
 use bandsync::ports::{PushOutcome, Pusher};
-use bandsync_google_fake::retry::RecordingSleeper;
+use bandsync_testkit::RecordingSleeper;
 use bandsync_testkit::stack::{Client, TestStack, spawn_stack};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,6 @@
 use bandsync_testkit::stack::*;
 use serde_json::Value;
 use std::fs;
-use std::time::Duration;
 
 fn until_file_event(kind: &'static str, path: &'static str) -> impl Fn(&[Value]) -> bool {
     move |events: &[Value]| {
@@ -120,12 +119,8 @@ async fn folder_changes_reach_subscribers_in_order() {
         .events_until(|ev| ev.last().is_some_and(|e| e["seq"].as_u64() == Some(head)))
         .await;
     assert_eq!(bobs, all);
-    assert!(
-        other_band
-            .drain(Duration::from_millis(300))
-            .await
-            .is_empty()
-    );
+    t.drain().await;
+    assert!(other_band.frames_until_pong().await.is_empty());
 
     // The operations are recorded, newest first, with their items.
     let http = t.http();

@@ -5,7 +5,6 @@ use bandsync::model::ChannelName;
 use bandsync::ports::ChannelLog;
 use bandsync_testkit::stack::*;
 use serde_json::json;
-use std::time::Duration;
 
 #[tokio::test]
 async fn reconnect_and_resume_gets_exactly_what_was_missed() {
@@ -51,9 +50,10 @@ async fn reconnect_and_resume_gets_exactly_what_was_missed() {
     put(t.folder().join("four.pdf"), b"4");
     let live = alice.events_until(|ev| has_completed(ev, 1)).await;
     assert_gapless(&live, missed.last().unwrap()["seq"].as_u64().unwrap() + 1);
+    t.drain().await;
     assert!(
         alice
-            .drain(Duration::from_millis(200))
+            .frames_until_pong()
             .await
             .iter()
             .all(|f| f["type"] != "event"),

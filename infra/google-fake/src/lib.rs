@@ -11,15 +11,15 @@
 //! - [`sheets`]: the Sheets values endpoint, with mutable rows and A1 ranges;
 //! - [`oauth`]: Google's OAuth2 token endpoint, which really verifies service-account
 //!   assertions;
-//! - [`push`]: the watch channels of the fakes and the notifications they POST;
-//! - [`retry`]: a sleeper that only records, for retries that do not wait.
+//! - [`push`]: the watch channels of the fakes and the notifications they POST.
+//!
+//! The sleeper that records a retrier's waits is generic: it is the test kit's.
 
 pub mod calendar;
 pub mod drive;
 pub mod fields;
 pub mod oauth;
 pub mod push;
-pub mod retry;
 pub mod server;
 pub mod sheets;
 

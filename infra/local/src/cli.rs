@@ -94,9 +94,9 @@ pub struct ServeArgs {
     /// folder from it (no Google account needed); `--google-fake` alone: 127.0.0.1:8789.
     #[arg(long, env = "BANDSYNC_GOOGLE_FAKE", num_args = 0..=1, default_missing_value = "127.0.0.1:8789")]
     pub google_fake: Option<SocketAddr>,
-    /// Without --google-fake, and with BANDSYNC_CREDENTIALS_KEY set, Google sources sync
-    /// with their bands' stored credentials: the Drive API at this base URL (an emulator
-    /// or a proxy; default Google's).
+    /// Without --google-fake, any of the `--google-*-url` flags turns on Google sources
+    /// with their bands' stored credentials (BANDSYNC_CREDENTIALS_KEY must be set): the
+    /// Drive API at this base URL (an emulator or a proxy; default Google's).
     #[arg(long, env = "BANDSYNC_GOOGLE_DRIVE_URL")]
     pub google_drive_url: Option<String>,
     /// The Sheets API's base URL (default Google's).
@@ -109,6 +109,15 @@ pub struct ServeArgs {
     /// `token_uri`, Google's unless it says otherwise).
     #[arg(long, env = "BANDSYNC_GOOGLE_TOKEN_URL")]
     pub google_token_url: Option<String>,
+    /// The public https URL of this stack's `POST /webhooks/google` (a tunnel to it):
+    /// with a `--google-*-url` flag, Google's watch channels notify it; without it there
+    /// are no watch channels (Google pushes only to public https addresses).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// The key bands' Google credentials are sealed under (`credentials-key` prints
+    /// one); unset: credential uploads are refused with a 503.
+    #[arg(long, env = "BANDSYNC_CREDENTIALS_KEY", hide_env_values = true)]
+    pub credentials_key: Option<String>,
     /// Write CloudWatch EMF metric lines to stdout (off locally by default).
     #[arg(long, env = "BANDSYNC_EMF")]
     pub emf: bool,
@@ -181,17 +190,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The Google endpoints the flags (or their `BANDSYNC_GOOGLE_*` variables) name.
+/// The Google endpoints the flags (or their `BANDSYNC_GOOGLE_*` variables) name; None
+/// when none is given (no Google sources without the fake).
 fn google_endpoints(
     args: &ServeArgs,
-) -> anyhow::Result<bandsync::google::endpoints::GoogleEndpoints> {
+) -> anyhow::Result<Option<bandsync::google::endpoints::GoogleEndpoints>> {
     let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
-    Ok(bandsync::google::endpoints::GoogleEndpoints::from_parts(
-        None,
+    let (drive, sheets, calendar, token) = (
         given(&args.google_drive_url),
         given(&args.google_sheets_url),
         given(&args.google_calendar_url),
         given(&args.google_token_url),
+    );
+    if [&drive, &sheets, &calendar, &token]
+        .iter()
+        .all(|v| v.is_none())
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        bandsync::google::endpoints::GoogleEndpoints::from_parts(
+            None, drive, sheets, calendar, token,
+        )?,
+    ))
+}
+
+/// The credentials key of `--credentials-key` / BANDSYNC_CREDENTIALS_KEY; blank is unset.
+fn credentials_key(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<bandsync::google::sealed::CredentialKey>> {
+    Ok(bandsync::google::sealed::CredentialKey::from_setting(
+        args.credentials_key.as_deref(),
     )?)
 }
 
@@ -201,6 +230,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir()?;
     let mut cfg = StackConfig::demo(&cwd);
     cfg.google_endpoints = google_endpoints(&args)?;
+    cfg.credentials_key = credentials_key(&args)?;
+    cfg.webhook_url = args.webhook_url.clone();
     cfg.data_dir = args.data_dir;
     cfg.http_addr = args.http_addr;
     cfg.ws_addr = args.ws_addr;
@@ -303,11 +334,17 @@ mod tests {
 
     #[test]
     fn google_endpoints_are_flags() {
-        // GIVEN no flag: Google's endpoints
+        // GIVEN no flag: no Google endpoints (no Google sources without the fake)
         let cli = Cli::try_parse_from(["bandsync-local"]).unwrap();
+        assert_eq!(google_endpoints(&cli.serve).unwrap(), None);
+        // GIVEN one flag: that API there, Google's for the rest
+        let cli =
+            Cli::try_parse_from(["bandsync-local", "--google-token-url=http://127.0.0.1:9/t"])
+                .unwrap();
+        let e = google_endpoints(&cli.serve).unwrap().unwrap();
         assert_eq!(
-            google_endpoints(&cli.serve).unwrap(),
-            bandsync::google::endpoints::GoogleEndpoints::default()
+            e.urls,
+            bandsync::google::endpoints::GoogleEndpoints::default().urls
         );
         // GIVEN an emulator's URLs: each API and the token endpoint go there
         let cli = Cli::try_parse_from([
@@ -318,7 +355,7 @@ mod tests {
             "--google-token-url=http://127.0.0.1:9003/token",
         ])
         .unwrap();
-        let e = google_endpoints(&cli.serve).unwrap();
+        let e = google_endpoints(&cli.serve).unwrap().unwrap();
         assert_eq!(e.urls.drive, "http://127.0.0.1:9000");
         assert_eq!(e.urls.sheets, "http://127.0.0.1:9001");
         assert_eq!(e.urls.calendar, "http://127.0.0.1:9002");

@@ -6,8 +6,12 @@
 //! Its connection, [`Socket`], is also the one the tests and benches talk to the stack
 //! with (through `bandsync-testkit`): one WebSocket client, not one per test file.
 
+use bandsync::backoff::Backoff;
+use bandsync::error::ErrorCode;
+use bandsync::model::ChannelName;
+use bandsync::wire::frames::{ClientRequest, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,6 +28,12 @@ impl Frame {
     /// The frame's `type` (`event`, `subscribed`, `resumed`, `error`, `pong`, ...).
     pub fn kind(&self) -> Option<&str> {
         self.json["type"].as_str()
+    }
+
+    /// The frame as the contract's [`ServerFrame`].
+    pub fn server_frame(&self) -> anyhow::Result<ServerFrame> {
+        serde_json::from_value(self.json.clone())
+            .map_err(|e| anyhow::anyhow!("not a server frame ({e}): {}", self.text))
     }
 }
 
@@ -53,8 +63,14 @@ impl Socket {
         Ok(Self { ws })
     }
 
-    /// Send one frame (a client request, or anything a test wants to try).
-    pub async fn send(&mut self, frame: &Value) -> anyhow::Result<()> {
+    /// Send one client request.
+    pub async fn send(&mut self, request: &ClientRequest) -> anyhow::Result<()> {
+        self.send_text(serde_json::to_string(request)?).await
+    }
+
+    /// Send any JSON value as a frame (for the frames a test wants to try that are not
+    /// requests: unknown actions, missing fields, a `ref`).
+    pub async fn send_json(&mut self, frame: &Value) -> anyhow::Result<()> {
         self.send_text(frame.to_string()).await
     }
 
@@ -65,13 +81,14 @@ impl Socket {
     }
 
     /// `subscribe` to a channel.
-    pub async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
-        self.send(&subscribe_frame(channel)).await
+    pub async fn subscribe(&mut self, channel: &ChannelName) -> anyhow::Result<()> {
+        let channel = channel.clone();
+        self.send(&ClientRequest::Subscribe { channel }).await
     }
 
     /// `resume` a channel after `cursor`.
-    pub async fn resume(&mut self, channel: &str, cursor: &Cursor) -> anyhow::Result<()> {
-        self.send(&cursor.resume_frame(channel)).await
+    pub async fn resume(&mut self, channel: &ChannelName, cursor: &Cursor) -> anyhow::Result<()> {
+        self.send(&cursor.resume_request(channel)).await
     }
 
     /// The next text frame or close; pings, pongs and binary frames are skipped. `None`:
@@ -114,10 +131,6 @@ impl Socket {
     }
 }
 
-fn subscribe_frame(channel: &str) -> Value {
-    json!({"action": "subscribe", "channel": channel})
-}
-
 /// Where a client stands on one channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
@@ -155,26 +168,52 @@ impl Cursor {
     }
 
     /// The `resume` request that continues from here.
-    pub fn resume_frame(&self, channel: &str) -> Value {
-        json!({"action": "resume", "channel": channel, "after_seq": self.seq, "epoch": self.epoch})
+    pub fn resume_request(&self, channel: &ChannelName) -> ClientRequest {
+        ClientRequest::Resume {
+            channel: channel.clone(),
+            after_seq: self.seq,
+            epoch: self.epoch.clone(),
+        }
     }
 }
+
+/// The waits between reconnects: full jitter in windows from 250 ms doubling up to 10 s,
+/// so a crowd of clients dropped together does not come back together.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
 
 /// Listen forever, reconnecting with backoff.
 pub async fn listen(url: &str, token: &str, channel: &str) -> anyhow::Result<()> {
+    let channel =
+        ChannelName::parse(channel).map_err(|e| anyhow::anyhow!("channel {channel:?}: {e}"))?;
     let mut cursor = Cursor::default();
-    let mut backoff = Duration::from_millis(250);
+    let mut retry = 0;
     loop {
-        match session(url, token, channel, &mut cursor).await {
-            Ok(()) => eprintln!("connection closed; reconnecting"),
-            Err(e) => eprintln!("connection failed: {e:#}; reconnecting in {backoff:?}"),
+        let mut subscribed = false;
+        let outcome = session(url, token, &channel, &mut cursor, &mut subscribed).await;
+        // A session that got as far as subscribing was a good one: the next drop starts
+        // the backoff over instead of waiting the longest window.
+        if subscribed {
+            retry = 0;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        retry += 1;
+        let wait = RECONNECT.jittered(retry);
+        match outcome {
+            Ok(()) => eprintln!("connection closed; reconnecting in {wait:?}"),
+            Err(e) => eprintln!("connection failed: {e:#}; reconnecting in {wait:?}"),
+        }
+        tokio::time::sleep(wait).await;
     }
 }
 
-async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> anyhow::Result<()> {
+/// One connection: subscribe (or resume), then print events until it ends. `subscribed`
+/// is set once the server answered the subscription.
+async fn session(
+    url: &str,
+    token: &str,
+    channel: &ChannelName,
+    cursor: &mut Cursor,
+    subscribed: &mut bool,
+) -> anyhow::Result<()> {
     let mut ws = Socket::connect(url, token).await?;
     if cursor.epoch.is_some() {
         ws.resume(channel, cursor).await?;
@@ -184,46 +223,50 @@ async fn session(url: &str, token: &str, channel: &str, cursor: &mut Cursor) -> 
     // One resume at a time: events that arrive while it replays are repeats or gaps it fills.
     let mut resuming = cursor.epoch.is_some();
     while let Some(incoming) = ws.next().await {
-        let Incoming::Frame(Frame { text, json: frame }) = incoming? else {
+        let Incoming::Frame(frame) = incoming? else {
             continue;
         };
-        match frame["type"].as_str() {
-            Some("event") => {
-                let (Some(epoch), Some(seq)) = (frame["epoch"].as_str(), frame["seq"].as_u64())
-                else {
-                    continue;
-                };
-                match cursor.observe(epoch, seq) {
-                    Seen::Next => println!("{text}"),
-                    Seen::Repeat => {}
-                    Seen::Gap if resuming => {}
-                    Seen::Gap => {
-                        eprintln!("gap before seq {seq}; resuming after {}", cursor.seq);
-                        resuming = true;
-                        ws.resume(channel, cursor).await?;
-                    }
+        let text = &frame.text;
+        let Ok(parsed) = frame.server_frame() else {
+            eprintln!("{text}");
+            continue;
+        };
+        match parsed {
+            ServerFrame::Event(event) => match cursor.observe(&event.epoch, event.seq) {
+                Seen::Next => println!("{text}"),
+                Seen::Repeat => {}
+                Seen::Gap if resuming => {}
+                Seen::Gap => {
+                    let seq = event.seq;
+                    eprintln!("gap before seq {seq}; resuming after {}", cursor.seq);
+                    resuming = true;
+                    ws.resume(channel, cursor).await?;
                 }
-            }
-            Some("subscribed") => {
+            },
+            ServerFrame::Subscribed { seq, epoch, .. } => {
+                *subscribed = true;
                 if cursor.epoch.is_none() {
-                    cursor.epoch = frame["epoch"].as_str().map(str::to_owned);
-                    cursor.seq = frame["seq"].as_u64().unwrap_or(0);
+                    cursor.epoch = epoch;
+                    cursor.seq = seq;
                 }
                 eprintln!("{text}");
             }
-            Some("resumed") if frame["more"] == true => {
+            ServerFrame::Resumed { more: true, .. } => {
+                *subscribed = true;
                 // A bounded replay: ask for the next part from where it stopped.
                 ws.resume(channel, cursor).await?;
             }
-            Some("resumed") => {
+            ServerFrame::Resumed { .. } => {
+                *subscribed = true;
                 resuming = false;
                 eprintln!("{text}");
             }
-            Some("error") if frame["code"] == "history_lost" => {
-                eprintln!(
-                    "history lost ({}); refetch state, then following from now",
-                    frame["message"]
-                );
+            ServerFrame::Error {
+                code: ErrorCode::HistoryLost,
+                message,
+                ..
+            } => {
+                eprintln!("history lost ({message:?}); refetch state, then following from now");
                 *cursor = Cursor::default();
                 resuming = false;
                 ws.subscribe(channel).await?;
@@ -260,6 +303,10 @@ mod tests {
             seq: 4,
         };
         assert_eq!(c.observe("e1", 5), Seen::Next);
-        assert_eq!(c.resume_frame("band:demo")["after_seq"], 5);
+        let demo = ChannelName::parse("band:demo").unwrap();
+        let ClientRequest::Resume { after_seq, .. } = c.resume_request(&demo) else {
+            panic!("a resume request");
+        };
+        assert_eq!(after_seq, 5);
     }
 }

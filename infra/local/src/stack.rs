@@ -10,6 +10,8 @@ use anyhow::Context;
 use bandsync::adapters::local::watcher::{self, FolderWatch};
 use bandsync::adapters::local::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use bandsync::auth::TokenKey;
+use bandsync::google::apis::GoogleApis;
+use bandsync::google::endpoints::GoogleEndpoints;
 use bandsync::google::sealed::CredentialKey;
 use bandsync::model::*;
 use bandsync::ports::*;
@@ -54,9 +56,17 @@ pub struct StackConfig {
     /// Run a fake of the Google APIs on this address (port 0: any) and give the band a
     /// Drive source on it; None: no Google sources.
     pub google_fake: Option<SocketAddr>,
-    /// Where the Google APIs are when there is no fake: Google sources then sync with
-    /// their bands' stored credentials (with BANDSYNC_CREDENTIALS_KEY set).
-    pub google_endpoints: bandsync::google::endpoints::GoogleEndpoints,
+    /// Where the Google APIs are when there is no fake; Some only when asked for (a
+    /// `--google-*-url` flag): Google sources then sync with their bands' stored
+    /// credentials (with `credentials_key` set). None: no Google sources without the fake.
+    pub google_endpoints: Option<GoogleEndpoints>,
+    /// What bands' Google credentials are sealed under (BANDSYNC_CREDENTIALS_KEY); None:
+    /// the operator API answers credential uploads with a clear 503.
+    pub credentials_key: Option<CredentialKey>,
+    /// The public https URL of this stack's `POST /webhooks/google` (a tunnel's): with
+    /// `google_endpoints`, Google's watch channels notify it. None: no watch channels
+    /// without the fake (Google pushes only to public https addresses).
+    pub webhook_url: Option<String>,
     /// How often the scheduler keeps the watch channels (and reconciles); the first
     /// tick runs at start.
     pub channels_every: Duration,
@@ -85,7 +95,9 @@ impl StackConfig {
             pollers_per_queue: 2,
             allow_non_loopback: false,
             google_fake: None,
-            google_endpoints: Default::default(),
+            google_endpoints: None,
+            credentials_key: None,
+            webhook_url: None,
             channels_every: Duration::from_secs(60),
         }
     }
@@ -314,6 +326,47 @@ async fn provision_google(
     Ok(())
 }
 
+/// Google's clients without the fake: only when an endpoint was asked for (so that a
+/// shell exporting the key does not make the stack call Google), with the bands' stored
+/// credentials, as on AWS. None without a key: no Google sources.
+fn stored_google(
+    cfg: &StackConfig,
+    configs: Arc<dyn ConfigStore>,
+) -> anyhow::Result<Option<Arc<GoogleApis>>> {
+    let Some(endpoints) = &cfg.google_endpoints else {
+        return Ok(None);
+    };
+    let Some(key) = cfg.credentials_key.clone() else {
+        tracing::warn!(
+            "Google endpoints are configured but BANDSYNC_CREDENTIALS_KEY is not: no Google sources"
+        );
+        return Ok(None);
+    };
+    let apis = endpoints
+        .stored_credentials(configs, key)
+        .context("building the Google clients")?;
+    Ok(Some(Arc::new(apis)))
+}
+
+/// Where Google's watch channels notify, when they can be kept: the fakes push to this
+/// stack's own webhook; real Google (or an emulator of it) only to a public https address,
+/// so without one the channels are off (said once, at start).
+fn watch_address(cfg: &StackConfig, http_addr: SocketAddr) -> Option<String> {
+    if cfg.google_fake.is_some() {
+        return Some(format!("http://{http_addr}/webhooks/google"));
+    }
+    match &cfg.webhook_url {
+        Some(url) if url.starts_with("https://") => Some(url.clone()),
+        _ => {
+            tracing::info!(
+                "watch channels are off: Google pushes only to a public https address \
+                 (--webhook-url); sources sync on the periodic reconcile and on request"
+            );
+            None
+        }
+    }
+}
+
 pub struct LocalStack;
 
 impl LocalStack {
@@ -363,7 +416,6 @@ impl LocalStack {
             max_message: cfg.limits.max_message,
         });
 
-        let credentials_key = CredentialKey::from_env_if_set()?;
         let (fake, google) = match cfg.google_fake {
             Some(addr) => {
                 let fake = crate::google::FakeGoogle::start(addr)
@@ -373,26 +425,13 @@ impl LocalStack {
                 let apis = Arc::new(fake.apis()?);
                 (Some(fake), Some(apis))
             }
-            // Bands' own credentials (stored through the operator API) at the configured
-            // endpoints, as on AWS.
-            None => match credentials_key.clone() {
-                Some(key) => {
-                    let apis = cfg
-                        .google_endpoints
-                        .stored_credentials(store.clone(), key)
-                        .context("building the Google clients")?;
-                    (None, Some(Arc::new(apis)))
-                }
-                None => (None, None),
-            },
+            None => (None, stored_google(&cfg, store.clone())?),
         };
         // The functions, built by the same wiring as their Lambda mains.
         let mut backend = Ports {
             pusher: Some(pusher),
             tokens: Some(tokens.clone()),
-            // BANDSYNC_CREDENTIALS_KEY (`bandsync-local credentials-key`); unset: the
-            // operator API answers credential uploads with a clear 503.
-            credentials_key,
+            credentials_key: cfg.credentials_key.clone(),
             health_checks: vec![
                 ("store".into(), store.clone()),
                 (
@@ -540,15 +579,18 @@ impl LocalStack {
 
         // The scheduler: reconcile now (changes made while we were down), then periodically.
         let reconcile = {
-            // The fakes' watch channels notify this stack's webhook, known once it is bound.
-            backend.watch = google.as_ref().map(|apis| Watch {
-                api: apis.clone(),
-                address: format!("http://{http_addr}/webhooks/google"),
+            // The watch channels' address is known once the webhook is bound.
+            backend.watch = google.as_ref().and_then(|apis| {
+                Some(Watch {
+                    api: apis.clone(),
+                    address: watch_address(&cfg, http_addr)?,
+                })
             });
             let mut scheduler = wiring::scheduler(&backend)?;
             scheduler.retention = cfg.retention;
             let mut every = cfg.reconcile_every;
-            if google.is_some() {
+            // The fakes' channels expire quickly (so that renewal is seen locally).
+            if cfg.google_fake.is_some() {
                 every = Some(every.map_or(cfg.channels_every, |e| e.min(cfg.channels_every)));
             }
             let bands = vec![cfg.band.clone()];
@@ -582,5 +624,59 @@ impl LocalStack {
             tasks,
             _watch: Some(watch),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> Arc<dyn ConfigStore> {
+        Arc::new(EmbeddedStore::open(&dir.join("bandsync.db")).unwrap())
+    }
+
+    #[test]
+    fn google_is_called_only_when_an_endpoint_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StackConfig::demo(dir.path());
+        // GIVEN a credentials key (a shell exporting it) but no endpoint flag
+        cfg.credentials_key = Some(CredentialKey::generate().unwrap());
+        // THEN no Google clients, as before there were endpoint flags
+        assert!(stored_google(&cfg, store(dir.path())).unwrap().is_none());
+        // GIVEN an endpoint but no key: none either (nothing to open credentials with)
+        let endpoints = GoogleEndpoints::default();
+        let no_key = StackConfig {
+            credentials_key: None,
+            google_endpoints: Some(endpoints.clone()),
+            ..cfg.clone()
+        };
+        assert!(stored_google(&no_key, store(dir.path())).unwrap().is_none());
+        // GIVEN both: the stored-credentials clients
+        cfg.google_endpoints = Some(endpoints);
+        assert!(stored_google(&cfg, store(dir.path())).unwrap().is_some());
+    }
+
+    #[test]
+    fn watch_channels_need_the_fakes_or_a_public_https_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = SocketAddr::from(([127, 0, 0, 1], 8787));
+        let mut cfg = StackConfig::demo(dir.path());
+        cfg.google_endpoints = Some(GoogleEndpoints::default());
+        // GIVEN real endpoints and no webhook URL, or a plain http one: no channels
+        assert_eq!(watch_address(&cfg, bound), None);
+        cfg.webhook_url = Some("http://tunnel.example/webhooks/google".into());
+        assert_eq!(watch_address(&cfg, bound), None);
+        // GIVEN a public https URL: the channels notify it
+        cfg.webhook_url = Some("https://tunnel.example/webhooks/google".into());
+        assert_eq!(
+            watch_address(&cfg, bound).as_deref(),
+            Some("https://tunnel.example/webhooks/google")
+        );
+        // GIVEN the fakes: this stack's own webhook, on loopback
+        cfg.google_fake = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(
+            watch_address(&cfg, bound).as_deref(),
+            Some("http://127.0.0.1:8787/webhooks/google")
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! `cargo tree -p <function> -e normal`), so none of it ships.
 //!
 //! - [`fakes`]: test doubles for the ports that are not storage (queues, pusher,
-//!   notifier, clock, a channel log that fails when told);
+//!   notifier, clock, a channel log that fails when told, a sleeper that only records);
+//! - [`wait`]: [`eventually`], instead of poll loops and fixed sleeps;
 //! - [`events`]: API Gateway and SQS events built from JSON shaped like what AWS sends;
 //! - [`harness`]: every handler wired to an in-memory embedded store and the fakes;
 //! - [`contract`]: the port contract suites, run unchanged against every backend;
@@ -15,7 +16,9 @@ pub mod fakes;
 pub mod harness;
 #[cfg(feature = "stack")]
 pub mod stack;
+pub mod wait;
 
 pub use events::*;
 pub use fakes::*;
 pub use harness::*;
+pub use wait::{WAIT, eventually};

@@ -110,8 +110,14 @@ impl CredentialKey {
     /// From [`CREDENTIALS_KEY_ENV`] when it is set and not blank (None otherwise); a
     /// value that is not a key is an error, never ignored.
     pub fn from_env_if_set() -> Result<Option<Self>, SealError> {
-        match std::env::var(CREDENTIALS_KEY_ENV) {
-            Ok(text) if !text.trim().is_empty() => Self::from_base64(text.trim())
+        Self::from_setting(std::env::var(CREDENTIALS_KEY_ENV).ok().as_deref())
+    }
+
+    /// From the value of [`CREDENTIALS_KEY_ENV`], however it was read: None when it is
+    /// unset or blank; a value that is not a key is an error, never ignored.
+    pub fn from_setting(text: Option<&str>) -> Result<Option<Self>, SealError> {
+        match text {
+            Some(text) if !text.trim().is_empty() => Self::from_base64(text.trim())
                 .map(Some)
                 .map_err(|e| SealError::Key(format!("{CREDENTIALS_KEY_ENV}: {e}"))),
             _ => Ok(None),

@@ -12,15 +12,15 @@
 //! `etag` (it changes with every change to the event), `modified_ms` its `updated`,
 //! `size` 0.
 //!
-//! Events on the band channel ([`calendar_event`]): [`EVENT_CREATED`] for an event first
-//! seen live, [`EVENT_UPDATED`] for a known event whose etag changed,
-//! [`EVENT_CANCELLED`] for a known event that is cancelled, or that a full listing no
-//! longer shows (it was deleted for good). An event first seen already cancelled is
-//! skipped, except a cancelled occurrence of a recurring event we know (one rehearsal
-//! of a weekly series called off): that is [`EVENT_CANCELLED`] with the series' id and
-//! the occurrence's original start, and the catalog keeps a tombstone row for it (hash
-//! [`TOMBSTONE`]…) so that listing it again makes no second event. An unchanged etag
-//! is no event.
+//! Events on the band channel ([`calendar_event`]): `calendar.event.created` for an
+//! event first seen live, `calendar.event.updated` for a known event whose etag changed,
+//! `calendar.event.cancelled` for a known event that is cancelled, or that a full
+//! listing no longer shows (it was deleted for good). An event first seen already
+//! cancelled is skipped, except a cancelled occurrence of a recurring event we know (one
+//! rehearsal of a weekly series called off): that is `calendar.event.cancelled` with the
+//! series' id and the occurrence's original start, and the catalog keeps a tombstone row
+//! for it (hash [`TOMBSTONE`]…) so that listing it again makes no second event. An
+//! unchanged etag is no event.
 
 use super::SyncError;
 use super::delta::Change;
@@ -35,10 +35,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
-
-pub const EVENT_CREATED: &str = "calendar.event.created";
-pub const EVENT_UPDATED: &str = "calendar.event.updated";
-pub const EVENT_CANCELLED: &str = "calendar.event.cancelled";
 
 /// The catalog label of an event without a summary.
 pub const UNTITLED: &str = "(untitled event)";
@@ -313,7 +309,7 @@ pub(super) async fn sync(
         // Cleared in the store too, so that a redelivery of this job lists in full.
         cursor = None;
         source.cursor = None;
-        ops.store.put_source(&source).await?;
+        ops.put_cursor(&source).await?;
     }
     let mut known = Known::new(&job.band, &job.source, &catalog);
     let mut run = match existing {
@@ -350,7 +346,7 @@ pub(super) async fn sync(
                 Some(_) => {
                     tracing::warn!(%message, "sync token gone: full sync");
                     source.cursor = None;
-                    ops.store.put_source(&source).await?;
+                    ops.put_cursor(&source).await?;
                     continue;
                 }
                 // A full listing's page token went stale: the job is retried.
@@ -393,11 +389,11 @@ pub(super) async fn sync(
             (Some(next), _, Some(c)) => {
                 c.page_token = Some(next);
                 source.cursor = Some(c.encode());
-                ops.store.put_source(&source).await?;
+                ops.put_cursor(&source).await?;
             }
             (None, Some(token), _) => {
                 source.cursor = Some(CalendarCursor::at(token).encode());
-                ops.store.put_source(&source).await?;
+                ops.put_cursor(&source).await?;
                 break;
             }
             (None, None, _) => {

@@ -99,14 +99,10 @@ pub(super) async fn sync(
             ops.apply_changes(run, &delta.changes, &file_event).await?;
         }
         ops.refresh(&delta.refreshed).await?;
-        for e in &delta.forgotten {
-            ops.store
-                .delete_file(&e.band, &e.source, &e.file_id)
-                .await?;
-        }
+        ops.forget_files(&delta.forgotten).await?;
         let last = matches!(end, PageEnd::Done(_));
         source.cursor = Some(end.into_token());
-        ops.store.put_source(&source).await?;
+        ops.put_cursor(&source).await?;
         if last {
             break;
         }
@@ -249,15 +245,15 @@ impl<'a> Tree<'a> {
             return Ok(false);
         }
         let old = self.folders.get(id).cloned();
+        // The folder's metadata with its path, when it is (still) in the tree.
         let new = file.and_then(|f| {
             self.parent_prefix(f)
-                .map(|prefix| format!("{prefix}{}/", f.name))
+                .map(|prefix| (f, format!("{prefix}{}/", f.name)))
         });
         match (old, new) {
             (None, None) => Ok(false),
-            (Some(old), Some(new)) if old == new => Ok(false),
-            (None, Some(new)) => {
-                let f = file.expect("a folder with a new path has metadata");
+            (Some(old), Some((_, new))) if old == new => Ok(false),
+            (None, Some((f, new))) => {
                 self.put_folder(f, new.clone(), out);
                 // Its content is new to the tree: list it.
                 for (child, path) in list_tree(client, id, &new).await? {
@@ -272,6 +268,7 @@ impl<'a> Tree<'a> {
             }
             (Some(old), new) => {
                 // Everything under `old` moves to `new`, or leaves the tree.
+                let new = new.map(|(_, path)| path);
                 let mut under: Vec<FileEntry> = self
                     .entries
                     .values()

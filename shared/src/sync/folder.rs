@@ -24,15 +24,6 @@ pub struct Scan {
     pub skipped: u64,
 }
 
-/// Names editors and downloads use for half-written files; never synced.
-pub(crate) fn is_ignored(name: &str) -> bool {
-    name.starts_with('.')
-        || name.ends_with('~')
-        || [".tmp", ".swp", ".part", ".crdownload"]
-            .iter()
-            .any(|s| name.ends_with(s))
-}
-
 /// Files modified this recently are always hashed (see `scan`).
 const RACY_WINDOW_MS: i64 = 2_000;
 
@@ -96,7 +87,7 @@ pub fn scan(
                 ));
                 continue;
             };
-            if is_ignored(&name) {
+            if crate::model::is_ignored_name(&name) {
                 scan.skipped += 1;
                 continue;
             }
@@ -206,7 +197,7 @@ pub(super) async fn sync(
             ItemAction::Created
         };
         let item = run.failed_item(action, path.clone(), error.clone());
-        ops.store.put_item(&item).await?;
+        ops.put_item(&item).await?;
     }
     let metrics = SyncMetrics {
         seen: (scan.observed.len() + scan.unreadable.len()) as u64,

@@ -27,7 +27,7 @@ use crate::google::GoogleError;
 use crate::ports::PortError;
 use sha2::{Digest, Sha256};
 
-pub use operation::{CHUNK, EventOfChange, file_event};
+pub use operation::{CHUNK, EventOfChange, SyncStores, file_event};
 pub use request::{RequestSyncError, SyncRequest, enqueue, request_sync, sync_group};
 pub use worker::SyncWorker;
 
@@ -38,8 +38,9 @@ pub enum SyncError {
     Port(#[from] PortError),
     #[error("scan task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    /// A Drive call failed (after its own retries); the job is retried and resumes from
-    /// the last stored page token.
+    /// A Google API call (Drive, Sheets or Calendar) failed after its own retries; the
+    /// job is retried and resumes from the source's last stored cursor (a permanent
+    /// refusal fails the operation instead).
     #[error("Google API: {0}")]
     Google(#[from] GoogleError),
 }

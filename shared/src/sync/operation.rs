@@ -8,7 +8,7 @@ use super::SyncError;
 use super::delta::Change;
 use super::short_hash;
 use crate::model::*;
-use crate::ports::{Clock, Notifier, Store};
+use crate::ports::{CatalogStore, Clock, ConfigStore, Notifier, OperationStore, SourceStore};
 use crate::publish::Publisher;
 use crate::transport::metrics::{self, Unit};
 use crate::wire::events::{
@@ -50,7 +50,7 @@ pub fn file_event(change: &Change) -> EventKind {
 /// gets the same id, so the channel log keeps one copy.
 fn change_event_id(op: &str, change: &Change) -> String {
     let e = change.entry();
-    let action = change.action().event_name();
+    let action = EventKind::file_name(change.action());
     format!(
         "{op}:{}",
         short_hash(&[action, &e.file_id, &e.path, &e.hash])
@@ -144,9 +144,24 @@ impl OperationRun {
     }
 }
 
+/// The stores the sync worker reads and writes: nothing else of the backend's storage.
+#[derive(Clone)]
+pub struct SyncStores {
+    /// Bands' configurations (file types, credentials).
+    pub configs: Arc<dyn ConfigStore>,
+    /// Sources, their cursors and generations.
+    pub sources: Arc<dyn SourceStore>,
+    /// The sources' catalogs of files.
+    pub catalog: Arc<dyn CatalogStore>,
+    /// Sync operations and their items.
+    pub operations: Arc<dyn OperationStore>,
+}
+
 /// What every source's engine records and publishes an operation through.
 pub(super) struct Operations {
-    pub(super) store: Arc<dyn Store>,
+    sources: Arc<dyn SourceStore>,
+    catalog: Arc<dyn CatalogStore>,
+    operations: Arc<dyn OperationStore>,
     publisher: Publisher,
     clock: Arc<dyn Clock>,
     /// Told when a source cannot be synced at all (operators act on those).
@@ -154,9 +169,11 @@ pub(super) struct Operations {
 }
 
 impl Operations {
-    pub(super) fn new(store: Arc<dyn Store>, publisher: Publisher, clock: Arc<dyn Clock>) -> Self {
+    pub(super) fn new(stores: &SyncStores, publisher: Publisher, clock: Arc<dyn Clock>) -> Self {
         Self {
-            store,
+            sources: stores.sources.clone(),
+            catalog: stores.catalog.clone(),
+            operations: stores.operations.clone(),
             publisher,
             clock,
             notifier: None,
@@ -191,7 +208,7 @@ impl Operations {
     ) -> Result<OperationRun, SyncError> {
         let channel = ChannelName::Band(job.band.clone());
         let op = self.start(job, existing, &channel).await?;
-        let recorded = self.store.list_items(&op.id).await?;
+        let recorded = self.operations.list_items(&op.id).await?;
         Ok(OperationRun {
             n: recorded.len() as u32,
             // What an earlier delivery of this job synced is no longer in this delta.
@@ -244,10 +261,10 @@ impl Operations {
                 }
             }
             // Items first: the catalog moving on is what marks the chunk applied.
-            self.store.put_items(&items).await?;
-            self.store.put_files(&puts).await?;
+            self.operations.put_items(&items).await?;
+            self.catalog.put_files(&puts).await?;
             for e in deletes {
-                self.store
+                self.catalog
                     .delete_file(&e.band, &e.source, &e.file_id)
                     .await?;
             }
@@ -263,7 +280,29 @@ impl Operations {
 
     /// Catalog entries whose metadata changed but not their content: stored, no event.
     pub(super) async fn refresh(&self, refreshed: &[FileEntry]) -> Result<(), SyncError> {
-        Ok(self.store.put_files(refreshed).await?)
+        Ok(self.catalog.put_files(refreshed).await?)
+    }
+
+    /// Delete catalog entries without an event (e.g. folders that left a Drive tree).
+    pub(super) async fn forget_files(&self, forgotten: &[FileEntry]) -> Result<(), SyncError> {
+        for e in forgotten {
+            self.catalog
+                .delete_file(&e.band, &e.source, &e.file_id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Store the source as the engine moved it on (its cursor, mostly): what a
+    /// redelivered job resumes from.
+    pub(super) async fn put_cursor(&self, source: &Source) -> Result<(), SyncError> {
+        Ok(self.sources.put_source(source).await?)
+    }
+
+    /// Record one item of the operation outside [`Self::apply_changes`] (a failed file,
+    /// a setlist row).
+    pub(super) async fn put_item(&self, item: &SyncItem) -> Result<(), SyncError> {
+        Ok(self.operations.put_item(item).await?)
     }
 
     /// Record the operation as completed and publish `sync.completed`.
@@ -277,7 +316,7 @@ impl Operations {
         op.status = OperationStatus::Completed;
         op.finished_at = Some(self.clock.now());
         op.metrics = metrics;
-        self.store.put_operation(&op).await?;
+        self.operations.put_operation(&op).await?;
         self.touch_source(source, &op).await?;
         let failures = failure_list(failures.iter().map(|(p, e)| (p.as_str(), e.as_str())));
         let completed = self.completed_event(&op, failures);
@@ -318,7 +357,7 @@ impl Operations {
             return Ok(op);
         }
         let op = SyncOperation::start(job, self.clock.now());
-        self.store.put_operation(&op).await?;
+        self.operations.put_operation(&op).await?;
         self.publish(channel, &[self.started_event(&op)]).await?;
         Ok(op)
     }
@@ -329,7 +368,7 @@ impl Operations {
     pub(super) async fn republish_outcome(&self, op: &SyncOperation) -> Result<(), SyncError> {
         let event = match op.status {
             OperationStatus::Completed => {
-                let items = self.store.list_items(&op.id).await?;
+                let items = self.operations.list_items(&op.id).await?;
                 let failures = failure_list(
                     items
                         .iter()
@@ -358,7 +397,7 @@ impl Operations {
         op.status = OperationStatus::Failed;
         op.finished_at = Some(self.clock.now());
         op.error = Some(error);
-        self.store.put_operation(&op).await?;
+        self.operations.put_operation(&op).await?;
         self.publish(&channel, &[self.failed_event(&op)]).await?;
         metrics::emit(
             &[("Function", "sync-worker")],
@@ -385,7 +424,7 @@ impl Operations {
     async fn touch_source(&self, mut source: Source, op: &SyncOperation) -> Result<(), SyncError> {
         source.last_sync_at = op.finished_at;
         source.last_operation = Some(op.id.clone());
-        Ok(self.store.put_source(&source).await?)
+        Ok(self.sources.put_source(&source).await?)
     }
 
     fn started_event(&self, op: &SyncOperation) -> NewEvent {

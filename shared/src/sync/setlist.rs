@@ -60,9 +60,6 @@ use std::time::Instant;
 /// What a sheet source reads when its location names no range.
 pub const DEFAULT_RANGE: &str = "A:Z";
 
-/// The event a changed setlist publishes.
-pub const EVENT_NAME: &str = "setlist.updated";
-
 /// The largest cursor (committed plus pending snapshot, as JSON) written to a source.
 pub const MAX_CURSOR_BYTES: usize = 256 * 1024;
 
@@ -540,7 +537,7 @@ pub(super) async fn sync(
         return complete(ops, run, source, rows, started).await.map(Some);
     }
     source.cursor = Some(written);
-    ops.store.put_source(&source).await?;
+    ops.put_cursor(&source).await?;
     finish(ops, run, source, &target, cursor, pending, started)
         .await
         .map(Some)
@@ -561,7 +558,7 @@ async fn finish(
     ops.publish(&run.channel, &[event]).await?;
     for (file_id, action, path) in row_items(&diff) {
         if let Some(item) = run.synced_item(file_id, action, path) {
-            ops.store.put_item(&item).await?;
+            ops.put_item(&item).await?;
         }
     }
     let rows = pending.snapshot.rows.len();
@@ -581,7 +578,7 @@ async fn commit(
         pending: None,
     };
     source.cursor = Some(committed.encode()?);
-    ops.store.put_source(source).await?;
+    ops.put_cursor(source).await?;
     Ok(committed)
 }
 

@@ -1,11 +1,10 @@
 //! The sync worker's entry point: a job off the queue goes to its source's engine.
 
-use super::operation::{Operations, SourcePass};
+use super::operation::{Operations, SourcePass, SyncStores};
 use super::{SyncError, calendar, drive, folder, setlist};
-use crate::google::apis::GoogleApis;
 use crate::google::ports::SourceApis;
 use crate::model::*;
-use crate::ports::{Clock, Notifier, Store};
+use crate::ports::{Clock, Notifier};
 use crate::publish::Publisher;
 use crate::transport::sqs::{Budget, run_fifo_batch};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -13,29 +12,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SyncWorker {
-    store: Arc<dyn Store>,
+    stores: SyncStores,
     operations: Operations,
     /// The Google API clients of Google sources (none: their jobs fail).
     google: Option<Arc<dyn SourceApis>>,
 }
 
 impl SyncWorker {
-    pub fn new(store: Arc<dyn Store>, publisher: Publisher, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(stores: SyncStores, publisher: Publisher, clock: Arc<dyn Clock>) -> Self {
         Self {
-            operations: Operations::new(store.clone(), publisher, clock),
-            store,
+            operations: Operations::new(&stores, publisher, clock),
+            stores,
             google: None,
         }
     }
 
-    /// Sync Google sources through these clients.
-    pub fn with_google(mut self, apis: impl Into<Option<Arc<GoogleApis>>>) -> Self {
-        self.google = apis.into().map(|apis| apis as Arc<dyn SourceApis>);
-        self
-    }
-
-    /// Sync Google sources through these ports (e.g. in-memory doubles).
-    pub fn with_source_apis(mut self, apis: Arc<dyn SourceApis>) -> Self {
+    /// Sync Google sources through these ports: Google's clients, or in-memory doubles.
+    pub fn with_google(mut self, apis: Arc<dyn SourceApis>) -> Self {
         self.google = Some(apis);
         self
     }
@@ -66,12 +59,20 @@ impl SyncWorker {
         let ops = &self.operations;
         // Before anything reads the source: notifications read after this queue a new
         // pass, those read before are covered by this one (see `webhook`).
-        self.store.bump_generation(&job.band, &job.source).await?;
-        let Some(source) = self.store.get_source(&job.band, &job.source).await? else {
+        self.stores
+            .sources
+            .bump_generation(&job.band, &job.source)
+            .await?;
+        let Some(source) = self
+            .stores
+            .sources
+            .get_source(&job.band, &job.source)
+            .await?
+        else {
             tracing::warn!("job for an unknown source dropped");
             return Ok(None);
         };
-        let existing = self.store.get_operation(&job.id).await?;
+        let existing = self.stores.operations.get_operation(&job.id).await?;
         if let Some(op) = existing
             .as_ref()
             .filter(|op| op.status != OperationStatus::Running)
@@ -81,7 +82,8 @@ impl SyncWorker {
             return Ok(Some(op.clone()));
         }
         let config = self
-            .store
+            .stores
+            .configs
             .get_config(&job.band)
             .await?
             .unwrap_or_else(|| SyncConfiguration {
@@ -90,7 +92,11 @@ impl SyncWorker {
                 file_types: vec![],
                 google_credentials: None,
             });
-        let catalog = self.store.list_files(&job.band, &job.source).await?;
+        let catalog = self
+            .stores
+            .catalog
+            .list_files(&job.band, &job.source)
+            .await?;
         let kind = source.kind;
         let pass = SourcePass {
             job,
@@ -115,7 +121,12 @@ impl SyncWorker {
             // Retrying cannot fix these (no credentials, no access, no such folder,
             // calendar or sheet): fail the operation so operators and members see why.
             Err(SyncError::Google(e)) if e.is_permanent() => {
-                let existing = self.store.get_operation(&job.id).await?.or(existing);
+                let existing = self
+                    .stores
+                    .operations
+                    .get_operation(&job.id)
+                    .await?
+                    .or(existing);
                 ops.fail(job, existing, format!("Google refused the sync: {e}"))
                     .await
                     .map(Some)

@@ -6,7 +6,7 @@ use bandsync::google::calendar::*;
 use bandsync::google::client::{ApiClient, GoogleClient};
 use bandsync_google_fake::Fault;
 use bandsync_google_fake::calendar::{EventInput, FakeCalendar};
-use bandsync_google_fake::retry::{RecordingSleeper, recording_retrier};
+use bandsync_testkit::{RecordingSleeper, recording_retrier};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

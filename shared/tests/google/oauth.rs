@@ -12,8 +12,8 @@ use bandsync_google_fake::oauth::{
     TEST_REFRESH_TOKEN, TEST_SERVICE_ACCOUNT_EMAIL, TEST_SERVICE_ACCOUNT_KEY_ID,
     TEST_SERVICE_ACCOUNT_KEY_PEM, test_authorized_user_json, test_service_account_json,
 };
-use bandsync_google_fake::retry::RecordingSleeper;
 use bandsync_testkit::FixedClock;
+use bandsync_testkit::RecordingSleeper;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::TimeDelta;

@@ -1,9 +1,9 @@
 //! The retrier's give-up rules, with the sleeps only recorded
-//! (`bandsync_google_fake::retry::RecordingSleeper`).
+//! (`bandsync_testkit::RecordingSleeper`).
 
 use bandsync::google::GoogleError;
 use bandsync::google::retry::{Attempt, Retrier, RetryPolicy};
-use bandsync_google_fake::retry::RecordingSleeper;
+use bandsync_testkit::RecordingSleeper;
 use std::sync::Arc;
 use std::time::Duration;
 

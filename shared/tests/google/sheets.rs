@@ -7,8 +7,8 @@ use bandsync::google::retry::Retrier;
 use bandsync::google::retry::RetryPolicy;
 use bandsync::google::sheets::*;
 use bandsync_google_fake::Fault;
-use bandsync_google_fake::retry::RecordingSleeper;
 use bandsync_google_fake::sheets::FakeSheets;
+use bandsync_testkit::RecordingSleeper;
 use std::sync::Arc;
 use std::{collections::HashMap, time::Duration};
 

@@ -3,10 +3,9 @@
 use axum::http::HeaderMap;
 use bandsync::google::watch::*;
 use bandsync_google_fake::FakeDrive;
-use bandsync_testkit::band as band_id;
+use bandsync_testkit::{band as band_id, eventually};
 use chrono::Utc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const TOKEN: &str = "ya29.watch-test";
 
@@ -30,14 +29,37 @@ async fn receiver() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
     (format!("http://{addr}/webhooks/google"), seen)
 }
 
+/// The notifications received, once there are at least `n`.
 async fn wait_for(seen: &Arc<Mutex<Vec<HeaderMap>>>, n: usize) -> Vec<HeaderMap> {
-    for _ in 0..200 {
-        if seen.lock().unwrap().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    seen.lock().unwrap().clone()
+    eventually(&format!("{n} notifications"), || async {
+        let all = seen.lock().unwrap().clone();
+        (all.len() >= n).then_some(all)
+    })
+    .await
+}
+
+/// Every notification up to the `sync` message of a channel `id` opened now, that one
+/// included. A fake hub sends its channels' messages one at a time in the order they
+/// were queued, so what is not before this marker was never queued: an absence check
+/// without a fixed wait.
+async fn up_to_marker(
+    client: &bandsync::google::drive::DriveClient,
+    seen: &Arc<Mutex<Vec<HeaderMap>>>,
+    address: &str,
+    id: &str,
+) -> Vec<HeaderMap> {
+    let expiry = Utc::now() + chrono::TimeDelta::hours(1);
+    let request = WatchRequest::new(id.into(), address.into(), "marker".into(), expiry);
+    let token = client.get_start_page_token(None).await.unwrap();
+    client.watch_changes(&token, None, &request).await.unwrap();
+    eventually(&format!("the sync message of {id}"), || async {
+        let all = seen.lock().unwrap().clone();
+        let at = all
+            .iter()
+            .position(|h| header(h, "x-goog-channel-id") == id)?;
+        Some(all[..=at].to_vec())
+    })
+    .await
 }
 
 fn band() -> bandsync::model::BandId {
@@ -58,7 +80,7 @@ async fn a_watched_change_log_notifies_with_googles_headers_and_stops() {
 
     // WHEN the change log is watched
     let token = client.get_start_page_token(None).await.unwrap();
-    let request = WatchRequest::new("chan-1".into(), address, "the-token".into(), expiry);
+    let request = WatchRequest::new("chan-1".into(), address.clone(), "the-token".into(), expiry);
     let channel = client.watch_changes(&token, None, &request).await.unwrap();
 
     // THEN the channel is ours, with a resource id and the expiry we asked for
@@ -93,9 +115,9 @@ async fn a_watched_change_log_notifies_with_googles_headers_and_stops() {
         .await
         .unwrap();
     fake.create_file(&fake.root_id(), "b.pdf", "application/pdf", b"y");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(seen.lock().unwrap().len(), 2);
     assert!(fake.push().channels().is_empty());
+    let all = up_to_marker(&client, &seen, &address, "marker").await;
+    assert_eq!(all.len(), 3, "only the marker's sync after the stop");
 }
 
 #[tokio::test]
@@ -111,7 +133,7 @@ async fn a_watched_file_notifies_its_changes_and_refuses_a_repeated_id() {
     let client = fake.apis().drive(&band()).await.unwrap();
     let (address, seen) = receiver().await;
     let expiry = Utc::now() + chrono::TimeDelta::hours(20);
-    let request = WatchRequest::new("chan-f".into(), address, "t".into(), expiry);
+    let request = WatchRequest::new("chan-f".into(), address.clone(), "t".into(), expiry);
     client.watch_file(&sheet, &request).await.unwrap();
 
     // WHEN the file changes, and another file changes
@@ -119,9 +141,8 @@ async fn a_watched_file_notifies_its_changes_and_refuses_a_repeated_id() {
     fake.create_file(&fake.root_id(), "other.pdf", "application/pdf", b"x");
 
     // THEN only the watched file's change is notified (after the sync message)
-    let all = wait_for(&seen, 2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(seen.lock().unwrap().len(), 2);
+    let all = up_to_marker(&client, &seen, &address, "marker").await;
+    assert_eq!(all.len(), 3, "the sync message, one change, the marker");
     assert_eq!(header(&all[1], "x-goog-resource-state"), "update");
     assert_eq!(header(&all[1], "x-goog-changed"), "content,properties");
 

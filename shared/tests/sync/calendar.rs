@@ -8,14 +8,19 @@ use bandsync::sync::SyncError;
 use bandsync::sync::calendar::*;
 use bandsync_google_fake::Fault;
 use bandsync_google_fake::calendar::{EventInput, FakeCalendar};
-use bandsync_google_fake::retry::{RecordingSleeper, recording_retrier};
 use bandsync_testkit::*;
+use bandsync_testkit::{RecordingSleeper, recording_retrier};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::{sync::Arc, time::Duration};
 
 const TOKEN: &str = "ya29.calendar-sync-test";
 const CAL: &str = "demo-band@group.calendar.google.com";
+
+// The calendar event names as clients know them (spelled out: the test pins the wire).
+const EVENT_CREATED: &str = "calendar.event.created";
+const EVENT_UPDATED: &str = "calendar.event.updated";
+const EVENT_CANCELLED: &str = "calendar.event.cancelled";
 
 /// Band `demo` with a Calendar source `gigs` following a fake calendar.
 struct Fixture {

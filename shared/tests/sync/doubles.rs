@@ -169,7 +169,7 @@ async fn the_drive_engine_lists_then_follows_pages_to_the_last_token() {
         ])),
         ..DriveDouble::default()
     });
-    let worker = h.sync_worker().with_source_apis(Arc::new(Doubles {
+    let worker = h.sync_worker().with_google(Arc::new(Doubles {
         drive: Some(drive.clone()),
         ..Doubles::default()
     }));
@@ -235,7 +235,7 @@ async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
         ],
         ..SheetsDouble::default()
     });
-    let worker = h.sync_worker().with_source_apis(Arc::new(Doubles {
+    let worker = h.sync_worker().with_google(Arc::new(Doubles {
         sheets: Some(sheets.clone()),
         ..Doubles::default()
     }));

@@ -6,18 +6,22 @@
 //! - [`RecordingNotifier`]: keeps every alert.
 //! - [`FixedClock`]: a clock that only moves when told to.
 //! - [`FlakyLog`]: a channel log whose Nth append fails (a store outage mid-job).
+//! - [`RecordingSleeper`]: a backoff sleeper that records the delays and does not wait
+//!   (and [`recording_retrier`], a Google retrier on it).
 
 mod clock;
 mod log;
 mod notifier;
 mod pusher;
 mod queue;
+mod sleeper;
 
 pub use clock::{FixedClock, t0};
 pub use log::FlakyLog;
 pub use notifier::RecordingNotifier;
 pub use pusher::{PushBehaviour, RecordingPusher};
 pub use queue::RecordingQueue;
+pub use sleeper::{RecordingSleeper, recording_retrier};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -2,8 +2,10 @@
 //! with what was seen instead of errors) and a buffer of frames not yet asked for.
 
 use super::{WAIT, names};
+use bandsync::model::ChannelName;
+use bandsync::wire::frames::ClientRequest;
 use bandsync_local::listen::{Incoming, Socket};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,8 +25,14 @@ impl Client {
         }
     }
 
+    /// Send a client request.
+    pub async fn request(&mut self, request: &ClientRequest) {
+        self.socket.send(request).await.expect("send");
+    }
+
+    /// Send any JSON as a frame, request or not (for the bad-input tests and a `ref`).
     pub async fn send(&mut self, frame: Value) {
-        self.socket.send(&frame).await.expect("send");
+        self.socket.send_json(&frame).await.expect("send");
     }
 
     /// Send a text frame as is (for frames that are not JSON).
@@ -86,15 +94,19 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, channel: &str) -> Value {
-        self.send(json!({"action": "subscribe", "channel": channel}))
-            .await;
+        let channel = ChannelName::parse(channel).expect("a channel name");
+        self.request(&ClientRequest::Subscribe { channel }).await;
         self.expect("subscribed").await
     }
 
     pub async fn resume(&mut self, channel: &str, after_seq: u64, epoch: &str) {
-        self.send(
-            json!({"action": "resume", "channel": channel, "after_seq": after_seq, "epoch": epoch}),
-        )
+        let channel = ChannelName::parse(channel).expect("a channel name");
+        let epoch = Some(epoch.to_owned());
+        self.request(&ClientRequest::Resume {
+            channel,
+            after_seq,
+            epoch,
+        })
         .await;
     }
 
@@ -112,13 +124,24 @@ impl Client {
         events
     }
 
-    /// The frames received within `wait` (for "nothing more arrives" checks).
-    pub async fn drain(&mut self, wait: Duration) -> Vec<Value> {
+    /// Every frame up to the answer to a `ping` sent now, that answer left out. The
+    /// server answers a connection's frames in order, so once the stack is drained (see
+    /// `TestStack::drain`) what is not here by then is not coming.
+    pub async fn frames_until_pong(&mut self) -> Vec<Value> {
+        let marker = Value::String(format!("until-pong-{}", uuid::Uuid::new_v4()));
+        self.send(serde_json::json!({"action": "ping", "ref": marker}))
+            .await;
         let mut out = std::mem::take(&mut self.pending);
-        while let Some(f) = self.recv(wait).await {
-            out.push(f);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let Some(frame) = self.recv_until(deadline).await else {
+                panic!("no pong in time; frames so far: {out:?}");
+            };
+            if frame["type"] == "pong" && frame["ref"] == marker {
+                return out;
+            }
+            out.push(frame);
         }
-        out
     }
 
     /// The code the server closes the connection with (frames before it are dropped);

@@ -1,7 +1,7 @@
 //! One way to run the local stack in a test or a bench: in-process on free loopback
 //! ports with a fresh data dir ([`spawn_stack`]), a WebSocket test [`Client`] on the
-//! `listen` client's socket, an HTTP client ([`Http`]), [`eventually`] instead of poll
-//! loops and fixed sleeps, and [`drain`] to wait until the pollers emptied the queues.
+//! `listen` client's socket, an HTTP client ([`Http`]), [`eventually`] (from the kit's
+//! root, re-exported) and [`drain`] to wait until the pollers emptied the queues.
 
 mod client;
 mod log;
@@ -12,15 +12,11 @@ pub use log::{SeqOrder, assert_gapless, file_events, has_completed, names};
 use bandsync::ports::WatchChannelStore;
 use bandsync_local::{LocalStack, RunningStack, StackConfig};
 use serde_json::Value;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a test waits for what the stack should do (a sync, a frame, a queue drained).
-pub const WAIT: Duration = Duration::from_secs(15);
-/// How often [`eventually`] looks again.
-const POLL: Duration = Duration::from_millis(20);
+pub use crate::wait::{WAIT, eventually};
 
 /// Write a file the way careful apps do (and as Drive delivers them): whole, by renaming
 /// a hidden temporary file into place, so a sync never sees it half-written.
@@ -120,26 +116,6 @@ pub async fn spawn_stack_with(configure: impl FnOnce(&mut StackConfig)) -> TestS
     configure(&mut cfg);
     let stack = LocalStack::start(cfg).await.expect("stack starts");
     TestStack { stack, _dir: dir }
-}
-
-/// Look again every 20 ms until `probe` gives a value, and return it; panic naming
-/// `what` after [`WAIT`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {WAIT:?}: {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Wait until the stack's pollers have handled every message of the sync and broadcast

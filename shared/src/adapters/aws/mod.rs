@@ -12,10 +12,10 @@ pub mod sqs;
 use crate::google::apis::GoogleApis;
 use crate::google::retry::RetryPolicy;
 use crate::ports::{Clock, HealthCheck, Notifier, Pusher, Queue, Store, SystemClock};
-use crate::wiring::{Backend, Watch};
+use crate::wiring::backend::{Backend, Watch};
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, SdkConfig};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Environment variable names, as template.yaml sets them.
 pub mod env {
@@ -69,33 +69,108 @@ pub async fn sdk_config() -> SdkConfig {
         .await
 }
 
-fn var(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("environment variable {name} is not set"))
-}
-
 /// Everything a function may need, built once per cold start: the AWS [`Backend`]. Each
 /// main hands it to its handler's constructor in [`crate::wiring`], which asks for the
 /// parts it uses; a part whose environment variable is missing is an error only when it
-/// is asked for.
+/// is asked for. A part is built the first time it is asked for and then shared (clones
+/// of the context share it too): one DynamoDB store, whose appends take turns, one SQS
+/// client, one client per queue, and one set of Google clients per process.
 #[derive(Clone)]
 pub struct AwsContext {
     pub sdk: SdkConfig,
     pub clock: Arc<dyn Clock>,
+    /// Where the parts' settings are read: the process environment, or a test's.
+    vars: Arc<Vars>,
+    parts: Arc<Parts>,
+}
+
+/// Looks a setting up by name.
+type Vars = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// The parts built so far.
+#[derive(Default)]
+struct Parts {
+    store: OnceLock<Arc<dynamo::DynamoStore>>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    sync_queue: OnceLock<Arc<sqs::SqsQueue>>,
+    broadcast_queue: OnceLock<Arc<sqs::SqsQueue>>,
+    pusher: OnceLock<Arc<apigw::ApiGatewayPusher>>,
+    notifier: OnceLock<Arc<sns::SnsNotifier>>,
+    google: OnceLock<Option<Arc<GoogleApis>>>,
+    watch_google: OnceLock<Option<Arc<GoogleApis>>>,
+}
+
+/// The part in `cell`, built by `build` the first time it is asked for. A failure is not
+/// kept: it fails the handler that asked, and a later ask tries again.
+fn once<T: Clone>(
+    cell: &OnceLock<T>,
+    build: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if let Some(part) = cell.get() {
+        return Ok(part.clone());
+    }
+    let part = build()?;
+    Ok(cell.get_or_init(|| part).clone())
 }
 
 impl AwsContext {
     pub async fn from_env() -> Self {
+        Self::new(sdk_config().await, Arc::new(SystemClock), |name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// A context whose settings are read with `vars` (by [`env`]'s names).
+    pub fn new(
+        sdk: SdkConfig,
+        clock: Arc<dyn Clock>,
+        vars: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         Self {
-            sdk: sdk_config().await,
-            clock: Arc::new(SystemClock),
+            sdk,
+            clock,
+            vars: Arc::new(vars),
+            parts: Arc::default(),
         }
     }
 
-    fn queue(&self, url_var: &str) -> anyhow::Result<Arc<sqs::SqsQueue>> {
-        Ok(Arc::new(sqs::SqsQueue::new(
-            aws_sdk_sqs::Client::new(&self.sdk),
-            var(url_var)?,
-        )))
+    fn var(&self, name: &str) -> anyhow::Result<String> {
+        (self.vars)(name).with_context(|| format!("environment variable {name} is not set"))
+    }
+
+    fn dynamo(&self) -> anyhow::Result<Arc<dynamo::DynamoStore>> {
+        once(&self.parts.store, || {
+            Ok(Arc::new(dynamo::DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&self.sdk),
+                self.var(env::SYNC_TABLE)?,
+                self.var(env::CONNECTIONS_TABLE)?,
+            )))
+        })
+    }
+
+    fn queue(
+        &self,
+        cell: &OnceLock<Arc<sqs::SqsQueue>>,
+        url_var: &str,
+    ) -> anyhow::Result<Arc<sqs::SqsQueue>> {
+        once(cell, || {
+            let client = self
+                .parts
+                .sqs
+                .get_or_init(|| aws_sdk_sqs::Client::new(&self.sdk));
+            Ok(Arc::new(sqs::SqsQueue::new(
+                client.clone(),
+                self.var(url_var)?,
+            )))
+        })
+    }
+
+    fn sync_sqs(&self) -> anyhow::Result<Arc<sqs::SqsQueue>> {
+        self.queue(&self.parts.sync_queue, env::SYNC_QUEUE_URL)
+    }
+
+    fn broadcast_sqs(&self) -> anyhow::Result<Arc<sqs::SqsQueue>> {
+        self.queue(&self.parts.broadcast_queue, env::BROADCAST_QUEUE_URL)
     }
 
     /// The Google API clients with a retry policy: each band's tokens from its sealed
@@ -107,11 +182,12 @@ impl AwsContext {
         let Some(key) = self.credentials_key()? else {
             return Ok(None);
         };
-        let endpoints = crate::google::endpoints::GoogleEndpoints::from_env()?;
+        let endpoints =
+            crate::google::endpoints::GoogleEndpoints::from_vars(|name| (self.vars)(name))?;
         let limits = ratelimit::BandRateLimits::new(GOOGLE_RATE_PER_SEC, GOOGLE_RATE_BURST)?;
         Ok(Some(Arc::new(
             endpoints
-                .stored_credentials(self.store()?, key)?
+                .stored_credentials(self.dynamo()?, key)?
                 .with_throttles(Arc::new(limits))
                 .with_retrier(crate::google::retry::Retrier::new(policy)),
         )))
@@ -121,34 +197,35 @@ impl AwsContext {
 impl Backend for AwsContext {
     /// The DynamoDB store on [`env::SYNC_TABLE`] and [`env::CONNECTIONS_TABLE`].
     fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        Ok(Arc::new(dynamo::DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.sdk),
-            var(env::SYNC_TABLE)?,
-            var(env::CONNECTIONS_TABLE)?,
-        )))
+        Ok(self.dynamo()?)
     }
 
     fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-        Ok(self.queue(env::SYNC_QUEUE_URL)?)
+        Ok(self.sync_sqs()?)
     }
 
     fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
-        Ok(self.queue(env::BROADCAST_QUEUE_URL)?)
+        Ok(self.broadcast_sqs()?)
     }
 
     fn pusher(&self) -> anyhow::Result<Arc<dyn Pusher>> {
-        Ok(Arc::new(apigw::ApiGatewayPusher::new(
-            &self.sdk,
-            &var(env::WS_MANAGEMENT_ENDPOINT)?,
-        )))
+        Ok(once(&self.parts.pusher, || {
+            Ok(Arc::new(apigw::ApiGatewayPusher::new(
+                &self.sdk,
+                &self.var(env::WS_MANAGEMENT_ENDPOINT)?,
+            )))
+        })?)
     }
 
     /// The alert topic, [`env::ALERT_TOPIC_ARN`] (required: a deployed worker alerts).
     fn notifier(&self) -> anyhow::Result<Option<Arc<dyn Notifier>>> {
-        Ok(Some(Arc::new(sns::SnsNotifier::new(
-            aws_sdk_sns::Client::new(&self.sdk),
-            var(env::ALERT_TOPIC_ARN)?,
-        ))))
+        let notifier = once(&self.parts.notifier, || {
+            Ok(Arc::new(sns::SnsNotifier::new(
+                aws_sdk_sns::Client::new(&self.sdk),
+                self.var(env::ALERT_TOPIC_ARN)?,
+            )))
+        })?;
+        Ok(Some(notifier))
     }
 
     fn clock(&self) -> Arc<dyn Clock> {
@@ -156,7 +233,7 @@ impl Backend for AwsContext {
     }
 
     fn tokens(&self) -> anyhow::Result<crate::auth::TokenKey> {
-        let secret = var(env::JWT_SECRET)?;
+        let secret = self.var(env::JWT_SECRET)?;
         anyhow::ensure!(
             secret.len() >= 32,
             "{} must be at least 32 bytes",
@@ -168,23 +245,24 @@ impl Backend for AwsContext {
     /// The key bands' Google credentials are sealed under, from
     /// [`env::CREDENTIALS_KEY`]; None when it is unset or empty (no Google sources).
     fn credentials_key(&self) -> anyhow::Result<Option<crate::google::sealed::CredentialKey>> {
-        Ok(crate::google::sealed::CredentialKey::from_env_if_set()?)
+        Ok(crate::google::sealed::CredentialKey::from_setting(
+            (self.vars)(env::CREDENTIALS_KEY).as_deref(),
+        )?)
     }
 
     /// The store and both queues.
     fn health_checks(&self) -> anyhow::Result<Vec<(String, Arc<dyn HealthCheck>)>> {
         Ok(vec![
-            ("store".into(), self.store()?),
-            ("sync_queue".into(), self.queue(env::SYNC_QUEUE_URL)?),
-            (
-                "broadcast_queue".into(),
-                self.queue(env::BROADCAST_QUEUE_URL)?,
-            ),
+            ("store".into(), self.dynamo()?),
+            ("sync_queue".into(), self.sync_sqs()?),
+            ("broadcast_queue".into(), self.broadcast_sqs()?),
         ])
     }
 
     fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>> {
-        self.google_with(RetryPolicy::default())
+        once(&self.parts.google, || {
+            self.google_with(RetryPolicy::default())
+        })
     }
 
     /// Google's clients with short retries, channels addressed to [`env::WEBHOOK_URL`].
@@ -197,12 +275,81 @@ impl Backend for AwsContext {
             max_elapsed: std::time::Duration::from_secs(10),
             ..Default::default()
         };
-        let Some(api) = self.google_with(policy)? else {
+        let Some(api) = once(&self.parts.watch_google, || self.google_with(policy))? else {
             return Ok(None);
         };
         Ok(Some(Watch {
             api,
-            address: var(env::WEBHOOK_URL)?,
+            address: self.var(env::WEBHOOK_URL)?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wiring;
+    use std::collections::HashMap;
+
+    /// A context on these settings (no call leaves the process).
+    fn context(vars: &[(&str, &str)]) -> AwsContext {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        AwsContext::new(sdk, Arc::new(SystemClock), move |name| {
+            vars.get(name).cloned()
+        })
+    }
+
+    /// The webhook's settings: the store and the sync queue.
+    const WEBHOOK: &[(&str, &str)] = &[
+        (env::SYNC_TABLE, "sync"),
+        (env::CONNECTIONS_TABLE, "connections"),
+        (env::SYNC_QUEUE_URL, "https://sqs.example/sync.fifo"),
+    ];
+
+    fn same<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+    }
+
+    #[test]
+    fn each_part_is_built_once_and_shared() {
+        // GIVEN the settings of the store and both queues
+        let broadcast = (
+            env::BROADCAST_QUEUE_URL,
+            "https://sqs.example/broadcast.fifo",
+        );
+        let ctx = context(&[WEBHOOK, &[broadcast]].concat());
+        // WHEN the store is asked for as a store, as the log and as a health check
+        let store = ctx.store().unwrap();
+        let checks = ctx.clone().health_checks().unwrap();
+        // THEN it is one store (its appends take turns), also through a clone
+        assert!(same(&store, &ctx.store().unwrap()));
+        assert!(same(&store, &ctx.log().unwrap()));
+        assert!(same(&store, &checks[0].1));
+        // AND each queue is one client, whoever asks for it
+        assert!(same(&ctx.sync_queue().unwrap(), &checks[1].1));
+        assert!(same(&ctx.broadcast_queue().unwrap(), &checks[2].1));
+        assert!(!same(&ctx.sync_queue().unwrap(), &checks[2].1));
+    }
+
+    #[test]
+    fn a_missing_part_fails_only_the_handler_that_needs_it() {
+        // GIVEN the webhook's settings only (no pusher, no broadcast queue)
+        let ctx = context(WEBHOOK);
+        // THEN the webhook builds, the broadcaster does not, naming what is missing
+        assert!(wiring::webhook(&ctx).is_ok());
+        let e = wiring::broadcaster(&ctx).err().expect("no pusher");
+        assert!(e.to_string().contains(env::WS_MANAGEMENT_ENDPOINT), "{e}");
+        // AND the webhook still builds after (a failed part is not remembered)
+        assert!(wiring::webhook(&ctx).is_ok());
+        // AND without a credentials key there is no Google
+        assert!(ctx.google().unwrap().is_none());
+        assert!(ctx.watch().unwrap().is_none());
     }
 }

@@ -27,7 +27,7 @@ fn ignored(root: &Path, path: &Path) -> bool {
         .any(|c| {
             c.as_os_str()
                 .to_str()
-                .is_some_and(crate::sync::folder::is_ignored)
+                .is_some_and(crate::model::is_ignored_name)
         })
 }
 

@@ -1,10 +1,11 @@
 //! Retries without waiting: a sleeper that only records the delays it was asked for,
-//! and a retrier built on it for the client tests against the fakes.
+//! and a Google retrier built on it for the client tests against the fakes.
 
+use super::lock;
 use async_trait::async_trait;
 use bandsync::backoff::Sleeper;
 use bandsync::google::retry::{Retrier, RetryPolicy};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A sleeper that only records the delays it was asked for, and returns at once.
@@ -16,26 +17,20 @@ pub struct RecordingSleeper {
 impl RecordingSleeper {
     /// Every delay asked for so far, in order.
     pub fn delays(&self) -> Vec<Duration> {
-        self.delays
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.delays).clone()
     }
 }
 
 #[async_trait]
 impl Sleeper for RecordingSleeper {
     async fn sleep(&self, delay: Duration) {
-        self.delays
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(delay);
+        lock(&self.delays).push(delay);
         tokio::task::yield_now().await;
     }
 }
 
-/// A retrier for tests against the fake: `max_attempts`, backoff windows from 100 ms,
-/// jitter fixed at one half, and sleeps only recorded (the test does not wait).
+/// A retrier for tests against the Google fakes: `max_attempts`, backoff windows from
+/// 100 ms, jitter fixed at one half, and sleeps only recorded (the test does not wait).
 pub fn recording_retrier(max_attempts: u32) -> (Retrier, Arc<RecordingSleeper>) {
     let sleeper = Arc::new(RecordingSleeper::default());
     let policy = RetryPolicy {
