@@ -101,7 +101,7 @@ impl Fixture {
             .iter()
             .rev()
             .find(|e| e.event() == name && e.data()["event_id"] == event_id);
-        found.expect("such an event").data.clone()
+        found.expect("such an event").data().clone()
     }
 
     /// The catalog: (event id, label), by id.
@@ -314,7 +314,7 @@ async fn one_called_off_rehearsal_of_a_weekly_series_is_a_cancellation_once() {
         .filter(|e| e.event() == EVENT_CANCELLED)
         .collect();
     assert_eq!(cancelled.len(), 1, "{:?}", f.calendar_events(before).await);
-    let data = &cancelled[0].data;
+    let data = cancelled[0].data();
     assert_eq!(data["event_id"], exception.as_str());
     assert_eq!(data["recurring_event_id"], series.as_str());
     assert_eq!(data["status"], "cancelled");
@@ -373,7 +373,7 @@ async fn assert_one_clean_sync(f: &Fixture, before: usize, new: &[String], op: &
     let ids: Vec<&String> = new.iter().collect();
     assert_eq!(f.calendar_events(before).await, pairs(EVENT_CREATED, &ids));
     let log = f.log().await;
-    let names: Vec<&str> = log[before..].iter().map(|e| e.event().to_owned()).collect();
+    let names: Vec<&str> = log[before..].iter().map(|e| e.event()).collect();
     assert_eq!(names.first(), Some(&"sync.started"));
     assert_eq!(names.last(), Some(&"sync.completed"));
     assert_eq!(names.len(), new.len() + 2);

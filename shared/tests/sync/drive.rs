@@ -76,6 +76,12 @@ impl Fixture {
         self.h.log(&ChannelName::Band(self.band.clone())).await
     }
 
+    /// The event names of the band's log, in order.
+    async fn names(&self) -> Vec<String> {
+        let log = self.log().await;
+        log.iter().map(|e| e.event().to_owned()).collect()
+    }
+
     /// The file events of the log after `skip` events: (event, path), in order.
     async fn file_events(&self, skip: usize) -> Vec<(String, String)> {
         self.log()
@@ -154,12 +160,7 @@ async fn the_first_sync_lists_the_tree_and_creates_each_file_of_the_configured_t
             ("file.created", "take.mp3"),
         ])
     );
-    let names: Vec<String> = f
-        .log()
-        .await
-        .into_iter()
-        .map(|e| e.event().to_owned())
-        .collect();
+    let names = f.names().await;
     assert_eq!(names.first().unwrap(), "sync.started");
     assert_eq!(names.last().unwrap(), "sync.completed");
     // AND the catalog has them under their Drive ids, the cursor is Drive's token
@@ -304,7 +305,7 @@ async fn a_crash_between_pages_resumes_from_the_stored_page_without_duplicates()
     assert_eq!(op.status, OperationStatus::Completed);
     assert_eq!(op.metrics.synced, 4);
     let log = f.log().await;
-    let names: Vec<&str> = log[before..].iter().map(|e| e.event().to_owned()).collect();
+    let names: Vec<&str> = log[before..].iter().map(|e| e.event()).collect();
     assert_eq!(
         names,
         [
@@ -432,12 +433,7 @@ async fn a_permanent_refusal_fails_the_operation_instead_of_retrying_it() {
     assert_eq!(op.status, OperationStatus::Failed);
     let error = op.error.unwrap();
     assert!(error.contains("404"), "{error}");
-    let names: Vec<String> = f
-        .log()
-        .await
-        .into_iter()
-        .map(|e| e.event().to_owned())
-        .collect();
+    let names = f.names().await;
     assert!(names.contains(&"sync.failed".to_owned()), "{names:?}");
     // AND a 500 (retryable) is still an error, for the queue to redeliver
     f.fake.fail_next(1, Fault::ServerError);

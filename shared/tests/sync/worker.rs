@@ -477,7 +477,7 @@ async fn more_than_a_chunk_of_changes_publishes_progress() {
 
     // THEN a sync.progress event follows the first chunk, and seqs stay gapless
     let log = f.log().await;
-    let names: Vec<&str> = log.iter().map(|e| e.event().to_owned()).collect();
+    let names: Vec<&str> = log.iter().map(|e| e.event()).collect();
     let mut expected = vec!["sync.started"];
     expected.extend(std::iter::repeat_n("file.created", CHUNK));
     expected.extend(["sync.progress", "file.created", "sync.completed"]);
