@@ -9,9 +9,9 @@
 use crate::backoff::{Backoff, Sleeper, TokioSleeper};
 use crate::model::{ChannelName, ConnectionId, Event};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
-use crate::protocol::ServerFrame;
 use crate::transport::metrics::{self, Unit};
 use crate::transport::sqs::{Budget, run_fifo_batch};
+use crate::wire::frames::ServerFrame;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};

@@ -10,145 +10,123 @@
 use crate::auth::AuthError;
 use crate::model::ParseError;
 use crate::ports::PortError;
-use crate::protocol::ProtocolError;
 use crate::sync::RequestSyncError;
 use crate::webhook::IntakeError;
+use crate::wire::frames::ProtocolError;
 use serde_json::{Value, json};
 
-/// Every error code a client or operator can see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
+/// The one table of codes: each variant with its wire name, the HTTP status it is
+/// answered with, and what it means to a WebSocket client. The enum, [`ErrorCode::ALL`]
+/// and the table are written from this list, so a code cannot be left out of one.
+/// (The codes only the WebSocket sends have the status an HTTP route would give; the
+/// `$default` route itself always answers 200, the code travels in the frame.)
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident = ($name:literal, $status:literal, $ws:ident), )*) => {
+        /// Every error code a client or operator can see.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the table.
+            pub const ALL: &[Self] = &[$(Self::$variant),*];
+
+            /// Wire name, HTTP status, WebSocket meaning.
+            const fn spec(self) -> (&'static str, u16, OnWebSocket) {
+                match self {
+                    $(Self::$variant => ($name, $status, OnWebSocket::$ws),)*
+                }
+            }
+
+            /// What the code says (its doc comment; empty when its name says it all).
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!($($doc,)* "").trim_start(),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     /// The body is not what the route expects (not base64, not UTF-8, not the JSON shape).
-    MalformedBody,
+    MalformedBody = ("malformed_body", 400, FixTheFrame),
     /// A WebSocket frame that is not a JSON object.
-    MalformedJson,
+    MalformedJson = ("malformed_json", 400, FixTheFrame),
     /// A WebSocket frame with no `action`.
-    MissingAction,
+    MissingAction = ("missing_action", 400, FixTheFrame),
     /// A WebSocket frame with an action the protocol does not have.
-    UnknownAction,
+    UnknownAction = ("unknown_action", 400, FixTheFrame),
     /// A WebSocket frame whose fields have the wrong shape.
-    InvalidRequest,
-    MissingParameter,
+    InvalidRequest = ("invalid_request", 400, FixTheFrame),
+    MissingParameter = ("missing_parameter", 400, HttpOnly),
     /// An id or query parameter that does not parse.
-    InvalidParameter,
+    InvalidParameter = ("invalid_parameter", 400, FixTheFrame),
     /// A webhook notification without a header Google always sends.
-    MissingHeader,
-    InvalidHeader,
+    MissingHeader = ("missing_header", 400, HttpOnly),
+    InvalidHeader = ("invalid_header", 400, HttpOnly),
     /// API Gateway gave no connection id (never seen from a real gateway).
-    MissingConnectionId,
-    InvalidName,
-    InvalidFileType,
-    InvalidKind,
-    InvalidLocation,
-    InvalidCredentials,
-    MissingToken,
-    InvalidToken,
-    TokenExpired,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
+    MissingConnectionId = ("missing_connection_id", 400, Reconnect),
+    InvalidName = ("invalid_name", 400, HttpOnly),
+    InvalidFileType = ("invalid_file_type", 400, HttpOnly),
+    InvalidKind = ("invalid_kind", 400, HttpOnly),
+    InvalidLocation = ("invalid_location", 400, HttpOnly),
+    InvalidCredentials = ("invalid_credentials", 400, HttpOnly),
+    MissingToken = ("missing_token", 401, ConnectRefused),
+    InvalidToken = ("invalid_token", 401, ConnectRefused),
+    TokenExpired = ("token_expired", 401, ConnectRefused),
+    Forbidden = ("forbidden", 403, Refused),
+    NotFound = ("not_found", 404, Refused),
+    MethodNotAllowed = ("method_not_allowed", 405, HttpOnly),
     /// A conditional write lost to another writer: the state moved, try again.
-    Conflict,
+    Conflict = ("conflict", 409, RetryLater),
     /// A watch channel past its expiry: Google is told to stop using it.
-    ChannelExpired,
+    ChannelExpired = ("channel_expired", 410, HttpOnly),
     /// The connection is not registered (it expired or never connected).
-    UnknownConnection,
+    UnknownConnection = ("unknown_connection", 410, Reconnect),
     /// The channel's history cannot be replayed from where the client asks.
-    HistoryLost,
+    HistoryLost = ("history_lost", 410, Refetch),
     /// The deployment lacks a setting the route needs.
-    NotConfigured,
+    NotConfigured = ("not_configured", 503, HttpOnly),
     /// A backend failed; the detail is in the log, never in the answer.
-    Unavailable,
+    Unavailable = ("unavailable", 503, RetryLater),
 }
 
 /// What a code means to a WebSocket client, which gets it in an `error` frame (or, at
-/// `$connect`, as the HTTP status of the refused upgrade).
+/// `$connect`, as the HTTP status of the refused upgrade); [`Self::advice`] says it in
+/// words, for the documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnWebSocket {
-    /// The frame is wrong: sent again as it is, it gets the same answer.
     FixTheFrame,
-    /// Not this member's to do, or nothing by that name: do not retry.
     Refused,
-    /// `$connect` is refused: get a (new) token and connect again.
     ConnectRefused,
-    /// The connection is not registered: connect again.
     Reconnect,
-    /// The history is gone: refetch the channel's state, then subscribe.
     Refetch,
-    /// A passing failure: the same frame may succeed later.
     RetryLater,
-    /// Not sent on the WebSocket: a code of the HTTP routes only.
     HttpOnly,
 }
 
-impl ErrorCode {
-    /// Every code, in the order of the table in [`Self::spec`].
-    pub const ALL: [Self; 27] = [
-        Self::MalformedBody,
-        Self::MalformedJson,
-        Self::MissingAction,
-        Self::UnknownAction,
-        Self::InvalidRequest,
-        Self::MissingParameter,
-        Self::InvalidParameter,
-        Self::MissingHeader,
-        Self::InvalidHeader,
-        Self::MissingConnectionId,
-        Self::InvalidName,
-        Self::InvalidFileType,
-        Self::InvalidKind,
-        Self::InvalidLocation,
-        Self::InvalidCredentials,
-        Self::MissingToken,
-        Self::InvalidToken,
-        Self::TokenExpired,
-        Self::Forbidden,
-        Self::NotFound,
-        Self::MethodNotAllowed,
-        Self::Conflict,
-        Self::ChannelExpired,
-        Self::UnknownConnection,
-        Self::HistoryLost,
-        Self::NotConfigured,
-        Self::Unavailable,
-    ];
-
-    /// The one table: wire name, HTTP status, WebSocket meaning. (The codes only the
-    /// WebSocket sends have the status an HTTP route would give; the `$default` route
-    /// itself always answers 200, the code travels in the frame.)
-    const fn spec(self) -> (&'static str, u16, OnWebSocket) {
-        use OnWebSocket::*;
+impl OnWebSocket {
+    /// What a client does about it, as the documents say it.
+    pub const fn advice(self) -> &'static str {
         match self {
-            Self::MalformedBody => ("malformed_body", 400, FixTheFrame),
-            Self::MalformedJson => ("malformed_json", 400, FixTheFrame),
-            Self::MissingAction => ("missing_action", 400, FixTheFrame),
-            Self::UnknownAction => ("unknown_action", 400, FixTheFrame),
-            Self::InvalidRequest => ("invalid_request", 400, FixTheFrame),
-            Self::MissingParameter => ("missing_parameter", 400, HttpOnly),
-            Self::InvalidParameter => ("invalid_parameter", 400, FixTheFrame),
-            Self::MissingHeader => ("missing_header", 400, HttpOnly),
-            Self::InvalidHeader => ("invalid_header", 400, HttpOnly),
-            Self::MissingConnectionId => ("missing_connection_id", 400, Reconnect),
-            Self::InvalidName => ("invalid_name", 400, HttpOnly),
-            Self::InvalidFileType => ("invalid_file_type", 400, HttpOnly),
-            Self::InvalidKind => ("invalid_kind", 400, HttpOnly),
-            Self::InvalidLocation => ("invalid_location", 400, HttpOnly),
-            Self::InvalidCredentials => ("invalid_credentials", 400, HttpOnly),
-            Self::MissingToken => ("missing_token", 401, ConnectRefused),
-            Self::InvalidToken => ("invalid_token", 401, ConnectRefused),
-            Self::TokenExpired => ("token_expired", 401, ConnectRefused),
-            Self::Forbidden => ("forbidden", 403, Refused),
-            Self::NotFound => ("not_found", 404, Refused),
-            Self::MethodNotAllowed => ("method_not_allowed", 405, HttpOnly),
-            Self::Conflict => ("conflict", 409, RetryLater),
-            Self::ChannelExpired => ("channel_expired", 410, HttpOnly),
-            Self::UnknownConnection => ("unknown_connection", 410, Reconnect),
-            Self::HistoryLost => ("history_lost", 410, Refetch),
-            Self::NotConfigured => ("not_configured", 503, HttpOnly),
-            Self::Unavailable => ("unavailable", 503, RetryLater),
+            Self::FixTheFrame => {
+                "the frame is wrong; sent again as it is, it gets the same answer."
+            }
+            Self::Refused => "not this member's to do, or nothing by that name; do not retry.",
+            Self::ConnectRefused => {
+                "`$connect` is refused with this status; get a (new) token and connect again."
+            }
+            Self::Reconnect => "the connection is not registered; connect again.",
+            Self::Refetch => "the history is gone; refetch the channel's state, then subscribe.",
+            Self::RetryLater => "a passing failure; the same frame may succeed later.",
+            Self::HttpOnly => "not sent (a code of the HTTP routes only).",
         }
     }
+}
 
+impl ErrorCode {
     /// The code as clients see it.
     pub const fn as_str(self) -> &'static str {
         self.spec().0
@@ -159,6 +137,7 @@ impl ErrorCode {
         self.spec().1
     }
 
+    /// What it means to a WebSocket client (the documents say it for every code).
     pub const fn on_websocket(self) -> OnWebSocket {
         self.spec().2
     }
@@ -167,6 +146,71 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ErrorCode {
+    type Err = UnknownErrorCode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownErrorCode(s.to_owned()))
+    }
+}
+
+/// A code string this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error code {0:?}")]
+pub struct UnknownErrorCode(pub String);
+
+/// On the wire a code is its name (`"not_found"`).
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The schema lists every code, each with its HTTP status and what it means on the
+/// WebSocket, so a client can switch on them exhaustively.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ErrorCode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let codes: Vec<Value> = Self::ALL
+            .iter()
+            .map(|c| {
+                let what = match c.description() {
+                    "" => String::new(),
+                    d => format!("{d} "),
+                };
+                json!({
+                    "const": c.as_str(),
+                    "description": format!(
+                        "{what}HTTP {}. On the WebSocket: {}",
+                        c.status(),
+                        c.on_websocket().advice()
+                    ),
+                })
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": "Every error code, stable for programs to switch on.",
+            "type": "string",
+            "oneOf": codes,
+        })
     }
 }
 
@@ -196,7 +240,7 @@ impl Refusal {
 
     /// `{"error": {"code", "message"}}`: the body of an HTTP refusal.
     pub fn body(&self) -> Value {
-        json!({"error": {"code": self.code.as_str(), "message": self.message}})
+        json!({"error": {"code": self.code, "message": self.message}})
     }
 
     /// A backend failed (503, try again); the cause is for the log only.

@@ -23,7 +23,6 @@ pub mod error;
 pub mod google;
 pub mod model;
 pub mod ports;
-pub mod protocol;
 pub mod publish;
 pub mod resume;
 pub mod scheduler;

@@ -21,7 +21,7 @@ pub struct Scheduler {
     /// (the scheduler Lambda has 60 s in all; a call started just before may take a
     /// request timeout more).
     pub channel_budget: Duration,
-    channels: Option<WatchKeeper>,
+    watch_keeper: Option<WatchKeeper>,
     registry: Option<Arc<dyn ConfigStore>>,
 }
 
@@ -30,7 +30,8 @@ pub struct Scheduler {
 pub struct TickReport {
     pub reconciles_queued: usize,
     pub events_pruned: u64,
-    pub channels: WatchReport,
+    /// What the watch keeper did to the watch channels.
+    pub watch_channels: WatchReport,
 }
 
 impl Scheduler {
@@ -47,14 +48,14 @@ impl Scheduler {
             clock,
             retention: Duration::from_secs(24 * 3600),
             channel_budget: Duration::from_secs(20),
-            channels: None,
+            watch_keeper: None,
             registry: None,
         }
     }
 
     /// Keep the watch channels of Google sources on every tick.
-    pub fn with_channels(mut self, keeper: impl Into<Option<WatchKeeper>>) -> Self {
-        self.channels = keeper.into();
+    pub fn with_watch_keeper(mut self, keeper: impl Into<Option<WatchKeeper>>) -> Self {
+        self.watch_keeper = keeper.into();
         self
     }
 
@@ -129,13 +130,13 @@ impl Scheduler {
                 }
             }
         }
-        if let Some(keeper) = &self.channels {
+        if let Some(keeper) = &self.watch_keeper {
             let deadline = std::time::Instant::now() + self.channel_budget;
             for band in &bands {
                 match keeper.tick_band(band, deadline).await {
-                    Ok(r) => report.channels.add(&r),
+                    Ok(r) => report.watch_channels.add(&r),
                     Err(e) => {
-                        report.channels.failed += 1;
+                        report.watch_channels.failed += 1;
                         tracing::error!(%band, error = %e, "watch channels of a band failed");
                     }
                 }

@@ -18,8 +18,8 @@ use crate::error::Refusal;
 use crate::model::{BandId, SourceId, SyncJob, Trigger};
 use crate::ports::{Clock, DedupeStore, PortError, Queue, SourceStore, WatchChannelStore};
 use crate::transport::http::{header, json_v2, refused_v2};
+use crate::wire::http::WebhookAnswer;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,11 +120,15 @@ impl WebhookIntake {
     #[tracing::instrument(skip_all, fields(channel = header(&req.headers, H_CHANNEL_ID)))]
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.intake(&req.headers).await {
-            Ok(Intake::Queued(job)) => json_v2(200, &json!({"status": "queued", "job": job.id})),
-            Ok(Intake::SyncHandshake) => json_v2(200, &json!({"status": "sync_acknowledged"})),
-            Ok(Intake::Duplicate) => json_v2(200, &json!({"status": "duplicate"})),
-            Ok(Intake::Ignored(state)) => {
-                json_v2(200, &json!({"status": "ignored", "state": state}))
+            Ok(intake) => {
+                let answer = match intake {
+                    Intake::Queued(job) => WebhookAnswer::Queued { job: job.id },
+                    Intake::SyncHandshake => WebhookAnswer::SyncAcknowledged,
+                    Intake::Duplicate => WebhookAnswer::Duplicate,
+                    Intake::Ignored(state) => WebhookAnswer::Ignored { state },
+                };
+                // Through a Value, so the keys keep the alphabetical order they had.
+                json_v2(200, &serde_json::to_value(answer).unwrap_or_default())
             }
             Err(e) => {
                 let refusal = Refusal::from(e);

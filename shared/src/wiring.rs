@@ -97,7 +97,7 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     Ok(
         Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
             .with_registry(store)
-            .with_channels(keeper),
+            .with_watch_keeper(keeper),
     )
 }
 

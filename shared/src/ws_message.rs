@@ -5,9 +5,9 @@
 use crate::error::{ErrorCode, Refusal};
 use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStore};
-use crate::protocol::{ClientRequest, ServerFrame, parse_frame};
 use crate::resume::{self, ResumePlan};
 use crate::transport::http::{json_v1, refused_v1};
+use crate::wire::frames::{ClientRequest, HistoryLostData, ServerFrame, parse_frame};
 use crate::wire::frames::{QueuedSync, SyncQueued, SyncRequestBody};
 use crate::ws_connect::connection_id;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -40,14 +40,14 @@ pub struct WsMessage {
     pub max_replay: u64,
 }
 
-/// A refused frame: what the `error` frame says.
-struct Refused {
+/// The answer to a refused frame: what its `error` frame says.
+struct ErrorReply {
     refusal: Refusal,
     /// Context for the client (the channel's head, for `history_lost`).
-    data: Option<Value>,
+    data: Option<HistoryLostData>,
 }
 
-impl<E: Into<Refusal>> From<E> for Refused {
+impl<E: Into<Refusal>> From<E> for ErrorReply {
     fn from(e: E) -> Self {
         Self {
             refusal: e.into(),
@@ -97,11 +97,11 @@ impl WsMessage {
         match reply {
             Ok(Some(frame)) => self.send(&id, &frame).await,
             Ok(None) => {}
-            Err(Refused { refusal, data }) => {
+            Err(ErrorReply { refusal, data }) => {
                 // The WebSocket edge: the cause of a backend failure is logged here.
                 refusal.log();
                 let frame = ServerFrame::Error {
-                    code: refusal.code.as_str().to_owned(),
+                    code: refusal.code,
                     message: refusal.message,
                     reference,
                     data,
@@ -118,7 +118,7 @@ impl WsMessage {
         }
     }
 
-    async fn member(&self, id: &ConnectionId) -> Result<Connection, Refused> {
+    async fn member(&self, id: &ConnectionId) -> Result<Connection, ErrorReply> {
         let conn = self.connections.get_connection(id).await?;
         Ok(conn.ok_or_else(|| {
             Refusal::new(
@@ -132,7 +132,7 @@ impl WsMessage {
         &self,
         id: &ConnectionId,
         channel: &ChannelName,
-    ) -> Result<Connection, Refused> {
+    ) -> Result<Connection, ErrorReply> {
         let conn = self.member(id).await?;
         if !may_read(&conn, channel) {
             return Err(
@@ -147,7 +147,7 @@ impl WsMessage {
         id: &ConnectionId,
         request: ClientRequest,
         reference: Option<Value>,
-    ) -> Result<Option<ServerFrame>, Refused> {
+    ) -> Result<Option<ServerFrame>, ErrorReply> {
         match request {
             ClientRequest::Ping {} => Ok(Some(ServerFrame::Pong {
                 ts: self.clock.now(),
@@ -228,19 +228,19 @@ impl WsMessage {
         after_seq: u64,
         epoch: Option<String>,
         reference: Option<Value>,
-    ) -> Result<Option<ServerFrame>, Refused> {
+    ) -> Result<Option<ServerFrame>, ErrorReply> {
         let head = self.log.head(&channel).await?;
         match resume::plan(head.as_ref(), after_seq, epoch.as_deref()) {
-            ResumePlan::HistoryLost { reason } => Err(Refused {
+            ResumePlan::HistoryLost { reason } => Err(ErrorReply {
                 refusal: Refusal::new(
                     ErrorCode::HistoryLost,
                     format!("{reason}; refetch the state of {channel}"),
                 ),
-                data: Some(json!({
-                    "channel": channel,
-                    "seq": head.as_ref().map_or(0, |h| h.seq),
-                    "epoch": head.as_ref().map(|h| h.epoch.clone()),
-                })),
+                data: Some(HistoryLostData {
+                    channel: channel.clone(),
+                    epoch: head.as_ref().map(|h| h.epoch.clone()),
+                    seq: head.as_ref().map_or(0, |h| h.seq),
+                }),
             }),
             ResumePlan::UpToDate => Ok(Some(ServerFrame::Resumed {
                 seq: head.as_ref().map_or(0, |h| h.seq),

@@ -52,7 +52,7 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
         TickReport {
             reconciles_queued: 2,
             events_pruned: 1,
-            channels: WatchReport::default(),
+            watch_channels: WatchReport::default(),
         }
     );
     let groups: Vec<String> = h
@@ -131,7 +131,7 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
         h.clock.clone(),
     )
     .with_registry(h.store.clone())
-    .with_channels(keeper);
+    .with_watch_keeper(keeper);
     // AND a budget that only lets the first watch call start
     scheduler.channel_budget = Duration::from_millis(10);
 
@@ -150,7 +150,7 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
     assert_eq!(groups, ["demo/charts", "demo/takes", "jazz/gigs"]);
     // AND the watch calls failed or were left for the next run, without failing
     // the tick
-    assert_eq!(report.channels.failed, 1, "{report:?}");
-    assert_eq!(report.channels.deferred, 2, "{report:?}");
-    assert_eq!(report.channels.created, 0);
+    assert_eq!(report.watch_channels.failed, 1, "{report:?}");
+    assert_eq!(report.watch_channels.deferred, 2, "{report:?}");
+    assert_eq!(report.watch_channels.created, 0);
 }

@@ -261,7 +261,11 @@ async fn session(
                 resuming = false;
                 eprintln!("{text}");
             }
-            ServerFrame::Error { code, message, .. } if code == ErrorCode::HistoryLost.as_str() => {
+            ServerFrame::Error {
+                code: ErrorCode::HistoryLost,
+                message,
+                ..
+            } => {
                 eprintln!("history lost ({message:?}); refetch state, then following from now");
                 *cursor = Cursor::default();
                 resuming = false;

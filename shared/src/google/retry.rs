@@ -17,7 +17,7 @@
 
 use super::GoogleError;
 use crate::backoff::Backoff;
-pub use crate::backoff::{Sleeper, TokioSleeper, random_unit};
+use crate::backoff::{Sleeper, TokioSleeper, random_unit};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -87,7 +87,7 @@ pub async fn scheduler(
     _e: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
     let report = h.tick(bands).await?;
-    let c = &report.channels;
+    let c = &report.watch_channels;
     Ok(json!({
         "reconciles_queued": report.reconciles_queued,
         "events_pruned": report.events_pruned,

@@ -87,6 +87,7 @@ fn add_responses(g: &mut SchemaGenerator) {
     g.subschema_for::<http::ConfigView>();
     g.subschema_for::<crate::model::Source>();
     g.subschema_for::<http::ErrorBody>();
+    g.subschema_for::<http::WebhookAnswer>();
 }
 
 fn ref_schema() -> Value {
@@ -288,6 +289,8 @@ struct Route {
     query: &'static [(&'static str, bool, &'static str)],
     body: Option<Value>,
     ok: (u16, Option<&'static str>),
+    /// Answers besides `ok` and the refusals: (status, schema, description).
+    also: &'static [(u16, &'static str, &'static str)],
     token: bool,
 }
 
@@ -303,6 +306,7 @@ fn route(key: &str) -> Option<Route> {
             query,
             body,
             ok,
+            also: &[],
             token,
         })
     };
@@ -342,7 +346,11 @@ fn route(key: &str) -> Option<Route> {
             None,
             (200, Some("Health")),
             false,
-        ),
+        )
+        .map(|r| Route {
+            also: &[(503, "Health", "Degraded: a dependency is down.")],
+            ..r
+        }),
         "GET /sync/stats" => r(
             "Figures over a band's latest operations.",
             &[BAND],
@@ -426,12 +434,15 @@ fn openapi() -> Value {
             "operationId": operation_id(method, path),
             "responses": {
                 status.to_string(): ok,
-                "default": {
-                    "description": "A refusal: its status and `error.code` say why.",
-                    "content": {"application/json": {"schema": schema_ref("ErrorBody")}},
-                },
+                "default": refusal(),
             },
         });
+        for (status, schema, description) in route.also {
+            operation["responses"][status.to_string()] = json!({
+                "description": description,
+                "content": {"application/json": {"schema": schema_ref(schema)}},
+            });
+        }
         if !parameters.is_empty() {
             operation["parameters"] = json!(parameters);
         }
@@ -449,6 +460,7 @@ fn openapi() -> Value {
         let entry = paths.entry(path.to_owned()).or_insert_with(|| json!({}));
         entry[method.to_ascii_lowercase()] = operation;
     }
+    paths.insert("/webhooks/google".into(), webhook());
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -467,6 +479,68 @@ fn openapi() -> Value {
             },
         },
     })
+}
+
+fn refusal() -> Value {
+    json!({
+        "description": "A refusal: its status and `error.code` say why.",
+        "content": {"application/json": {"schema": schema_ref("ErrorBody")}},
+    })
+}
+
+/// Google's push notifications (not one of the API's routes: its own function). Google
+/// sends no body; the headers say which channel and what happened.
+fn webhook() -> Value {
+    use crate::webhook::{
+        H_CHANNEL_ID, H_CHANNEL_TOKEN, H_MESSAGE_NUMBER, H_RESOURCE_ID, H_RESOURCE_STATE,
+    };
+    let headers = [
+        (
+            H_CHANNEL_ID,
+            true,
+            "The watch channel's id (one bandsync opened).",
+        ),
+        (
+            H_CHANNEL_TOKEN,
+            true,
+            "The channel's token, checked against its stored hash.",
+        ),
+        (
+            H_RESOURCE_ID,
+            true,
+            "The watched resource, checked against the channel's.",
+        ),
+        (
+            H_RESOURCE_STATE,
+            true,
+            "`sync` for the handshake; `add`, `update`, `change`, ... for a change.",
+        ),
+        (
+            H_MESSAGE_NUMBER,
+            true,
+            "Google's message number (a repeat is a duplicate).",
+        ),
+    ];
+    let parameters: Vec<Value> = headers
+        .iter()
+        .map(|(name, required, description)| {
+            json!({"name": name, "in": "header", "required": required,
+                "description": description, "schema": {"type": "string"}})
+        })
+        .collect();
+    json!({"post": {
+        "summary": "Google's push notification of a watched source: queue its sync (answered as soon as it is queued).",
+        "operationId": "post_webhooks_google",
+        "parameters": parameters,
+        "responses": {
+            "200": {
+                "description": "Accepted",
+                "content": {"application/json": {"schema": schema_ref("WebhookAnswer")}},
+            },
+            "default": refusal(),
+        },
+        "security": [],
+    }})
 }
 
 /// `GET /sync/operations/{id}` -> `get_sync_operations_id`.

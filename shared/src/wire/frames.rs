@@ -1,7 +1,13 @@
 //! The WebSocket frames: JSON text frames, a client's tagged by `action`
 //! ([`ClientRequest`]), the server's by `type` ([`ServerFrame`]). A client frame may carry
 //! a `ref` (any JSON value), which every reply to it echoes.
+//!
+//! Client frames are parsed in two steps ([`parse_frame`]) so every bad frame gets a
+//! precise error code: not JSON (`malformed_json`), no `action` (`missing_action`), an
+//! action we do not know (`unknown_action`), fields of the wrong shape
+//! (`invalid_request`).
 
+use crate::error::ErrorCode;
 use crate::model::{BandId, ChannelName, Event, SourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,24 +105,31 @@ pub enum ServerFrame {
         data: Option<SyncQueued>,
     },
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
         reference: Option<Value>,
-        /// Extra context (e.g. the channel's current seq and epoch for `history_lost`).
+        /// `history_lost` only: where the channel's log is now.
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        data: Option<Value>,
+        data: Option<HistoryLostData>,
     },
 }
 
+/// The `data` of a `history_lost` error: the channel's head, to refetch from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HistoryLostData {
+    pub channel: ChannelName,
+    /// Null: the channel has no log (yet).
+    pub epoch: Option<String>,
+    /// The channel's newest seq (0: none yet).
+    pub seq: u64,
+}
+
 impl ServerFrame {
-    pub fn error(
-        code: crate::error::ErrorCode,
-        message: impl Into<String>,
-        reference: Option<Value>,
-    ) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
         Self::Error {
-            code: code.as_str().to_owned(),
+            code,
             message: message.into(),
             reference,
             data: None,
@@ -127,6 +140,84 @@ impl ServerFrame {
         // Serialising these types cannot fail: keys are strings, no maps with non-string keys.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// Why a frame was refused; becomes an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parse one text frame. The `ref` (if any) is returned even when the rest is refused,
+/// so the error can carry it.
+pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, ProtocolError>) {
+    let mut fields = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return (
+                None,
+                Err(ProtocolError::new(
+                    ErrorCode::MalformedJson,
+                    "a frame must be a JSON object",
+                )),
+            );
+        }
+        Err(e) => {
+            return (
+                None,
+                Err(ProtocolError::new(
+                    ErrorCode::MalformedJson,
+                    format!("not JSON: {e}"),
+                )),
+            );
+        }
+    };
+    let reference = fields.remove("ref");
+    let action = match fields.remove("action") {
+        Some(Value::String(a)) => a,
+        Some(_) => {
+            return (
+                reference,
+                Err(ProtocolError::new(
+                    ErrorCode::MissingAction,
+                    "`action` must be a string",
+                )),
+            );
+        }
+        None => {
+            return (
+                reference,
+                Err(ProtocolError::new(
+                    ErrorCode::MissingAction,
+                    "a frame needs an `action`",
+                )),
+            );
+        }
+    };
+    if !ClientRequest::ACTIONS.contains(&action.as_str()) {
+        let message = format!(
+            "unknown action {action:?}; expected one of {}",
+            ClientRequest::ACTIONS.join(", ")
+        );
+        return (
+            reference,
+            Err(ProtocolError::new(ErrorCode::UnknownAction, message)),
+        );
+    }
+    fields.insert("action".into(), Value::String(action.clone()));
+    let request = serde_json::from_value::<ClientRequest>(Value::Object(fields))
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")));
+    (reference, request)
 }
 
 /// The `data` of the `ack` of a `sync_request`: one job per source queued.
@@ -148,6 +239,91 @@ pub struct QueuedSync {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn code(text: &str) -> &'static str {
+        parse_frame(text).1.unwrap_err().code.as_str()
+    }
+
+    #[test]
+    fn parses_every_action() {
+        let (r, req) = parse_frame(r#"{"action":"subscribe","channel":"band:demo","ref":7}"#);
+        assert_eq!(r, Some(json!(7)));
+        assert_eq!(
+            req.unwrap(),
+            ClientRequest::Subscribe {
+                channel: ChannelName::parse("band:demo").unwrap()
+            }
+        );
+        let (_, req) =
+            parse_frame(r#"{"action":"resume","channel":"system","after_seq":41,"epoch":"e1"}"#);
+        assert_eq!(
+            req.unwrap(),
+            ClientRequest::Resume {
+                channel: ChannelName::System,
+                after_seq: 41,
+                epoch: Some("e1".into())
+            }
+        );
+        assert_eq!(
+            parse_frame(r#"{"action":"ping"}"#).1.unwrap(),
+            ClientRequest::Ping {}
+        );
+        // Like POST /sync/trigger, a full sync unless asked otherwise.
+        let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo"}"#);
+        assert_eq!(
+            req.unwrap(),
+            ClientRequest::SyncRequest(SyncRequestBody {
+                band: BandId::parse("demo").unwrap(),
+                source: None,
+                full: true
+            })
+        );
+        let (_, req) = parse_frame(r#"{"action":"sync_request","band":"demo","full":false}"#);
+        assert!(matches!(
+            req.unwrap(),
+            ClientRequest::SyncRequest(SyncRequestBody { full: false, .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_precise_codes() {
+        assert_eq!(code("not json"), "malformed_json");
+        assert_eq!(code("[1,2]"), "malformed_json");
+        assert_eq!(code(r#"{"channel":"band:x"}"#), "missing_action");
+        assert_eq!(code(r#"{"action":5}"#), "missing_action");
+        assert_eq!(code(r#"{"action":"dance"}"#), "unknown_action");
+        assert_eq!(code(r#"{"action":"subscribe"}"#), "invalid_request");
+        assert_eq!(
+            code(r#"{"action":"subscribe","channel":"team:x"}"#),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(r#"{"action":"resume","channel":"system","after_seq":-1}"#),
+            "invalid_request"
+        );
+        assert_eq!(code(r#"{"action":"ping","extra":1}"#), "invalid_request");
+        // The ref survives a refused frame.
+        assert_eq!(
+            parse_frame(r#"{"action":"dance","ref":"a"}"#).0,
+            Some(json!("a"))
+        );
+    }
+
+    #[test]
+    fn frames_carry_their_type() {
+        let f = ServerFrame::error(ErrorCode::HistoryLost, "gone", Some(json!(1)));
+        let v: Value = serde_json::from_slice(&f.to_bytes()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "history_lost");
+        assert_eq!(v["ref"], 1);
+        let pong = ServerFrame::Pong {
+            ts: chrono::Utc::now(),
+            reference: None,
+        };
+        let v: Value = serde_json::from_slice(&pong.to_bytes()).unwrap();
+        assert_eq!(v["type"], "pong");
+        assert!(v.get("ref").is_none());
+    }
 
     fn channel() -> ChannelName {
         ChannelName::parse("band:demo").unwrap()
@@ -251,10 +427,14 @@ mod tests {
             ),
             (
                 ServerFrame::Error {
-                    code: "history_lost".into(),
+                    code: ErrorCode::HistoryLost,
                     message: "gone".into(),
                     reference: None,
-                    data: Some(json!({"channel": "band:demo", "epoch": "e2", "seq": 9})),
+                    data: Some(HistoryLostData {
+                        channel: channel(),
+                        epoch: Some("e2".into()),
+                        seq: 9,
+                    }),
                 },
                 r#"{"type":"error","code":"history_lost","message":"gone","data":{"channel":"band:demo","epoch":"e2","seq":9}}"#,
             ),

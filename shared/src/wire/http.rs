@@ -5,6 +5,7 @@
 //! in alphabetical order (as they were when it built them with `json!`).
 
 pub use super::frames::SyncRequestBody;
+use crate::error::ErrorCode;
 use crate::model::{
     BandId, ChannelHead, Source, SourceId, SourceKind, SyncConfiguration, SyncItem, SyncOperation,
 };
@@ -201,6 +202,23 @@ pub struct LogPosition {
     pub epoch: Option<String>,
 }
 
+/// `POST /webhooks/google` (200): what became of an accepted push notification. A
+/// refusal is an [`ErrorBody`] (a 5xx only when the job could not be queued, so that
+/// Google retries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum WebhookAnswer {
+    /// A sync of the channel's source is queued (`job` is its id).
+    Queued { job: String },
+    /// Google's `sync` handshake of a new channel: nothing to do.
+    SyncAcknowledged,
+    /// A message number already seen.
+    Duplicate,
+    /// A resource state that changes nothing (`state` is Google's).
+    Ignored { state: String },
+}
+
 /// Every refusal: `{"error": {"code", "message"}}` with the HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -212,7 +230,7 @@ pub struct ErrorBody {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorDetail {
     /// Stable, for programs (`not_found`, `forbidden`, `malformed_body`, ...).
-    pub code: String,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
 }
@@ -220,6 +238,33 @@ pub struct ErrorDetail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_answer_keeps_its_json() {
+        // Written through a Value, as the webhook does: keys in alphabetical order.
+        let cases = [
+            (
+                WebhookAnswer::Queued { job: "j1".into() },
+                r#"{"job":"j1","status":"queued"}"#,
+            ),
+            (
+                WebhookAnswer::SyncAcknowledged,
+                r#"{"status":"sync_acknowledged"}"#,
+            ),
+            (WebhookAnswer::Duplicate, r#"{"status":"duplicate"}"#),
+            (
+                WebhookAnswer::Ignored {
+                    state: "odd".into(),
+                },
+                r#"{"state":"odd","status":"ignored"}"#,
+            ),
+        ];
+        for (answer, text) in cases {
+            let value = serde_json::to_value(&answer).unwrap();
+            assert_eq!(value.to_string(), text);
+            assert_eq!(serde_json::from_str::<WebhookAnswer>(text).unwrap(), answer);
+        }
+    }
 
     #[test]
     fn a_trigger_body_is_a_sync_request_without_its_action() {
@@ -244,7 +289,7 @@ mod tests {
             other => panic!("unexpected body {other:?}"),
         };
         let body: ErrorBody = serde_json::from_str(&text).unwrap();
-        assert_eq!(body.error.code, "not_found");
+        assert_eq!(body.error.code, ErrorCode::NotFound);
         assert_eq!(serde_json::to_string(&body).unwrap(), text);
     }
 }
