@@ -463,15 +463,16 @@ pub fn is_ignored_name(name: &str) -> bool {
 /// An event before the channel log has given it a seq.
 ///
 /// `event` and `data` are the stored form of an [`EventKind`] (the log keeps what it is
-/// given, whatever the kind): build them with [`NewEvent::new`], so the name and the
-/// payload's fields are the ones the client contract (`crate::wire`) declares.
+/// given, whatever the kind). They are private and [`NewEvent::new`] is the only way to
+/// make one, so the name and the payload's fields are always the ones the client
+/// contract (`crate::wire`) declares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Deterministic, so a repeated append of the same event is recognised.
     pub id: String,
-    pub event: String,
+    event: String,
     pub ts: DateTime<Utc>,
-    pub data: serde_json::Value,
+    data: serde_json::Value,
 }
 
 impl NewEvent {
@@ -485,22 +486,58 @@ impl NewEvent {
             data,
         }
     }
+
+    /// The event name (`file.created`, ...).
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// The payload, as the log stores it.
+    pub fn data(&self) -> &serde_json::Value {
+        &self.data
+    }
+
+    /// The event the log made of it: this one, at `seq` of `epoch` of `channel`. (The
+    /// adapters rebuild events from what they stored this way.)
+    pub(crate) fn at(self, channel: ChannelName, seq: u64, epoch: String) -> Event {
+        Event {
+            channel,
+            seq,
+            epoch,
+            id: self.id,
+            event: self.event,
+            ts: self.ts,
+            data: self.data,
+        }
+    }
 }
 
 /// The envelope a client receives for every event on a channel. Its schema is the
-/// envelope's fields with the [`EventKind`] that `event` and `data` spell.
+/// envelope's fields with the [`EventKind`] that `event` and `data` spell; like a
+/// [`NewEvent`]'s, those two are private: an event is made by the log, from a
+/// `NewEvent` (or read back from the wire).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub channel: ChannelName,
     pub seq: u64,
     pub epoch: String,
     pub id: String,
-    pub event: String,
+    event: String,
     pub ts: DateTime<Utc>,
-    pub data: serde_json::Value,
+    data: serde_json::Value,
 }
 
 impl Event {
+    /// The event name (`file.created`, ...).
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// The payload (`data`), untyped.
+    pub fn data(&self) -> &serde_json::Value {
+        &self.data
+    }
+
     /// The typed kind and payload, for a reader that wants them (an event of a name
     /// this build does not know, or with another shape, is an error).
     pub fn kind(&self) -> Result<EventKind, serde_json::Error> {

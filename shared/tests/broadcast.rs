@@ -15,16 +15,14 @@ async fn subscribers(h: &Harness, behaviours: &[PushBehaviour]) -> BroadcastMess
         h.store.subscribe(&id, &demo, h.now()).await.unwrap();
         h.pusher.set(&id, *b);
     }
-    let events = h
-        .append(&demo, &["file.created", "file.updated", "file.deleted"])
-        .await;
+    let events = h.append(&demo, &["a", "b", "c"]).await;
     BroadcastMessage {
         channel: demo,
         events,
     }
 }
 
-/// The event frames a connection received, as (seq, event name).
+/// The event frames a connection received, as (seq, the harness's label).
 fn received(h: &Harness, conn: &str) -> Vec<(u64, String)> {
     h.pusher
         .frames(&conn_id(conn))
@@ -34,20 +32,16 @@ fn received(h: &Harness, conn: &str) -> Vec<(u64, String)> {
             assert_eq!(f["channel"], "band:demo");
             (
                 f["seq"].as_u64().unwrap(),
-                f["event"].as_str().unwrap().to_owned(),
+                f["data"]["operation"].as_str().unwrap().to_owned(),
             )
         })
         .collect()
 }
 
 fn all_three() -> Vec<(u64, String)> {
-    [
-        (1, "file.created"),
-        (2, "file.updated"),
-        (3, "file.deleted"),
-    ]
-    .map(|(s, e)| (s, e.to_owned()))
-    .to_vec()
+    [(1, "a"), (2, "b"), (3, "c")]
+        .map(|(s, e)| (s, e.to_owned()))
+        .to_vec()
 }
 
 #[tokio::test]
@@ -109,7 +103,10 @@ async fn every_subscriber_gets_every_frame_in_order() {
     assert!(h.pusher.frames(&outsider).is_empty());
     let frame: Value = h.pusher.frames(&conn_id("c1")).remove(0);
     assert_eq!(frame["epoch"], json!(message.events[0].epoch));
-    assert_eq!(frame["data"], json!({"n": 0}));
+    assert_eq!(
+        frame["data"],
+        json!({"done": 0, "operation": "a", "total": 3})
+    );
     assert_eq!(
         report,
         DeliveryReport {

@@ -3,6 +3,7 @@ use bandsync::model::{NewEvent, Source, SourceId, SourceKind};
 use bandsync::ports::{ChannelLog, SourceStore};
 use bandsync::scheduler::*;
 use bandsync::watch_keeper::{WatchKeeper, WatchReport};
+use bandsync::wire::events::{EventKind, SyncProgress};
 use bandsync_testkit::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,17 +24,15 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
             .await
             .unwrap();
     }
-    let old = NewEvent {
-        id: "old".into(),
-        event: "file.created".into(),
-        ts: h.now() - chrono::Duration::days(2),
-        data: serde_json::json!({}),
+    let progress = || {
+        EventKind::SyncProgress(SyncProgress {
+            operation: "op1".into(),
+            done: 1,
+            total: 2,
+        })
     };
-    let fresh = NewEvent {
-        id: "fresh".into(),
-        ts: h.now(),
-        ..old.clone()
-    };
+    let old = NewEvent::new("old", h.now() - chrono::Duration::days(2), progress());
+    let fresh = NewEvent::new("fresh", h.now(), progress());
     let channel = ChannelName::Band(demo.clone());
     h.store.append(&channel, &[old, fresh]).await.unwrap();
     let scheduler = Scheduler::new(

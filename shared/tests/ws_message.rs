@@ -119,7 +119,7 @@ async fn resume_replays_what_was_missed_then_answers_resumed() {
         .map(|f| (f["type"].as_str().unwrap(), f["seq"].as_u64().unwrap()))
         .collect();
     assert_eq!(replayed, [("event", 3), ("event", 4), ("event", 5)]);
-    assert_eq!(replies[0]["event"], "c");
+    assert_eq!(replies[0]["data"]["operation"], "c");
     assert_eq!(
         replies[3],
         json!({"type": "resumed", "channel": "band:demo", "seq": 5, "epoch": epoch,

@@ -226,7 +226,7 @@ async fn sqs_batches_reach_the_worker_and_the_broadcaster() {
         .read_after(&ChannelName::parse("band:demo").unwrap(), 0, 10)
         .await
         .unwrap();
-    let names: Vec<&str> = log.iter().map(|e| e.event.as_str()).collect();
+    let names: Vec<&str> = log.iter().map(|e| e.event()).collect();
     assert_eq!(names, ["sync.started", "file.created", "sync.completed"]);
 
     // broadcast: what the worker queued, delivered to a subscriber

@@ -14,12 +14,13 @@ use bandsync::ports::{ChannelLog, Clock, ConfigStore, ConnectionStore, SourceSto
 use bandsync::publish::Publisher;
 use bandsync::sync::SyncWorker;
 use bandsync::webhook::WebhookIntake;
+use bandsync::wire::events::{EventKind, SyncProgress};
 use bandsync::wiring::{self, Ports};
 use bandsync::ws_connect::WsConnect;
 use bandsync::ws_disconnect::WsDisconnect;
 use bandsync::ws_message::WsMessage;
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::json;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,16 +147,20 @@ impl Harness {
         }
     }
 
-    /// Append events named `names` to a channel's log (ids derived from the names).
-    pub async fn append(&self, channel: &ChannelName, names: &[&str]) -> Vec<Event> {
-        let events: Vec<NewEvent> = names
+    /// Append one `sync.progress` event per label to a channel's log: the label is its
+    /// `operation`, its place is `done` of `total`, its id is `<label>#<place>`.
+    pub async fn append(&self, channel: &ChannelName, labels: &[&str]) -> Vec<Event> {
+        let events: Vec<NewEvent> = labels
             .iter()
             .enumerate()
-            .map(|(i, name)| NewEvent {
-                id: format!("{name}#{i}"),
-                event: (*name).to_owned(),
-                ts: self.clock.now(),
-                data: json!({"n": i}),
+            .map(|(i, label)| {
+                let progress = SyncProgress {
+                    operation: (*label).to_owned(),
+                    done: i as u64,
+                    total: labels.len() as u64,
+                };
+                let kind = EventKind::SyncProgress(progress);
+                NewEvent::new(format!("{label}#{i}"), self.clock.now(), kind)
             })
             .collect();
         self.store.append(channel, &events).await.expect("append")

@@ -34,11 +34,6 @@ pub struct GoogleEndpoints {
 }
 
 impl GoogleEndpoints {
-    /// From the process environment.
-    pub fn from_env() -> Result<Self, GoogleError> {
-        Self::from_vars(|name| std::env::var(name).ok())
-    }
-
     /// From variables looked up by name; an empty value counts as unset.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, GoogleError> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());

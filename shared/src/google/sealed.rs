@@ -100,19 +100,6 @@ impl CredentialKey {
         key
     }
 
-    /// From the environment variable [`CREDENTIALS_KEY_ENV`].
-    pub fn from_env() -> Result<Self, SealError> {
-        let text = std::env::var(CREDENTIALS_KEY_ENV)
-            .map_err(|e| SealError::Key(format!("{CREDENTIALS_KEY_ENV}: {e}")))?;
-        Self::from_base64(&text).map_err(|e| SealError::Key(format!("{CREDENTIALS_KEY_ENV}: {e}")))
-    }
-
-    /// From [`CREDENTIALS_KEY_ENV`] when it is set and not blank (None otherwise); a
-    /// value that is not a key is an error, never ignored.
-    pub fn from_env_if_set() -> Result<Option<Self>, SealError> {
-        Self::from_setting(std::env::var(CREDENTIALS_KEY_ENV).ok().as_deref())
-    }
-
     /// From the value of [`CREDENTIALS_KEY_ENV`], however it was read: None when it is
     /// unset or blank; a value that is not a key is an error, never ignored.
     pub fn from_setting(text: Option<&str>) -> Result<Option<Self>, SealError> {

@@ -2,8 +2,9 @@
 //! payload (the envelope's `data`).
 //!
 //! The channel log stores an event as its name and its payload as JSON
-//! ([`crate::model::NewEvent`]); [`EventKind::into_parts`] is the only way the jobs make
-//! those, so a misspelt name or a missing field is a compile error. Payloads go through
+//! ([`crate::model::NewEvent`]); `NewEvent::new` takes an `EventKind` and is the only
+//! way to make one (its name and payload are private), so a misspelt name or a missing
+//! field is a compile error. Payloads go through
 //! `serde_json::Value` on their way into the log, so their keys are written in
 //! alphabetical order (as they were when the jobs built them with `json!`).
 
@@ -498,21 +499,17 @@ mod tests {
 
     #[test]
     fn the_envelope_keeps_its_field_order() {
-        let (event, data) = EventKind::SyncProgress(SyncProgress {
+        let kind = EventKind::SyncProgress(SyncProgress {
             operation: "op1".into(),
             done: 1,
             total: 2,
-        })
-        .into_parts();
-        let e = crate::model::Event {
-            channel: crate::model::ChannelName::parse("band:demo").unwrap(),
-            seq: 7,
-            epoch: "e1".into(),
-            id: "op1:progress:1".into(),
-            event: event.into(),
-            ts: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-            data,
-        };
+        });
+        let ts = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let e = crate::model::NewEvent::new("op1:progress:1", ts, kind).at(
+            crate::model::ChannelName::parse("band:demo").unwrap(),
+            7,
+            "e1".into(),
+        );
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"channel":"band:demo","seq":7,"epoch":"e1","id":"op1:progress:1","event":"sync.progress","ts":"2023-11-14T22:13:20Z","data":{"done":1,"operation":"op1","total":2}}"#

@@ -10,7 +10,7 @@
 use crate::error::ErrorCode;
 use crate::model::{BandId, ChannelName, Event, SourceId};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// What a client asks for (the frame without its `ref`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,47 +161,26 @@ impl ProtocolError {
 /// Parse one text frame. The `ref` (if any) is returned even when the rest is refused,
 /// so the error can carry it.
 pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, ProtocolError>) {
+    let malformed = |message: String| Err(ProtocolError::new(ErrorCode::MalformedJson, message));
     let mut fields = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return (
-                None,
-                Err(ProtocolError::new(
-                    ErrorCode::MalformedJson,
-                    "a frame must be a JSON object",
-                )),
-            );
-        }
-        Err(e) => {
-            return (
-                None,
-                Err(ProtocolError::new(
-                    ErrorCode::MalformedJson,
-                    format!("not JSON: {e}"),
-                )),
-            );
-        }
+        Ok(_) => return (None, malformed("a frame must be a JSON object".into())),
+        Err(e) => return (None, malformed(format!("not JSON: {e}"))),
     };
     let reference = fields.remove("ref");
+    (reference, request_of(fields))
+}
+
+/// The request a frame's fields (without its `ref`) spell.
+fn request_of(mut fields: Map<String, Value>) -> Result<ClientRequest, ProtocolError> {
     let action = match fields.remove("action") {
         Some(Value::String(a)) => a,
-        Some(_) => {
-            return (
-                reference,
-                Err(ProtocolError::new(
-                    ErrorCode::MissingAction,
-                    "`action` must be a string",
-                )),
-            );
-        }
-        None => {
-            return (
-                reference,
-                Err(ProtocolError::new(
-                    ErrorCode::MissingAction,
-                    "a frame needs an `action`",
-                )),
-            );
+        other => {
+            let message = match other {
+                Some(_) => "`action` must be a string",
+                None => "a frame needs an `action`",
+            };
+            return Err(ProtocolError::new(ErrorCode::MissingAction, message));
         }
     };
     if !ClientRequest::ACTIONS.contains(&action.as_str()) {
@@ -209,15 +188,11 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
             "unknown action {action:?}; expected one of {}",
             ClientRequest::ACTIONS.join(", ")
         );
-        return (
-            reference,
-            Err(ProtocolError::new(ErrorCode::UnknownAction, message)),
-        );
+        return Err(ProtocolError::new(ErrorCode::UnknownAction, message));
     }
     fields.insert("action".into(), Value::String(action.clone()));
-    let request = serde_json::from_value::<ClientRequest>(Value::Object(fields))
-        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")));
-    (reference, request)
+    serde_json::from_value::<ClientRequest>(Value::Object(fields))
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidRequest, format!("{action}: {e}")))
 }
 
 /// The `data` of the `ack` of a `sync_request`: one job per source queued.
@@ -238,6 +213,7 @@ pub struct QueuedSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::events::{EventKind, SyncStarted};
     use serde_json::json;
 
     fn code(text: &str) -> &'static str {
@@ -439,15 +415,19 @@ mod tests {
                 r#"{"type":"error","code":"history_lost","message":"gone","data":{"channel":"band:demo","epoch":"e2","seq":9}}"#,
             ),
             (
-                ServerFrame::Event(Event {
-                    channel: channel(),
-                    seq: 1,
-                    epoch: "e1".into(),
-                    id: "op1:started".into(),
-                    event: "sync.started".into(),
-                    ts,
-                    data: json!({"full": true, "operation": "op1", "source": "charts", "trigger": "client"}),
-                }),
+                ServerFrame::Event(
+                    crate::model::NewEvent::new(
+                        "op1:started",
+                        ts,
+                        EventKind::SyncStarted(SyncStarted {
+                            operation: "op1".into(),
+                            source: SourceId::parse("charts").unwrap(),
+                            trigger: crate::model::Trigger::Client,
+                            full: true,
+                        }),
+                    )
+                    .at(channel(), 1, "e1".into()),
+                ),
                 r#"{"type":"event","channel":"band:demo","seq":1,"epoch":"e1","id":"op1:started","event":"sync.started","ts":"2023-11-14T22:13:20Z","data":{"full":true,"operation":"op1","source":"charts","trigger":"client"}}"#,
             ),
         ];

@@ -80,10 +80,10 @@ impl Fixture {
     async fn calendar_events(&self, skip: usize) -> Vec<(String, String)> {
         let log = self.log().await;
         let about = |e: &bandsync::model::Event| {
-            let id = e.data["event_id"].as_str()?.to_owned();
-            e.event
+            let id = e.data()["event_id"].as_str()?.to_owned();
+            e.event()
                 .starts_with("calendar.")
-                .then(|| (e.event.clone(), id))
+                .then(|| (e.event().to_owned(), id))
         };
         log[skip..].iter().filter_map(about).collect()
     }
@@ -94,8 +94,8 @@ impl Fixture {
         let found = log
             .iter()
             .rev()
-            .find(|e| e.event == name && e.data["event_id"] == event_id);
-        found.expect("such an event").data.clone()
+            .find(|e| e.event() == name && e.data()["event_id"] == event_id);
+        found.expect("such an event").data().clone()
     }
 
     /// The catalog: (event id, label), by id.
@@ -275,7 +275,7 @@ async fn an_unchanged_resync_publishes_no_calendar_event() {
         .await
         .into_iter()
         .skip(before)
-        .map(|e| e.event)
+        .map(|e| e.event().to_owned())
         .collect();
     assert_eq!(names, ["sync.started", "sync.completed"]);
     assert_eq!(f.cursor().await, f.caught_up());
@@ -305,10 +305,10 @@ async fn one_called_off_rehearsal_of_a_weekly_series_is_a_cancellation_once() {
     let log = f.log().await;
     let cancelled: Vec<&bandsync::model::Event> = log[before..]
         .iter()
-        .filter(|e| e.event == EVENT_CANCELLED)
+        .filter(|e| e.event() == EVENT_CANCELLED)
         .collect();
     assert_eq!(cancelled.len(), 1, "{:?}", f.calendar_events(before).await);
-    let data = &cancelled[0].data;
+    let data = cancelled[0].data();
     assert_eq!(data["event_id"], exception.as_str());
     assert_eq!(data["recurring_event_id"], series.as_str());
     assert_eq!(data["status"], "cancelled");
@@ -367,7 +367,7 @@ async fn assert_one_clean_sync(f: &Fixture, before: usize, new: &[String], op: &
     let ids: Vec<&String> = new.iter().collect();
     assert_eq!(f.calendar_events(before).await, pairs(EVENT_CREATED, &ids));
     let log = f.log().await;
-    let names: Vec<&str> = log[before..].iter().map(|e| e.event.as_str()).collect();
+    let names: Vec<&str> = log[before..].iter().map(|e| e.event()).collect();
     assert_eq!(names.first(), Some(&"sync.started"));
     assert_eq!(names.last(), Some(&"sync.completed"));
     assert_eq!(names.len(), new.len() + 2);

@@ -284,12 +284,12 @@ async fn the_setlist_engine_reads_its_range_and_publishes_the_rows_once() {
         .log()
         .await
         .into_iter()
-        .filter(|e| e.event == "setlist.updated")
+        .filter(|e| e.event() == "setlist.updated")
         .collect();
     assert_eq!(updates.len(), 1);
-    assert_eq!(updates[0].data["initial"], true);
-    assert_eq!(updates[0].data["rows"], 2);
-    assert_eq!(updates[0].data["added"].as_array().map(Vec::len), Some(2));
+    assert_eq!(updates[0].data()["initial"], true);
+    assert_eq!(updates[0].data()["rows"], 2);
+    assert_eq!(updates[0].data()["added"].as_array().map(Vec::len), Some(2));
     assert!(again.is_none());
 }
 
@@ -361,8 +361,11 @@ async fn the_calendar_engine_lists_every_page_then_follows_its_sync_token() {
     );
     let calendar_events = |log: Vec<Event>| -> Vec<(String, String)> {
         log.into_iter()
-            .filter(|e| e.event.starts_with("calendar."))
-            .map(|e| (e.event, e.data["event_id"].as_str().unwrap().to_owned()))
+            .filter(|e| e.event().starts_with("calendar."))
+            .map(|e| {
+                let id = e.data()["event_id"].as_str().unwrap().to_owned();
+                (e.event().to_owned(), id)
+            })
             .collect()
     };
     let log = f.log().await;

@@ -132,7 +132,7 @@ async fn the_first_sync_lists_the_tree_and_creates_each_file_of_the_configured_t
             ("file.created", "take.mp3"),
         ])
     );
-    let names: Vec<String> = f.log().await.into_iter().map(|e| e.event).collect();
+    let names = f.log_names().await;
     assert_eq!(names.first().unwrap(), "sync.started");
     assert_eq!(names.last().unwrap(), "sync.completed");
     // AND the catalog has them under their Drive ids, the cursor is Drive's token
@@ -179,9 +179,9 @@ async fn deltas_become_created_updated_moved_and_deleted_events() {
         ])
     );
     let log = f.log().await;
-    let moved = log.iter().find(|e| e.event == "file.moved").unwrap();
-    assert_eq!(moved.data["file_id"], take.as_str());
-    assert_eq!(moved.data["from_path"], "take.mp3");
+    let moved = log.iter().find(|e| e.event() == "file.moved").unwrap();
+    assert_eq!(moved.data()["file_id"], take.as_str());
+    assert_eq!(moved.data()["from_path"], "take.mp3");
     // AND the catalog follows
     assert_eq!(
         f.catalog().await,
@@ -277,7 +277,7 @@ async fn a_crash_between_pages_resumes_from_the_stored_page_without_duplicates()
     assert_eq!(op.status, OperationStatus::Completed);
     assert_eq!(op.metrics.synced, 4);
     let log = f.log().await;
-    let names: Vec<&str> = log[before..].iter().map(|e| e.event.as_str()).collect();
+    let names: Vec<&str> = log[before..].iter().map(|e| e.event()).collect();
     assert_eq!(
         names,
         [
@@ -405,7 +405,7 @@ async fn a_permanent_refusal_fails_the_operation_instead_of_retrying_it() {
     assert_eq!(op.status, OperationStatus::Failed);
     let error = op.error.unwrap();
     assert!(error.contains("404"), "{error}");
-    let names: Vec<String> = f.log().await.into_iter().map(|e| e.event).collect();
+    let names = f.log_names().await;
     assert!(names.contains(&"sync.failed".to_owned()), "{names:?}");
     // AND a 500 (retryable) is still an error, for the queue to redeliver
     f.fake.fail_next(1, Fault::ServerError);

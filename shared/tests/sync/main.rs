@@ -36,7 +36,8 @@ impl SourceFixture {
 
     /// The names of the band channel's events, in log order.
     pub async fn log_names(&self) -> Vec<String> {
-        self.log().await.into_iter().map(|e| e.event).collect()
+        let log = self.log().await;
+        log.iter().map(|e| e.event().to_owned()).collect()
     }
 
     /// The file events of the log after `skip` events: (event, path), in order.
@@ -45,8 +46,11 @@ impl SourceFixture {
             .await
             .into_iter()
             .skip(skip)
-            .filter(|e| e.event.starts_with("file."))
-            .map(|e| (e.event, e.data["path"].as_str().unwrap().to_owned()))
+            .filter(|e| e.event().starts_with("file."))
+            .map(|e| {
+                let path = e.data()["path"].as_str().unwrap().to_owned();
+                (e.event().to_owned(), path)
+            })
             .collect()
     }
 }

@@ -91,8 +91,8 @@ impl Fixture {
         self.log()
             .await
             .into_iter()
-            .filter(|e| e.event == "setlist.updated")
-            .map(|e| e.data)
+            .filter(|e| e.event() == "setlist.updated")
+            .map(|e| e.data().clone())
             .collect()
     }
 
@@ -138,7 +138,7 @@ async fn the_first_sync_publishes_every_row_as_added_and_keeps_a_snapshot() {
     );
     let log = f.log().await;
     assert_eq!(log[1].id, "job-1:setlist");
-    let data = &log[1].data;
+    let data = log[1].data();
     assert_eq!(data["initial"], true);
     assert_eq!(data["source"], "setlist");
     assert_eq!(data["spreadsheet_id"], SHEET_ID);
@@ -349,8 +349,8 @@ async fn another_operations_pending_event_is_finished_before_the_next_sync() {
     let log = f.log().await;
     let updates: Vec<(&str, &Value)> = log
         .iter()
-        .filter(|e| e.event == "setlist.updated")
-        .map(|e| (e.id.as_str(), &e.data["edited"][0]["key"]))
+        .filter(|e| e.event() == "setlist.updated")
+        .map(|e| (e.id.as_str(), &e.data()["edited"][0]["key"]))
         .collect();
     assert_eq!(
         updates,

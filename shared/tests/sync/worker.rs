@@ -131,11 +131,11 @@ async fn a_created_file_completes_an_operation_and_publishes_started_created_com
         ["sync.started", "file.created", "sync.completed"]
     );
     assert_eq!(seqs(&log), one_to(3));
-    let created = &log[1].data;
+    let created = log[1].data();
     assert_eq!(created["path"], "blue-bossa.txt");
     assert_eq!(created["size"], 22);
     assert_eq!(created["file_id"], json!(items[0].file_id));
-    assert_eq!(log[2].data["metrics"]["synced"], 1);
+    assert_eq!(log[2].data()["metrics"]["synced"], 1);
     // AND the same events were queued for broadcast on the band's group, in order
     assert_eq!(f.broadcast_seqs(), one_to(3));
     assert_eq!(f.h.broadcast_queue.messages().len(), 3, "no repeats");
@@ -253,8 +253,8 @@ async fn a_resumed_operation_counts_the_items_of_every_delivery() {
     assert_eq!(ns, (1..=(CHUNK as u32 + 1)).collect::<Vec<_>>());
     assert_eq!(op.metrics.synced, CHUNK as u64 + 1);
     let completed = f.log().await.pop().unwrap();
-    assert_eq!(completed.event, "sync.completed");
-    assert_eq!(completed.data["metrics"]["synced"], CHUNK + 1);
+    assert_eq!(completed.event(), "sync.completed");
+    assert_eq!(completed.data()["metrics"]["synced"], CHUNK + 1);
     assert_eq!(f.catalog_paths().await.len(), CHUNK + 1);
 }
 
@@ -373,7 +373,7 @@ async fn a_missing_folder_fails_the_operation_and_publishes_sync_failed() {
     assert_eq!(f.h.store.get_operation("job-1").await.unwrap(), Some(op));
     let log = f.log().await;
     assert_eq!(f.log_names().await, ["sync.started", "sync.failed"]);
-    assert!(log[1].data["error"].as_str().unwrap().contains("gone"));
+    assert!(log[1].data()["error"].as_str().unwrap().contains("gone"));
     assert_eq!(f.broadcast_seqs(), one_to(2));
 }
 
@@ -455,13 +455,13 @@ async fn more_than_a_chunk_of_changes_publishes_progress() {
 
     // THEN a sync.progress event follows the first chunk, and seqs stay gapless
     let log = f.log().await;
-    let names: Vec<&str> = log.iter().map(|e| e.event.as_str()).collect();
+    let names: Vec<&str> = log.iter().map(|e| e.event()).collect();
     let mut expected = vec!["sync.started"];
     expected.extend(std::iter::repeat_n("file.created", CHUNK));
     expected.extend(["sync.progress", "file.created", "sync.completed"]);
     assert_eq!(names, expected);
     assert_eq!(seqs(&log), one_to(CHUNK as u64 + 4));
-    let progress = &log[CHUNK + 1].data;
+    let progress = log[CHUNK + 1].data();
     assert_eq!(
         (progress["done"].as_u64(), progress["total"].as_u64()),
         (Some(50), Some(51))

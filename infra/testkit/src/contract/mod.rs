@@ -18,6 +18,7 @@ use bandsync::ports::{
     CatalogStore, ChannelLog, ConfigStore, ConnectionStore, DedupeStore, HealthCheck,
     OperationStore, SourceStore, Store, WatchChannelStore,
 };
+use bandsync::wire::events::{EventKind, SyncCompleted, SyncFailure};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -159,13 +160,23 @@ fn connection(id: &ConnectionId) -> Connection {
     }
 }
 
+/// An event with a nested payload (an object and a list in it), to see it stored as given.
 fn new_event(id: &str, ts: DateTime<Utc>) -> NewEvent {
-    NewEvent {
-        id: id.into(),
-        event: "file.created".into(),
-        ts,
-        data: serde_json::json!({ "id": id, "nested": { "n": [1, 2, 3] } }),
-    }
+    new_event_failing(id, ts, "a failure")
+}
+
+/// The same event (id, time, kind), with another failure in its payload.
+fn new_event_failing(id: &str, ts: DateTime<Utc>, error: &str) -> NewEvent {
+    let completed = SyncCompleted {
+        operation: id.into(),
+        source: SourceId::parse("charts").expect("a valid source id"),
+        metrics: SyncMetrics::default(),
+        failures: vec![SyncFailure {
+            path: "one.pdf".into(),
+            error: error.into(),
+        }],
+    };
+    NewEvent::new(id, ts, EventKind::SyncCompleted(completed))
 }
 
 fn seqs(events: &[Event]) -> Vec<u64> {

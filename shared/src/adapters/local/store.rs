@@ -382,15 +382,7 @@ fn dedupe_key(message: &str) -> String {
 /// Rebuild the envelope from what `channel_events` keeps: the seq and epoch columns and
 /// the appended [`NewEvent`] as the body.
 fn event_from(channel: &ChannelName, seq: u64, epoch: String, new: NewEvent) -> Event {
-    Event {
-        channel: channel.clone(),
-        seq,
-        epoch,
-        id: new.id,
-        event: new.event,
-        ts: new.ts,
-        data: new.data,
-    }
+    new.at(channel.clone(), seq, epoch)
 }
 
 /// The events `sql` selects as `seq, epoch, body`, in the query's order.
@@ -638,6 +630,7 @@ impl HealthCheck for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::events::{EventKind, SyncProgress};
 
     #[tokio::test]
     async fn data_survives_reopening_the_file() {
@@ -651,11 +644,13 @@ mod tests {
             file_types: vec!["pdf".into()],
             google_credentials: None,
         };
-        let event = |id: &str| NewEvent {
-            id: id.into(),
-            event: "file.created".into(),
-            ts: Utc::now(),
-            data: serde_json::json!({ "id": id }),
+        let event = |id: &str| {
+            let progress = SyncProgress {
+                operation: id.into(),
+                done: 1,
+                total: 2,
+            };
+            NewEvent::new(id, Utc::now(), EventKind::SyncProgress(progress))
         };
         let conn = ConnectionId::parse("conn-1").unwrap();
 

@@ -116,10 +116,9 @@ impl DynamoStore {
         for e in events {
             if let Some(stored) = known.get(&e.id) {
                 // The epoch lives on the head, not on each event item.
-                out.push(Event {
-                    epoch: head.epoch.clone(),
-                    ..stored.clone()
-                });
+                let mut event = stored.clone();
+                event.epoch = head.epoch.clone();
+                out.push(event);
                 continue;
             }
             if let Some(&first) = fresh.get(e.id.as_str()) {
@@ -170,15 +169,7 @@ impl DynamoStore {
 }
 
 fn event_at(channel: &ChannelName, seq: u64, epoch: &str, e: &NewEvent) -> Event {
-    Event {
-        channel: channel.clone(),
-        seq,
-        epoch: epoch.to_owned(),
-        id: e.id.clone(),
-        event: e.event.clone(),
-        ts: e.ts,
-        data: e.data.clone(),
-    }
+    e.clone().at(channel.clone(), seq, epoch.to_owned())
 }
 
 fn event_from(channel: &ChannelName, item: &Item) -> PortResult<Event> {
@@ -186,10 +177,7 @@ fn event_from(channel: &ChannelName, item: &Item) -> PortResult<Event> {
     let seq = keys::seq_of(get_str(item, "sk")?)
         .ok_or_else(|| anyhow!("event item with a bad sort key"))?;
     let epoch = get_str(item, "epoch").unwrap_or_default().to_owned();
-    Ok(Event {
-        epoch,
-        ..event_at(channel, seq, "", &new)
-    })
+    Ok(new.at(channel.clone(), seq, epoch))
 }
 
 #[async_trait]
@@ -253,9 +241,9 @@ impl ChannelLog for DynamoStore {
         .await?
         .iter()
         .map(|i| {
-            event_from(channel, i).map(|e| Event {
-                epoch: epoch.clone(),
-                ..e
+            event_from(channel, i).map(|mut e| {
+                e.epoch = epoch.clone();
+                e
             })
         })
         .collect()
