@@ -168,6 +168,8 @@ pub struct RunningStack {
     servers: Vec<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     _watch: Option<FolderWatch>,
+    /// The data dir's lock, released when the stack is dropped.
+    _lock: std::fs::File,
 }
 
 impl Drop for RunningStack {
@@ -213,6 +215,30 @@ struct QueueHealth(Arc<EmbeddedQueue>);
 impl HealthCheck for QueueHealth {
     async fn check(&self) -> PortResult<()> {
         self.0.depth().await.map(|_| ())
+    }
+}
+
+/// Hold `<data dir>/bandsync.lock` for as long as the stack runs (the OS drops the lock
+/// when the process ends, however it ends), or say who holds it.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("bandsync.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another bandsync-local is running on the data dir {} (it holds {}); stop it \
+             or pass another --data-dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 
@@ -401,6 +427,9 @@ impl LocalStack {
                  @connections (pass --allow-non-loopback to bind it anyway)"
             );
         }
+        // What follows treats everything the previous run left as dead (its connections,
+        // its messages in flight): true only while one process owns the data dir.
+        let lock = lock_data_dir(&data_dir)?;
         let tokens = token_key(&cfg.data_dir, cfg.jwt_secret.as_deref())?;
         let store = Arc::new(EmbeddedStore::open(&cfg.data_dir.join("bandsync.db"))?);
         let stale = store.clear_connections()?;
@@ -410,6 +439,17 @@ impl LocalStack {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (sync_queue, sync_dlq) = queue_pair(&store, "sync", &cfg, &clock);
         let (broadcast_queue, broadcast_dlq) = queue_pair(&store, "broadcast", &cfg, &clock);
+        for queue in [&sync_queue, &broadcast_queue] {
+            let released = queue.release_in_flight().await?;
+            if released > 0 {
+                let queue = &queue.config().name;
+                tracing::info!(
+                    released,
+                    queue,
+                    "handed out again what the previous run held"
+                );
+            }
+        }
         let registry = Registry::default();
         let pusher: Arc<dyn Pusher> = Arc::new(LocalPusher {
             registry: registry.clone(),
@@ -623,6 +663,7 @@ impl LocalStack {
             servers: vec![http_server, ws_server],
             tasks,
             _watch: Some(watch),
+            _lock: lock,
         })
     }
 }

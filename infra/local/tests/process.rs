@@ -1,6 +1,7 @@
 //! The real `bandsync-local` binary, as a newcomer runs it: it starts on its own, serves
 //! health, mints tokens that it accepts, and after a crash (SIGKILL) and a restart on the
-//! same data directory nothing it had accepted is lost.
+//! same data directory nothing it had accepted is lost; a second process on the same data
+//! directory is refused.
 
 use bandsync_testkit::stack::{Client, eventually, put};
 use serde_json::Value;
@@ -84,6 +85,28 @@ async fn the_binary_survives_a_crash_without_losing_anything() {
     let tok = token(dir.path());
     let proc = start(dir.path(), http, ws_port);
     wait_healthy(http, ws_port).await;
+
+    // A second process on the same data dir is refused, and says why.
+    let mut second = Proc(
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the second binary starts"),
+    );
+    let status = eventually("the second process exits", || {
+        std::future::ready(second.0.try_wait().unwrap())
+    })
+    .await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the second one fails: {stderr}");
+    assert!(
+        stderr.contains("another bandsync-local is running"),
+        "{stderr}"
+    );
 
     // The minted token is accepted.
     let url = format!("ws://127.0.0.1:{ws_port}/local");

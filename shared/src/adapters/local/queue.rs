@@ -364,6 +364,26 @@ impl EmbeddedQueue {
         Ok(())
     }
 
+    /// Hand out again, at once, every message a previous run of the process had received
+    /// and not deleted. Only for a process that owns the data dir (see the stack's lock):
+    /// its pollers died with it, so waiting out their visibility timeouts would only hold
+    /// each message's group back (a FIFO group waits behind its message in flight). The
+    /// receive count stays, so a message that crashes the process every time still ends
+    /// in the dead-letter queue. Returns how many were released.
+    #[instrument(skip(self), fields(queue = %self.config.name), level = "debug")]
+    pub async fn release_in_flight(&self) -> PortResult<u64> {
+        let now = ts(self.clock.now());
+        let released = self.run("release_in_flight", |tx, name| {
+            let sql = "UPDATE messages SET visible_at = ?2, receipt = NULL \
+                       WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2";
+            exec(tx, sql, params![name, now])
+        })?;
+        if released > 0 {
+            self.wake.notify_one();
+        }
+        Ok(released as u64)
+    }
+
     /// Hide an in-flight message for `timeout` from now (0 hands it out again at once:
     /// how a worker gives a job back for a retry). A stale receipt, or a message no
     /// longer in flight, is ignored.
@@ -612,6 +632,31 @@ mod tests {
         assert_eq!(second.receive_count, 2);
         assert_ne!(second.receipt_handle, first.receipt_handle);
         assert_eq!(second.sent_at, first.sent_at);
+    }
+
+    #[tokio::test]
+    async fn a_restart_releases_what_the_dead_run_had_in_flight_and_unblocks_its_group() {
+        let (q, _, _) = queues();
+        send(&q, "g", "m1").await;
+        send(&q, "g", "m2").await;
+        send(&q, "h", "other").await;
+        let dead = q.receive(1).await.unwrap();
+        assert_eq!(dead.len(), 1, "the dead run held one message of group g");
+        assert_eq!(bodies(&q, 10).await, ["other"], "group g waits behind m1");
+        // The receive just above holds "other" now too: both are released.
+        assert_eq!(q.release_in_flight().await.unwrap(), 2);
+        let again = q.receive(10).await.unwrap();
+        let order: Vec<_> = again.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(order, ["m1", "m2", "other"], "in order, nothing lost");
+        assert_eq!(again[0].receive_count, 2, "the receive count stays");
+        q.delete(&dead[0].receipt_handle).await.unwrap();
+        assert_eq!(
+            q.depth().await.unwrap().in_flight,
+            3,
+            "the dead receipt is void"
+        );
+        assert_eq!(q.release_in_flight().await.unwrap(), 3);
+        assert_eq!(q.release_in_flight().await.unwrap(), 0, "idempotent");
     }
 
     #[tokio::test]
