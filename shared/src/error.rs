@@ -73,6 +73,34 @@ error_codes! {
     InvalidKind = ("invalid_kind", 400, HttpOnly),
     InvalidLocation = ("invalid_location", 400, HttpOnly),
     InvalidCredentials = ("invalid_credentials", 400, HttpOnly),
+    /// A push's mutation of the wrong shape (its message names the mutation and field).
+    InvalidMutation = ("invalid_mutation", 400, FixTheFrame),
+    /// A field operation the protocol does not have, or one the field's policy does not
+    /// take (`$inc` on a set field).
+    InvalidFieldOperation = ("invalid_field_operation", 400, FixTheFrame),
+    /// An entity type the band does not declare (strict mode).
+    UnknownEntityType = ("unknown_entity_type", 400, FixTheFrame),
+    /// A field the entity type does not declare.
+    UnknownField = ("unknown_field", 400, FixTheFrame),
+    /// A field value over its type's size limit.
+    FieldTooLarge = ("field_too_large", 413, FixTheFrame),
+    /// A push over the frame's mutation count or size.
+    PushTooLarge = ("push_too_large", 413, FixTheFrame),
+    /// A `base_version` newer than the entity: the client invented it.
+    BaseVersionFromFuture = ("base_version_from_future", 400, FixTheFrame),
+    /// A push from a device that was never registered (send `register_device` first).
+    UnknownDevice = ("unknown_device", 400, FixTheFrame),
+    /// The device id is bound to another member.
+    DeviceTaken = ("device_taken", 409, Refused),
+    /// A write to a field only the entity's owner may write.
+    NotOwner = ("not_owner", 403, Refused),
+    /// A `reject` field changed since the mutation's base: rebase on the current state
+    /// (sent with the verdict) and push again under a new mid.
+    StaleBase = ("stale_base", 409, Refused),
+    /// The conflict a mutation names is not open (settled, or never was).
+    ConflictNotOpen = ("conflict_not_open", 409, Refused),
+    /// Too many frames or mutations from this device: wait `retry_after` seconds.
+    RateLimited = ("rate_limited", 429, RetryLater),
     MissingToken = ("missing_token", 401, ConnectRefused),
     InvalidToken = ("invalid_token", 401, ConnectRefused),
     TokenExpired = ("token_expired", 401, ConnectRefused),

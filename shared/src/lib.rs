@@ -4,6 +4,7 @@
 //! - [`ports`]: the traits the jobs need (stores, queues, pusher, clock);
 //! - one module per job: [`webhook`] intake, [`sync`] worker, [`ws_connect`],
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
+//! - [`entities`]: two-way sync, members' own changes (mutations, verdicts, policies);
 //! - [`error`]: the error codes clients see, and the refusals the edges render;
 //! - [`wiring`]: every handler built from a backend's ports, for the mains, the local
 //!   stack and the tests;
@@ -19,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod broadcast;
+pub mod entities;
 pub mod error;
 pub mod google;
 pub mod model;

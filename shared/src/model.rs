@@ -14,10 +14,18 @@ pub struct ParseError {
     pub reason: String,
 }
 
-fn check_id(what: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(), ParseError> {
+fn check_id(
+    what: &'static str,
+    s: &str,
+    (min, max): (usize, usize),
+    extra: &[char],
+) -> Result<(), ParseError> {
     let err = |reason: String| Err(ParseError { what, reason });
     if s.is_empty() {
         return err("must not be empty".into());
+    }
+    if s.len() < min {
+        return err(format!("shorter than {min} characters"));
     }
     if s.len() > max {
         return err(format!("longer than {max} characters"));
@@ -33,6 +41,9 @@ fn check_id(what: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, [$($extra:literal),*]) => {
+        id_type!($(#[$doc])* $name, $what, 1..=$max, [$($extra),*]);
+    };
+    ($(#[$doc:meta])* $name:ident, $what:literal, $min:literal..=$max:literal, [$($extra:literal),*]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -40,7 +51,7 @@ macro_rules! id_type {
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, ParseError> {
-                check_id($what, s, $max, &[$($extra),*])?;
+                check_id($what, s, ($min, $max), &[$($extra),*])?;
                 Ok(Self(s.to_owned()))
             }
             pub fn as_str(&self) -> &str {
@@ -69,7 +80,7 @@ macro_rules! id_type {
                 stringify!($name).into()
             }
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                id_schema($what, $max, &[$($extra),*])
+                id_schema($what, ($min, $max), &[$($extra),*])
             }
         }
     };
@@ -77,20 +88,20 @@ macro_rules! id_type {
 
 /// The JSON Schema of an identifier: what [`check_id`] accepts.
 #[cfg(feature = "schema")]
-fn id_schema(what: &str, max: usize, extra: &[char]) -> schemars::Schema {
+fn id_schema(what: &str, (min, max): (usize, usize), extra: &[char]) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "description": format!("A {what}: ASCII letters, digits, `-`, `_`{}", extra.iter().map(|c| format!(", `{c}`")).collect::<String>()),
-        "minLength": 1,
+        "minLength": min,
         "maxLength": max,
-        "pattern": id_pattern(extra, max),
+        "pattern": id_pattern(extra, (min, max)),
     })
 }
 
 #[cfg(feature = "schema")]
-fn id_pattern(extra: &[char], max: usize) -> String {
+fn id_pattern(extra: &[char], (min, max): (usize, usize)) -> String {
     let extra: String = extra.iter().collect();
-    format!("^[A-Za-z0-9_{extra}-]{{1,{max}}}$")
+    format!("^[A-Za-z0-9_{extra}-]{{{min},{max}}}$")
 }
 
 id_type!(
@@ -106,6 +117,19 @@ id_type!(
 id_type!(
     /// An API Gateway connection id (base64-ish, e.g. `L0SM9cOFvHcCIhw=`).
     ConnectionId, "connection id", 128, ['=', '+', '/']);
+id_type!(
+    /// A member's device, chosen by the app (so it can queue changes before it was ever
+    /// online) and bound to the first member who registers it.
+    DeviceId, "device id", 8..=64, []);
+id_type!(
+    /// A kind of entity a band keeps (`setlist_entry`, `attendance`, ...): configuration.
+    EntityTypeName, "entity type", 64, []);
+id_type!(
+    /// One entity of a type within a band (`tonight-3`, `rehearsal-42:alice`).
+    EntityId, "entity id", 128, ['.', ':']);
+id_type!(
+    /// An `ask` conflict, named by the push that resolves it.
+    ConflictId, "conflict id", 128, [':', '.']);
 
 /// A channel clients subscribe to: `band:<id>`, `user:<id>` or `system`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -150,8 +174,8 @@ impl schemars::JsonSchema for ChannelName {
         "ChannelName".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let band = id_pattern(&[], 64);
-        let user = id_pattern(&['.', '@', '+'], 128);
+        let band = id_pattern(&[], (1, 64));
+        let user = id_pattern(&['.', '@', '+'], (1, 128));
         let strip = |p: &str| p.trim_start_matches('^').trim_end_matches('$').to_owned();
         schemars::json_schema!({
             "type": "string",

@@ -2,6 +2,10 @@
 //! SQLite-specific in their signatures. Each capability is one small trait; `Store`
 //! combines the storage ones for adapters that implement them all.
 
+use crate::entities::records::{
+    Commit, CommitError, ConflictRecord, DeviceRecord, EntityPage, EntityRecord, HistoryEntry,
+    Receipt,
+};
 use crate::model::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -146,6 +150,72 @@ pub trait ConnectionStore: Send + Sync {
 }
 
 /// Is the backend reachable? Used by GET /sync/health.
+/// Members' own changes: entities, their history, the (device, mid) receipts, devices
+/// and conflicts (see [`crate::entities`]). Every write of a verdict is one [`Commit`].
+#[async_trait]
+pub trait EntityStore: Send + Sync {
+    async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>>;
+    /// Register a device, or update its platform, name and categories. The first member
+    /// to register an id keeps it: for another member this changes nothing and returns
+    /// the stored record (whose `member` says whose it is). `next_mid` is never changed
+    /// here. Returns the record as stored.
+    async fn register_device(&self, device: &DeviceRecord) -> PortResult<DeviceRecord>;
+    /// The receipts of `device` for mids `from..=to` (at most 1,000), in mid order.
+    async fn receipts(&self, device: &DeviceId, from: u64, to: u64) -> PortResult<Vec<Receipt>>;
+    /// The device's rejected (parked) mutations, newest first.
+    async fn parked(&self, device: &DeviceId, limit: usize) -> PortResult<Vec<Receipt>>;
+    async fn get_entity(
+        &self,
+        band: &BandId,
+        entity_type: &EntityTypeName,
+        id: &EntityId,
+    ) -> PortResult<Option<EntityRecord>>;
+    /// A band's entities (deleted ones included), of one type or all, in (type, id)
+    /// order after `after`.
+    async fn list_entities(
+        &self,
+        band: &BandId,
+        entity_type: Option<&EntityTypeName>,
+        after: Option<&(EntityTypeName, EntityId)>,
+        limit: usize,
+    ) -> PortResult<EntityPage>;
+    /// An entity's history after `after_version`, oldest first.
+    async fn history(
+        &self,
+        band: &BandId,
+        entity_type: &EntityTypeName,
+        id: &EntityId,
+        after_version: u64,
+        limit: usize,
+    ) -> PortResult<Vec<HistoryEntry>>;
+    async fn history_entry(
+        &self,
+        band: &BandId,
+        entity_type: &EntityTypeName,
+        id: &EntityId,
+        version: u64,
+    ) -> PortResult<Option<HistoryEntry>>;
+    /// Write a verdict, all or nothing (see [`Commit`]). Returns the commit's event as
+    /// the log stored it (with its seq), if it had one. A commit whose receipt exists
+    /// already is [`CommitError::Raced`] (the device's mid moved).
+    async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError>;
+    /// A band's conflicts, newest first; open ones only if `open_only`.
+    async fn list_conflicts(
+        &self,
+        band: &BandId,
+        open_only: bool,
+        limit: usize,
+    ) -> PortResult<Vec<ConflictRecord>>;
+    async fn get_conflict(
+        &self,
+        band: &BandId,
+        id: &ConflictId,
+    ) -> PortResult<Option<ConflictRecord>>;
+    /// Forget history entries committed before `before` (the retention), never an
+    /// entity's newest. Returns how many went.
+    async fn prune_history(&self, band: &BandId, before: DateTime<Utc>) -> PortResult<u64>;
+}
+
 #[async_trait]
 pub trait HealthCheck: Send + Sync {
     async fn check(&self) -> PortResult<()>;

@@ -1,0 +1,198 @@
+//! What the [`crate::ports::EntityStore`] keeps, and the one atomic [`Commit`] a
+//! mutation's verdict is written with. The stores keep these as JSON beside their keys,
+//! as they do every other record: they know nothing of merging.
+
+use super::mutation::{MutationResult, Op};
+use super::state::{EntityState, Stamp};
+use crate::model::{
+    BandId, ChannelName, ConflictId, DeviceId, EntityId, EntityTypeName, NewEvent, UserId,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An entity's current state: the projection of its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    pub band: BandId,
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    /// 1 after its create; one more with every applied or merged mutation.
+    pub version: u64,
+    /// A deleted entity keeps its record (and history) with this set.
+    #[serde(default)]
+    pub deleted: bool,
+    /// The member who created it (who `owner` fields belong to).
+    pub created_by: UserId,
+    pub updated_at: DateTime<Utc>,
+    /// The largest stamp of any mutation applied to it.
+    pub hlc: Stamp,
+    pub state: EntityState,
+}
+
+/// How one field's concurrent change was decided, for history and analytics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub field: String,
+    pub policy: String,
+    /// `applied` (nothing concurrent), `won`, `lost`, `merged`, `conflict`.
+    pub outcome: String,
+    /// The value that lost, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loser: Option<Value>,
+}
+
+/// A field's value before and after one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldDiff {
+    pub field: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// One version of an entity: who made it, with which mutation, and what changed. The
+/// entity at version `v` is the fold of its entries 1..=v ([`HistoryEntry::entity`] is
+/// the state after, so a rebuild can be checked against the stored record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub band: BandId,
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub version: u64,
+    /// Server time of the commit.
+    pub at: DateTime<Utc>,
+    pub member: UserId,
+    pub device: DeviceId,
+    pub mid: u64,
+    pub op: Op,
+    /// The mutation's stamp (its client time `ts` bounded by the server's).
+    pub stamp: Stamp,
+    /// The fields as the client sent them.
+    pub input: serde_json::Map<String, Value>,
+    pub diff: Vec<FieldDiff>,
+    pub decisions: Vec<Decision>,
+    /// The entity right after this version.
+    pub entity: EntityRecord,
+}
+
+/// A device's verdict on one mid, kept so the same mid is answered the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub device: DeviceId,
+    pub mid: u64,
+    pub band: BandId,
+    pub member: UserId,
+    pub at: DateTime<Utc>,
+    pub result: MutationResult,
+    /// A rejected mutation as it was pushed (parked for the member to see and retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Value>,
+}
+
+/// What kind of device a member registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Ios,
+    Android,
+    Web,
+    Desktop,
+    Other,
+}
+
+/// A member's device: who it belongs to, what it wants sent, and the next mid it may push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device: DeviceId,
+    /// The first member who registered it; nobody else may use it.
+    pub member: UserId,
+    pub platform: Platform,
+    pub name: String,
+    /// What it is sent (see `entities::categories`); empty: everything.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// The mid its next mutation must have (1 for a new device).
+    pub next_mid: u64,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A conflict an `ask` field opened: both values kept until members (or the fallback
+/// policy, after the timeout) settle it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    pub band: BandId,
+    pub id: ConflictId,
+    pub entity_type: EntityTypeName,
+    pub entity_id: EntityId,
+    pub field: String,
+    pub opened_at: DateTime<Utc>,
+    /// When the fallback policy decides if no member has.
+    pub deadline: DateTime<Utc>,
+    /// The values in contention: the one the entity kept first, then the challenger.
+    pub candidates: Vec<Candidate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+}
+
+/// One value in an `ask` conflict, and who wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub value: Value,
+    pub member: UserId,
+    pub device: DeviceId,
+    pub mid: u64,
+}
+
+/// How a conflict was settled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub value: Value,
+    pub at: DateTime<Utc>,
+    /// The member who resolved it, or none when the fallback policy did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<UserId>,
+    /// `member` or the fallback policy's name.
+    pub how: String,
+}
+
+/// What a store writes for one verdict, all or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// The device's mid moves from `mutation.mid` to `mutation.mid + 1`; the commit
+    /// fails with [`CommitError::Raced`] if the device's `next_mid` is not `mid` any more.
+    pub device: DeviceId,
+    pub mid: u64,
+    /// The verdict, kept under (device, mid).
+    pub receipt: Receipt,
+    /// The entity's new state (none for a refused mutation), written only if the stored
+    /// version is still `expected_version` (0: there is none yet).
+    pub entity: Option<EntityRecord>,
+    pub expected_version: u64,
+    /// The entity's new history entry (with `entity`).
+    pub history: Option<HistoryEntry>,
+    /// Conflicts opened or settled.
+    pub conflicts: Vec<ConflictRecord>,
+    /// The event of the change, appended to this channel's log in the same commit
+    /// (its seq is given there), so an applied change is never without its event.
+    pub event: Option<(ChannelName, NewEvent)>,
+}
+
+/// Why a commit wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The entity's version or the device's mid moved since they were read (another
+    /// writer): read again and decide again.
+    #[error("raced: {0}")]
+    Raced(String),
+    #[error(transparent)]
+    Port(#[from] crate::ports::PortError),
+}
+
+/// A page of a band's current entities, in (type, id) order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityPage {
+    pub entities: Vec<EntityRecord>,
+    /// Where the next page starts (`after`), or none when this is the last.
+    pub next: Option<(EntityTypeName, EntityId)>,
+}

@@ -1,0 +1,151 @@
+//! An entity's fields as stored: each with what its policy needs to merge a concurrent
+//! change deterministically, whatever order changes arrive in.
+
+use crate::model::DeviceId;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A hybrid logical clock stamp: what `lww` compares. Ordered by client time (bounded by
+/// the server's, so a phone with a wrong clock cannot win forever), then a counter that
+/// keeps a change ahead of every change it was based on, then device and mid (no two
+/// mutations share a stamp).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Milliseconds since the Unix epoch.
+    pub ms: i64,
+    pub counter: u32,
+    pub device: DeviceId,
+    pub mid: u64,
+}
+
+/// One set element: its value and the stamps of its latest add and remove (present
+/// while the add is the later of the two).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetElement {
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<Stamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Stamp>,
+}
+
+/// A field's merge state, by the kind of policy that keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FieldState {
+    /// `lww`, `owner`, `reject`, `ask` (and custom policies): one value and the stamp
+    /// of the mutation that wrote it.
+    Register { value: Value, stamp: Stamp },
+    /// `set`: every element ever added, by its canonical JSON text.
+    Set {
+        elements: BTreeMap<String, SetElement>,
+    },
+    /// `counter`: per device, the sum of its increments.
+    Counter { by_device: BTreeMap<DeviceId, i64> },
+    /// `text`: the Yjs document (base64 of its v1 state update) and its text.
+    Text { state: String, text: String },
+}
+
+impl FieldState {
+    /// The field's value as readers see it: a register's value, a set's present
+    /// elements (in canonical order), a counter's total, a text's string.
+    pub fn value(&self) -> Value {
+        match self {
+            Self::Register { value, .. } => value.clone(),
+            Self::Set { elements } => Value::Array(
+                elements
+                    .values()
+                    .filter(|e| match (&e.added, &e.removed) {
+                        (Some(a), Some(r)) => a > r,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    })
+                    .map(|e| e.value.clone())
+                    .collect(),
+            ),
+            Self::Counter { by_device } => Value::from(by_device.values().sum::<i64>()),
+            Self::Text { text, .. } => Value::String(text.clone()),
+        }
+    }
+}
+
+/// A field and the entity version that last changed it (what a three-way merge asks:
+/// did this field change since the mutation's base?).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldEntry {
+    pub state: FieldState,
+    pub changed_at: u64,
+}
+
+/// Every field of an entity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntityState {
+    pub fields: BTreeMap<String, FieldEntry>,
+}
+
+impl EntityState {
+    /// The fields as readers see them.
+    pub fn values(&self) -> Map<String, Value> {
+        self.fields
+            .iter()
+            .map(|(name, f)| (name.clone(), f.state.value()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stamp(ms: i64, device: &str) -> Stamp {
+        Stamp {
+            ms,
+            counter: 0,
+            device: DeviceId::parse(device).unwrap(),
+            mid: 1,
+        }
+    }
+
+    #[test]
+    fn stamps_order_by_time_then_counter_then_device() {
+        assert!(stamp(1, "device-b") > stamp(0, "device-z"));
+        assert!(stamp(1, "device-b") > stamp(1, "device-a"));
+        let mut later = stamp(1, "device-a");
+        later.counter = 1;
+        assert!(later > stamp(1, "device-z"));
+    }
+
+    #[test]
+    fn values_read_through_each_kind() {
+        let set = FieldState::Set {
+            elements: BTreeMap::from([
+                (
+                    "\"a\"".into(),
+                    SetElement {
+                        value: json!("a"),
+                        added: Some(stamp(2, "device-a")),
+                        removed: Some(stamp(1, "device-a")),
+                    },
+                ),
+                (
+                    "\"b\"".into(),
+                    SetElement {
+                        value: json!("b"),
+                        added: Some(stamp(1, "device-a")),
+                        removed: Some(stamp(2, "device-a")),
+                    },
+                ),
+            ]),
+        };
+        assert_eq!(set.value(), json!(["a"]));
+        let counter = FieldState::Counter {
+            by_device: BTreeMap::from([
+                (DeviceId::parse("device-a").unwrap(), 3),
+                (DeviceId::parse("device-b").unwrap(), -1),
+            ]),
+        };
+        assert_eq!(counter.value(), json!(2));
+    }
+}
