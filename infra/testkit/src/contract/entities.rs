@@ -188,6 +188,16 @@ async fn next_mid<S: EntityStore + ?Sized>(store: &S, device: &DeviceId) -> u64 
         .next_mid
 }
 
+async fn version_of<S: EntityStore + ?Sized>(
+    store: &S,
+    band: &BandId,
+    ty: &EntityTypeName,
+    id: &EntityId,
+) -> Option<u64> {
+    let entity = store.get_entity(band, ty, id).await.unwrap();
+    entity.map(|e| e.version)
+}
+
 fn assert_raced(result: Result<Option<Event>, CommitError>, what: &str) {
     assert!(
         matches!(result, Err(CommitError::Raced(_))),
@@ -368,13 +378,8 @@ async fn commits_are_conditional_and_atomic<S: EntityStore + ChannelLog + ?Sized
     assert_eq!(event, appended[0], "the event as first stored");
     assert_eq!(head_seq(store, &ch).await, 3, "no seq was taken");
     assert_eq!(
-        store
-            .get_entity(&band, &ty, &e1)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        3,
+        version_of(store, &band, &ty, &e1).await,
+        Some(3),
         "the rest of the commit was written"
     );
 
@@ -581,13 +586,8 @@ async fn history_and_its_pruning<S: EntityStore + ?Sized>(store: &S) {
     );
     assert_eq!(store.prune_history(&band, t0 + secs(60)).await.unwrap(), 0);
     assert_eq!(
-        store
-            .get_entity(&band, &ty, &long)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        3,
+        version_of(store, &band, &ty, &long).await,
+        Some(3),
         "the entity is not history"
     );
 }
