@@ -326,6 +326,12 @@ impl From<ParseError> for Refusal {
     }
 }
 
+impl From<crate::entities::mutation::MutationError> for Refusal {
+    fn from(e: crate::entities::mutation::MutationError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
 impl From<ProtocolError> for Refusal {
     fn from(e: ProtocolError) -> Self {
         Self::new(e.code, e.message)
