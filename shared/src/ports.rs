@@ -196,8 +196,13 @@ pub trait EntityStore: Send + Sync {
         version: u64,
     ) -> PortResult<Option<HistoryEntry>>;
     /// Write a verdict, all or nothing (see [`Commit`]). Returns the commit's event as
-    /// the log stored it (with its seq), if it had one. A commit whose receipt exists
-    /// already is [`CommitError::Raced`] (the device's mid moved).
+    /// the log stored it (with its seq and epoch), if it had one; an event whose id the
+    /// channel has already keeps its first seq, as [`ChannelLog::append`] does. A commit
+    /// whose receipt exists already is [`CommitError::Raced`] (the device's mid moved),
+    /// as is one whose device is unknown or whose entity moved past `expected_version`;
+    /// a raced commit wrote nothing. An inconsistent one ([`Commit::check`]) or one a
+    /// backend cannot hold (a DynamoDB item is at most 400 KB) is refused as
+    /// [`CommitError::Port`], also having written nothing.
     async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError>;
     /// A band's conflicts, newest first; open ones only if `open_only`.
     async fn list_conflicts(
@@ -231,6 +236,7 @@ pub trait Store:
     + DedupeStore
     + ChannelLog
     + ConnectionStore
+    + EntityStore
     + HealthCheck
 {
 }
@@ -243,6 +249,7 @@ impl<T> Store for T where
         + DedupeStore
         + ChannelLog
         + ConnectionStore
+        + EntityStore
         + HealthCheck
 {
 }

@@ -69,3 +69,12 @@ async fn whole_store_contract() {
         contract::store_contract(store).await;
     }
 }
+
+/// SQLite holds what DynamoDB's 400 KB items cannot.
+#[tokio::test]
+async fn a_huge_entity_commits_whole() {
+    for (backend, store, _dir) in backends() {
+        eprintln!("huge_entity_contract on the {backend} store");
+        assert!(!contract::huge_entity_contract(&*store, 600 * 1024).await);
+    }
+}

@@ -52,6 +52,29 @@ async fn connection_and_health_contracts() {
 }
 
 #[tokio::test]
+async fn entity_store_contract() {
+    contract::entity_store_contract(&store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_commit_concurrency_contract() {
+    contract::entity_commit_concurrency_contract(Arc::new(store().await)).await;
+}
+
+/// An entity too large for an item is refused before anything is sent (and costs
+/// nothing); one that fits commits, and the commit is counted with the write units
+/// DynamoDB reports for it (moto reports none, so only the count is checked here).
+#[tokio::test]
+async fn a_huge_entity_is_refused_cleanly_and_commits_are_counted() {
+    let s = store().await;
+    assert_eq!(s.commit_cost(), (0, 0.0));
+    assert!(contract::huge_entity_contract(&s, 600 * 1024).await);
+    assert_eq!(s.commit_cost().0, 0, "a refused commit sent nothing");
+    assert!(!contract::huge_entity_contract(&s, 100 * 1024).await);
+    assert_eq!(s.commit_cost().0, 1);
+}
+
+#[tokio::test]
 async fn the_whole_store_contract() {
     contract::store_contract(Arc::new(store().await)).await;
 }

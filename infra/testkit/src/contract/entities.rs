@@ -722,3 +722,36 @@ pub async fn entity_commit_concurrency_contract<S: EntityStore + ChannelLog + ?S
         2
     );
 }
+
+/// A commit whose entity is about `bytes` of JSON (its history entry carries it again)
+/// either commits whole or is refused as a port failure having written nothing: no mid
+/// moved, no receipt, no entity, no event. True when it was refused (DynamoDB refuses
+/// what an item cannot hold; SQLite has no such limit).
+pub async fn huge_entity_contract<S: EntityStore + ChannelLog + ?Sized>(
+    store: &S,
+    bytes: usize,
+) -> bool {
+    let band = band();
+    let ch = ChannelName::Band(band.clone());
+    let (ty, id) = (type_name("annotation"), entity_id("huge"));
+    let mut w = Writer::new(store, &band).await;
+    let c = w.write(&ty, &id, 0, &"x".repeat(bytes), Utc::now(), Some(&ch));
+    match store.commit(&c).await {
+        Ok(event) => {
+            w.next_mid += 1;
+            assert_eq!(event.map(|e| e.seq), Some(1));
+            assert_eq!(store.get_entity(&band, &ty, &id).await.unwrap(), c.entity);
+            assert_eq!(next_mid(store, &w.device).await, w.next_mid);
+            false
+        }
+        Err(CommitError::Port(e)) => {
+            assert!(!e.to_string().is_empty(), "the refusal says why");
+            assert_eq!(next_mid(store, &w.device).await, 1, "the mid stays");
+            assert!(store.receipts(&w.device, 1, 1).await.unwrap().is_empty());
+            assert_eq!(store.get_entity(&band, &ty, &id).await.unwrap(), None);
+            assert_eq!(head_seq(store, &ch).await, 0, "no event");
+            true
+        }
+        Err(e) => panic!("a huge entity is committed or refused, not {e}"),
+    }
+}

@@ -32,7 +32,9 @@ mod records;
 
 pub use channel_log::{channel_log_concurrency_contract, channel_log_contract};
 pub use connections::{connection_contract, health_contract};
-pub use entities::{entity_commit_concurrency_contract, entity_store_contract};
+pub use entities::{
+    entity_commit_concurrency_contract, entity_store_contract, huge_entity_contract,
+};
 pub use records::{
     catalog_contract, config_store_contract, dedupe_contract, operation_contract,
     source_store_contract, watch_channel_contract,
@@ -49,7 +51,9 @@ pub async fn store_contract<S: Store + ?Sized + 'static>(store: Arc<S>) {
     channel_log_contract(&*store).await;
     connection_contract(&*store).await;
     health_contract(&*store).await;
-    channel_log_concurrency_contract(store).await;
+    entity_store_contract(&*store).await;
+    channel_log_concurrency_contract(Arc::clone(&store)).await;
+    entity_commit_concurrency_contract(store).await;
 }
 
 /// A fresh identifier, unique across runs and backends.

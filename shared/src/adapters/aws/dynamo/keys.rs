@@ -4,7 +4,10 @@
 //! else, so no job ever builds a storage key.
 
 use super::item::{Item, s, ts};
-use crate::model::{BandId, ChannelName, ConnectionId, SourceId, SyncOperation};
+use crate::model::{
+    BandId, ChannelName, ConflictId, ConnectionId, DeviceId, EntityId, EntityTypeName, SourceId,
+    SyncOperation,
+};
 use std::collections::HashMap;
 
 /// A primary key: partition `pk`, sort `sk`.
@@ -162,6 +165,116 @@ pub(super) const EVENT_ID_PREFIX: &str = "EVID#";
 /// `CHAN#c / EVID#id`: the seq of an event id.
 pub(super) fn event_id(channel: &ChannelName, id: &str) -> Item {
     key(channel_pk(channel), format!("{EVENT_ID_PREFIX}{id}"))
+}
+
+// Sync table: two-way sync (devices, receipts, entities, history, conflicts).
+
+/// `DEVICE#d`: a device, its receipts and its parked (rejected) receipts.
+pub(super) fn device_pk(device: &DeviceId) -> String {
+    format!("DEVICE#{device}")
+}
+
+/// `DEVICE#d / DEVICE`: member, next_mid, registered_at and the record.
+pub(super) fn device(device: &DeviceId) -> Item {
+    key(device_pk(device), "DEVICE")
+}
+
+/// Sort keys of a device's receipts: `MID#<mid>`.
+pub(super) const RECEIPT_PREFIX: &str = "MID#";
+/// Sort keys of a device's parked receipts: `PARKED#<mid>`.
+pub(super) const PARKED_PREFIX: &str = "PARKED#";
+
+/// `MID#<mid>` / `PARKED#<mid>`, zero-padded so sort order is mid order.
+pub(super) fn mid_sk(prefix: &str, mid: u64) -> String {
+    format!("{prefix}{mid:020}")
+}
+
+/// `DEVICE#d / MID#n`: the verdict on mid n.
+pub(super) fn receipt(device: &DeviceId, mid: u64) -> Item {
+    key(device_pk(device), mid_sk(RECEIPT_PREFIX, mid))
+}
+
+/// `DEVICE#d / PARKED#n`: a copy of a rejected verdict, so the parked ones are one
+/// Query of their own.
+pub(super) fn parked(device: &DeviceId, mid: u64) -> Item {
+    key(device_pk(device), mid_sk(PARKED_PREFIX, mid))
+}
+
+/// `ENTITIES#b`: a band's current entities, sorted by `<type>#<id>`. Types and ids are
+/// `[A-Za-z0-9_.:-]`, all above `#` and below `~`, so sort order is (type, id) order and
+/// `~` bounds every range.
+pub(super) fn entities_pk(band: &BandId) -> String {
+    format!("ENTITIES#{band}")
+}
+
+/// `<type>#<id>`.
+pub(super) fn entity_sk(entity_type: &EntityTypeName, id: &EntityId) -> String {
+    format!("{entity_type}#{id}")
+}
+
+/// Above every entity sort key (and every id).
+pub(super) const ENTITY_SK_END: &str = "~";
+
+/// `ENTITIES#b / <type>#<id>`.
+pub(super) fn entity(band: &BandId, entity_type: &EntityTypeName, id: &EntityId) -> Item {
+    key(entities_pk(band), entity_sk(entity_type, id))
+}
+
+/// `HIST#b#<type>#<id>`: an entity's history.
+pub(super) fn history_pk(band: &BandId, entity_type: &EntityTypeName, id: &EntityId) -> String {
+    format!("HIST#{band}#{entity_type}#{id}")
+}
+
+/// Sort keys of an entity's history: `V#<version>`.
+pub(super) const VERSION_PREFIX: &str = "V#";
+
+/// `V#<version>`, zero-padded so sort order is version order.
+pub(super) fn version_sk(version: u64) -> String {
+    format!("{VERSION_PREFIX}{version:020}")
+}
+
+/// The version a history sort key names.
+pub(super) fn version_of(sk: &str) -> Option<u64> {
+    sk.strip_prefix(VERSION_PREFIX)?.parse().ok()
+}
+
+/// `HIST#b#<type>#<id> / V#n`.
+pub(super) fn history(
+    band: &BandId,
+    entity_type: &EntityTypeName,
+    id: &EntityId,
+    version: u64,
+) -> Item {
+    key(history_pk(band, entity_type, id), version_sk(version))
+}
+
+/// `CONFLICTS#b`: a band's conflicts, by id and in two newest-first listings.
+pub(super) fn conflicts_pk(band: &BandId) -> String {
+    format!("CONFLICTS#{band}")
+}
+
+/// `CONFLICTS#b / ID#id`.
+pub(super) fn conflict(band: &BandId, id: &ConflictId) -> Item {
+    key(conflicts_pk(band), format!("ID#{id}"))
+}
+
+/// Sort keys of every conflict by opening time: `AT#<opened_at>#<id>`.
+pub(super) const CONFLICT_AT_PREFIX: &str = "AT#";
+/// Sort keys of the open ones: `OPEN#<opened_at>#<id>`.
+pub(super) const CONFLICT_OPEN_PREFIX: &str = "OPEN#";
+
+/// `CONFLICTS#b / <prefix><opened_at>#<id>`: fixed-width times, so sort order is time
+/// order.
+pub(super) fn conflict_listing(
+    prefix: &str,
+    band: &BandId,
+    opened_at: chrono::DateTime<chrono::Utc>,
+    id: &ConflictId,
+) -> Item {
+    key(
+        conflicts_pk(band),
+        format!("{prefix}{}#{id}", ts(opened_at)),
+    )
 }
 
 // Connections table.

@@ -22,18 +22,18 @@ use tracing::instrument;
 const APPEND_CHUNK: usize = 49;
 /// Attempts of an append that lost a race for the head, and the waits between them:
 /// windows from 10 ms up to 500 ms, full jitter so competing writers spread out.
-const APPEND_RETRY: Backoff =
+pub(super) const APPEND_RETRY: Backoff =
     Backoff::new(Duration::from_millis(10), Duration::from_millis(500)).with_max_attempts(50);
 
 /// A channel head as stored.
-struct Head {
-    seq: u64,
-    epoch: String,
+pub(super) struct Head {
+    pub(super) seq: u64,
+    pub(super) epoch: String,
 }
 
 impl DynamoStore {
     /// The head, created (seq 0, new epoch) when the channel has none.
-    async fn head_or_create(&self, channel: &ChannelName) -> PortResult<Head> {
+    pub(super) async fn head_or_create(&self, channel: &ChannelName) -> PortResult<Head> {
         if let Some(item) = self
             .get(&self.sync_table, keys::head(channel), true)
             .await?
@@ -67,7 +67,7 @@ impl DynamoStore {
     }
 
     /// The stored events for event ids the channel already has: id -> event.
-    async fn known_events(
+    pub(super) async fn known_events(
         &self,
         channel: &ChannelName,
         events: &[NewEvent],
@@ -98,6 +98,13 @@ impl DynamoStore {
             }
         }
         Ok(known)
+    }
+
+    /// The turn of this process's writers to `channel`'s head (appends and entity
+    /// commits): they wait for each other instead of racing.
+    pub(super) fn turn(&self, channel: &ChannelName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.appending.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(channel.to_string()).or_default())
     }
 
     /// One atomic step of an append: events get head.seq+1.. if the head has not moved
@@ -168,7 +175,7 @@ impl DynamoStore {
     }
 }
 
-fn event_at(channel: &ChannelName, seq: u64, epoch: &str, e: &NewEvent) -> Event {
+pub(super) fn event_at(channel: &ChannelName, seq: u64, epoch: &str, e: &NewEvent) -> Event {
     e.clone().at(channel.clone(), seq, epoch.to_owned())
 }
 
@@ -184,10 +191,7 @@ fn event_from(channel: &ChannelName, item: &Item) -> PortResult<Event> {
 impl ChannelLog for DynamoStore {
     #[instrument(skip(self, events), fields(%channel, count = events.len()), level = "debug")]
     async fn append(&self, channel: &ChannelName, events: &[NewEvent]) -> PortResult<Vec<Event>> {
-        let turn = {
-            let mut locks = self.appending.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(locks.entry(channel.to_string()).or_default())
-        };
+        let turn = self.turn(channel);
         let _turn = turn.lock().await;
         let mut out = Vec::with_capacity(events.len());
         for chunk in events.chunks(APPEND_CHUNK) {

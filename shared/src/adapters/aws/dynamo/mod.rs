@@ -10,7 +10,12 @@
 //! - `WEBHOOK#<channel>#<n> / DEDUPE` with `expires_at` (earlier builds wrote
 //!   `WEBHOOK#WEBHOOK#<channel>#<n>`, still read; see `dedupe`);
 //! - `CHAN#c / HEAD` (seq, epoch, delivered), `CHAN#c / SEQ#n` (the events),
-//!   `CHAN#c / EVID#id` (seq of an event id: what makes appends idempotent).
+//!   `CHAN#c / EVID#id` (seq of an event id: what makes appends idempotent);
+//! - two-way sync: `DEVICE#d / DEVICE` (member, next_mid, registered_at),
+//!   `DEVICE#d / MID#n` (receipts), `DEVICE#d / PARKED#n` (rejected ones, again);
+//!   `ENTITIES#b / <type>#<id>` (entity_version), `HIST#b#<type>#<id> / V#n`
+//!   (committed_at); `CONFLICTS#b / ID#id`, `CONFLICTS#b / AT#<opened_at>#<id>` and
+//!   `CONFLICTS#b / OPEN#<opened_at>#<id>` (open ones only).
 //!
 //! Connections table: `CONN#id / META` (TTL past API Gateway's 2 h), `CHAN#c / CONN#id`
 //! (fan-out is one Query), `CONN#id / SUB#c` (cleanup on disconnect).
@@ -21,7 +26,7 @@
 //! codecs), `client` (single requests and their failures), `batch` (batch requests and
 //! their retries); then one file per port: `config` (configurations and sources),
 //! `catalog`, `operations`, `watch` (watch channels), `dedupe`, `log` (the channel log),
-//! `connections`.
+//! `connections`, `entities` (two-way sync).
 
 mod batch;
 mod catalog;
@@ -29,6 +34,7 @@ mod client;
 mod config;
 mod connections;
 mod dedupe;
+mod entities;
 mod item;
 mod keys;
 mod log;
@@ -41,6 +47,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -54,6 +61,16 @@ pub struct DynamoStore {
     /// Where the waits of the retry loops (unprocessed batch items, lost append races)
     /// are taken.
     sleeper: Arc<dyn Sleeper>,
+    /// What entity commits cost, as DynamoDB reports it (see [`DynamoStore::commit_cost`]).
+    commit_cost: Arc<CommitCost>,
+}
+
+/// Entity commits this store made, and the write capacity DynamoDB reported for them.
+#[derive(Debug, Default)]
+struct CommitCost {
+    commits: AtomicU64,
+    /// Thousandths of a write unit, so an atomic integer adds them up.
+    milli_units: AtomicU64,
 }
 
 impl DynamoStore {
@@ -64,7 +81,17 @@ impl DynamoStore {
             connections_table,
             appending: Arc::default(),
             sleeper: Arc::new(TokioSleeper),
+            commit_cost: Arc::default(),
         }
+    }
+
+    /// The entity commits this store (and its clones) made and the write capacity units
+    /// DynamoDB reported for them (`ReturnConsumedCapacity`): what a mutation costs. The
+    /// units stay 0 on an endpoint that does not report capacity.
+    pub fn commit_cost(&self) -> (u64, f64) {
+        let commits = self.commit_cost.commits.load(Ordering::Relaxed);
+        let milli = self.commit_cost.milli_units.load(Ordering::Relaxed);
+        (commits, milli as f64 / 1000.0)
     }
 
     /// The same store, waiting between retries through `sleeper`.

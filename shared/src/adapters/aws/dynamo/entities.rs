@@ -1,0 +1,596 @@
+//! [`EntityStore`] on the sync table (keys in [`super::keys`]): a commit is one
+//! TransactWriteItems with the device's mid, the receipt (and its parked copy), the
+//! entity conditional on its version, the history entry, the conflicts, and the event as
+//! the channel log's append writes it (event item, event-id item, head update
+//! conditional on seq and epoch).
+//!
+//! Items are at most 400 KB. A record whose item would be larger (a huge entity; its
+//! history entry, which carries the entity after, is the first to hit it) is refused
+//! before anything is sent, with a [`PortError::Backend`] naming the item and its size:
+//! nothing is written, the device's mid does not move, and the caller answers the
+//! mutation as refused.
+
+use super::DynamoStore;
+use super::client::{SortKeys, backend, build, is_condition_failure, lost_race, transact_put};
+use super::item::{Item, body, get_str, get_u64, n, s, ts, with_body};
+use super::keys;
+use super::log::{APPEND_RETRY, Head, event_at};
+use crate::entities::mutation::MutationStatus;
+use crate::entities::records::{
+    Commit, CommitError, ConflictRecord, DeviceRecord, EntityPage, EntityRecord, HistoryEntry,
+    Receipt,
+};
+use crate::model::{
+    BandId, ChannelName, ConflictId, DeviceId, EntityId, EntityTypeName, Event, NewEvent,
+};
+use crate::ports::{EntityStore, PortError, PortResult};
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    Delete, Put, ReturnConsumedCapacity, ReturnValue, TransactWriteItem, Update,
+};
+use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
+use tracing::{debug, instrument};
+
+/// The most receipts one [`EntityStore::receipts`] call returns.
+const MAX_RECEIPTS: u64 = 1_000;
+/// What one item may hold, short of DynamoDB's 400 KB: room for the keys and the other
+/// attributes beside the body.
+const MAX_BODY: usize = 390 * 1024;
+/// Items of a commit besides its conflicts: device, receipt, parked copy, entity,
+/// history, and the log's event, event id and head.
+const FIXED_ITEMS: usize = 8;
+/// Each conflict is three items (by id, in every listing, in the open listing).
+const MAX_CONFLICTS: usize = (100 - FIXED_ITEMS) / 3;
+/// Entities per page when the history retention walks a band.
+const PRUNE_PAGE: usize = 100;
+
+/// `with_body`, refusing a body that would not fit in an item.
+fn sized_body<T: serde::Serialize>(item: Item, record: &T, what: &str) -> PortResult<Item> {
+    let item = with_body(item, record)?;
+    let size = item
+        .get("body")
+        .and_then(|b| b.as_s().ok())
+        .map_or(0, String::len);
+    if size > MAX_BODY {
+        return Err(PortError::Backend(anyhow!(
+            "{what} is {size} bytes as JSON, more than a DynamoDB item holds ({MAX_BODY})"
+        )));
+    }
+    Ok(item)
+}
+
+fn device_from(item: &Item) -> PortResult<DeviceRecord> {
+    let mut record: DeviceRecord = body(item)?;
+    record.next_mid =
+        get_u64(item, "next_mid")?.ok_or_else(|| anyhow!("a device item without next_mid"))?;
+    record.registered_at = DateTime::parse_from_rfc3339(get_str(item, "registered_at")?)
+        .context("a device's registered_at")?
+        .with_timezone(&Utc);
+    Ok(record)
+}
+
+fn bodies<T: serde::de::DeserializeOwned>(items: &[Item]) -> PortResult<Vec<T>> {
+    items
+        .iter()
+        .map(|i| body(i).map_err(PortError::from))
+        .collect()
+}
+
+fn update(update: Update) -> TransactWriteItem {
+    TransactWriteItem::builder().update(update).build()
+}
+
+/// The first of a commit's guarded items (the device, the receipt and its parked copy,
+/// the entity: the first `guarded` writes) whose condition failed, if any.
+fn refused_at(e: &SdkError<TransactWriteItemsError>, guarded: usize) -> Option<usize> {
+    let TransactWriteItemsError::TransactionCanceledException(c) = e.as_service_error()? else {
+        return None;
+    };
+    c.cancellation_reasons()
+        .iter()
+        .take(guarded)
+        .position(|r| r.code() == Some("ConditionalCheckFailed"))
+}
+
+impl DynamoStore {
+    async fn query_items(
+        &self,
+        pk: String,
+        range: SortKeys<'_>,
+        forward: bool,
+        limit: Option<usize>,
+    ) -> PortResult<Vec<Item>> {
+        self.query_range(&self.sync_table, pk, range, forward, limit, None)
+            .await
+    }
+
+    /// The writes of a commit but the log's, the guarded ones first; and how many are
+    /// guarded.
+    fn commit_writes(&self, commit: &Commit) -> PortResult<(Vec<TransactWriteItem>, usize)> {
+        let table = &self.sync_table;
+        let not_there = Some("attribute_not_exists(pk)");
+        let mut writes = vec![update(build(
+            Update::builder()
+                .table_name(table)
+                .set_key(Some(keys::device(&commit.device)))
+                .update_expression("SET next_mid = :next")
+                .condition_expression("next_mid = :mid")
+                .expression_attribute_values(":mid", n(commit.mid))
+                .expression_attribute_values(":next", n(commit.mid + 1))
+                .build(),
+        )?)];
+        let receipt = &commit.receipt;
+        let item = sized_body(
+            keys::receipt(&commit.device, commit.mid),
+            receipt,
+            "the receipt",
+        )?;
+        writes.push(transact_put(table, item, not_there)?);
+        if receipt.result.status == MutationStatus::Rejected {
+            let item = sized_body(
+                keys::parked(&commit.device, commit.mid),
+                receipt,
+                "the receipt",
+            )?;
+            writes.push(transact_put(table, item, not_there)?);
+        }
+        if let Some(e) = &commit.entity {
+            let key = keys::entity(&e.band, &e.entity_type, &e.id);
+            let mut item = sized_body(key, e, "the entity")?;
+            item.insert("entity_version".into(), n(e.version));
+            let put = if commit.expected_version == 0 {
+                transact_put(table, item, not_there)?
+            } else {
+                let put = Put::builder()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .condition_expression("entity_version = :expected")
+                    .expression_attribute_values(":expected", n(commit.expected_version))
+                    .build();
+                TransactWriteItem::builder().put(build(put)?).build()
+            };
+            writes.push(put);
+        }
+        let guarded = writes.len();
+        if let Some(h) = &commit.history {
+            let key = keys::history(&h.band, &h.entity_type, &h.id, h.version);
+            let mut item = sized_body(key, h, "the history entry")?;
+            item.insert("committed_at".into(), s(ts(h.at)));
+            writes.push(transact_put(table, item, None)?);
+        }
+        if commit.conflicts.len() > MAX_CONFLICTS {
+            return Err(PortError::Backend(anyhow!(
+                "a commit settles at most {MAX_CONFLICTS} conflicts, not {}",
+                commit.conflicts.len()
+            )));
+        }
+        for c in &commit.conflicts {
+            let item = sized_body(keys::conflict(&c.band, &c.id), c, "the conflict")?;
+            writes.push(transact_put(table, item, None)?);
+            let listed =
+                keys::conflict_listing(keys::CONFLICT_AT_PREFIX, &c.band, c.opened_at, &c.id);
+            writes.push(transact_put(table, with_body(listed, c)?, None)?);
+            let open =
+                keys::conflict_listing(keys::CONFLICT_OPEN_PREFIX, &c.band, c.opened_at, &c.id);
+            writes.push(if c.resolution.is_none() {
+                transact_put(table, with_body(open, c)?, None)?
+            } else {
+                let delete = Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(open))
+                    .build();
+                TransactWriteItem::builder().delete(build(delete)?).build()
+            });
+        }
+        Ok((writes, guarded))
+    }
+
+    /// One attempt: `Ok(None)` when it lost a race for the log's head alone (read the
+    /// head again and retry).
+    async fn try_commit(&self, commit: &Commit) -> Result<Option<Option<Event>>, CommitError> {
+        let (mut writes, guarded) = self.commit_writes(commit)?;
+        let mut stored = None;
+        if let Some((channel, event)) = &commit.event {
+            let head = self.head_or_create(channel).await?;
+            let known = self
+                .known_events(channel, std::slice::from_ref(event))
+                .await?;
+            if let Some(first) = known.get(&event.id) {
+                // Already in the log: it keeps its seq (the epoch lives on the head).
+                let mut first = first.clone();
+                first.epoch = head.epoch;
+                stored = Some(first);
+            } else {
+                let seq = head.seq + 1;
+                writes.extend(self.event_writes(channel, event, &head, seq)?);
+                stored = Some(event_at(channel, seq, &head.epoch, event));
+            }
+        }
+        let items = writes.len();
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let units: f64 = out
+                    .consumed_capacity()
+                    .iter()
+                    .filter_map(|c| c.capacity_units())
+                    .sum();
+                self.commit_cost.commits.fetch_add(1, Ordering::Relaxed);
+                // Milli-units, so an atomic integer adds them up.
+                let milli = (units * 1000.0).round() as u64;
+                self.commit_cost
+                    .milli_units
+                    .fetch_add(milli, Ordering::Relaxed);
+                debug!(items, write_units = units, "entity commit");
+                Ok(Some(stored))
+            }
+            Err(e) => {
+                if let Some(i) = refused_at(&e, guarded) {
+                    let what = match i {
+                        0 => format!(
+                            "device {} is unknown or no longer at mid {}",
+                            commit.device, commit.mid
+                        ),
+                        _ if i + 1 == guarded && commit.entity.is_some() => format!(
+                            "the entity is no longer at version {}",
+                            commit.expected_version
+                        ),
+                        _ => format!("{}#{} has a receipt already", commit.device, commit.mid),
+                    };
+                    return Err(CommitError::Raced(what));
+                }
+                if e.as_service_error().is_some_and(lost_race) {
+                    return Ok(None);
+                }
+                Err(backend("TransactWriteItems")(e).into())
+            }
+        }
+    }
+
+    /// What the log's append writes for one event at `seq`: the event, its id, and the
+    /// head moved from `head.seq` (if it still is there, in the same epoch).
+    fn event_writes(
+        &self,
+        channel: &ChannelName,
+        event: &NewEvent,
+        head: &Head,
+        seq: u64,
+    ) -> PortResult<Vec<TransactWriteItem>> {
+        let table = &self.sync_table;
+        let not_there = Some("attribute_not_exists(pk)");
+        let mut record = sized_body(keys::event(channel, seq), event, "the event")?;
+        record.insert("ts".into(), s(ts(event.ts)));
+        record.insert("evid".into(), s(event.id.clone()));
+        let mut id_item = keys::event_id(channel, &event.id);
+        id_item.insert("seq".into(), n(seq));
+        let head_update = build(
+            Update::builder()
+                .table_name(table)
+                .set_key(Some(keys::head(channel)))
+                .update_expression("SET seq = :new")
+                .condition_expression("seq = :old AND epoch = :epoch")
+                .expression_attribute_values(":new", n(seq))
+                .expression_attribute_values(":old", n(head.seq))
+                .expression_attribute_values(":epoch", s(head.epoch.clone()))
+                .build(),
+        )?;
+        Ok(vec![
+            transact_put(table, record, not_there)?,
+            transact_put(table, id_item, not_there)?,
+            update(head_update),
+        ])
+    }
+
+    /// The sort-key range of `ENTITIES#b` a listing reads, and the sort key to drop
+    /// from it (the cursor itself: ranges are inclusive). None: nothing can follow.
+    fn entity_range(
+        entity_type: Option<&EntityTypeName>,
+        after: Option<&(EntityTypeName, EntityId)>,
+    ) -> Option<(SortKeys<'static>, Option<String>)> {
+        let cursor = after.map(|(t, i)| keys::entity_sk(t, i));
+        match (entity_type, after) {
+            (None, None) => Some((SortKeys::All, None)),
+            (None, Some(_)) => {
+                let from = cursor.clone()?;
+                Some((SortKeys::Between(from, keys::ENTITY_SK_END.into()), cursor))
+            }
+            (Some(t), after) => {
+                let end = format!("{t}#{}", keys::ENTITY_SK_END);
+                match after {
+                    Some((at, _)) if at > t => None,
+                    Some((at, _)) if at == t => {
+                        let from = cursor.clone()?;
+                        Some((SortKeys::Between(from, end), cursor))
+                    }
+                    _ => Some((SortKeys::Between(format!("{t}#"), end), None)),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EntityStore for DynamoStore {
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>> {
+        let item = self
+            .get(&self.sync_table, keys::device(device), true)
+            .await?;
+        item.as_ref().map(device_from).transpose()
+    }
+
+    /// One conditional UpdateItem: it creates the device, or updates its record if the
+    /// member is the one who registered it; `next_mid` and `registered_at` are only ever
+    /// set when absent. When another member holds it, the stored record is read back.
+    #[instrument(skip_all, fields(device = %device.device, member = %device.member), level = "debug")]
+    async fn register_device(&self, device: &DeviceRecord) -> PortResult<DeviceRecord> {
+        let record = with_body(Item::new(), device)?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sync_table)
+            .set_key(Some(keys::device(&device.device)))
+            .update_expression(
+                "SET #member = :member, #body = :body, \
+                 next_mid = if_not_exists(next_mid, :mid), \
+                 registered_at = if_not_exists(registered_at, :at)",
+            )
+            .condition_expression("attribute_not_exists(pk) OR #member = :member")
+            .expression_attribute_names("#member", "member")
+            .expression_attribute_names("#body", "body")
+            .set_expression_attribute_values(Some(
+                [
+                    (":member".to_owned(), s(device.member.as_str())),
+                    (":body".to_owned(), record["body"].clone()),
+                    (":mid".to_owned(), n(device.next_mid.max(1))),
+                    (":at".to_owned(), s(ts(device.registered_at))),
+                ]
+                .into(),
+            ))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => device_from(&out.attributes.unwrap_or_default()),
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
+                self.get_device(&device.device).await?.ok_or_else(|| {
+                    anyhow!("device {} vanished while registering", device.device).into()
+                })
+            }
+            Err(e) => Err(backend("UpdateItem")(e)),
+        }
+    }
+
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn receipts(&self, device: &DeviceId, from: u64, to: u64) -> PortResult<Vec<Receipt>> {
+        let to = to.min(from.saturating_add(MAX_RECEIPTS - 1));
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let range = SortKeys::Between(
+            keys::mid_sk(keys::RECEIPT_PREFIX, from),
+            keys::mid_sk(keys::RECEIPT_PREFIX, to),
+        );
+        bodies(
+            &self
+                .query_items(keys::device_pk(device), range, true, None)
+                .await?,
+        )
+    }
+
+    /// One Query of the device's `PARKED#` items, backwards.
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn parked(&self, device: &DeviceId, limit: usize) -> PortResult<Vec<Receipt>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = SortKeys::Prefix(keys::PARKED_PREFIX);
+        bodies(
+            &self
+                .query_items(keys::device_pk(device), range, false, Some(limit))
+                .await?,
+        )
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn get_entity(
+        &self,
+        band: &BandId,
+        entity_type: &EntityTypeName,
+        id: &EntityId,
+    ) -> PortResult<Option<EntityRecord>> {
+        self.get_body(&self.sync_table, keys::entity(band, entity_type, id))
+            .await
+    }
+
+    /// One Query of the band's `ENTITIES#b` partition. A `limit` of 0 reads one.
+    #[instrument(skip(self), level = "debug")]
+    async fn list_entities(
+        &self,
+        band: &BandId,
+        entity_type: Option<&EntityTypeName>,
+        after: Option<&(EntityTypeName, EntityId)>,
+        limit: usize,
+    ) -> PortResult<EntityPage> {
+        let limit = limit.max(1);
+        let Some((range, skip)) = Self::entity_range(entity_type, after) else {
+            return Ok(EntityPage {
+                entities: Vec::new(),
+                next: None,
+            });
+        };
+        // One more than asked, to know whether a next page exists; one more again when
+        // the cursor itself may come back.
+        let fetch = limit + 1 + usize::from(skip.is_some());
+        let items = self
+            .query_items(keys::entities_pk(band), range, true, Some(fetch))
+            .await?;
+        let mut entities = Vec::with_capacity(items.len());
+        for item in &items {
+            if skip.as_deref() == Some(get_str(item, "sk")?) {
+                continue;
+            }
+            entities.push(body::<EntityRecord>(item)?);
+        }
+        let next = if entities.len() > limit {
+            entities.truncate(limit);
+            entities
+                .last()
+                .map(|e| (e.entity_type.clone(), e.id.clone()))
+        } else {
+            None
+        };
+        Ok(EntityPage { entities, next })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn history(
+        &self,
+        band: &BandId,
+        entity_type: &EntityTypeName,
+        id: &EntityId,
+        after_version: u64,
+        limit: usize,
+    ) -> PortResult<Vec<HistoryEntry>> {
+        if limit == 0 || after_version == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let range = SortKeys::Between(
+            keys::version_sk(after_version + 1),
+            keys::version_sk(u64::MAX),
+        );
+        let pk = keys::history_pk(band, entity_type, id);
+        bodies(&self.query_items(pk, range, true, Some(limit)).await?)
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn history_entry(
+        &self,
+        band: &BandId,
+        entity_type: &EntityTypeName,
+        id: &EntityId,
+        version: u64,
+    ) -> PortResult<Option<HistoryEntry>> {
+        let key = keys::history(band, entity_type, id, version);
+        self.get_body(&self.sync_table, key).await
+    }
+
+    /// Retried (after reading the head again) only when it lost the race for the log's
+    /// head; this process's writers to one channel take turns, as appends do.
+    #[instrument(skip_all, fields(device = %commit.device, mid = commit.mid), level = "debug")]
+    async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError> {
+        commit
+            .check()
+            .map_err(|e| PortError::Backend(anyhow!("refusing an inconsistent commit: {e}")))?;
+        let turn = commit.event.as_ref().map(|(channel, _)| self.turn(channel));
+        let _turn = match &turn {
+            Some(t) => Some(t.lock().await),
+            None => None,
+        };
+        let mut attempt = 1;
+        loop {
+            if let Some(stored) = self.try_commit(commit).await? {
+                return Ok(stored);
+            }
+            if !APPEND_RETRY.may_retry(attempt) {
+                return Err(PortError::Conflict(format!(
+                    "commit of {}#{} lost the race for the log's head {attempt} times",
+                    commit.device, commit.mid
+                ))
+                .into());
+            }
+            self.sleeper.sleep(APPEND_RETRY.jittered(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// One Query of the `AT#` (or `OPEN#`) listing, backwards.
+    #[instrument(skip(self), level = "debug")]
+    async fn list_conflicts(
+        &self,
+        band: &BandId,
+        open_only: bool,
+        limit: usize,
+    ) -> PortResult<Vec<ConflictRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let prefix = if open_only {
+            keys::CONFLICT_OPEN_PREFIX
+        } else {
+            keys::CONFLICT_AT_PREFIX
+        };
+        let items = self
+            .query_items(
+                keys::conflicts_pk(band),
+                SortKeys::Prefix(prefix),
+                false,
+                Some(limit),
+            )
+            .await?;
+        bodies(&items)
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn get_conflict(
+        &self,
+        band: &BandId,
+        id: &ConflictId,
+    ) -> PortResult<Option<ConflictRecord>> {
+        self.get_body(&self.sync_table, keys::conflict(band, id))
+            .await
+    }
+
+    /// The operator's retention pass: a Query of the band's entities, page by page, and
+    /// for each a Query of its history's keys and times (no bodies); old entries below
+    /// the entity's version go in batches.
+    #[instrument(skip(self), level = "debug")]
+    async fn prune_history(&self, band: &BandId, before: DateTime<Utc>) -> PortResult<u64> {
+        let cutoff = ts(before);
+        let mut gone = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .list_entities(band, None, after.as_ref(), PRUNE_PAGE)
+                .await?;
+            for e in &page.entities {
+                let pk = keys::history_pk(band, &e.entity_type, &e.id);
+                let entries = self
+                    .query_range(
+                        &self.sync_table,
+                        pk.clone(),
+                        SortKeys::Prefix(keys::VERSION_PREFIX),
+                        true,
+                        None,
+                        Some("sk, committed_at"),
+                    )
+                    .await?;
+                let mut old = Vec::new();
+                for item in &entries {
+                    let sk = get_str(item, "sk")?;
+                    let version = keys::version_of(sk)
+                        .ok_or_else(|| anyhow!("a history item with a bad sort key {sk}"))?;
+                    if version < e.version && get_str(item, "committed_at")? < cutoff.as_str() {
+                        old.push(keys::key(pk.clone(), sk));
+                    }
+                }
+                gone += old.len() as u64;
+                self.delete_all(&self.sync_table, old).await?;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(gone),
+            }
+        }
+    }
+}
