@@ -85,6 +85,9 @@ async fn the_whole_store_contract() {
 // deep copy of the whole table taken when it began, undoing writes that other requests
 // committed meanwhile), so such a test fails on moto for moto's reasons. Within one
 // process appends take turns, which channel_log_concurrency_contract covers.
+// The same holds for entity commits, which take the same per-channel turn: the entity
+// concurrency contract registers its devices before its commits start, so that moto's
+// restore of a failed (raced) transaction has nothing else to undo.
 
 /// Tables written by earlier builds keep a webhook message under `WEBHOOK#WEBHOOK#<key>`
 /// (the intake and the adapter both added the prefix). Until those rows expire, a message

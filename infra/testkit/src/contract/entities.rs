@@ -691,9 +691,13 @@ pub async fn entity_commit_concurrency_contract<S: EntityStore + ChannelLog + ?S
     let create = first.write(&ty, &id, 0, "first", t0, Some(&ch));
     first.commit(&*store, &create).await;
 
+    // Every device is registered before any commit starts: only the commits race.
+    let mut writers = Vec::with_capacity(WRITERS);
+    for _ in 0..WRITERS {
+        writers.push(Writer::new(&*store, &band).await);
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..WRITERS {
-        let w = Writer::new(&*store, &band).await;
+    for (i, w) in writers.into_iter().enumerate() {
         let c = w.write(&ty, &id, 1, &format!("writer {i}"), t0 + secs(1), Some(&ch));
         let store = Arc::clone(&store);
         tasks.spawn(async move {
