@@ -249,3 +249,19 @@ pub struct EntityPage {
     /// Where the next page starts (`after`), or none when this is the last.
     pub next: Option<(EntityTypeName, EntityId)>,
 }
+
+impl EntityPage {
+    /// The page of `limit` entities out of a read of up to `limit + 1` (the one more
+    /// says whether a next page exists).
+    pub fn of(mut entities: Vec<EntityRecord>, limit: usize) -> Self {
+        let next = if entities.len() > limit {
+            entities.truncate(limit);
+            entities
+                .last()
+                .map(|e| (e.entity_type.clone(), e.id.clone()))
+        } else {
+            None
+        };
+        Self { entities, next }
+    }
+}

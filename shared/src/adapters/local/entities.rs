@@ -128,7 +128,7 @@ impl EntityStore for EmbeddedStore {
         let limit = limit.max(1);
         // ("", "") sorts before every (type, id): ids are never empty.
         let (after_type, after_id) = after.map_or(("", ""), |(t, i)| (t.as_str(), i.as_str()));
-        let mut entities: Vec<EntityRecord> = self.db.read("list_entities", |c| {
+        let entities: Vec<EntityRecord> = self.db.read("list_entities", |c| {
             let sql = "SELECT body FROM entities WHERE band = ?1 \
                        AND (?2 IS NULL OR entity_type = ?2) AND (entity_type, id) > (?3, ?4) \
                        ORDER BY entity_type, id LIMIT ?5";
@@ -141,15 +141,7 @@ impl EntityStore for EmbeddedStore {
             ];
             list_bodies(c, sql, args)
         })?;
-        let next = if entities.len() > limit {
-            entities.truncate(limit);
-            entities
-                .last()
-                .map(|e| (e.entity_type.clone(), e.id.clone()))
-        } else {
-            None
-        };
-        Ok(EntityPage { entities, next })
+        Ok(EntityPage::of(entities, limit))
     }
 
     #[instrument(skip(self), level = "debug")]

@@ -14,15 +14,13 @@ use super::DynamoStore;
 use super::client::{SortKeys, backend, build, is_condition_failure, lost_race, transact_put};
 use super::item::{Item, body, get_str, get_u64, n, s, ts, with_body};
 use super::keys;
-use super::log::{APPEND_RETRY, Head, event_at};
+use super::log::{APPEND_RETRY, event_at};
 use crate::entities::mutation::MutationStatus;
 use crate::entities::records::{
     Commit, CommitError, ConflictRecord, DeviceRecord, EntityPage, EntityRecord, HistoryEntry,
     Receipt,
 };
-use crate::model::{
-    BandId, ChannelName, ConflictId, DeviceId, EntityId, EntityTypeName, Event, NewEvent,
-};
+use crate::model::{BandId, ConflictId, DeviceId, EntityId, EntityTypeName, Event};
 use crate::ports::{EntityStore, PortError, PortResult};
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
@@ -206,7 +204,10 @@ impl DynamoStore {
                 stored = Some(first);
             } else {
                 let seq = head.seq + 1;
-                writes.extend(self.event_writes(channel, event, &head, seq)?);
+                // Sized like every item of the commit: the log's own writes do not check.
+                sized_body(Item::new(), event, "the event")?;
+                writes.extend(self.event_items(channel, event, seq)?);
+                writes.push(self.head_move(channel, &head, seq)?);
                 stored = Some(event_at(channel, seq, &head.epoch, event));
             }
         }
@@ -255,40 +256,6 @@ impl DynamoStore {
                 Err(backend("TransactWriteItems")(e).into())
             }
         }
-    }
-
-    /// What the log's append writes for one event at `seq`: the event, its id, and the
-    /// head moved from `head.seq` (if it still is there, in the same epoch).
-    fn event_writes(
-        &self,
-        channel: &ChannelName,
-        event: &NewEvent,
-        head: &Head,
-        seq: u64,
-    ) -> PortResult<Vec<TransactWriteItem>> {
-        let table = &self.sync_table;
-        let not_there = Some("attribute_not_exists(pk)");
-        let mut record = sized_body(keys::event(channel, seq), event, "the event")?;
-        record.insert("ts".into(), s(ts(event.ts)));
-        record.insert("evid".into(), s(event.id.clone()));
-        let mut id_item = keys::event_id(channel, &event.id);
-        id_item.insert("seq".into(), n(seq));
-        let head_update = build(
-            Update::builder()
-                .table_name(table)
-                .set_key(Some(keys::head(channel)))
-                .update_expression("SET seq = :new")
-                .condition_expression("seq = :old AND epoch = :epoch")
-                .expression_attribute_values(":new", n(seq))
-                .expression_attribute_values(":old", n(head.seq))
-                .expression_attribute_values(":epoch", s(head.epoch.clone()))
-                .build(),
-        )?;
-        Ok(vec![
-            transact_put(table, record, not_there)?,
-            transact_put(table, id_item, not_there)?,
-            update(head_update),
-        ])
     }
 
     /// The sort-key range of `ENTITIES#b` a listing reads, and the sort key to drop
@@ -442,15 +409,7 @@ impl EntityStore for DynamoStore {
             }
             entities.push(body::<EntityRecord>(item)?);
         }
-        let next = if entities.len() > limit {
-            entities.truncate(limit);
-            entities
-                .last()
-                .map(|e| (e.entity_type.clone(), e.id.clone()))
-        } else {
-            None
-        };
-        Ok(EntityPage { entities, next })
+        Ok(EntityPage::of(entities, limit))
     }
 
     #[instrument(skip(self), level = "debug")]

@@ -135,26 +135,49 @@ impl DynamoStore {
             }
             seq += 1;
             fresh.insert(&e.id, seq);
-            let mut record = with_body(keys::event(channel, seq), e)?;
-            record.insert("ts".into(), s(ts(e.ts)));
-            record.insert("evid".into(), s(e.id.clone()));
-            writes.push(transact_put(
-                &self.sync_table,
-                record,
-                Some("attribute_not_exists(pk)"),
-            )?);
-            let mut id_item = keys::event_id(channel, &e.id);
-            id_item.insert("seq".into(), n(seq));
-            writes.push(transact_put(
-                &self.sync_table,
-                id_item,
-                Some("attribute_not_exists(pk)"),
-            )?);
+            writes.extend(self.event_items(channel, e, seq)?);
             out.push(event_at(channel, seq, &head.epoch, e));
         }
         if writes.is_empty() {
             return Ok(Some(out));
         }
+        writes.push(self.head_move(channel, &head, seq)?);
+        match self.transact(writes).await {
+            Ok(()) => Ok(Some(out)),
+            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(None),
+            Err(e) => Err(backend("TransactWriteItems")(e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// The two items of an event at `seq`: the event (with its time and id, for pruning)
+    /// and its id entry, each only if absent.
+    pub(super) fn event_items(
+        &self,
+        channel: &ChannelName,
+        e: &NewEvent,
+        seq: u64,
+    ) -> PortResult<[TransactWriteItem; 2]> {
+        let not_there = Some("attribute_not_exists(pk)");
+        let mut record = with_body(keys::event(channel, seq), e)?;
+        record.insert("ts".into(), s(ts(e.ts)));
+        record.insert("evid".into(), s(e.id.clone()));
+        let mut id_item = keys::event_id(channel, &e.id);
+        id_item.insert("seq".into(), n(seq));
+        Ok([
+            transact_put(&self.sync_table, record, not_there)?,
+            transact_put(&self.sync_table, id_item, not_there)?,
+        ])
+    }
+
+    /// The head moved from `head.seq` to `seq`, if it is still there in the same epoch.
+    pub(super) fn head_move(
+        &self,
+        channel: &ChannelName,
+        head: &Head,
+        seq: u64,
+    ) -> PortResult<TransactWriteItem> {
         let update = build(
             Update::builder()
                 .table_name(&self.sync_table)
@@ -166,12 +189,7 @@ impl DynamoStore {
                 .expression_attribute_values(":epoch", s(head.epoch.clone()))
                 .build(),
         )?;
-        writes.push(TransactWriteItem::builder().update(update).build());
-        match self.transact(writes).await {
-            Ok(()) => Ok(Some(out)),
-            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(None),
-            Err(e) => Err(backend("TransactWriteItems")(e)),
-        }
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 }
 
