@@ -326,6 +326,12 @@ impl From<ParseError> for Refusal {
     }
 }
 
+impl From<crate::entities::mutation::MutationError> for Refusal {
+    fn from(e: crate::entities::mutation::MutationError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
 impl From<ProtocolError> for Refusal {
     fn from(e: ProtocolError) -> Self {
         Self::new(e.code, e.message)
@@ -385,6 +391,19 @@ mod tests {
                 "invalid_kind",
                 "invalid_location",
                 "invalid_credentials",
+                "invalid_mutation",
+                "invalid_field_operation",
+                "unknown_entity_type",
+                "unknown_field",
+                "field_too_large",
+                "push_too_large",
+                "base_version_from_future",
+                "unknown_device",
+                "device_taken",
+                "not_owner",
+                "stale_base",
+                "conflict_not_open",
+                "rate_limited",
                 "missing_token",
                 "invalid_token",
                 "token_expired",

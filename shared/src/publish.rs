@@ -30,21 +30,39 @@ impl Publisher {
         let mut published = Vec::with_capacity(events.len());
         for chunk in events.chunks(EVENTS_PER_MESSAGE) {
             let stored = self.log.append(channel, chunk).await?;
-            if let (Some(first), Some(last)) = (stored.first(), stored.last()) {
-                let message = BroadcastMessage {
-                    channel: channel.clone(),
-                    events: stored.clone(),
-                };
-                self.broadcast
-                    .send(OutMessage {
-                        group: channel.to_string(),
-                        dedup_id: format!("{channel}:{}:{}-{}", first.epoch, first.seq, last.seq),
-                        body: serde_json::to_string(&message).map_err(anyhow::Error::from)?,
-                    })
-                    .await?;
-            }
+            self.send(channel, &stored).await?;
             published.extend(stored);
         }
         Ok(published)
+    }
+
+    /// Queue for broadcast events that are in the channel's log already (a push's
+    /// commit appended them with the entity, in one write). Idempotent like
+    /// [`Self::publish`]: the same events queued again carry the same dedup id, and the
+    /// broadcaster fills any gap before them from the log.
+    #[tracing::instrument(skip(self, events), fields(channel = %channel, count = events.len()))]
+    pub async fn enqueue(&self, channel: &ChannelName, events: &[Event]) -> PortResult<()> {
+        for chunk in events.chunks(EVENTS_PER_MESSAGE) {
+            self.send(channel, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// One broadcast message of stored events, named by their epoch and seqs.
+    async fn send(&self, channel: &ChannelName, stored: &[Event]) -> PortResult<()> {
+        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+            return Ok(());
+        };
+        let message = BroadcastMessage {
+            channel: channel.clone(),
+            events: stored.to_vec(),
+        };
+        self.broadcast
+            .send(OutMessage {
+                group: channel.to_string(),
+                dedup_id: format!("{channel}:{}:{}-{}", first.epoch, first.seq, last.seq),
+                body: serde_json::to_string(&message).map_err(anyhow::Error::from)?,
+            })
+            .await
     }
 }

@@ -45,6 +45,8 @@ struct ErrorReply {
     refusal: Refusal,
     /// Context for the client (the channel's head, for `history_lost`).
     data: Option<HistoryLostData>,
+    /// `rate_limited`: seconds to wait.
+    retry_after: Option<u64>,
 }
 
 impl<E: Into<Refusal>> From<E> for ErrorReply {
@@ -52,6 +54,7 @@ impl<E: Into<Refusal>> From<E> for ErrorReply {
         Self {
             refusal: e.into(),
             data: None,
+            retry_after: None,
         }
     }
 }
@@ -97,7 +100,11 @@ impl WsMessage {
         match reply {
             Ok(Some(frame)) => self.send(&id, &frame).await,
             Ok(None) => {}
-            Err(ErrorReply { refusal, data }) => {
+            Err(ErrorReply {
+                refusal,
+                data,
+                retry_after,
+            }) => {
                 // The WebSocket edge: the cause of a backend failure is logged here.
                 refusal.log();
                 let frame = ServerFrame::Error {
@@ -105,6 +112,7 @@ impl WsMessage {
                     message: refusal.message,
                     reference,
                     data,
+                    retry_after,
                 };
                 self.send(&id, &frame).await;
             }
@@ -241,6 +249,7 @@ impl WsMessage {
                     epoch: head.as_ref().map(|h| h.epoch.clone()),
                     seq: head.as_ref().map_or(0, |h| h.seq),
                 }),
+                retry_after: None,
             }),
             ResumePlan::UpToDate => Ok(Some(ServerFrame::Resumed {
                 seq: head.as_ref().map_or(0, |h| h.seq),

@@ -43,7 +43,16 @@ contract_tests!(
     channel_log_contract,
     connection_contract,
     health_contract,
+    entity_store_contract,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entity_commit_concurrency_contract() {
+    for (backend, store, _dir) in backends() {
+        eprintln!("entity_commit_concurrency_contract on the {backend} store");
+        contract::entity_commit_concurrency_contract(store).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn channel_log_concurrency_contract() {

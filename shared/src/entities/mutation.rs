@@ -136,19 +136,28 @@ pub struct Mutation {
     pub resolves: Option<ConflictId>,
 }
 
-/// A mutation as it comes on the wire, before its fields are read.
+/// A mutation as it comes on the wire, before its fields are read (public for the
+/// documents, which describe a push's `mutations` by it).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct WireMutation {
+pub struct WireMutation {
+    /// Counts up by one per device, with no gaps (the first is 1).
     mid: u64,
     #[serde(rename = "type")]
     entity_type: EntityTypeName,
     id: EntityId,
     op: Op,
+    /// 0 for a create; otherwise the version the client last saw.
     base_version: u64,
+    /// Per field a plain JSON value (set it) or one operation object: `{"$add": [...]}`
+    /// / `{"$remove": [...]}` (set fields), `{"$inc": n}` (counters), `{"$text":
+    /// "<base64 Yjs update>"}` (text fields).
     #[serde(default)]
     fields: Map<String, Value>,
+    /// The client's clock when the member made the change (RFC 3339).
     ts: DateTime<Utc>,
+    /// The `ask` conflict this mutation settles (its fields are the chosen values).
     #[serde(default)]
     resolves: Option<ConflictId>,
 }

@@ -181,6 +181,59 @@ pub struct Commit {
     pub event: Option<(ChannelName, NewEvent)>,
 }
 
+impl Commit {
+    /// What every store checks before writing anything: the receipt is the one of
+    /// (device, mid), the entity is one version past `expected_version`, and the history
+    /// entry (which needs an entity) is of that entity at that version. An inconsistent
+    /// commit is a bug of its caller, refused with what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if (&self.receipt.device, self.receipt.mid) != (&self.device, self.mid) {
+            return Err(format!(
+                "the receipt is of {}#{}, the commit of {}#{}",
+                self.receipt.device, self.receipt.mid, self.device, self.mid
+            ));
+        }
+        if self.mid == u64::MAX {
+            return Err("a device's mids end at u64::MAX - 1".into());
+        }
+        let Some(entity) = &self.entity else {
+            return match self.history {
+                Some(_) => Err("a history entry without its entity".into()),
+                None => Ok(()),
+            };
+        };
+        if entity.band != self.receipt.band {
+            return Err(format!(
+                "the entity is of band {}, the receipt of {}",
+                entity.band, self.receipt.band
+            ));
+        }
+        if Some(entity.version) != self.expected_version.checked_add(1) {
+            return Err(format!(
+                "the entity's version {} is not expected_version {} + 1",
+                entity.version, self.expected_version
+            ));
+        }
+        match &self.history {
+            Some(h)
+                if (&h.band, &h.entity_type, &h.id, h.version)
+                    != (
+                        &entity.band,
+                        &entity.entity_type,
+                        &entity.id,
+                        entity.version,
+                    ) =>
+            {
+                Err(format!(
+                    "the history entry is of {}/{} v{}, the entity {}/{} v{}",
+                    h.entity_type, h.id, h.version, entity.entity_type, entity.id, entity.version
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Why a commit wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {

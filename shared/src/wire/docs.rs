@@ -607,7 +607,9 @@ mod tests {
                 "resumed",
                 "pong",
                 "ack",
-                "error"
+                "error",
+                "device",
+                "push_result"
             ]
         );
         let openapi = openapi();

@@ -8,9 +8,14 @@
 //! `serde_json::Value` on their way into the log, so their keys are written in
 //! alphabetical order (as they were when the jobs built them with `json!`).
 
-use crate::model::{ItemAction, SourceId, SyncMetrics, Trigger};
+use crate::entities::mutation::Op;
+use crate::model::{
+    ConflictId, DeviceId, EntityId, EntityTypeName, ItemAction, SourceId, SyncMetrics, Trigger,
+    UserId,
+};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 macro_rules! event_kinds {
@@ -68,6 +73,17 @@ event_kinds! {
     CalendarEventCancelled(CalendarEventChanged) = "calendar.event.cancelled",
     /// A setlist sheet changed: the row diff since the last `setlist.updated`.
     SetlistUpdated(SetlistUpdated) = "setlist.updated",
+    /// A member's push created an entity (version 1).
+    EntityCreated(EntityChanged) = "entity.created",
+    /// A member's push changed an entity (applied, merged, or with an `ask` conflict).
+    EntityUpdated(EntityChanged) = "entity.updated",
+    /// A member's push deleted an entity (its history is kept).
+    EntityDeleted(EntityChanged) = "entity.deleted",
+    /// Two values of an `ask` field are kept until a member (or the fallback policy)
+    /// chooses.
+    ConflictOpened(ConflictOpened) = "conflict.opened",
+    /// An `ask` conflict was settled.
+    ConflictResolved(ConflictResolved) = "conflict.resolved",
 }
 
 impl EventKind {
@@ -90,6 +106,24 @@ impl EventKind {
             ItemAction::Deleted => "file.deleted",
             ItemAction::Moved => "file.moved",
         }
+    }
+
+    /// The `entity.*` event of a committed mutation: a delete is `entity.deleted`, the
+    /// first version `entity.created`, any later one `entity.updated` (a create that met
+    /// an entity made concurrently elsewhere merged into it: an update).
+    pub fn entity(op: Op, change: EntityChanged) -> Self {
+        match op {
+            Op::Delete => Self::EntityDeleted(change),
+            _ if change.version <= 1 => Self::EntityCreated(change),
+            _ => Self::EntityUpdated(change),
+        }
+    }
+
+    /// The id of the event of (device, mid)'s change: deterministic, so a commit
+    /// retried after a lost answer, or an event queued again for broadcast, is
+    /// recognised by the log.
+    pub fn entity_event_id(device: &DeviceId, mid: u64) -> String {
+        format!("m:{device}:{mid}")
     }
 
     /// The name and payload as the channel log stores them.
@@ -278,6 +312,58 @@ pub struct ColumnsChange {
     pub after: Vec<String>,
 }
 
+/// `entity.created|updated|deleted`: who changed which entity into which version, and
+/// the fields that changed (their values after). A client applies it when `version` is
+/// newer than the one it has; its own change comes back this way too (its rebase point).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EntityChanged {
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    /// The entity's version after the change.
+    pub version: u64,
+    /// The fields that changed, with their values after (empty for a delete).
+    pub fields: Map<String, Value>,
+    /// The member whose push it was, from which device, and its mid there.
+    pub member: UserId,
+    pub device: DeviceId,
+    pub mid: u64,
+}
+
+/// `conflict.opened`: an `ask` field with two values kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ConflictOpened {
+    /// Name it in a push's `resolves` to settle it.
+    pub conflict: ConflictId,
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub field: String,
+    /// The values in contention: the one the entity kept first, then the challenger.
+    pub values: Vec<Value>,
+    /// When the fallback policy decides if no member has.
+    pub deadline: DateTime<Utc>,
+}
+
+/// `conflict.resolved`: the value an `ask` conflict settled on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ConflictResolved {
+    pub conflict: ConflictId,
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub field: String,
+    pub value: Value,
+    /// `member`, or the fallback policy's name.
+    pub how: String,
+    /// The member who chose (absent when the fallback policy did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<UserId>,
+}
+
 /// The schema of the event envelope: its own fields and the kind's `event` and `data`.
 #[cfg(feature = "schema")]
 mod schema {
@@ -448,6 +534,71 @@ mod tests {
         ]
     }
 
+    fn entity_change(version: u64) -> EntityChanged {
+        EntityChanged {
+            entity_type: EntityTypeName::parse("setlist_entry").unwrap(),
+            id: EntityId::parse("tonight-3").unwrap(),
+            version,
+            fields: Map::from_iter([("key".to_owned(), json!("D"))]),
+            member: UserId::parse("ringo").unwrap(),
+            device: DeviceId::parse("ipad-ringo").unwrap(),
+            mid: 7,
+        }
+    }
+
+    #[test]
+    fn an_entity_event_is_named_by_its_op_and_version() {
+        let name = |op, v| EventKind::entity(op, entity_change(v)).name();
+        assert_eq!(name(Op::Create, 1), "entity.created");
+        assert_eq!(name(Op::Create, 3), "entity.updated");
+        assert_eq!(name(Op::Patch, 2), "entity.updated");
+        assert_eq!(name(Op::Delete, 4), "entity.deleted");
+        assert_eq!(
+            EventKind::entity_event_id(&DeviceId::parse("ipad-ringo").unwrap(), 7),
+            "m:ipad-ringo:7"
+        );
+    }
+
+    #[test]
+    fn entity_and_conflict_events_keep_their_json() {
+        let ts = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let cases = [
+            (
+                EventKind::EntityUpdated(entity_change(2)),
+                r#"{"device":"ipad-ringo","fields":{"key":"D"},"id":"tonight-3","member":"ringo","mid":7,"type":"setlist_entry","version":2}"#,
+            ),
+            (
+                EventKind::ConflictOpened(ConflictOpened {
+                    conflict: ConflictId::parse("c1").unwrap(),
+                    entity_type: EntityTypeName::parse("song_status").unwrap(),
+                    id: EntityId::parse("so-what").unwrap(),
+                    field: "status".into(),
+                    values: vec![json!("ready"), json!("learning")],
+                    deadline: ts,
+                }),
+                r#"{"conflict":"c1","deadline":"2023-11-14T22:13:20Z","field":"status","id":"so-what","type":"song_status","values":["ready","learning"]}"#,
+            ),
+            (
+                EventKind::ConflictResolved(ConflictResolved {
+                    conflict: ConflictId::parse("c1").unwrap(),
+                    entity_type: EntityTypeName::parse("song_status").unwrap(),
+                    id: EntityId::parse("so-what").unwrap(),
+                    field: "status".into(),
+                    value: json!("ready"),
+                    how: "member".into(),
+                    by: Some(UserId::parse("ringo").unwrap()),
+                }),
+                r#"{"by":"ringo","conflict":"c1","field":"status","how":"member","id":"so-what","type":"song_status","value":"ready"}"#,
+            ),
+        ];
+        for (kind, text) in cases {
+            let name = kind.name();
+            let (_, data) = kind.clone().into_parts();
+            assert_eq!(serde_json::to_string(&data).unwrap(), text, "{name}");
+            assert_eq!(EventKind::from_parts(name, &data).unwrap(), kind, "{name}");
+        }
+    }
+
     #[test]
     fn every_kind_keeps_its_name_and_its_json() {
         for (kind, json) in pinned() {
@@ -476,6 +627,11 @@ mod tests {
                 "calendar.event.updated",
                 "calendar.event.cancelled",
                 "setlist.updated",
+                "entity.created",
+                "entity.updated",
+                "entity.deleted",
+                "conflict.opened",
+                "conflict.resolved",
             ]
         );
         for action in [

@@ -6,9 +6,16 @@
 //! precise error code: not JSON (`malformed_json`), no `action` (`missing_action`), an
 //! action we do not know (`unknown_action`), fields of the wrong shape
 //! (`invalid_request`).
+//!
+//! Two-way sync adds `register_device` (answered by `device`) and `push` (answered by
+//! `push_result`): a push's `mutations` are read one by one by the push service
+//! ([`crate::entities::push`]), so a bad one is refused naming `mutations[i]` and its
+//! field, not with serde's generic message about the whole frame.
 
+use crate::entities::mutation::MutationResult;
+use crate::entities::records::Platform;
 use crate::error::ErrorCode;
-use crate::model::{BandId, ChannelName, Event, SourceId};
+use crate::model::{BandId, ChannelName, DeviceId, Event, SourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -39,6 +46,42 @@ impl ClientRequest {
     /// The actions this server knows, as clients spell them.
     pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "resume", "ping", "sync_request"];
 }
+
+/// `register_device`: the device id is the app's own choice (8-64 of `[A-Za-z0-9_-]`), so
+/// it can queue mutations before it was ever online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    pub device: DeviceId,
+    pub platform: Platform,
+    /// What the member calls it ("Ringo's iPad"); at most 200 characters.
+    pub name: String,
+    /// What it wants to be sent; left out: what it had (a new device: everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+}
+
+/// `push`: mutations of one band's entities from one device, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    pub band: BandId,
+    pub device: DeviceId,
+    /// Each is read on its own (so a refusal names `mutations[i]` and its field). At
+    /// most [`MAX_PUSH_MUTATIONS`].
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Vec<crate::entities::mutation::WireMutation>")
+    )]
+    pub mutations: Vec<Value>,
+}
+
+/// Most mutations in one `push` (past it: `push_too_large`).
+pub const MAX_PUSH_MUTATIONS: usize = 500;
+/// Largest `push` frame in bytes: API Gateway's WebSocket message limit (128 KB).
+pub const MAX_PUSH_BYTES: usize = 128 * 1024;
 
 /// "Sync this band (or one of its sources)": a `sync_request` frame and the body of
 /// `POST /sync/trigger` alike.
@@ -112,6 +155,23 @@ pub enum ServerFrame {
         /// `history_lost` only: where the channel's log is now.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         data: Option<HistoryLostData>,
+        /// `rate_limited` only: seconds to wait before sending the frame again.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        retry_after: Option<u64>,
+    },
+    /// The device as registered: its id and what it is sent.
+    Device {
+        device: DeviceId,
+        categories: Vec<String>,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+    },
+    /// One verdict per mutation of a `push`, in its order.
+    PushResult {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+        device: DeviceId,
+        results: Vec<MutationResult>,
     },
 }
 
@@ -133,6 +193,7 @@ impl ServerFrame {
             message: message.into(),
             reference,
             data: None,
+            retry_after: None,
         }
     }
 
@@ -411,8 +472,42 @@ mod tests {
                         epoch: Some("e2".into()),
                         seq: 9,
                     }),
+                    retry_after: None,
                 },
                 r#"{"type":"error","code":"history_lost","message":"gone","data":{"channel":"band:demo","epoch":"e2","seq":9}}"#,
+            ),
+            (
+                ServerFrame::Error {
+                    code: ErrorCode::RateLimited,
+                    message: "slow down".into(),
+                    reference: Some(json!(3)),
+                    data: None,
+                    retry_after: Some(2),
+                },
+                r#"{"type":"error","code":"rate_limited","message":"slow down","ref":3,"retry_after":2}"#,
+            ),
+            (
+                ServerFrame::Device {
+                    device: DeviceId::parse("ipad-ringo").unwrap(),
+                    categories: vec!["setlists".into()],
+                    reference: Some(json!("d")),
+                },
+                r#"{"type":"device","device":"ipad-ringo","categories":["setlists"],"ref":"d"}"#,
+            ),
+            (
+                ServerFrame::PushResult {
+                    reference: Some(json!(9)),
+                    device: DeviceId::parse("ipad-ringo").unwrap(),
+                    results: vec![MutationResult {
+                        version: Some(1),
+                        seq: Some(4),
+                        ..MutationResult::bare(
+                            1,
+                            crate::entities::mutation::MutationStatus::Applied,
+                        )
+                    }],
+                },
+                r#"{"type":"push_result","ref":9,"device":"ipad-ringo","results":[{"mid":1,"status":"applied","version":1,"seq":4}]}"#,
             ),
             (
                 ServerFrame::Event(

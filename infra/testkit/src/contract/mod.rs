@@ -27,10 +27,12 @@ use uuid::Uuid;
 
 mod channel_log;
 mod connections;
+mod entities;
 mod records;
 
 pub use channel_log::{channel_log_concurrency_contract, channel_log_contract};
 pub use connections::{connection_contract, health_contract};
+pub use entities::{entity_commit_concurrency_contract, entity_store_contract};
 pub use records::{
     catalog_contract, config_store_contract, dedupe_contract, operation_contract,
     source_store_contract, watch_channel_contract,

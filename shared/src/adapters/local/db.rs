@@ -24,7 +24,56 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: entry `i` brings a database from `user_version` `i` to `i + 1`.
 /// Append, never edit: a file written by an older build is upgraded in place.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+/// v3: two-way sync. Devices (`next_mid` and `registered_at` as columns: a commit moves
+/// the one, a re-registration keeps both), the (device, mid) receipts with a partial
+/// index of the rejected (parked) ones, entities, their history (by time, for the
+/// retention), and conflicts (newest first, open ones apart).
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    device        TEXT PRIMARY KEY,
+    member        TEXT NOT NULL,
+    next_mid      INTEGER NOT NULL,
+    registered_at TEXT NOT NULL,
+    body          TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    device TEXT NOT NULL,
+    mid    INTEGER NOT NULL,
+    parked INTEGER NOT NULL,
+    body   TEXT NOT NULL,
+    PRIMARY KEY (device, mid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_parked ON receipts (device, mid) WHERE parked = 1;
+CREATE TABLE IF NOT EXISTS entities (
+    band        TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (band, entity_type, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entity_history (
+    band        TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    at          TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (band, entity_type, id, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entity_history_by_at ON entity_history (band, at);
+CREATE TABLE IF NOT EXISTS conflicts (
+    band      TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    open      INTEGER NOT NULL,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (band, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conflicts_by_time ON conflicts (band, opened_at, id);
+";
 
 /// v2: the broadcaster's per-channel watermark (the highest seq pushed to subscribers).
 const SCHEMA_V2: &str =
@@ -253,6 +302,31 @@ impl Db {
                 let out = f(&tx)?;
                 tx.commit()?;
                 Ok(out)
+            };
+            run().map_err(|e| backend(e, op))
+        })
+    }
+
+    /// [`Db::write`] for a write that may be refused part-way (a condition that no longer
+    /// holds): `Ok(Err(refusal))` rolls back everything `f` wrote, as an error does, but
+    /// comes back as a value rather than a backend failure.
+    pub(crate) fn write_if<T, E>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<Result<T, E>>,
+    ) -> PortResult<Result<T, E>> {
+        blocking(|| {
+            let mut conn = self.lock();
+            let run = || -> anyhow::Result<Result<T, E>> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                match f(&tx)? {
+                    Ok(out) => {
+                        tx.commit()?;
+                        Ok(Ok(out))
+                    }
+                    // Dropping the transaction rolls it back.
+                    Err(refused) => Ok(Err(refused)),
+                }
             };
             run().map_err(|e| backend(e, op))
         })

@@ -8,6 +8,7 @@
 //! the queues from [`EmbeddedStore::db`].
 
 mod db;
+mod entities;
 pub mod queue;
 pub mod store;
 pub mod watcher;

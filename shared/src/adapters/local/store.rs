@@ -23,7 +23,7 @@ use tracing::instrument;
 /// The embedded implementation of every storage port. Clones share one connection.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl EmbeddedStore {
@@ -57,11 +57,11 @@ impl EmbeddedStore {
     }
 }
 
-fn to_json<T: Serialize>(record: &T) -> anyhow::Result<String> {
+pub(super) fn to_json<T: Serialize>(record: &T) -> anyhow::Result<String> {
     serde_json::to_string(record).context("encoding a record")
 }
 
-fn from_json<T: DeserializeOwned>(body: &str) -> anyhow::Result<T> {
+pub(super) fn from_json<T: DeserializeOwned>(body: &str) -> anyhow::Result<T> {
     serde_json::from_str(body).context("decoding a stored record")
 }
 
@@ -78,7 +78,7 @@ fn list_decoded<T>(
 }
 
 /// The records (JSON `body` as the first column) `sql` selects.
-fn list_bodies<T: DeserializeOwned>(
+pub(super) fn list_bodies<T: DeserializeOwned>(
     c: &rusqlite::Connection,
     sql: &str,
     params: impl Params,
@@ -87,7 +87,7 @@ fn list_bodies<T: DeserializeOwned>(
 }
 
 /// The record of the one row `sql` selects by its key, if any.
-fn get_body<T: DeserializeOwned>(
+pub(super) fn get_body<T: DeserializeOwned>(
     c: &rusqlite::Connection,
     sql: &str,
     params: impl Params,
@@ -424,6 +424,34 @@ fn head_or_create(tx: &rusqlite::Connection, channel: &str) -> anyhow::Result<(u
     Ok((0, epoch))
 }
 
+/// Append within the caller's transaction: what [`ChannelLog::append`] does, and what an
+/// entity commit does with its event so the change and its event are one write.
+pub(super) fn append_in(
+    tx: &rusqlite::Connection,
+    channel: &ChannelName,
+    events: &[NewEvent],
+) -> anyhow::Result<Vec<Event>> {
+    let name = channel.to_string();
+    let (mut seq, epoch) = head_or_create(tx, &name)?;
+    let mut out = Vec::with_capacity(events.len());
+    for new in events {
+        let sql = "SELECT seq, epoch, body FROM channel_events WHERE channel = ?1 AND id = ?2";
+        if let Some(stored) = query_events(tx, channel, sql, [&name, &new.id])?.pop() {
+            out.push(stored);
+            continue;
+        }
+        seq += 1;
+        let sql = "INSERT INTO channel_events (channel, seq, epoch, id, ts, body) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let row = params![name, int(seq), epoch, new.id, ts(new.ts), to_json(new)?];
+        exec(tx, sql, row)?;
+        out.push(event_from(channel, seq, epoch.clone(), new.clone()));
+    }
+    let sql = "UPDATE channel_heads SET seq = ?2 WHERE channel = ?1";
+    exec(tx, sql, params![name, int(seq)])?;
+    Ok(out)
+}
+
 #[async_trait]
 impl ChannelLog for EmbeddedStore {
     /// One transaction: the head's seq and the events move together, so seqs stay
@@ -434,28 +462,7 @@ impl ChannelLog for EmbeddedStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let name = channel.to_string();
-        self.db.write("append", |tx| {
-            let (mut seq, epoch) = head_or_create(tx, &name)?;
-            let mut out = Vec::with_capacity(events.len());
-            for new in events {
-                let sql =
-                    "SELECT seq, epoch, body FROM channel_events WHERE channel = ?1 AND id = ?2";
-                if let Some(stored) = query_events(tx, channel, sql, [&name, &new.id])?.pop() {
-                    out.push(stored);
-                    continue;
-                }
-                seq += 1;
-                let sql = "INSERT INTO channel_events (channel, seq, epoch, id, ts, body) \
-                           VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-                let row = params![name, int(seq), epoch, new.id, ts(new.ts), to_json(new)?];
-                exec(tx, sql, row)?;
-                out.push(event_from(channel, seq, epoch.clone(), new.clone()));
-            }
-            let sql = "UPDATE channel_heads SET seq = ?2 WHERE channel = ?1";
-            exec(tx, sql, params![name, int(seq)])?;
-            Ok(out)
-        })
+        self.db.write("append", |tx| append_in(tx, channel, events))
     }
 
     #[instrument(skip(self), fields(%channel), level = "debug")]
