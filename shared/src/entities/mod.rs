@@ -10,8 +10,20 @@
 //! - [`state`]: an entity's fields as stored, with what each policy needs to merge
 //!   (stamps, set elements, per-device counts, text CRDT state);
 //! - [`records`]: what the [`crate::ports::EntityStore`] keeps (entities, their
-//!   history, receipts, devices, conflicts) and the one atomic [`records::Commit`].
+//!   history, receipts, devices, conflicts) and the one atomic [`records::Commit`];
+//! - [`types`]: entity types, their fields' policies, the built-in types, what a band
+//!   may push ([`types::BandTypes`]) and fractional indexes for ordered lists;
+//! - [`hlc`]: the hybrid logical clock that stamps every mutation;
+//! - [`policy`]: the [`policy::FieldResolver`] trait and the built-in policies;
+//! - [`merge`]: the engine, which decides one mutation against the stored entity
+//!   (three-way merge, deletes, `ask` conflicts) with no I/O;
+//! - [`replay`]: an entity rebuilt from its history and checked against it.
 
+pub mod hlc;
+pub mod merge;
 pub mod mutation;
+pub mod policy;
 pub mod records;
+pub mod replay;
 pub mod state;
+pub mod types;

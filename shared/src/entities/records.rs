@@ -142,6 +142,9 @@ pub struct Candidate {
     pub member: UserId,
     pub device: DeviceId,
     pub mid: u64,
+    /// The stamp it was written with (what the `lww` fallback compares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
 }
 
 /// How a conflict was settled.

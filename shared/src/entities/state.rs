@@ -1,7 +1,7 @@
 //! An entity's fields as stored: each with what its policy needs to merge a concurrent
 //! change deterministically, whatever order changes arrive in.
 
-use crate::model::DeviceId;
+use crate::model::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -30,19 +30,51 @@ pub struct SetElement {
     pub removed: Option<Stamp>,
 }
 
+impl SetElement {
+    /// Whether the element is in the set: its latest add is later than its latest
+    /// remove and not earlier than the set's last replace (a replace's own elements carry
+    /// its stamp).
+    pub fn present(&self, cleared: Option<&Stamp>) -> bool {
+        match &self.added {
+            None => false,
+            Some(a) => {
+                self.removed.as_ref().is_none_or(|r| a > r) && cleared.is_none_or(|c| a >= c)
+            }
+        }
+    }
+}
+
 /// A field's merge state, by the kind of policy that keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FieldState {
     /// `lww`, `owner`, `reject`, `ask` (and custom policies): one value and the stamp
     /// of the mutation that wrote it.
-    Register { value: Value, stamp: Stamp },
+    Register {
+        value: Value,
+        stamp: Stamp,
+        /// The member who wrote it (what an `ask` conflict names as the kept value's
+        /// author).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
+    },
     /// `set`: every element ever added, by its canonical JSON text.
     Set {
         elements: BTreeMap<String, SetElement>,
+        /// The stamp of the latest plain value set on the field (a replace): an element
+        /// added before it is gone. Kept as a stamp, not by removing elements, so a
+        /// replace and a concurrent `$add` commute.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cleared: Option<Stamp>,
     },
     /// `counter`: per device, the sum of its increments.
-    Counter { by_device: BTreeMap<DeviceId, i64> },
+    Counter {
+        by_device: BTreeMap<DeviceId, i64>,
+        /// Per device, the last mid whose increment was added: a mutation delivered
+        /// twice adds once.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        last_mid: BTreeMap<DeviceId, u64>,
+    },
     /// `text`: the Yjs document (base64 of its v1 state update) and its text.
     Text { state: String, text: String },
 }
@@ -53,18 +85,14 @@ impl FieldState {
     pub fn value(&self) -> Value {
         match self {
             Self::Register { value, .. } => value.clone(),
-            Self::Set { elements } => Value::Array(
+            Self::Set { elements, cleared } => Value::Array(
                 elements
                     .values()
-                    .filter(|e| match (&e.added, &e.removed) {
-                        (Some(a), Some(r)) => a > r,
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    })
+                    .filter(|e| e.present(cleared.as_ref()))
                     .map(|e| e.value.clone())
                     .collect(),
             ),
-            Self::Counter { by_device } => Value::from(by_device.values().sum::<i64>()),
+            Self::Counter { by_device, .. } => Value::from(by_device.values().sum::<i64>()),
             Self::Text { text, .. } => Value::String(text.clone()),
         }
     }
@@ -120,6 +148,7 @@ mod tests {
     #[test]
     fn values_read_through_each_kind() {
         let set = FieldState::Set {
+            cleared: None,
             elements: BTreeMap::from([
                 (
                     "\"a\"".into(),
@@ -141,6 +170,7 @@ mod tests {
         };
         assert_eq!(set.value(), json!(["a"]));
         let counter = FieldState::Counter {
+            last_mid: BTreeMap::new(),
             by_device: BTreeMap::from([
                 (DeviceId::parse("device-a").unwrap(), 3),
                 (DeviceId::parse("device-b").unwrap(), -1),
