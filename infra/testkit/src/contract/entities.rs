@@ -110,6 +110,7 @@ impl Writer {
             state: FieldState::Register {
                 value: json!(title),
                 stamp: stamp.clone(),
+                by: None,
             },
             changed_at: version,
         };
@@ -598,6 +599,7 @@ fn conflict(band: &BandId, w: &Writer, opened_at: DateTime<Utc>, field: &str) ->
         member: w.member.clone(),
         device: w.device.clone(),
         mid,
+        stamp: None,
     };
     ConflictRecord {
         band: band.clone(),
