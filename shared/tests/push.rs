@@ -667,3 +667,32 @@ async fn a_device_pushing_too_fast_is_told_when_to_come_back() {
     let r = f.results(ALICE, ALICE_PHONE, frame(4, 2)).await;
     assert!(r.iter().all(|v| v["status"] == "applied"), "{r:?}");
 }
+
+#[tokio::test]
+async fn the_same_mid_from_two_connections_at_once_is_decided_once() {
+    // GIVEN alice's phone on two connections (two handler instances)
+    let f = Fixture::new().await;
+    f.h.add_connection("alice-2=", "alice", &["demo"]).await;
+    let other = f.h.ws_message();
+    let frame = json!({"action": "push", "band": "demo", "device": ALICE_PHONE,
+        "mutations": [entry(1, "e1", "create", 0, json!({"plays": {"$inc": 1}}))]})
+    .to_string();
+    // WHEN both push mid 1 at once
+    tokio::join!(
+        f.ws.handle(ws_message_event(ALICE, &frame)),
+        other.handle(ws_message_event("alice-2=", &frame)),
+    );
+    // THEN one applied it and the other answers it as a duplicate
+    let mut statuses: Vec<String> = [ALICE, "alice-2="]
+        .iter()
+        .map(|c| f.h.pusher.frames(&conn_id(c)).pop().unwrap())
+        .map(|r| r["results"][0]["status"].as_str().unwrap().to_owned())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["applied", "duplicate"]);
+    let stored = f.entity("setlist_entry", "e1").await.unwrap();
+    assert_eq!(
+        (stored.version, stored.state.values()["plays"].as_i64()),
+        (1, Some(1))
+    );
+}

@@ -44,6 +44,8 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// Receipts read at once for a run of duplicates (the store's most per call).
+const RECEIPT_PAGE: u64 = 1000;
 /// Tries of one mutation whose entity (or device) another writer moved meanwhile.
 const COMMIT_ATTEMPTS: usize = 8;
 /// A duplicate's event is queued again only when its receipt is this recent: a crash
@@ -261,6 +263,9 @@ impl PushService {
             device: &device,
             next_mid: record.next_mid,
             committed: Vec::new(),
+            receipts: BTreeMap::new(),
+            loaded: None,
+            refound: Vec::new(),
         };
         let outcome = run.decide_all(&checked).await;
         // Whatever happened, what was committed is queued for broadcast.
@@ -342,8 +347,15 @@ struct Run<'a> {
     device: &'a DeviceId,
     /// The device's next mid as far as this frame knows.
     next_mid: u64,
-    /// The events committed (or found again for duplicates), for broadcast.
+    /// The events committed, for broadcast.
     committed: Vec<Event>,
+    /// The device's receipts read so far (one read for a run of duplicates), and the
+    /// mids that read covered.
+    receipts: BTreeMap<u64, Receipt>,
+    loaded: Option<std::ops::RangeInclusive<u64>>,
+    /// Duplicates whose events are appended and queued again after the frame: the
+    /// index of the verdict, and its events (the entity's first).
+    refound: Vec<(usize, Vec<NewEvent>)>,
 }
 
 impl Run<'_> {
@@ -363,41 +375,57 @@ impl Run<'_> {
                     ..MutationResult::bare(mid, MutationStatus::OutOfOrder)
                 }
             } else if mid < self.next_mid {
-                self.duplicate(c).await?
+                self.duplicate(c, results.len()).await?
             } else {
-                self.apply(c).await?
+                self.apply(c, results.len()).await?
             };
             results.push(result);
         }
+        self.requeue(&mut results).await;
         Ok(results)
     }
 
-    /// A mid answered before: its verdict again, and its events queued again.
-    async fn duplicate(&mut self, c: &Checked) -> Result<MutationResult, PushRefused> {
+    /// A mid answered before: its verdict again (its events are queued again after the
+    /// frame, see [`Self::requeue`]).
+    async fn duplicate(
+        &mut self,
+        c: &Checked,
+        index: usize,
+    ) -> Result<MutationResult, PushRefused> {
         let s = self.service;
         let mid = c.mutation.mid;
-        let receipt = s
-            .entities
-            .receipts(self.device, mid, mid)
-            .await?
-            .into_iter()
-            .next();
-        let Some(receipt) = receipt else {
+        let Some(receipt) = self.receipt(mid).await? else {
             // Past the receipts' retention: known to be answered, the verdict is gone.
             return Ok(MutationResult::bare(mid, MutationStatus::Duplicate));
         };
-        let mut result = receipt.result.as_duplicate();
-        if s.clock.now() - receipt.at <= REQUEUE_WITHIN
-            && let Some(seq) = self.refind(c, &receipt).await?
-        {
-            result.seq = Some(seq);
+        if s.clock.now() - receipt.at <= REQUEUE_WITHIN {
+            let events = self.events_of(c, &receipt).await?;
+            if !events.is_empty() {
+                self.refound.push((index, events));
+            }
         }
-        Ok(result)
+        Ok(receipt.result.as_duplicate())
     }
 
-    /// The stored events of a duplicate's change, appended again (the log returns them
-    /// as stored, by id) and queued again; the seq of its entity event.
-    async fn refind(&mut self, c: &Checked, receipt: &Receipt) -> Result<Option<u64>, PortError> {
+    /// The receipt of `mid`, read with the device's next ones (up to its `next_mid`) so
+    /// that a frame sent again costs one read, not one per mutation.
+    async fn receipt(&mut self, mid: u64) -> Result<Option<Receipt>, PortError> {
+        if !self.loaded.as_ref().is_some_and(|r| r.contains(&mid)) {
+            let to = self
+                .next_mid
+                .saturating_sub(1)
+                .min(mid.saturating_add(RECEIPT_PAGE - 1))
+                .max(mid);
+            let page = self.service.entities.receipts(self.device, mid, to).await?;
+            self.receipts = page.into_iter().map(|r| (r.mid, r)).collect();
+            self.loaded = Some(mid..=to);
+        }
+        Ok(self.receipts.get(&mid).cloned())
+    }
+
+    /// The events of a duplicate's change, made again from what is stored (its history
+    /// entry, its conflicts): none for a refused one, or when the history is gone.
+    async fn events_of(&self, c: &Checked, receipt: &Receipt) -> Result<Vec<NewEvent>, PortError> {
         let s = self.service;
         let original = receipt
             .result
@@ -410,7 +438,7 @@ impl Run<'_> {
                 MutationStatus::Applied | MutationStatus::Merged | MutationStatus::Conflict
             ),
         ) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let m = &c.mutation;
         let Some(history) = s
@@ -419,7 +447,7 @@ impl Run<'_> {
             .await?
             .filter(|h| (&h.device, h.mid) == (self.device, m.mid))
         else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let mut events = vec![change_event(&history)];
         for id in receipt.result.conflict.iter().chain(m.resolves.iter()) {
@@ -427,15 +455,44 @@ impl Run<'_> {
                 events.extend(conflict_events(&conflict));
             }
         }
-        // The log recognises every id: nothing is appended twice.
+        Ok(events)
+    }
+
+    /// Append the duplicates' events again and queue them: the log recognises every id
+    /// and returns the stored event, so nothing is doubled, and an event whose queueing
+    /// was lost (a crash after the commit) reaches the subscribers now. Each duplicate
+    /// answers with its event's seq. A failure here only costs that seq: it is logged.
+    async fn requeue(&mut self, results: &mut [MutationResult]) {
+        if self.refound.is_empty() {
+            return;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let events: Vec<NewEvent> = self
+            .refound
+            .iter()
+            .flat_map(|(_, events)| events.iter())
+            .filter(|e| seen.insert(e.id.clone()))
+            .cloned()
+            .collect();
         let channel = ChannelName::Band(self.band.clone());
-        let stored = s.publisher.publish(&channel, &events).await?;
-        Ok(stored.first().map(|e| e.seq))
+        let stored = match self.service.publisher.publish(&channel, &events).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(band = %self.band, error = ?e, "duplicates' events could not be queued again");
+                return;
+            }
+        };
+        let seqs: HashMap<&str, u64> = stored.iter().map(|e| (e.id.as_str(), e.seq)).collect();
+        for (index, events) in &self.refound {
+            if let (Some(r), Some(first)) = (results.get_mut(*index), events.first()) {
+                r.seq = seqs.get(first.id.as_str()).copied().or(r.seq);
+            }
+        }
     }
 
     /// The expected mid: decide it and commit the verdict, again if another writer
     /// moved the entity meanwhile.
-    async fn apply(&mut self, c: &Checked) -> Result<MutationResult, PushRefused> {
+    async fn apply(&mut self, c: &Checked, index: usize) -> Result<MutationResult, PushRefused> {
         let s = self.service;
         let m = &c.mutation;
         for _ in 0..COMMIT_ATTEMPTS {
@@ -482,7 +539,7 @@ impl Run<'_> {
                     let device = s.entities.get_device(self.device).await?;
                     if let Some(d) = device.filter(|d| d.next_mid > m.mid) {
                         self.next_mid = d.next_mid;
-                        return self.duplicate(c).await;
+                        return self.duplicate(c, index).await;
                     }
                 }
                 Err(CommitError::Port(e)) => return Err(e.into()),
