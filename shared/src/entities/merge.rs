@@ -153,17 +153,34 @@ pub(crate) struct Folded {
     pub concurrent: bool,
 }
 
+impl Folded {
+    /// Record that `value` of `field` lost (`outcome`: how the field's decision reads).
+    fn lost(&mut self, field: &str, value: Value, policy: &str, outcome: FieldOutcome) {
+        self.decisions.push(Decision {
+            field: field.to_owned(),
+            policy: policy.to_owned(),
+            outcome: outcome.as_str().to_owned(),
+            loser: Some(value.clone()),
+        });
+        self.losers.push(Loser {
+            field: field.to_owned(),
+            value,
+            policy: policy.to_owned(),
+        });
+    }
+}
+
 impl Engine {
     /// An engine with the built-in policies.
     pub fn new() -> Self {
         let builtins: [Arc<dyn FieldResolver>; 7] = [
-            Arc::new(policy::Lww),
+            Arc::new(policy::Register::LWW),
             Arc::new(policy::Set),
             Arc::new(policy::Counter),
             Arc::new(policy::TextPolicy),
-            Arc::new(policy::Reject),
-            Arc::new(policy::Ask),
-            Arc::new(policy::Owner),
+            Arc::new(policy::Register::REJECT),
+            Arc::new(policy::Register::ASK),
+            Arc::new(policy::Register::OWNER),
         ];
         let engine = Self {
             resolvers: BTreeMap::new(),
@@ -351,10 +368,8 @@ impl Engine {
                     ),
                 ))
             };
-            if m.op == Op::Delete {
-                return gone(String::new());
-            }
-            if m.op == Op::Patch && m.base_version >= cur.version {
+            // Deleted again, or changed by a member who saw the delete.
+            if m.op == Op::Delete || (m.op == Op::Patch && m.base_version >= cur.version) {
                 return gone(String::new());
             }
             // A change based before the delete (or a create): they raced.
@@ -364,29 +379,7 @@ impl Engine {
                     DeleteRule::DeleteWins.name()
                 ));
             }
-            let mut folded = self.fold(cx.ty, &cur.state, &cur.created_by, version, &w, &forced)?;
-            let rule = DeleteRule::UpdateWins.name();
-            folded.concurrent = true;
-            folded.decisions.push(Decision {
-                field: ENTITY_FIELD.into(),
-                policy: rule.into(),
-                outcome: FieldOutcome::Won.as_str().into(),
-                loser: Some(json!({"deleted": true})),
-            });
-            folded.losers.push(Loser {
-                field: ENTITY_FIELD.into(),
-                value: json!({"deleted": true}),
-                policy: rule.into(),
-            });
-            return Ok(self.changed(
-                cx,
-                Some(cur),
-                m,
-                stamp,
-                folded,
-                false,
-                resolving.into_iter().collect(),
-            ));
+            // update_wins: the change brings the entity back (below).
         }
         if m.op == Op::Delete {
             let raced: Vec<(&String, &FieldEntry)> = cur
@@ -416,30 +409,23 @@ impl Engine {
                 ));
             }
             for (field, e) in raced {
-                folded.decisions.push(Decision {
-                    field: field.clone(),
-                    policy: rule.into(),
-                    outcome: FieldOutcome::Lost.as_str().into(),
-                    loser: Some(e.state.value()),
-                });
-                folded.losers.push(Loser {
-                    field: field.clone(),
-                    value: e.state.value(),
-                    policy: rule.into(),
-                });
+                folded.lost(field, e.state.value(), rule, FieldOutcome::Lost);
             }
             return Ok(self.changed(cx, Some(cur), m, stamp, folded, true, Vec::new()));
         }
-        let folded = self.fold(cx.ty, &cur.state, &cur.created_by, version, &w, &forced)?;
-        Ok(self.changed(
-            cx,
-            Some(cur),
-            m,
-            stamp,
-            folded,
-            false,
-            resolving.into_iter().collect(),
-        ))
+        let mut folded = self.fold(cx.ty, &cur.state, &cur.created_by, version, &w, &forced)?;
+        if cur.deleted {
+            folded.concurrent = true;
+            let deleted = json!({"deleted": true});
+            folded.lost(
+                ENTITY_FIELD,
+                deleted,
+                DeleteRule::UpdateWins.name(),
+                FieldOutcome::Won,
+            );
+        }
+        let resolved = resolving.into_iter().collect();
+        Ok(self.changed(cx, Some(cur), m, stamp, folded, false, resolved))
     }
 
     /// Fold one write's fields into `before`, at entity version `version`.

@@ -140,11 +140,87 @@ fn plain<'i>(field: &str, policy: &str, input: &'i FieldInput) -> Result<&'i Val
     }
 }
 
-/// Last writer wins: the higher stamp keeps the field.
-pub struct Lww;
+/// The register policies (`lww`, `owner`, `reject`, `ask`): a plain value and the stamp
+/// that wrote it; last writer wins once the policy's guard let the write through.
+pub struct Register {
+    name: &'static str,
+    /// Refuses the write, decides it itself, or (none) leaves it to last writer wins.
+    guard: Guard,
+}
 
-impl Lww {
-    fn decide(cx: &FieldContext<'_>, current: Option<&FieldEntry>, value: &Value) -> FieldMerge {
+type Guard =
+    fn(&FieldContext<'_>, Option<&FieldEntry>, &Value) -> Result<Option<FieldMerge>, MutationError>;
+
+impl Register {
+    /// Last writer wins: the higher stamp keeps the field.
+    pub const LWW: Self = Self {
+        name: "lww",
+        guard: |_, _, _| Ok(None),
+    };
+
+    /// Only the entity's creator writes it (an RSVP is the member's own); among the
+    /// creator's devices, last writer wins.
+    pub const OWNER: Self = Self {
+        name: "owner",
+        guard: |cx, _, _| {
+            if cx.member == cx.owner {
+                return Ok(None);
+            }
+            Err(MutationError::new(
+                ErrorCode::NotOwner,
+                format!(
+                    "{} belongs to {}: only they may change it",
+                    cx.field, cx.owner
+                ),
+            ))
+        },
+    };
+
+    /// Optimistic concurrency: a change to a field that changed since the mutation's
+    /// base refuses the whole mutation (`stale_base`); the client rebases on the current
+    /// fields.
+    pub const REJECT: Self = Self {
+        name: "reject",
+        guard: |cx, current, _| match current.filter(|_| cx.concurrent) {
+            None => Ok(None),
+            Some(c) => Err(MutationError::new(
+                ErrorCode::StaleBase,
+                format!(
+                    "{} changed at version {} after base version {}: rebase on the current fields",
+                    cx.field, c.changed_at, cx.base_version
+                ),
+            )),
+        },
+    };
+
+    /// A concurrent different value opens a conflict: the field keeps its value, the
+    /// engine keeps both candidates until a member (or the fallback, after the timeout)
+    /// decides.
+    pub const ASK: Self = Self {
+        name: "ask",
+        guard: |cx, current, value| match current {
+            Some(FieldEntry {
+                state: state @ FieldState::Register { value: kept, .. },
+                ..
+            }) if cx.concurrent => Ok(Some(FieldMerge {
+                state: state.clone(),
+                outcome: if kept == value {
+                    FieldOutcome::Merged
+                } else {
+                    FieldOutcome::Conflict
+                },
+                loser: None,
+            })),
+            _ => Ok(None),
+        },
+    };
+
+    /// Last writer wins between the field's register and `value`.
+    pub fn last_writer_wins(
+        cx: &FieldContext<'_>,
+        current: Option<&FieldEntry>,
+        value: &Value,
+    ) -> FieldMerge {
         match current.map(|c| &c.state) {
             Some(
                 state @ FieldState::Register {
@@ -174,12 +250,12 @@ impl Lww {
     }
 }
 
-impl FieldResolver for Lww {
+impl FieldResolver for Register {
     fn name(&self) -> &str {
-        "lww"
+        self.name
     }
     fn check(&self, field: &str, input: &FieldInput, _: Op) -> Result<(), MutationError> {
-        plain(field, self.name(), input).map(drop)
+        plain(field, self.name, input).map(drop)
     }
     fn merge(
         &self,
@@ -187,117 +263,11 @@ impl FieldResolver for Lww {
         current: Option<&FieldEntry>,
         input: &FieldInput,
     ) -> Result<FieldMerge, MutationError> {
-        Ok(Lww::decide(
-            cx,
-            current,
-            plain(cx.field, self.name(), input)?,
-        ))
-    }
-}
-
-/// Only the entity's creator writes it (an RSVP is the member's own); among the
-/// creator's devices, last writer wins.
-pub struct Owner;
-
-impl FieldResolver for Owner {
-    fn name(&self) -> &str {
-        "owner"
-    }
-    fn check(&self, field: &str, input: &FieldInput, _: Op) -> Result<(), MutationError> {
-        plain(field, self.name(), input).map(drop)
-    }
-    fn merge(
-        &self,
-        cx: &FieldContext<'_>,
-        current: Option<&FieldEntry>,
-        input: &FieldInput,
-    ) -> Result<FieldMerge, MutationError> {
-        if cx.member != cx.owner {
-            return Err(MutationError::new(
-                ErrorCode::NotOwner,
-                format!(
-                    "{} belongs to {}: only they may change it",
-                    cx.field, cx.owner
-                ),
-            ));
-        }
-        Ok(Lww::decide(
-            cx,
-            current,
-            plain(cx.field, self.name(), input)?,
-        ))
-    }
-}
-
-/// Optimistic concurrency: a change to a field that changed since the mutation's base
-/// refuses the whole mutation (`stale_base`); the client rebases on the current fields.
-pub struct Reject;
-
-impl FieldResolver for Reject {
-    fn name(&self) -> &str {
-        "reject"
-    }
-    fn check(&self, field: &str, input: &FieldInput, _: Op) -> Result<(), MutationError> {
-        plain(field, self.name(), input).map(drop)
-    }
-    fn merge(
-        &self,
-        cx: &FieldContext<'_>,
-        current: Option<&FieldEntry>,
-        input: &FieldInput,
-    ) -> Result<FieldMerge, MutationError> {
-        if let Some(c) = current.filter(|_| cx.concurrent) {
-            return Err(MutationError::new(
-                ErrorCode::StaleBase,
-                format!(
-                    "{} changed at version {} after base version {}: rebase on the current fields",
-                    cx.field, c.changed_at, cx.base_version
-                ),
-            ));
-        }
-        Ok(Lww::decide(
-            cx,
-            current,
-            plain(cx.field, self.name(), input)?,
-        ))
-    }
-}
-
-/// A concurrent different value opens a conflict: the field keeps its value, the engine
-/// keeps both candidates until a member (or the fallback, after the timeout) decides.
-pub struct Ask;
-
-impl FieldResolver for Ask {
-    fn name(&self) -> &str {
-        "ask"
-    }
-    fn check(&self, field: &str, input: &FieldInput, _: Op) -> Result<(), MutationError> {
-        plain(field, self.name(), input).map(drop)
-    }
-    fn merge(
-        &self,
-        cx: &FieldContext<'_>,
-        current: Option<&FieldEntry>,
-        input: &FieldInput,
-    ) -> Result<FieldMerge, MutationError> {
-        let value = plain(cx.field, self.name(), input)?;
-        match current {
-            Some(
-                c @ FieldEntry {
-                    state: FieldState::Register { value: kept, .. },
-                    ..
-                },
-            ) if cx.concurrent => Ok(FieldMerge {
-                state: c.state.clone(),
-                outcome: if kept == value {
-                    FieldOutcome::Merged
-                } else {
-                    FieldOutcome::Conflict
-                },
-                loser: None,
-            }),
-            _ => Ok(Lww::decide(cx, current, value)),
-        }
+        let value = plain(cx.field, self.name, input)?;
+        Ok(match (self.guard)(cx, current, value)? {
+            Some(decided) => decided,
+            None => Self::last_writer_wins(cx, current, value),
+        })
     }
 }
 

@@ -21,14 +21,19 @@ fn builtin(name: &str) -> EntityType {
         .unwrap()
 }
 
-/// A mutation as a client sends it; `ts` in seconds from [`at`]'s origin.
-fn mutation(mid: u64, op: &str, id: &str, ty: &str, base: u64, ts: i64, fields: Value) -> Mutation {
+/// A mutation of entity `e1` as a client sends it; `ts` in seconds from [`at`]'s origin.
+fn mutation(ty: &str, mid: u64, op: &str, base: u64, ts: i64, fields: Value) -> Mutation {
     Mutation::parse(
-        &json!({"mid": mid, "type": ty, "id": id, "op": op, "base_version": base,
+        &json!({"mid": mid, "type": ty, "id": "e1", "op": op, "base_version": base,
         "fields": fields, "ts": at(ts).to_rfc3339()}),
     )
     .unwrap()
 }
+
+/// A member and the device they push from.
+type Who<'a> = (&'a str, &'a str);
+const A: Who = (ALICE, PHONE_A);
+const B: Who = (BOB, PHONE_B);
 
 /// One entity and what a store would keep of it: the engine's verdicts committed.
 struct Entity {
@@ -65,7 +70,28 @@ impl Entity {
             .then(|| self.history[m.base_version as usize - 1].entity.hlc.clone())
     }
 
-    fn push(&mut self, member: &str, device: &str, m: &Mutation) -> MutationResult {
+    fn create(&mut self, who: Who, mid: u64, ts: i64, fields: Value) -> MutationResult {
+        self.push(
+            who,
+            &mutation(self.ty.name.as_str(), mid, "create", 0, ts, fields),
+        )
+    }
+
+    fn patch(&mut self, who: Who, mid: u64, base: u64, ts: i64, fields: Value) -> MutationResult {
+        self.push(
+            who,
+            &mutation(self.ty.name.as_str(), mid, "patch", base, ts, fields),
+        )
+    }
+
+    fn delete(&mut self, who: Who, mid: u64, base: u64, ts: i64) -> MutationResult {
+        self.push(
+            who,
+            &mutation(self.ty.name.as_str(), mid, "delete", base, ts, json!({})),
+        )
+    }
+
+    fn push(&mut self, (member, device): Who, m: &Mutation) -> MutationResult {
         let member = UserId::parse(member).unwrap();
         let device = DeviceId::parse(device).unwrap();
         let resolving = m
@@ -140,6 +166,14 @@ impl Entity {
     }
 }
 
+fn loser(field: &str, value: Value, policy: &str) -> Loser {
+    Loser {
+        field: field.into(),
+        value,
+        policy: policy.into(),
+    }
+}
+
 fn rejected(r: &MutationResult, code: ErrorCode) {
     assert_eq!(r.status, MutationStatus::Rejected, "{r:?}");
     assert_eq!(r.code, Some(code), "{r:?}");
@@ -153,24 +187,16 @@ const PHONE_B: &str = "phone-bobby";
 #[test]
 fn a_create_then_a_patch_on_it_apply_and_count_versions() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    let r = e.push(ALICE, PHONE_A, &mutation(1, "create", "e1", "setlist_entry", 0, 0,
-        json!({"title": "Song 2", "position": "V", "tags": ["loud"], "plays": 0, "notes": "intro"})));
+    let r = e.create(
+        A,
+        1,
+        0,
+        json!({"title": "Song 2", "position": "V", "tags": ["loud"], "plays": 0, "notes": "intro"}),
+    );
     assert_eq!(r.status, MutationStatus::Applied);
     assert_eq!(r.version, Some(1));
     assert_eq!(r.seq, None, "the store gives the seq");
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            5,
-            json!({"key": "E", "plays": {"$inc": 1}}),
-        ),
-    );
+    let r = e.patch(A, 2, 1, 5, json!({"key": "E", "plays": {"$inc": 1}}));
     assert_eq!(r.status, MutationStatus::Applied);
     assert_eq!(r.version, Some(2));
     assert_eq!(
@@ -199,39 +225,12 @@ fn a_create_then_a_patch_on_it_apply_and_count_versions() {
 fn a_patch_or_delete_of_nothing_and_a_base_from_the_future_are_refused() {
     let mut e = Entity::new(builtin("setlist_entry"));
     rejected(
-        &e.push(
-            ALICE,
-            PHONE_A,
-            &mutation(1, "patch", "e1", "setlist_entry", 1, 0, json!({"key": "E"})),
-        ),
+        &e.patch(A, 1, 1, 0, json!({"key": "E"})),
         ErrorCode::NotFound,
     );
-    rejected(
-        &e.push(
-            ALICE,
-            PHONE_A,
-            &mutation(2, "delete", "e1", "setlist_entry", 1, 0, json!({})),
-        ),
-        ErrorCode::NotFound,
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            3,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"key": "D"}),
-        ),
-    );
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(4, "patch", "e1", "setlist_entry", 7, 0, json!({"key": "E"})),
-    );
+    rejected(&e.delete(A, 2, 1, 0), ErrorCode::NotFound);
+    e.create(A, 3, 0, json!({"key": "D"}));
+    let r = e.patch(A, 4, 7, 0, json!({"key": "E"}));
     rejected(&r, ErrorCode::BaseVersionFromFuture);
     assert_eq!(
         r.fields.unwrap()["key"],
@@ -245,54 +244,33 @@ fn a_patch_or_delete_of_nothing_and_a_base_from_the_future_are_refused() {
 fn lww_the_later_stamp_wins_whatever_order_they_arrive_in() {
     for bob_first in [false, true] {
         let mut e = Entity::new(builtin("setlist_entry"));
-        e.push(
-            ALICE,
-            PHONE_A,
-            &mutation(
-                1,
-                "create",
-                "e1",
-                "setlist_entry",
-                0,
-                0,
-                json!({"title": "Intro"}),
-            ),
-        );
+        e.create(A, 1, 0, json!({"title": "Intro"}));
         let alice = mutation(
+            "setlist_entry",
             2,
             "patch",
-            "e1",
-            "setlist_entry",
             1,
             10,
             json!({"title": "Alice's"}),
         );
         let bob = mutation(
+            "setlist_entry",
             1,
             "patch",
-            "e1",
-            "setlist_entry",
             1,
             20,
             json!({"title": "Bob's"}),
         );
         let (first, second) = if bob_first {
-            (e.push(BOB, PHONE_B, &bob), e.push(ALICE, PHONE_A, &alice))
+            (e.push(B, &bob), e.push(A, &alice))
         } else {
-            (e.push(ALICE, PHONE_A, &alice), e.push(BOB, PHONE_B, &bob))
+            (e.push(A, &alice), e.push(B, &bob))
         };
         assert_eq!(first.status, MutationStatus::Applied);
         assert_eq!(second.status, MutationStatus::Merged);
         assert_eq!(e.values()["title"], json!("Bob's"), "bob_first={bob_first}");
         // Alice's value loses either way: overwritten, or refused.
-        assert_eq!(
-            second.losers,
-            vec![Loser {
-                field: "title".into(),
-                value: json!("Alice's"),
-                policy: "lww".into()
-            }]
-        );
+        assert_eq!(second.losers, vec![loser("title", json!("Alice's"), "lww")]);
         let outcome = &e.history[2].decisions[0].outcome;
         assert_eq!(outcome, if bob_first { "lost" } else { "won" });
     }
@@ -301,33 +279,9 @@ fn lww_the_later_stamp_wins_whatever_order_they_arrive_in() {
 #[test]
 fn a_change_made_on_top_of_another_wins_even_with_a_slow_clock() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            100,
-            json!({"title": "A"}),
-        ),
-    );
+    e.create(A, 1, 100, json!({"title": "A"}));
     // Bob's phone is an hour behind, but he saw version 1.
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            -3600,
-            json!({"title": "B"}),
-        ),
-    );
+    let r = e.patch(B, 1, 1, -3600, json!({"title": "B"}));
     assert_eq!(r.status, MutationStatus::Applied);
     assert_eq!(e.values()["title"], json!("B"));
     let h = &e.history[1];
@@ -337,48 +291,12 @@ fn a_change_made_on_top_of_another_wins_even_with_a_slow_clock() {
 #[test]
 fn a_clock_a_year_ahead_does_not_win_for_a_year() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"title": "A"}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"title": "A"}));
     // Alice's phone thinks it is next year.
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            365 * 86400,
-            json!({"title": "future"}),
-        ),
-    );
+    e.patch(A, 2, 1, 365 * 86400, json!({"title": "future"}));
     // Bob, a minute later by the server, on version 1 (concurrent).
     e.now = at(1060);
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            1060,
-            json!({"title": "now"}),
-        ),
-    );
+    let r = e.patch(B, 1, 1, 1060, json!({"title": "now"}));
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(e.values()["title"], json!("now"));
 }
@@ -386,130 +304,28 @@ fn a_clock_a_year_ahead_does_not_win_for_a_year() {
 #[test]
 fn set_concurrent_adds_stay_and_the_later_of_add_and_remove_decides() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"tags": ["loud"]}),
-        ),
-    );
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            10,
-            json!({"tags": {"$add": ["opener"]}}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"tags": ["loud"]}));
+    let r = e.patch(A, 2, 1, 10, json!({"tags": {"$add": ["opener"]}}));
     assert_eq!(r.status, MutationStatus::Applied);
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            5,
-            json!({"tags": {"$add": ["ballad"]}}),
-        ),
-    );
+    let r = e.patch(B, 1, 1, 5, json!({"tags": {"$add": ["ballad"]}}));
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(e.values()["tags"], json!(["ballad", "loud", "opener"]));
     // Bob removes "loud" at 20 (on v3); Alice, concurrently on v3, re-adds it at 15: the remove is later.
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            3,
-            20,
-            json!({"tags": {"$remove": ["loud"]}}),
-        ),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            3,
-            "patch",
-            "e1",
-            "setlist_entry",
-            3,
-            15,
-            json!({"tags": {"$add": ["loud"]}}),
-        ),
-    );
+    e.patch(B, 2, 3, 20, json!({"tags": {"$remove": ["loud"]}}));
+    e.patch(A, 3, 3, 15, json!({"tags": {"$add": ["loud"]}}));
     assert_eq!(e.values()["tags"], json!(["ballad", "opener"]));
     // A plain array on a patch replaces the set; a concurrent later add survives it.
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            4,
-            "patch",
-            "e1",
-            "setlist_entry",
-            5,
-            30,
-            json!({"tags": ["encore"]}),
-        ),
-    );
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            3,
-            "patch",
-            "e1",
-            "setlist_entry",
-            5,
-            40,
-            json!({"tags": {"$add": ["late"]}}),
-        ),
-    );
+    e.patch(A, 4, 5, 30, json!({"tags": ["encore"]}));
+    e.patch(B, 3, 5, 40, json!({"tags": {"$add": ["late"]}}));
     assert_eq!(e.values()["tags"], json!(["encore", "late"]));
     // Elements are JSON values, one element whatever the order of an object's keys.
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            5,
-            "patch",
-            "e1",
-            "setlist_entry",
-            7,
-            50,
-            json!({"tags": {"$add": [{"a": 1, "b": 2}]}}),
-        ),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            6,
-            "patch",
-            "e1",
-            "setlist_entry",
-            8,
-            51,
-            json!({"tags": {"$remove": [{"b": 2, "a": 1}]}}),
-        ),
+    e.patch(A, 5, 7, 50, json!({"tags": {"$add": [{"a": 1, "b": 2}]}}));
+    e.patch(
+        A,
+        6,
+        8,
+        51,
+        json!({"tags": {"$remove": [{"b": 2, "a": 1}]}}),
     );
     assert_eq!(e.values()["tags"], json!(["encore", "late"]));
 }
@@ -517,60 +333,23 @@ fn set_concurrent_adds_stay_and_the_later_of_add_and_remove_decides() {
 #[test]
 fn counter_increments_add_up_and_a_redelivered_mid_adds_nothing() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"plays": 2}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"plays": 2}));
     let inc = mutation(
+        "setlist_entry",
         2,
         "patch",
-        "e1",
-        "setlist_entry",
         1,
         10,
         json!({"plays": {"$inc": 3}}),
     );
-    e.push(ALICE, PHONE_A, &inc);
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            5,
-            json!({"plays": {"$inc": -1}}),
-        ),
-    );
+    e.push(A, &inc);
+    let r = e.patch(B, 1, 1, 5, json!({"plays": {"$inc": -1}}));
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(e.values()["plays"], json!(4));
     // The same (device, mid) again (a lost acknowledgement the receipts missed).
-    e.push(ALICE, PHONE_A, &inc);
+    e.push(A, &inc);
     assert_eq!(e.values()["plays"], json!(4));
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            3,
-            "patch",
-            "e1",
-            "setlist_entry",
-            4,
-            20,
-            json!({"plays": 9}),
-        ),
-    );
+    let r = e.patch(A, 3, 4, 20, json!({"plays": 9}));
     rejected(&r, ErrorCode::InvalidFieldOperation);
     assert!(r.message.unwrap().contains("$inc"));
 }
@@ -616,51 +395,15 @@ fn text_state(e: &Entity, field: &str) -> String {
 #[test]
 fn text_updates_merge_and_the_initial_text_is_a_deterministic_insert() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"notes": "verse"}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"notes": "verse"}));
     assert_eq!(e.values()["notes"], json!("verse"));
     let base = text_state(&e, "notes");
     let mut alice = Client::new(11, Some(&base));
     let mut bob = Client::new(22, Some(&base));
     let a = alice.insert(0, "soft ");
     let b = bob.insert(99, " loud");
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            10,
-            json!({"notes": {"$text": a}}),
-        ),
-    );
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            5,
-            json!({"notes": {"$text": b}}),
-        ),
-    );
+    e.patch(A, 2, 1, 10, json!({"notes": {"$text": a}}));
+    let r = e.patch(B, 1, 1, 5, json!({"notes": {"$text": b}}));
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(e.values()["notes"], json!("soft verse loud"));
     // The stored state is a Yjs update a new client starts from.
@@ -669,19 +412,7 @@ fn text_updates_merge_and_the_initial_text_is_a_deterministic_insert() {
     assert_eq!(txt.get_string(&fresh.doc.transact()), "soft verse loud");
     // The same create makes the same document, byte for byte.
     let mut again = Entity::new(builtin("setlist_entry"));
-    again.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"notes": "verse"}),
-        ),
-    );
+    again.create(A, 1, 0, json!({"notes": "verse"}));
     assert_eq!(text_state(&again, "notes"), base);
     assert_eq!(
         TextPolicy::client_id(&DeviceId::parse(PHONE_A).unwrap(), 1),
@@ -696,19 +427,7 @@ fn text_updates_merge_and_the_initial_text_is_a_deterministic_insert() {
 #[test]
 fn text_refuses_what_is_not_a_yjs_update_and_a_plain_string_on_patch() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"notes": "x"}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"notes": "x"}));
     for (fields, want) in [
         (json!({"notes": {"$text": "not base64!"}}), "not base64"),
         (
@@ -717,11 +436,7 @@ fn text_refuses_what_is_not_a_yjs_update_and_a_plain_string_on_patch() {
         ),
         (json!({"notes": "plain"}), "plain string on create only"),
     ] {
-        let r = e.push(
-            ALICE,
-            PHONE_A,
-            &mutation(2, "patch", "e1", "setlist_entry", 1, 1, fields),
-        );
+        let r = e.patch(A, 2, 1, 1, fields);
         rejected(&r, ErrorCode::InvalidFieldOperation);
         let msg = r.message.unwrap();
         assert!(
@@ -754,48 +469,16 @@ impl WithField for EntityType {
 #[test]
 fn reject_refuses_a_change_on_a_stale_base_with_the_current_fields() {
     let mut e = Entity::new(with_field("gig", "fee", FieldSpec::new(Policy::Reject)));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "g1",
-            "gig",
-            0,
-            0,
-            json!({"fee": 100, "title": "Pub"}),
-        ),
-    );
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "patch", "g1", "gig", 1, 10, json!({"fee": 150})),
-    );
+    e.create(A, 1, 0, json!({"fee": 100, "title": "Pub"}));
+    let r = e.patch(A, 2, 1, 10, json!({"fee": 150}));
     assert_eq!(r.status, MutationStatus::Applied);
     // Bob, still on version 1, changes the fee and the title: refused whole.
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "g1",
-            "gig",
-            1,
-            20,
-            json!({"fee": 120, "title": "Bar"}),
-        ),
-    );
+    let r = e.patch(B, 1, 1, 20, json!({"fee": 120, "title": "Bar"}));
     rejected(&r, ErrorCode::StaleBase);
     assert_eq!(r.fields.unwrap()["fee"], json!(150));
     assert_eq!(e.values()["title"], json!("Pub"));
     // A stale base that did not touch the reject field merges.
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(2, "patch", "g1", "gig", 1, 20, json!({"title": "Bar"})),
-    );
+    let r = e.patch(B, 2, 1, 20, json!({"title": "Bar"}));
     assert_eq!(
         r.status,
         MutationStatus::Applied,
@@ -806,94 +489,27 @@ fn reject_refuses_a_change_on_a_stale_base_with_the_current_fields() {
 #[test]
 fn owner_fields_belong_to_the_member_who_created_the_entity() {
     let mut e = Entity::new(builtin("attendance"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "r42:alice",
-            "attendance",
-            0,
-            0,
-            json!({"rsvp": "yes"}),
-        ),
-    );
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "r42:alice",
-            "attendance",
-            1,
-            5,
-            json!({"rsvp": "no"}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"rsvp": "yes"}));
+    let r = e.patch(B, 1, 1, 5, json!({"rsvp": "no"}));
     rejected(&r, ErrorCode::NotOwner);
     assert!(r.message.unwrap().contains(ALICE));
-    let r = e.push(
-        ALICE,
-        "tablet-alice",
-        &mutation(
-            1,
-            "patch",
-            "r42:alice",
-            "attendance",
-            1,
-            5,
-            json!({"rsvp": "maybe"}),
-        ),
-    );
+    let r = e.patch((ALICE, "tablet-alice"), 1, 1, 5, json!({"rsvp": "maybe"}));
     assert_eq!(r.status, MutationStatus::Applied);
     assert_eq!(e.values()["rsvp"], json!("maybe"));
     // Bob creating the same RSVP again merges with it, and his owner fields are refused.
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            2,
-            "create",
-            "r42:alice",
-            "attendance",
-            0,
-            9,
-            json!({"rsvp": "no"}),
-        ),
-    );
+    let r = e.create(B, 2, 9, json!({"rsvp": "no"}));
     rejected(&r, ErrorCode::NotOwner);
 }
 
 #[test]
 fn two_members_creating_the_same_entity_merge_field_by_field() {
     let mut e = Entity::new(builtin("song_status"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "s1",
-            "song_status",
-            0,
-            10,
-            json!({"status": "learning", "notes": "a"}),
-        ),
-    );
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "create",
-            "s1",
-            "song_status",
-            0,
-            5,
-            json!({"status": "new", "ready": true, "notes": "b"}),
-        ),
+    e.create(A, 1, 10, json!({"status": "learning", "notes": "a"}));
+    let r = e.create(
+        B,
+        1,
+        5,
+        json!({"status": "new", "ready": true, "notes": "b"}),
     );
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(r.version, Some(2));
@@ -911,46 +527,11 @@ fn two_members_creating_the_same_entity_merge_field_by_field() {
 #[test]
 fn delete_wins_deletes_over_a_racing_update_and_refuses_updates_based_before_it() {
     let mut e = Entity::new(builtin("setlist_entry"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"title": "A"}),
-        ),
-    );
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            5,
-            json!({"title": "B"}),
-        ),
-    );
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "delete", "e1", "setlist_entry", 1, 6, json!({})),
-    );
+    e.create(A, 1, 0, json!({"title": "A"}));
+    e.patch(B, 1, 1, 5, json!({"title": "B"}));
+    let r = e.delete(A, 2, 1, 6);
     assert_eq!(r.status, MutationStatus::Merged);
-    assert_eq!(
-        r.losers,
-        vec![Loser {
-            field: "title".into(),
-            value: json!("B"),
-            policy: "delete_wins".into()
-        }]
-    );
+    assert_eq!(r.losers, vec![loser("title", json!("B"), "delete_wins")]);
     let rec = e.record.clone().unwrap();
     assert!(rec.deleted);
     assert_eq!(rec.version, 3);
@@ -959,127 +540,36 @@ fn delete_wins_deletes_over_a_racing_update_and_refuses_updates_based_before_it(
         json!("B"),
         "a deleted entity keeps its record"
     );
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            2,
-            7,
-            json!({"title": "C"}),
-        ),
-    );
+    let r = e.patch(B, 2, 2, 7, json!({"title": "C"}));
     rejected(&r, ErrorCode::NotFound);
     assert!(r.message.unwrap().contains("delete_wins"));
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            3,
-            "patch",
-            "e1",
-            "setlist_entry",
-            3,
-            7,
-            json!({"title": "C"}),
-        ),
-    );
+    let r = e.patch(B, 3, 3, 7, json!({"title": "C"}));
     rejected(&r, ErrorCode::NotFound);
-    rejected(
-        &e.push(
-            BOB,
-            PHONE_B,
-            &mutation(4, "delete", "e1", "setlist_entry", 3, 7, json!({})),
-        ),
-        ErrorCode::NotFound,
-    );
+    rejected(&e.delete(B, 4, 3, 7), ErrorCode::NotFound);
 }
 
 #[test]
 fn update_wins_refuses_a_racing_delete_and_brings_the_entity_back() {
     let mut e = Entity::new(builtin("song_status"));
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "s1",
-            "song_status",
-            0,
-            0,
-            json!({"status": "new"}),
-        ),
-    );
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "s1",
-            "song_status",
-            1,
-            5,
-            json!({"ready": true}),
-        ),
-    );
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "delete", "s1", "song_status", 1, 6, json!({})),
-    );
+    e.create(A, 1, 0, json!({"status": "new"}));
+    e.patch(B, 1, 1, 5, json!({"ready": true}));
+    let r = e.delete(A, 2, 1, 6);
     rejected(&r, ErrorCode::StaleBase);
     assert!(r.message.unwrap().contains("ready"));
     // A delete on the current version applies; an update based before it brings it back.
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(3, "delete", "s1", "song_status", 2, 7, json!({})),
-    );
+    let r = e.delete(A, 3, 2, 7);
     assert_eq!(r.status, MutationStatus::Applied);
     assert!(e.record.as_ref().unwrap().deleted);
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            2,
-            "patch",
-            "s1",
-            "song_status",
-            2,
-            8,
-            json!({"status": "ready"}),
-        ),
-    );
+    let r = e.patch(B, 2, 2, 8, json!({"status": "ready"}));
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(r.losers[0].field, ENTITY_FIELD);
     let rec = e.record.as_ref().unwrap();
     assert!(!rec.deleted);
     assert_eq!(rec.state.values()["status"], json!("ready"));
     // A patch made after seeing the delete is not found.
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(4, "delete", "s1", "song_status", 4, 9, json!({})),
-    );
+    e.delete(A, 4, 4, 9);
     rejected(
-        &e.push(
-            BOB,
-            PHONE_B,
-            &mutation(
-                3,
-                "patch",
-                "s1",
-                "song_status",
-                5,
-                10,
-                json!({"status": "x"}),
-            ),
-        ),
+        &e.patch(B, 3, 5, 10, json!({"status": "x"})),
         ErrorCode::NotFound,
     );
 }
@@ -1091,29 +581,9 @@ fn ask_type() -> EntityType {
 #[test]
 fn ask_opens_a_conflict_that_a_member_resolves() {
     let mut e = Entity::new(ask_type());
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(1, "create", "g1", "gig", 0, 0, json!({"venue": "Pub"})),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "patch", "g1", "gig", 1, 10, json!({"venue": "Bar"})),
-    );
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "g1",
-            "gig",
-            1,
-            20,
-            json!({"venue": "Club", "title": "Gig"}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"venue": "Pub"}));
+    e.patch(A, 2, 1, 10, json!({"venue": "Bar"}));
+    let r = e.patch(B, 1, 1, 20, json!({"venue": "Club", "title": "Gig"}));
     assert_eq!(r.status, MutationStatus::Conflict);
     let id = r.conflict.clone().unwrap();
     assert_eq!(
@@ -1121,7 +591,7 @@ fn ask_opens_a_conflict_that_a_member_resolves() {
         conflict_id(
             &e.band,
             &e.ty.name,
-            &EntityId::parse("g1").unwrap(),
+            &EntityId::parse("e1").unwrap(),
             "venue",
             3
         )
@@ -1145,16 +615,12 @@ fn ask_opens_a_conflict_that_a_member_resolves() {
     assert_eq!(c.candidates[1].member.as_str(), BOB);
     assert_eq!(c.deadline, e.now + TimeDelta::seconds(3600));
     // The same concurrent value opens nothing.
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(2, "patch", "g1", "gig", 1, 20, json!({"venue": "Bar"})),
-    );
+    let r = e.patch(B, 2, 1, 20, json!({"venue": "Bar"}));
     assert_eq!(r.status, MutationStatus::Merged);
     // Resolving names the conflict and sets its field.
-    let mut resolve = mutation(3, "patch", "g1", "gig", 4, 30, json!({"venue": "Club"}));
+    let mut resolve = mutation("gig", 3, "patch", 4, 30, json!({"venue": "Club"}));
     resolve.resolves = Some(id.clone());
-    let r = e.push(BOB, PHONE_B, &resolve);
+    let r = e.push(B, &resolve);
     assert_eq!(r.status, MutationStatus::Applied);
     assert_eq!(e.values()["venue"], json!("Club"));
     let settled = e.conflicts.last().unwrap();
@@ -1166,44 +632,25 @@ fn ask_opens_a_conflict_that_a_member_resolves() {
     );
     assert_eq!(e.history.last().unwrap().decisions[0].outcome, "resolved");
     // A second resolution finds it closed; an unknown one is not open either.
-    let mut again = mutation(4, "patch", "g1", "gig", 5, 31, json!({"venue": "Pub"}));
+    let mut again = mutation("gig", 4, "patch", 5, 31, json!({"venue": "Pub"}));
     again.resolves = Some(id);
-    rejected(&e.push(BOB, PHONE_B, &again), ErrorCode::ConflictNotOpen);
+    rejected(&e.push(B, &again), ErrorCode::ConflictNotOpen);
     again.resolves = Some(ConflictId::parse("cf-nope").unwrap());
-    rejected(&e.push(BOB, PHONE_B, &again), ErrorCode::ConflictNotOpen);
+    rejected(&e.push(B, &again), ErrorCode::ConflictNotOpen);
 }
 
 #[test]
 fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
     let mut e = Entity::new(ask_type());
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(1, "create", "g1", "gig", 0, 0, json!({"venue": "Pub"})),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "patch", "g1", "gig", 1, 10, json!({"venue": "Bar"})),
-    );
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(1, "patch", "g1", "gig", 1, 20, json!({"venue": "Club"})),
-    );
+    e.create(A, 1, 0, json!({"venue": "Pub"}));
+    e.patch(A, 2, 1, 10, json!({"venue": "Bar"}));
+    e.patch(B, 1, 1, 20, json!({"venue": "Club"}));
     let conflict = e.conflicts[0].clone();
     e.now = conflict.deadline;
     let r = e.settle(&conflict);
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(e.values()["venue"], json!("Club"), "lww: Bob's is later");
-    assert_eq!(
-        r.losers,
-        vec![Loser {
-            field: "venue".into(),
-            value: json!("Bar"),
-            policy: "lww".into()
-        }]
-    );
+    assert_eq!(r.losers, vec![loser("venue", json!("Bar"), "lww")]);
     let settled = e.conflicts.last().unwrap().clone();
     let res = settled.resolution.as_ref().unwrap();
     assert_eq!((res.how.as_str(), res.by.clone()), ("lww", None));
@@ -1211,21 +658,9 @@ fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
     rejected(&r, ErrorCode::ConflictNotOpen);
     // The earlier challenger loses to the kept value.
     let mut e = Entity::new(ask_type());
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(1, "create", "g1", "gig", 0, 0, json!({"venue": "Pub"})),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "patch", "g1", "gig", 1, 30, json!({"venue": "Bar"})),
-    );
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(1, "patch", "g1", "gig", 1, 20, json!({"venue": "Club"})),
-    );
+    e.create(A, 1, 0, json!({"venue": "Pub"}));
+    e.patch(A, 2, 1, 30, json!({"venue": "Bar"}));
+    e.patch(B, 1, 1, 20, json!({"venue": "Club"}));
     let conflict = e.conflicts[0].clone();
     e.settle(&conflict);
     assert_eq!(e.values()["venue"], json!("Bar"));
@@ -1242,25 +677,16 @@ fn what_the_checks_refuse_before_anything_applies() {
     let cases: Vec<(&EntityType, Mutation, ErrorCode, &str)> = vec![
         (
             &ty,
-            mutation(
-                1,
-                "patch",
-                "e1",
-                "setlist_entry",
-                1,
-                0,
-                json!({"colour": "red"}),
-            ),
+            mutation("setlist_entry", 1, "patch", 1, 0, json!({"colour": "red"})),
             ErrorCode::UnknownField,
             "fields.colour",
         ),
         (
             &ty,
             mutation(
+                "setlist_entry",
                 1,
                 "patch",
-                "e1",
-                "setlist_entry",
                 1,
                 0,
                 json!({"title": {"$inc": 1}}),
@@ -1270,25 +696,16 @@ fn what_the_checks_refuse_before_anything_applies() {
         ),
         (
             &ty,
-            mutation(
-                1,
-                "patch",
-                "e1",
-                "setlist_entry",
-                1,
-                0,
-                json!({"tags": "x"}),
-            ),
+            mutation("setlist_entry", 1, "patch", 1, 0, json!({"tags": "x"})),
             ErrorCode::InvalidFieldOperation,
             "$add",
         ),
         (
             &ty,
             mutation(
+                "setlist_entry",
                 1,
                 "patch",
-                "e1",
-                "setlist_entry",
                 1,
                 0,
                 json!({"plays": {"$add": [1]}}),
@@ -1298,45 +715,28 @@ fn what_the_checks_refuse_before_anything_applies() {
         ),
         (
             &ty,
-            mutation(
-                1,
-                "delete",
-                "e1",
-                "setlist_entry",
-                1,
-                0,
-                json!({"title": "x"}),
-            ),
+            mutation("setlist_entry", 1, "delete", 1, 0, json!({"title": "x"})),
             ErrorCode::InvalidMutation,
             "no fields",
         ),
         (
             &ty,
-            mutation(1, "patch", "e1", "setlist_entry", 1, 0, json!({})),
+            mutation("setlist_entry", 1, "patch", 1, 0, json!({})),
             ErrorCode::InvalidMutation,
             "at least one",
         ),
         (
             &ty,
-            mutation(
-                1,
-                "patch",
-                "e1",
-                "song_status",
-                1,
-                0,
-                json!({"status": "x"}),
-            ),
+            mutation("song_status", 1, "patch", 1, 0, json!({"status": "x"})),
             ErrorCode::InvalidMutation,
             "checked as",
         ),
         (
             &small,
             mutation(
+                "setlist_entry",
                 1,
                 "patch",
-                "e1",
-                "setlist_entry",
                 1,
                 0,
                 json!({"title": "a title longer than sixteen"}),
@@ -1347,10 +747,9 @@ fn what_the_checks_refuse_before_anything_applies() {
         (
             &small,
             mutation(
+                "setlist_entry",
                 1,
                 "patch",
-                "e1",
-                "setlist_entry",
                 1,
                 0,
                 json!({"notes": {"$text": BASE64.encode([0u8; 40])}}),
@@ -1364,7 +763,7 @@ fn what_the_checks_refuse_before_anything_applies() {
         assert_eq!(e.code, code, "{m:?}: {e}");
         assert!(e.message.contains(want), "{want}: {e}");
     }
-    let mut create_resolving = mutation(1, "create", "e1", "setlist_entry", 0, 0, json!({}));
+    let mut create_resolving = mutation("setlist_entry", 1, "create", 0, 0, json!({}));
     create_resolving.resolves = Some(ConflictId::parse("cf-1").unwrap());
     assert_eq!(
         engine.check(&ty, &create_resolving).unwrap_err().code,
@@ -1374,10 +773,9 @@ fn what_the_checks_refuse_before_anything_applies() {
         .check(
             &ty,
             &mutation(
+                "setlist_entry",
                 1,
                 "create",
-                "e1",
-                "setlist_entry",
                 0,
                 0,
                 json!({"title": "ok", "plays": 1}),
@@ -1393,45 +791,9 @@ fn a_field_that_would_grow_past_its_limit_is_refused() {
         ..builtin("setlist_entry")
     };
     let mut e = Entity::new(ty);
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            "setlist_entry",
-            0,
-            0,
-            json!({"tags": ["aaaaaaaa"]}),
-        ),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            "setlist_entry",
-            1,
-            1,
-            json!({"tags": {"$add": ["bbbbbbbb"]}}),
-        ),
-    );
-    let r = e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            3,
-            "patch",
-            "e1",
-            "setlist_entry",
-            2,
-            2,
-            json!({"tags": {"$add": ["cccccccc"]}}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"tags": ["aaaaaaaa"]}));
+    e.patch(A, 2, 1, 1, json!({"tags": {"$add": ["bbbbbbbb"]}}));
+    let r = e.patch(A, 3, 2, 2, json!({"tags": {"$add": ["cccccccc"]}}));
     rejected(&r, ErrorCode::FieldTooLarge);
     assert_eq!(e.values()["tags"], json!(["aaaaaaaa", "bbbbbbbb"]));
 }
@@ -1519,55 +881,19 @@ fn an_application_registers_its_own_resolver_and_validator() {
         .with_validator(gig.name.clone(), Arc::new(TitleNotEmpty));
     engine.validate_type(&gig).unwrap();
     let mut e = Entity::with_engine(engine, gig);
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "g1",
-            "gig",
-            0,
-            0,
-            json!({"title": "Pub", "high_score": 1}),
-        ),
-    );
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(2, "patch", "g1", "gig", 1, 10, json!({"high_score": 3})),
-    );
+    e.create(A, 1, 0, json!({"title": "Pub", "high_score": 1}));
+    e.patch(A, 2, 1, 10, json!({"high_score": 3}));
     // Bob's concurrent score is later but lower: the larger one wins, not the later.
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(1, "patch", "g1", "gig", 1, 20, json!({"high_score": 2})),
-    );
+    let r = e.patch(B, 1, 1, 20, json!({"high_score": 2}));
     assert_eq!(r.status, MutationStatus::Merged);
     assert_eq!(e.values()["high_score"], json!(3));
     assert_eq!(e.history.last().unwrap().decisions[0].outcome, "lost");
     assert_eq!(e.history.last().unwrap().decisions[0].policy, "max");
     rejected(
-        &e.push(
-            BOB,
-            PHONE_B,
-            &mutation(
-                2,
-                "patch",
-                "g1",
-                "gig",
-                3,
-                40,
-                json!({"high_score": "lots"}),
-            ),
-        ),
+        &e.patch(B, 2, 3, 40, json!({"high_score": "lots"})),
         ErrorCode::InvalidFieldOperation,
     );
-    let r = e.push(
-        BOB,
-        PHONE_B,
-        &mutation(3, "patch", "g1", "gig", 3, 40, json!({"title": " "})),
-    );
+    let r = e.patch(B, 3, 3, 40, json!({"title": " "}));
     rejected(&r, ErrorCode::InvalidMutation);
     assert_eq!(r.message.as_deref(), Some("a gig needs a title"));
     // Without the resolver, the engine refuses the mutation instead of guessing.
@@ -1577,11 +903,7 @@ fn an_application_registers_its_own_resolver_and_validator() {
         FieldSpec::new(Policy::Custom("max".into())),
     ));
     rejected(
-        &unknown.push(
-            ALICE,
-            PHONE_A,
-            &mutation(1, "create", "g1", "gig", 0, 0, json!({"high_score": 1})),
-        ),
+        &unknown.create(A, 1, 0, json!({"high_score": 1})),
         ErrorCode::InvalidMutation,
     );
 }
@@ -1594,32 +916,8 @@ fn an_undeclared_type_of_a_non_strict_band_is_all_lww() {
         .unwrap()
         .into_owned();
     let mut e = Entity::new(ty);
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "p1",
-            "poll",
-            0,
-            0,
-            json!({"question": "Encore?", "votes": {"a": 1}}),
-        ),
-    );
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(
-            1,
-            "patch",
-            "p1",
-            "poll",
-            1,
-            5,
-            json!({"question": "Two encores?"}),
-        ),
-    );
+    e.create(A, 1, 0, json!({"question": "Encore?", "votes": {"a": 1}}));
+    e.patch(B, 1, 1, 5, json!({"question": "Two encores?"}));
     assert_eq!(e.values()["question"], json!("Two encores?"));
     assert_eq!(e.values()["votes"], json!({"a": 1}));
 }
@@ -1629,57 +927,32 @@ fn eventful() -> Entity {
     let ty = builtin("setlist_entry").with_field("venue", FieldSpec::ask(Policy::Lww, 60));
     let mut e = Entity::new(ty);
     let t = "setlist_entry";
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            1,
-            "create",
-            "e1",
-            t,
-            0,
-            0,
-            json!({"title": "A", "tags": ["x"], "plays": 1, "notes": "n", "venue": "Pub"}),
-        ),
+    e.create(
+        A,
+        1,
+        0,
+        json!({"title": "A", "tags": ["x"], "plays": 1, "notes": "n", "venue": "Pub"}),
     );
     let base = text_state(&e, "notes");
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(
-            2,
-            "patch",
-            "e1",
-            t,
-            1,
-            10,
-            json!({"title": "B", "tags": {"$add": ["y"]}, "venue": "Bar"}),
-        ),
+    e.patch(
+        A,
+        2,
+        1,
+        10,
+        json!({"title": "B", "tags": {"$add": ["y"]}, "venue": "Bar"}),
     );
     let mut bob = Client::new(7, Some(&base));
     let upd = bob.insert(0, ">");
-    e.push(BOB, PHONE_B, &mutation(1, "patch", "e1", t, 1, 5, json!({"title": "C", "plays": {"$inc": 2}, "notes": {"$text": upd}, "venue": "Club", "tags": ["z"]})));
+    e.patch(B, 1, 1, 5, json!({"title": "C", "plays": {"$inc": 2}, "notes": {"$text": upd}, "venue": "Club", "tags": ["z"]}));
     let conflict = e.conflicts[0].clone();
-    e.push(
-        BOB,
-        PHONE_B,
-        &mutation(2, "create", "e1", t, 0, 6, json!({"key": "G"})),
-    );
+    e.create(B, 2, 6, json!({"key": "G"}));
     e.settle(&conflict);
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(3, "patch", "e1", t, 2, 20, json!({"venue": "Hall"})),
-    );
+    e.patch(A, 3, 2, 20, json!({"venue": "Hall"}));
     let conflict = e.conflicts.last().unwrap().clone();
-    let mut resolve = mutation(3, "patch", "e1", t, 6, 30, json!({"venue": "Park"}));
+    let mut resolve = mutation(t, 3, "patch", 6, 30, json!({"venue": "Park"}));
     resolve.resolves = Some(conflict.id);
-    e.push(BOB, PHONE_B, &resolve);
-    e.push(
-        ALICE,
-        PHONE_A,
-        &mutation(4, "delete", "e1", t, 6, 40, json!({})),
-    );
+    e.push(B, &resolve);
+    e.delete(A, 4, 6, 40);
     e
 }
 
@@ -1811,10 +1084,9 @@ mod determinism {
                             fields.insert(k.into(), v);
                         }
                         mutation(
+                            "setlist_entry",
                             i as u64 + 1,
                             "patch",
-                            "e1",
-                            "setlist_entry",
                             1,
                             *ts,
                             Value::Object(fields),
@@ -1831,18 +1103,11 @@ mod determinism {
 
     fn created() -> Entity {
         let mut e = Entity::new(builtin("setlist_entry"));
-        e.push(
-            ALICE,
-            "device-base",
-            &mutation(
-                1,
-                "create",
-                "e1",
-                "setlist_entry",
-                0,
-                0,
-                json!({"title": "t", "tags": ["a"], "plays": 0, "notes": "base"}),
-            ),
+        e.create(
+            (ALICE, "device-base"),
+            1,
+            0,
+            json!({"title": "t", "tags": ["a"], "plays": 0, "notes": "base"}),
         );
         e
     }
@@ -1868,14 +1133,14 @@ mod determinism {
             else {
                 break;
             };
-            let r = e.push(&format!("member-{d}"), &device(d), &all[d][next[d]]);
+            let r = e.push((&format!("member-{d}"), &device(d)), &all[d][next[d]]);
             assert_ne!(r.status, MutationStatus::Rejected, "{r:?}");
             delivered.push((d, next[d]));
             next[d] += 1;
             for (at, which) in dups {
                 if *at == step {
                     let (dd, i) = delivered[which % delivered.len()];
-                    e.push(&format!("member-{dd}"), &device(dd), &all[dd][i]);
+                    e.push((&format!("member-{dd}"), &device(dd)), &all[dd][i]);
                 }
             }
             step += 1;
