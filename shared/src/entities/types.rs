@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 /// How a field's concurrent changes are decided. Serialized by name (`lww`, `set`, ...;
 /// a custom policy as its resolver's name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(from = "String", into = "String")]
 pub enum Policy {
     /// Last writer wins by hybrid logical clock (client time bounded by the server's,
@@ -75,6 +76,7 @@ impl From<Policy> for String {
 
 /// One field of an entity type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpec {
     pub policy: Policy,
@@ -128,6 +130,7 @@ impl FieldSpec {
 /// What a delete racing an update does (a delete based before a field's change, or a
 /// change based before the delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteRule {
     /// The delete applies (`merged`, the concurrent update's values listed as losers);
@@ -150,6 +153,7 @@ impl DeleteRule {
 
 /// A kind of entity: its fields and their policies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EntityType {
     pub name: EntityTypeName,
@@ -556,6 +560,27 @@ mod tests {
         );
         assert_eq!(fractional_index_between(Some("V"), Some("W")), "VV");
         assert_eq!(fractional_index_between(None, Some("1")), "0V");
+    }
+
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        // Valid keys: base-62 digits, not ending in 0.
+        "[0-9A-Za-z]{0,6}[1-9A-Za-z]"
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_key_between_two_keys_sorts_strictly_between(a in key(), b in key()) {
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            let mid = fractional_index_between(Some(&lo), Some(&hi));
+            if lo != hi {
+                proptest::prop_assert!(lo < mid && mid < hi, "{lo} < {mid} < {hi}");
+            }
+            proptest::prop_assert!(valid_index(&mid), "{mid}");
+            let before = fractional_index_between(None, Some(&lo));
+            proptest::prop_assert!(before < lo && valid_index(&before), "{before} < {lo}");
+            let after = fractional_index_between(Some(&hi), None);
+            proptest::prop_assert!(after > hi && valid_index(&after), "{after} > {hi}");
+        }
     }
 
     #[test]
