@@ -92,6 +92,8 @@ fn add_responses(g: &mut SchemaGenerator) {
     g.subschema_for::<http::EntityList>();
     g.subschema_for::<http::EntityHistory>();
     g.subschema_for::<http::ConflictList>();
+    // Written as stored; also what operators send (read with the same defaults).
+    g.subschema_for::<crate::entities::types::EntityType>();
 }
 
 fn ref_schema() -> Value {
@@ -401,10 +403,10 @@ fn route(key: &str) -> Option<Route> {
             r("Operator: delete a source.", &[], None, (204, None), true)
         }
         "PUT /sync/bands/{band}/entity-types/{type}" => r(
-            "Operator: declare or redefine one of the band's entity types (its fields' policies); answered with it as stored.",
+            "Operator: declare or redefine one of the band's entity types (its fields' policies; `name` may be left out, the path names it); answered with it as stored.",
             &[],
-            Some(entity_type_schema()),
-            (200, None),
+            body("EntityType"),
+            (200, Some("EntityType")),
             true,
         ),
         "GET /sync/entities" => r(
@@ -542,40 +544,6 @@ fn openapi() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             },
         },
-    })
-}
-
-/// An entity type as operators declare it (the engine's `EntityType`; `name` may be
-/// left out, the path names it).
-fn entity_type_schema() -> Value {
-    let policy = json!({
-        "type": "string",
-        "description": "`lww`, `set`, `counter`, `text`, `reject`, `ask`, `owner`, or the name of a resolver the deployment registered.",
-    });
-    json!({
-        "type": "object",
-        "description": "An entity type: per field, the policy that decides concurrent changes.",
-        "properties": {
-            "name": schema_ref("EntityTypeName"),
-            "fields": {
-                "type": "object",
-                "additionalProperties": {
-                    "type": "object",
-                    "properties": {
-                        "policy": policy,
-                        "fallback": {"description": "`ask` only: the policy that settles an unresolved conflict (default `lww`).", "type": "string"},
-                        "ask_timeout_secs": {"type": "integer", "minimum": 1, "description": "`ask` only: how long members have to resolve it."},
-                        "max_bytes": {"type": "integer", "minimum": 1},
-                    },
-                    "required": ["policy"],
-                    "additionalProperties": false,
-                },
-            },
-            "on_delete": {"enum": ["delete_wins", "update_wins"], "description": "How a delete racing an update is decided (default `delete_wins`)."},
-            "max_field_bytes": {"type": "integer", "minimum": 1},
-            "undeclared": {"type": "object", "description": "The spec of fields the type does not declare (none: refused)."},
-        },
-        "required": ["fields"],
     })
 }
 
