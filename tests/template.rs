@@ -710,6 +710,7 @@ fn every_http_route_reaches_its_function() {
         "DELETE /sync/bands/{band}/credentials",
         "PUT /sync/bands/{band}/sources/{source}",
         "DELETE /sync/bands/{band}/sources/{source}",
+        "PUT /sync/bands/{band}/entity-types/{type}",
     ] {
         assert_eq!(expected.get(route), Some(&"api"), "{route}");
     }

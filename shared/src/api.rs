@@ -6,20 +6,24 @@
 //! sealed with the deployment's [`CredentialKey`] on the way in and never shown again.
 
 use crate::auth::{Member, TokenKey, bearer};
+use crate::entities::types::EntityType;
 use crate::error::{ErrorCode, Refusal};
 use crate::google::oauth::GoogleCredentials;
 use crate::google::sealed::{self, CredentialKey};
 use crate::model::{
-    BandId, ChannelName, OperationStatus, Source, SourceId, SourceKind, SyncConfiguration, Trigger,
+    BandId, ChannelName, EntityId, EntityTypeName, OperationStatus, Source, SourceId, SourceKind,
+    SyncConfiguration, Trigger,
 };
 use crate::ports::{
-    ChannelLog, ConfigStore, HealthCheck, OperationStore, Queue, SourceStore, WatchChannelStore,
+    ChannelLog, ConfigStore, EntityStore, HealthCheck, OperationStore, Queue, SourceStore,
+    WatchChannelStore,
 };
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
 use crate::wire::http::{
-    BandBody, CheckState, ConfigView, Health, ItemCounts, LogPosition, OperationCounts,
-    OperationDetail, OperationList, Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status,
-    SyncRequestBody, TriggerAccepted, WatchChannelView,
+    BandBody, CheckState, ConfigView, ConflictCount, ConflictList, EntityHistory, EntityList,
+    EntityVersion, EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail,
+    OperationList, Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status, SyncRequestBody,
+    TriggerAccepted, WatchChannelView,
 };
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use http::Method;
@@ -40,6 +44,11 @@ pub const ROUTES: &[&str] = &[
     "DELETE /sync/bands/{band}/credentials",
     "PUT /sync/bands/{band}/sources/{source}",
     "DELETE /sync/bands/{band}/sources/{source}",
+    "PUT /sync/bands/{band}/entity-types/{type}",
+    "GET /sync/entities",
+    "GET /sync/entities/{type}/{id}",
+    "GET /sync/entities/{type}/{id}/history",
+    "GET /sync/conflicts",
 ];
 
 const DEFAULT_LIMIT: usize = 20;
@@ -52,6 +61,16 @@ const MAX_LOCATION: usize = 1024;
 const MAX_FILE_TYPE: usize = 16;
 /// Largest credentials file accepted (a service-account key file is about 2.3 KB).
 const MAX_CREDENTIALS: usize = 64 * 1024;
+/// Entities per page of `GET /sync/entities` (default and most).
+const ENTITY_PAGE: usize = 100;
+const MAX_ENTITY_PAGE: usize = 1000;
+/// Versions per page of an entity's history.
+const HISTORY_PAGE: usize = 100;
+/// Conflicts listed by `GET /sync/conflicts` (the counts are over these).
+const MAX_CONFLICTS: usize = 1000;
+/// Entity types a band may declare, and the largest definition accepted.
+const MAX_ENTITY_TYPES: usize = 64;
+const MAX_ENTITY_TYPE_BYTES: usize = 64 * 1024;
 
 /// The stores the API reads and writes.
 pub struct ApiStores {
@@ -63,6 +82,8 @@ pub struct ApiStores {
     pub watch_channels: Arc<dyn WatchChannelStore>,
     /// Band channels' heads (seq and epoch).
     pub log: Arc<dyn ChannelLog>,
+    /// Members' entities, their history and conflicts (None: the backend keeps none).
+    pub entities: Option<Arc<dyn EntityStore>>,
 }
 
 pub struct Api {
@@ -71,6 +92,7 @@ pub struct Api {
     operations: Arc<dyn OperationStore>,
     watch_channels: Arc<dyn WatchChannelStore>,
     log: Arc<dyn ChannelLog>,
+    entities: Option<Arc<dyn EntityStore>>,
     sync_queue: Arc<dyn Queue>,
     tokens: TokenKey,
     clock: Arc<dyn crate::ports::Clock>,
@@ -133,6 +155,39 @@ fn source_kind(raw: &str) -> Result<SourceKind, Refusal> {
     })
 }
 
+/// An integer query parameter within `min..=max`, if given.
+fn number_param(
+    req: &ApiGatewayV2httpRequest,
+    name: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, Refusal> {
+    let Some(raw) = req.query_string_parameters.first(name) else {
+        return Ok(None);
+    };
+    raw.parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::InvalidParameter,
+                format!("{name} must be an integer in {min}..={max}"),
+            )
+        })
+}
+
+/// `after=<type>/<id>`: where a page of entities starts (the `next` of the last one).
+fn entity_cursor(raw: &str) -> Result<(EntityTypeName, EntityId), Refusal> {
+    let (ty, id) = raw.split_once('/').ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::InvalidParameter,
+            format!("after must be <type>/<id> (the `next` of a page), not {raw:?}"),
+        )
+    })?;
+    Ok((EntityTypeName::parse(ty)?, EntityId::parse(id)?))
+}
+
 /// 204, no body.
 fn no_content() -> (u16, Value) {
     (204, Value::Null)
@@ -165,6 +220,7 @@ impl Api {
             operations,
             watch_channels,
             log,
+            entities,
         } = stores;
         Self {
             configs,
@@ -172,6 +228,7 @@ impl Api {
             operations,
             watch_channels,
             log,
+            entities,
             sync_queue,
             tokens,
             clock,
@@ -213,6 +270,10 @@ impl Api {
                 | ["sync", "bands", _]
                 | ["sync", "bands", _, "credentials"]
                 | ["sync", "bands", _, "sources", _]
+                | ["sync", "bands", _, "entity-types", _]
+                | ["sync", "entities" | "conflicts"]
+                | ["sync", "entities", _, _]
+                | ["sync", "entities", _, _, "history"]
         );
         if !known {
             return Err(Refusal::new(
@@ -249,6 +310,21 @@ impl Api {
                 let band = Self::operator(&member, band)?;
                 self.delete_source(band, SourceId::parse(source)?).await
             }
+            (Method::PUT, ["sync", "bands", band, "entity-types", ty]) => {
+                let band = Self::operator(&member, band)?;
+                self.put_entity_type(band, EntityTypeName::parse(ty)?, req)
+                    .await
+            }
+            (Method::GET, ["sync", "entities"]) => self.entities(&member, req).await,
+            (Method::GET, ["sync", "entities", ty, id]) => {
+                let (ty, id) = (EntityTypeName::parse(ty)?, EntityId::parse(id)?);
+                self.entity(Self::band(&member, req)?, ty, id).await
+            }
+            (Method::GET, ["sync", "entities", ty, id, "history"]) => {
+                let (ty, id) = (EntityTypeName::parse(ty)?, EntityId::parse(id)?);
+                self.history(Self::band(&member, req)?, ty, id, req).await
+            }
+            (Method::GET, ["sync", "conflicts"]) => self.conflicts(&member, req).await,
             _ => Err(Refusal::new(
                 ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed here"),
@@ -279,6 +355,16 @@ impl Api {
             ));
         }
         Ok(BandId::parse(band)?)
+    }
+
+    /// The entity store, which the entity routes need.
+    fn entity_store(&self) -> Result<&dyn EntityStore, Refusal> {
+        self.entities.as_deref().ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::NotConfigured,
+                "this deployment keeps no entities",
+            )
+        })
     }
 
     /// The band's configuration, which the route needs to exist.
@@ -466,7 +552,10 @@ impl Api {
         let body: BandBody = if empty {
             BandBody::default()
         } else {
-            json_body(req, "{name?: string, file_types?: [string]}")?
+            json_body(
+                req,
+                "{name?: string, file_types?: [string], strict_entities?: bool}",
+            )?
         };
         let name = body
             .name
@@ -487,7 +576,12 @@ impl Api {
             name: band.to_string(),
             file_types: vec![],
             google_credentials: None,
+            entity_types: vec![],
+            strict_entities: false,
         });
+        if let Some(strict) = body.strict_entities {
+            config.strict_entities = strict;
+        }
         if let Some(name) = name {
             config.name = name;
         }
@@ -610,6 +704,203 @@ impl Api {
         self.sources.delete_source(&band, &id).await?;
         tracing::info!(%band, source = %id, "source deleted");
         Ok(no_content())
+    }
+
+    /// Declare (or redefine) one of a band's entity types. A redefinition applies to the
+    /// mutations decided after it; stored entities keep their fields.
+    async fn put_entity_type(
+        &self,
+        band: BandId,
+        name: EntityTypeName,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let text = body_text(req.body.as_deref(), req.is_base64_encoded)?;
+        if text.len() > MAX_ENTITY_TYPE_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::MalformedBody,
+                format!("an entity type is at most {MAX_ENTITY_TYPE_BYTES} bytes"),
+            ));
+        }
+        // The path names the type: the body may leave `name` out.
+        let mut raw: Value = serde_json::from_str(&text).map_err(|e| {
+            Refusal::new(
+                ErrorCode::MalformedBody,
+                format!("expected an entity type: {e}"),
+            )
+        })?;
+        match raw.as_object_mut() {
+            Some(obj) => match obj.get("name") {
+                None => {
+                    obj.insert("name".into(), json!(name));
+                }
+                Some(n) if n != &json!(name) => {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidParameter,
+                        format!("the body names type {n}, the path {name}"),
+                    ));
+                }
+                Some(_) => {}
+            },
+            None => {
+                return Err(Refusal::new(
+                    ErrorCode::MalformedBody,
+                    "expected an entity type: a JSON object",
+                ));
+            }
+        }
+        let ty: EntityType = serde_json::from_value(raw).map_err(|e| {
+            Refusal::new(
+                ErrorCode::MalformedBody,
+                format!("expected an entity type: {e}"),
+            )
+        })?;
+        ty.validate()?;
+        let mut config = self.registered(&band).await?;
+        let declared = config.entity_types.len();
+        match config.entity_types.iter_mut().find(|t| t.name == name) {
+            Some(old) => *old = ty.clone(),
+            None if declared >= MAX_ENTITY_TYPES => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidParameter,
+                    format!("a band declares at most {MAX_ENTITY_TYPES} entity types"),
+                ));
+            }
+            None => config.entity_types.push(ty.clone()),
+        }
+        self.configs.put_config(&config).await?;
+        tracing::info!(%band, entity_type = %name, "entity type stored");
+        Ok((200, json!(ty)))
+    }
+
+    async fn entity(
+        &self,
+        band: BandId,
+        ty: EntityTypeName,
+        id: EntityId,
+    ) -> Result<(u16, Value), Refusal> {
+        let entity = self.entity_store()?.get_entity(&band, &ty, &id).await?;
+        let entity = entity.ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("band {band} has no {ty} {id}"))
+        })?;
+        Ok((200, json!(EntityView::from(&entity))))
+    }
+
+    async fn history(
+        &self,
+        band: BandId,
+        ty: EntityTypeName,
+        id: EntityId,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let after = number_param(req, "after", 0, u64::MAX)?.unwrap_or(0);
+        let entries = self
+            .entity_store()?
+            .history(&band, &ty, &id, after, HISTORY_PAGE)
+            .await?;
+        if entries.is_empty()
+            && after == 0
+            && self
+                .entity_store()?
+                .get_entity(&band, &ty, &id)
+                .await?
+                .is_none()
+        {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("band {band} has no {ty} {id}"),
+            ));
+        }
+        let next = (entries.len() == HISTORY_PAGE)
+            .then(|| entries.last().map(|e| e.version))
+            .flatten();
+        let history = EntityHistory {
+            entity_type: ty,
+            id,
+            versions: entries.iter().map(EntityVersion::from).collect(),
+            next,
+        };
+        Ok((200, json!(history)))
+    }
+
+    /// A page of the band's entities. The channel's head is read BEFORE the page, so
+    /// every event after it is newer than or already in the page: a client that
+    /// resumes from it and applies an event only when its version is newer misses
+    /// nothing and applies nothing twice.
+    async fn entities(
+        &self,
+        member: &Member,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let band = Self::band(member, req)?;
+        let ty = req
+            .query_string_parameters
+            .first("type")
+            .map(EntityTypeName::parse)
+            .transpose()?;
+        let after = req
+            .query_string_parameters
+            .first("after")
+            .map(entity_cursor)
+            .transpose()?;
+        let limit = number_param(req, "limit", 1, MAX_ENTITY_PAGE as u64)?
+            .map_or(ENTITY_PAGE, |n| n as usize);
+        let head = self.log.head(&ChannelName::Band(band.clone())).await?;
+        let page = self
+            .entity_store()?
+            .list_entities(&band, ty.as_ref(), after.as_ref(), limit)
+            .await?;
+        let list = EntityList {
+            band,
+            seq: head.as_ref().map_or(0, |h| h.seq),
+            epoch: head.map(|h| h.epoch),
+            entities: page.entities.iter().map(EntityView::from).collect(),
+            next: page.next.map(|(t, i)| format!("{t}/{i}")),
+        };
+        Ok((200, json!(list)))
+    }
+
+    async fn conflicts(
+        &self,
+        member: &Member,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let band = Self::band(member, req)?;
+        let mut conflicts = self
+            .entity_store()?
+            .list_conflicts(&band, false, MAX_CONFLICTS + 1)
+            .await?;
+        let truncated = conflicts.len() > MAX_CONFLICTS;
+        conflicts.truncate(MAX_CONFLICTS);
+        let mut counts: std::collections::BTreeMap<EntityTypeName, ConflictCount> =
+            std::collections::BTreeMap::new();
+        for c in &conflicts {
+            let count = counts
+                .entry(c.entity_type.clone())
+                .or_insert_with(|| ConflictCount {
+                    entity_type: c.entity_type.clone(),
+                    policy: "ask".into(),
+                    open: 0,
+                    resolved: 0,
+                    resolved_by: Default::default(),
+                });
+            match &c.resolution {
+                None => count.open += 1,
+                Some(r) => {
+                    count.resolved += 1;
+                    *count.resolved_by.entry(r.how.clone()).or_default() += 1;
+                }
+            }
+        }
+        let open = conflicts.iter().filter(|c| c.resolution.is_none()).count() as u64;
+        let list = ConflictList {
+            band,
+            open,
+            resolved: conflicts.len() as u64 - open,
+            counts: counts.into_values().collect(),
+            conflicts,
+            truncated,
+        };
+        Ok((200, json!(list)))
     }
 
     async fn stats(

@@ -208,6 +208,13 @@ pub struct SyncConfiguration {
     /// to the band. Never shown by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub google_credentials: Option<SealedSecret>,
+    /// The entity types the band declares (the built-ins are there anyway; one of the
+    /// same name replaces the built-in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entity_types: Vec<crate::entities::types::EntityType>,
+    /// Refuse pushes of types the band does not declare (`unknown_entity_type`).
+    #[serde(default)]
+    pub strict_entities: bool,
 }
 
 /// A sealed secret as stored: `{"v":1,"alg":"A256GCM","nonce":b64,"ct":b64}`. Sealed
@@ -633,6 +640,8 @@ mod tests {
             name: "B".into(),
             file_types: vec![],
             google_credentials: None,
+            entity_types: vec![],
+            strict_entities: false,
         };
         assert!(cfg.accepts("anything"));
         cfg.file_types = vec!["pdf".into(), "MP3".into()];

@@ -12,6 +12,7 @@ pub use backend::{Backend, Ports, Watch};
 
 use crate::api::{Api, ApiStores};
 use crate::broadcast::Broadcaster;
+use crate::entities::push::PushService;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
 use crate::sync::{SyncStores, SyncWorker};
@@ -40,6 +41,7 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         operations: store.clone(),
         watch_channels: store,
         log: b.log()?,
+        entities: b.entities()?,
     };
     Ok(Api::new(
         stores,
@@ -109,8 +111,19 @@ pub fn ws_disconnect(b: &dyn Backend) -> anyhow::Result<WsDisconnect> {
     Ok(WsDisconnect::new(b.store()?))
 }
 
+/// The client protocol, with the push service: its commits append to the store's own
+/// log (in the same write as the entity), and their events go to the broadcast queue.
 pub fn ws_message(b: &dyn Backend) -> anyhow::Result<WsMessage> {
     let store = b.store()?;
+    let push = match b.entities()? {
+        Some(entities) => Some(PushService::new(
+            entities,
+            store.clone(),
+            Publisher::new(b.log()?, b.broadcast_queue()?),
+            b.clock(),
+        )),
+        None => None,
+    };
     Ok(WsMessage::new(
         store.clone(),
         b.log()?,
@@ -118,5 +131,6 @@ pub fn ws_message(b: &dyn Backend) -> anyhow::Result<WsMessage> {
         b.sync_queue()?,
         b.pusher()?,
         b.clock(),
+        push,
     ))
 }

@@ -2,6 +2,7 @@
 //! would through API Gateway's @connections), so every answer, error included, reaches
 //! the client as a frame.
 
+use crate::entities::push::{PushRefused, PushService};
 use crate::error::{ErrorCode, Refusal};
 use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStore};
@@ -36,6 +37,8 @@ pub struct WsMessage {
     sync_queue: Arc<dyn Queue>,
     pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
+    /// `register_device` and `push` (None: the backend keeps no entities).
+    push: Option<PushService>,
     /// Events replayed per `resume` (default [`MAX_REPLAY`]).
     pub max_replay: u64,
 }
@@ -59,6 +62,16 @@ impl<E: Into<Refusal>> From<E> for ErrorReply {
     }
 }
 
+impl From<PushRefused> for ErrorReply {
+    fn from(e: PushRefused) -> Self {
+        Self {
+            refusal: e.refusal,
+            data: None,
+            retry_after: e.retry_after,
+        }
+    }
+}
+
 impl WsMessage {
     pub fn new(
         connections: Arc<dyn ConnectionStore>,
@@ -67,6 +80,7 @@ impl WsMessage {
         sync_queue: Arc<dyn Queue>,
         pusher: Arc<dyn Pusher>,
         clock: Arc<dyn Clock>,
+        push: Option<PushService>,
     ) -> Self {
         Self {
             connections,
@@ -75,8 +89,23 @@ impl WsMessage {
             sync_queue,
             pusher,
             clock,
+            push,
             max_replay: MAX_REPLAY,
         }
+    }
+
+    /// The push service, to tune (its rate limit).
+    pub fn push_service_mut(&mut self) -> Option<&mut PushService> {
+        self.push.as_mut()
+    }
+
+    fn push_service(&self) -> Result<&PushService, Refusal> {
+        self.push.as_ref().ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::NotConfigured,
+                "this deployment keeps no entities: push and register_device are not available",
+            )
+        })
     }
 
     #[tracing::instrument(skip_all, fields(connection = ?req.request_context.connection_id))]
@@ -92,7 +121,10 @@ impl WsMessage {
                     let (reference, parsed) = parse_frame(&body);
                     let reply = match parsed {
                         Err(e) => Err(e.into()),
-                        Ok(request) => self.serve(&id, request, reference.clone()).await,
+                        Ok(request) => {
+                            self.serve(&id, request, reference.clone(), body.len())
+                                .await
+                        }
                     };
                     (reference, reply)
                 }
@@ -150,13 +182,34 @@ impl WsMessage {
         Ok(conn)
     }
 
+    /// Answer one request (its frame `bytes` long).
     async fn serve(
         &self,
         id: &ConnectionId,
         request: ClientRequest,
         reference: Option<Value>,
+        bytes: usize,
     ) -> Result<Option<ServerFrame>, ErrorReply> {
         match request {
+            ClientRequest::RegisterDevice(request) => {
+                let conn = self.member(id).await?;
+                let device = self.push_service()?.register(&conn, request).await?;
+                Ok(Some(ServerFrame::Device {
+                    device: device.device,
+                    categories: device.categories,
+                    reference,
+                }))
+            }
+            ClientRequest::Push(request) => {
+                let conn = self.member(id).await?;
+                let device = request.device.clone();
+                let results = self.push_service()?.push(&conn, request, bytes).await?;
+                Ok(Some(ServerFrame::PushResult {
+                    reference,
+                    device,
+                    results,
+                }))
+            }
             ClientRequest::Ping {} => Ok(Some(ServerFrame::Pong {
                 ts: self.clock.now(),
                 reference,

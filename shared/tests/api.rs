@@ -349,7 +349,8 @@ async fn an_operator_creates_and_updates_a_band_keeping_its_credentials() {
     assert_eq!(
         body,
         json!({"band": "jazz", "name": "jazz", "file_types": [],
-               "google_credentials": {"configured": false}})
+               "google_credentials": {"configured": false},
+               "entity_types": [], "strict_entities": false})
     );
 
     // WHEN it gets credentials, then a name and file types
@@ -578,4 +579,288 @@ async fn deleting_a_source_forgets_it() {
         .ops("DELETE", "/sync/bands/demo/sources/charts", None)
         .await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+// ------------------------------------------------------------- two-way sync ----------
+
+const ALICE_CONN: &str = "alice-conn=";
+
+impl Fixture {
+    /// A frame from alice's connection (registered in band demo); the one reply.
+    async fn frame(&self, frame: Value) -> Value {
+        let ws = self.h.ws_message();
+        ws.handle(ws_message_event(ALICE_CONN, &frame.to_string()))
+            .await;
+        self.h
+            .pusher
+            .frames(&conn_id(ALICE_CONN))
+            .pop()
+            .expect("a reply")
+    }
+
+    /// Alice's phone pushes `mutations` to band demo; the verdicts.
+    async fn push(&self, mutations: Vec<Value>) -> Vec<Value> {
+        let reply = self
+            .frame(
+                json!({"action": "push", "band": "demo", "device": "alice-phone",
+                          "mutations": mutations}),
+            )
+            .await;
+        assert_eq!(reply["type"], "push_result", "{reply}");
+        reply["results"].as_array().unwrap().clone()
+    }
+
+    /// Entries e1 (created, then retitled: version 2) and e2 (created, then deleted).
+    async fn with_entities() -> Self {
+        let f = Self::new().await;
+        f.h.add_connection(ALICE_CONN, "alice", &["demo"]).await;
+        let reply = f
+            .frame(json!({"action": "register_device", "device": "alice-phone",
+                          "platform": "android", "name": "phone"}))
+            .await;
+        assert_eq!(reply["type"], "device");
+        let r = f
+            .push(vec![
+                mutation(
+                    1,
+                    "setlist_entry",
+                    "e1",
+                    "create",
+                    0,
+                    json!({"title": "So What"}),
+                ),
+                mutation(
+                    2,
+                    "setlist_entry",
+                    "e1",
+                    "patch",
+                    1,
+                    json!({"title": "Blue in Green"}),
+                ),
+                mutation(
+                    3,
+                    "setlist_entry",
+                    "e2",
+                    "create",
+                    0,
+                    json!({"title": "Freddie"}),
+                ),
+                mutation(4, "setlist_entry", "e2", "delete", 1, json!({})),
+            ])
+            .await;
+        assert!(r.iter().all(|v| v["status"] == "applied"), "{r:?}");
+        f
+    }
+}
+
+fn mutation(mid: u64, ty: &str, id: &str, op: &str, base: u64, fields: Value) -> Value {
+    json!({"mid": mid, "type": ty, "id": id, "op": op, "base_version": base,
+           "fields": fields, "ts": "2026-12-01T20:00:00Z"})
+}
+
+#[tokio::test]
+async fn an_entity_is_shown_to_members_deleted_ones_too() {
+    let f = Fixture::with_entities().await;
+    let (status, body) = f.get("/sync/entities/setlist_entry/e1?band=demo").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"type": "setlist_entry", "id": "e1", "version": 2,
+               "fields": {"title": "Blue in Green"}, "deleted": false})
+    );
+    let (status, body) = f.get("/sync/entities/setlist_entry/e2?band=demo").await;
+    assert_eq!(
+        (status, &body["deleted"], &body["version"]),
+        (200, &json!(true), &json!(2))
+    );
+    #[rustfmt::skip]
+    let refusals = [
+        ("/sync/entities/setlist_entry/nope?band=demo", 404, "not_found"),
+        ("/sync/entities/setlist_entry/e1?band=rock", 403, "forbidden"),
+        ("/sync/entities/setlist_entry/e1", 400, "missing_parameter"),
+        ("/sync/entities/set%20list/e1?band=demo", 400, "invalid_parameter"),
+        ("/sync/entities/setlist_entry/e1/history?band=rock", 403, "forbidden"),
+        ("/sync/entities/setlist_entry/nope/history?band=demo", 404, "not_found"),
+        ("/sync/entities/setlist_entry/e1/history?band=demo&after=x", 400, "invalid_parameter"),
+    ];
+    for (target, status, code) in refusals {
+        let (s, body) = f.get(target).await;
+        assert_eq!((s, error_code(&body)), (status, code), "{target}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_entitys_history_says_who_changed_what_when() {
+    let f = Fixture::with_entities().await;
+    let (status, body) = f
+        .get("/sync/entities/setlist_entry/e1/history?band=demo")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let versions = body["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    let v2 = &versions[1];
+    assert_eq!(v2["version"], 2);
+    assert_eq!(
+        (v2["member"].as_str(), v2["device"].as_str()),
+        (Some("alice"), Some("alice-phone"))
+    );
+    assert_eq!(
+        (v2["mid"].as_u64(), v2["op"].as_str()),
+        (Some(2), Some("patch"))
+    );
+    assert_eq!(v2["input"], json!({"title": "Blue in Green"}));
+    assert_eq!(
+        v2["diff"],
+        json!([{"field": "title", "before": "So What", "after": "Blue in Green"}])
+    );
+    assert!(
+        v2["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["policy"] == "lww"),
+        "{v2}"
+    );
+    assert_eq!(body["next"], Value::Null);
+    // after a version: the rest
+    let (_, body) = f
+        .get("/sync/entities/setlist_entry/e1/history?band=demo&after=1")
+        .await;
+    assert_eq!(body["versions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_entity_snapshot_pages_with_the_channel_position_it_is_consistent_with() {
+    let f = Fixture::with_entities().await;
+    let (status, body) = f.get("/sync/entities?band=demo").await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<&str> = body["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e1", "e2"]);
+    // the head the page is at least as new as: the last push's event
+    let log = f.h.log(&channel("band:demo")).await;
+    let last = log.last().unwrap();
+    assert_eq!(last.event(), "entity.deleted");
+    assert_eq!(body["seq"], last.seq);
+    assert_eq!(body["epoch"], last.epoch.as_str());
+    assert_eq!(body["next"], Value::Null);
+    // one at a time
+    let (_, page) = f.get("/sync/entities?band=demo&limit=1").await;
+    assert_eq!(page["entities"][0]["id"], "e1");
+    assert_eq!(page["next"], "setlist_entry/e1");
+    let (_, page) = f
+        .get("/sync/entities?band=demo&limit=1&after=setlist_entry/e1")
+        .await;
+    assert_eq!(page["entities"][0]["id"], "e2");
+    // another type has none
+    let (_, page) = f.get("/sync/entities?band=demo&type=attendance").await;
+    assert_eq!(page["entities"], json!([]));
+    #[rustfmt::skip]
+    let refusals = [
+        ("/sync/entities?band=rock", 403, "forbidden"),
+        ("/sync/entities", 400, "missing_parameter"),
+        ("/sync/entities?band=demo&after=e1", 400, "invalid_parameter"),
+        ("/sync/entities?band=demo&limit=0", 400, "invalid_parameter"),
+        ("/sync/entities?band=demo&type=a%20b", 400, "invalid_parameter"),
+    ];
+    for (target, status, code) in refusals {
+        let (s, body) = f.get(target).await;
+        assert_eq!((s, error_code(&body)), (status, code), "{target}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_operator_declares_a_bands_entity_type_and_members_see_its_conflicts() {
+    let f = Fixture::with_entities().await;
+    // GIVEN the operator declares `gig`, its venue an `ask` field
+    let gig = r#"{"fields": {"venue": {"policy": "ask", "fallback": "lww"}, "fee": {"policy": "reject"}}}"#;
+    let (status, body) = f
+        .ops("PUT", "/sync/bands/demo/entity-types/gig", Some(gig))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "gig");
+    assert_eq!(body["fields"]["venue"]["policy"], "ask");
+    let (_, status_body) = f.get("/sync/status?band=demo").await;
+    assert_eq!(status_body["config"]["entity_types"], json!(["gig"]));
+    // WHEN two concurrent venues are pushed
+    let r = f
+        .push(vec![
+            mutation(5, "gig", "g1", "create", 0, json!({"venue": "Club"})),
+            mutation(6, "gig", "g1", "patch", 1, json!({"venue": "Hall"})),
+        ])
+        .await;
+    assert_eq!(r[1]["status"], "applied");
+    f.h.add_connection("bob-conn=", "bob", &["demo"]).await;
+    let ws = f.h.ws_message();
+    ws.handle(ws_message_event(
+        "bob-conn=",
+        &json!({"action": "register_device",
+        "device": "bob-tablet", "platform": "web", "name": "tab"})
+        .to_string(),
+    ))
+    .await;
+    ws.handle(ws_message_event("bob-conn=", &json!({"action": "push", "band": "demo",
+        "device": "bob-tablet", "mutations": [mutation(1, "gig", "g1", "patch", 1, json!({"venue": "Bar"}))]}).to_string())).await;
+    let reply = f.h.pusher.frames(&conn_id("bob-conn=")).pop().unwrap();
+    assert_eq!(reply["results"][0]["status"], "conflict", "{reply}");
+    // THEN the band's conflicts list it, counted per type and policy
+    let (status, body) = f.get("/sync/conflicts?band=demo").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["open"].as_u64(), body["resolved"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        body["counts"],
+        json!([{"type": "gig", "policy": "ask", "open": 1, "resolved": 0, "resolved_by": {}}])
+    );
+    assert_eq!(body["conflicts"][0]["id"], reply["results"][0]["conflict"]);
+    assert_eq!(body["conflicts"][0]["field"], "venue");
+    let (s, b) = f.get("/sync/conflicts?band=rock").await;
+    assert_eq!((s, error_code(&b)), (403, "forbidden"));
+}
+
+#[tokio::test]
+async fn bad_entity_type_declarations_are_refused() {
+    let f = Fixture::new().await;
+    let put =
+        |band: &'static str, ty: &'static str| format!("/sync/bands/{band}/entity-types/{ty}");
+    // a member's token is not an operator's
+    let (s, b) = f
+        .call(
+            "PUT",
+            &put("demo", "gig"),
+            Some(&f.alice),
+            Some(r#"{"fields":{}}"#),
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (403, "forbidden"));
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str, i64, &str)> = vec![
+        (put("demo", "gig"), "not json", 400, "malformed_body"),
+        (put("demo", "gig"), "[1]", 400, "malformed_body"),
+        (put("demo", "gig"), r#"{"fields": {"x": {"policy": "lww", "color": 1}}}"#, 400, "malformed_body"),
+        (put("demo", "gig"), r#"{"name": "poster", "fields": {}}"#, 400, "invalid_parameter"),
+        (put("demo", "g%20g"), r#"{"fields": {}}"#, 400, "invalid_parameter"),
+        (put("nowhere", "gig"), r#"{"fields": {}}"#, 404, "not_found"),
+    ];
+    for (target, body, status, code) in cases {
+        let (s, b) = f.ops("PUT", &target, Some(body)).await;
+        assert_eq!((s, error_code(&b)), (status, code), "{target} {body}: {b}");
+    }
+    // a definition the engine cannot use (a fallback on a field that is not `ask`)
+    let (s, b) = f
+        .ops(
+            "PUT",
+            &put("demo", "gig"),
+            Some(r#"{"fields": {"x": {"policy": "lww", "fallback": "lww"}}}"#),
+        )
+        .await;
+    assert_eq!(s / 100, 4, "{b}");
+    let config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+    assert!(config.entity_types.is_empty(), "nothing stored");
 }

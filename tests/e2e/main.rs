@@ -2,6 +2,7 @@
 //! clients, the real AWS SDK client for @connections, a real watched folder.
 
 mod bad_inputs;
+mod entities;
 mod google;
 mod management;
 mod operator;

@@ -1,6 +1,6 @@
 //! `ws-message`: the WebSocket API's $default route (route selection on
-//! `$request.body.action`): subscribe, unsubscribe, resume, ping, sync_request. Replies go
-//! back through the @connections API.
+//! `$request.body.action`): subscribe, unsubscribe, resume, ping, sync_request,
+//! register_device, push. Replies go back through the @connections API.
 
 use bandsync::adapters::aws::AwsContext;
 use bandsync::wiring;

@@ -51,7 +51,7 @@ fn route_key(method: &str, path: &str) -> Option<(String, Vec<(&'static str, Str
         ["webhooks", "google" | "folder"]
         | [
             "sync",
-            "status" | "trigger" | "operations" | "health" | "stats",
+            "status" | "trigger" | "operations" | "health" | "stats" | "entities" | "conflicts",
         ] => (path.to_owned(), vec![]),
         ["sync", "operations", id] => ("/sync/operations/{id}".to_owned(), vec![param("id", id)]),
         ["sync", "bands", band] => ("/sync/bands/{band}".to_owned(), vec![param("band", band)]),
@@ -62,6 +62,18 @@ fn route_key(method: &str, path: &str) -> Option<(String, Vec<(&'static str, Str
         ["sync", "bands", band, "sources", source] => (
             "/sync/bands/{band}/sources/{source}".to_owned(),
             vec![param("band", band), param("source", source)],
+        ),
+        ["sync", "bands", band, "entity-types", ty] => (
+            "/sync/bands/{band}/entity-types/{type}".to_owned(),
+            vec![param("band", band), param("type", ty)],
+        ),
+        ["sync", "entities", ty, id] => (
+            "/sync/entities/{type}/{id}".to_owned(),
+            vec![param("type", ty), param("id", id)],
+        ),
+        ["sync", "entities", ty, id, "history"] => (
+            "/sync/entities/{type}/{id}/history".to_owned(),
+            vec![param("type", ty), param("id", id)],
         ),
         _ => return None,
     };

@@ -302,6 +302,8 @@ async fn provision(
                 name: cfg.band.to_string(),
                 file_types: cfg.file_types.clone(),
                 google_credentials: None,
+                entity_types: vec![],
+                strict_entities: false,
             })
             .await?;
     }

@@ -165,13 +165,14 @@ pub fn http_event(
 }
 
 /// A route template's path with its parameters filled in (`{band}` is `demo`, `{source}`
-/// `charts`, `{id}` `demo-1`): for tests that call every route of
+/// `charts`, `{id}` `demo-1`, `{type}` `setlist_entry`): for tests that call every route of
 /// [`bandsync::api::ROUTES`].
 pub fn sample_path(template: &str) -> String {
     template
         .replace("{id}", "demo-1")
         .replace("{band}", "demo")
         .replace("{source}", "charts")
+        .replace("{type}", "setlist_entry")
 }
 
 /// An SQS event as a FIFO queue delivers a batch to Lambda: `(message id, body)` pairs,

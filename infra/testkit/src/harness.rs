@@ -98,6 +98,8 @@ impl Harness {
                 name: id.to_owned(),
                 file_types: vec![],
                 google_credentials: None,
+                entity_types: vec![],
+                strict_entities: false,
             })
             .await
             .expect("put_config");

@@ -17,12 +17,17 @@
 //! - [`policy`]: the [`policy::FieldResolver`] trait and the built-in policies;
 //! - [`merge`]: the engine, which decides one mutation against the stored entity
 //!   (three-way merge, deletes, `ask` conflicts) with no I/O;
-//! - [`replay`]: an entity rebuilt from its history and checked against it.
+//! - [`replay`]: an entity rebuilt from its history and checked against it;
+//! - [`devices`]: `register_device`, a device bound to the first member who registers it;
+//! - [`push`]: the push service, one `push` frame checked whole, then each mutation
+//!   decided and committed in mid order, its events queued for broadcast.
 
+pub mod devices;
 pub mod hlc;
 pub mod merge;
 pub mod mutation;
 pub mod policy;
+pub mod push;
 pub mod records;
 pub mod replay;
 pub mod state;

@@ -31,6 +31,7 @@ pub struct EntityRecord {
 }
 
 /// How one field's concurrent change was decided, for history and analytics.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub field: String,
@@ -43,6 +44,7 @@ pub struct Decision {
 }
 
 /// A field's value before and after one version.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldDiff {
     pub field: String,
@@ -119,6 +121,7 @@ pub struct DeviceRecord {
 
 /// A conflict an `ask` field opened: both values kept until members (or the fallback
 /// policy, after the timeout) settle it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConflictRecord {
     pub band: BandId,
@@ -136,6 +139,7 @@ pub struct ConflictRecord {
 }
 
 /// One value in an `ask` conflict, and who wrote it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub value: Value,
@@ -148,6 +152,7 @@ pub struct Candidate {
 }
 
 /// How a conflict was settled.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resolution {
     pub value: Value,

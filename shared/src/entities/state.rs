@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 /// keeps a change ahead of every change it was based on, then device and mid (no two
 /// mutations share a stamp).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Stamp {
     /// Milliseconds since the Unix epoch.
     pub ms: i64,

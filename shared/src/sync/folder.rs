@@ -222,6 +222,8 @@ mod tests {
             name: "b".into(),
             file_types: types.iter().map(|s| s.to_string()).collect(),
             google_credentials: None,
+            entity_types: vec![],
+            strict_entities: false,
         }
     }
 

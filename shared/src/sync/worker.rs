@@ -91,6 +91,8 @@ impl SyncWorker {
                 name: job.band.to_string(),
                 file_types: vec![],
                 google_credentials: None,
+                entity_types: vec![],
+                strict_entities: false,
             });
         let catalog = self
             .stores

@@ -88,6 +88,12 @@ fn add_responses(g: &mut SchemaGenerator) {
     g.subschema_for::<crate::model::Source>();
     g.subschema_for::<http::ErrorBody>();
     g.subschema_for::<http::WebhookAnswer>();
+    g.subschema_for::<http::EntityView>();
+    g.subschema_for::<http::EntityList>();
+    g.subschema_for::<http::EntityHistory>();
+    g.subschema_for::<http::ConflictList>();
+    // Written as stored; also what operators send (read with the same defaults).
+    g.subschema_for::<crate::entities::types::EntityType>();
 }
 
 fn ref_schema() -> Value {
@@ -179,6 +185,8 @@ fn asyncapi() -> Value {
             "unsubscribe" => &["unsubscribed", "error"],
             "resume" => &["resumed", "error"],
             "ping" => &["pong", "error"],
+            "register_device" => &["device", "error"],
+            "push" => &["push_result", "error"],
             _ => &["ack", "error"],
         };
         messages.insert(
@@ -394,6 +402,57 @@ fn route(key: &str) -> Option<Route> {
         "DELETE /sync/bands/{band}/sources/{source}" => {
             r("Operator: delete a source.", &[], None, (204, None), true)
         }
+        "PUT /sync/bands/{band}/entity-types/{type}" => r(
+            "Operator: declare or redefine one of the band's entity types (its fields' policies; `name` may be left out, the path names it); answered with it as stored.",
+            &[],
+            body("EntityType"),
+            (200, Some("EntityType")),
+            true,
+        ),
+        "GET /sync/entities" => r(
+            "A page of the band's entities (deleted ones too) in (type, id) order, with the band channel's seq and epoch read before it: resume from there, applying an event only when its version is newer.",
+            &[
+                BAND,
+                ("type", false, "One entity type only."),
+                (
+                    "after",
+                    false,
+                    "`<type>/<id>`: the `next` of the previous page.",
+                ),
+                ("limit", false, "How many (1..=1000, default 100)."),
+            ],
+            None,
+            (200, Some("EntityList")),
+            true,
+        ),
+        "GET /sync/entities/{type}/{id}" => r(
+            "One entity as it is now (a deleted one too, with `deleted`: true).",
+            &[BAND],
+            None,
+            (200, Some("EntityView")),
+            true,
+        ),
+        "GET /sync/entities/{type}/{id}/history" => r(
+            "An entity's versions, oldest first: who, when, which mutation, what changed, how the policies decided.",
+            &[
+                BAND,
+                (
+                    "after",
+                    false,
+                    "A version: the `next` of the previous page.",
+                ),
+            ],
+            None,
+            (200, Some("EntityHistory")),
+            true,
+        ),
+        "GET /sync/conflicts" => r(
+            "The band's conflicts, newest first, open and resolved, with counts per entity type and policy.",
+            &[BAND],
+            None,
+            (200, Some("ConflictList")),
+            true,
+        ),
         _ => None,
     }
 }
@@ -411,14 +470,21 @@ fn openapi() -> Value {
                 let schema = match name {
                     "band" => schema_ref("BandId"),
                     "source" => schema_ref("SourceId"),
+                    "type" => schema_ref("EntityTypeName"),
                     _ => json!({"type": "string"}),
                 };
                 json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .collect();
         for (name, required, description) in route.query {
-            let schema = match *name {
-                "band" => schema_ref("BandId"),
+            let schema = match (*name, path) {
+                ("band", _) => schema_ref("BandId"),
+                ("type", _) => schema_ref("EntityTypeName"),
+                ("after", "/sync/entities") => json!({"type": "string"}),
+                ("after", _) => json!({"type": "integer", "minimum": 0}),
+                ("limit", "/sync/entities") => {
+                    json!({"type": "integer", "minimum": 1, "maximum": 1000})
+                }
                 _ => json!({"type": "integer", "minimum": 1, "maximum": 100}),
             };
             parameters.push(json!({"name": name, "in": "query", "required": required,

@@ -40,11 +40,25 @@ pub enum ClientRequest {
     Ping {},
     /// Queue a sync of a band's sources (answered by `ack` with the jobs queued).
     SyncRequest(SyncRequestBody),
+    /// Register this device for the member (answered by `device`). The first member to
+    /// register an id keeps it; another member gets `device_taken`.
+    RegisterDevice(RegisterDevice),
+    /// Changes to a band's entities, in mid order (answered by `push_result`, one
+    /// verdict per mutation; a malformed push by an `error`, and nothing applied).
+    Push(PushRequest),
 }
 
 impl ClientRequest {
     /// The actions this server knows, as clients spell them.
-    pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "resume", "ping", "sync_request"];
+    pub const ACTIONS: &[&str] = &[
+        "subscribe",
+        "unsubscribe",
+        "resume",
+        "ping",
+        "sync_request",
+        "register_device",
+        "push",
+    ];
 }
 
 /// `register_device`: the device id is the app's own choice (8-64 of `[A-Za-z0-9_-]`), so
@@ -320,6 +334,31 @@ mod tests {
             req.unwrap(),
             ClientRequest::SyncRequest(SyncRequestBody { full: false, .. })
         ));
+        let (_, req) = parse_frame(
+            r#"{"action":"register_device","device":"ipad-ringo","platform":"ios","name":"iPad"}"#,
+        );
+        assert_eq!(
+            req.unwrap(),
+            ClientRequest::RegisterDevice(RegisterDevice {
+                device: DeviceId::parse("ipad-ringo").unwrap(),
+                platform: Platform::Ios,
+                name: "iPad".into(),
+                categories: None,
+            })
+        );
+        // The mutations are kept as they came: the push service reads each one.
+        let (r, req) = parse_frame(
+            r#"{"action":"push","band":"demo","device":"ipad-ringo","ref":1,"mutations":[{"mid":1,"bad":true}]}"#,
+        );
+        assert_eq!(r, Some(json!(1)));
+        assert_eq!(
+            req.unwrap(),
+            ClientRequest::Push(PushRequest {
+                band: BandId::parse("demo").unwrap(),
+                device: DeviceId::parse("ipad-ringo").unwrap(),
+                mutations: vec![json!({"mid": 1, "bad": true})],
+            })
+        );
     }
 
     #[test]
@@ -339,6 +378,21 @@ mod tests {
             "invalid_request"
         );
         assert_eq!(code(r#"{"action":"ping","extra":1}"#), "invalid_request");
+        // A device id is 8-64 characters; a platform one of five.
+        assert_eq!(
+            code(r#"{"action":"register_device","device":"short","platform":"ios","name":"x"}"#),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(
+                r#"{"action":"register_device","device":"ipad-ringo","platform":"palm","name":"x"}"#
+            ),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(r#"{"action":"push","band":"demo","device":"ipad-ringo","mutations":{}}"#),
+            "invalid_request"
+        );
         // The ref survives a refused frame.
         assert_eq!(
             parse_frame(r#"{"action":"dance","ref":"a"}"#).0,
@@ -408,7 +462,15 @@ mod tests {
             .collect();
         assert_eq!(
             actions,
-            ["subscribe", "unsubscribe", "resume", "ping", "sync_request"]
+            [
+                "subscribe",
+                "unsubscribe",
+                "resume",
+                "ping",
+                "sync_request",
+                "register_device",
+                "push"
+            ]
         );
     }
 

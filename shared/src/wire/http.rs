@@ -5,12 +5,16 @@
 //! in alphabetical order (as they were when it built them with `json!`).
 
 pub use super::frames::SyncRequestBody;
+use crate::entities::mutation::Op;
+use crate::entities::records::{ConflictRecord, Decision, EntityRecord, FieldDiff, HistoryEntry};
 use crate::error::ErrorCode;
 use crate::model::{
-    BandId, ChannelHead, Source, SourceId, SourceKind, SyncConfiguration, SyncItem, SyncOperation,
+    BandId, ChannelHead, DeviceId, EntityId, EntityTypeName, Source, SourceId, SourceKind,
+    SyncConfiguration, SyncItem, SyncOperation, UserId,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// `PUT /sync/bands/{band}`: what to change (the rest is kept, or defaulted for a new band).
@@ -24,6 +28,10 @@ pub struct BandBody {
     /// Lower-case file extensions that count (`pdf`, `mp3`, ...); empty: every file.
     #[serde(default)]
     pub file_types: Option<Vec<String>>,
+    /// Refuse pushes of entity types the band does not declare (`unknown_entity_type`);
+    /// otherwise an undeclared type takes every field as `lww`.
+    #[serde(default)]
+    pub strict_entities: Option<bool>,
 }
 
 /// `PUT /sync/bands/{band}/sources/{source}`.
@@ -67,6 +75,10 @@ pub struct ConfigView {
     pub name: String,
     pub file_types: Vec<String>,
     pub google_credentials: CredentialsState,
+    /// The entity types the band declares (`PUT /sync/bands/{band}/entity-types/{type}`),
+    /// besides the built-in ones.
+    pub entity_types: Vec<EntityTypeName>,
+    pub strict_entities: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +96,8 @@ impl From<&SyncConfiguration> for ConfigView {
             google_credentials: CredentialsState {
                 configured: c.google_credentials.is_some(),
             },
+            entity_types: c.entity_types.iter().map(|t| t.name.clone()).collect(),
+            strict_entities: c.strict_entities,
         }
     }
 }
@@ -200,6 +214,125 @@ pub struct Percentiles {
 pub struct LogPosition {
     pub seq: Option<u64>,
     pub epoch: Option<String>,
+}
+
+/// `GET /sync/entities/{type}/{id}?band=`: an entity as it is now. A deleted one is
+/// answered too (`deleted`: true), its history kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EntityView {
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub version: u64,
+    pub fields: Map<String, Value>,
+    pub deleted: bool,
+}
+
+impl From<&EntityRecord> for EntityView {
+    fn from(e: &EntityRecord) -> Self {
+        Self {
+            entity_type: e.entity_type.clone(),
+            id: e.id.clone(),
+            version: e.version,
+            fields: e.state.values(),
+            deleted: e.deleted,
+        }
+    }
+}
+
+/// `GET /sync/entities?band=&type=&after=`: a page of a band's entities (deleted ones
+/// included) in (type, id) order, and the band channel's position the page is at least
+/// as new as. A new device loads every page, then resumes `band:<band>` after `seq` of
+/// `epoch`, applying an `entity.*` event only when its `version` is newer than the one
+/// it has (events between the head and the page are in the page already).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EntityList {
+    pub band: BandId,
+    /// The band channel's head read before the page (0 / null: no event yet).
+    pub seq: u64,
+    pub epoch: Option<String>,
+    pub entities: Vec<EntityView>,
+    /// The `after` of the next page (`<type>/<id>`); null on the last.
+    pub next: Option<String>,
+}
+
+/// `GET /sync/entities/{type}/{id}/history?band=&after=`: its versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EntityHistory {
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub versions: Vec<EntityVersion>,
+    /// The `after` of the next page (a version); null on the last.
+    pub next: Option<u64>,
+}
+
+/// One version: who made it, when, with which mutation, what changed and how the
+/// fields' policies decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EntityVersion {
+    pub version: u64,
+    /// Server time of the commit.
+    pub at: DateTime<Utc>,
+    pub member: UserId,
+    pub device: DeviceId,
+    pub mid: u64,
+    pub op: Op,
+    /// The client's time of the change (bounded by the server's).
+    pub ts: DateTime<Utc>,
+    /// The fields as the client sent them.
+    pub input: Map<String, Value>,
+    pub diff: Vec<FieldDiff>,
+    pub decisions: Vec<Decision>,
+}
+
+impl From<&HistoryEntry> for EntityVersion {
+    fn from(h: &HistoryEntry) -> Self {
+        Self {
+            version: h.version,
+            at: h.at,
+            member: h.member.clone(),
+            device: h.device.clone(),
+            mid: h.mid,
+            op: h.op,
+            ts: DateTime::from_timestamp_millis(h.stamp.ms).unwrap_or(h.at),
+            input: h.input.clone(),
+            diff: h.diff.clone(),
+            decisions: h.decisions.clone(),
+        }
+    }
+}
+
+/// `GET /sync/conflicts?band=`: a band's conflicts, newest first, and how many there
+/// are per entity type and field policy (open, and settled by a member or by the
+/// fallback policy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ConflictList {
+    pub band: BandId,
+    pub open: u64,
+    pub resolved: u64,
+    pub counts: Vec<ConflictCount>,
+    pub conflicts: Vec<ConflictRecord>,
+    /// More conflicts than listed (the newest are).
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ConflictCount {
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    /// The policy that opened them (`ask`).
+    pub policy: String,
+    pub open: u64,
+    pub resolved: u64,
+    /// Of the resolved: how (`member`, or the fallback policy's name) and how many.
+    pub resolved_by: BTreeMap<String, u64>,
 }
 
 /// `POST /webhooks/google` (200): what became of an accepted push notification. A

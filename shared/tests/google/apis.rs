@@ -28,6 +28,8 @@ async fn stored_credentials_give_each_band_its_own_tokens_and_refuse_the_rest() 
         name: "demo".into(),
         file_types: vec![],
         google_credentials: Some(sealed.clone()),
+        entity_types: vec![],
+        strict_entities: false,
     };
     h.store.put_config(&config).await.unwrap();
     // AND band `jazz` that copied demo's sealed credentials, and band `rock` with none

@@ -33,6 +33,8 @@ impl Fixture {
                 name: "demo".into(),
                 file_types: vec!["pdf".into(), "mp3".into()],
                 google_credentials: None,
+                entity_types: vec![],
+                strict_entities: false,
             })
             .await
             .unwrap();

@@ -12,6 +12,8 @@ pub async fn config_store_contract<S: ConfigStore + ?Sized>(store: &S) {
         name: "The Band".into(),
         file_types: vec!["pdf".into(), "mp3".into()],
         google_credentials: None,
+        entity_types: vec![],
+        strict_entities: false,
     };
     store.put_config(&config).await.unwrap();
     assert_eq!(store.get_config(&a).await.unwrap().as_ref(), Some(&config));

@@ -846,6 +846,8 @@ mod tests {
             name: "Durable".into(),
             file_types: vec![],
             google_credentials: None,
+            entity_types: vec![],
+            strict_entities: false,
         };
         let in_flight = {
             let store = EmbeddedStore::open(&path).unwrap();

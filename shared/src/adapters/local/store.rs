@@ -650,6 +650,8 @@ mod tests {
             name: "Reopen".into(),
             file_types: vec!["pdf".into()],
             google_credentials: None,
+            entity_types: vec![],
+            strict_entities: false,
         };
         let event = |id: &str| {
             let progress = SyncProgress {

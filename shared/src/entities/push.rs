@@ -1,0 +1,716 @@
+//! The push service: one `push` frame's mutations, checked as a whole, then decided
+//! and committed one by one, in mid order.
+//!
+//! A frame is refused whole (an `error` frame, nothing written) when it is not the
+//! member's to send (another band: `forbidden`; an unknown or another member's device:
+//! `unknown_device` / `device_taken`), too large (`push_too_large`), too fast
+//! (`rate_limited` with `retry_after`), or when any of its mutations is malformed: each
+//! is parsed ([`Mutation::parse`]) and checked against the band's entity types
+//! ([`Engine::check`]), and its `base_version` against the stored versions plus what
+//! the frame's own earlier mutations can add. A client with one bad mutation in its
+//! queue learns which (`mutations[i]: fields.x: ...`) and that nothing of the frame
+//! was applied, so it can fix or drop that one and send the frame again.
+//!
+//! Then each mutation gets one verdict. The idempotency key is (device, mid): a mid
+//! below the device's `next_mid` was answered before (`duplicate`, with the original
+//! verdict from its receipt); one above it is a gap (`out_of_order` with
+//! `expected_mid`, and so is the rest of the frame); the expected one is decided by the
+//! merge engine and written with its receipt, entity, history, conflicts and its event
+//! in one [`Commit`]. A refused mutation (`rejected`) is committed too: its receipt
+//! parks it and the mid advances, so one bad change never blocks the queue behind it.
+//!
+//! Events: the commit appends the change's `entity.*` event to `band:<band>` in the
+//! same write, so an applied change never lacks its event; after the frame the
+//! committed events are queued for broadcast. A crash between the commit and the
+//! queueing is healed by the client's retry: its duplicate queues the event again (the
+//! log recognises the event's id, so nothing is doubled), and the broadcaster fills
+//! any gap from the log anyway.
+
+use super::devices;
+use super::merge::{ApplyContext, Engine, Verdict};
+use super::mutation::{Mutation, MutationResult, MutationStatus};
+use super::records::{
+    Commit, CommitError, ConflictRecord, DeviceRecord, EntityRecord, HistoryEntry, Receipt,
+};
+use super::types::{BandTypes, EntityType};
+use crate::error::{ErrorCode, Refusal};
+use crate::model::{BandId, ChannelName, Connection, DeviceId, Event, NewEvent};
+use crate::ports::{Clock, ConfigStore, EntityStore, PortError};
+use crate::publish::Publisher;
+use crate::wire::events::{ConflictOpened, ConflictResolved, EntityChanged, EventKind};
+use crate::wire::frames::{MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS, PushRequest};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Receipts read at once for a run of duplicates (the store's most per call).
+const RECEIPT_PAGE: u64 = 1000;
+/// Tries of one mutation whose entity (or device) another writer moved meanwhile.
+const COMMIT_ATTEMPTS: usize = 8;
+/// A duplicate's event is queued again only when its receipt is this recent: a crash
+/// between commit and queueing is healed by the client's prompt retry, and an old
+/// duplicate's event may be past the log's retention (appending it again would add it
+/// anew).
+const REQUEUE_WITHIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// A refused frame: what its `error` frame says.
+#[derive(Debug)]
+pub struct PushRefused {
+    pub refusal: Refusal,
+    /// `rate_limited`: seconds to wait before sending it again.
+    pub retry_after: Option<u64>,
+}
+
+impl<E: Into<Refusal>> From<E> for PushRefused {
+    fn from(e: E) -> Self {
+        Self {
+            refusal: e.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// How fast a device may push: a bucket of `capacity` mutations refilled at
+/// `per_second`. A frame takes one token per mutation (at least one); a frame the
+/// bucket cannot pay is refused whole with the seconds until it could.
+///
+/// The defaults let a device replay a 1,000-mutation offline backlog at once (ten frames
+/// of 100 empty the bucket, which refills in about three seconds), while a device
+/// pushing in a loop is held to 300 mutations a second.
+///
+/// The buckets live in the handler's memory: each Lambda instance (and the local
+/// stack's one process) keeps its own, so a device spread over N instances could push N
+/// times faster. That bounds abuse well enough for a member's device (its connection
+/// sticks to few instances) without a write per frame; the per-band cost of a write is
+/// the commit's anyway.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub capacity: f64,
+    pub per_second: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            capacity: 1000.0,
+            per_second: 300.0,
+        }
+    }
+}
+
+/// Devices tracked at once by one handler; past it the fullest buckets (idle devices)
+/// are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: DateTime<Utc>,
+}
+
+/// The per-device buckets of one handler instance.
+#[derive(Debug, Default)]
+struct Limiter {
+    buckets: Mutex<HashMap<DeviceId, Bucket>>,
+}
+
+impl Limiter {
+    /// Take `cost` tokens of `device`'s bucket, or say how many seconds until it could.
+    fn take(
+        &self,
+        limit: RateLimit,
+        device: &DeviceId,
+        cost: f64,
+        now: DateTime<Utc>,
+    ) -> Result<(), u64> {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(device) {
+            buckets.retain(|_, b| b.tokens < limit.capacity);
+        }
+        let bucket = buckets.entry(device.clone()).or_insert(Bucket {
+            tokens: limit.capacity,
+            at: now,
+        });
+        let elapsed = (now - bucket.at).num_milliseconds().max(0) as f64 / 1000.0;
+        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.capacity);
+        bucket.at = now;
+        // A frame larger than the bucket is paid once the bucket is full.
+        let cost = cost.min(limit.capacity);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            return Ok(());
+        }
+        let wait = (cost - bucket.tokens) / limit.per_second.max(f64::MIN_POSITIVE);
+        Err(wait.ceil().max(1.0) as u64)
+    }
+}
+
+/// A mutation of the frame that passed the checks, with the raw JSON it came as (a
+/// rejected one is parked as it was pushed).
+struct Checked {
+    mutation: Mutation,
+    raw: Value,
+    ty: EntityType,
+}
+
+pub struct PushService {
+    entities: Arc<dyn EntityStore>,
+    configs: Arc<dyn ConfigStore>,
+    publisher: Publisher,
+    clock: Arc<dyn Clock>,
+    engine: Engine,
+    limiter: Limiter,
+    /// How fast one device may push (per handler instance; see [`RateLimit`]).
+    pub rate: RateLimit,
+}
+
+impl PushService {
+    pub fn new(
+        entities: Arc<dyn EntityStore>,
+        configs: Arc<dyn ConfigStore>,
+        publisher: Publisher,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            entities,
+            configs,
+            publisher,
+            clock,
+            engine: Engine::new(),
+            limiter: Limiter::default(),
+            rate: RateLimit::default(),
+        }
+    }
+
+    /// `register_device` for the connection's member.
+    pub async fn register(
+        &self,
+        conn: &Connection,
+        request: crate::wire::frames::RegisterDevice,
+    ) -> Result<DeviceRecord, Refusal> {
+        devices::register(
+            self.entities.as_ref(),
+            &conn.user,
+            request,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// One `push` frame (`bytes` long) from `conn`: a verdict per mutation, in order.
+    #[tracing::instrument(skip_all, fields(band = %request.band, device = %request.device, count = request.mutations.len()))]
+    pub async fn push(
+        &self,
+        conn: &Connection,
+        request: PushRequest,
+        bytes: usize,
+    ) -> Result<Vec<MutationResult>, PushRefused> {
+        let PushRequest {
+            band,
+            device,
+            mutations,
+        } = request;
+        if !conn.bands.contains(&band) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("you are not a member of band {band}"),
+            )
+            .into());
+        }
+        if mutations.len() > MAX_PUSH_MUTATIONS || bytes > MAX_PUSH_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::PushTooLarge,
+                format!(
+                    "a push is at most {MAX_PUSH_MUTATIONS} mutations and {MAX_PUSH_BYTES} bytes \
+                     (this one: {} mutations, {bytes} bytes); split it",
+                    mutations.len()
+                ),
+            )
+            .into());
+        }
+        let record = self.entities.get_device(&device).await?.ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::UnknownDevice,
+                format!("device {device} is not registered; send register_device first"),
+            )
+        })?;
+        devices::taken(&record, &conn.user)?;
+        let cost = mutations.len().max(1) as f64;
+        if let Err(wait) = self
+            .limiter
+            .take(self.rate, &device, cost, self.clock.now())
+        {
+            return Err(PushRefused {
+                refusal: Refusal::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "device {device} pushes faster than {} mutations a second; send this frame again in {wait} s",
+                        self.rate.per_second
+                    ),
+                ),
+                retry_after: Some(wait),
+            });
+        }
+        let checked = self.check(&band, mutations).await?;
+        let mut run = Run {
+            service: self,
+            band: &band,
+            conn,
+            device: &device,
+            next_mid: record.next_mid,
+            committed: Vec::new(),
+            receipts: BTreeMap::new(),
+            loaded: None,
+            refound: Vec::new(),
+        };
+        let outcome = run.decide_all(&checked).await;
+        // Whatever happened, what was committed is queued for broadcast.
+        let committed = std::mem::take(&mut run.committed);
+        self.enqueue(&band, committed).await;
+        outcome
+    }
+
+    /// Parse and check every mutation of the frame against the band's types and the
+    /// stored versions: any refusal refuses the frame, before anything is written.
+    async fn check(
+        &self,
+        band: &BandId,
+        mutations: Vec<Value>,
+    ) -> Result<Vec<Checked>, PushRefused> {
+        let config = self.configs.get_config(band).await?;
+        let types = match config {
+            Some(c) => BandTypes::new(c.entity_types, c.strict_entities),
+            None => BandTypes::new(Vec::new(), false),
+        };
+        let mut checked = Vec::with_capacity(mutations.len());
+        // Per entity: the stored version and how many earlier mutations of this frame
+        // could each add one to it.
+        let mut versions: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for (i, raw) in mutations.into_iter().enumerate() {
+            let at = |e: super::mutation::MutationError| e.at(&format!("mutations[{i}]"));
+            let mutation = Mutation::parse(&raw).map_err(at)?;
+            let ty = types.get(&mutation.entity_type).map_err(at)?.into_owned();
+            self.engine.check(&ty, &mutation).map_err(at)?;
+            let key = (mutation.entity_type.to_string(), mutation.id.to_string());
+            let (stored, earlier) = match versions.get(&key) {
+                Some(v) => *v,
+                None => {
+                    let current = self
+                        .entities
+                        .get_entity(band, &mutation.entity_type, &mutation.id)
+                        .await?;
+                    (current.map_or(0, |e| e.version), 0)
+                }
+            };
+            if mutation.base_version > stored + earlier {
+                return Err(Refusal::new(
+                    ErrorCode::BaseVersionFromFuture,
+                    format!(
+                        "mutations[{i}]: base_version {} of {}/{} is newer than its version {}",
+                        mutation.base_version,
+                        mutation.entity_type,
+                        mutation.id,
+                        stored + earlier
+                    ),
+                )
+                .into());
+            }
+            versions.insert(key, (stored, earlier + 1));
+            checked.push(Checked { mutation, raw, ty });
+        }
+        Ok(checked)
+    }
+
+    /// Queue committed (or re-found) events for broadcast. A failure is logged only:
+    /// the events are in the log, the next queued message of the channel makes the
+    /// broadcaster fill the gap, and a client's duplicate queues them again.
+    async fn enqueue(&self, band: &BandId, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let channel = ChannelName::Band(band.clone());
+        if let Err(e) = self.publisher.enqueue(&channel, &events).await {
+            tracing::warn!(%band, error = ?e, "committed events could not be queued for broadcast");
+        }
+    }
+}
+
+/// One frame's decisions in progress.
+struct Run<'a> {
+    service: &'a PushService,
+    band: &'a BandId,
+    conn: &'a Connection,
+    device: &'a DeviceId,
+    /// The device's next mid as far as this frame knows.
+    next_mid: u64,
+    /// The events committed, for broadcast.
+    committed: Vec<Event>,
+    /// The device's receipts read so far (one read for a run of duplicates), and the
+    /// mids that read covered.
+    receipts: BTreeMap<u64, Receipt>,
+    loaded: Option<std::ops::RangeInclusive<u64>>,
+    /// Duplicates whose events are appended and queued again after the frame: the
+    /// index of the verdict, and its events (the entity's first).
+    refound: Vec<(usize, Vec<NewEvent>)>,
+}
+
+impl Run<'_> {
+    async fn decide_all(
+        &mut self,
+        checked: &[Checked],
+    ) -> Result<Vec<MutationResult>, PushRefused> {
+        let mut results = Vec::with_capacity(checked.len());
+        let mut gap = false;
+        for c in checked {
+            let mid = c.mutation.mid;
+            let result = if gap || mid > self.next_mid {
+                // A gap: nothing after it can be decided before the missing mids are.
+                gap = true;
+                MutationResult {
+                    expected_mid: Some(self.next_mid),
+                    ..MutationResult::bare(mid, MutationStatus::OutOfOrder)
+                }
+            } else if mid < self.next_mid {
+                self.duplicate(c, results.len()).await?
+            } else {
+                self.apply(c, results.len()).await?
+            };
+            results.push(result);
+        }
+        self.requeue(&mut results).await;
+        Ok(results)
+    }
+
+    /// A mid answered before: its verdict again (its events are queued again after the
+    /// frame, see [`Self::requeue`]).
+    async fn duplicate(
+        &mut self,
+        c: &Checked,
+        index: usize,
+    ) -> Result<MutationResult, PushRefused> {
+        let s = self.service;
+        let mid = c.mutation.mid;
+        let Some(receipt) = self.receipt(mid).await? else {
+            // Past the receipts' retention: known to be answered, the verdict is gone.
+            return Ok(MutationResult::bare(mid, MutationStatus::Duplicate));
+        };
+        if s.clock.now() - receipt.at <= REQUEUE_WITHIN {
+            let events = self.events_of(c, &receipt).await?;
+            if !events.is_empty() {
+                self.refound.push((index, events));
+            }
+        }
+        Ok(receipt.result.as_duplicate())
+    }
+
+    /// The receipt of `mid`, read with the device's next ones (up to its `next_mid`) so
+    /// that a frame sent again costs one read, not one per mutation.
+    async fn receipt(&mut self, mid: u64) -> Result<Option<Receipt>, PortError> {
+        if !self.loaded.as_ref().is_some_and(|r| r.contains(&mid)) {
+            let to = self
+                .next_mid
+                .saturating_sub(1)
+                .min(mid.saturating_add(RECEIPT_PAGE - 1))
+                .max(mid);
+            let page = self.service.entities.receipts(self.device, mid, to).await?;
+            self.receipts = page.into_iter().map(|r| (r.mid, r)).collect();
+            self.loaded = Some(mid..=to);
+        }
+        Ok(self.receipts.get(&mid).cloned())
+    }
+
+    /// The events of a duplicate's change, made again from what is stored (its history
+    /// entry, its conflicts): none for a refused one, or when the history is gone.
+    async fn events_of(&self, c: &Checked, receipt: &Receipt) -> Result<Vec<NewEvent>, PortError> {
+        let s = self.service;
+        let original = receipt
+            .result
+            .original_status
+            .unwrap_or(receipt.result.status);
+        let (Some(version), true) = (
+            receipt.result.version,
+            matches!(
+                original,
+                MutationStatus::Applied | MutationStatus::Merged | MutationStatus::Conflict
+            ),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let m = &c.mutation;
+        let Some(history) = s
+            .entities
+            .history_entry(self.band, &m.entity_type, &m.id, version)
+            .await?
+            .filter(|h| (&h.device, h.mid) == (self.device, m.mid))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut events = vec![change_event(&history)];
+        for id in receipt.result.conflict.iter().chain(m.resolves.iter()) {
+            if let Some(conflict) = s.entities.get_conflict(self.band, id).await? {
+                events.extend(conflict_events(&conflict));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Append the duplicates' events again and queue them: the log recognises every id
+    /// and returns the stored event, so nothing is doubled, and an event whose queueing
+    /// was lost (a crash after the commit) reaches the subscribers now. Each duplicate
+    /// answers with its event's seq. A failure here only costs that seq: it is logged.
+    async fn requeue(&mut self, results: &mut [MutationResult]) {
+        if self.refound.is_empty() {
+            return;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let events: Vec<NewEvent> = self
+            .refound
+            .iter()
+            .flat_map(|(_, events)| events.iter())
+            .filter(|e| seen.insert(e.id.clone()))
+            .cloned()
+            .collect();
+        let channel = ChannelName::Band(self.band.clone());
+        let stored = match self.service.publisher.publish(&channel, &events).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(band = %self.band, error = ?e, "duplicates' events could not be queued again");
+                return;
+            }
+        };
+        let seqs: HashMap<&str, u64> = stored.iter().map(|e| (e.id.as_str(), e.seq)).collect();
+        for (index, events) in &self.refound {
+            if let (Some(r), Some(first)) = (results.get_mut(*index), events.first()) {
+                r.seq = seqs.get(first.id.as_str()).copied().or(r.seq);
+            }
+        }
+    }
+
+    /// The expected mid: decide it and commit the verdict, again if another writer
+    /// moved the entity meanwhile.
+    async fn apply(&mut self, c: &Checked, index: usize) -> Result<MutationResult, PushRefused> {
+        let s = self.service;
+        let m = &c.mutation;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let current = s
+                .entities
+                .get_entity(self.band, &m.entity_type, &m.id)
+                .await?;
+            let base = match &current {
+                Some(cur) if m.base_version > 0 && m.base_version < cur.version => s
+                    .entities
+                    .history_entry(self.band, &m.entity_type, &m.id, m.base_version)
+                    .await?
+                    .map(|h| h.entity.hlc),
+                _ => None,
+            };
+            let resolving = match &m.resolves {
+                Some(id) => s.entities.get_conflict(self.band, id).await?,
+                None => None,
+            };
+            let now = s.clock.now();
+            let ctx = ApplyContext {
+                band: self.band,
+                ty: &c.ty,
+                member: &self.conn.user,
+                device: self.device,
+                now,
+                resolving: resolving.as_ref(),
+            };
+            let verdict = s.engine.apply(&ctx, current.as_ref(), base.as_ref(), m);
+            let (commit, conflicts, mut result) = self.commit_of(c, current.as_ref(), verdict, now);
+            match s.entities.commit(&commit).await {
+                Ok(event) => {
+                    self.next_mid = m.mid + 1;
+                    if let Some(event) = event {
+                        result.seq = Some(event.seq);
+                        self.committed.push(event);
+                    }
+                    self.publish_conflicts(&conflicts).await;
+                    return Ok(result);
+                }
+                Err(CommitError::Raced(why)) => {
+                    tracing::debug!(mid = m.mid, %why, "commit raced; deciding again");
+                    // Another connection of this device may have taken the mid.
+                    let device = s.entities.get_device(self.device).await?;
+                    if let Some(d) = device.filter(|d| d.next_mid > m.mid) {
+                        self.next_mid = d.next_mid;
+                        return self.duplicate(c, index).await;
+                    }
+                }
+                Err(CommitError::Port(e)) => return Err(e.into()),
+            }
+        }
+        Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "{}/{} kept changing while mutation {} was decided; push again from mid {}",
+                m.entity_type, m.id, m.mid, m.mid
+            ),
+        )
+        .into())
+    }
+
+    /// The commit of a verdict, the conflicts it opened or settled, and the answer.
+    fn commit_of(
+        &self,
+        c: &Checked,
+        current: Option<&EntityRecord>,
+        verdict: Verdict,
+        now: DateTime<Utc>,
+    ) -> (Commit, Vec<ConflictRecord>, MutationResult) {
+        let m = &c.mutation;
+        let receipt = |result: &MutationResult, parked: Option<Value>| Receipt {
+            device: self.device.clone(),
+            mid: m.mid,
+            band: self.band.clone(),
+            member: self.conn.user.clone(),
+            at: now,
+            result: result.clone(),
+            parked,
+        };
+        let expected_version = current.map_or(0, |e| e.version);
+        match verdict {
+            Verdict::Changed {
+                entity,
+                history,
+                result,
+                conflicts,
+            } => {
+                let event = change_event(&history);
+                let commit = Commit {
+                    device: self.device.clone(),
+                    mid: m.mid,
+                    receipt: receipt(&result, None),
+                    entity: Some(entity),
+                    expected_version,
+                    history: Some(history),
+                    conflicts: conflicts.clone(),
+                    event: Some((ChannelName::Band(self.band.clone()), event)),
+                };
+                (commit, conflicts, result)
+            }
+            Verdict::Refused { result } => {
+                let parked = (result.status == MutationStatus::Rejected).then(|| c.raw.clone());
+                let commit = Commit {
+                    device: self.device.clone(),
+                    mid: m.mid,
+                    receipt: receipt(&result, parked),
+                    entity: None,
+                    expected_version,
+                    history: None,
+                    conflicts: Vec::new(),
+                    event: None,
+                };
+                (commit, Vec::new(), result)
+            }
+        }
+    }
+
+    /// `conflict.opened` / `conflict.resolved` of a committed verdict: appended after
+    /// the commit (a commit carries one event), by deterministic ids, so the duplicate
+    /// of a mutation whose conflict events were lost appends them then.
+    async fn publish_conflicts(&mut self, conflicts: &[ConflictRecord]) {
+        let events: Vec<NewEvent> = conflicts.iter().flat_map(conflict_events).collect();
+        if events.is_empty() {
+            return;
+        }
+        let channel = ChannelName::Band(self.band.clone());
+        if let Err(e) = self.service.publisher.publish(&channel, &events).await {
+            tracing::warn!(band = %self.band, error = ?e, "conflict events could not be published");
+        }
+    }
+}
+
+/// The `entity.*` event of a history entry: made from what is stored, so the same
+/// change always makes the same event (and a duplicate can make it again).
+pub fn change_event(history: &HistoryEntry) -> NewEvent {
+    let change = EntityChanged {
+        entity_type: history.entity_type.clone(),
+        id: history.id.clone(),
+        version: history.version,
+        fields: history
+            .diff
+            .iter()
+            .map(|d| (d.field.clone(), d.after.clone()))
+            .collect(),
+        member: history.member.clone(),
+        device: history.device.clone(),
+        mid: history.mid,
+    };
+    NewEvent::new(
+        EventKind::entity_event_id(&history.device, history.mid),
+        history.at,
+        EventKind::entity(history.op, change),
+    )
+}
+
+/// The events of a conflict as it stands: `conflict.opened`, and `conflict.resolved`
+/// once settled.
+pub fn conflict_events(conflict: &ConflictRecord) -> Vec<NewEvent> {
+    let mut events = vec![NewEvent::new(
+        format!("c:{}:opened", conflict.id),
+        conflict.opened_at,
+        EventKind::ConflictOpened(ConflictOpened {
+            conflict: conflict.id.clone(),
+            entity_type: conflict.entity_type.clone(),
+            id: conflict.entity_id.clone(),
+            field: conflict.field.clone(),
+            values: conflict
+                .candidates
+                .iter()
+                .map(|c| c.value.clone())
+                .collect(),
+            deadline: conflict.deadline,
+        }),
+    )];
+    if let Some(r) = &conflict.resolution {
+        events.push(NewEvent::new(
+            format!("c:{}:resolved", conflict.id),
+            r.at,
+            EventKind::ConflictResolved(ConflictResolved {
+                conflict: conflict.id.clone(),
+                entity_type: conflict.entity_type.clone(),
+                id: conflict.entity_id.clone(),
+                field: conflict.field.clone(),
+                value: r.value.clone(),
+                how: r.how.clone(),
+                by: r.by.clone(),
+            }),
+        ));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn a_backlog_fits_the_bucket_and_a_loop_is_held_back() {
+        let limiter = Limiter::default();
+        let limit = RateLimit::default();
+        let device = DeviceId::parse("ipad-ringo").unwrap();
+        // GIVEN a device back online with 1,000 queued mutations: ten frames of 100 pass
+        for _ in 0..10 {
+            assert_eq!(limiter.take(limit, &device, 100.0, at(0)), Ok(()));
+        }
+        // WHEN it pushes again at once THEN it waits for the bucket to refill
+        assert_eq!(limiter.take(limit, &device, 100.0, at(0)), Err(1));
+        assert_eq!(limiter.take(limit, &device, 500.0, at(0)), Err(2));
+        // AND a second later 300 more mutations are allowed
+        assert_eq!(limiter.take(limit, &device, 300.0, at(1000)), Ok(()));
+        assert!(limiter.take(limit, &device, 1.0, at(1000)).is_err());
+        // AND another device has its own bucket
+        let other = DeviceId::parse("phone-paul").unwrap();
+        assert_eq!(limiter.take(limit, &other, 500.0, at(1000)), Ok(()));
+    }
+}

@@ -1,0 +1,698 @@
+//! The push service through the `$default` route, as a client drives it: register a
+//! device, push mutations, read the verdicts, the events and what the store kept.
+
+use bandsync::entities::push::RateLimit;
+use bandsync::entities::types::{EntityType, FieldSpec, Policy};
+use bandsync::model::{ChannelName, DeviceId, EntityId, EntityTypeName, SyncConfiguration, UserId};
+use bandsync::ports::{ConfigStore, EntityStore};
+use bandsync::ws_message::WsMessage;
+use bandsync_testkit::*;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice-conn=";
+const BOB: &str = "bob-conn=";
+const EVE: &str = "eve-conn=";
+const ALICE_PHONE: &str = "alice-phone";
+const BOB_TABLET: &str = "bob-tablet";
+const EVE_LAPTOP: &str = "eve-laptop";
+
+/// Band `demo` (alice and bob) with the built-in types and a `gig` type whose `fee` is
+/// `reject` and `venue` is `ask`; band `rock` (eve). Each member has registered a device.
+struct Fixture {
+    h: Harness,
+    /// One handler for the whole test, as a Lambda instance keeps one.
+    ws: WsMessage,
+}
+
+fn gig() -> EntityType {
+    EntityType::new(
+        EntityTypeName::parse("gig").unwrap(),
+        [
+            ("fee", FieldSpec::new(Policy::Reject)),
+            ("venue", FieldSpec::ask(Policy::Lww, 3600)),
+            ("date", FieldSpec::new(Policy::Lww)),
+        ],
+    )
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        Self::with_band(false).await
+    }
+
+    async fn with_band(strict: bool) -> Self {
+        let h = Harness::new();
+        for name in ["demo", "rock"] {
+            h.store
+                .put_config(&SyncConfiguration {
+                    band: band(name),
+                    name: name.into(),
+                    file_types: vec![],
+                    google_credentials: None,
+                    entity_types: vec![gig()],
+                    strict_entities: strict,
+                })
+                .await
+                .unwrap();
+        }
+        h.add_connection(ALICE, "alice", &["demo"]).await;
+        h.add_connection(BOB, "bob", &["demo"]).await;
+        h.add_connection(EVE, "eve", &["rock"]).await;
+        let f = Self {
+            ws: h.ws_message(),
+            h,
+        };
+        for (conn, device) in [(ALICE, ALICE_PHONE), (BOB, BOB_TABLET), (EVE, EVE_LAPTOP)] {
+            let reply = f
+                .ask(
+                    conn,
+                    json!({"action": "register_device", "device": device,
+                    "platform": "ios", "name": "mine"}),
+                )
+                .await;
+            assert_eq!(reply["type"], "device", "{reply}");
+        }
+        f
+    }
+
+    /// One frame from `conn`; the one frame it is answered with.
+    async fn ask(&self, conn: &str, frame: Value) -> Value {
+        let before = self.h.pusher.frames(&conn_id(conn)).len();
+        let response = self
+            .ws
+            .handle(ws_message_event(conn, &frame.to_string()))
+            .await;
+        assert_eq!(response.status(), 200);
+        let mut replies = self.h.pusher.frames(&conn_id(conn)).split_off(before);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies.remove(0)
+    }
+
+    /// A push of `mutations` to band demo from `device`.
+    async fn push(&self, conn: &str, device: &str, mutations: Vec<Value>) -> Value {
+        self.ask(
+            conn,
+            json!({"action": "push", "band": "demo", "device": device, "ref": "p",
+                   "mutations": mutations}),
+        )
+        .await
+    }
+
+    /// The verdicts of a push that must be answered with `push_result`.
+    async fn results(&self, conn: &str, device: &str, mutations: Vec<Value>) -> Vec<Value> {
+        let reply = self.push(conn, device, mutations).await;
+        assert_eq!(reply["type"], "push_result", "{reply}");
+        assert_eq!(reply["ref"], "p");
+        assert_eq!(reply["device"], device);
+        reply["results"].as_array().unwrap().clone()
+    }
+
+    async fn next_mid(&self, device: &str) -> u64 {
+        self.h
+            .store
+            .get_device(&DeviceId::parse(device).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .next_mid
+    }
+
+    async fn entity(
+        &self,
+        ty: &str,
+        id: &str,
+    ) -> Option<bandsync::entities::records::EntityRecord> {
+        self.h
+            .store
+            .get_entity(
+                &band("demo"),
+                &EntityTypeName::parse(ty).unwrap(),
+                &EntityId::parse(id).unwrap(),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn events(&self) -> Vec<bandsync::model::Event> {
+        self.h.log(&ChannelName::Band(band("demo"))).await
+    }
+}
+
+/// A mutation of `ty`/`id`.
+fn m(mid: u64, ty: &str, id: &str, op: &str, base: u64, fields: Value) -> Value {
+    json!({"mid": mid, "type": ty, "id": id, "op": op, "base_version": base,
+           "fields": fields, "ts": "2026-12-01T20:00:00Z"})
+}
+
+fn entry(mid: u64, id: &str, op: &str, base: u64, fields: Value) -> Value {
+    m(mid, "setlist_entry", id, op, base, fields)
+}
+
+#[tokio::test]
+async fn a_create_is_applied_with_its_event_and_receipt() {
+    // GIVEN alice's registered phone
+    let f = Fixture::new().await;
+
+    // WHEN she creates a setlist entry
+    let results = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![entry(
+                1,
+                "e1",
+                "create",
+                0,
+                json!({"title": "So What", "tags": {"$add": ["jazz"]}}),
+            )],
+        )
+        .await;
+
+    // THEN it is applied at version 1, with the seq of its event and the fields after
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!(
+        (r["mid"].as_u64(), r["status"].as_str()),
+        (Some(1), Some("applied"))
+    );
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["fields"]["title"], "So What");
+    assert_eq!(r["fields"]["tags"], json!(["jazz"]));
+    // AND its event is in band:demo at that seq, naming who and which mutation
+    let events = f.events().await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(Some(e.seq), r["seq"].as_u64());
+    assert_eq!(e.event(), "entity.created");
+    assert_eq!(e.id, "m:alice-phone:1");
+    assert_eq!(
+        (
+            e.data()["member"].as_str(),
+            e.data()["device"].as_str(),
+            e.data()["mid"].as_u64()
+        ),
+        (Some("alice"), Some(ALICE_PHONE), Some(1))
+    );
+    assert_eq!(e.data()["fields"]["title"], "So What");
+    // AND it was queued for broadcast, and the device's mid moved on
+    let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].events[0].id, "m:alice-phone:1");
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_edits_merge_and_the_losers_are_listed() {
+    // GIVEN an entry at version 1 that alice and bob both saw
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![entry(1, "e1", "create", 0, json!({"key": "C"}))],
+    )
+    .await;
+    // WHEN each changes its key from version 1, bob a second later by his clock
+    let a = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![entry(2, "e1", "patch", 1, json!({"key": "D"}))],
+        )
+        .await;
+    let mut late = entry(
+        1,
+        "e1",
+        "patch",
+        1,
+        json!({"key": "E", "plays": {"$inc": 1}}),
+    );
+    late["ts"] = json!("2026-12-01T20:00:01Z");
+    let b = f.results(BOB, BOB_TABLET, vec![late]).await;
+
+    // THEN alice's is applied, bob's merged over it, listing the value that lost
+    assert_eq!(a[0]["status"], "applied");
+    assert_eq!(b[0]["status"], "merged", "{b:?}");
+    assert_eq!(b[0]["version"], 3);
+    assert_eq!(b[0]["fields"]["key"], "E");
+    let losers = b[0]["losers"].as_array().unwrap();
+    assert!(
+        losers
+            .iter()
+            .any(|l| l["field"] == "key" && l["value"] == "D" && l["policy"] == "lww"),
+        "{losers:?}"
+    );
+    // AND both see the same state: the store's
+    let stored = f.entity("setlist_entry", "e1").await.unwrap();
+    assert_eq!(stored.version, 3);
+    assert_eq!(stored.state.values()["key"], "E");
+    assert_eq!(stored.state.values()["plays"], 1);
+    let names: Vec<String> = f
+        .events()
+        .await
+        .iter()
+        .map(|e| e.event().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["entity.created", "entity.updated", "entity.updated"]
+    );
+}
+
+#[tokio::test]
+async fn an_ask_field_opens_a_conflict_with_its_event() {
+    // GIVEN a gig whose venue alice and bob change concurrently
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![m(1, "gig", "g1", "create", 0, json!({"venue": "Club"}))],
+    )
+    .await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![m(2, "gig", "g1", "patch", 1, json!({"venue": "Hall"}))],
+    )
+    .await;
+    // WHEN bob's change arrives second, based on version 1
+    let b = f
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![m(1, "gig", "g1", "patch", 1, json!({"venue": "Bar"}))],
+        )
+        .await;
+
+    // THEN it is a conflict naming the conflict opened
+    assert_eq!(b[0]["status"], "conflict", "{b:?}");
+    let id = b[0]["conflict"].as_str().expect("a conflict id").to_owned();
+    let conflict =
+        f.h.store
+            .get_conflict(
+                &band("demo"),
+                &bandsync::model::ConflictId::parse(&id).unwrap(),
+            )
+            .await
+            .unwrap()
+            .expect("the conflict is stored");
+    assert!(conflict.resolution.is_none());
+    // AND band:demo has conflict.opened after the entity's update
+    let events = f.events().await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event(), "conflict.opened");
+    assert_eq!(last.data()["conflict"], id.as_str());
+    assert_eq!(events[events.len() - 2].event(), "entity.updated");
+}
+
+#[tokio::test]
+async fn a_rejected_mutation_is_parked_and_the_mid_still_advances() {
+    // GIVEN a gig whose fee (a `reject` field) alice changed after bob saw version 1
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![m(1, "gig", "g1", "create", 0, json!({"fee": 100}))],
+    )
+    .await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![m(2, "gig", "g1", "patch", 1, json!({"fee": 150}))],
+    )
+    .await;
+    // WHEN bob changes the fee from version 1, then the date in the same frame
+    let b = f
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![
+                m(1, "gig", "g1", "patch", 1, json!({"fee": 120})),
+                m(2, "gig", "g1", "patch", 2, json!({"date": "2026-12-24"})),
+            ],
+        )
+        .await;
+
+    // THEN the fee is rejected as a stale base, with the current state to rebase on
+    assert_eq!(b[0]["status"], "rejected", "{b:?}");
+    assert_eq!(b[0]["code"], "stale_base");
+    assert!(b[0]["message"].is_string());
+    assert_eq!(b[0]["fields"]["fee"], 150);
+    // AND the mutation behind it is not blocked: applied
+    assert_eq!(b[1]["status"], "applied", "{b:?}");
+    assert_eq!(f.next_mid(BOB_TABLET).await, 3);
+    // AND the rejected one is parked as it was pushed
+    let parked =
+        f.h.store
+            .parked(&DeviceId::parse(BOB_TABLET).unwrap(), 10)
+            .await
+            .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].mid, 1);
+    assert_eq!(parked[0].parked.as_ref().unwrap()["fields"]["fee"], 120);
+    // AND it made no event
+    assert!(f.events().await.iter().all(|e| e.id != "m:bob-tablet:1"));
+}
+
+#[tokio::test]
+async fn another_members_rsvp_is_rejected_as_not_owner() {
+    let f = Fixture::new().await;
+    let rsvp =
+        |mid, op, base, v: &str| m(mid, "attendance", "r42-alice", op, base, json!({"rsvp": v}));
+    f.results(ALICE, ALICE_PHONE, vec![rsvp(1, "create", 0, "yes")])
+        .await;
+    let b = f
+        .results(BOB, BOB_TABLET, vec![rsvp(1, "patch", 1, "no")])
+        .await;
+    assert_eq!(b[0]["status"], "rejected", "{b:?}");
+    assert_eq!(b[0]["code"], "not_owner");
+    let stored = f.entity("attendance", "r42-alice").await.unwrap();
+    assert_eq!(stored.state.values()["rsvp"], "yes");
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_is_answered_again_and_nothing_applies_twice() {
+    // GIVEN alice pushed two mutations and never read the answer
+    let f = Fixture::new().await;
+    let frame = vec![
+        entry(
+            1,
+            "e1",
+            "create",
+            0,
+            json!({"title": "Blue", "plays": {"$inc": 1}}),
+        ),
+        entry(2, "e1", "patch", 1, json!({"plays": {"$inc": 1}})),
+    ];
+    let first = f.results(ALICE, ALICE_PHONE, frame.clone()).await;
+    let events_before = f.events().await.len();
+
+    // WHEN she pushes the same mids again
+    let again = f.results(ALICE, ALICE_PHONE, frame).await;
+
+    // THEN each is a duplicate carrying the original verdict
+    for (orig, dup) in first.iter().zip(&again) {
+        assert_eq!(dup["status"], "duplicate", "{dup}");
+        assert_eq!(dup["original_status"], orig["status"]);
+        assert_eq!(dup["version"], orig["version"]);
+        assert_eq!(dup["seq"], orig["seq"], "the seq of the same event");
+    }
+    // AND nothing applied twice: the counter counted each increment once
+    let stored = f.entity("setlist_entry", "e1").await.unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.state.values()["plays"], 2);
+    assert_eq!(f.events().await.len(), events_before, "no event twice");
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 3);
+    // AND each event was queued for broadcast again (a crash before queueing heals),
+    // the same event as stored
+    let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
+    for (mid, r) in first.iter().enumerate() {
+        let id = format!("m:alice-phone:{}", mid + 1);
+        let copies: Vec<u64> = queued
+            .iter()
+            .flat_map(|m| &m.events)
+            .filter(|e| e.id == id)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(copies.len(), 2, "{id}");
+        assert!(copies.iter().all(|s| Some(*s) == r["seq"].as_u64()), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_gap_is_out_of_order_and_so_is_the_rest_of_the_frame() {
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![entry(1, "e1", "create", 0, json!({"title": "A"}))],
+    )
+    .await;
+    // WHEN mid 2 is lost and 3, then 2, come in one frame
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![
+                entry(3, "e1", "patch", 1, json!({"title": "C"})),
+                entry(2, "e1", "patch", 1, json!({"title": "B"})),
+            ],
+        )
+        .await;
+    // THEN both wait for mid 2, and nothing is applied
+    for v in &r {
+        assert_eq!(v["status"], "out_of_order", "{v}");
+        assert_eq!(v["expected_mid"], 2);
+        assert!(v.get("version").is_none());
+    }
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 2);
+    assert_eq!(f.entity("setlist_entry", "e1").await.unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn a_malformed_mutation_refuses_the_whole_frame_naming_it() {
+    let f = Fixture::new().await;
+    let good = entry(1, "e1", "create", 0, json!({"title": "A"}));
+    let long = "x".repeat(20 * 1024);
+    #[rustfmt::skip]
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (json!({"mid": 2, "type": "setlist_entry", "id": "e2", "op": "create", "base_version": 0}), "invalid_mutation", "mutations[1]"),
+        (entry(2, "e2", "upsert", 0, json!({})), "invalid_mutation", "mutations[1]"),
+        (entry(2, "e2", "create", 0, json!({"tags": {"$mul": 2}})), "invalid_field_operation", "mutations[1]: fields.tags"),
+        (entry(2, "e2", "create", 0, json!({"plays": {"$add": [1]}})), "invalid_field_operation", "mutations[1]: fields.plays"),
+        (entry(2, "e2", "create", 0, json!({"tempo": 120})), "unknown_field", "mutations[1]: fields.tempo"),
+        (entry(2, "e2", "create", 0, json!({"title": long})), "field_too_large", "mutations[1]: fields.title"),
+        (entry(2, "e9", "patch", 1, json!({"title": "B"})), "base_version_from_future", "mutations[1]"),
+        (entry(2, "e1", "patch", 3, json!({"title": "B"})), "base_version_from_future", "mutations[1]"),
+    ];
+    for (bad, code, place) in cases {
+        // WHEN a frame has a good mutation, then a bad one
+        let reply = f
+            .push(ALICE, ALICE_PHONE, vec![good.clone(), bad.clone()])
+            .await;
+        // THEN it is refused whole with the code, naming the mutation and field
+        assert_eq!(reply["type"], "error", "{bad}: {reply}");
+        assert_eq!(reply["code"], code, "{bad}: {reply}");
+        assert_eq!(reply["ref"], "p");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.starts_with(place), "{bad}: {message}");
+        // AND nothing changed
+        assert_eq!(f.next_mid(ALICE_PHONE).await, 1, "{bad}");
+        assert!(f.entity("setlist_entry", "e1").await.is_none(), "{bad}");
+    }
+    // A base from the future counts the frame's own earlier mutations: this one is fine.
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![good, entry(2, "e1", "patch", 1, json!({"title": "B"}))],
+        )
+        .await;
+    assert_eq!(
+        (r[0]["status"].as_str(), r[1]["status"].as_str()),
+        (Some("applied"), Some("applied"))
+    );
+}
+
+#[tokio::test]
+async fn a_strict_band_refuses_an_undeclared_type() {
+    let f = Fixture::with_band(true).await;
+    let reply = f
+        .push(
+            ALICE,
+            ALICE_PHONE,
+            vec![m(1, "poster", "p1", "create", 0, json!({"x": 1}))],
+        )
+        .await;
+    assert_eq!(reply["code"], "unknown_entity_type", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mutations[0]")
+    );
+    // The declared and built-in types are fine.
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![m(1, "gig", "g1", "create", 0, json!({"date": "x"}))],
+        )
+        .await;
+    assert_eq!(r[0]["status"], "applied");
+}
+
+#[tokio::test]
+async fn a_push_is_bounded_in_count_and_bytes_but_takes_a_hundred() {
+    let f = Fixture::new().await;
+    // 100 mutations of about 1 KB each are accepted (over 100 KB in all)
+    let note = "n".repeat(900);
+    let hundred: Vec<Value> = (1..=100)
+        .map(|i| entry(i, &format!("e{i}"), "create", 0, json!({"title": note})))
+        .collect();
+    let frame_bytes = json!({"action": "push", "band": "demo", "device": ALICE_PHONE,
+        "ref": "p", "mutations": hundred})
+    .to_string()
+    .len();
+    assert!(frame_bytes > 100 * 1000, "{frame_bytes}");
+    let r = f.results(ALICE, ALICE_PHONE, hundred).await;
+    assert_eq!(r.len(), 100);
+    assert!(r.iter().all(|v| v["status"] == "applied"));
+    // 501 mutations are too many, and so are 140 KB
+    let many: Vec<Value> = (101..=601)
+        .map(|i| entry(i, "x", "create", 0, json!({})))
+        .collect();
+    assert_eq!(
+        f.push(ALICE, ALICE_PHONE, many).await["code"],
+        "push_too_large"
+    );
+    let big = "b".repeat(10_000);
+    let heavy: Vec<Value> = (101..=114)
+        .map(|i| entry(i, &format!("h{i}"), "create", 0, json!({"title": big})))
+        .collect();
+    assert_eq!(
+        f.push(ALICE, ALICE_PHONE, heavy).await["code"],
+        "push_too_large"
+    );
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 101);
+}
+
+#[tokio::test]
+async fn only_the_members_own_registered_device_may_push_to_their_band() {
+    let f = Fixture::new().await;
+    let one = || vec![entry(1, "e1", "create", 0, json!({"title": "A"}))];
+    // another band
+    let reply = f
+        .ask(
+            EVE,
+            json!({"action": "push", "band": "demo", "device": EVE_LAPTOP, "mutations": one()}),
+        )
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    // another member's device
+    assert_eq!(
+        f.push(BOB, ALICE_PHONE, one()).await["code"],
+        "device_taken"
+    );
+    // a device never registered
+    assert_eq!(
+        f.push(ALICE, "never-registered", one()).await["code"],
+        "unknown_device"
+    );
+    assert!(f.entity("setlist_entry", "e1").await.is_none());
+    assert!(f.events().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_device_belongs_to_the_first_member_who_registers_it() {
+    let f = Fixture::new().await;
+    // bob registering alice's phone is refused and changes nothing
+    let reply = f
+        .ask(
+            BOB,
+            json!({"action": "register_device", "device": ALICE_PHONE,
+            "platform": "android", "name": "not mine", "ref": 3}),
+        )
+        .await;
+    assert_eq!(
+        (reply["code"].as_str(), reply["ref"].as_i64()),
+        (Some("device_taken"), Some(3))
+    );
+    let stored =
+        f.h.store
+            .get_device(&DeviceId::parse(ALICE_PHONE).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.member, UserId::parse("alice").unwrap());
+    assert_eq!(stored.name, "mine");
+    // alice registering it again updates it, keeping its mid; categories are echoed
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![entry(1, "e1", "create", 0, json!({}))],
+    )
+    .await;
+    let reply = f
+        .ask(
+            ALICE,
+            json!({"action": "register_device", "device": ALICE_PHONE,
+            "platform": "ios", "name": "phone", "categories": ["setlists", "setlists", "charts"]}),
+        )
+        .await;
+    assert_eq!(
+        reply,
+        json!({"type": "device", "device": ALICE_PHONE, "categories": ["setlists", "charts"]})
+    );
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 2);
+    // a bad name is refused
+    let reply = f
+        .ask(
+            ALICE,
+            json!({"action": "register_device", "device": "alice-tablet",
+            "platform": "web", "name": "  "}),
+        )
+        .await;
+    assert_eq!(reply["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn a_device_pushing_too_fast_is_told_when_to_come_back() {
+    // GIVEN a handler letting a device push 3 mutations, refilled at 1 a second
+    let mut f = Fixture::new().await;
+    f.ws.push_service_mut()
+        .expect("the harness keeps entities")
+        .rate = RateLimit {
+        capacity: 3.0,
+        per_second: 1.0,
+    };
+    let frame = |from: u64, n: u64| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| entry(i, &format!("e{i}"), "create", 0, json!({})))
+            .collect()
+    };
+    assert_eq!(f.results(ALICE, ALICE_PHONE, frame(1, 3)).await.len(), 3);
+    // WHEN it pushes two more at once
+    let reply = f.push(ALICE, ALICE_PHONE, frame(4, 2)).await;
+    // THEN it is rate limited, told to wait 2 s, and nothing applied
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    assert_eq!(reply["retry_after"], 2);
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 4);
+    // AND another device is not held back by it
+    assert_eq!(
+        f.results(BOB, BOB_TABLET, frame(1, 1)).await[0]["status"],
+        "applied"
+    );
+    // AND two seconds later the frame goes through
+    f.h.clock.advance(chrono::TimeDelta::seconds(2));
+    let r = f.results(ALICE, ALICE_PHONE, frame(4, 2)).await;
+    assert!(r.iter().all(|v| v["status"] == "applied"), "{r:?}");
+}
+
+#[tokio::test]
+async fn the_same_mid_from_two_connections_at_once_is_decided_once() {
+    // GIVEN alice's phone on two connections (two handler instances)
+    let f = Fixture::new().await;
+    f.h.add_connection("alice-2=", "alice", &["demo"]).await;
+    let other = f.h.ws_message();
+    let frame = json!({"action": "push", "band": "demo", "device": ALICE_PHONE,
+        "mutations": [entry(1, "e1", "create", 0, json!({"plays": {"$inc": 1}}))]})
+    .to_string();
+    // WHEN both push mid 1 at once
+    tokio::join!(
+        f.ws.handle(ws_message_event(ALICE, &frame)),
+        other.handle(ws_message_event("alice-2=", &frame)),
+    );
+    // THEN one applied it and the other answers it as a duplicate
+    let mut statuses: Vec<String> = [ALICE, "alice-2="]
+        .iter()
+        .map(|c| f.h.pusher.frames(&conn_id(c)).pop().unwrap())
+        .map(|r| r["results"][0]["status"].as_str().unwrap().to_owned())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["applied", "duplicate"]);
+    let stored = f.entity("setlist_entry", "e1").await.unwrap();
+    assert_eq!(
+        (stored.version, stored.state.values()["plays"].as_i64()),
+        (1, Some(1))
+    );
+}
