@@ -82,8 +82,8 @@ pub struct ApiStores {
     pub watch_channels: Arc<dyn WatchChannelStore>,
     /// Band channels' heads (seq and epoch).
     pub log: Arc<dyn ChannelLog>,
-    /// Members' entities, their history and conflicts (None: the backend keeps none).
-    pub entities: Option<Arc<dyn EntityStore>>,
+    /// Members' entities, their history and conflicts.
+    pub entities: Arc<dyn EntityStore>,
 }
 
 pub struct Api {
@@ -92,7 +92,7 @@ pub struct Api {
     operations: Arc<dyn OperationStore>,
     watch_channels: Arc<dyn WatchChannelStore>,
     log: Arc<dyn ChannelLog>,
-    entities: Option<Arc<dyn EntityStore>>,
+    entities: Arc<dyn EntityStore>,
     sync_queue: Arc<dyn Queue>,
     tokens: TokenKey,
     clock: Arc<dyn crate::ports::Clock>,
@@ -355,16 +355,6 @@ impl Api {
             ));
         }
         Ok(BandId::parse(band)?)
-    }
-
-    /// The entity store, which the entity routes need.
-    fn entity_store(&self) -> Result<&dyn EntityStore, Refusal> {
-        self.entities.as_deref().ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NotConfigured,
-                "this deployment keeps no entities",
-            )
-        })
     }
 
     /// The band's configuration, which the route needs to exist.
@@ -778,7 +768,7 @@ impl Api {
         ty: EntityTypeName,
         id: EntityId,
     ) -> Result<(u16, Value), Refusal> {
-        let entity = self.entity_store()?.get_entity(&band, &ty, &id).await?;
+        let entity = self.entities.get_entity(&band, &ty, &id).await?;
         let entity = entity.ok_or_else(|| {
             Refusal::new(ErrorCode::NotFound, format!("band {band} has no {ty} {id}"))
         })?;
@@ -794,16 +784,12 @@ impl Api {
     ) -> Result<(u16, Value), Refusal> {
         let after = number_param(req, "after", 0, u64::MAX)?.unwrap_or(0);
         let entries = self
-            .entity_store()?
+            .entities
             .history(&band, &ty, &id, after, HISTORY_PAGE)
             .await?;
         if entries.is_empty()
             && after == 0
-            && self
-                .entity_store()?
-                .get_entity(&band, &ty, &id)
-                .await?
-                .is_none()
+            && self.entities.get_entity(&band, &ty, &id).await?.is_none()
         {
             return Err(Refusal::new(
                 ErrorCode::NotFound,
@@ -846,7 +832,7 @@ impl Api {
             .map_or(ENTITY_PAGE, |n| n as usize);
         let head = self.log.head(&ChannelName::Band(band.clone())).await?;
         let page = self
-            .entity_store()?
+            .entities
             .list_entities(&band, ty.as_ref(), after.as_ref(), limit)
             .await?;
         let list = EntityList {
@@ -866,7 +852,7 @@ impl Api {
     ) -> Result<(u16, Value), Refusal> {
         let band = Self::band(member, req)?;
         let mut conflicts = self
-            .entity_store()?
+            .entities
             .list_conflicts(&band, false, MAX_CONFLICTS + 1)
             .await?;
         let truncated = conflicts.len() > MAX_CONFLICTS;

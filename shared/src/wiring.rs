@@ -39,9 +39,9 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         configs: store.clone(),
         sources: store.clone(),
         operations: store.clone(),
-        watch_channels: store,
+        watch_channels: store.clone(),
         log: b.log()?,
-        entities: b.entities()?,
+        entities: store,
     };
     Ok(Api::new(
         stores,
@@ -115,15 +115,12 @@ pub fn ws_disconnect(b: &dyn Backend) -> anyhow::Result<WsDisconnect> {
 /// log (in the same write as the entity), and their events go to the broadcast queue.
 pub fn ws_message(b: &dyn Backend) -> anyhow::Result<WsMessage> {
     let store = b.store()?;
-    let push = match b.entities()? {
-        Some(entities) => Some(PushService::new(
-            entities,
-            store.clone(),
-            Publisher::new(b.log()?, b.broadcast_queue()?),
-            b.clock(),
-        )),
-        None => None,
-    };
+    let push = PushService::new(
+        store.clone(),
+        store.clone(),
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    );
     Ok(WsMessage::new(
         store.clone(),
         b.log()?,

@@ -37,8 +37,8 @@ pub struct WsMessage {
     sync_queue: Arc<dyn Queue>,
     pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
-    /// `register_device` and `push` (None: the backend keeps no entities).
-    push: Option<PushService>,
+    /// `register_device` and `push`.
+    push: PushService,
     /// Events replayed per `resume` (default [`MAX_REPLAY`]).
     pub max_replay: u64,
 }
@@ -80,7 +80,7 @@ impl WsMessage {
         sync_queue: Arc<dyn Queue>,
         pusher: Arc<dyn Pusher>,
         clock: Arc<dyn Clock>,
-        push: Option<PushService>,
+        push: PushService,
     ) -> Self {
         Self {
             connections,
@@ -95,17 +95,8 @@ impl WsMessage {
     }
 
     /// The push service, to tune (its rate limit).
-    pub fn push_service_mut(&mut self) -> Option<&mut PushService> {
-        self.push.as_mut()
-    }
-
-    fn push_service(&self) -> Result<&PushService, Refusal> {
-        self.push.as_ref().ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NotConfigured,
-                "this deployment keeps no entities: push and register_device are not available",
-            )
-        })
+    pub fn push_service_mut(&mut self) -> &mut PushService {
+        &mut self.push
     }
 
     #[tracing::instrument(skip_all, fields(connection = ?req.request_context.connection_id))]
@@ -193,7 +184,7 @@ impl WsMessage {
         match request {
             ClientRequest::RegisterDevice(request) => {
                 let conn = self.member(id).await?;
-                let device = self.push_service()?.register(&conn, request).await?;
+                let device = self.push.register(&conn, request).await?;
                 Ok(Some(ServerFrame::Device {
                     device: device.device,
                     categories: device.categories,
@@ -203,7 +194,7 @@ impl WsMessage {
             ClientRequest::Push(request) => {
                 let conn = self.member(id).await?;
                 let device = request.device.clone();
-                let results = self.push_service()?.push(&conn, request, bytes).await?;
+                let results = self.push.push(&conn, request, bytes).await?;
                 Ok(Some(ServerFrame::PushResult {
                     reference,
                     device,

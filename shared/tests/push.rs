@@ -639,9 +639,7 @@ async fn a_device_belongs_to_the_first_member_who_registers_it() {
 async fn a_device_pushing_too_fast_is_told_when_to_come_back() {
     // GIVEN a handler letting a device push 3 mutations, refilled at 1 a second
     let mut f = Fixture::new().await;
-    f.ws.push_service_mut()
-        .expect("the harness keeps entities")
-        .rate = RateLimit {
+    f.ws.push_service_mut().rate = RateLimit {
         capacity: 3.0,
         per_second: 1.0,
     };

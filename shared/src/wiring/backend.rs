@@ -5,7 +5,7 @@
 use crate::auth::TokenKey;
 use crate::google::apis::{GoogleApis, WatchApi};
 use crate::google::sealed::CredentialKey;
-use crate::ports::{ChannelLog, Clock, EntityStore, HealthCheck, Notifier, Pusher, Queue, Store};
+use crate::ports::{ChannelLog, Clock, HealthCheck, Notifier, Pusher, Queue, Store};
 use anyhow::Context as _;
 use std::sync::Arc;
 
@@ -18,11 +18,6 @@ pub trait Backend {
     /// test makes it fail).
     fn log(&self) -> anyhow::Result<Arc<dyn ChannelLog>> {
         Ok(self.store()?)
-    }
-    /// Members' entities, devices and their verdicts; None: this backend keeps none yet
-    /// (`push`, `register_device` and the entity routes answer `not_configured`).
-    fn entities(&self) -> anyhow::Result<Option<Arc<dyn EntityStore>>> {
-        Ok(None)
     }
     fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>>;
     fn broadcast_queue(&self) -> anyhow::Result<Arc<dyn Queue>>;
@@ -54,7 +49,6 @@ pub struct Watch {
 #[derive(Clone)]
 pub struct Ports {
     pub store: Arc<dyn Store>,
-    pub entities: Option<Arc<dyn EntityStore>>,
     pub log: Arc<dyn ChannelLog>,
     pub sync_queue: Arc<dyn Queue>,
     pub broadcast_queue: Arc<dyn Queue>,
@@ -69,16 +63,15 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// The store (its own channel log and entity store, its health the only check), the
-    /// queues and the clock; no pusher, notifier, tokens, credentials key nor Google.
-    pub fn new<S: Store + EntityStore + 'static>(
-        store: Arc<S>,
+    /// The store (its own channel log, its health the only check), the queues and the
+    /// clock; no pusher, notifier, tokens, credentials key nor Google.
+    pub fn new(
+        store: Arc<dyn Store>,
         sync_queue: Arc<dyn Queue>,
         broadcast_queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            entities: Some(store.clone()),
             log: store.clone(),
             health_checks: vec![("store".to_owned(), store.clone())],
             store,
@@ -101,9 +94,6 @@ impl Backend for Ports {
     }
     fn log(&self) -> anyhow::Result<Arc<dyn ChannelLog>> {
         Ok(self.log.clone())
-    }
-    fn entities(&self) -> anyhow::Result<Option<Arc<dyn EntityStore>>> {
-        Ok(self.entities.clone())
     }
     fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
         Ok(self.sync_queue.clone())
