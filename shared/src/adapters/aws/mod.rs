@@ -11,7 +11,7 @@ pub mod sqs;
 
 use crate::google::apis::GoogleApis;
 use crate::google::retry::RetryPolicy;
-use crate::ports::{Clock, EntityStore, HealthCheck, Notifier, Pusher, Queue, Store, SystemClock};
+use crate::ports::{Clock, HealthCheck, Notifier, Pusher, Queue, Store, SystemClock};
 use crate::wiring::backend::{Backend, Watch};
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -200,11 +200,6 @@ impl Backend for AwsContext {
         Ok(self.dynamo()?)
     }
 
-    /// The same DynamoDB store: entities live in the sync table.
-    fn entities(&self) -> anyhow::Result<Option<Arc<dyn EntityStore>>> {
-        Ok(Some(self.dynamo()?))
-    }
-
     fn sync_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
         Ok(self.sync_sqs()?)
     }
@@ -337,9 +332,6 @@ mod tests {
         assert!(same(&store, &ctx.store().unwrap()));
         assert!(same(&store, &ctx.log().unwrap()));
         assert!(same(&store, &checks[0].1));
-        // AND the entity store is that store too (its commits take turns with the appends)
-        let entities = ctx.entities().unwrap().expect("entities on AWS");
-        assert!(same(&store, &entities));
         // AND each queue is one client, whoever asks for it
         assert!(same(&ctx.sync_queue().unwrap(), &checks[1].1));
         assert!(same(&ctx.broadcast_queue().unwrap(), &checks[2].1));
