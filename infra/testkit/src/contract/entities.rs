@@ -587,6 +587,11 @@ async fn entity_listing_pages<S: EntityStore + ?Sized>(store: &S) {
     assert_eq!(pages.len(), 3);
     let all = store.list_entities(&band, None, None, 10).await.unwrap();
     assert_eq!((all.entities, all.next), (want.clone(), None));
+    let unbounded = store
+        .list_entities(&band, None, None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(unbounded.entities, want, "a limit past any count");
 
     let statuses = store
         .list_entities(&band, Some(&status), None, 10)

@@ -422,7 +422,7 @@ impl EntityStore for DynamoStore {
         };
         // One more than asked, to know whether a next page exists; one more again when
         // the cursor itself may come back.
-        let fetch = limit + 1 + usize::from(skip.is_some());
+        let fetch = limit.saturating_add(1 + usize::from(skip.is_some()));
         let items = self
             .query_items(keys::entities_pk(band), range, true, Some(fetch))
             .await?;
