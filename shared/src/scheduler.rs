@@ -6,7 +6,7 @@
 
 use crate::entities::settle::{SettleReport, Settler};
 use crate::model::{BandId, ChannelName, SyncJob, Trigger};
-use crate::ports::{ChannelLog, Clock, ConfigStore, PortError, Queue, SourceStore};
+use crate::ports::{ChannelLog, Clock, ConfigStore, EntityStore, PortError, Queue, SourceStore};
 use crate::watch_keeper::{WatchKeeper, WatchReport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,10 @@ pub struct Scheduler {
     watch_keeper: Option<WatchKeeper>,
     registry: Option<Arc<dyn ConfigStore>>,
     settler: Option<Settler>,
+    /// Whose entity history is pruned past `history_retention` on every tick.
+    entities: Option<Arc<dyn EntityStore>>,
+    /// How long entity history is kept (an entity's newest entry is kept anyway).
+    pub history_retention: Duration,
 }
 
 /// What one tick did.
@@ -36,6 +40,8 @@ pub struct TickReport {
     pub watch_channels: WatchReport,
     /// What the `ask` fallback settled.
     pub conflicts: SettleReport,
+    /// Entity history entries past the retention, forgotten.
+    pub history_pruned: u64,
 }
 
 impl Scheduler {
@@ -55,6 +61,8 @@ impl Scheduler {
             watch_keeper: None,
             registry: None,
             settler: None,
+            entities: None,
+            history_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 
@@ -67,6 +75,12 @@ impl Scheduler {
     /// Settle the open `ask` conflicts past their deadline on every tick.
     pub fn with_settler(mut self, settler: impl Into<Option<Settler>>) -> Self {
         self.settler = settler.into();
+        self
+    }
+
+    /// Prune the bands' entity history past `history_retention` on every tick.
+    pub fn with_entities(mut self, entities: Arc<dyn EntityStore>) -> Self {
+        self.entities = Some(entities);
         self
     }
 
@@ -114,7 +128,8 @@ impl Scheduler {
     }
 
     /// Queue a reconcile of every source of `bands` (and of the registry's), prune their
-    /// channel logs, settle their due `ask` conflicts, then keep their watch channels.
+    /// channel logs, settle their due `ask` conflicts, prune their entity history, then
+    /// keep their watch channels.
     ///
     /// The reconciles come first: they are the safety net for lost notifications, and a
     /// slow or failing Google must not keep them from being queued. The channel keeper
@@ -148,6 +163,19 @@ impl Scheduler {
                     Ok(r) => report.conflicts.add(&r),
                     Err(e) => {
                         tracing::error!(%band, error = %e, "settling a band's due conflicts failed");
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(entities) = &self.entities {
+            let keep = chrono::Duration::from_std(self.history_retention)
+                .unwrap_or(chrono::Duration::days(90));
+            for band in &bands {
+                match entities.prune_history(band, now - keep).await {
+                    Ok(n) => report.history_pruned += n,
+                    Err(e) => {
+                        tracing::error!(%band, error = %e, "pruning a band's entity history failed");
                         failed = Some(e);
                     }
                 }

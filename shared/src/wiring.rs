@@ -104,6 +104,7 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
                 store.clone(),
                 Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
             ))
+            .with_entities(store.clone())
             .with_registry(store)
             .with_watch_keeper(keeper),
     )

@@ -260,38 +260,15 @@ async fn concurrent_edits_merge_and_the_losers_are_listed() {
 
 #[tokio::test]
 async fn an_ask_field_opens_a_conflict_with_its_event() {
-    // GIVEN a gig whose venue alice and bob change concurrently
+    // GIVEN a gig whose venue alice and bob change concurrently, bob's change second
     let f = Fixture::new().await;
-    f.results(
-        ALICE,
-        ALICE_PHONE,
-        vec![m(1, "gig", "g1", "create", 0, json!({"venue": "Club"}))],
-    )
-    .await;
-    f.results(
-        ALICE,
-        ALICE_PHONE,
-        vec![m(2, "gig", "g1", "patch", 1, json!({"venue": "Hall"}))],
-    )
-    .await;
-    // WHEN bob's change arrives second, based on version 1
-    let b = f
-        .results(
-            BOB,
-            BOB_TABLET,
-            vec![m(1, "gig", "g1", "patch", 1, json!({"venue": "Bar"}))],
-        )
-        .await;
+    let conflict_id = venue_conflict(&f).await;
+    let id = conflict_id.to_string();
 
-    // THEN it is a conflict naming the conflict opened
-    assert_eq!(b[0]["status"], "conflict", "{b:?}");
-    let id = b[0]["conflict"].as_str().expect("a conflict id").to_owned();
+    // THEN it is a conflict, stored open
     let conflict =
         f.h.store
-            .get_conflict(
-                &band("demo"),
-                &bandsync::model::ConflictId::parse(&id).unwrap(),
-            )
+            .get_conflict(&band("demo"), &conflict_id)
             .await
             .unwrap()
             .expect("the conflict is stored");
@@ -303,7 +280,12 @@ async fn an_ask_field_opens_a_conflict_with_its_event() {
     assert_eq!(last.data()["conflict"], id.as_str());
     assert_eq!(events[events.len() - 2].event(), "entity.updated");
     // AND both were committed together and queued for broadcast with the verdict
-    assert_eq!(b[0]["seq"].as_u64(), Some(events[events.len() - 2].seq));
+    let receipts =
+        f.h.store
+            .receipts(&DeviceId::parse(BOB_TABLET).unwrap(), 1, 1)
+            .await
+            .unwrap();
+    assert_eq!(receipts[0].result.seq, Some(events[events.len() - 2].seq));
     let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
     let last_message = queued.last().expect("a queued message");
     let ids: Vec<&str> = last_message.events.iter().map(|e| e.id.as_str()).collect();
@@ -431,6 +413,47 @@ async fn the_scheduler_tick_settles_due_conflicts() {
     let conflict = f.h.store.get_conflict(&band("demo"), &id).await.unwrap();
     assert!(conflict.unwrap().resolution.is_some());
     assert_eq!(f.entity("gig", "g1").await.unwrap().version, 4);
+}
+
+#[tokio::test]
+async fn the_scheduler_prunes_entity_history_past_the_retention() {
+    // GIVEN an entry with three versions, a hundred days old
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![
+            entry(1, "e1", "create", 0, json!({"title": "Blue"})),
+            entry(2, "e1", "patch", 1, json!({"title": "Red"})),
+            entry(3, "e1", "patch", 2, json!({"title": "Green"})),
+        ],
+    )
+    .await;
+    f.h.clock.advance(chrono::TimeDelta::days(100));
+    let scheduler = bandsync::scheduler::Scheduler::new(
+        f.h.store.clone(),
+        f.h.store.clone(),
+        f.h.sync_queue.clone(),
+        f.h.clock.clone(),
+    )
+    .with_entities(f.h.store.clone());
+
+    // WHEN it ticks with the default retention (90 days)
+    let report = scheduler.tick(&[band("demo")]).await.unwrap();
+
+    // THEN the old versions are gone but the newest, which the entity is, stays
+    assert_eq!(report.history_pruned, 2);
+    let (ty, id) = (
+        EntityTypeName::parse("setlist_entry").unwrap(),
+        EntityId::parse("e1").unwrap(),
+    );
+    let kept =
+        f.h.store
+            .history(&band("demo"), &ty, &id, 0, 10)
+            .await
+            .unwrap();
+    assert_eq!(kept.iter().map(|h| h.version).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(f.entity("setlist_entry", "e1").await.unwrap().version, 3);
 }
 
 #[tokio::test]

@@ -53,6 +53,7 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
             events_pruned: 1,
             watch_channels: WatchReport::default(),
             conflicts: Default::default(),
+            history_pruned: 0,
         }
     );
     let groups: Vec<String> = h
