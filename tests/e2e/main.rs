@@ -9,3 +9,4 @@ mod operator;
 mod pipeline;
 mod restart;
 mod resume;
+mod selective;
