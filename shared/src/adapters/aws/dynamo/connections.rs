@@ -94,19 +94,10 @@ impl ConnectionStore for DynamoStore {
         conn.device = Some(binding.clone());
         self.put_connection(&conn).await?;
         let reverse = self
-            .query(
-                &self.connections_table,
-                keys::connection_pk(id),
-                keys::SUBSCRIPTION_PREFIX,
-                true,
-                None,
-            )
+            .entries(keys::connection_pk(id), keys::SUBSCRIPTION_PREFIX)
             .await?;
         for item in reverse {
-            let channel = ChannelName::parse(
-                get_str(&item, "sk")?.trim_start_matches(keys::SUBSCRIPTION_PREFIX),
-            )
-            .map_err(anyhow::Error::from)?;
+            let channel = sk_id(&item, keys::SUBSCRIPTION_PREFIX, ChannelName::parse)?;
             let mut fan_out = keys::subscriber(&channel, id);
             for name in ["subscribed_at", "expires_at"] {
                 if let Some(v) = item.get(name) {
@@ -122,20 +113,11 @@ impl ConnectionStore for DynamoStore {
     #[instrument(skip(self), level = "debug")]
     async fn subscribers_filtered(&self, channel: &ChannelName) -> PortResult<Vec<Subscriber>> {
         let items = self
-            .query(
-                &self.connections_table,
-                keys::channel_pk(channel),
-                keys::SUBSCRIBER_PREFIX,
-                true,
-                None,
-            )
+            .entries(keys::channel_pk(channel), keys::SUBSCRIBER_PREFIX)
             .await?;
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
-            let connection = ConnectionId::parse(
-                get_str(item, "sk")?.trim_start_matches(keys::SUBSCRIBER_PREFIX),
-            )
-            .map_err(anyhow::Error::from)?;
+            let connection = sk_id(item, keys::SUBSCRIBER_PREFIX, ConnectionId::parse)?;
             let categories = match item.get("categories").and_then(|v| v.as_s().ok()) {
                 Some(raw) => serde_json::from_str(raw)
                     .map_err(|e| anyhow::anyhow!("decoding a subscriber's categories: {e}"))?,
@@ -159,6 +141,24 @@ impl ConnectionStore for DynamoStore {
         )
         .await
     }
+}
+
+impl DynamoStore {
+    /// Every entry of a connections-table partition under `prefix`.
+    async fn entries(&self, pk: String, prefix: &str) -> PortResult<Vec<Item>> {
+        self.query(&self.connections_table, pk, prefix, true, None)
+            .await
+    }
+}
+
+/// The id an entry's sort key names after `prefix`.
+fn sk_id<T>(
+    item: &Item,
+    prefix: &str,
+    parse: fn(&str) -> Result<T, crate::model::ParseError>,
+) -> PortResult<T> {
+    let sk = get_str(item, "sk")?;
+    Ok(parse(sk.trim_start_matches(prefix)).map_err(anyhow::Error::from)?)
 }
 
 /// Put a binding's categories on a fan-out entry (none: the attribute is left out).
