@@ -676,6 +676,7 @@ mod tests {
                 "event",
                 "subscribed",
                 "unsubscribed",
+                "skipped",
                 "resumed",
                 "pong",
                 "ack",
