@@ -21,7 +21,9 @@
 //! - [`categories`]: selective sync, which events a device's categories cover;
 //! - [`devices`]: `register_device`, a device bound to the first member who registers it;
 //! - [`push`]: the push service, one `push` frame checked whole, then each mutation
-//!   decided and committed in mid order, its events queued for broadcast.
+//!   decided and committed in mid order, its events queued for broadcast;
+//! - [`settle`]: the `ask` fallback, open conflicts past their deadline settled by the
+//!   service (the scheduler's tick).
 
 pub mod categories;
 pub mod devices;
@@ -32,5 +34,6 @@ pub mod policy;
 pub mod push;
 pub mod records;
 pub mod replay;
+pub mod settle;
 pub mod state;
 pub mod types;
