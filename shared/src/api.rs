@@ -830,11 +830,20 @@ impl Api {
             .transpose()?;
         let limit = number_param(req, "limit", 1, MAX_ENTITY_PAGE as u64)?
             .map_or(ENTITY_PAGE, |n| n as usize);
+        // Selective sync: `device=` leaves out the types its categories do not ask for.
+        let wanted = match req.query_string_parameters.first("device") {
+            Some(d) => self.device_types(member, d).await?,
+            None => None,
+        };
         let head = self.log.head(&ChannelName::Band(band.clone())).await?;
-        let page = self
+        let mut page = self
             .entities
             .list_entities(&band, ty.as_ref(), after.as_ref(), limit)
             .await?;
+        if let Some(types) = &wanted {
+            page.entities
+                .retain(|e| types.iter().any(|t| t == e.entity_type.as_str()));
+        }
         let list = EntityList {
             band,
             seq: head.as_ref().map_or(0, |h| h.seq),
@@ -843,6 +852,25 @@ impl Api {
             next: page.next.map(|(t, i)| format!("{t}/{i}")),
         };
         Ok((200, json!(list)))
+    }
+
+    /// The entity types the member's `device` asks for (`None`: every type).
+    async fn device_types(
+        &self,
+        member: &Member,
+        device: &str,
+    ) -> Result<Option<Vec<String>>, Refusal> {
+        let id = crate::model::DeviceId::parse(device)?;
+        let Some(record) = self.entities.get_device(&id).await? else {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("no device {id} is registered; send register_device first"),
+            ));
+        };
+        crate::entities::devices::taken(&record, &member.user)?;
+        Ok(crate::entities::categories::entity_types(
+            &record.categories,
+        ))
     }
 
     async fn conflicts(

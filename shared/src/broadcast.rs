@@ -5,8 +5,13 @@
 //! throttled or failing post retried with the crate's [`Backoff`] (full jitter). A post that still fails is counted
 //! and left: the event is in the channel log, and the client's next seq shows it a gap
 //! it closes with `resume`.
+//!
+//! Selective sync: each subscriber comes with its device's categories (on the same
+//! Query); an event they do not cover is not posted, and each run of such events is one
+//! `skipped` frame, so the connection still tells a filtered seq from a lost one.
 
 use crate::backoff::{Backoff, Sleeper, TokioSleeper};
+use crate::entities::categories;
 use crate::model::{ChannelName, ConnectionId, Event};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, PortResult, PushOutcome, Pusher};
 use crate::transport::metrics::{self, Unit};
@@ -15,6 +20,7 @@ use crate::wire::frames::ServerFrame;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +37,9 @@ pub struct DeliveryReport {
     pub delivered: u64,
     pub gone: u64,
     pub failed: u64,
+    /// Events left out for a connection's device categories (summed over connections;
+    /// each run of them is one `skipped` frame).
+    pub skipped: u64,
 }
 
 /// Events read per page when a gap before a message is filled from the log.
@@ -54,6 +63,50 @@ pub struct Broadcaster {
     pub backoff: Duration,
     /// Where the waits between tries are taken.
     sleeper: Arc<dyn Sleeper>,
+}
+
+/// What one connection is posted for a batch: the event frames its categories want and,
+/// for each run of events they do not, one `skipped` frame in its place, so the seqs it
+/// is shown stay gapless.
+struct Plan<'a> {
+    frames: Vec<Piece<'a>>,
+    skipped: u64,
+}
+
+enum Piece<'a> {
+    Event(&'a Vec<u8>),
+    Skipped(Vec<u8>),
+}
+
+fn plan<'a>(
+    channel: &ChannelName,
+    categories: &[String],
+    events: &[Event],
+    frames: &'a [Vec<u8>],
+) -> Plan<'a> {
+    let mut skipped = 0;
+    let frames = categories::slots(categories, events)
+        .into_iter()
+        .map(|slot| match slot {
+            categories::Slot::Event(i) => Piece::Event(&frames[i]),
+            categories::Slot::Skipped {
+                from_seq,
+                to_seq,
+                count,
+            } => {
+                skipped += count;
+                Piece::Skipped(
+                    ServerFrame::Skipped {
+                        channel: channel.clone(),
+                        from_seq,
+                        to_seq,
+                    }
+                    .to_bytes(),
+                )
+            }
+        })
+        .collect();
+    Plan { frames, skipped }
 }
 
 enum ConnectionResult {
@@ -152,27 +205,42 @@ impl Broadcaster {
             tracing::debug!("already delivered");
             return Ok(DeliveryReport::default());
         };
-        let subscribers = self.connections.subscribers(&message.channel).await?;
+        let subscribers = self
+            .connections
+            .subscribers_filtered(&message.channel)
+            .await?;
         let frames: Vec<Vec<u8>> = events
             .iter()
             .map(|e| ServerFrame::Event(e.clone()).to_bytes())
             .collect();
-        let results: Vec<(ConnectionId, ConnectionResult)> =
-            futures_util::stream::iter(subscribers)
-                .map(|conn| {
-                    let frames = &frames;
-                    async move {
-                        let result = self.post_all(&conn, frames).await;
-                        (conn, result)
-                    }
-                })
-                .buffer_unordered(self.concurrency.max(1))
-                .collect()
-                .await;
+        // One plan per distinct set of categories (most connections share one), made
+        // with the frames serialised once above.
+        let mut plans: Vec<Plan> = Vec::new();
+        let mut plan_of: HashMap<&[String], usize> = HashMap::new();
+        let mut jobs: Vec<(ConnectionId, usize)> = Vec::with_capacity(subscribers.len());
+        for sub in &subscribers {
+            let i = *plan_of.entry(sub.categories.as_slice()).or_insert_with(|| {
+                plans.push(plan(&message.channel, &sub.categories, &events, &frames));
+                plans.len() - 1
+            });
+            jobs.push((sub.connection.clone(), i));
+        }
+        let results: Vec<(ConnectionId, ConnectionResult, u64)> = futures_util::stream::iter(jobs)
+            .map(|(conn, i)| {
+                let plan = &plans[i];
+                async move {
+                    let result = self.post_all(&conn, &plan.frames).await;
+                    (conn, result, plan.skipped)
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
 
         let mut report = DeliveryReport::default();
-        for (conn, result) in results {
+        for (conn, result, skipped) in results {
             report.connections += 1;
+            report.skipped += skipped;
             match result {
                 ConnectionResult::Delivered(n) => report.delivered += n,
                 ConnectionResult::Gone => {
@@ -205,12 +273,20 @@ impl Broadcaster {
         Ok(report)
     }
 
-    /// Post every frame to one connection, in order.
-    async fn post_all(&self, conn: &ConnectionId, frames: &[Vec<u8>]) -> ConnectionResult {
+    /// Post every frame to one connection, in order; counts the event frames.
+    async fn post_all(&self, conn: &ConnectionId, frames: &[Piece<'_>]) -> ConnectionResult {
         let mut delivered = 0;
-        for frame in frames {
+        for piece in frames {
+            let frame = match piece {
+                Piece::Event(f) => f.as_slice(),
+                Piece::Skipped(f) => f.as_slice(),
+            };
             match self.post_with_retry(conn, frame).await {
-                Some(PushOutcome::Delivered) => delivered += 1,
+                Some(PushOutcome::Delivered) => {
+                    if matches!(piece, Piece::Event(_)) {
+                        delivered += 1;
+                    }
+                }
                 Some(PushOutcome::Gone) => return ConnectionResult::Gone,
                 None => return ConnectionResult::Failed,
             }

@@ -601,6 +601,27 @@ pub struct Connection {
     pub connected_at: DateTime<Utc>,
     /// Past API Gateway's 2 h limit; a backstop for connections whose $disconnect was lost.
     pub expires_at: DateTime<Utc>,
+    /// The device a `register_device` on this connection bound it to, and what it asked
+    /// for; none: the connection is sent everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceBinding>,
+}
+
+/// A connection's device and its categories (see [`crate::entities::categories`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBinding {
+    pub device: DeviceId,
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+/// One subscriber of a channel, as the broadcaster reads it: the categories come with
+/// the subscription, so filtering costs no read per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub connection: ConnectionId,
+    /// Empty: everything.
+    pub categories: Vec<String>,
 }
 
 #[cfg(test)]

@@ -147,6 +147,11 @@ pub trait ConnectionStore: Send + Sync {
     /// Connections subscribed to a channel (a key lookup, never a scan).
     async fn subscribers(&self, channel: &ChannelName) -> PortResult<Vec<ConnectionId>>;
     async fn subscriptions(&self, id: &ConnectionId) -> PortResult<Vec<ChannelName>>;
+    /// Bind a connection to a device and its categories (the record and every current
+    /// and later subscription carry them). A missing connection is not an error: `false`.
+    async fn bind_device(&self, id: &ConnectionId, binding: &DeviceBinding) -> PortResult<bool>;
+    /// [`Self::subscribers`] with each one's categories, in the same one key lookup.
+    async fn subscribers_filtered(&self, channel: &ChannelName) -> PortResult<Vec<Subscriber>>;
 }
 
 /// Is the backend reachable? Used by GET /sync/health.

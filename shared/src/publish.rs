@@ -1,24 +1,104 @@
 //! Publishing: append events to a channel's log (which gives them their seq), then queue
 //! them for broadcast on the channel's FIFO group. Both steps are idempotent, so a job
 //! that is delivered again publishes nothing twice.
+//!
+//! Priorities (see [`Backpressure`]): a publisher of bulk events (normal and low: a
+//! source's sync) appends a window of them only once the broadcaster has delivered the
+//! channel to within `window` events of its head; high and critical events (a member's
+//! edit) are appended at once. The channel keeps one gapless order, and an edit waits
+//! behind at most one window plus one message of bulk events, not the whole sync.
 
 use crate::broadcast::BroadcastMessage;
 use crate::model::{ChannelName, Event, NewEvent};
 use crate::ports::{ChannelLog, OutMessage, PortResult, Queue};
-use std::sync::Arc;
+use crate::wire::events::Priority;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Events per broadcast message: keeps a message far under SQS's 256 KB.
 pub const EVENTS_PER_MESSAGE: usize = 50;
+
+/// How bulk publishing waits for the broadcaster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backpressure {
+    /// Undelivered events of a channel a bulk window may be appended behind.
+    pub window: u64,
+    /// How often the delivered watermark is read while waiting.
+    pub poll: Duration,
+    /// A wait during which the watermark does not move at all gives up: the broadcaster
+    /// is down or not running. The channel is then not waited on again until its
+    /// watermark moves, so a stalled broadcaster costs a sync one `stall`, not one per
+    /// window (the events are in the log; the broadcaster catches up from it).
+    pub stall: Duration,
+}
+
+impl Default for Backpressure {
+    /// 100 events: two broadcast messages, well under a second of delivery.
+    fn default() -> Self {
+        Self {
+            window: 100,
+            poll: Duration::from_millis(10),
+            stall: Duration::from_secs(2),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Publisher {
     log: Arc<dyn ChannelLog>,
     broadcast: Arc<dyn Queue>,
+    backpressure: Option<Backpressure>,
+    /// Channels whose broadcaster stalled, with the watermark it stalled at.
+    stalled: Arc<Mutex<HashMap<ChannelName, u64>>>,
 }
 
 impl Publisher {
+    /// A publisher that never waits (every event appended at once).
     pub fn new(log: Arc<dyn ChannelLog>, broadcast: Arc<dyn Queue>) -> Self {
-        Self { log, broadcast }
+        Self {
+            log,
+            broadcast,
+            backpressure: None,
+            stalled: Arc::default(),
+        }
+    }
+
+    /// The same publisher, holding bulk events back as `backpressure` says.
+    pub fn with_backpressure(mut self, backpressure: Backpressure) -> Self {
+        self.backpressure = Some(backpressure);
+        self
+    }
+
+    /// Wait (bounded, see [`Backpressure::stall`]) until the broadcaster has delivered
+    /// `channel` to within a window of its head.
+    async fn wait_for_room(&self, channel: &ChannelName, bp: Backpressure) -> PortResult<()> {
+        let mut seen: Option<u64> = None;
+        let mut since = Instant::now();
+        loop {
+            let head = self.log.head(channel).await?.map_or(0, |h| h.seq);
+            let delivered = self.log.delivered(channel).await?;
+            // The lock is held in this block only, never across an await.
+            {
+                let mut stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
+                if head.saturating_sub(delivered) <= bp.window {
+                    stalled.remove(channel);
+                    return Ok(());
+                }
+                if stalled.get(channel) == Some(&delivered) {
+                    return Ok(());
+                }
+                if seen != Some(delivered) {
+                    seen = Some(delivered);
+                    since = Instant::now();
+                } else if since.elapsed() >= bp.stall {
+                    tracing::warn!(%channel, head, delivered, "the broadcaster is not moving; publishing without waiting");
+                    stalled.insert(channel.clone(), delivered);
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(bp.poll).await;
+        }
     }
 
     #[tracing::instrument(skip(self, events), fields(channel = %channel, count = events.len()))]
@@ -29,6 +109,10 @@ impl Publisher {
     ) -> PortResult<Vec<Event>> {
         let mut published = Vec::with_capacity(events.len());
         for chunk in events.chunks(EVENTS_PER_MESSAGE) {
+            let bulk = chunk.iter().all(|e| Priority::of(e.event()).is_bulk());
+            if let Some(bp) = self.backpressure.filter(|_| bulk) {
+                self.wait_for_room(channel, bp).await?;
+            }
             let stored = self.log.append(channel, chunk).await?;
             self.send(channel, &stored).await?;
             published.extend(stored);

@@ -57,7 +57,9 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
 /// The sync worker: it publishes to the broadcast queue, alerts through the notifier
 /// (if any), and syncs Google sources when there is Google.
 pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
-    let publisher = Publisher::new(b.log()?, b.broadcast_queue()?);
+    // A source's sync is bulk: it waits for the broadcaster so members' edits do not.
+    let publisher = Publisher::new(b.log()?, b.broadcast_queue()?)
+        .with_backpressure(crate::publish::Backpressure::default());
     let store = b.store()?;
     let stores = SyncStores {
         configs: store.clone(),

@@ -74,6 +74,7 @@ impl WsConnect {
             bands: member.bands,
             connected_at: now,
             expires_at: now + CONNECTION_TTL,
+            device: None,
         };
         self.connections.put_connection(&conn).await?;
         Ok(conn)

@@ -2,9 +2,10 @@
 //! would through API Gateway's @connections), so every answer, error included, reaches
 //! the client as a frame.
 
+use crate::entities::categories;
 use crate::entities::push::{PushRefused, PushService};
 use crate::error::{ErrorCode, Refusal};
-use crate::model::{ChannelName, Connection, ConnectionId, Trigger};
+use crate::model::{ChannelName, Connection, ConnectionId, DeviceBinding, Trigger};
 use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStore};
 use crate::resume::{self, ResumePlan};
 use crate::transport::http::{json_v1, refused_v1};
@@ -185,6 +186,12 @@ impl WsMessage {
             ClientRequest::RegisterDevice(request) => {
                 let conn = self.member(id).await?;
                 let device = self.push.register(&conn, request).await?;
+                // This connection is now sent what the device asks for (selective sync).
+                let binding = DeviceBinding {
+                    device: device.device.clone(),
+                    categories: device.categories.clone(),
+                };
+                self.connections.bind_device(id, &binding).await?;
                 Ok(Some(ServerFrame::Device {
                     device: device.device,
                     categories: device.categories,
@@ -228,13 +235,15 @@ impl WsMessage {
                 after_seq,
                 epoch,
             } => {
-                self.readable(id, &channel).await?;
+                let conn = self.readable(id, &channel).await?;
                 // Subscribe first, so nothing published while we replay is missed; the
                 // client drops the seqs it gets twice.
                 self.connections
                     .subscribe(id, &channel, self.clock.now())
                     .await?;
-                self.resume(id, channel, after_seq, epoch, reference).await
+                let categories = conn.device.map(|d| d.categories).unwrap_or_default();
+                self.resume(id, channel, after_seq, epoch, &categories, reference)
+                    .await
             }
             ClientRequest::SyncRequest(SyncRequestBody { band, source, full }) => {
                 let conn = self.member(id).await?;
@@ -279,6 +288,7 @@ impl WsMessage {
         channel: ChannelName,
         after_seq: u64,
         epoch: Option<String>,
+        categories: &[String],
         reference: Option<Value>,
     ) -> Result<Option<ServerFrame>, ErrorReply> {
         let head = self.log.head(&channel).await?;
@@ -311,11 +321,24 @@ impl WsMessage {
                     let want = REPLAY_PAGE
                         .min(usize::try_from(self.max_replay - replayed).unwrap_or(REPLAY_PAGE));
                     let page = self.log.read_after(&channel, cursor, want).await?;
-                    for event in &page {
-                        cursor = event.seq;
-                        replayed += 1;
-                        self.send(id, &ServerFrame::Event(event.clone())).await;
+                    // The device's categories filter a replay as they do live delivery.
+                    for slot in categories::slots(categories, &page) {
+                        let frame = match slot {
+                            categories::Slot::Event(i) => ServerFrame::Event(page[i].clone()),
+                            categories::Slot::Skipped {
+                                from_seq, to_seq, ..
+                            } => ServerFrame::Skipped {
+                                channel: channel.clone(),
+                                from_seq,
+                                to_seq,
+                            },
+                        };
+                        self.send(id, &frame).await;
                     }
+                    if let Some(last) = page.last() {
+                        cursor = last.seq;
+                    }
+                    replayed += page.len() as u64;
                     if page.len() < want {
                         break;
                     }

@@ -113,7 +113,8 @@ async fn every_subscriber_gets_every_frame_in_order() {
             connections: 3,
             delivered: 9,
             gone: 0,
-            failed: 0
+            failed: 0,
+            skipped: 0,
         }
     );
 }
@@ -252,5 +253,104 @@ async fn retries_wait_through_the_sleeper_in_doubling_full_jitter_windows() {
     assert!(
         waits[0] < Duration::from_millis(50) && waits[1] < Duration::from_millis(100),
         "{waits:?}"
+    );
+}
+
+/// A `file.created` of `name`, or a `setlist.updated`, as sources publish them.
+fn kind(name: &str) -> bandsync::wire::events::EventKind {
+    use bandsync::wire::events::EventKind;
+    if name == "setlist" {
+        let data = json!({"source": "sheet", "spreadsheet_id": "s1", "range": "A:C",
+            "rows": 1, "columns": ["title"], "initial": false,
+            "added": [], "removed": [], "moved": [], "edited": []});
+        return EventKind::from_parts("setlist.updated", &data).unwrap();
+    }
+    let data = json!({"source": "drive", "file_id": name, "path": format!("/{name}"),
+        "name": name, "size": 1, "hash": "h", "modified_ms": 0});
+    EventKind::from_parts("file.created", &data).unwrap()
+}
+
+#[tokio::test]
+async fn a_setlist_only_device_gets_setlists_and_skipped_ranges_for_the_rest() {
+    use bandsync::model::{DeviceBinding, DeviceId, NewEvent};
+    // GIVEN a connection bound to a setlist-only device and one with no device
+    let h = Harness::new();
+    let demo = channel("band:demo");
+    let phone = h.add_connection("phone", "alice", &["demo"]).await;
+    let laptop = h.add_connection("laptop", "bob", &["demo"]).await;
+    for c in [&phone, &laptop] {
+        h.store.subscribe(c, &demo, h.now()).await.unwrap();
+    }
+    let binding = DeviceBinding {
+        device: DeviceId::parse("alice-phone").unwrap(),
+        categories: vec!["setlists".into()],
+    };
+    assert!(h.store.bind_device(&phone, &binding).await.unwrap());
+    // AND a batch: two files, a setlist change, three more files
+    let names = ["a.pdf", "b.mp3", "setlist", "c.pdf", "d.mp3", "e.txt"];
+    let new: Vec<NewEvent> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NewEvent::new(format!("{n}#{i}"), h.now(), kind(n)))
+        .collect();
+    let events = h.store.append(&demo, &new).await.unwrap();
+
+    // WHEN the batch is delivered
+    let report = h
+        .broadcaster()
+        .deliver(&BroadcastMessage {
+            channel: demo.clone(),
+            events,
+        })
+        .await
+        .unwrap();
+
+    // THEN the phone got the setlist event between two skipped frames covering the
+    // files' seqs: every seq 1..=6 is accounted for, no file event is in it
+    let phone_frames = h.pusher.frames(&phone);
+    let shape: Vec<(String, u64, u64)> = phone_frames
+        .iter()
+        .map(|f| match f["type"].as_str().unwrap() {
+            "skipped" => (
+                "skipped".to_owned(),
+                f["from_seq"].as_u64().unwrap(),
+                f["to_seq"].as_u64().unwrap(),
+            ),
+            other => {
+                let seq = f["seq"].as_u64().unwrap();
+                (
+                    format!("{other}:{}", f["event"].as_str().unwrap()),
+                    seq,
+                    seq,
+                )
+            }
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("skipped".to_owned(), 1, 2),
+            ("event:setlist.updated".to_owned(), 3, 3),
+            ("skipped".to_owned(), 4, 6),
+        ]
+    );
+    assert!(phone_frames.iter().all(|f| f["channel"] == "band:demo"));
+    // AND the connection without a device got all six events
+    let laptop_seqs: Vec<u64> = h
+        .pusher
+        .frames(&laptop)
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(laptop_seqs, (1..=6).collect::<Vec<_>>());
+    assert_eq!(
+        report,
+        DeliveryReport {
+            connections: 2,
+            delivered: 7,
+            gone: 0,
+            failed: 0,
+            skipped: 5,
+        }
     );
 }

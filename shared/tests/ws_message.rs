@@ -13,6 +13,7 @@ fn acl() {
         bands: vec![BandId::parse("demo").unwrap()],
         connected_at: chrono::Utc::now(),
         expires_at: chrono::Utc::now(),
+        device: None,
     };
     let ok = |s: &str| may_read(&conn, &ChannelName::parse(s).unwrap());
     assert!(ok("band:demo"));

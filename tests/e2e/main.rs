@@ -7,5 +7,7 @@ mod google;
 mod management;
 mod operator;
 mod pipeline;
+mod priority;
 mod restart;
 mod resume;
+mod selective;

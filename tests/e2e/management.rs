@@ -109,6 +109,7 @@ async fn a_gone_connection_found_by_a_push_is_removed_with_its_subscriptions() {
             bands: vec![bandsync::model::BandId::parse("demo").unwrap()],
             connected_at: now,
             expires_at: now + chrono::Duration::hours(2),
+            device: None,
         })
         .await
         .unwrap();

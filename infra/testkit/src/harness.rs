@@ -122,6 +122,7 @@ impl Harness {
             bands: bands.iter().map(|b| band(b)).collect(),
             connected_at: now,
             expires_at: now + CONNECTION_TTL,
+            device: None,
         };
         self.store
             .put_connection(&conn)

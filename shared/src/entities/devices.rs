@@ -87,7 +87,7 @@ fn check_categories(categories: &[String]) -> Result<(), Refusal> {
             ));
         }
     }
-    Ok(())
+    super::categories::check(categories)
 }
 
 /// Categories in the order given, each once.

@@ -18,12 +18,14 @@
 //! - [`merge`]: the engine, which decides one mutation against the stored entity
 //!   (three-way merge, deletes, `ask` conflicts) with no I/O;
 //! - [`replay`]: an entity rebuilt from its history and checked against it;
+//! - [`categories`]: selective sync, which events a device's categories cover;
 //! - [`devices`]: `register_device`, a device bound to the first member who registers it;
 //! - [`push`]: the push service, one `push` frame checked whole, then each mutation
 //!   decided and committed in mid order, its events queued for broadcast;
 //! - [`settle`]: the `ask` fallback, open conflicts past their deadline settled by the
 //!   service (the scheduler's tick).
 
+pub mod categories;
 pub mod devices;
 pub mod hlc;
 pub mod merge;

@@ -420,6 +420,11 @@ fn route(key: &str) -> Option<Route> {
                     "`<type>/<id>`: the `next` of the previous page.",
                 ),
                 ("limit", false, "How many (1..=1000, default 100)."),
+                (
+                    "device",
+                    false,
+                    "The member's device: only the entity types its categories ask for (selective sync).",
+                ),
             ],
             None,
             (200, Some("EntityList")),
@@ -480,6 +485,7 @@ fn openapi() -> Value {
             let schema = match (*name, path) {
                 ("band", _) => schema_ref("BandId"),
                 ("type", _) => schema_ref("EntityTypeName"),
+                ("device", _) => schema_ref("DeviceId"),
                 ("after", "/sync/entities") => json!({"type": "string"}),
                 ("after", _) => json!({"type": "integer", "minimum": 0}),
                 ("limit", "/sync/entities") => {
@@ -670,6 +676,7 @@ mod tests {
                 "event",
                 "subscribed",
                 "unsubscribed",
+                "skipped",
                 "resumed",
                 "pong",
                 "ack",

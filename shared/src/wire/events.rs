@@ -138,6 +138,47 @@ impl EventKind {
     }
 }
 
+/// How urgently an event must reach members' sockets (item 5 of two-way sync). The
+/// channel log keeps one order for all of them; priority decides what may wait to be
+/// appended: bulk (normal and low) publishers append in windows behind the broadcaster,
+/// high and critical ones at once. See [`crate::publish::Backpressure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Metadata: a sync job's progress.
+    Low,
+    /// New content from a source: files, calendars, setlist sheets.
+    Normal,
+    /// A member's own edit (entities and their conflicts), presence.
+    High,
+    /// Membership and access changes.
+    Critical,
+}
+
+impl Priority {
+    /// The priority of an event by its name. A name this table does not know is high:
+    /// a new kind is never held back by mistake.
+    pub fn of(event: &str) -> Self {
+        let family = event.split('.').next().unwrap_or(event);
+        match family {
+            "sync" => Self::Low,
+            "file" | "calendar" | "setlist" => Self::Normal,
+            "member" | "access" | "band" => Self::Critical,
+            _ => Self::High,
+        }
+    }
+
+    /// May a publisher hold these back behind the broadcaster?
+    pub fn is_bulk(self) -> bool {
+        self <= Self::Normal
+    }
+}
+
+impl EventKind {
+    pub fn priority(&self) -> Priority {
+        Priority::of(self.name())
+    }
+}
+
 /// `sync.started`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -413,6 +454,27 @@ mod tests {
             modified_ms: 1_700_000_000_000,
             from_path: from_path.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn priorities_order_edits_before_bulk() {
+        assert_eq!(Priority::of("sync.progress"), Priority::Low);
+        assert_eq!(
+            EventKind::FileCreated(file(None)).priority(),
+            Priority::Normal
+        );
+        assert_eq!(Priority::of("setlist.updated"), Priority::Normal);
+        assert_eq!(Priority::of("entity.updated"), Priority::High);
+        assert_eq!(Priority::of("conflict.opened"), Priority::High);
+        assert_eq!(Priority::of("member.removed"), Priority::Critical);
+        assert_eq!(
+            Priority::of("something.new"),
+            Priority::High,
+            "unknown: never held"
+        );
+        assert!(Priority::Critical > Priority::High && Priority::High > Priority::Normal);
+        assert!(Priority::Normal.is_bulk() && Priority::Low.is_bulk());
+        assert!(!Priority::High.is_bulk());
     }
 
     /// Today's payload of every event kind, byte for byte as the log stores it.

@@ -136,6 +136,14 @@ pub enum ServerFrame {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
         reference: Option<Value>,
     },
+    /// Selective sync: the events `from_seq..=to_seq` of `channel` were left out for
+    /// this connection's device categories. Every event or `skipped` frame covers the
+    /// seqs after the previous one, so a seq missing from both is a real gap.
+    Skipped {
+        channel: ChannelName,
+        from_seq: u64,
+        to_seq: u64,
+    },
     /// Sent after the replay of a `resume`: everything up to `seq` has been sent.
     Resumed {
         channel: ChannelName,

@@ -1,6 +1,7 @@
 //! Connections, subscriptions and the health check.
 
 use super::*;
+use bandsync::model::{DeviceBinding, DeviceId};
 
 /// Connections and subscriptions: idempotent subscribe, per-channel fan-out lists, and
 /// deleting a connection takes its subscriptions with it.
@@ -33,6 +34,72 @@ pub async fn connection_contract<S: ConnectionStore + ?Sized>(store: &S) {
     );
     let subscriptions = sorted(store.subscriptions(&c1).await.unwrap());
     assert_eq!(subscriptions, sorted(vec![ch1.clone(), ch2.clone()]));
+
+    // Selective sync: no binding, no categories; a binding reaches the record, the
+    // subscriptions it has and those it makes later, and can change.
+    let filtered = async |ch| {
+        let mut s = store.subscribers_filtered(ch).await.unwrap();
+        s.sort_by(|a, b| a.connection.cmp(&b.connection));
+        s.into_iter()
+            .map(|s| (s.connection, s.categories))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        filtered(&ch1).await,
+        sorted(vec![(c1.clone(), vec![]), (c2.clone(), vec![])])
+    );
+    let setlists = DeviceBinding {
+        device: DeviceId::parse("phone-0001").unwrap(),
+        categories: vec!["setlists".into()],
+    };
+    assert!(store.bind_device(&c1, &setlists).await.unwrap());
+    assert!(
+        !store
+            .bind_device(&connection_id(), &setlists)
+            .await
+            .unwrap(),
+        "an unknown connection is not bound"
+    );
+    assert_eq!(
+        store
+            .get_connection(&c1)
+            .await
+            .unwrap()
+            .and_then(|c| c.device),
+        Some(setlists.clone())
+    );
+    assert_eq!(
+        filtered(&ch1).await,
+        sorted(vec![
+            (c1.clone(), vec!["setlists".to_owned()]),
+            (c2.clone(), vec![])
+        ])
+    );
+    store.subscribe(&c1, &quiet, now).await.unwrap();
+    assert_eq!(
+        filtered(&quiet).await,
+        vec![(c1.clone(), vec!["setlists".to_owned()])],
+        "a later subscription carries the binding"
+    );
+    let more = DeviceBinding {
+        categories: vec!["setlists".into(), "charts".into()],
+        ..setlists.clone()
+    };
+    store.bind_device(&c1, &more).await.unwrap();
+    assert_eq!(
+        filtered(&ch2).await,
+        vec![(c1.clone(), more.categories.clone())]
+    );
+    assert_eq!(
+        filtered(&quiet).await,
+        vec![(c1.clone(), more.categories.clone())]
+    );
+    assert_eq!(
+        store.subscribers(&ch1).await.unwrap().len(),
+        2,
+        "binding adds no subscription"
+    );
+    store.unsubscribe(&c1, &quiet).await.unwrap();
 
     store.unsubscribe(&c1, &ch2).await.unwrap();
     store.unsubscribe(&c1, &ch2).await.unwrap();

@@ -163,6 +163,7 @@ fn connection(id: &ConnectionId) -> Connection {
         bands: vec![band()],
         connected_at: now,
         expires_at: now + TimeDelta::hours(3),
+        device: None,
     }
 }
 

@@ -4,8 +4,9 @@
 
 use super::db::{Db, after, exec, get_opt_u64, get_u64, int, ts};
 use crate::model::{
-    BandId, ChannelHead, ChannelName, Connection, ConnectionId, Event, FileEntry, NewEvent, Source,
-    SourceId, SyncConfiguration, SyncItem, SyncOperation, WatchChannel,
+    BandId, ChannelHead, ChannelName, Connection, ConnectionId, DeviceBinding, Event, FileEntry,
+    NewEvent, Source, SourceId, Subscriber, SyncConfiguration, SyncItem, SyncOperation,
+    WatchChannel,
 };
 use crate::ports::{
     CatalogStore, ChannelLog, ConfigStore, ConnectionStore, DedupeStore, HealthCheck,
@@ -618,6 +619,57 @@ impl ConnectionStore for EmbeddedStore {
             list_decoded(c, sql, [id.as_str()], |channel| {
                 ChannelName::parse(channel).context("stored channel name")
             })
+        })
+    }
+
+    /// The connection's record carries the binding; the subscribers' query joins it.
+    #[instrument(skip(self, binding), fields(%id), level = "debug")]
+    async fn bind_device(&self, id: &ConnectionId, binding: &DeviceBinding) -> PortResult<bool> {
+        self.db.write("bind_device", |tx| {
+            let found: Option<Connection> = get_body(
+                tx,
+                "SELECT body FROM connections WHERE id = ?1",
+                [id.as_str()],
+            )?;
+            let Some(mut conn) = found else {
+                return Ok(false);
+            };
+            conn.device = Some(binding.clone());
+            let sql = "UPDATE connections SET body = ?2 WHERE id = ?1";
+            exec(tx, sql, params![id.as_str(), to_json(&conn)?])?;
+            Ok(true)
+        })
+    }
+
+    /// The subscribers' key range joined with their records, in one statement.
+    #[instrument(skip(self), fields(%channel), level = "debug")]
+    async fn subscribers_filtered(&self, channel: &ChannelName) -> PortResult<Vec<Subscriber>> {
+        self.db.read("subscribers_filtered", |c| {
+            let sql = "SELECT s.connection, c.body FROM subscriptions s \
+                       LEFT JOIN connections c ON c.id = s.connection \
+                       WHERE s.channel = ?1 ORDER BY s.connection";
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map([channel.to_string()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, body) = row?;
+                let connection = ConnectionId::parse(&id).context("stored connection id")?;
+                let categories = match body {
+                    Some(b) => {
+                        let conn: Connection =
+                            serde_json::from_str(&b).context("stored connection")?;
+                        conn.device.map(|d| d.categories).unwrap_or_default()
+                    }
+                    None => Vec::new(),
+                };
+                out.push(Subscriber {
+                    connection,
+                    categories,
+                });
+            }
+            Ok(out)
         })
     }
 }

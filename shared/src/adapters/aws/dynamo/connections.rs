@@ -1,11 +1,15 @@
 //! The connections table: each WebSocket connection (`CONN#id / META`, expiring past
 //! API Gateway's 2 h), each channel's subscribers (`CHAN#c / CONN#id`: fan-out is one
 //! Query) and each connection's subscriptions (`CONN#id / SUB#c`: cleanup on disconnect).
+//! A fan-out entry carries its connection's device categories (`categories`, JSON), so
+//! the broadcaster filters with the Query it already makes.
 
 use super::DynamoStore;
-use super::item::{n, s, ts, with_body};
+use super::item::{Item, get_str, n, s, ts, with_body};
 use super::keys;
-use crate::model::{CONNECTION_TTL, ChannelName, Connection, ConnectionId};
+use crate::model::{
+    CONNECTION_TTL, ChannelName, Connection, ConnectionId, DeviceBinding, Subscriber,
+};
 use crate::ports::{ConnectionStore, PortResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -53,6 +57,9 @@ impl ConnectionStore for DynamoStore {
             item.insert("subscribed_at".into(), s(ts(at)));
             item.insert("expires_at".into(), n(expires));
         }
+        // One GetItem per subscribe (rare), so that fan-out needs none per event.
+        let binding = self.get_connection(id).await?.and_then(|c| c.device);
+        with_categories(&mut fan_out, binding.as_ref())?;
         self.put_together(&self.connections_table, vec![fan_out, reverse])
             .await
     }
@@ -77,6 +84,53 @@ impl ConnectionStore for DynamoStore {
         .await
     }
 
+    /// The record, then every fan-out entry of its subscriptions (re-put with the
+    /// categories, keeping their times).
+    #[instrument(skip(self, binding), level = "debug")]
+    async fn bind_device(&self, id: &ConnectionId, binding: &DeviceBinding) -> PortResult<bool> {
+        let Some(mut conn) = self.get_connection(id).await? else {
+            return Ok(false);
+        };
+        conn.device = Some(binding.clone());
+        self.put_connection(&conn).await?;
+        let reverse = self
+            .entries(keys::connection_pk(id), keys::SUBSCRIPTION_PREFIX)
+            .await?;
+        for item in reverse {
+            let channel = sk_id(&item, keys::SUBSCRIPTION_PREFIX, ChannelName::parse)?;
+            let mut fan_out = keys::subscriber(&channel, id);
+            for name in ["subscribed_at", "expires_at"] {
+                if let Some(v) = item.get(name) {
+                    fan_out.insert(name.into(), v.clone());
+                }
+            }
+            with_categories(&mut fan_out, Some(binding))?;
+            self.put(&self.connections_table, fan_out).await?;
+        }
+        Ok(true)
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn subscribers_filtered(&self, channel: &ChannelName) -> PortResult<Vec<Subscriber>> {
+        let items = self
+            .entries(keys::channel_pk(channel), keys::SUBSCRIBER_PREFIX)
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            let connection = sk_id(item, keys::SUBSCRIBER_PREFIX, ConnectionId::parse)?;
+            let categories = match item.get("categories").and_then(|v| v.as_s().ok()) {
+                Some(raw) => serde_json::from_str(raw)
+                    .map_err(|e| anyhow::anyhow!("decoding a subscriber's categories: {e}"))?,
+                None => Vec::new(),
+            };
+            out.push(Subscriber {
+                connection,
+                categories,
+            });
+        }
+        Ok(out)
+    }
+
     #[instrument(skip(self), level = "debug")]
     async fn subscriptions(&self, id: &ConnectionId) -> PortResult<Vec<ChannelName>> {
         self.sort_key_ids(
@@ -87,4 +141,32 @@ impl ConnectionStore for DynamoStore {
         )
         .await
     }
+}
+
+impl DynamoStore {
+    /// Every entry of a connections-table partition under `prefix`.
+    async fn entries(&self, pk: String, prefix: &str) -> PortResult<Vec<Item>> {
+        self.query(&self.connections_table, pk, prefix, true, None)
+            .await
+    }
+}
+
+/// The id an entry's sort key names after `prefix`.
+fn sk_id<T>(
+    item: &Item,
+    prefix: &str,
+    parse: fn(&str) -> Result<T, crate::model::ParseError>,
+) -> PortResult<T> {
+    let sk = get_str(item, "sk")?;
+    Ok(parse(sk.trim_start_matches(prefix)).map_err(anyhow::Error::from)?)
+}
+
+/// Put a binding's categories on a fan-out entry (none: the attribute is left out).
+fn with_categories(item: &mut Item, binding: Option<&DeviceBinding>) -> PortResult<()> {
+    if let Some(b) = binding.filter(|b| !b.categories.is_empty()) {
+        let raw = serde_json::to_string(&b.categories)
+            .map_err(|e| anyhow::anyhow!("encoding categories: {e}"))?;
+        item.insert("categories".into(), s(raw));
+    }
+    Ok(())
 }
