@@ -389,14 +389,9 @@ impl Engine {
                     state: EntityState::default(),
                     ..cur.clone()
                 };
-                let folded = self.fold(
-                    cx.ty,
-                    &reborn.state,
-                    cx.member,
-                    version,
-                    &w,
-                    &|_, _| Mode::Policy { concurrent: false },
-                )?;
+                let folded = self.fold(cx.ty, &reborn.state, cx.member, version, &w, &|_, _| {
+                    Mode::Policy { concurrent: false }
+                })?;
                 return Ok(self.changed(cx, Some(&reborn), m, stamp, folded, false, Vec::new()));
             }
             // Deleted again, or changed by a member who saw the delete.

@@ -587,7 +587,10 @@ fn a_devices_own_queued_changes_are_not_concurrent_with_each_other() {
     assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
     assert_eq!(e.values()["fee"], json!(200));
     // Another device on the same base still races them.
-    rejected(&e.patch(B, 1, 1, 12, json!({"fee": 90})), ErrorCode::StaleBase);
+    rejected(
+        &e.patch(B, 1, 1, 12, json!({"fee": 90})),
+        ErrorCode::StaleBase,
+    );
     // An earlier mid of the same device (redelivered under a new mid it is not) does
     // not count as seen: only earlier mids do.
     let r = e.patch(A, 1, 1, 13, json!({"fee": 80}));
@@ -632,7 +635,10 @@ fn only_the_owner_deletes_an_owned_entity_and_a_create_after_a_delete_brings_it_
     );
     assert_eq!(e.version(), 2);
     // Bob's create, not knowing of the delete (delete_wins), stays refused...
-    rejected(&e.create(B, 2, 7, json!({"rsvp": "no"})), ErrorCode::NotFound);
+    rejected(
+        &e.create(B, 2, 7, json!({"rsvp": "no"})),
+        ErrorCode::NotFound,
+    );
     // ...but the deleting device creating it again is a resurrection: version goes on.
     let r = e.create((ALICE, "tablet-alice"), 2, 8, json!({"rsvp": "maybe"}));
     assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
@@ -1101,7 +1107,13 @@ mod malformed_text {
     use proptest::prelude::*;
 
     fn notes(e: &mut Entity, mid: u64, bytes: &[u8]) -> MutationResult {
-        e.patch(B, mid, 1, 5, json!({"notes": {"$text": BASE64.encode(bytes)}}))
+        e.patch(
+            B,
+            mid,
+            1,
+            5,
+            json!({"notes": {"$text": BASE64.encode(bytes)}}),
+        )
     }
 
     fn valid_update() -> Vec<u8> {
