@@ -13,6 +13,7 @@ pub use backend::{Backend, Ports, Watch};
 use crate::api::{Api, ApiStores};
 use crate::broadcast::Broadcaster;
 use crate::entities::push::PushService;
+use crate::entities::settle::Settler;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
 use crate::sync::{SyncStores, SyncWorker};
@@ -98,6 +99,11 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     });
     Ok(
         Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
+            .with_settler(Settler::new(
+                store.clone(),
+                store.clone(),
+                Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
+            ))
             .with_registry(store)
             .with_watch_keeper(keeper),
     )
