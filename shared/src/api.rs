@@ -98,6 +98,9 @@ pub struct Api {
     clock: Arc<dyn crate::ports::Clock>,
     /// Named dependencies reported by /sync/health.
     checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    /// The engine pushes run under (the built-in policies): a stored type must name
+    /// only policies it has, or every push touching the type is refused.
+    engine: crate::entities::merge::Engine,
     /// What bands' Google credentials are sealed under; None: they cannot be stored.
     credentials_key: Option<CredentialKey>,
 }
@@ -234,6 +237,7 @@ impl Api {
             clock,
             checks,
             credentials_key: None,
+            engine: crate::entities::merge::Engine::new(),
         }
     }
 
@@ -744,7 +748,7 @@ impl Api {
                 format!("expected an entity type: {e}"),
             )
         })?;
-        ty.validate()?;
+        self.engine.validate_type(&ty)?;
         let mut config = self.registered(&band).await?;
         let declared = config.entity_types.len();
         match config.entity_types.iter_mut().find(|t| t.name == name) {

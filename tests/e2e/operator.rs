@@ -74,6 +74,23 @@ async fn an_operator_registers_a_band_and_a_folder_source_that_members_see_and_s
     let (status, added) = ops.put("/sync/bands/garage/sources/charts", source).await;
     assert_eq!(status, 200, "{added}");
 
+    // WHEN the operator declares a type with a misspelled policy THEN it is refused (the
+    // engine pushes run under has no such policy), and a sane one is kept
+    let typo = json!({"fields": {"title": {"policy": "lwww"}}});
+    let (status, body) = ops
+        .put("/sync/bands/garage/entity-types/setlist_entry", typo)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("lwww"),
+        "{body}"
+    );
+    let sane = json!({"fields": {"title": {"policy": "lww"}}});
+    let (status, body) = ops
+        .put("/sync/bands/garage/entity-types/setlist_entry", sane)
+        .await;
+    assert_eq!(status, 200, "{body}");
+
     // THEN a member of the band sees both in its status
     let (status, body) = http.get("/sync/status?band=garage", Some(&member)).await;
     assert_eq!(status, 200, "{body}");

@@ -29,7 +29,7 @@ use super::policy;
 use super::records::{
     Candidate, ConflictRecord, Decision, EntityRecord, FieldDiff, HistoryEntry, Resolution,
 };
-use super::state::{EntityState, FieldEntry, FieldState, Stamp};
+use super::state::{EntityState, FieldEntry, FieldState, Stamp, own_earlier};
 use super::types::{DeleteRule, EntityType, Policy};
 use crate::error::ErrorCode;
 use crate::model::{BandId, ConflictId, DeviceId, EntityTypeName, UserId};
@@ -315,7 +315,7 @@ impl Engine {
             Some(id) => Some(open_conflict(cx, m, id)?),
         };
         let Some(cur) = current else {
-            if m.op != Op::Create {
+            if m.op != Op::Create || m.base_version != 0 {
                 return Err(MutationError::new(
                     ErrorCode::NotFound,
                     format!("{} {} does not exist", m.entity_type, m.id),
@@ -352,12 +352,21 @@ impl Engine {
         let version = cur.version + 1;
         let w = write(m, &stamp, cx.member);
         let by_policy = |_: &str, e: Option<&FieldEntry>| Mode::Policy {
-            concurrent: e.is_some_and(|e| e.changed_at > m.base_version),
+            concurrent: e.is_some_and(|e| raced_with(e, cx.device, m)),
         };
         let forced = |name: &str, e: Option<&FieldEntry>| match resolving {
             Some(c) if c.field == name => Mode::Force(RESOLVED),
             _ => by_policy(name, e),
         };
+        if m.op == Op::Delete && cx.member != &cur.created_by && has_owner_fields(cx.ty) {
+            return Err(MutationError::new(
+                ErrorCode::NotOwner,
+                format!(
+                    "{} {} belongs to {}: only they may delete it",
+                    m.entity_type, m.id, cur.created_by
+                ),
+            ));
+        }
         if cur.deleted {
             let gone = |why: String| {
                 Err(MutationError::new(
@@ -368,8 +377,25 @@ impl Engine {
                     ),
                 ))
             };
+            // Whether the change was made knowing of the delete: based on it, or a later
+            // mutation of the deleting device.
+            let saw_delete = m.base_version >= cur.version
+                || own_earlier(cur.state.deleted_by.as_ref(), cx.device, m.mid);
+            if m.op == Op::Create && saw_delete {
+                // Made again by a member who saw the delete: a new entity under the same
+                // id, its version continuing (so every reader sees it as a change).
+                let reborn = EntityRecord {
+                    created_by: cx.member.clone(),
+                    state: EntityState::default(),
+                    ..cur.clone()
+                };
+                let folded = self.fold(cx.ty, &reborn.state, cx.member, version, &w, &|_, _| {
+                    Mode::Policy { concurrent: false }
+                })?;
+                return Ok(self.changed(cx, Some(&reborn), m, stamp, folded, false, Vec::new()));
+            }
             // Deleted again, or changed by a member who saw the delete.
-            if m.op == Op::Delete || (m.op == Op::Patch && m.base_version >= cur.version) {
+            if m.op == Op::Delete || saw_delete {
                 return gone(String::new());
             }
             // A change based before the delete (or a create): they raced.
@@ -386,10 +412,13 @@ impl Engine {
                 .state
                 .fields
                 .iter()
-                .filter(|(_, e)| e.changed_at > m.base_version)
+                .filter(|(_, e)| raced_with(e, cx.device, m))
                 .collect();
             let mut folded = Folded {
-                state: cur.state.clone(),
+                state: EntityState {
+                    deleted_by: Some(stamp.clone()),
+                    ..cur.state.clone()
+                },
                 concurrent: !raced.is_empty(),
                 ..Folded::default()
             };
@@ -415,6 +444,7 @@ impl Engine {
         }
         let mut folded = self.fold(cx.ty, &cur.state, &cur.created_by, version, &w, &forced)?;
         if cur.deleted {
+            folded.state.deleted_by = None;
             folded.concurrent = true;
             let deleted = json!({"deleted": true});
             folded.lost(
@@ -523,15 +553,16 @@ impl Engine {
                 outcome: policy_name.unwrap_or(merge.outcome.as_str()).to_owned(),
                 loser: merge.loser,
             });
-            let changed_at = match prev {
-                Some(p) if p.state == merge.state => p.changed_at,
-                _ => version,
+            let (changed_at, changed_by) = match prev {
+                Some(p) if p.state == merge.state => (p.changed_at, p.changed_by.clone()),
+                _ => (version, Some(w.stamp.clone())),
             };
             out.state.fields.insert(
                 name.clone(),
                 FieldEntry {
                     state: merge.state,
                     changed_at,
+                    changed_by,
                 },
             );
         }
@@ -809,6 +840,22 @@ fn open_conflict<'a>(
         ));
     }
     Ok(c)
+}
+
+/// Whether a field's last change raced `m`: it came after `m`'s base, and not from an
+/// earlier mutation of `m`'s own device (a device's queued mutations share a base, yet
+/// each was made on top of the ones before it).
+fn raced_with(e: &FieldEntry, device: &DeviceId, m: &Mutation) -> bool {
+    e.changed_at > m.base_version && !own_earlier(e.writer(), device, m.mid)
+}
+
+/// Whether the type has `owner` fields: its entities are their creator's, so only the
+/// creator deletes one.
+fn has_owner_fields(ty: &EntityType) -> bool {
+    ty.fields
+        .values()
+        .chain(ty.undeclared.as_ref())
+        .any(|f| f.policy == Policy::Owner)
 }
 
 fn write<'a>(m: &'a Mutation, stamp: &'a Stamp, member: &'a UserId) -> Write<'a> {

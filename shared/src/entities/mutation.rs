@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    /// Make the entity (`base_version` 0). A create of an entity that exists is merged
-    /// with it field by field, as concurrent with everything it has.
+    /// Make the entity (`base_version` 0, or the version of the deleted entity it makes
+    /// again). A create of an entity that exists is merged with it field by field, as
+    /// concurrent with everything changed after its base.
     Create,
     /// Change some of its fields.
     Patch,
@@ -167,10 +168,11 @@ impl Mutation {
     pub fn parse(value: &Value) -> Result<Self, MutationError> {
         let wire: WireMutation = serde_json::from_value(value.clone())
             .map_err(|e| MutationError::new(ErrorCode::InvalidMutation, e.to_string()))?;
-        if wire.op == Op::Create && wire.base_version != 0 {
+        if wire.mid == 0 {
+            // 0 is the server's own (a settled conflict); a device's next_mid starts at 1.
             return Err(MutationError::new(
                 ErrorCode::InvalidMutation,
-                "a create has base_version 0",
+                "mid 0 is not a device's: mids start at 1",
             ));
         }
         let fields = wire
@@ -325,12 +327,11 @@ mod tests {
         let e = Mutation::parse(&m).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidFieldOperation);
         assert!(e.message.starts_with("fields.tags:"), "{e}");
-        let create_on_base = json!({"mid": 1, "type": "t", "id": "e1", "op": "create",
-            "base_version": 2, "ts": "2026-12-01T20:00:00Z"});
-        assert_eq!(
-            Mutation::parse(&create_on_base).unwrap_err().code,
-            ErrorCode::InvalidMutation
-        );
+        let mid_zero = json!({"mid": 0, "type": "t", "id": "e1", "op": "create",
+            "base_version": 0, "ts": "2026-12-01T20:00:00Z"});
+        let e = Mutation::parse(&mid_zero).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMutation);
+        assert!(e.message.contains("start at 1"), "{e}");
         let unknown_op = json!({"mid": 1, "type": "t", "id": "e1", "op": "upsert",
             "base_version": 0, "ts": "2026-12-01T20:00:00Z"});
         assert_eq!(

@@ -466,11 +466,21 @@ impl TextPolicy {
         let bytes = BASE64
             .decode(b64)
             .map_err(|e| bad(format!("not base64: {e}")))?;
-        Update::decode_v1(&bytes).map_err(|e| bad(format!("it does not decode: {e}")))
+        yrs_guard(field, || {
+            Update::decode_v1(&bytes).map_err(|e| bad(format!("it does not decode: {e}")))
+        })
     }
 
     /// The field's document with `updates` applied: its state and text.
     fn fold(
+        field: &str,
+        state: Option<&str>,
+        update: Update,
+    ) -> Result<(String, String), MutationError> {
+        yrs_guard(field, || Self::fold_unguarded(field, state, update))
+    }
+
+    fn fold_unguarded(
         field: &str,
         state: Option<&str>,
         update: Update,
@@ -505,6 +515,21 @@ impl TextPolicy {
             )
         })
     }
+}
+
+/// Run yrs on a client's bytes, a panic inside refused like any malformed update: yrs has
+/// open bugs that panic on some malformed updates, and one member's bad bytes must not
+/// take down the handler (and the frame of everyone's mutations in it).
+pub(crate) fn yrs_guard<T>(
+    field: &str,
+    f: impl FnOnce() -> Result<T, MutationError>,
+) -> Result<T, MutationError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(MutationError::new(
+            ErrorCode::InvalidFieldOperation,
+            format!("{field}: $text takes a base64 Yjs v1 update (this one is malformed)"),
+        ))
+    })
 }
 
 impl FieldResolver for TextPolicy {

@@ -5,7 +5,7 @@
 //! the first version that differs: the log or the projection was changed by something
 //! other than the engine.
 
-use super::merge::{Engine, Mode, RESOLVED, SETTLED, Write};
+use super::merge::{ENTITY_FIELD, Engine, Mode, RESOLVED, SETTLED, Write};
 use super::mutation::{FieldInput, Op};
 use super::policy::FieldOutcome;
 use super::records::{EntityRecord, HistoryEntry};
@@ -85,10 +85,24 @@ fn step(
             (d.field.as_str(), mode)
         })
         .collect();
-    let owner = prev.map_or(&entry.member, |p| &p.created_by);
-    let before = prev.map_or_else(EntityState::default, |p| p.state.clone());
+    // A create of a deleted entity that did not race its delete (no decision about the
+    // entity itself) made it anew: the creator's, from no fields.
+    let reborn = prev.is_some_and(|p| p.deleted)
+        && entry.op == Op::Create
+        && !entry.decisions.iter().any(|d| d.field == ENTITY_FIELD);
+    let owner = match prev {
+        Some(p) if !reborn => &p.created_by,
+        _ => &entry.member,
+    };
+    let before = match prev {
+        Some(p) if !reborn => p.state.clone(),
+        _ => EntityState::default(),
+    };
     let state = if entry.op == Op::Delete {
-        before
+        EntityState {
+            deleted_by: Some(entry.stamp.clone()),
+            ..before
+        }
     } else {
         let write = Write {
             op: entry.op,
@@ -103,10 +117,14 @@ fn step(
                 .copied()
                 .unwrap_or(Mode::Policy { concurrent: false })
         };
-        engine
+        let folded = engine
             .fold(ty, &before, owner, entry.version, &write, &mode)
             .map_err(|e| mismatch(format!("it does not apply again: {e}")))?
-            .state
+            .state;
+        EntityState {
+            deleted_by: None,
+            ..folded
+        }
     };
     Ok(EntityRecord {
         band: entry.band.clone(),

@@ -105,12 +105,37 @@ impl FieldState {
 pub struct FieldEntry {
     pub state: FieldState,
     pub changed_at: u64,
+    /// The stamp of the mutation that last changed it (its device and mid): a device's
+    /// own later mutation is not concurrent with it, though both share a base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<Stamp>,
+}
+
+impl FieldEntry {
+    /// Who last changed the field: its `changed_by`, or (an entry stored before it was
+    /// kept) a register's own stamp.
+    pub fn writer(&self) -> Option<&Stamp> {
+        self.changed_by.as_ref().or(match &self.state {
+            FieldState::Register { stamp, .. } => Some(stamp),
+            _ => None,
+        })
+    }
+}
+
+/// Whether a stamp is an earlier mutation of `device` than `mid`: what a device's
+/// queued mutations (which share a base) saw before them.
+pub fn own_earlier(stamp: Option<&Stamp>, device: &DeviceId, mid: u64) -> bool {
+    stamp.is_some_and(|s| &s.device == device && s.mid < mid)
 }
 
 /// Every field of an entity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EntityState {
     pub fields: BTreeMap<String, FieldEntry>,
+    /// The stamp of the delete, while the entity is deleted: the deleting device's later
+    /// mutations saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<Stamp>,
 }
 
 impl EntityState {

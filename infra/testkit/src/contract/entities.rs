@@ -113,6 +113,7 @@ impl Writer {
                 by: None,
             },
             changed_at: version,
+            changed_by: Some(stamp.clone()),
         };
         let entity = EntityRecord {
             band: self.band.clone(),
@@ -125,6 +126,7 @@ impl Writer {
             hlc: stamp.clone(),
             state: EntityState {
                 fields: [("title".to_owned(), field)].into(),
+                deleted_by: None,
             },
         };
         let history = HistoryEntry {

@@ -574,6 +574,95 @@ fn update_wins_refuses_a_racing_delete_and_brings_the_entity_back() {
     );
 }
 
+#[test]
+fn a_devices_own_queued_changes_are_not_concurrent_with_each_other() {
+    // Offline, Alice's phone queues two changes of the same field on version 1.
+    let mut e = Entity::new(with_field("gig", "fee", FieldSpec::new(Policy::Reject)));
+    e.create(A, 1, 0, json!({"fee": 100}));
+    assert_eq!(
+        e.patch(A, 2, 1, 10, json!({"fee": 150})).status,
+        MutationStatus::Applied
+    );
+    let r = e.patch(A, 3, 1, 11, json!({"fee": 200}));
+    assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
+    assert_eq!(e.values()["fee"], json!(200));
+    // Another device on the same base still races them.
+    rejected(
+        &e.patch(B, 1, 1, 12, json!({"fee": 90})),
+        ErrorCode::StaleBase,
+    );
+    // An earlier mid of the same device (redelivered under a new mid it is not) does
+    // not count as seen: only earlier mids do.
+    let r = e.patch(A, 1, 1, 13, json!({"fee": 80}));
+    rejected(&r, ErrorCode::StaleBase);
+
+    // ask: no conflict with yourself.
+    let mut e = Entity::new(ask_type());
+    e.create(A, 1, 0, json!({"venue": "Pub"}));
+    e.patch(A, 2, 1, 10, json!({"venue": "Bar"}));
+    let r = e.patch(A, 3, 1, 11, json!({"venue": "Club"}));
+    assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
+    assert!(e.conflicts.is_empty());
+    assert_eq!(
+        e.patch(B, 1, 1, 12, json!({"venue": "Hall"})).status,
+        MutationStatus::Conflict
+    );
+
+    // update_wins: mark ready, then delete, both queued on version 1.
+    let mut e = Entity::new(builtin("song_status"));
+    e.create(A, 1, 0, json!({"status": "new"}));
+    e.patch(A, 2, 1, 10, json!({"ready": true}));
+    let r = e.delete(A, 3, 1, 11);
+    assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
+    assert!(e.record.as_ref().unwrap().deleted);
+    // A later queued patch of the deleting device saw its delete.
+    rejected(
+        &e.patch(A, 4, 1, 12, json!({"status": "x"})),
+        ErrorCode::NotFound,
+    );
+}
+
+#[test]
+fn only_the_owner_deletes_an_owned_entity_and_a_create_after_a_delete_brings_it_back() {
+    let mut e = Entity::new(builtin("attendance"));
+    e.create(A, 1, 0, json!({"rsvp": "yes"}));
+    let r = e.delete(B, 1, 1, 5);
+    rejected(&r, ErrorCode::NotOwner);
+    assert!(!e.record.as_ref().unwrap().deleted);
+    assert_eq!(
+        e.delete((ALICE, "tablet-alice"), 1, 1, 6).status,
+        MutationStatus::Applied
+    );
+    assert_eq!(e.version(), 2);
+    // Bob's create, not knowing of the delete (delete_wins), stays refused...
+    rejected(
+        &e.create(B, 2, 7, json!({"rsvp": "no"})),
+        ErrorCode::NotFound,
+    );
+    // ...but the deleting device creating it again is a resurrection: version goes on.
+    let r = e.create((ALICE, "tablet-alice"), 2, 8, json!({"rsvp": "maybe"}));
+    assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
+    let rec = e.record.clone().unwrap();
+    assert!(!rec.deleted);
+    assert_eq!(rec.version, 3);
+    assert_eq!(rec.state.deleted_by, None);
+    assert_eq!(e.values()["rsvp"], json!("maybe"));
+    // A member who saw the delete (based on it) creates it as theirs.
+    e.delete((ALICE, "tablet-alice"), 3, 3, 9);
+    let m = Mutation {
+        base_version: 4,
+        ..mutation("attendance", 3, "create", 0, 10, json!({"rsvp": "no"}))
+    };
+    let r = e.push(B, &m);
+    assert_eq!(r.status, MutationStatus::Applied, "{r:?}");
+    assert_eq!(e.record.as_ref().unwrap().created_by.as_str(), BOB);
+    assert_eq!(e.version(), 5);
+    assert_eq!(e.values(), Map::from_iter([("rsvp".into(), json!("no"))]));
+    // History replays to the same record, resurrections and all.
+    let rebuilt = replay(&e.engine, &e.ty, &e.history).unwrap();
+    assert_eq!(rebuilt.as_ref(), e.record.as_ref());
+}
+
 fn ask_type() -> EntityType {
     with_field("gig", "venue", FieldSpec::ask(Policy::Lww, 3600))
 }
@@ -1009,6 +1098,71 @@ fn replay_catches_a_tampered_history_entry() {
     let mut tampered = e.history.clone();
     tampered.remove(3);
     assert_eq!(replay(&e.engine, &e.ty, &tampered).unwrap_err().version, 5);
+}
+
+mod malformed_text {
+    //! A `$text` of garbage or of a truncated update is refused (or applies), and never
+    //! takes the caller down, whatever yrs makes of it.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn notes(e: &mut Entity, mid: u64, bytes: &[u8]) -> MutationResult {
+        e.patch(
+            B,
+            mid,
+            1,
+            5,
+            json!({"notes": {"$text": BASE64.encode(bytes)}}),
+        )
+    }
+
+    fn valid_update() -> Vec<u8> {
+        let mut c = Client::new(7, None);
+        BASE64.decode(c.insert(0, "hello world")).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn garbage_and_truncated_updates_are_refused_not_panics(
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+            cut in 0usize..64,
+            flip in (0usize..64, any::<u8>()),
+        ) {
+            let mut e = Entity::new(builtin("setlist_entry"));
+            e.create(A, 1, 0, json!({"title": "t", "notes": "base"}));
+            let before = e.values();
+            for (mid, bytes) in [garbage.clone(), {
+                let mut v = valid_update();
+                v.truncate(cut.min(v.len()));
+                v
+            }, {
+                let mut v = valid_update();
+                let at = flip.0 % v.len();
+                v[at] ^= flip.1;
+                v
+            }].iter().enumerate() {
+                let r = notes(&mut e, mid as u64 + 1, bytes);
+                if r.status == MutationStatus::Rejected {
+                    prop_assert!(matches!(r.code, Some(ErrorCode::InvalidFieldOperation)), "{r:?}");
+                    prop_assert!(r.message.unwrap().starts_with("fields.notes"));
+                }
+            }
+            // Whatever applied, the document still reads.
+            prop_assert!(e.values()["notes"].is_string());
+            prop_assert_eq!(&e.values()["title"], &before["title"]);
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_yrs_is_an_invalid_field_operation() {
+        let e = crate::entities::policy::yrs_guard("notes", || -> Result<(), MutationError> {
+            panic!("yrs: index out of bounds")
+        })
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidFieldOperation);
+        assert!(e.message.contains("malformed"), "{e}");
+    }
 }
 
 mod determinism {
