@@ -125,6 +125,7 @@ async fn one_mutation_costs_the_write_units_of_its_seven_items() {
         bands: vec![bandsync::model::BandId::parse("demo").unwrap()],
         connected_at: now,
         expires_at: now + chrono::TimeDelta::hours(2),
+        device: None,
     };
     let register = serde_json::from_value(
         json!({"device": "ringo-phone", "platform": "ios", "name": "Ringo's phone"}),
