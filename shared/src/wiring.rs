@@ -13,6 +13,7 @@ pub use backend::{Backend, Ports, Watch};
 use crate::api::{Api, ApiStores};
 use crate::broadcast::Broadcaster;
 use crate::entities::push::PushService;
+use crate::presence::Presence;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
 use crate::sync::{SyncStores, SyncWorker};
@@ -103,12 +104,26 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     )
 }
 
+/// $connect, counting the member's devices for presence (whose events it publishes).
 pub fn ws_connect(b: &dyn Backend) -> anyhow::Result<WsConnect> {
-    Ok(WsConnect::new(b.store()?, b.tokens()?, b.clock()))
+    let presence = Presence::new(
+        b.store()?,
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce());
+    Ok(WsConnect::new(b.store()?, b.tokens()?, b.clock()).with_presence(presence))
 }
 
+/// $disconnect, uncounting the member's devices (and sweeping due `presence.left`s).
 pub fn ws_disconnect(b: &dyn Backend) -> anyhow::Result<WsDisconnect> {
-    Ok(WsDisconnect::new(b.store()?))
+    let presence = Presence::new(
+        b.store()?,
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce());
+    Ok(WsDisconnect::new(b.store()?).with_presence(presence))
 }
 
 /// The client protocol, with the push service: its commits append to the store's own
@@ -124,10 +139,22 @@ pub fn ws_message(b: &dyn Backend) -> anyhow::Result<WsMessage> {
     Ok(WsMessage::new(
         store.clone(),
         b.log()?,
-        store,
+        store.clone(),
         b.sync_queue()?,
         b.pusher()?,
         b.clock(),
         push,
-    ))
+    )
+    .with_presence(store))
+}
+
+/// Presence's sweep and its query (the scheduler's tick and the local stack's timer,
+/// `GET /sync/presence`, the `presence` action).
+pub fn presence(b: &dyn Backend) -> anyhow::Result<Presence> {
+    Ok(Presence::new(
+        b.store()?,
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce()))
 }

@@ -84,6 +84,11 @@ event_kinds! {
     ConflictOpened(ConflictOpened) = "conflict.opened",
     /// An `ask` conflict was settled.
     ConflictResolved(ConflictResolved) = "conflict.resolved",
+    /// A member's first device connected (none of its devices was online, or the last
+    /// one went longer ago than the debounce).
+    PresenceJoined(PresenceChanged) = "presence.joined",
+    /// A member's last device went and none came back within the debounce.
+    PresenceLeft(PresenceChanged) = "presence.left",
 }
 
 impl EventKind {
@@ -362,6 +367,20 @@ pub struct ConflictResolved {
     /// The member who chose (absent when the fallback policy did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<UserId>,
+}
+
+/// `presence.joined` / `presence.left`: a member came online in the band, or went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PresenceChanged {
+    pub member: UserId,
+    /// Its devices online now: 1 on `presence.joined`, 0 on `presence.left`.
+    pub devices: u64,
+    /// When the session began (its first device's connect).
+    pub since: DateTime<Utc>,
+    /// When it happened: the connect, or the last device's disconnect (the event is
+    /// published a debounce later).
+    pub at: DateTime<Utc>,
 }
 
 /// The schema of the event envelope: its own fields and the kind's `event` and `data`.
