@@ -49,6 +49,7 @@ pub const ROUTES: &[&str] = &[
     "GET /sync/entities/{type}/{id}",
     "GET /sync/entities/{type}/{id}/history",
     "GET /sync/conflicts",
+    "GET /sync/presence",
 ];
 
 const DEFAULT_LIMIT: usize = 20;
@@ -100,6 +101,8 @@ pub struct Api {
     checks: Vec<(String, Arc<dyn HealthCheck>)>,
     /// What bands' Google credentials are sealed under; None: they cannot be stored.
     credentials_key: Option<CredentialKey>,
+    /// Who is online, for `GET /sync/presence` (None: 503 `not_configured`).
+    presence: Option<Arc<dyn crate::ports::PresenceStore>>,
 }
 
 /// A JSON request body, or a 400 saying what was expected.
@@ -234,7 +237,14 @@ impl Api {
             clock,
             checks,
             credentials_key: None,
+            presence: None,
         }
+    }
+
+    /// Answer `GET /sync/presence` from this store.
+    pub fn with_presence(mut self, presence: Arc<dyn crate::ports::PresenceStore>) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Let operators store bands' Google credentials, sealed under `key` (None: refused
@@ -271,7 +281,7 @@ impl Api {
                 | ["sync", "bands", _, "credentials"]
                 | ["sync", "bands", _, "sources", _]
                 | ["sync", "bands", _, "entity-types", _]
-                | ["sync", "entities" | "conflicts"]
+                | ["sync", "entities" | "conflicts" | "presence"]
                 | ["sync", "entities", _, _]
                 | ["sync", "entities", _, _, "history"]
         );
@@ -325,6 +335,7 @@ impl Api {
                 self.history(Self::band(&member, req)?, ty, id, req).await
             }
             (Method::GET, ["sync", "conflicts"]) => self.conflicts(&member, req).await,
+            (Method::GET, ["sync", "presence"]) => self.presence(&member, req).await,
             _ => Err(Refusal::new(
                 ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed here"),
@@ -843,6 +854,28 @@ impl Api {
             next: page.next.map(|(t, i)| format!("{t}/{i}")),
         };
         Ok((200, json!(list)))
+    }
+
+    /// The band's members online now: the body of the `presence` frame.
+    async fn presence(
+        &self,
+        member: &Member,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let band = Self::band(member, req)?;
+        let store = self
+            .presence
+            .as_deref()
+            .ok_or_else(|| Refusal::new(ErrorCode::NotConfigured, "presence is not kept here"))?;
+        let members = crate::presence::online(store, &band).await?;
+        let frame = crate::wire::frames::ServerFrame::Presence {
+            band,
+            members,
+            reference: None,
+        };
+        let body =
+            serde_json::to_value(frame).map_err(|e| crate::ports::PortError::Backend(e.into()))?;
+        Ok((200, body))
     }
 
     async fn conflicts(

@@ -42,7 +42,7 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         operations: store.clone(),
         watch_channels: store.clone(),
         log: b.log()?,
-        entities: store,
+        entities: store.clone(),
     };
     Ok(Api::new(
         stores,
@@ -51,7 +51,8 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         b.clock(),
         b.health_checks()?,
     )
-    .with_credentials_key(b.credentials_key()?))
+    .with_credentials_key(b.credentials_key()?)
+    .with_presence(store))
 }
 
 /// The sync worker: it publishes to the broadcast queue, alerts through the notifier
