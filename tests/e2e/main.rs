@@ -7,5 +7,6 @@ mod google;
 mod management;
 mod operator;
 mod pipeline;
+mod presence;
 mod restart;
 mod resume;
