@@ -868,14 +868,12 @@ impl Api {
             .as_deref()
             .ok_or_else(|| Refusal::new(ErrorCode::NotConfigured, "presence is not kept here"))?;
         let members = crate::presence::online(store, &band).await?;
-        let frame = crate::wire::frames::ServerFrame::Presence {
+        let list = crate::wire::http::PresenceList {
+            kind: "presence".into(),
             band,
             members,
-            reference: None,
         };
-        let body =
-            serde_json::to_value(frame).map_err(|e| crate::ports::PortError::Backend(e.into()))?;
-        Ok((200, body))
+        Ok((200, json!(list)))
     }
 
     async fn conflicts(

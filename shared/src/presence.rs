@@ -88,14 +88,7 @@ impl Presence {
     /// A connection closed (or was found gone): uncount it. A member's last device
     /// only marks it leaving; [`Self::sweep`] decides later.
     pub async fn disconnected(&self, conn: &Connection) -> PortResult<()> {
-        let now = self.clock.now();
-        for band in &conn.bands {
-            let departure = self.store.depart(band, &conn.user, &conn.id, now).await?;
-            if let Departure::Leaving { .. } = departure {
-                tracing::debug!(%band, member = %conn.user, "last device gone; leaving");
-            }
-        }
-        Ok(())
+        uncount(self.store.as_ref(), conn, self.clock.now()).await
     }
 
     /// Publish `presence.left` for every member whose last device went longer ago than
@@ -170,4 +163,21 @@ pub async fn online(store: &dyn PresenceStore, band: &BandId) -> PortResult<Vec<
             since: p.since,
         })
         .collect())
+}
+
+/// Uncount a connection from its member's bands (a member's last device marks it
+/// leaving): what $disconnect does through [`Presence::disconnected`], and the
+/// broadcaster for a connection it found gone (whose $disconnect may never come).
+pub async fn uncount(
+    store: &dyn PresenceStore,
+    conn: &Connection,
+    at: DateTime<Utc>,
+) -> PortResult<()> {
+    for band in &conn.bands {
+        let departure = store.depart(band, &conn.user, &conn.id, at).await?;
+        if let Departure::Leaving { .. } = departure {
+            tracing::debug!(%band, member = %conn.user, "last device gone; leaving");
+        }
+    }
+    Ok(())
 }

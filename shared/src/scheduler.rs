@@ -23,6 +23,8 @@ pub struct Scheduler {
     pub channel_budget: Duration,
     watch_keeper: Option<WatchKeeper>,
     registry: Option<Arc<dyn ConfigStore>>,
+    /// Publishes the due `presence.left`s on every tick.
+    presence: Option<crate::presence::Presence>,
 }
 
 /// What one tick did.
@@ -50,7 +52,14 @@ impl Scheduler {
             channel_budget: Duration::from_secs(20),
             watch_keeper: None,
             registry: None,
+            presence: None,
         }
+    }
+
+    /// Sweep presence's leaving marks on every tick.
+    pub fn with_presence(mut self, presence: crate::presence::Presence) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Keep the watch channels of Google sources on every tick.
@@ -141,6 +150,9 @@ impl Scheduler {
                     }
                 }
             }
+        }
+        if let Some(presence) = &self.presence {
+            presence.sweep_quietly().await;
         }
         if let Some(e) = failed {
             return Err(e);

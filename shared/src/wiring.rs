@@ -77,16 +77,11 @@ pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
 }
 
 pub fn broadcaster(b: &dyn Backend) -> anyhow::Result<Broadcaster> {
-    Ok(Broadcaster::new(
-        b.store()?,
-        b.log()?,
-        b.pusher()?,
-        b.clock(),
-    ))
+    Ok(Broadcaster::new(b.store()?, b.log()?, b.pusher()?, b.clock()).with_presence(b.store()?))
 }
 
 /// The scheduler of the registered bands, keeping their watch channels when there is
-/// Google.
+/// Google, and sweeping presence's due `presence.left`s.
 pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     let store = b.store()?;
     let keeper = b.watch()?.map(|watch| {
@@ -98,10 +93,17 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
             watch.address,
         )
     });
+    let presence = Presence::new(
+        store.clone(),
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce());
     Ok(
         Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
             .with_registry(store)
-            .with_watch_keeper(keeper),
+            .with_watch_keeper(keeper)
+            .with_presence(presence),
     )
 }
 

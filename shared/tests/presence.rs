@@ -251,3 +251,40 @@ async fn the_query_lists_who_is_online_to_members_only() {
         .await;
     assert_eq!(missing.status_code, 400);
 }
+
+#[tokio::test]
+async fn a_connection_the_broadcaster_finds_gone_is_uncounted() {
+    use bandsync::broadcast::BroadcastMessage;
+    use bandsync::ports::{ConnectionStore, PresenceStore};
+    // GIVEN ringo's only connection, subscribed, which API Gateway says is gone (its
+    // $disconnect lost)
+    let h = Harness::new();
+    connect(&h, "phone1234=", "ringo").await;
+    let demo = channel("band:demo");
+    h.store
+        .subscribe(&conn_id("phone1234="), &demo, h.now())
+        .await
+        .unwrap();
+    h.pusher.set(&conn_id("phone1234="), PushBehaviour::Gone);
+    // WHEN an event is broadcast to it
+    let appended = h.append(&demo, &["a"]).await;
+    let report = h
+        .broadcaster()
+        .deliver(&BroadcastMessage {
+            channel: demo,
+            events: appended,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.gone, 1);
+    // THEN ringo is leaving, and after the debounce he has left
+    let present = h.store.present(&band("demo")).await.unwrap();
+    assert_eq!(
+        (present[0].devices, present[0].leaving_since),
+        (0, Some(h.now()))
+    );
+    wait(&h, 11);
+    assert_eq!(presence(&h).sweep().await.unwrap(), 1);
+    let seen = events(&h).await;
+    assert_eq!(names(&seen).last(), Some(&"presence.left"));
+}

@@ -27,7 +27,12 @@ async fn online(c: &mut Client) -> Vec<(String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["member"].as_str().unwrap().to_owned(), m["devices"].as_u64().unwrap()))
+        .map(|m| {
+            (
+                m["member"].as_str().unwrap().to_owned(),
+                m["devices"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -76,12 +81,19 @@ async fn presence_is_debounced_and_queryable() {
     let seen = alice
         .events_until(|ev| presence_of(ev, "bob") == ["presence.left"])
         .await;
-    assert!(gone.elapsed() >= DEBOUNCE, "left after {:?}", gone.elapsed());
+    assert!(
+        gone.elapsed() >= DEBOUNCE,
+        "left after {:?}",
+        gone.elapsed()
+    );
     assert_eq!(seen.last().unwrap()["data"]["devices"], 0);
     // and he is no longer listed, over HTTP either
     let (status, body) = t
         .http()
-        .get("/sync/presence?band=demo", Some(&t.token("alice", &["demo"])))
+        .get(
+            "/sync/presence?band=demo",
+            Some(&t.token("alice", &["demo"])),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["type"], "presence");
@@ -94,7 +106,10 @@ async fn presence_is_debounced_and_queryable() {
     assert_eq!(members, ["alice"]);
     let (status, _) = t
         .http()
-        .get("/sync/presence?band=jazz", Some(&t.token("alice", &["demo"])))
+        .get(
+            "/sync/presence?band=jazz",
+            Some(&t.token("alice", &["demo"])),
+        )
         .await;
     assert_eq!(status, 403);
 }
