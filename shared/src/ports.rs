@@ -203,7 +203,14 @@ pub trait EntityStore: Send + Sync {
     /// a raced commit wrote nothing. An inconsistent one ([`Commit::check`]) or one a
     /// backend cannot hold (a DynamoDB item is at most 400 KB) is refused as
     /// [`CommitError::Port`], also having written nothing.
-    async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError>;
+    async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError> {
+        Ok(self.commit_events(commit).await?.into_iter().next())
+    }
+    /// [`Self::commit`], answering every event of the commit as the log stored it
+    /// (`event`, then `more_events`; none without an event). The receipt is written
+    /// with `result.seq` set to the seq of `event` (the one it kept if the log had its id
+    /// already), so a duplicate answered from the receipt has the seq too.
+    async fn commit_events(&self, commit: &Commit) -> Result<Vec<Event>, CommitError>;
     /// A band's conflicts, newest first; open ones only if `open_only`.
     async fn list_conflicts(
         &self,

@@ -302,6 +302,12 @@ async fn an_ask_field_opens_a_conflict_with_its_event() {
     assert_eq!(last.event(), "conflict.opened");
     assert_eq!(last.data()["conflict"], id.as_str());
     assert_eq!(events[events.len() - 2].event(), "entity.updated");
+    // AND both were committed together and queued for broadcast with the verdict
+    assert_eq!(b[0]["seq"].as_u64(), Some(events[events.len() - 2].seq));
+    let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
+    let last_message = queued.last().expect("a queued message");
+    let ids: Vec<&str> = last_message.events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec!["m:bob-tablet:1", &format!("c:{id}:opened")]);
 }
 
 #[tokio::test]
@@ -416,6 +422,25 @@ async fn a_lost_acknowledgement_is_answered_again_and_nothing_applies_twice() {
         assert_eq!(copies.len(), 2, "{id}");
         assert!(copies.iter().all(|s| Some(*s) == r["seq"].as_u64()), "{id}");
     }
+}
+
+#[tokio::test]
+async fn a_duplicate_answered_long_after_still_has_its_seq() {
+    // GIVEN alice pushed a create two hours ago
+    let f = Fixture::new().await;
+    let frame = vec![entry(1, "e1", "create", 0, json!({"title": "Blue"}))];
+    let first = f.results(ALICE, ALICE_PHONE, frame.clone()).await;
+    let seq = first[0]["seq"].as_u64().expect("a seq");
+    f.h.clock.advance(chrono::TimeDelta::hours(2));
+    let queued_before = f.h.broadcast_queue.messages().len();
+
+    // WHEN she pushes it again, past the window in which its event is queued again
+    let again = f.results(ALICE, ALICE_PHONE, frame).await;
+
+    // THEN the duplicate has the seq from its receipt, and nothing was queued
+    assert_eq!(again[0]["status"], "duplicate", "{again:?}");
+    assert_eq!(again[0]["seq"].as_u64(), Some(seq));
+    assert_eq!(f.h.broadcast_queue.messages().len(), queued_before);
 }
 
 #[tokio::test]

@@ -19,8 +19,10 @@
 //! in one [`Commit`]. A refused mutation (`rejected`) is committed too: its receipt
 //! parks it and the mid advances, so one bad change never blocks the queue behind it.
 //!
-//! Events: the commit appends the change's `entity.*` event to `band:<band>` in the
-//! same write, so an applied change never lacks its event; after the frame the
+//! Events: the commit appends the change's `entity.*` event (and the `conflict.*`
+//! events of the conflicts it opened or settled) to `band:<band>` in the same write, so
+//! an applied change never lacks its events, and its receipt keeps the event's seq (a
+//! duplicate answers with it); after the frame the
 //! committed events are queued for broadcast. A crash between the commit and the
 //! queueing is healed by the client's retry: its duplicate queues the event again (the
 //! log recognises the event's id, so nothing is doubled), and the broadcaster fills
@@ -485,7 +487,9 @@ impl Run<'_> {
         let seqs: HashMap<&str, u64> = stored.iter().map(|e| (e.id.as_str(), e.seq)).collect();
         for (index, events) in &self.refound {
             if let (Some(r), Some(first)) = (results.get_mut(*index), events.first()) {
-                r.seq = seqs.get(first.id.as_str()).copied().or(r.seq);
+                // The receipt's seq (commits write it); a receipt written before they
+                // did has none, and takes the one the log answers.
+                r.seq = r.seq.or_else(|| seqs.get(first.id.as_str()).copied());
             }
         }
     }
@@ -522,15 +526,12 @@ impl Run<'_> {
                 resolving: resolving.as_ref(),
             };
             let verdict = s.engine.apply(&ctx, current.as_ref(), base.as_ref(), m);
-            let (commit, conflicts, mut result) = self.commit_of(c, current.as_ref(), verdict, now);
-            match s.entities.commit(&commit).await {
-                Ok(event) => {
+            let (commit, mut result) = self.commit_of(c, current.as_ref(), verdict, now);
+            match s.entities.commit_events(&commit).await {
+                Ok(events) => {
                     self.next_mid = m.mid + 1;
-                    if let Some(event) = event {
-                        result.seq = Some(event.seq);
-                        self.committed.push(event);
-                    }
-                    self.publish_conflicts(&conflicts).await;
+                    result.seq = events.first().map(|e| e.seq);
+                    self.committed.extend(events);
                     return Ok(result);
                 }
                 Err(CommitError::Raced(why)) => {
@@ -555,14 +556,15 @@ impl Run<'_> {
         .into())
     }
 
-    /// The commit of a verdict, the conflicts it opened or settled, and the answer.
+    /// The commit of a verdict (with the events of the conflicts it opened or settled),
+    /// and the answer.
     fn commit_of(
         &self,
         c: &Checked,
         current: Option<&EntityRecord>,
         verdict: Verdict,
         now: DateTime<Utc>,
-    ) -> (Commit, Vec<ConflictRecord>, MutationResult) {
+    ) -> (Commit, MutationResult) {
         let m = &c.mutation;
         let receipt = |result: &MutationResult, parked: Option<Value>| Receipt {
             device: self.device.clone(),
@@ -589,10 +591,11 @@ impl Run<'_> {
                     entity: Some(entity),
                     expected_version,
                     history: Some(history),
-                    conflicts: conflicts.clone(),
+                    more_events: conflicts.iter().filter_map(conflict_change).collect(),
+                    conflicts,
                     event: Some((ChannelName::Band(self.band.clone()), event)),
                 };
-                (commit, conflicts, result)
+                (commit, result)
             }
             Verdict::Refused { result } => {
                 let parked = (result.status == MutationStatus::Rejected).then(|| c.raw.clone());
@@ -605,23 +608,10 @@ impl Run<'_> {
                     history: None,
                     conflicts: Vec::new(),
                     event: None,
+                    more_events: Vec::new(),
                 };
-                (commit, Vec::new(), result)
+                (commit, result)
             }
-        }
-    }
-
-    /// `conflict.opened` / `conflict.resolved` of a committed verdict: appended after
-    /// the commit (a commit carries one event), by deterministic ids, so the duplicate
-    /// of a mutation whose conflict events were lost appends them then.
-    async fn publish_conflicts(&mut self, conflicts: &[ConflictRecord]) {
-        let events: Vec<NewEvent> = conflicts.iter().flat_map(conflict_events).collect();
-        if events.is_empty() {
-            return;
-        }
-        let channel = ChannelName::Band(self.band.clone());
-        if let Err(e) = self.service.publisher.publish(&channel, &events).await {
-            tracing::warn!(band = %self.band, error = ?e, "conflict events could not be published");
         }
     }
 }
@@ -647,6 +637,17 @@ pub fn change_event(history: &HistoryEntry) -> NewEvent {
         history.at,
         EventKind::entity(history.op, change),
     )
+}
+
+/// The event of what a commit did to a conflict: `conflict.opened` for an open one,
+/// `conflict.resolved` for a settled one (its `conflict.opened` is in the log already).
+pub fn conflict_change(conflict: &ConflictRecord) -> Option<NewEvent> {
+    let mut events = conflict_events(conflict);
+    if conflict.resolution.is_some() {
+        events.pop()
+    } else {
+        events.into_iter().next()
+    }
 }
 
 /// The events of a conflict as it stands: `conflict.opened`, and `conflict.resolved`

@@ -184,9 +184,23 @@ pub struct Commit {
     /// The event of the change, appended to this channel's log in the same commit
     /// (its seq is given there), so an applied change is never without its event.
     pub event: Option<(ChannelName, NewEvent)>,
+    /// More events of the same verdict (`conflict.opened` / `conflict.resolved`),
+    /// appended right after `event` on its channel in the same write, so a conflict's
+    /// events are never without the change that opened or settled it. Needs `event`.
+    pub more_events: Vec<NewEvent>,
 }
 
 impl Commit {
+    /// Every event of the commit, in the order they are appended: `event`, then
+    /// `more_events`, on `event`'s channel.
+    pub fn events(&self) -> Option<(&ChannelName, Vec<NewEvent>)> {
+        let (channel, first) = self.event.as_ref()?;
+        let mut events = Vec::with_capacity(1 + self.more_events.len());
+        events.push(first.clone());
+        events.extend(self.more_events.iter().cloned());
+        Some((channel, events))
+    }
+
     /// What every store checks before writing anything: the receipt is the one of
     /// (device, mid), the entity is one version past `expected_version`, and the history
     /// entry (which needs an entity) is of that entity at that version. An inconsistent
@@ -200,6 +214,15 @@ impl Commit {
         }
         if self.mid == u64::MAX {
             return Err("a device's mids end at u64::MAX - 1".into());
+        }
+        if self.event.is_none() && !self.more_events.is_empty() {
+            return Err("more events without the commit's event (their channel)".into());
+        }
+        if let Some((_, events)) = self.events() {
+            let mut ids = std::collections::HashSet::new();
+            if let Some(e) = events.iter().find(|e| !ids.insert(e.id.as_str())) {
+                return Err(format!("the event id {} twice in one commit", e.id));
+            }
         }
         let Some(entity) = &self.entity else {
             return match self.history {

@@ -154,6 +154,7 @@ impl Writer {
             history: Some(history),
             conflicts: Vec::new(),
             event: ch.map(|ch| (ch.clone(), new_event(&unique("ev"), at))),
+            more_events: Vec::new(),
         }
     }
 
@@ -169,6 +170,7 @@ impl Writer {
             history: None,
             conflicts: Vec::new(),
             event: None,
+            more_events: Vec::new(),
         }
     }
 
@@ -199,7 +201,14 @@ async fn version_of<S: EntityStore + ?Sized>(
     entity.map(|e| e.version)
 }
 
-fn assert_raced(result: Result<Option<Event>, CommitError>, what: &str) {
+/// A commit's receipt as the store keeps it: with the seq its event got.
+fn with_seq(receipt: &Receipt, seq: Option<u64>) -> Receipt {
+    let mut receipt = receipt.clone();
+    receipt.result.seq = seq;
+    receipt
+}
+
+fn assert_raced<T: std::fmt::Debug>(result: Result<T, CommitError>, what: &str) {
     assert!(
         matches!(result, Err(CommitError::Raced(_))),
         "{what}: raced, got {result:?}"
@@ -211,6 +220,7 @@ pub async fn entity_store_contract<S: EntityStore + ChannelLog + ?Sized>(store: 
     device_registration(store).await;
     commits_are_conditional_and_atomic(store).await;
     rejected_verdicts_are_parked(store).await;
+    commits_carry_several_events(store).await;
     entity_listing_pages(store).await;
     history_and_its_pruning(store).await;
     conflicts(store).await;
@@ -282,7 +292,8 @@ async fn commits_are_conditional_and_atomic<S: EntityStore + ChannelLog + ?Sized
     assert_eq!(next_mid(store, &w.device).await, 2, "the mid moved");
     assert_eq!(
         store.receipts(&w.device, 1, 10).await.unwrap(),
-        vec![create.receipt.clone()]
+        vec![with_seq(&create.receipt, Some(1))],
+        "the receipt keeps its event's seq"
     );
     assert_eq!(
         store.history(&band, &ty, &e1, 0, 10).await.unwrap(),
@@ -362,7 +373,10 @@ async fn commits_are_conditional_and_atomic<S: EntityStore + ChannelLog + ?Sized
     assert_eq!((stored.version, Some(&stored)), (2, patch.entity.as_ref()));
     assert_eq!(
         store.receipts(&w.device, 1, 2).await.unwrap(),
-        vec![create.receipt.clone(), patch.receipt.clone()],
+        vec![
+            with_seq(&create.receipt, Some(1)),
+            with_seq(&patch.receipt, Some(2))
+        ],
         "receipts in mid order"
     );
     assert_eq!(store.receipts(&w.device, 2, 1).await.unwrap(), vec![]);
@@ -379,6 +393,11 @@ async fn commits_are_conditional_and_atomic<S: EntityStore + ChannelLog + ?Sized
     assert_eq!(event, appended[0], "the event as first stored");
     assert_eq!(head_seq(store, &ch).await, 3, "no seq was taken");
     assert_eq!(
+        store.receipts(&w.device, 3, 3).await.unwrap()[0].result.seq,
+        Some(3),
+        "the receipt has the seq the event kept"
+    );
+    assert_eq!(
         version_of(store, &band, &ty, &e1).await,
         Some(3),
         "the rest of the commit was written"
@@ -387,11 +406,84 @@ async fn commits_are_conditional_and_atomic<S: EntityStore + ChannelLog + ?Sized
     // A commit without an event is one too; the log of another channel is its own.
     let quiet = w.write(&ty, &entity_id("quiet"), 0, "Silence", t0, None);
     assert_eq!(w.commit(store, &quiet).await, None);
+    assert_eq!(
+        store.receipts(&w.device, 4, 4).await.unwrap(),
+        vec![quiet.receipt.clone()],
+        "no event, no seq"
+    );
     let other_ch = band_channel();
     let elsewhere = w.write(&ty, &entity_id("elsewhere"), 0, "x", t0, Some(&other_ch));
     assert_eq!(w.commit(store, &elsewhere).await.unwrap().seq, 1);
     assert_eq!(head_seq(store, &ch).await, 3);
     assert_eq!(next_mid(store, &w.device).await, 6);
+}
+
+/// A commit's `more_events` are appended after its event, in the same write: all of
+/// them or none.
+async fn commits_carry_several_events<S: EntityStore + ChannelLog + ?Sized>(store: &S) {
+    let band = band();
+    let ch = ChannelName::Band(band.clone());
+    let (ty, e1) = (type_name("setlist_entry"), entity_id("with-conflict"));
+    let mut w = Writer::new(store, &band).await;
+    let t0 = Utc::now();
+    store
+        .append(&ch, &[new_event(&unique("ev"), t0)])
+        .await
+        .unwrap();
+
+    let mut c = w.write(&ty, &e1, 0, "Help!", t0, Some(&ch));
+    c.more_events = vec![
+        new_event(&unique("opened"), t0),
+        new_event(&unique("other"), t0),
+    ];
+    let stored = store.commit_events(&c).await.expect("the commit wins");
+    w.next_mid += 1;
+    let ids: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    let mut expected = vec![c.event.as_ref().unwrap().1.id.as_str()];
+    expected.extend(c.more_events.iter().map(|e| e.id.as_str()));
+    assert_eq!(ids, expected, "the event, then the others");
+    assert_eq!(
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4],
+        "consecutive seqs"
+    );
+    assert_eq!(store.read_after(&ch, 1, 10).await.unwrap(), stored);
+    assert_eq!(
+        store.receipts(&w.device, 1, 1).await.unwrap(),
+        vec![with_seq(&c.receipt, Some(2))],
+        "the receipt has the seq of the commit's (first) event"
+    );
+
+    // A raced commit appends none of its events.
+    let mut raced = w.write(&ty, &e1, 0, "Yesterday", t0, Some(&ch));
+    raced.more_events = vec![new_event(&unique("resolved"), t0)];
+    assert_raced(store.commit_events(&raced).await, "a stale version");
+    assert_eq!(head_seq(store, &ch).await, 4, "no event of a raced commit");
+
+    // One already in the log keeps its seq; the fresh one takes the next.
+    let mut again = w.write(&ty, &e1, 1, "Yesterday", t0, Some(&ch));
+    again.more_events = vec![c.more_events[0].clone(), new_event(&unique("new"), t0)];
+    let second = store.commit_events(&again).await.expect("the commit wins");
+    assert_eq!(
+        second.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5, 3, 6]
+    );
+    assert_eq!(second[1], stored[1], "as first stored");
+
+    // More events without the event (their channel), or one id twice: refused.
+    let mut orphan = w.write(&ty, &e1, 2, "x", t0, None);
+    orphan.more_events = vec![new_event(&unique("lost"), t0)];
+    assert!(matches!(
+        store.commit_events(&orphan).await,
+        Err(CommitError::Port(_))
+    ));
+    let mut twice = w.write(&ty, &e1, 2, "x", t0, Some(&ch));
+    twice.more_events = vec![twice.event.as_ref().unwrap().1.clone()];
+    assert!(matches!(
+        store.commit_events(&twice).await,
+        Err(CommitError::Port(_))
+    ));
+    assert_eq!(head_seq(store, &ch).await, 6);
 }
 
 /// A refused mutation moves the mid (no deadlock) and is parked, newest first.
@@ -421,10 +513,10 @@ async fn rejected_verdicts_are_parked<S: EntityStore + ChannelLog + ?Sized>(stor
     assert_eq!(
         store.receipts(&w.device, 1, 4).await.unwrap(),
         vec![
-            applied.receipt,
+            with_seq(&applied.receipt, Some(1)),
             first.receipt.clone(),
             second.receipt.clone(),
-            after.receipt
+            with_seq(&after.receipt, Some(2))
         ]
     );
     assert_eq!(
@@ -495,6 +587,11 @@ async fn entity_listing_pages<S: EntityStore + ?Sized>(store: &S) {
     assert_eq!(pages.len(), 3);
     let all = store.list_entities(&band, None, None, 10).await.unwrap();
     assert_eq!((all.entities, all.next), (want.clone(), None));
+    let unbounded = store
+        .list_entities(&band, None, None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(unbounded.entities, want, "a limit past any count");
 
     let statuses = store
         .list_entities(&band, Some(&status), None, 10)

@@ -464,6 +464,35 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_an_earlier_build_is_upgraded_in_place() {
+        // GIVEN a file at schema v2 (before two-way sync) with a configuration in it
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bandsync.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute_batch(SCHEMA_V2).unwrap();
+            c.execute("INSERT INTO configs (band, body) VALUES ('b', '{}')", [])
+                .unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+        }
+        // WHEN this build opens it, THEN it is at the newest version, data kept, and the
+        // entity tables are there
+        let db = Db::open(&path).unwrap();
+        assert_eq!(user_version(&db), MIGRATIONS.len() as i64);
+        let (configs, devices): (i64, i64) = db
+            .read("count", |c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM configs), (SELECT COUNT(*) FROM devices)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!((configs, devices), (1, 0));
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bandsync.db");

@@ -1,6 +1,7 @@
 //! [`EntityStore`] on the shared SQLite file (schema v3 of [`super::db`]): a commit is one
-//! IMMEDIATE transaction that moves the device's mid, writes the receipt, the entity
-//! (conditional on its version), its history, its conflicts and its event, the event
+//! IMMEDIATE transaction that moves the device's mid, writes the entity (conditional on
+//! its version), its history, its conflicts, its events and the receipt (with the seq
+//! its event got), the events
 //! through the very function [`ChannelLog::append`] uses, so seqs stay gapless and a
 //! repeated event id keeps its first seq.
 //!
@@ -51,7 +52,7 @@ fn get_device_in(
 }
 
 /// Why a commit's conditional writes refused it (the transaction is rolled back).
-fn raced(what: String) -> Result<Option<Event>, CommitError> {
+fn raced(what: String) -> Result<Vec<Event>, CommitError> {
     Err(CommitError::Raced(what))
 }
 
@@ -189,10 +190,11 @@ impl EntityStore for EmbeddedStore {
         })
     }
 
-    /// One transaction; the conditional writes come first, so a refused commit has
-    /// written nothing by the time it is rolled back anyway.
+    /// One transaction: a refused conditional write (the device's mid, the entity's
+    /// version, the receipt, which comes last to carry its event's seq) rolls it all
+    /// back.
     #[instrument(skip_all, fields(device = %commit.device, mid = commit.mid), level = "debug")]
-    async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError> {
+    async fn commit_events(&self, commit: &Commit) -> Result<Vec<Event>, CommitError> {
         commit
             .check()
             .map_err(|e| PortError::Backend(anyhow!("refusing an inconsistent commit: {e}")))?;
@@ -207,17 +209,6 @@ impl EntityStore for EmbeddedStore {
             if moved == 0 {
                 return Ok(raced(format!(
                     "device {device} is unknown or no longer at mid {}",
-                    commit.mid
-                )));
-            }
-            let receipt = &commit.receipt;
-            let parked = receipt.result.status == MutationStatus::Rejected;
-            let sql = "INSERT OR IGNORE INTO receipts (device, mid, parked, body) \
-                       VALUES (?1, ?2, ?3, ?4)";
-            let row = params![device, int(commit.mid), parked, to_json(receipt)?];
-            if exec(tx, sql, row)? == 0 {
-                return Ok(raced(format!(
-                    "{device}#{} has a receipt already",
                     commit.mid
                 )));
             }
@@ -284,10 +275,26 @@ impl EntityStore for EmbeddedStore {
                 ];
                 exec(tx, sql, row)?;
             }
-            let Some((channel, event)) = &commit.event else {
-                return Ok(Ok(None));
+            // The events before the receipt, so the receipt carries its event's seq; a
+            // refused receipt rolls the appends back with everything else.
+            let stored = match commit.events() {
+                Some((channel, events)) => append_in(tx, channel, &events)?,
+                None => Vec::new(),
             };
-            let stored = append_in(tx, channel, std::slice::from_ref(event))?.pop();
+            let mut receipt = commit.receipt.clone();
+            if let Some(first) = stored.first() {
+                receipt.result.seq = Some(first.seq);
+            }
+            let parked = receipt.result.status == MutationStatus::Rejected;
+            let sql = "INSERT OR IGNORE INTO receipts (device, mid, parked, body) \
+                       VALUES (?1, ?2, ?3, ?4)";
+            let row = params![device, int(commit.mid), parked, to_json(&receipt)?];
+            if exec(tx, sql, row)? == 0 {
+                return Ok(raced(format!(
+                    "{device}#{} has a receipt already",
+                    commit.mid
+                )));
+            }
             Ok(Ok(stored))
         })?
     }

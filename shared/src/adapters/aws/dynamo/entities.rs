@@ -41,8 +41,10 @@ const MAX_BODY: usize = 390 * 1024;
 /// Items of a commit besides its conflicts: device, receipt, parked copy, entity,
 /// history, and the log's event, event id and head.
 const FIXED_ITEMS: usize = 8;
+/// What one TransactWriteItems holds.
+const MAX_ITEMS: usize = 100;
 /// Each conflict is three items (by id, in every listing, in the open listing).
-const MAX_CONFLICTS: usize = (100 - FIXED_ITEMS) / 3;
+const MAX_CONFLICTS: usize = (MAX_ITEMS - FIXED_ITEMS) / 3;
 /// Entities per page when the history retention walks a band.
 const PRUNE_PAGE: usize = 100;
 
@@ -108,7 +110,11 @@ impl DynamoStore {
 
     /// The writes of a commit but the log's, the guarded ones first; and how many are
     /// guarded.
-    fn commit_writes(&self, commit: &Commit) -> PortResult<(Vec<TransactWriteItem>, usize)> {
+    fn commit_writes(
+        &self,
+        commit: &Commit,
+        receipt: &Receipt,
+    ) -> PortResult<(Vec<TransactWriteItem>, usize)> {
         let table = &self.sync_table;
         let not_there = Some("attribute_not_exists(pk)");
         let mut writes = vec![update(build(
@@ -121,7 +127,6 @@ impl DynamoStore {
                 .expression_attribute_values(":next", n(commit.mid + 1))
                 .build(),
         )?)];
-        let receipt = &commit.receipt;
         let item = sized_body(
             keys::receipt(&commit.device, commit.mid),
             receipt,
@@ -189,27 +194,46 @@ impl DynamoStore {
 
     /// One attempt: `Ok(None)` when it lost a race for the log's head alone (read the
     /// head again and retry).
-    async fn try_commit(&self, commit: &Commit) -> Result<Option<Option<Event>>, CommitError> {
-        let (mut writes, guarded) = self.commit_writes(commit)?;
-        let mut stored = None;
-        if let Some((channel, event)) = &commit.event {
+    async fn try_commit(&self, commit: &Commit) -> Result<Option<Vec<Event>>, CommitError> {
+        // The log's part first: the seqs are known from the head read here, so the
+        // receipt is written with its event's seq in the same transaction.
+        let mut log_writes = Vec::new();
+        let mut stored = Vec::new();
+        if let Some((channel, events)) = commit.events() {
             let head = self.head_or_create(channel).await?;
-            let known = self
-                .known_events(channel, std::slice::from_ref(event))
-                .await?;
-            if let Some(first) = known.get(&event.id) {
-                // Already in the log: it keeps its seq (the epoch lives on the head).
-                let mut first = first.clone();
-                first.epoch = head.epoch;
-                stored = Some(first);
-            } else {
-                let seq = head.seq + 1;
+            let known = self.known_events(channel, &events).await?;
+            let mut seq = head.seq;
+            // (`Commit::check` refused a commit naming one event id twice.)
+            for event in &events {
+                if let Some(first) = known.get(&event.id) {
+                    // Already in the log: it keeps its seq (the epoch lives on the head).
+                    let mut first = first.clone();
+                    first.epoch = head.epoch.clone();
+                    stored.push(first);
+                    continue;
+                }
+                seq += 1;
                 // Sized like every item of the commit: the log's own writes do not check.
                 sized_body(Item::new(), event, "the event")?;
-                writes.extend(self.event_items(channel, event, seq)?);
-                writes.push(self.head_move(channel, &head, seq)?);
-                stored = Some(event_at(channel, seq, &head.epoch, event));
+                log_writes.extend(self.event_items(channel, event, seq)?);
+                stored.push(event_at(channel, seq, &head.epoch, event));
             }
+            if seq > head.seq {
+                log_writes.push(self.head_move(channel, &head, seq)?);
+            }
+        }
+        let mut receipt = commit.receipt.clone();
+        if let Some(first) = stored.first() {
+            receipt.result.seq = Some(first.seq);
+        }
+        let (mut writes, guarded) = self.commit_writes(commit, &receipt)?;
+        writes.extend(log_writes);
+        if writes.len() > MAX_ITEMS {
+            return Err(PortError::Backend(anyhow!(
+                "a commit of {} items is more than one transaction holds ({MAX_ITEMS})",
+                writes.len()
+            ))
+            .into());
         }
         let items = writes.len();
         let sent = self
@@ -398,7 +422,7 @@ impl EntityStore for DynamoStore {
         };
         // One more than asked, to know whether a next page exists; one more again when
         // the cursor itself may come back.
-        let fetch = limit + 1 + usize::from(skip.is_some());
+        let fetch = limit.saturating_add(1 + usize::from(skip.is_some()));
         let items = self
             .query_items(keys::entities_pk(band), range, true, Some(fetch))
             .await?;
@@ -447,7 +471,7 @@ impl EntityStore for DynamoStore {
     /// Retried (after reading the head again) only when it lost the race for the log's
     /// head; this process's writers to one channel take turns, as appends do.
     #[instrument(skip_all, fields(device = %commit.device, mid = commit.mid), level = "debug")]
-    async fn commit(&self, commit: &Commit) -> Result<Option<Event>, CommitError> {
+    async fn commit_events(&self, commit: &Commit) -> Result<Vec<Event>, CommitError> {
         commit
             .check()
             .map_err(|e| PortError::Backend(anyhow!("refusing an inconsistent commit: {e}")))?;
