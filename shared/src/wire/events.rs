@@ -609,6 +609,15 @@ mod tests {
                 }),
                 r#"{"by":"ringo","conflict":"c1","field":"status","how":"member","id":"so-what","type":"song_status","value":"ready"}"#,
             ),
+            (
+                EventKind::PresenceLeft(PresenceChanged {
+                    member: UserId::parse("ringo").unwrap(),
+                    devices: 0,
+                    since: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                    at: DateTime::from_timestamp(1_700_000_600, 0).unwrap(),
+                }),
+                r#"{"at":"2023-11-14T22:23:20Z","devices":0,"member":"ringo","since":"2023-11-14T22:13:20Z"}"#,
+            ),
         ];
         for (kind, text) in cases {
             let name = kind.name();
@@ -651,6 +660,8 @@ mod tests {
                 "entity.deleted",
                 "conflict.opened",
                 "conflict.resolved",
+                "presence.joined",
+                "presence.left",
             ]
         );
         for action in [
