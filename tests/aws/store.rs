@@ -62,11 +62,6 @@ async fn presence_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_concurrency_contract() {
-    contract::presence_concurrency_contract(Arc::new(store().await)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_commit_concurrency_contract() {
     contract::entity_commit_concurrency_contract(Arc::new(store().await)).await;
 }

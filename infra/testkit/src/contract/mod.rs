@@ -56,8 +56,7 @@ pub async fn store_contract<S: Store + ?Sized + 'static>(store: Arc<S>) {
     entity_store_contract(&*store).await;
     presence_contract(&*store).await;
     channel_log_concurrency_contract(Arc::clone(&store)).await;
-    entity_commit_concurrency_contract(Arc::clone(&store)).await;
-    presence_concurrency_contract(store).await;
+    entity_commit_concurrency_contract(store).await;
 }
 
 /// A fresh identifier, unique across runs and backends.

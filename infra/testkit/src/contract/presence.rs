@@ -166,7 +166,8 @@ pub async fn presence_contract<S: PresenceStore + ?Sized>(store: &S) {
 }
 
 /// Devices connecting at once: exactly one is the first; leaving at once: exactly one is
-/// the last.
+/// the last. Run on SQLite only: moto does not serialize concurrent UpdateItems of one
+/// item (two `ADD`s both saw the set empty), which DynamoDB does.
 pub async fn presence_concurrency_contract<S: PresenceStore + ?Sized + 'static>(store: Arc<S>) {
     let (b, ringo) = (band(), member("ringo"));
     let conns: Vec<ConnectionId> = (0..6).map(|_| connection_id()).collect();
