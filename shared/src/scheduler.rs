@@ -4,6 +4,7 @@
 //! with a [`WatchKeeper`], every Google source keeps a live watch channel (opened,
 //! renewed with overlap, stopped when its source goes).
 
+use crate::entities::settle::{SettleReport, Settler};
 use crate::model::{BandId, ChannelName, SyncJob, Trigger};
 use crate::ports::{ChannelLog, Clock, ConfigStore, PortError, Queue, SourceStore};
 use crate::watch_keeper::{WatchKeeper, WatchReport};
@@ -25,6 +26,7 @@ pub struct Scheduler {
     registry: Option<Arc<dyn ConfigStore>>,
     /// Publishes the due `presence.left`s on every tick.
     presence: Option<crate::presence::Presence>,
+    settler: Option<Settler>,
 }
 
 /// What one tick did.
@@ -34,6 +36,8 @@ pub struct TickReport {
     pub events_pruned: u64,
     /// What the watch keeper did to the watch channels.
     pub watch_channels: WatchReport,
+    /// What the `ask` fallback settled.
+    pub conflicts: SettleReport,
 }
 
 impl Scheduler {
@@ -53,6 +57,7 @@ impl Scheduler {
             watch_keeper: None,
             registry: None,
             presence: None,
+            settler: None,
         }
     }
 
@@ -65,6 +70,12 @@ impl Scheduler {
     /// Keep the watch channels of Google sources on every tick.
     pub fn with_watch_keeper(mut self, keeper: impl Into<Option<WatchKeeper>>) -> Self {
         self.watch_keeper = keeper.into();
+        self
+    }
+
+    /// Settle the open `ask` conflicts past their deadline on every tick.
+    pub fn with_settler(mut self, settler: impl Into<Option<Settler>>) -> Self {
+        self.settler = settler.into();
         self
     }
 
@@ -112,7 +123,7 @@ impl Scheduler {
     }
 
     /// Queue a reconcile of every source of `bands` (and of the registry's), prune their
-    /// channel logs, then keep their watch channels.
+    /// channel logs, settle their due `ask` conflicts, then keep their watch channels.
     ///
     /// The reconciles come first: they are the safety net for lost notifications, and a
     /// slow or failing Google must not keep them from being queued. The channel keeper
@@ -136,6 +147,18 @@ impl Scheduler {
                 Err(e) => {
                     tracing::error!(%band, error = %e, "scheduler tick of a band failed");
                     failed = Some(e);
+                }
+            }
+        }
+        if let Some(settler) = &self.settler {
+            // Members' conflicts before Google's channels: their deadline is a promise.
+            for band in &bands {
+                match settler.settle_band(band, now).await {
+                    Ok(r) => report.conflicts.add(&r),
+                    Err(e) => {
+                        tracing::error!(%band, error = %e, "settling a band's due conflicts failed");
+                        failed = Some(e);
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ use crate::api::{Api, ApiStores};
 use crate::broadcast::Broadcaster;
 use crate::entities::push::PushService;
 use crate::presence::Presence;
+use crate::entities::settle::Settler;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
 use crate::sync::{SyncStores, SyncWorker};
@@ -101,6 +102,11 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     .with_debounce(b.presence_debounce());
     Ok(
         Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
+            .with_settler(Settler::new(
+                store.clone(),
+                store.clone(),
+                Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
+            ))
             .with_registry(store)
             .with_watch_keeper(keeper)
             .with_presence(presence),

@@ -310,6 +310,129 @@ async fn an_ask_field_opens_a_conflict_with_its_event() {
     assert_eq!(ids, vec!["m:bob-tablet:1", &format!("c:{id}:opened")]);
 }
 
+/// A gig whose venue alice and bob changed concurrently: the conflict bob's change
+/// opened (the venue is `ask`, settled by `lww` after an hour).
+async fn venue_conflict(f: &Fixture) -> bandsync::model::ConflictId {
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![m(1, "gig", "g1", "create", 0, json!({"venue": "Club"}))],
+    )
+    .await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![m(2, "gig", "g1", "patch", 1, json!({"venue": "Hall"}))],
+    )
+    .await;
+    let b = f
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![m(1, "gig", "g1", "patch", 1, json!({"venue": "Bar"}))],
+        )
+        .await;
+    assert_eq!(b[0]["status"], "conflict", "{b:?}");
+    bandsync::model::ConflictId::parse(b[0]["conflict"].as_str().unwrap()).unwrap()
+}
+
+fn settler(f: &Fixture) -> bandsync::entities::settle::Settler {
+    bandsync::entities::settle::Settler::new(
+        f.h.store.clone(),
+        f.h.store.clone(),
+        Some(f.h.publisher()),
+    )
+}
+
+#[tokio::test]
+async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
+    // GIVEN an open conflict on the venue, due in an hour
+    let f = Fixture::new().await;
+    let id = venue_conflict(&f).await;
+    let settler = settler(&f);
+    let demo = band("demo");
+
+    // WHEN the sweep runs before the deadline THEN nothing is settled
+    let early = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    assert_eq!(early.settled, 0);
+    // (bob's conflicting change made version 3, keeping the venue)
+    assert_eq!(f.entity("gig", "g1").await.unwrap().version, 3);
+
+    // WHEN it runs past the deadline
+    f.h.clock.advance(chrono::TimeDelta::hours(2));
+    let events_before = f.events().await.len();
+    let report = settler.settle_band(&demo, f.h.now()).await.unwrap();
+
+    // THEN the fallback (lww) settled it as a new version by the service (mid 0)
+    assert_eq!((report.settled, report.unsettled), (1, 0));
+    let conflict = f.h.store.get_conflict(&demo, &id).await.unwrap().unwrap();
+    let resolution = conflict.resolution.expect("settled");
+    assert_eq!(resolution.how, "lww");
+    assert_eq!(resolution.by, None);
+    let entity = f.entity("gig", "g1").await.unwrap();
+    assert_eq!(entity.version, 4);
+    assert_eq!(entity.state.values()["venue"], resolution.value);
+    let h =
+        f.h.store
+            .history_entry(&demo, &entity.entity_type, &entity.id, 4)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!((h.device.as_str(), h.mid), ("bandsync-settler", 0));
+    // AND its entity.updated and conflict.resolved are in the log, together, and queued
+    let events = f.events().await;
+    let new: Vec<(&str, &str)> = events[events_before..]
+        .iter()
+        .map(|e| (e.event(), e.id.as_str()))
+        .collect();
+    let resolved = format!("c:{id}:resolved");
+    let settled = format!("s:{id}");
+    assert_eq!(
+        new,
+        vec![
+            ("entity.updated", settled.as_str()),
+            ("conflict.resolved", resolved.as_str())
+        ]
+    );
+    let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
+    let last = queued.last().unwrap();
+    assert_eq!(last.events.len(), 2);
+    assert_eq!(last.events[0].id, settled);
+    // AND a second sweep finds nothing open: nothing more is written
+    let again = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    assert_eq!(again.settled, 0);
+    assert_eq!(f.events().await.len(), events.len());
+    assert!(
+        f.h.store
+            .list_conflicts(&demo, true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_scheduler_tick_settles_due_conflicts() {
+    // GIVEN an open conflict past its deadline, and a scheduler with the settler
+    let f = Fixture::new().await;
+    let id = venue_conflict(&f).await;
+    f.h.clock.advance(chrono::TimeDelta::hours(2));
+    let scheduler = bandsync::scheduler::Scheduler::new(
+        f.h.store.clone(),
+        f.h.store.clone(),
+        f.h.sync_queue.clone(),
+        f.h.clock.clone(),
+    )
+    .with_settler(settler(&f));
+
+    // WHEN it ticks THEN the conflict is settled
+    let report = scheduler.tick(&[band("demo")]).await.unwrap();
+    assert_eq!(report.conflicts.settled, 1);
+    let conflict = f.h.store.get_conflict(&band("demo"), &id).await.unwrap();
+    assert!(conflict.unwrap().resolution.is_some());
+    assert_eq!(f.entity("gig", "g1").await.unwrap().version, 4);
+}
+
 #[tokio::test]
 async fn a_rejected_mutation_is_parked_and_the_mid_still_advances() {
     // GIVEN a gig whose fee (a `reject` field) alice changed after bob saw version 1

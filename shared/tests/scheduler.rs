@@ -52,6 +52,7 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
             reconciles_queued: 2,
             events_pruned: 1,
             watch_channels: WatchReport::default(),
+            conflicts: Default::default(),
         }
     );
     let groups: Vec<String> = h

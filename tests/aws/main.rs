@@ -10,3 +10,4 @@ mod queues;
 mod schema;
 mod store;
 mod support;
+mod write_units;

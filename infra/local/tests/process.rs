@@ -1,10 +1,15 @@
 //! The real `bandsync-local` binary, as a newcomer runs it: it starts on its own, serves
 //! health, mints tokens that it accepts, and after a crash (SIGKILL) and a restart on the
 //! same data directory nothing it had accepted is lost; a second process on the same data
-//! directory is refused.
+//! directory is refused; a crash in the middle of a device's push loses and doubles
+//! nothing it was told.
 
-use bandsync_testkit::stack::{Client, eventually, put};
-use serde_json::Value;
+use bandsync::adapters::local::EmbeddedStore;
+use bandsync::model::DeviceId;
+use bandsync::ports::EntityStore;
+use bandsync_testkit::stack::{Client, Http, eventually, put};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -147,4 +152,184 @@ async fn the_binary_survives_a_crash_without_losing_anything() {
         after.iter().all(|e| e["epoch"] == epoch.as_str()),
         "same epoch after a crash"
     );
+}
+
+/// The `m`th of the crash test's mutations (from 1): entity `e<k>` of [`ENTRIES`] is
+/// created by the first mutation that names it and patched by each later one, every one
+/// adding one play, so an entity's plays count the mutations applied to it.
+fn crash_mutation(mid: u64) -> Value {
+    let (k, step) = ((mid - 1) % ENTRIES, (mid - 1) / ENTRIES);
+    let (op, fields) = if step == 0 {
+        (
+            "create",
+            json!({"title": format!("song {k}"), "plays": {"$inc": 1}}),
+        )
+    } else {
+        ("patch", json!({"plays": {"$inc": 1}}))
+    };
+    json!({"mid": mid, "type": "setlist_entry", "id": format!("e{k}"), "op": op,
+           "base_version": step, "fields": fields, "ts": "2026-12-01T20:00:00Z"})
+}
+
+/// Entities of the crash test, and mutations of each.
+const ENTRIES: u64 = 30;
+const ROUNDS: u64 = 10;
+const FRAME: usize = 50;
+
+fn crash_push(frame: &[Value], reference: usize) -> Value {
+    json!({"action": "push", "band": "demo", "device": "crash-phone", "ref": reference,
+           "mutations": frame})
+}
+
+async fn register_crash_device(ws: &mut Client) {
+    ws.send(json!({"action": "register_device", "device": "crash-phone",
+                   "platform": "ios", "name": "crash-phone"}))
+        .await;
+    assert_eq!(ws.expect("device").await["device"], "crash-phone");
+}
+
+/// Every event of band:demo from the start of its log, by seq (a resume may deliver one
+/// twice), asking again while the replay says there is more.
+async fn whole_log(ws: &mut Client) -> BTreeMap<u64, Value> {
+    let mut log = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        ws.send(json!({"action": "resume", "channel": "band:demo", "after_seq": after}))
+            .await;
+        let resumed = ws.expect("resumed").await;
+        for f in ws.frames_until_pong().await {
+            if f["type"] == "event" {
+                log.insert(f["seq"].as_u64().unwrap(), f);
+            }
+        }
+        after = resumed["seq"].as_u64().unwrap();
+        if resumed["more"] != true {
+            return log;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_crash_mid_push_loses_and_doubles_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, ws_port) = (free_port(), free_port());
+    let tok = token(dir.path());
+    let url = format!("ws://127.0.0.1:{ws_port}/local");
+    let total = ENTRIES * ROUNDS;
+    let mutations: Vec<Value> = (1..=total).map(crash_mutation).collect();
+
+    // GIVEN a device sending its whole queue in frames, all at once
+    let proc = start(dir.path(), http, ws_port);
+    wait_healthy(http, ws_port).await;
+    let mut ws = Client::connect(&url, &tok).await;
+    register_crash_device(&mut ws).await;
+    for (i, frame) in mutations.chunks(FRAME).enumerate() {
+        ws.send(crash_push(frame, i)).await;
+    }
+    // WHEN the process is killed (SIGKILL) in the middle of the third frame: a reader
+    // of its database (WAL lets another process read) watches the device's mid move
+    let db = EmbeddedStore::open(&dir.path().join(".bandsync/bandsync.db")).unwrap();
+    let device = DeviceId::parse("crash-phone").unwrap();
+    let kill_at = 2 * FRAME as u64 + FRAME as u64 / 3;
+    let committed = eventually("the device is in its third frame", || async {
+        let d = db.get_device(&device).await.unwrap()?;
+        (d.next_mid > kill_at).then_some(d.next_mid - 1)
+    })
+    .await;
+    drop(proc);
+    drop(db);
+    // What the device was told before the kill: the answers that reached its socket.
+    let mut acked: BTreeMap<u64, Value> = BTreeMap::new();
+    while let Some(f) = ws.recv(std::time::Duration::from_millis(0)).await {
+        for r in f["results"].as_array().into_iter().flatten() {
+            assert_eq!(r["status"], "applied", "{r}");
+            acked.insert(r["mid"].as_u64().unwrap(), r.clone());
+        }
+    }
+    assert!(
+        (acked.len() as u64) < total && committed < total,
+        "the kill came before the last frame was answered ({} acked, {committed} committed)",
+        acked.len()
+    );
+
+    // AND it restarts on the same data dir, and the device, which lost whatever acks
+    // were not read, pushes everything again from mid 1
+    let _proc = start(dir.path(), http, ws_port);
+    wait_healthy(http, ws_port).await;
+    let mut ws = Client::connect(&url, &tok).await;
+    register_crash_device(&mut ws).await;
+    let mut verdicts = Vec::new();
+    for (i, frame) in mutations.chunks(FRAME).enumerate() {
+        ws.send(crash_push(frame, i)).await;
+        let reply = ws.expect("push_result").await;
+        assert_eq!(reply["ref"], i);
+        verdicts.extend(reply["results"].as_array().unwrap().clone());
+    }
+
+    // THEN every mid has exactly one verdict, in order
+    let mids: Vec<u64> = verdicts
+        .iter()
+        .map(|v| v["mid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(mids, (1..=total).collect::<Vec<_>>());
+    // AND the acknowledged ones are duplicates with their original verdict
+    for (mid, before) in &acked {
+        let v = &verdicts[*mid as usize - 1];
+        assert_eq!(v["status"], "duplicate", "mid {mid}: {v}");
+        assert_eq!(v["original_status"], "applied", "mid {mid}: {v}");
+        assert_eq!(v["version"], before["version"], "mid {mid}: {v}");
+        assert_eq!(v["seq"], before["seq"], "mid {mid}: {v}");
+    }
+    // AND what was committed before the kill, answered or not, is a duplicate of its
+    // applied verdict; the rest is applied now
+    for v in &verdicts {
+        let mid = v["mid"].as_u64().unwrap();
+        let ok = match v["status"].as_str() {
+            Some("duplicate") => v["original_status"] == "applied",
+            Some("applied") => mid > committed,
+            _ => false,
+        };
+        assert!(ok, "mid {mid} (committed up to {committed}): {v}");
+    }
+    // AND nothing was applied twice: each entity at version ROUNDS with ROUNDS plays
+    let (status, page) = Http::new(&format!("http://127.0.0.1:{http}"))
+        .get(
+            "/sync/entities?band=demo&type=setlist_entry&limit=1000",
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let entities = page["entities"].as_array().unwrap();
+    assert_eq!(entities.len() as u64, ENTRIES);
+    for e in entities {
+        assert_eq!(e["version"], ROUNDS, "{e}");
+        assert_eq!(e["fields"]["plays"], ROUNDS, "{e}");
+    }
+    // AND the band's log is gapless with exactly one entity event per mutation
+    let log = whole_log(&mut ws).await;
+    let seqs: Vec<u64> = log.keys().copied().collect();
+    assert_eq!(seqs.first(), Some(&1));
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gapless: {seqs:?}"
+    );
+    let entity_mids: Vec<u64> = log
+        .values()
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("entity."))
+        })
+        .map(|e| e["data"]["mid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        entity_mids,
+        (1..=total).collect::<Vec<_>>(),
+        "one event per mutation, in order"
+    );
+    // AND every verdict names its event's seq
+    for v in &verdicts {
+        let seq = v["seq"].as_u64().unwrap();
+        assert_eq!(log[&seq]["data"]["mid"], v["mid"], "{v}");
+    }
 }

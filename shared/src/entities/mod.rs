@@ -20,7 +20,9 @@
 //! - [`replay`]: an entity rebuilt from its history and checked against it;
 //! - [`devices`]: `register_device`, a device bound to the first member who registers it;
 //! - [`push`]: the push service, one `push` frame checked whole, then each mutation
-//!   decided and committed in mid order, its events queued for broadcast.
+//!   decided and committed in mid order, its events queued for broadcast;
+//! - [`settle`]: the `ask` fallback, open conflicts past their deadline settled by the
+//!   service (the scheduler's tick).
 
 pub mod devices;
 pub mod hlc;
@@ -30,5 +32,6 @@ pub mod policy;
 pub mod push;
 pub mod records;
 pub mod replay;
+pub mod settle;
 pub mod state;
 pub mod types;

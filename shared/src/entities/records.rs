@@ -165,6 +165,13 @@ pub struct Resolution {
 }
 
 /// What a store writes for one verdict, all or nothing.
+///
+/// A commit of mid 0 is a settlement ([`Commit::is_settlement`]): the service itself
+/// writes a version (the `ask` fallback past a conflict's deadline), with no device
+/// behind it. Its `device` names the settling service; the device's mid and the receipt
+/// are not written (mids start at 1, so no device's receipt is ever of mid 0), and the
+/// entity's `expected_version` alone guards it: a settlement that raced a member's
+/// change is [`CommitError::Raced`] like any commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     /// The device's mid moves from `mutation.mid` to `mutation.mid + 1`; the commit
@@ -191,6 +198,11 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// Written by the service itself (mid 0): no device mid, no receipt.
+    pub fn is_settlement(&self) -> bool {
+        self.mid == 0
+    }
+
     /// Every event of the commit, in the order they are appended: `event`, then
     /// `more_events`, on `event`'s channel.
     pub fn events(&self) -> Option<(&ChannelName, Vec<NewEvent>)> {
@@ -225,6 +237,9 @@ impl Commit {
             }
         }
         let Some(entity) = &self.entity else {
+            if self.is_settlement() {
+                return Err("a settlement (mid 0) without the entity it settles".into());
+            }
             return match self.history {
                 Some(_) => Err("a history entry without its entity".into()),
                 None => Ok(()),

@@ -221,6 +221,7 @@ pub async fn entity_store_contract<S: EntityStore + ChannelLog + ?Sized>(store: 
     commits_are_conditional_and_atomic(store).await;
     rejected_verdicts_are_parked(store).await;
     commits_carry_several_events(store).await;
+    settlements_commit_without_a_device(store).await;
     entity_listing_pages(store).await;
     history_and_its_pruning(store).await;
     conflicts(store).await;
@@ -484,6 +485,65 @@ async fn commits_carry_several_events<S: EntityStore + ChannelLog + ?Sized>(stor
         Err(CommitError::Port(_))
     ));
     assert_eq!(head_seq(store, &ch).await, 6);
+}
+
+/// A settlement (mid 0, by the service) moves no device's mid and keeps no receipt;
+/// the entity's version alone guards it.
+async fn settlements_commit_without_a_device<S: EntityStore + ChannelLog + ?Sized>(store: &S) {
+    let band = band();
+    let ch = ChannelName::Band(band.clone());
+    let (ty, e1) = (type_name("gig"), entity_id("settled"));
+    let mut w = Writer::new(store, &band).await;
+    let t0 = Utc::now();
+    let create = w.write(&ty, &e1, 0, "Club", t0, Some(&ch));
+    w.commit(store, &create).await;
+
+    // The service, with a device id nobody registered, writes version 2.
+    let service = Writer {
+        device: device_id(),
+        next_mid: 0,
+        ..Writer::new(store, &band).await
+    };
+    let settle = service.write(&ty, &e1, 1, "Hall", t0 + secs(1), Some(&ch));
+    assert!(settle.is_settlement());
+    let events = store
+        .commit_events(&settle)
+        .await
+        .expect("the settlement wins");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].seq, 2);
+    assert_eq!(version_of(store, &band, &ty, &e1).await, Some(2));
+    assert_eq!(
+        store.history_entry(&band, &ty, &e1, 2).await.unwrap(),
+        settle.history
+    );
+    assert_eq!(store.get_device(&service.device).await.unwrap(), None);
+    assert!(
+        store
+            .receipts(&service.device, 0, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no receipt"
+    );
+
+    // Again (another tick, or a member's change first): raced, nothing written.
+    let again = service.write(&ty, &e1, 1, "Bar", t0 + secs(2), Some(&ch));
+    assert_raced(
+        store.commit_events(&again).await,
+        "a settlement of a moved entity",
+    );
+    assert_eq!(head_seq(store, &ch).await, 2);
+    assert_eq!(version_of(store, &band, &ty, &e1).await, Some(2));
+
+    // A settlement writes an entity, or it is refused.
+    let mut empty = service.write(&ty, &e1, 2, "x", t0, Some(&ch));
+    empty.entity = None;
+    empty.history = None;
+    assert!(matches!(
+        store.commit_events(&empty).await,
+        Err(CommitError::Port(_))
+    ));
 }
 
 /// A refused mutation moves the mid (no deadlock) and is parked, newest first.

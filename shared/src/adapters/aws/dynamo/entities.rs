@@ -108,13 +108,13 @@ impl DynamoStore {
             .await
     }
 
-    /// The writes of a commit but the log's, the guarded ones first; and how many are
-    /// guarded.
-    fn commit_writes(
+    /// A device's part of a commit: its mid moves, its receipt (and a rejected one's
+    /// parked copy) is put, all guarded.
+    fn device_writes(
         &self,
         commit: &Commit,
         receipt: &Receipt,
-    ) -> PortResult<(Vec<TransactWriteItem>, usize)> {
+    ) -> PortResult<Vec<TransactWriteItem>> {
         let table = &self.sync_table;
         let not_there = Some("attribute_not_exists(pk)");
         let mut writes = vec![update(build(
@@ -140,6 +140,22 @@ impl DynamoStore {
                 "the receipt",
             )?;
             writes.push(transact_put(table, item, not_there)?);
+        }
+        Ok(writes)
+    }
+
+    /// The writes of a commit but the log's, the guarded ones first; and how many are
+    /// guarded.
+    fn commit_writes(
+        &self,
+        commit: &Commit,
+        receipt: &Receipt,
+    ) -> PortResult<(Vec<TransactWriteItem>, usize)> {
+        let table = &self.sync_table;
+        let not_there = Some("attribute_not_exists(pk)");
+        let mut writes = Vec::new();
+        if !commit.is_settlement() {
+            writes.extend(self.device_writes(commit, receipt)?);
         }
         if let Some(e) = &commit.entity {
             let key = keys::entity(&e.band, &e.entity_type, &e.id);
@@ -262,13 +278,13 @@ impl DynamoStore {
             Err(e) => {
                 if let Some(i) = refused_at(&e, guarded) {
                     let what = match i {
-                        0 => format!(
-                            "device {} is unknown or no longer at mid {}",
-                            commit.device, commit.mid
-                        ),
                         _ if i + 1 == guarded && commit.entity.is_some() => format!(
                             "the entity is no longer at version {}",
                             commit.expected_version
+                        ),
+                        0 => format!(
+                            "device {} is unknown or no longer at mid {}",
+                            commit.device, commit.mid
                         ),
                         _ => format!("{}#{} has a receipt already", commit.device, commit.mid),
                     };
