@@ -49,6 +49,7 @@ pub const ROUTES: &[&str] = &[
     "GET /sync/entities/{type}/{id}",
     "GET /sync/entities/{type}/{id}/history",
     "GET /sync/conflicts",
+    "GET /sync/presence",
 ];
 
 const DEFAULT_LIMIT: usize = 20;
@@ -103,6 +104,8 @@ pub struct Api {
     engine: crate::entities::merge::Engine,
     /// What bands' Google credentials are sealed under; None: they cannot be stored.
     credentials_key: Option<CredentialKey>,
+    /// Who is online, for `GET /sync/presence` (None: 503 `not_configured`).
+    presence: Option<Arc<dyn crate::ports::PresenceStore>>,
 }
 
 /// A JSON request body, or a 400 saying what was expected.
@@ -238,7 +241,14 @@ impl Api {
             checks,
             credentials_key: None,
             engine: crate::entities::merge::Engine::new(),
+            presence: None,
         }
+    }
+
+    /// Answer `GET /sync/presence` from this store.
+    pub fn with_presence(mut self, presence: Arc<dyn crate::ports::PresenceStore>) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Let operators store bands' Google credentials, sealed under `key` (None: refused
@@ -275,7 +285,7 @@ impl Api {
                 | ["sync", "bands", _, "credentials"]
                 | ["sync", "bands", _, "sources", _]
                 | ["sync", "bands", _, "entity-types", _]
-                | ["sync", "entities" | "conflicts"]
+                | ["sync", "entities" | "conflicts" | "presence"]
                 | ["sync", "entities", _, _]
                 | ["sync", "entities", _, _, "history"]
         );
@@ -329,6 +339,7 @@ impl Api {
                 self.history(Self::band(&member, req)?, ty, id, req).await
             }
             (Method::GET, ["sync", "conflicts"]) => self.conflicts(&member, req).await,
+            (Method::GET, ["sync", "presence"]) => self.presence(&member, req).await,
             _ => Err(Refusal::new(
                 ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed here"),
@@ -875,6 +886,26 @@ impl Api {
         Ok(crate::entities::categories::entity_types(
             &record.categories,
         ))
+    }
+
+    /// The band's members online now: the body of the `presence` frame.
+    async fn presence(
+        &self,
+        member: &Member,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let band = Self::band(member, req)?;
+        let store = self
+            .presence
+            .as_deref()
+            .ok_or_else(|| Refusal::new(ErrorCode::NotConfigured, "presence is not kept here"))?;
+        let members = crate::presence::online(store, &band).await?;
+        let list = crate::wire::http::PresenceList {
+            kind: "presence".into(),
+            band,
+            members,
+        };
+        Ok((200, json!(list)))
     }
 
     async fn conflicts(

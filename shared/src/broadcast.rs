@@ -63,6 +63,8 @@ pub struct Broadcaster {
     pub backoff: Duration,
     /// Where the waits between tries are taken.
     sleeper: Arc<dyn Sleeper>,
+    /// Uncounts a gone connection for presence before forgetting it.
+    presence: Option<Arc<dyn crate::ports::PresenceStore>>,
 }
 
 /// What one connection is posted for a batch: the event frames its categories want and,
@@ -131,7 +133,14 @@ impl Broadcaster {
             attempts: 3,
             backoff: Duration::from_millis(50),
             sleeper: Arc::new(TokioSleeper),
+            presence: None,
         }
+    }
+
+    /// Uncount gone connections for presence (their $disconnect may never come).
+    pub fn with_presence(mut self, presence: Arc<dyn crate::ports::PresenceStore>) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// The same broadcaster, waiting between tries through `sleeper` (tests record the
@@ -248,6 +257,9 @@ impl Broadcaster {
                     tracing::info!(connection = %conn, "connection gone; removing it and its subscriptions");
                     // Every post of this message is done: a failed cleanup must not send
                     // them all again. The next push finds the connection gone again.
+                    if let Err(e) = self.uncount(&conn).await {
+                        tracing::warn!(connection = %conn, error = %e, "could not uncount a gone connection");
+                    }
                     if let Err(e) = self.connections.delete_connection(&conn).await {
                         tracing::warn!(connection = %conn, error = %e, "could not remove a gone connection");
                     }
@@ -271,6 +283,17 @@ impl Broadcaster {
             ],
         );
         Ok(report)
+    }
+
+    /// Uncount a gone connection for presence, while its record still says whose it was.
+    async fn uncount(&self, conn: &ConnectionId) -> PortResult<()> {
+        let Some(presence) = &self.presence else {
+            return Ok(());
+        };
+        match self.connections.get_connection(conn).await? {
+            Some(c) => crate::presence::uncount(presence.as_ref(), &c, self.clock.now()).await,
+            None => Ok(()),
+        }
     }
 
     /// Post every frame to one connection, in order; counts the event frames.

@@ -25,6 +25,7 @@ pub mod error;
 pub mod google;
 pub mod model;
 pub mod ports;
+pub mod presence;
 pub mod publish;
 pub mod resume;
 pub mod scheduler;

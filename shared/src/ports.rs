@@ -233,6 +233,95 @@ pub trait EntityStore: Send + Sync {
     async fn prune_history(&self, band: &BandId, before: DateTime<Utc>) -> PortResult<u64>;
 }
 
+/// A member's presence in a band, as [`PresenceStore`] keeps it: listed from its first
+/// device's connect until the sweep publishes that it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub band: BandId,
+    pub member: UserId,
+    /// Live connections now (0 while it is leaving).
+    pub devices: u64,
+    /// When the session the others saw it join began.
+    pub since: DateTime<Utc>,
+    /// Its last device went then: it leaves unless one comes back within the debounce.
+    pub leaving_since: Option<DateTime<Utc>>,
+}
+
+/// What a connection's arrival made of its member's presence in one band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// No session: this is the member's first device (publish `presence.joined`).
+    Joined { since: DateTime<Utc> },
+    /// The member was leaving (its last device went within the debounce) and is back:
+    /// the mark is cleared and the others never saw it leave.
+    Back { since: DateTime<Utc> },
+    /// Another device of a member who is online already.
+    Another { since: DateTime<Utc>, devices: u64 },
+    /// This connection was counted already (a redelivered connect).
+    Repeat { since: DateTime<Utc> },
+}
+
+/// What a connection's departure made of its member's presence in one band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The member's last device went: it is marked leaving since the departure's time.
+    Leaving { since: DateTime<Utc> },
+    /// Other devices remain.
+    Remaining { devices: u64 },
+    /// No device remains and the member is marked leaving already, or has no session
+    /// (a redelivered disconnect): nothing changed.
+    Unchanged,
+}
+
+/// Connections per (band, member), kept by $connect and $disconnect. Every write is
+/// idempotent under redelivery (a set of connection ids, not a counter) and says
+/// atomically whether it was the first device or the last.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    async fn arrive(
+        &self,
+        band: &BandId,
+        member: &UserId,
+        conn: &ConnectionId,
+        at: DateTime<Utc>,
+    ) -> PortResult<Arrival>;
+    /// On its member's last device, marks it leaving since `at` (and indexes the mark so
+    /// [`Self::leaving`] finds it without a scan).
+    async fn depart(
+        &self,
+        band: &BandId,
+        member: &UserId,
+        conn: &ConnectionId,
+        at: DateTime<Utc>,
+    ) -> PortResult<Departure>;
+    /// Members marked leaving at or before `before`, oldest first, at most `limit` (a
+    /// key lookup, never a scan). May list a member who came back since: [`Self::settle`]
+    /// tells.
+    async fn leaving(&self, before: DateTime<Utc>, limit: usize)
+    -> PortResult<Vec<PresenceRecord>>;
+    /// The member left for good: end its session if it is still leaving since
+    /// `leaving_since` with no device. True if it left (also for a repeat of a settle
+    /// that did), false if a device came back. The mark stays listed by
+    /// [`Self::leaving`] until [`Self::forget_mark`], so a sweep that fails before it
+    /// published `presence.left` publishes it on the next round.
+    async fn settle(
+        &self,
+        band: &BandId,
+        member: &UserId,
+        leaving_since: DateTime<Utc>,
+    ) -> PortResult<bool>;
+    /// Drop the mark `leaving_since` from what [`Self::leaving`] lists (a mark that is
+    /// no longer there is not an error).
+    async fn forget_mark(
+        &self,
+        band: &BandId,
+        member: &UserId,
+        leaving_since: DateTime<Utc>,
+    ) -> PortResult<()>;
+    /// The band's members with a session (leaving ones included), by member id.
+    async fn present(&self, band: &BandId) -> PortResult<Vec<PresenceRecord>>;
+}
+
 #[async_trait]
 pub trait HealthCheck: Send + Sync {
     async fn check(&self) -> PortResult<()>;
@@ -249,6 +338,7 @@ pub trait Store:
     + ChannelLog
     + ConnectionStore
     + EntityStore
+    + PresenceStore
     + HealthCheck
 {
 }
@@ -262,6 +352,7 @@ impl<T> Store for T where
         + ChannelLog
         + ConnectionStore
         + EntityStore
+        + PresenceStore
         + HealthCheck
 {
 }

@@ -24,6 +24,8 @@ pub struct Scheduler {
     pub channel_budget: Duration,
     watch_keeper: Option<WatchKeeper>,
     registry: Option<Arc<dyn ConfigStore>>,
+    /// Publishes the due `presence.left`s on every tick.
+    presence: Option<crate::presence::Presence>,
     settler: Option<Settler>,
     /// Whose entity history is pruned past `history_retention` on every tick.
     entities: Option<Arc<dyn EntityStore>>,
@@ -60,10 +62,17 @@ impl Scheduler {
             channel_budget: Duration::from_secs(20),
             watch_keeper: None,
             registry: None,
+            presence: None,
             settler: None,
             entities: None,
             history_retention: Duration::from_secs(90 * 24 * 3600),
         }
+    }
+
+    /// Sweep presence's leaving marks on every tick.
+    pub fn with_presence(mut self, presence: crate::presence::Presence) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Keep the watch channels of Google sources on every tick.
@@ -192,6 +201,9 @@ impl Scheduler {
                     }
                 }
             }
+        }
+        if let Some(presence) = &self.presence {
+            presence.sweep_quietly().await;
         }
         if let Some(e) = failed {
             return Err(e);

@@ -14,6 +14,7 @@ use crate::api::{Api, ApiStores};
 use crate::broadcast::Broadcaster;
 use crate::entities::push::PushService;
 use crate::entities::settle::Settler;
+use crate::presence::Presence;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
 use crate::sync::{SyncStores, SyncWorker};
@@ -42,7 +43,7 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         operations: store.clone(),
         watch_channels: store.clone(),
         log: b.log()?,
-        entities: store,
+        entities: store.clone(),
     };
     Ok(Api::new(
         stores,
@@ -51,7 +52,8 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         b.clock(),
         b.health_checks()?,
     )
-    .with_credentials_key(b.credentials_key()?))
+    .with_credentials_key(b.credentials_key()?)
+    .with_presence(store))
 }
 
 /// The sync worker: it publishes to the broadcast queue, alerts through the notifier
@@ -78,16 +80,11 @@ pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
 }
 
 pub fn broadcaster(b: &dyn Backend) -> anyhow::Result<Broadcaster> {
-    Ok(Broadcaster::new(
-        b.store()?,
-        b.log()?,
-        b.pusher()?,
-        b.clock(),
-    ))
+    Ok(Broadcaster::new(b.store()?, b.log()?, b.pusher()?, b.clock()).with_presence(b.store()?))
 }
 
 /// The scheduler of the registered bands, keeping their watch channels when there is
-/// Google.
+/// Google, and sweeping presence's due `presence.left`s.
 pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     let store = b.store()?;
     let keeper = b.watch()?.map(|watch| {
@@ -99,6 +96,12 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
             watch.address,
         )
     });
+    let presence = Presence::new(
+        store.clone(),
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce());
     Ok(
         Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
             .with_settler(Settler::new(
@@ -108,16 +111,31 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
             ))
             .with_entities(store.clone())
             .with_registry(store)
-            .with_watch_keeper(keeper),
+            .with_watch_keeper(keeper)
+            .with_presence(presence),
     )
 }
 
+/// $connect, counting the member's devices for presence (whose events it publishes).
 pub fn ws_connect(b: &dyn Backend) -> anyhow::Result<WsConnect> {
-    Ok(WsConnect::new(b.store()?, b.tokens()?, b.clock()))
+    let presence = Presence::new(
+        b.store()?,
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce());
+    Ok(WsConnect::new(b.store()?, b.tokens()?, b.clock()).with_presence(presence))
 }
 
+/// $disconnect, uncounting the member's devices (and sweeping due `presence.left`s).
 pub fn ws_disconnect(b: &dyn Backend) -> anyhow::Result<WsDisconnect> {
-    Ok(WsDisconnect::new(b.store()?))
+    let presence = Presence::new(
+        b.store()?,
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce());
+    Ok(WsDisconnect::new(b.store()?).with_presence(presence))
 }
 
 /// The client protocol, with the push service: its commits append to the store's own
@@ -133,10 +151,22 @@ pub fn ws_message(b: &dyn Backend) -> anyhow::Result<WsMessage> {
     Ok(WsMessage::new(
         store.clone(),
         b.log()?,
-        store,
+        store.clone(),
         b.sync_queue()?,
         b.pusher()?,
         b.clock(),
         push,
-    ))
+    )
+    .with_presence(store))
+}
+
+/// Presence's sweep and its query (the scheduler's tick and the local stack's timer,
+/// `GET /sync/presence`, the `presence` action).
+pub fn presence(b: &dyn Backend) -> anyhow::Result<Presence> {
+    Ok(Presence::new(
+        b.store()?,
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    )
+    .with_debounce(b.presence_debounce()))
 }

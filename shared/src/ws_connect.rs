@@ -1,10 +1,13 @@
 //! $connect: check the member's token and remember the connection. A refused connect
 //! answers 401 with a JSON error, which API Gateway turns into a refused handshake.
+//! With [`Presence`], the connection is counted in its member's bands (the first device
+//! publishes `presence.joined`), and due `presence.left`s are swept.
 
 use crate::auth::TokenKey;
 use crate::error::{ErrorCode, Refusal};
 use crate::model::{CONNECTION_TTL, Connection, ConnectionId};
 use crate::ports::{Clock, ConnectionStore};
+use crate::presence::Presence;
 use crate::transport::http::{header, json_v1, refused_v1};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::json;
@@ -14,6 +17,7 @@ pub struct WsConnect {
     connections: Arc<dyn ConnectionStore>,
     tokens: TokenKey,
     clock: Arc<dyn Clock>,
+    presence: Option<Presence>,
 }
 
 /// The connection id API Gateway gave this socket.
@@ -41,7 +45,13 @@ impl WsConnect {
             connections,
             tokens,
             clock,
+            presence: None,
         }
+    }
+
+    pub fn with_presence(mut self, presence: Presence) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     #[tracing::instrument(skip_all, fields(connection = ?req.request_context.connection_id))]
@@ -77,6 +87,13 @@ impl WsConnect {
             device: None,
         };
         self.connections.put_connection(&conn).await?;
+        // After the record: a presence counted for a connection that is not stored could
+        // never be uncounted. A failure refuses the connect, and the client's retry
+        // counts it again (a set: once).
+        if let Some(presence) = &self.presence {
+            presence.connected(&conn).await?;
+            presence.sweep_quietly().await;
+        }
         Ok(conn)
     }
 }

@@ -6,7 +6,7 @@ use crate::entities::categories;
 use crate::entities::push::{PushRefused, PushService};
 use crate::error::{ErrorCode, Refusal};
 use crate::model::{ChannelName, Connection, ConnectionId, DeviceBinding, Trigger};
-use crate::ports::{ChannelLog, Clock, ConnectionStore, Pusher, Queue, SourceStore};
+use crate::ports::{ChannelLog, Clock, ConnectionStore, PresenceStore, Pusher, Queue, SourceStore};
 use crate::resume::{self, ResumePlan};
 use crate::transport::http::{json_v1, refused_v1};
 use crate::wire::frames::{ClientRequest, HistoryLostData, ServerFrame, parse_frame};
@@ -42,6 +42,8 @@ pub struct WsMessage {
     push: PushService,
     /// Events replayed per `resume` (default [`MAX_REPLAY`]).
     pub max_replay: u64,
+    /// Who is online, for `presence`.
+    presence: Option<Arc<dyn PresenceStore>>,
 }
 
 /// The answer to a refused frame: what its `error` frame says.
@@ -92,7 +94,14 @@ impl WsMessage {
             clock,
             push,
             max_replay: MAX_REPLAY,
+            presence: None,
         }
+    }
+
+    /// Answer `presence` from this store.
+    pub fn with_presence(mut self, presence: Arc<dyn PresenceStore>) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// The push service, to tune (its rate limit).
@@ -206,6 +215,25 @@ impl WsMessage {
                     reference,
                     device,
                     results,
+                }))
+            }
+            ClientRequest::Presence { band } => {
+                let conn = self.member(id).await?;
+                if !conn.bands.contains(&band) {
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        format!("you are not a member of band {band}"),
+                    )
+                    .into());
+                }
+                let store = self.presence.as_deref().ok_or_else(|| {
+                    Refusal::new(ErrorCode::Unavailable, "presence is not kept here")
+                })?;
+                let members = crate::presence::online(store, &band).await?;
+                Ok(Some(ServerFrame::Presence {
+                    band,
+                    members,
+                    reference,
                 }))
             }
             ClientRequest::Ping {} => Ok(Some(ServerFrame::Pong {

@@ -44,7 +44,16 @@ contract_tests!(
     connection_contract,
     health_contract,
     entity_store_contract,
+    presence_contract,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_concurrency_contract() {
+    for (backend, store, _dir) in backends() {
+        eprintln!("presence_concurrency_contract on the {backend} store");
+        contract::presence_concurrency_contract(store).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entity_commit_concurrency_contract() {

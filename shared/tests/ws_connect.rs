@@ -82,3 +82,34 @@ async fn a_bad_missing_or_expired_token_is_refused_with_401() {
         assert!(stored.is_none(), "{code}: no connection is stored");
     }
 }
+
+#[tokio::test]
+async fn a_connect_counts_the_member_online_in_each_of_its_bands() {
+    use bandsync::ports::PresenceStore;
+    // GIVEN alice's token for demo and jazz
+    let h = Harness::new();
+    let token = h.token("alice", &["demo", "jazz"]);
+    // WHEN she connects
+    let (response, _) = connect(&h, Some(&token), &[]).await;
+    assert_eq!(response.status(), 200);
+    // THEN both bands list her with one device, and each band's channel says she joined
+    for b in ["demo", "jazz"] {
+        let present = h.store.present(&band(b)).await.unwrap();
+        assert_eq!(present.len(), 1, "{b}");
+        assert_eq!(
+            (present[0].member.as_str(), present[0].devices),
+            ("alice", 1)
+        );
+    }
+    assert_eq!(h.broadcast_queue.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_connect_counts_nobody() {
+    use bandsync::ports::PresenceStore;
+    let h = Harness::new();
+    let (response, _) = connect(&h, Some("not-a-token"), &[]).await;
+    assert_eq!(response.status(), 401);
+    assert!(h.store.present(&band("demo")).await.unwrap().is_empty());
+    assert!(h.broadcast_queue.messages().is_empty());
+}

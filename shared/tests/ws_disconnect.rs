@@ -32,3 +32,30 @@ async fn disconnect_removes_the_connection_and_its_subscriptions_and_repeats_are
         [other]
     );
 }
+
+#[tokio::test]
+async fn the_last_device_going_marks_the_member_leaving_and_publishes_nothing_yet() {
+    use bandsync::ports::PresenceStore;
+    // GIVEN alice connected through $connect
+    let h = Harness::new();
+    let token = h.token("alice", &["demo"]);
+    h.ws_connect()
+        .handle(ws_connect_event("AAAA1234=", Some(&token), &[]))
+        .await;
+    let queued = h.broadcast_queue.messages().len();
+    // WHEN her only connection goes (twice)
+    for _ in 0..2 {
+        let response = h
+            .ws_disconnect()
+            .handle(ws_disconnect_event("AAAA1234="))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    // THEN she is leaving (no device, still listed) and nothing was published: the
+    // debounce decides
+    let present = h.store.present(&band("demo")).await.unwrap();
+    assert_eq!(present.len(), 1);
+    assert_eq!(present[0].devices, 0);
+    assert_eq!(present[0].leaving_since, Some(h.now()));
+    assert_eq!(h.broadcast_queue.messages().len(), queued);
+}

@@ -56,6 +56,11 @@ async fn entity_store_contract() {
     contract::entity_store_contract(&store().await).await;
 }
 
+#[tokio::test]
+async fn presence_contract() {
+    contract::presence_contract(&store().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_commit_concurrency_contract() {
     contract::entity_commit_concurrency_contract(Arc::new(store().await)).await;

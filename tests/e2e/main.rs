@@ -7,6 +7,7 @@ mod google;
 mod management;
 mod operator;
 mod pipeline;
+mod presence;
 mod priority;
 mod restart;
 mod resume;

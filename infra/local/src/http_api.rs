@@ -51,7 +51,8 @@ fn route_key(method: &str, path: &str) -> Option<(String, Vec<(&'static str, Str
         ["webhooks", "google" | "folder"]
         | [
             "sync",
-            "status" | "trigger" | "operations" | "health" | "stats" | "entities" | "conflicts",
+            "status" | "trigger" | "operations" | "health" | "stats" | "entities" | "conflicts"
+            | "presence",
         ] => (path.to_owned(), vec![]),
         ["sync", "operations", id] => ("/sync/operations/{id}".to_owned(), vec![param("id", id)]),
         ["sync", "bands", band] => ("/sync/bands/{band}".to_owned(), vec![param("band", band)]),

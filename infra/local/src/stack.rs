@@ -70,6 +70,10 @@ pub struct StackConfig {
     /// How often the scheduler keeps the watch channels (and reconciles); the first
     /// tick runs at start.
     pub channels_every: Duration,
+    /// How long a member whose last device went stays online, waiting for it to come
+    /// back, and how often the sweep publishes the `presence.left`s that are due.
+    pub presence_debounce: Duration,
+    pub presence_sweep_every: Duration,
 }
 
 impl StackConfig {
@@ -99,6 +103,8 @@ impl StackConfig {
             credentials_key: None,
             webhook_url: None,
             channels_every: Duration::from_secs(60),
+            presence_debounce: bandsync::presence::DEFAULT_DEBOUNCE,
+            presence_sweep_every: Duration::from_secs(1),
         }
     }
 }
@@ -486,6 +492,7 @@ impl LocalStack {
                 ),
             ],
             google: google.clone(),
+            presence_debounce: cfg.presence_debounce,
             ..Ports::new(
                 store.clone(),
                 sync_queue.clone(),
@@ -648,6 +655,17 @@ impl LocalStack {
             }
         };
         tasks.push(tokio::spawn(reconcile));
+
+        // Presence: publish the `presence.left`s whose debounce ran out (on AWS the
+        // scheduler's tick and every $connect / $disconnect do this).
+        let presence = wiring::presence(&backend)?;
+        let sweep_every = cfg.presence_sweep_every;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                presence.sweep_quietly().await;
+                tokio::time::sleep(sweep_every).await;
+            }
+        }));
 
         Ok(RunningStack {
             http_url: format!("http://{http_addr}"),

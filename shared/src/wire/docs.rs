@@ -92,6 +92,7 @@ fn add_responses(g: &mut SchemaGenerator) {
     g.subschema_for::<http::EntityList>();
     g.subschema_for::<http::EntityHistory>();
     g.subschema_for::<http::ConflictList>();
+    g.subschema_for::<http::PresenceList>();
     // Written as stored; also what operators send (read with the same defaults).
     g.subschema_for::<crate::entities::types::EntityType>();
 }
@@ -187,6 +188,7 @@ fn asyncapi() -> Value {
             "ping" => &["pong", "error"],
             "register_device" => &["device", "error"],
             "push" => &["push_result", "error"],
+            "presence" => &["presence", "error"],
             _ => &["ack", "error"],
         };
         messages.insert(
@@ -458,6 +460,13 @@ fn route(key: &str) -> Option<Route> {
             (200, Some("ConflictList")),
             true,
         ),
+        "GET /sync/presence" => r(
+            "The band's members online now: listed from their `presence.joined` to their `presence.left` (with 0 devices while the debounce runs). The same body as the `presence` frame.",
+            &[BAND],
+            None,
+            (200, Some("PresenceList")),
+            true,
+        ),
         _ => None,
     }
 }
@@ -682,7 +691,8 @@ mod tests {
                 "ack",
                 "error",
                 "device",
-                "push_result"
+                "push_result",
+                "presence"
             ]
         );
         let openapi = openapi();

@@ -84,6 +84,11 @@ event_kinds! {
     ConflictOpened(ConflictOpened) = "conflict.opened",
     /// An `ask` conflict was settled.
     ConflictResolved(ConflictResolved) = "conflict.resolved",
+    /// A member's first device connected (none of its devices was online, or the last
+    /// one went longer ago than the debounce).
+    PresenceJoined(PresenceChanged) = "presence.joined",
+    /// A member's last device went and none came back within the debounce.
+    PresenceLeft(PresenceChanged) = "presence.left",
 }
 
 impl EventKind {
@@ -405,6 +410,20 @@ pub struct ConflictResolved {
     pub by: Option<UserId>,
 }
 
+/// `presence.joined` / `presence.left`: a member came online in the band, or went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PresenceChanged {
+    pub member: UserId,
+    /// Its devices online now: 1 on `presence.joined`, 0 on `presence.left`.
+    pub devices: u64,
+    /// When the session began (its first device's connect).
+    pub since: DateTime<Utc>,
+    /// When it happened: the connect, or the last device's disconnect (the event is
+    /// published a debounce later).
+    pub at: DateTime<Utc>,
+}
+
 /// The schema of the event envelope: its own fields and the kind's `event` and `data`.
 #[cfg(feature = "schema")]
 mod schema {
@@ -652,6 +671,15 @@ mod tests {
                 }),
                 r#"{"by":"ringo","conflict":"c1","field":"status","how":"member","id":"so-what","type":"song_status","value":"ready"}"#,
             ),
+            (
+                EventKind::PresenceLeft(PresenceChanged {
+                    member: UserId::parse("ringo").unwrap(),
+                    devices: 0,
+                    since: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                    at: DateTime::from_timestamp(1_700_000_600, 0).unwrap(),
+                }),
+                r#"{"at":"2023-11-14T22:23:20Z","devices":0,"member":"ringo","since":"2023-11-14T22:13:20Z"}"#,
+            ),
         ];
         for (kind, text) in cases {
             let name = kind.name();
@@ -694,6 +722,8 @@ mod tests {
                 "entity.deleted",
                 "conflict.opened",
                 "conflict.resolved",
+                "presence.joined",
+                "presence.left",
             ]
         );
         for action in [

@@ -15,7 +15,7 @@
 use crate::entities::mutation::MutationResult;
 use crate::entities::records::Platform;
 use crate::error::ErrorCode;
-use crate::model::{BandId, ChannelName, DeviceId, Event, SourceId};
+use crate::model::{BandId, ChannelName, DeviceId, Event, SourceId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -46,6 +46,8 @@ pub enum ClientRequest {
     /// Changes to a band's entities, in mid order (answered by `push_result`, one
     /// verdict per mutation; a malformed push by an `error`, and nothing applied).
     Push(PushRequest),
+    /// Who of the band is online now (answered by `presence`; members of the band only).
+    Presence { band: BandId },
 }
 
 impl ClientRequest {
@@ -58,6 +60,7 @@ impl ClientRequest {
         "sync_request",
         "register_device",
         "push",
+        "presence",
     ];
 }
 
@@ -195,6 +198,24 @@ pub enum ServerFrame {
         device: DeviceId,
         results: Vec<MutationResult>,
     },
+    /// The band's members online now (a `presence` request, or `GET /sync/presence`).
+    Presence {
+        band: BandId,
+        members: Vec<PresentMember>,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        reference: Option<Value>,
+    },
+}
+
+/// A member online in a band: listed from its `presence.joined` to its `presence.left`
+/// (so with 0 devices while its last one's disconnect is within the debounce).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PresentMember {
+    pub member: UserId,
+    pub devices: u64,
+    /// When its session began.
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 /// The `data` of a `history_lost` error: the channel's head, to refetch from.
@@ -456,6 +477,12 @@ mod tests {
                 }),
                 r#"{"action":"sync_request","band":"demo","source":"charts","full":false}"#,
             ),
+            (
+                ClientRequest::Presence {
+                    band: BandId::parse("demo").unwrap(),
+                },
+                r#"{"action":"presence","band":"demo"}"#,
+            ),
         ];
         for (request, text) in cases {
             assert_eq!(serde_json::to_string(&request).unwrap(), text);
@@ -477,7 +504,8 @@ mod tests {
                 "ping",
                 "sync_request",
                 "register_device",
-                "push"
+                "push",
+                "presence"
             ]
         );
     }
@@ -519,6 +547,18 @@ mod tests {
                     reference: None,
                 },
                 r#"{"type":"pong","ts":"2023-11-14T22:13:20Z"}"#,
+            ),
+            (
+                ServerFrame::Presence {
+                    band: BandId::parse("demo").unwrap(),
+                    members: vec![PresentMember {
+                        member: UserId::parse("ringo").unwrap(),
+                        devices: 2,
+                        since: ts,
+                    }],
+                    reference: None,
+                },
+                r#"{"type":"presence","band":"demo","members":[{"member":"ringo","devices":2,"since":"2023-11-14T22:13:20Z"}]}"#,
             ),
             (
                 ServerFrame::Ack {

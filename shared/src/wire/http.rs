@@ -307,6 +307,18 @@ impl From<&HistoryEntry> for EntityVersion {
     }
 }
 
+/// `GET /sync/presence?band=`: the band's members online now, the same body as the
+/// `presence` frame (its `type` included, so one client type reads both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PresenceList {
+    /// Always `presence`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub band: BandId,
+    pub members: Vec<crate::wire::frames::PresentMember>,
+}
+
 /// `GET /sync/conflicts?band=`: a band's conflicts, newest first, and how many there
 /// are per entity type and field policy (open, and settled by a member or by the
 /// fallback policy).

@@ -8,6 +8,7 @@ use crate::google::sealed::CredentialKey;
 use crate::ports::{ChannelLog, Clock, HealthCheck, Notifier, Pusher, Queue, Store};
 use anyhow::Context as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the handlers' ports come from. A part is built when a constructor asks for it,
 /// so a part the deployment lacks fails only the handler that needs it.
@@ -35,6 +36,10 @@ pub trait Backend {
     fn google(&self) -> anyhow::Result<Option<Arc<GoogleApis>>>;
     /// What the scheduler keeps Google's watch channels with; None without Google.
     fn watch(&self) -> anyhow::Result<Option<Watch>>;
+    /// How long a member whose last device went stays online, waiting for it to come back.
+    fn presence_debounce(&self) -> Duration {
+        crate::presence::DEFAULT_DEBOUNCE
+    }
 }
 
 /// Google's watch calls and the address the channels notify (`/webhooks/google`).
@@ -60,6 +65,7 @@ pub struct Ports {
     pub health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     pub google: Option<Arc<GoogleApis>>,
     pub watch: Option<Watch>,
+    pub presence_debounce: Duration,
 }
 
 impl Ports {
@@ -84,6 +90,7 @@ impl Ports {
             credentials_key: None,
             google: None,
             watch: None,
+            presence_debounce: crate::presence::DEFAULT_DEBOUNCE,
         }
     }
 }
@@ -128,5 +135,8 @@ impl Backend for Ports {
     }
     fn watch(&self) -> anyhow::Result<Option<Watch>> {
         Ok(self.watch.clone())
+    }
+    fn presence_debounce(&self) -> Duration {
+        self.presence_debounce
     }
 }

@@ -28,6 +28,7 @@ use uuid::Uuid;
 mod channel_log;
 mod connections;
 mod entities;
+mod presence;
 mod records;
 
 pub use channel_log::{channel_log_concurrency_contract, channel_log_contract};
@@ -35,6 +36,7 @@ pub use connections::{connection_contract, health_contract};
 pub use entities::{
     entity_commit_concurrency_contract, entity_store_contract, huge_entity_contract,
 };
+pub use presence::{presence_concurrency_contract, presence_contract};
 pub use records::{
     catalog_contract, config_store_contract, dedupe_contract, operation_contract,
     source_store_contract, watch_channel_contract,
@@ -52,6 +54,7 @@ pub async fn store_contract<S: Store + ?Sized + 'static>(store: Arc<S>) {
     connection_contract(&*store).await;
     health_contract(&*store).await;
     entity_store_contract(&*store).await;
+    presence_contract(&*store).await;
     channel_log_concurrency_contract(Arc::clone(&store)).await;
     entity_commit_concurrency_contract(store).await;
 }

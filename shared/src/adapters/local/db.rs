@@ -24,7 +24,29 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: entry `i` brings a database from `user_version` `i` to `i + 1`.
 /// Append, never edit: a file written by an older build is upgraded in place.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+
+/// v4: presence. A member's session per band (`since`; `leaving_since` while its last
+/// device is gone and the debounce runs, indexed for the sweep; `left_at`, the mark a
+/// settle ended, so a repeated settle still says it left), and its live connections.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS presence (
+    band          TEXT NOT NULL,
+    member        TEXT NOT NULL,
+    since         TEXT,
+    leaving_since TEXT,
+    left_at       TEXT,
+    PRIMARY KEY (band, member)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS presence_leaving ON presence (leaving_since)
+    WHERE leaving_since IS NOT NULL;
+CREATE TABLE IF NOT EXISTS presence_connections (
+    band   TEXT NOT NULL,
+    member TEXT NOT NULL,
+    conn   TEXT NOT NULL,
+    PRIMARY KEY (band, member, conn)
+) WITHOUT ROWID;
+";
 
 /// v3: two-way sync. Devices (`next_mid` and `registered_at` as columns: a commit moves
 /// the one, a re-registration keeps both), the (device, mid) receipts with a partial

@@ -9,6 +9,7 @@
 
 mod db;
 mod entities;
+mod presence;
 pub mod queue;
 pub mod store;
 pub mod watcher;

@@ -6,8 +6,9 @@
 use super::item::{Item, s, ts};
 use crate::model::{
     BandId, ChannelName, ConflictId, ConnectionId, DeviceId, EntityId, EntityTypeName, SourceId,
-    SyncOperation,
+    SyncOperation, UserId,
 };
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 /// A primary key: partition `pk`, sort `sk`.
@@ -303,6 +304,40 @@ pub(super) const SUBSCRIPTION_PREFIX: &str = "SUB#";
 /// `CONN#id / SUB#c`: what to clean on disconnect.
 pub(super) fn subscription(id: &ConnectionId, channel: &ChannelName) -> Item {
     key(connection_pk(id), format!("{SUBSCRIPTION_PREFIX}{channel}"))
+}
+
+// Connections table: presence.
+
+/// `PRES#b`: the band's members with a presence item.
+pub(super) fn presence_pk(band: &BandId) -> String {
+    format!("PRES#{band}")
+}
+
+/// Sort keys of a band's presence items: `MEMBER#<member>`.
+pub(super) const PRESENCE_MEMBER_PREFIX: &str = "MEMBER#";
+
+/// `PRES#b / MEMBER#m`: the member's live connections (`conns`, a string set) and its
+/// session (`since`, `leaving_since`, `left_at`).
+pub(super) fn presence(band: &BandId, member: &UserId) -> Item {
+    key(
+        presence_pk(band),
+        format!("{PRESENCE_MEMBER_PREFIX}{member}"),
+    )
+}
+
+/// The partition of every leaving mark, by time: the sweep reads the due ones with one
+/// Query. Marks are few (members whose last device went in the last seconds).
+pub(super) const LEAVING_PK: &str = "PRESENCE#LEAVING";
+
+/// The upper bound of the leaving marks at or before `before` (`~` sorts after `#`).
+pub(super) fn leaving_until(before: DateTime<Utc>) -> String {
+    format!("{}~", ts(before))
+}
+
+/// `PRESENCE#LEAVING / <leaving_since>#<band>#<member>`: fixed-width times first, so
+/// sort order is time order.
+pub(super) fn leaving_mark(band: &BandId, member: &UserId, leaving_since: DateTime<Utc>) -> Item {
+    key(LEAVING_PK, format!("{}#{band}#{member}", ts(leaving_since)))
 }
 
 // Both tables.

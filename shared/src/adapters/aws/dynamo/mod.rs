@@ -18,7 +18,9 @@
 //!   `CONFLICTS#b / OPEN#<opened_at>#<id>` (open ones only).
 //!
 //! Connections table: `CONN#id / META` (TTL past API Gateway's 2 h), `CHAN#c / CONN#id`
-//! (fan-out is one Query), `CONN#id / SUB#c` (cleanup on disconnect).
+//! (fan-out is one Query), `CONN#id / SUB#c` (cleanup on disconnect); presence:
+//! `PRES#b / MEMBER#m` (the member's live connection ids as a string set, its session)
+//! and `PRESENCE#LEAVING / <leaving_since>#<band>#<member>` (the sweep's index).
 //!
 //! Records are JSON in a `body` attribute beside the keys, as in the embedded store.
 //!
@@ -26,7 +28,7 @@
 //! codecs), `client` (single requests and their failures), `batch` (batch requests and
 //! their retries); then one file per port: `config` (configurations and sources),
 //! `catalog`, `operations`, `watch` (watch channels), `dedupe`, `log` (the channel log),
-//! `connections`, `entities` (two-way sync).
+//! `connections`, `presence`, `entities` (two-way sync).
 
 mod batch;
 mod catalog;
@@ -39,6 +41,7 @@ mod item;
 mod keys;
 mod log;
 mod operations;
+mod presence;
 mod watch;
 
 use crate::backoff::{Sleeper, TokioSleeper};
