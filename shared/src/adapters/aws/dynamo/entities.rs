@@ -488,9 +488,7 @@ impl EntityStore for DynamoStore {
     /// head; this process's writers to one channel take turns, as appends do.
     #[instrument(skip_all, fields(device = %commit.device, mid = commit.mid), level = "debug")]
     async fn commit_events(&self, commit: &Commit) -> Result<Vec<Event>, CommitError> {
-        commit
-            .check()
-            .map_err(|e| PortError::Backend(anyhow!("refusing an inconsistent commit: {e}")))?;
+        commit.check()?;
         let turn = commit.event.as_ref().map(|(channel, _)| self.turn(channel));
         let _turn = match &turn {
             Some(t) => Some(t.lock().await),
