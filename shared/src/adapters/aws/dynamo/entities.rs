@@ -312,14 +312,14 @@ impl DynamoStore {
                 Some((SortKeys::Between(from, keys::ENTITY_SK_END.into()), cursor))
             }
             (Some(t), after) => {
-                let end = format!("{t}#{}", keys::ENTITY_SK_END);
+                let (start, end) = keys::entity_type_range(t);
                 match after {
                     Some((at, _)) if at > t => None,
                     Some((at, _)) if at == t => {
                         let from = cursor.clone()?;
                         Some((SortKeys::Between(from, end), cursor))
                     }
-                    _ => Some((SortKeys::Between(format!("{t}#"), end), None)),
+                    _ => Some((SortKeys::Between(start, end), None)),
                 }
             }
         }
