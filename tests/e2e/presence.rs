@@ -2,6 +2,8 @@
 //! watches `band:demo`, and the stack's sweep publishes `presence.left` once the
 //! debounce has run out (and not at all for a quick reconnect).
 
+use bandsync::ports::PresenceStore;
+use bandsync_testkit::eventually;
 use bandsync_testkit::stack::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -66,8 +68,14 @@ async fn presence_is_debounced_and_queryable() {
     tablet.close().await;
     phone.close().await;
     let phone = t.client("bob", &["demo"]).await;
-    // THEN well past the debounce, alice saw no left / joined pair
-    tokio::time::sleep(DEBOUNCE * 2).await;
+    // THEN once the sweep has decided his departure (after the debounce: it forgets the
+    // mark whether or not he left), alice saw no left / joined pair
+    eventually("the sweep settles bob's departure mark", || async {
+        let far = chrono::Utc::now() + chrono::Duration::hours(1);
+        let marks = t.stack.store.leaving(far, 10).await.unwrap();
+        marks.is_empty().then_some(())
+    })
+    .await;
     t.drain().await;
     assert!(presence_of(&alice.frames_until_pong().await, "bob").is_empty());
     assert_eq!(
