@@ -3,9 +3,8 @@
 //! debounce has run out (and not at all for a quick reconnect).
 
 use bandsync::ports::PresenceStore;
-use bandsync_testkit::eventually;
 use bandsync_testkit::stack::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 const DEBOUNCE: Duration = Duration::from_millis(1500);
@@ -23,8 +22,7 @@ fn presence_of(frames: &[Value], member: &str) -> Vec<String> {
 
 /// Who `c` is told is online in demo: (member, devices).
 async fn online(c: &mut Client) -> Vec<(String, u64)> {
-    c.send(json!({"action": "presence", "band": "demo"})).await;
-    let reply = c.expect("presence").await;
+    let reply = c.presence("demo").await;
     reply["members"]
         .as_array()
         .unwrap()

@@ -248,10 +248,10 @@ impl Commit {
             if self.is_settlement() {
                 return Some("a settlement (mid 0) without the entity it settles".into());
             }
-            return match self.history {
-                Some(_) => Some("a history entry without its entity".into()),
-                None => None,
-            };
+            return self
+                .history
+                .as_ref()
+                .map(|_| "a history entry without its entity".into());
         };
         if entity.band != self.receipt.band {
             return Some(format!(
