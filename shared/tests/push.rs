@@ -1056,3 +1056,108 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
     assert_eq!(results.len(), 101);
     assert!(results.iter().all(|r| r["status"] == "duplicate" && r.get("fields").is_none()));
 }
+
+/// An HTTP request to the API as `user` (member of `bands`): (status, JSON body).
+async fn http(f: &Fixture, method: &str, target: &str, user: &str, bands: &[&str]) -> (i64, Value) {
+    let auth = f.h.bearer(user, bands);
+    let response = f
+        .h
+        .api()
+        .handle(http_event(method, target, &[("Authorization", &auth)], None))
+        .await;
+    let status = response.status();
+    let body = if status == 204 {
+        Value::Null
+    } else {
+        response.body_json()
+    };
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_devices_member_sees_its_parked_mutations_and_may_dismiss_them() {
+    // GIVEN bob's two refused fee changes (stale bases) between applied ones
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![
+            m(1, "gig", "g1", "create", 0, json!({"fee": 100})),
+            m(2, "gig", "g1", "patch", 1, json!({"fee": 150})),
+        ],
+    )
+    .await;
+    let b = f
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![
+                m(1, "gig", "g1", "patch", 1, json!({"fee": 120})),
+                m(2, "gig", "g1", "patch", 2, json!({"date": "2026-12-24"})),
+                m(3, "gig", "g1", "patch", 1, json!({"fee": 130})),
+            ],
+        )
+        .await;
+    assert_eq!(
+        b.iter().map(|r| r["status"].as_str()).collect::<Vec<_>>(),
+        [Some("rejected"), Some("applied"), Some("rejected")]
+    );
+    let target = format!("/sync/devices/{BOB_TABLET}/parked?band=demo");
+
+    // WHEN bob reads his tablet's parked mutations
+    let (status, body) = http(&f, "GET", &target, "bob", &["demo"]).await;
+
+    // THEN both are listed, newest first, as pushed, with why and when
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device"], BOB_TABLET);
+    let parked = body["parked"].as_array().unwrap();
+    assert_eq!(
+        parked.iter().map(|p| p["mid"].as_u64()).collect::<Vec<_>>(),
+        [Some(3), Some(1)]
+    );
+    assert_eq!(parked[0]["mutation"]["fields"]["fee"], 130);
+    assert_eq!(parked[1]["mutation"]["fields"]["fee"], 120);
+    assert_eq!(parked[1]["code"], "stale_base");
+    assert!(parked[1]["message"].is_string() && parked[1]["at"].is_string());
+    assert!(body["next"].is_null());
+    // AND pages go by `before`
+    let (_, page) = http(&f, "GET", &format!("{target}&limit=1"), "bob", &["demo"]).await;
+    assert_eq!(page["parked"][0]["mid"], 3);
+    assert_eq!(page["next"], 3);
+    let (_, older) = http(&f, "GET", &format!("{target}&limit=1&before=3"), "bob", &["demo"]).await;
+    assert_eq!(older["parked"][0]["mid"], 1);
+
+    // AND alice (a member of the band, not the device's) is refused
+    let (status, body) = http(&f, "GET", &target, "alice", &["demo"]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("another member"));
+    // AND so is bob for a band he is not in, and for an unknown device
+    let (status, _) = http(&f, "GET", &target.replace("demo", "rock"), "bob", &["demo"]).await;
+    assert_eq!(status, 403);
+    let (status, _) = http(&f, "GET", "/sync/devices/no-such-device/parked?band=demo", "bob", &["demo"]).await;
+    assert_eq!(status, 404);
+    let (status, body) = http(&f, "GET", &format!("{target}&before=x"), "bob", &["demo"]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")));
+
+    // WHEN bob dismisses mid 1, twice (and alice tries to dismiss mid 3)
+    let dismiss = |mid: u64| format!("/sync/devices/{BOB_TABLET}/parked/{mid}?band=demo");
+    assert_eq!(http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0, 204);
+    assert_eq!(http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0, 204);
+    assert_eq!(http(&f, "DELETE", &dismiss(3), "alice", &["demo"]).await.0, 403);
+    let (status, _) = http(&f, "DELETE", &dismiss(0), "bob", &["demo"]).await;
+    assert_eq!(status, 400);
+
+    // THEN only mid 3 is listed, and mid 1 is still answered with its verdict
+    let (_, body) = http(&f, "GET", &target, "bob", &["demo"]).await;
+    assert_eq!(
+        body["parked"].as_array().unwrap().iter().map(|p| p["mid"].as_u64()).collect::<Vec<_>>(),
+        [Some(3)]
+    );
+    let again = f
+        .results(BOB, BOB_TABLET, vec![m(1, "gig", "g1", "patch", 1, json!({"fee": 120}))])
+        .await;
+    assert_eq!(
+        (again[0]["status"].as_str(), again[0]["original_status"].as_str(), again[0]["code"].as_str()),
+        (Some("duplicate"), Some("rejected"), Some("stale_base"))
+    );
+}

@@ -10,4 +10,5 @@ mod queues;
 mod schema;
 mod store;
 mod support;
+mod push_bounds;
 mod write_units;
