@@ -882,22 +882,11 @@ async fn an_entity_past_its_bound_is_rejected_and_parked_and_the_queue_goes_on()
     // about 120 KB in two pushes of 60 KB
     let f = Fixture::new().await;
     let page = |mid, op, base, fields| m(mid, "scrapbook", "s1", op, base, fields);
-    let r = f
-        .results(
-            ALICE,
-            ALICE_PHONE,
-            vec![page(1, "create", 0, big_fields("a", 4))],
-        )
-        .await;
-    assert_eq!(r[0]["status"], "applied", "{r:?}");
-    let r = f
-        .results(
-            ALICE,
-            ALICE_PHONE,
-            vec![page(2, "patch", 1, big_fields("b", 4))],
-        )
-        .await;
-    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
+        let grow = page(mid, op, mid - 1, big_fields(prefix, 4));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["status"], "applied", "{r:?}");
+    }
 
     // WHEN one more 15 KB field would take it past 128 KB, and a small change follows
     let r = f
@@ -926,7 +915,10 @@ async fn an_entity_past_its_bound_is_rejected_and_parked_and_the_queue_goes_on()
     assert_eq!(f.next_mid(ALICE_PHONE).await, 5);
     let stored = f.entity("scrapbook", "s1").await.unwrap();
     assert_eq!(stored.version, 3);
-    assert!(stored.state.values().get("c0").is_none(), "nothing of it applied");
+    assert!(
+        stored.state.values().get("c0").is_none(),
+        "nothing of it applied"
+    );
     // AND it is parked as it was pushed
     let parked =
         f.h.store
@@ -1010,7 +1002,12 @@ async fn a_resent_frame_is_answered_from_its_receipts_even_if_its_type_is_gone()
         )
         .await;
     assert_eq!(reply["code"], "unknown_entity_type", "{reply}");
-    assert!(reply["message"].as_str().unwrap().starts_with("mutations[1]"));
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mutations[1]")
+    );
     assert_eq!(f.next_mid(ALICE_PHONE).await, 4);
 }
 
@@ -1020,12 +1017,15 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
     let f = Fixture::new().await;
     let mut frame = vec![m(1, "scrapbook", "s1", "create", 0, big_fields("p", 1))];
     // WHEN alice pushes it with 100 small changes: about 1.5 MB of verdicts
-    frame.extend((2..=101).map(|mid| m(mid, "scrapbook", "s1", "patch", mid - 1, json!({"n": mid}))));
+    frame.extend(
+        (2..=101).map(|mid| m(mid, "scrapbook", "s1", "patch", mid - 1, json!({"n": mid}))),
+    );
     let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "big",
                       "mutations": frame});
     let replies = |before: usize| f.h.pusher.frames(&conn_id(ALICE)).split_off(before);
     let before = f.h.pusher.frames(&conn_id(ALICE)).len();
-    f.ws.handle(ws_message_event(ALICE, &push.to_string())).await;
+    f.ws.handle(ws_message_event(ALICE, &push.to_string()))
+        .await;
     let frames = replies(before);
 
     // THEN they come in several push_result frames of the push's ref, each under 128 KB
@@ -1037,7 +1037,10 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
         assert_eq!(frame["type"], "push_result");
         assert_eq!(frame["ref"], "big");
         assert!(frame.to_string().len() <= 128 * 1024);
-        assert_eq!(frame["more"].as_bool(), (i + 1 < frames.len()).then_some(true));
+        assert_eq!(
+            frame["more"].as_bool(),
+            (i + 1 < frames.len()).then_some(true)
+        );
         for r in frame["results"].as_array().unwrap() {
             assert_eq!(r["status"], "applied", "{}", r["message"]);
             assert_eq!(r["fields"]["p0"].as_str().map(str::len), Some(15_000));
@@ -1048,23 +1051,32 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
 
     // AND sent again, the duplicates carry no fields and fit one frame
     let before = f.h.pusher.frames(&conn_id(ALICE)).len();
-    f.ws.handle(ws_message_event(ALICE, &push.to_string())).await;
+    f.ws.handle(ws_message_event(ALICE, &push.to_string()))
+        .await;
     let frames = replies(before);
     assert_eq!(frames.len(), 1);
     assert!(frames[0].get("more").is_none());
     let results = frames[0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 101);
-    assert!(results.iter().all(|r| r["status"] == "duplicate" && r.get("fields").is_none()));
+    assert!(
+        results
+            .iter()
+            .all(|r| r["status"] == "duplicate" && r.get("fields").is_none())
+    );
 }
 
 /// An HTTP request to the API as `user` (member of `bands`): (status, JSON body).
 async fn http(f: &Fixture, method: &str, target: &str, user: &str, bands: &[&str]) -> (i64, Value) {
     let auth = f.h.bearer(user, bands);
-    let response = f
-        .h
-        .api()
-        .handle(http_event(method, target, &[("Authorization", &auth)], None))
-        .await;
+    let response =
+        f.h.api()
+            .handle(http_event(
+                method,
+                target,
+                &[("Authorization", &auth)],
+                None,
+            ))
+            .await;
     let status = response.status();
     let body = if status == 204 {
         Value::Null
@@ -1124,40 +1136,87 @@ async fn the_devices_member_sees_its_parked_mutations_and_may_dismiss_them() {
     let (_, page) = http(&f, "GET", &format!("{target}&limit=1"), "bob", &["demo"]).await;
     assert_eq!(page["parked"][0]["mid"], 3);
     assert_eq!(page["next"], 3);
-    let (_, older) = http(&f, "GET", &format!("{target}&limit=1&before=3"), "bob", &["demo"]).await;
+    let (_, older) = http(
+        &f,
+        "GET",
+        &format!("{target}&limit=1&before=3"),
+        "bob",
+        &["demo"],
+    )
+    .await;
     assert_eq!(older["parked"][0]["mid"], 1);
 
     // AND alice (a member of the band, not the device's) is refused
     let (status, body) = http(&f, "GET", &target, "alice", &["demo"]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
-    assert!(body["error"]["message"].as_str().unwrap().contains("another member"));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another member")
+    );
     // AND so is bob for a band he is not in, and for an unknown device
     let (status, _) = http(&f, "GET", &target.replace("demo", "rock"), "bob", &["demo"]).await;
     assert_eq!(status, 403);
-    let (status, _) = http(&f, "GET", "/sync/devices/no-such-device/parked?band=demo", "bob", &["demo"]).await;
+    let (status, _) = http(
+        &f,
+        "GET",
+        "/sync/devices/no-such-device/parked?band=demo",
+        "bob",
+        &["demo"],
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, body) = http(&f, "GET", &format!("{target}&before=x"), "bob", &["demo"]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
 
     // WHEN bob dismisses mid 1, twice (and alice tries to dismiss mid 3)
     let dismiss = |mid: u64| format!("/sync/devices/{BOB_TABLET}/parked/{mid}?band=demo");
-    assert_eq!(http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0, 204);
-    assert_eq!(http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0, 204);
-    assert_eq!(http(&f, "DELETE", &dismiss(3), "alice", &["demo"]).await.0, 403);
+    assert_eq!(
+        http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0,
+        204
+    );
+    assert_eq!(
+        http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0,
+        204
+    );
+    assert_eq!(
+        http(&f, "DELETE", &dismiss(3), "alice", &["demo"]).await.0,
+        403
+    );
     let (status, _) = http(&f, "DELETE", &dismiss(0), "bob", &["demo"]).await;
     assert_eq!(status, 400);
 
     // THEN only mid 3 is listed, and mid 1 is still answered with its verdict
     let (_, body) = http(&f, "GET", &target, "bob", &["demo"]).await;
     assert_eq!(
-        body["parked"].as_array().unwrap().iter().map(|p| p["mid"].as_u64()).collect::<Vec<_>>(),
+        body["parked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["mid"].as_u64())
+            .collect::<Vec<_>>(),
         [Some(3)]
     );
     let again = f
-        .results(BOB, BOB_TABLET, vec![m(1, "gig", "g1", "patch", 1, json!({"fee": 120}))])
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![m(1, "gig", "g1", "patch", 1, json!({"fee": 120}))],
+        )
         .await;
     assert_eq!(
-        (again[0]["status"].as_str(), again[0]["original_status"].as_str(), again[0]["code"].as_str()),
+        (
+            again[0]["status"].as_str(),
+            again[0]["original_status"].as_str(),
+            again[0]["code"].as_str()
+        ),
         (Some("duplicate"), Some("rejected"), Some("stale_base"))
     );
 }

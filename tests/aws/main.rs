@@ -5,10 +5,10 @@
 
 mod lambda;
 mod notifier;
+mod push_bounds;
 mod pusher;
 mod queues;
 mod schema;
 mod store;
 mod support;
-mod push_bounds;
 mod write_units;

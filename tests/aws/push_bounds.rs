@@ -4,14 +4,10 @@
 //! failing as a frame error on the 400 KB item limit and stalling the device's queue.
 
 use crate::support::*;
-use bandsync::adapters::aws::dynamo::DynamoStore;
-use bandsync::entities::push::{MAX_ENTITY_BYTES, PushService};
-use bandsync::model::{BandId, Connection, ConnectionId, DeviceId, EntityId, EntityTypeName, UserId};
-use bandsync::ports::{EntityStore, SystemClock};
-use bandsync::publish::Publisher;
-use bandsync_testkit::RecordingQueue;
+use bandsync::entities::push::MAX_ENTITY_BYTES;
+use bandsync::model::{BandId, DeviceId, EntityId, EntityTypeName};
+use bandsync::ports::EntityStore;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 fn page(mid: u64, op: &str, base: u64, fields: Value) -> Value {
     json!({"mid": mid, "type": "scrapbook", "id": "s1", "op": op, "base_version": base,
@@ -21,67 +17,50 @@ fn page(mid: u64, op: &str, base: u64, fields: Value) -> Value {
 /// `n` fields `<prefix>0..` of about 15 KB each.
 fn big_fields(prefix: &str, n: usize) -> Value {
     let text = "x".repeat(15_000);
-    Value::Object((0..n).map(|i| (format!("{prefix}{i}"), json!(text))).collect())
+    Value::Object(
+        (0..n)
+            .map(|i| (format!("{prefix}{i}"), json!(text)))
+            .collect(),
+    )
 }
 
 #[tokio::test]
 async fn an_entity_past_its_bound_is_rejected_and_parked_on_dynamodb_too() {
-    let moto = moto();
-    let (sync_table, connections_table) = (unique("sync"), unique("connections"));
-    moto.create_tables(&sync_table, &connections_table).await;
-    let store = Arc::new(DynamoStore::new(moto.dynamodb(), sync_table, connections_table));
-    let push = PushService::new(
-        store.clone(),
-        store.clone(),
-        Publisher::new(store.clone(), Arc::new(RecordingQueue::new())),
-        Arc::new(SystemClock),
-    );
-    let now = chrono::Utc::now();
-    let band = BandId::parse("demo").unwrap();
-    let conn = Connection {
-        id: ConnectionId::parse("bound-conn").unwrap(),
-        user: UserId::parse("ringo@example.com").unwrap(),
-        bands: vec![band.clone()],
-        connected_at: now,
-        expires_at: now + chrono::TimeDelta::hours(2),
-        device: None,
-    };
-    let register = serde_json::from_value(
-        json!({"device": "ringo-phone", "platform": "ios", "name": "Ringo's phone"}),
-    )
-    .unwrap();
-    push.register(&conn, register).await.unwrap();
-    let send = |mutations: Vec<Value>| {
-        let request = serde_json::from_value(
-            json!({"band": "demo", "device": "ringo-phone", "mutations": mutations}),
-        )
-        .unwrap();
-        push.push(&conn, request, 1024)
-    };
+    let p = MotoPush::new("bound-conn").await;
+    let (store, band) = (p.store.clone(), BandId::parse("demo").unwrap());
     // GIVEN a scrapbook grown to about 120 KB
     for (mid, op, base, prefix) in [(1, "create", 0, "a"), (2, "patch", 1, "b")] {
-        let r = send(vec![page(mid, op, base, big_fields(prefix, 4))])
-            .await
-            .unwrap();
-        assert_eq!(json!(r[0])["status"], "applied", "{r:?}");
+        let r = p
+            .send(vec![page(mid, op, base, big_fields(prefix, 4))])
+            .await;
+        assert_eq!(r[0]["status"], "applied", "{r}");
     }
     // WHEN a 15 KB field more would pass the bound, with a small change behind it
-    let r = json!(
-        send(vec![
+    let r = p
+        .send(vec![
             page(3, "patch", 2, big_fields("c", 1)),
             page(4, "patch", 2, json!({"title": "small"})),
         ])
-        .await
-        .unwrap()
-    );
+        .await;
     // THEN it is rejected as entity_too_large and the change behind it applied
     assert_eq!(r[0]["status"], "rejected", "{}", r[0]["message"]);
     assert_eq!(r[0]["code"], "entity_too_large");
-    assert!(r[0]["message"].as_str().unwrap().contains(&MAX_ENTITY_BYTES.to_string()));
+    assert!(
+        r[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_ENTITY_BYTES.to_string())
+    );
     assert_eq!(r[1]["status"], "applied", "{}", r[1]["message"]);
     let device = DeviceId::parse("ringo-phone").unwrap();
-    assert_eq!(store.get_device(&device).await.unwrap().unwrap().next_mid, 5);
-    let (ty, id) = (EntityTypeName::parse("scrapbook").unwrap(), EntityId::parse("s1").unwrap());
+    assert_eq!(
+        store.get_device(&device).await.unwrap().unwrap().next_mid,
+        5
+    );
+    let (ty, id) = (
+        EntityTypeName::parse("scrapbook").unwrap(),
+        EntityId::parse("s1").unwrap(),
+    );
     let stored = store.get_entity(&band, &ty, &id).await.unwrap().unwrap();
     assert_eq!(stored.version, 3);
     // AND it is parked, as pushed
@@ -91,12 +70,12 @@ async fn an_entity_past_its_bound_is_rejected_and_parked_on_dynamodb_too() {
     assert!(parked[0].parked.as_ref().unwrap()["fields"]["c0"].is_string());
     // AND a create whose history entry would pass its bound is rejected, not a frame
     // error: the queue goes on
-    let r = json!(
-        send(vec![json!({"mid": 5, "type": "scrapbook", "id": "s2", "op": "create",
-            "base_version": 0, "fields": big_fields("a", 7), "ts": "2026-12-01T20:00:00Z"})])
-        .await
-        .unwrap()
-    );
+    let create = json!({"mid": 5, "type": "scrapbook", "id": "s2", "op": "create",
+        "base_version": 0, "fields": big_fields("a", 7), "ts": "2026-12-01T20:00:00Z"});
+    let r = p.send(vec![create]).await;
     assert_eq!(r[0]["code"], "entity_too_large", "{r}");
-    assert_eq!(store.get_device(&device).await.unwrap().unwrap().next_mid, 6);
+    assert_eq!(
+        store.get_device(&device).await.unwrap().unwrap().next_mid,
+        6
+    );
 }

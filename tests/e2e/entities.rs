@@ -321,7 +321,12 @@ async fn a_members_parked_mutations_are_listed_for_them_alone_and_dismissed_once
         json!({"mid": mid, "type": "attendance", "id": id, "op": op, "base_version": base,
                "fields": {"rsvp": v}, "ts": "2026-12-01T20:00:00Z"})
     };
-    let r = pushed(&mut alice, "alice-phone", vec![rsvp(1, "r1-alice", "create", 0, "yes")]).await;
+    let r = pushed(
+        &mut alice,
+        "alice-phone",
+        vec![rsvp(1, "r1-alice", "create", 0, "yes")],
+    )
+    .await;
     assert_eq!(r[0]["status"], "applied");
     let r = pushed(
         &mut bob,
@@ -350,7 +355,11 @@ async fn a_members_parked_mutations_are_listed_for_them_alone_and_dismissed_once
     assert_eq!(parked[0]["mutation"]["fields"]["rsvp"], "no");
     // AND alice may not read bob's device
     let (status, body) = http.get(path, Some(&t.token("alice", &["demo"]))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
 
     // WHEN bob dismisses it, twice
     let dismiss = "/sync/devices/bob-tablet/parked/1?band=demo";
@@ -359,7 +368,12 @@ async fn a_members_parked_mutations_are_listed_for_them_alone_and_dismissed_once
     // THEN it is no longer listed, and the mid keeps its verdict
     let (_, body) = http.get(path, Some(&bob_token)).await;
     assert_eq!(body["parked"], json!([]), "{body}");
-    let again = pushed(&mut bob, "bob-tablet", vec![rsvp(1, "r1-alice", "patch", 1, "no")]).await;
+    let again = pushed(
+        &mut bob,
+        "bob-tablet",
+        vec![rsvp(1, "r1-alice", "patch", 1, "no")],
+    )
+    .await;
     assert_eq!(
         (again[0]["status"].as_str(), again[0]["code"].as_str()),
         (Some("duplicate"), Some("not_owner"))
@@ -378,7 +392,9 @@ async fn verdicts_over_128_kb_reach_the_socket_in_several_push_results() {
     let mut mutations = vec![page(1, "create", 0, json!({"text": "x".repeat(12_000)}))];
     mutations.extend((2..=100).map(|mid| page(mid, "patch", mid - 1, json!({"n": mid}))));
     // WHEN alice pushes it with 99 small changes (about 1.2 MB of verdicts)
-    alice.send(push("alice-phone", json!("big"), mutations)).await;
+    alice
+        .send(push("alice-phone", json!("big"), mutations))
+        .await;
     // THEN the gateway delivers them (each frame under its 128 KB) in several
     // push_result frames of her ref, in order, the last without `more`
     let mut frames = 0;

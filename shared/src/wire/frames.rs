@@ -736,7 +736,10 @@ mod tests {
             assert!(bytes.len() <= 2000, "frame {i}: {} bytes", bytes.len());
             let json: Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(json["ref"], "p");
-            assert_eq!(json["more"].as_bool(), (i + 1 < frames.len()).then_some(true));
+            assert_eq!(
+                json["more"].as_bool(),
+                (i + 1 < frames.len()).then_some(true)
+            );
             let ServerFrame::PushResult { results, .. } = f else {
                 panic!("not a push_result: {f:?}");
             };
@@ -753,6 +756,12 @@ mod tests {
             panic!("one frame: {frames:?}");
         };
         assert!(!more);
-        assert_eq!(results[0], MutationResult { fields: None, ..huge });
+        assert_eq!(
+            results[0],
+            MutationResult {
+                fields: None,
+                ..huge
+            }
+        );
     }
 }

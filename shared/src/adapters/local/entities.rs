@@ -125,7 +125,8 @@ impl EntityStore for EmbeddedStore {
     #[instrument(skip(self), fields(%device), level = "debug")]
     async fn dismiss_parked(&self, device: &DeviceId, mid: u64) -> PortResult<bool> {
         self.db.write("dismiss_parked", |tx| {
-            let sql = "UPDATE receipts SET parked = 0 WHERE device = ?1 AND mid = ?2 AND parked = 1";
+            let sql =
+                "UPDATE receipts SET parked = 0 WHERE device = ?1 AND mid = ?2 AND parked = 1";
             Ok(exec(tx, sql, params![device.as_str(), int(mid)])? > 0)
         })
     }
