@@ -72,6 +72,9 @@ const HISTORY_PAGE: usize = 100;
 /// Parked mutations per page of `GET /sync/devices/{device}/parked` (default and most).
 const PARKED_PAGE: usize = 50;
 const MAX_PARKED_PAGE: usize = 200;
+/// The most a page of parked mutations may be, as JSON: each may be a whole push frame
+/// (128 KB), and a Lambda answer is at most 6 MB.
+const MAX_PARKED_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Conflicts listed by `GET /sync/conflicts` (the counts are over these).
 const MAX_CONFLICTS: usize = 1000;
 /// Entity types a band may declare, and the largest definition accepted.
@@ -939,15 +942,30 @@ impl Api {
         let limit = number_param(req, "limit", 1, MAX_PARKED_PAGE as u64)?
             .map_or(PARKED_PAGE, |n| n as usize);
         let receipts = self.entities.parked_before(&device, before, limit).await?;
-        let next = (receipts.len() == limit)
-            .then(|| receipts.last().map(|r| r.mid))
-            .flatten();
-        let list = crate::wire::http::ParkedList {
-            parked: receipts
-                .iter()
+        let mut parked = Vec::new();
+        let mut bytes = 0;
+        // The last mid this page covers, and whether the byte budget ended it early.
+        let mut last = None;
+        let mut full = false;
+        for r in &receipts {
+            if let Some(p) = Some(r)
                 .filter(|r| r.band == band)
-                .filter_map(crate::wire::http::ParkedMutation::of)
-                .collect(),
+                .and_then(crate::wire::http::ParkedMutation::of)
+            {
+                let size = serde_json::to_vec(&p).map_or(usize::MAX, |v| v.len());
+                // At least one per page, or a page could never move on.
+                if !parked.is_empty() && bytes + size > MAX_PARKED_PAGE_BYTES {
+                    full = true;
+                    break;
+                }
+                bytes += size;
+                parked.push(p);
+            }
+            last = Some(r.mid);
+        }
+        let next = (full || receipts.len() == limit).then_some(last).flatten();
+        let list = crate::wire::http::ParkedList {
+            parked,
             band,
             device,
             next,

@@ -6,7 +6,9 @@ use crate::entities::categories;
 use crate::entities::push::{PushRefused, PushService};
 use crate::error::{ErrorCode, Refusal};
 use crate::model::{ChannelName, Connection, ConnectionId, DeviceBinding, Trigger};
-use crate::ports::{ChannelLog, Clock, ConnectionStore, PresenceStore, Pusher, Queue, SourceStore};
+use crate::ports::{
+    ChannelLog, Clock, ConnectionStore, PresenceStore, PushOutcome, Pusher, Queue, SourceStore,
+};
 use crate::resume::{self, ResumePlan};
 use crate::transport::http::{json_v1, refused_v1};
 use crate::wire::frames::{ClientRequest, HistoryLostData, ServerFrame, parse_frame};
@@ -212,11 +214,33 @@ impl WsMessage {
                 let device = request.device.clone();
                 let results = self.push.push(&conn, request, bytes).await?;
                 // Over one frame's limit, the verdicts come in several frames: all but
-                // the last are posted here, in order, the last is the reply.
+                // the last are posted here, in order, the last is the reply. After a
+                // failed post nothing more is posted (a later frame would hide the gap):
+                // the reply is an error naming the first mid not delivered, and pushing
+                // again from it is safe (what was decided answers `duplicate`).
                 let mut frames = ServerFrame::push_results(reference, device, results);
                 let last = frames.pop();
                 for frame in &frames {
-                    self.send(id, frame).await;
+                    let e = match self.pusher.post(id, &frame.to_bytes()).await {
+                        Ok(PushOutcome::Delivered) => continue,
+                        // Nobody left to answer.
+                        Ok(PushOutcome::Gone) => return Ok(None),
+                        Err(e) => e,
+                    };
+                    tracing::warn!(connection = %id, error = %e, "a push_result frame could not be posted; the rest is not sent");
+                    let from = match frame {
+                        ServerFrame::PushResult { results, .. } => results.first().map(|r| r.mid),
+                        _ => None,
+                    };
+                    return Err(Refusal::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "the verdicts from mid {} on could not be sent; push them again \
+                             (decided ones answer duplicate)",
+                            from.unwrap_or(0)
+                        ),
+                    )
+                    .into());
                 }
                 Ok(last)
             }

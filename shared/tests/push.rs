@@ -484,13 +484,16 @@ async fn a_rejected_mutation_is_parked_and_the_mid_still_advances() {
         )
         .await;
 
-    // THEN the fee is rejected as a stale base, with the current state to rebase on
+    // THEN the fee is rejected as a stale base
     assert_eq!(b[0]["status"], "rejected", "{b:?}");
     assert_eq!(b[0]["code"], "stale_base");
     assert!(b[0]["message"].is_string());
-    assert_eq!(b[0]["fields"]["fee"], 150);
-    // AND the mutation behind it is not blocked: applied
+    // AND the mutation behind it is not blocked: applied, and as the entity's last
+    // verdict of the answer it alone carries the state to rebase on
     assert_eq!(b[1]["status"], "applied", "{b:?}");
+    assert!(b[0].get("fields").is_none());
+    assert_eq!(b[1]["fields"]["fee"], 150);
+    assert_eq!(b[1]["fields"]["date"], "2026-12-24");
     assert_eq!(f.next_mid(BOB_TABLET).await, 3);
     // AND the rejected one is parked as it was pushed
     let parked =
@@ -946,6 +949,140 @@ async fn an_entity_past_its_bound_is_rejected_and_parked_and_the_queue_goes_on()
 }
 
 #[tokio::test]
+async fn an_entity_over_its_bound_may_still_shrink_and_be_deleted() {
+    use bandsync::entities::mutation::{MutationResult, MutationStatus};
+    use bandsync::entities::records::{Commit, Receipt};
+    // GIVEN a scrapbook of about 150 KB, over the bound (grown before it was kept, here
+    // written straight to the store as a settlement would)
+    let f = Fixture::new().await;
+    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
+        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["status"], "applied", "{r:?}");
+    }
+    let mut entity = f.entity("scrapbook", "s1").await.unwrap();
+    let mut history =
+        f.h.store
+            .history_entry(&band("demo"), &entity.entity_type, &entity.id, 2)
+            .await
+            .unwrap()
+            .unwrap();
+    let page = entity.state.fields["a0"].clone();
+    for name in ["c0", "c1"] {
+        entity.state.fields.insert(name.into(), page.clone());
+    }
+    entity.version = 3;
+    history.version = 3;
+    history.entity = entity.clone();
+    let settler = DeviceId::parse("the-settler").unwrap();
+    f.h.store
+        .commit_events(&Commit {
+            device: settler.clone(),
+            mid: 0,
+            receipt: Receipt {
+                device: settler,
+                mid: 0,
+                band: band("demo"),
+                member: UserId::parse("alice").unwrap(),
+                at: history.at,
+                result: MutationResult::bare(0, MutationStatus::Applied),
+                parked: None,
+            },
+            entity: Some(entity),
+            expected_version: 2,
+            history: Some(history),
+            conflicts: vec![],
+            event: None,
+            more_events: vec![],
+        })
+        .await
+        .unwrap();
+    let page = |mid, op, fields| m(mid, "scrapbook", "s1", op, 3, fields);
+
+    // WHEN alice adds to it, then empties two pages
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![
+                page(3, "patch", json!({"title": "a little more"})),
+                page(4, "patch", json!({"c0": "", "c1": ""})),
+            ],
+        )
+        .await;
+    // THEN the growth is refused, the shrinking change is applied though the entity
+    // is still over the bound after it
+    assert_eq!(r[0]["code"], "entity_too_large", "{r:?}");
+    assert_eq!(r[1]["status"], "applied", "{:?}", r[1]["message"]);
+    let stored = f.entity("scrapbook", "s1").await.unwrap();
+    assert_eq!(stored.version, 4);
+    assert_eq!(stored.state.values()["c0"], "");
+    // AND a delete of an entity over the bound always passes
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![m(5, "scrapbook", "s1", "delete", 4, json!({}))],
+        )
+        .await;
+    assert_eq!(r[0]["status"], "applied", "{:?}", r[0]["message"]);
+    assert!(f.entity("scrapbook", "s1").await.unwrap().deleted);
+}
+
+#[tokio::test]
+async fn a_page_of_large_parked_mutations_stays_under_a_lambda_answer() {
+    // GIVEN a 120 KB scrapbook and 40 refused changes of 105 KB each (parked as pushed:
+    // 4.2 MB in all)
+    let f = Fixture::new().await;
+    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
+        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["status"], "applied", "{r:?}");
+    }
+    for mid in 3..=42 {
+        let grow = m(mid, "scrapbook", "s1", "patch", 2, big_fields("c", 7));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["code"], "entity_too_large", "{r:?}");
+    }
+    let target = format!("/sync/devices/{ALICE_PHONE}/parked?band=demo&limit=50");
+
+    // WHEN alice reads them, 50 to a page
+    let (status, first) = http(&f, "GET", &target, "alice", &["demo"]).await;
+
+    // THEN the first page stops under 4 MB and says where to go on
+    assert_eq!(status, 200, "{first}");
+    assert!(first.to_string().len() <= 4 * 1024 * 1024 + 4096);
+    let listed = |page: &Value| -> Vec<u64> {
+        page["parked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["mid"].as_u64().unwrap())
+            .collect()
+    };
+    let mids = listed(&first);
+    assert!(
+        mids.len() < 40 && mids.len() > 30,
+        "{} on the page",
+        mids.len()
+    );
+    assert_eq!(first["next"].as_u64(), mids.last().copied());
+    // AND the next page lists the rest: every mid once
+    let (_, second) = http(
+        &f,
+        "GET",
+        &format!("{target}&before={}", first["next"]),
+        "alice",
+        &["demo"],
+    )
+    .await;
+    let mut all = mids;
+    all.extend(listed(&second));
+    assert_eq!(all, (3..=42).rev().collect::<Vec<_>>());
+    assert!(second["next"].is_null());
+}
+
+#[tokio::test]
 async fn a_resent_frame_is_answered_from_its_receipts_even_if_its_type_is_gone() {
     // GIVEN alice's gigs (mids 1 and 2) in a strict band
     let f = Fixture::with_band(true).await;
@@ -986,9 +1123,12 @@ async fn a_resent_frame_is_answered_from_its_receipts_even_if_its_type_is_gone()
         assert_eq!(dup["original_status"], "applied");
         assert_eq!(dup["version"], orig["version"]);
         assert_eq!(dup["seq"], orig["seq"]);
-        assert!(orig.get("fields").is_some());
         assert!(dup.get("fields").is_none(), "{dup}");
     }
+    assert!(
+        first[1].get("fields").is_some(),
+        "the entity's last verdict has it"
+    );
     assert_eq!(again[2]["status"], "applied", "{again:?}");
     // AND a new mid of the removed type is still refused, whole
     let reply = f
@@ -1011,28 +1151,58 @@ async fn a_resent_frame_is_answered_from_its_receipts_even_if_its_type_is_gone()
     assert_eq!(f.next_mid(ALICE_PHONE).await, 4);
 }
 
+/// The frames a raw push frame of `conn` is answered with.
+async fn answer(f: &Fixture, conn: &str, push: &Value) -> Vec<Value> {
+    let before = f.h.pusher.frames(&conn_id(conn)).len();
+    f.ws.handle(ws_message_event(conn, &push.to_string())).await;
+    f.h.pusher.frames(&conn_id(conn)).split_off(before)
+}
+
 #[tokio::test]
 async fn verdicts_over_a_frame_come_in_several_push_results() {
-    // GIVEN a 15 KB scrapbook page: every verdict on it carries the page in `fields`
+    // GIVEN twenty 15 KB scrapbook pages, in four pushes
     let f = Fixture::new().await;
-    let mut frame = vec![m(1, "scrapbook", "s1", "create", 0, big_fields("p", 1))];
-    // WHEN alice pushes it with 100 small changes: about 1.5 MB of verdicts
-    frame.extend(
-        (2..=101).map(|mid| m(mid, "scrapbook", "s1", "patch", mid - 1, json!({"n": mid}))),
-    );
+    for k in 0..4u64 {
+        let creates = (0..5)
+            .map(|i| {
+                let n = k * 5 + i;
+                m(
+                    n + 1,
+                    "scrapbook",
+                    &format!("s{n}"),
+                    "create",
+                    0,
+                    big_fields("p", 1),
+                )
+            })
+            .collect();
+        let r = f.results(ALICE, ALICE_PHONE, creates).await;
+        assert!(r.iter().all(|r| r["status"] == "applied"), "{r:?}");
+    }
+    // WHEN alice pushes a small change to each: every verdict could carry its page,
+    // about 300 KB of verdicts
+    let frame: Vec<Value> = (0..20u64)
+        .map(|n| {
+            m(
+                21 + n,
+                "scrapbook",
+                &format!("s{n}"),
+                "patch",
+                1,
+                json!({"n": n}),
+            )
+        })
+        .collect();
     let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "big",
                       "mutations": frame});
-    let replies = |before: usize| f.h.pusher.frames(&conn_id(ALICE)).split_off(before);
-    let before = f.h.pusher.frames(&conn_id(ALICE)).len();
-    f.ws.handle(ws_message_event(ALICE, &push.to_string()))
-        .await;
-    let frames = replies(before);
+    let frames = answer(&f, ALICE, &push).await;
 
     // THEN they come in several push_result frames of the push's ref, each under 128 KB
     // (as API Gateway posts), all but the last saying more follow, every verdict once,
     // in order
-    assert!(frames.len() > 10, "{} frames", frames.len());
+    assert!(frames.len() >= 2, "{} frames", frames.len());
     let mut mids = Vec::new();
+    let mut with_fields = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
         assert_eq!(frame["type"], "push_result");
         assert_eq!(frame["ref"], "big");
@@ -1043,26 +1213,164 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
         );
         for r in frame["results"].as_array().unwrap() {
             assert_eq!(r["status"], "applied", "{}", r["message"]);
-            assert_eq!(r["fields"]["p0"].as_str().map(str::len), Some(15_000));
-            mids.push(r["mid"].as_u64().unwrap());
+            let mid = r["mid"].as_u64().unwrap();
+            if r.get("fields").is_some() {
+                assert_eq!(r["fields"]["p0"].as_str().map(str::len), Some(15_000));
+                with_fields.push(mid);
+            }
+            mids.push(mid);
         }
     }
-    assert_eq!(mids, (1..=101).collect::<Vec<_>>());
+    assert_eq!(mids, (21..=40).collect::<Vec<_>>());
+    // AND the entities' fields stay within the answer's 256 KB budget, spent on the
+    // newest verdicts: the first ones go without (read the entity)
+    assert_eq!(
+        with_fields,
+        (24..=40).collect::<Vec<_>>(),
+        "17 pages of 15 KB fit"
+    );
 
     // AND sent again, the duplicates carry no fields and fit one frame
-    let before = f.h.pusher.frames(&conn_id(ALICE)).len();
-    f.ws.handle(ws_message_event(ALICE, &push.to_string()))
-        .await;
-    let frames = replies(before);
+    let frames = answer(&f, ALICE, &push).await;
     assert_eq!(frames.len(), 1);
     assert!(frames[0].get("more").is_none());
     let results = frames[0]["results"].as_array().unwrap();
-    assert_eq!(results.len(), 101);
+    assert_eq!(results.len(), 20);
     assert!(
         results
             .iter()
             .all(|r| r["status"] == "duplicate" && r.get("fields").is_none())
     );
+
+    // AND when the first frame of a split answer cannot be posted, nothing more is
+    // posted: the reply is an error naming the first mid not delivered
+    let frame: Vec<Value> = (0..20u64)
+        .map(|n| {
+            m(
+                41 + n,
+                "scrapbook",
+                &format!("s{n}"),
+                "patch",
+                2,
+                json!({"n": n}),
+            )
+        })
+        .collect();
+    let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "lost",
+                      "mutations": frame});
+    let attempts = f.h.pusher.attempts(&conn_id(ALICE));
+    f.h.pusher
+        .set(&conn_id(ALICE), PushBehaviour::ErrFirst(attempts + 1));
+    let frames = answer(&f, ALICE, &push).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["code"], "unavailable");
+    assert_eq!(frames[0]["ref"], "lost");
+    assert!(
+        frames[0]["message"].as_str().unwrap().contains("mid 41"),
+        "{}",
+        frames[0]
+    );
+    // AND pushing them again is safe: every one answers duplicate
+    let frames = answer(&f, ALICE, &push).await;
+    let results: Vec<&Value> = frames
+        .iter()
+        .flat_map(|f| f["results"].as_array().unwrap())
+        .collect();
+    assert_eq!(results.len(), 20);
+    assert!(results.iter().all(|r| r["status"] == "duplicate"));
+}
+
+#[tokio::test]
+async fn many_patches_to_one_big_entity_answer_with_its_fields_once() {
+    // GIVEN a 120 KB scrapbook
+    let f = Fixture::new().await;
+    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
+        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["status"], "applied", "{r:?}");
+    }
+    // WHEN alice pushes 500 small patches to it in one frame
+    let frame: Vec<Value> = (3..=502u64)
+        .map(|mid| m(mid, "scrapbook", "s1", "patch", mid - 1, json!({"n": mid})))
+        .collect();
+    let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "many",
+                      "mutations": frame});
+    let frames = answer(&f, ALICE, &push).await;
+
+    // THEN the answer is about one entity and the verdicts, not 500 entities (60 MB)
+    let bytes: usize = frames.iter().map(|f| f.to_string().len()).sum();
+    assert!(frames.len() <= 3, "{} frames", frames.len());
+    assert!(bytes < 250 * 1024, "{bytes} bytes");
+    // AND only the last verdict carries the entity, as it is after all 500
+    let results: Vec<&Value> = frames
+        .iter()
+        .flat_map(|f| f["results"].as_array().unwrap())
+        .collect();
+    assert_eq!(results.len(), 500);
+    assert!(results.iter().all(|r| r["status"] == "applied"));
+    assert!(results[..499].iter().all(|r| r.get("fields").is_none()));
+    let last = &results[499]["fields"];
+    assert_eq!(last["n"], 502);
+    assert_eq!(last["b3"].as_str().map(str::len), Some(15_000));
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_rejected_mutation_keeps_the_state_to_rebase_on() {
+    // GIVEN bob's fee change on a stale base, rejected with the current state
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![
+            m(1, "gig", "g1", "create", 0, json!({"fee": 100})),
+            m(2, "gig", "g1", "patch", 1, json!({"fee": 150})),
+        ],
+    )
+    .await;
+    let stale = vec![m(1, "gig", "g1", "patch", 1, json!({"fee": 120}))];
+    let r = f.results(BOB, BOB_TABLET, stale.clone()).await;
+    assert_eq!(r[0]["status"], "rejected");
+    assert_eq!(r[0]["fields"]["fee"], 150);
+
+    // WHEN bob's tablet sends it again (the answer was lost)
+    let r = f.results(BOB, BOB_TABLET, stale).await;
+
+    // THEN the duplicate still carries the state to rebase on
+    assert_eq!(r[0]["status"], "duplicate");
+    assert_eq!(r[0]["original_status"], "rejected");
+    assert_eq!(r[0]["code"], "stale_base");
+    assert_eq!(r[0]["fields"]["fee"], 150);
+}
+
+#[tokio::test]
+async fn a_huge_ref_is_refused_naming_it() {
+    let f = Fixture::new().await;
+    // WHEN a frame's ref is 2 KB (every reply would echo it)
+    for frame in [
+        json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "r".repeat(2048),
+               "mutations": [m(1, "gig", "g1", "create", 0, json!({"fee": 1}))]}),
+        json!({"action": "subscribe", "channel": "band:demo", "ref": {"k": "r".repeat(2048)}}),
+    ] {
+        let reply = f.ask(ALICE, frame).await;
+        // THEN it is refused as invalid_request naming `ref`, without echoing it
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], "invalid_request");
+        assert!(
+            reply["message"].as_str().unwrap().contains("`ref`"),
+            "{reply}"
+        );
+        assert!(reply.get("ref").is_none());
+    }
+    // AND nothing was pushed; a 1 KB ref is fine
+    assert!(f.entity("gig", "g1").await.is_none());
+    let ok = f
+        .ask(
+            ALICE,
+            json!({"action": "subscribe", "channel": "band:demo", "ref": "r".repeat(1000)}),
+        )
+        .await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
 }
 
 /// An HTTP request to the API as `user` (member of `bands`): (status, JSON body).

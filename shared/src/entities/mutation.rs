@@ -243,7 +243,9 @@ pub struct MutationResult {
     /// The seq of its event on `band:<band>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    /// The entity's fields after it (rejected: the current ones, to rebase on).
+    /// The entity's fields after it (rejected: the current ones, to rebase on). Within
+    /// one push's answer only the last verdict of each entity carries them, and at most
+    /// 256 KB of them in all: left out, read the entity (or its events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

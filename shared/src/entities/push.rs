@@ -215,6 +215,15 @@ impl Pending {
             Self::Answered { mid, .. } => *mid,
         }
     }
+
+    /// The entity it changes, where known.
+    fn entity(&self) -> Option<(&str, &str)> {
+        let m = match self {
+            Self::Fresh(c) => &c.mutation,
+            Self::Answered { mutation, .. } => mutation.as_ref()?,
+        };
+        Some((m.entity_type.as_str(), m.id.as_str()))
+    }
 }
 
 /// The most an entity may be, as the JSON of its record after a mutation, and the most
@@ -226,6 +235,14 @@ impl Pending {
 /// entity, with a parked copy of at most one push frame) stays under it too.
 pub const MAX_ENTITY_BYTES: usize = 128 * 1024;
 pub const MAX_HISTORY_BYTES: usize = 288 * 1024;
+
+/// The most the results of one push answer may carry in `fields`, all results together.
+/// Every applied result could carry its whole entity: 500 small patches to one 120 KB
+/// entity would answer 60 MB. Within one answer only the last result of each entity keeps
+/// `fields` (the client takes the last), and past this budget (spent from the newest
+/// result back) results go without: a result without `fields` means "read the entity
+/// (or its events)".
+pub const MAX_ANSWER_FIELDS_BYTES: usize = 256 * 1024;
 
 pub struct PushService {
     entities: Arc<dyn EntityStore>,
@@ -472,13 +489,17 @@ impl Run<'_> {
             results.push(result);
         }
         self.requeue(&mut results).await;
+        let entities: Vec<_> = checked.iter().map(Pending::entity).collect();
+        trim_fields(&mut results, &entities, MAX_ANSWER_FIELDS_BYTES);
         Ok(results)
     }
 
     /// A mid answered before: its verdict again (its events are queued again after the
-    /// frame, see [`Self::requeue`]), without the entity's `fields`: the client has the
-    /// entity from its events (or a snapshot), and a replayed backlog's answer would
-    /// otherwise carry the whole entity once per mutation.
+    /// frame, see [`Self::requeue`]). An applied one goes without the entity's `fields`:
+    /// the client has the entity from its events (or a snapshot), and a replayed
+    /// backlog's answer would otherwise carry the whole entity once per mutation. A
+    /// rejected one keeps them: they are the state the client rebases on, and nothing
+    /// else sends it (the answer's budget still applies, see [`trim_fields`]).
     async fn duplicate(
         &mut self,
         mid: u64,
@@ -498,9 +519,11 @@ impl Run<'_> {
                 self.refound.push((index, events));
             }
         }
+        let result = receipt.result.as_duplicate();
+        let rebase = result.original_status == Some(MutationStatus::Rejected);
         Ok(MutationResult {
-            fields: None,
-            ..receipt.result.as_duplicate()
+            fields: result.fields.clone().filter(|_| rebase),
+            ..result
         })
     }
 
@@ -673,7 +696,7 @@ impl Run<'_> {
         let oversize = match &verdict {
             Verdict::Changed {
                 entity, history, ..
-            } => too_large(entity, history),
+            } => too_large(current, entity, history),
             Verdict::Refused { .. } => None,
         };
         let verdict = match oversize {
@@ -732,11 +755,44 @@ impl Run<'_> {
     }
 }
 
+/// Keep `fields` only on the last result of each entity (`entities[i]` is the entity of
+/// `results[i]`, where known), and only while the answer's `fields` stay within `budget`
+/// bytes, spent from the newest result back: the newest state is the one worth sending.
+fn trim_fields(results: &mut [MutationResult], entities: &[Option<(&str, &str)>], budget: usize) {
+    let mut later = std::collections::HashSet::new();
+    let mut left = budget;
+    for (r, entity) in results.iter_mut().zip(entities).rev() {
+        let Some(fields) = &r.fields else { continue };
+        // A later result of the same entity carries (or dropped) a newer state: this one
+        // would be read as the newest if it kept its own.
+        if entity.is_some_and(|e| !later.insert(e)) {
+            r.fields = None;
+            continue;
+        }
+        let size = json_len(fields);
+        if size > left {
+            r.fields = None;
+        } else {
+            left -= size;
+        }
+    }
+}
+
 /// Why a change would make its entity (or the history entry of that version) larger than
-/// [`MAX_ENTITY_BYTES`] ([`MAX_HISTORY_BYTES`]), if it would.
-fn too_large(entity: &EntityRecord, history: &HistoryEntry) -> Option<String> {
+/// [`MAX_ENTITY_BYTES`] ([`MAX_HISTORY_BYTES`]), if it would. Only a change that makes
+/// the entity bigger and ends past the bound is refused: an entity at or over the bound
+/// (it got there before the bound, or by a settlement) may still shrink, and a delete
+/// always passes, so no entity is stuck. The settler commits through the same rule.
+pub(crate) fn too_large(
+    current: Option<&EntityRecord>,
+    entity: &EntityRecord,
+    history: &HistoryEntry,
+) -> Option<String> {
+    if entity.deleted {
+        return None;
+    }
     let entity_bytes = json_len(entity);
-    if entity_bytes > MAX_ENTITY_BYTES {
+    if entity_bytes > MAX_ENTITY_BYTES && entity_bytes > current.map_or(0, json_len) {
         return Some(format!(
             "would be {entity_bytes} bytes, more than the {MAX_ENTITY_BYTES} an entity may be"
         ));

@@ -10,7 +10,7 @@
 //! that was settled meanwhile is left alone.
 
 use super::merge::{ApplyContext, Engine, Verdict};
-use super::push::{change_event, conflict_change};
+use super::push::{change_event, conflict_change, too_large};
 use super::records::{Commit, CommitError, ConflictRecord, Receipt};
 use super::types::BandTypes;
 use crate::model::{BandId, ChannelName, DeviceId, UserId};
@@ -145,6 +145,11 @@ impl Settler {
                 tracing::warn!(conflict = %conflict.id, "the fallback could not settle a due conflict");
                 return Ok(false);
             };
+            // The same bound as a push: a settlement may not grow the entity past it.
+            if let Some(why) = too_large(Some(&current), &entity, &history) {
+                tracing::warn!(conflict = %conflict.id, %why, "a due conflict's settlement would be too large; left open");
+                return Ok(false);
+            }
             // The settling device has no mids: the event is named by the conflict, so
             // every settlement has its own (and a repeated one finds its first copy).
             let mut event = change_event(&history);

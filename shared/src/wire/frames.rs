@@ -101,6 +101,10 @@ pub const MAX_PUSH_MUTATIONS: usize = 500;
 pub const MAX_PUSH_BYTES: usize = 128 * 1024;
 /// Largest frame the server posts: API Gateway's WebSocket message limit (128 KB).
 pub const MAX_SERVER_FRAME_BYTES: usize = 128 * 1024;
+/// The most a frame's `ref` may be, as JSON: every reply echoes it (a split
+/// `push_result` in every frame), so a larger one could push each past
+/// [`MAX_SERVER_FRAME_BYTES`].
+pub const MAX_REF_BYTES: usize = 1024;
 
 /// "Sync this band (or one of its sources)": a `sync_request` frame and the body of
 /// `POST /sync/trigger` alike.
@@ -196,7 +200,9 @@ pub enum ServerFrame {
     /// One verdict per mutation of a `push`, in its order. Verdicts that would not fit
     /// one frame (API Gateway posts at most 128 KB) come in several `push_result` frames
     /// with the push's `ref`, in order, each but the last with `more: true`
-    /// ([`ServerFrame::push_results`]).
+    /// ([`ServerFrame::push_results`]). If one cannot be posted, none after it is: the
+    /// reply is an `unavailable` error naming the first mid not sent (push again from
+    /// it; decided mids answer `duplicate`).
     PushResult {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
         reference: Option<Value>,
@@ -339,6 +345,18 @@ pub fn parse_frame(text: &str) -> (Option<Value>, Result<ClientRequest, Protocol
         Err(e) => return (None, malformed(format!("not JSON: {e}"))),
     };
     let reference = fields.remove("ref");
+    if let Some(r) = &reference {
+        let bytes = serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_REF_BYTES {
+            // Not echoed: it is what would make the reply too large.
+            let message =
+                format!("`ref` is {bytes} bytes as JSON, more than the {MAX_REF_BYTES} it may be");
+            return (
+                None,
+                Err(ProtocolError::new(ErrorCode::InvalidRequest, message)),
+            );
+        }
+    }
     (reference, request_of(fields))
 }
 
