@@ -394,6 +394,63 @@ async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
 }
 
 #[tokio::test]
+async fn a_due_conflict_whose_entity_was_deleted_is_settled_as_gone() {
+    // GIVEN an open conflict on the venue, and the gig deleted before its deadline
+    let f = Fixture::new().await;
+    let id = venue_conflict(&f).await;
+    let deleted = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![m(3, "gig", "g1", "delete", 3, json!({}))],
+        )
+        .await;
+    assert_eq!(deleted[0]["status"], "applied", "{deleted:?}");
+    let settler = settler(&f);
+    let demo = band("demo");
+
+    // WHEN the sweep runs past the deadline
+    f.h.clock.advance(chrono::TimeDelta::hours(2));
+    let events_before = f.events().await.len();
+    let report = settler.settle_band(&demo, f.h.now()).await.unwrap();
+
+    // THEN the conflict is settled (not left open), as gone, saying why
+    assert_eq!((report.settled, report.unsettled), (1, 0));
+    let conflict = f.h.store.get_conflict(&demo, &id).await.unwrap().unwrap();
+    let resolution = conflict.resolution.expect("settled");
+    assert_eq!(resolution.how, "gone");
+    assert_eq!(resolution.value, Value::Null);
+    assert_eq!(resolution.at, f.h.now());
+    let reason = resolution.reason.expect("a reason");
+    assert!(reason.contains("gig g1 was deleted"), "{reason}");
+    assert!(
+        f.h.store
+            .list_conflicts(&demo, true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // AND the deleted entity got no new version
+    let entity = f.entity("gig", "g1").await.unwrap();
+    assert!(entity.deleted);
+    assert_eq!(entity.version, 4);
+    // AND only its conflict.resolved is in the log, with the reason, and queued
+    let events = f.events().await;
+    let new = &events[events_before..];
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].event(), "conflict.resolved");
+    assert_eq!(new[0].id, format!("c:{id}:resolved"));
+    assert_eq!(new[0].data()["how"], "gone");
+    assert_eq!(new[0].data()["reason"], reason.as_str());
+    let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
+    assert_eq!(queued.last().unwrap().events[0].id, new[0].id);
+    // AND a second sweep settles nothing and writes nothing
+    let again = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    assert_eq!((again.settled, again.unsettled), (0, 0));
+    assert_eq!(f.events().await.len(), events.len());
+}
+
+#[tokio::test]
 async fn the_scheduler_tick_settles_due_conflicts() {
     // GIVEN an open conflict past its deadline, and a scheduler with the settler
     let f = Fixture::new().await;

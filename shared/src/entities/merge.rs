@@ -644,6 +644,7 @@ impl Engine {
                     at: cx.now,
                     by: Some(cx.member.clone()),
                     how: "member".into(),
+                    reason: None,
                 }),
                 ..c.clone()
             });
@@ -802,6 +803,7 @@ impl Engine {
                 at: cx.now,
                 by: None,
                 how: fallback.name().to_owned(),
+                reason: None,
             }),
             ..conflict.clone()
         };

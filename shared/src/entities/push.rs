@@ -681,6 +681,7 @@ pub fn conflict_events(conflict: &ConflictRecord) -> Vec<NewEvent> {
                 value: r.value.clone(),
                 how: r.how.clone(),
                 by: r.by.clone(),
+                reason: r.reason.clone(),
             }),
         ));
     }

@@ -403,11 +403,14 @@ pub struct ConflictResolved {
     pub id: EntityId,
     pub field: String,
     pub value: Value,
-    /// `member`, or the fallback policy's name.
+    /// `member`, the fallback policy's name, or `gone` (the entity was deleted first).
     pub how: String,
     /// The member who chose (absent when the fallback policy did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<UserId>,
+    /// Why the service settled it so (with `gone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `presence.joined` / `presence.left`: a member came online in the band, or went.
@@ -668,6 +671,7 @@ mod tests {
                     value: json!("ready"),
                     how: "member".into(),
                     by: Some(UserId::parse("ringo").unwrap()),
+                    reason: None,
                 }),
                 r#"{"by":"ringo","conflict":"c1","field":"status","how":"member","id":"so-what","type":"song_status","value":"ready"}"#,
             ),

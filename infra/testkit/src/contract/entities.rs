@@ -807,6 +807,7 @@ async fn conflicts<S: EntityStore + ?Sized>(store: &S) {
         at: t0 + secs(2),
         by: Some(w.member.clone()),
         how: "member".into(),
+        reason: None,
     });
     let mut c = w.write(&ty, &e1, 1, "B", t0 + secs(2), None);
     c.conflicts = vec![settled.clone()];
