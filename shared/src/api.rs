@@ -65,6 +65,8 @@ const MAX_CREDENTIALS: usize = 64 * 1024;
 /// Entities per page of `GET /sync/entities` (default and most).
 const ENTITY_PAGE: usize = 100;
 const MAX_ENTITY_PAGE: usize = 1000;
+/// The longest entity history a band may keep (ten years).
+const MAX_HISTORY_DAYS: u32 = 3650;
 /// Versions per page of an entity's history.
 const HISTORY_PAGE: usize = 100;
 /// Conflicts listed by `GET /sync/conflicts` (the counts are over these).
@@ -559,7 +561,7 @@ impl Api {
         } else {
             json_body(
                 req,
-                "{name?: string, file_types?: [string], strict_entities?: bool}",
+                "{name?: string, file_types?: [string], strict_entities?: bool, history_days?: int|null}",
             )?
         };
         let name = body
@@ -574,6 +576,16 @@ impl Api {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        if let Some(Some(days)) = body.history_days
+            && !(1..=MAX_HISTORY_DAYS).contains(&days)
+        {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "history_days must be 1 to {MAX_HISTORY_DAYS} (null: the deployment's retention), not {days}"
+                ),
+            ));
+        }
         let existing = self.configs.get_config(&band).await?;
         let created = existing.is_none();
         let mut config = existing.unwrap_or_else(|| SyncConfiguration {
@@ -583,9 +595,13 @@ impl Api {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         });
         if let Some(strict) = body.strict_entities {
             config.strict_entities = strict;
+        }
+        if let Some(days) = body.history_days {
+            config.history_days = days;
         }
         if let Some(name) = name {
             config.name = name;

@@ -51,6 +51,7 @@ impl Fixture {
                     google_credentials: None,
                     entity_types: vec![gig()],
                     strict_entities: strict,
+                    history_days: None,
                 })
                 .await
                 .unwrap();
@@ -511,6 +512,86 @@ async fn the_scheduler_prunes_entity_history_past_the_retention() {
             .unwrap();
     assert_eq!(kept.iter().map(|h| h.version).collect::<Vec<_>>(), vec![3]);
     assert_eq!(f.entity("setlist_entry", "e1").await.unwrap().version, 3);
+}
+
+#[tokio::test]
+async fn a_band_s_history_days_overrides_the_deployment_retention() {
+    // GIVEN band demo keeping 7 days of history, band rock the deployment's 90
+    let f = Fixture::new().await;
+    let mut demo_config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+    demo_config.history_days = Some(7);
+    f.h.store.put_config(&demo_config).await.unwrap();
+    // AND an entry with three versions in each
+    let three = |mid0: u64| {
+        vec![
+            entry(mid0, "e1", "create", 0, json!({"title": "Blue"})),
+            entry(mid0 + 1, "e1", "patch", 1, json!({"title": "Red"})),
+            entry(mid0 + 2, "e1", "patch", 2, json!({"title": "Green"})),
+        ]
+    };
+    f.results(ALICE, ALICE_PHONE, three(1)).await;
+    let rock = f
+        .ask(
+            EVE,
+            json!({"action": "push", "band": "rock", "device": EVE_LAPTOP, "ref": "p",
+                   "mutations": three(1)}),
+        )
+        .await;
+    assert_eq!(rock["results"][2]["status"], "applied", "{rock}");
+    let scheduler = bandsync::scheduler::Scheduler::new(
+        f.h.store.clone(),
+        f.h.store.clone(),
+        f.h.sync_queue.clone(),
+        f.h.clock.clone(),
+    )
+    .with_registry(f.h.store.clone())
+    .with_entities(f.h.store.clone());
+    let versions = |b: &'static str| {
+        let store = f.h.store.clone();
+        async move {
+            let (ty, id) = (
+                EntityTypeName::parse("setlist_entry").unwrap(),
+                EntityId::parse("e1").unwrap(),
+            );
+            let kept = store.history(&band(b), &ty, &id, 0, 10).await.unwrap();
+            kept.iter().map(|h| h.version).collect::<Vec<_>>()
+        }
+    };
+
+    // WHEN it ticks six days later THEN nothing is old enough anywhere
+    f.h.clock.advance(chrono::TimeDelta::days(6));
+    let report = scheduler.tick(&[]).await.unwrap();
+    assert_eq!(report.history_pruned, 0);
+    assert_eq!(
+        scheduler
+            .history_cutoff(&band("demo"), f.h.now())
+            .await
+            .unwrap(),
+        f.h.now() - chrono::TimeDelta::days(7)
+    );
+    assert_eq!(
+        scheduler
+            .history_cutoff(&band("rock"), f.h.now())
+            .await
+            .unwrap(),
+        f.h.now() - chrono::TimeDelta::days(90)
+    );
+
+    // WHEN it ticks at day eight THEN demo's old versions are gone, rock's kept
+    f.h.clock.advance(chrono::TimeDelta::days(2));
+    let report = scheduler.tick(&[]).await.unwrap();
+    assert_eq!(report.history_pruned, 2);
+    assert_eq!(versions("demo").await, vec![3]);
+    assert_eq!(versions("rock").await, vec![1, 2, 3]);
+
+    // WHEN demo goes back to the deployment's retention and rock is past 90 days
+    demo_config.history_days = None;
+    f.h.store.put_config(&demo_config).await.unwrap();
+    f.h.clock.advance(chrono::TimeDelta::days(90));
+    let report = scheduler.tick(&[]).await.unwrap();
+    // THEN rock's old versions go by the default
+    assert_eq!(report.history_pruned, 2);
+    assert_eq!(versions("rock").await, vec![3]);
 }
 
 #[tokio::test]

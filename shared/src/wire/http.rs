@@ -32,6 +32,21 @@ pub struct BandBody {
     /// otherwise an undeclared type takes every field as `lww`.
     #[serde(default)]
     pub strict_entities: Option<bool>,
+    /// Days of entity history to keep (1 to 3650); null: back to the deployment's
+    /// retention. Absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<u32>"))]
+    pub history_days: Option<Option<u32>>,
+}
+
+/// A field that may be absent (`None`), null (`Some(None)`) or set: what a `PUT` needs
+/// to tell "leave it" from "clear it".
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PUT /sync/bands/{band}/sources/{source}`.
@@ -79,6 +94,9 @@ pub struct ConfigView {
     /// besides the built-in ones.
     pub entity_types: Vec<EntityTypeName>,
     pub strict_entities: bool,
+    /// Days of entity history kept; absent: the deployment's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +116,7 @@ impl From<&SyncConfiguration> for ConfigView {
             },
             entity_types: c.entity_types.iter().map(|t| t.name.clone()).collect(),
             strict_entities: c.strict_entities,
+            history_days: c.history_days,
         }
     }
 }
