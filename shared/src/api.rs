@@ -65,6 +65,9 @@ const MAX_CREDENTIALS: usize = 64 * 1024;
 /// Entities per page of `GET /sync/entities` (default and most).
 const ENTITY_PAGE: usize = 100;
 const MAX_ENTITY_PAGE: usize = 1000;
+/// The most bytes of entities one snapshot page answers (a Lambda's answer is at most
+/// 6 MB).
+const ENTITY_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The longest entity history a band may keep (ten years).
 const MAX_HISTORY_DAYS: u32 = 3650;
 /// Versions per page of an entity's history.
@@ -875,12 +878,29 @@ impl Api {
             page.entities
                 .retain(|e| types.iter().any(|t| t == e.entity_type.as_str()));
         }
+        // Bounded in bytes too (text fields carry their Yjs documents): a page that would
+        // pass the budget ends early, its `next` at the last entity it has.
+        let mut next = page.next.map(|(t, i)| format!("{t}/{i}"));
+        let mut entities: Vec<EntityView> = Vec::with_capacity(page.entities.len());
+        let mut bytes = 0;
+        for e in &page.entities {
+            let view = EntityView::from(e);
+            let size = serde_json::to_vec(&view).map_or(0, |b| b.len());
+            if let Some(last) = entities.last()
+                && bytes + size > ENTITY_PAGE_BYTES
+            {
+                next = Some(format!("{}/{}", last.entity_type, last.id));
+                break;
+            }
+            bytes += size;
+            entities.push(view);
+        }
         let list = EntityList {
             band,
             seq: head.as_ref().map_or(0, |h| h.seq),
             epoch: head.map(|h| h.epoch),
-            entities: page.entities.iter().map(EntityView::from).collect(),
-            next: page.next.map(|(t, i)| format!("{t}/{i}")),
+            entities,
+            next,
         };
         Ok((200, json!(list)))
     }

@@ -528,6 +528,9 @@ impl Engine {
                 )
                 .at(&place));
             }
+            if let FieldState::Text { state, .. } = &merge.state {
+                super::policy::TextPolicy::check_state(state, limit).map_err(|e| e.at(&place))?;
+            }
             let before_value = prev.map_or(Value::Null, |p| p.state.value());
             if before_value != after {
                 out.diff.push(FieldDiff {

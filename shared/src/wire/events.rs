@@ -375,6 +375,17 @@ pub struct EntityChanged {
     pub member: UserId,
     pub device: DeviceId,
     pub mid: u64,
+    /// Per `text` field the change wrote, the Yjs update the server applied (base64 of a
+    /// v1 update): what a Yjs client applies to its own document (`Y.applyUpdate`) to
+    /// keep merging; `fields` has the plain text beside it. Applying one twice, or one
+    /// the document has already, changes nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_updates: BTreeMap<String, String>,
+    /// The `text` fields whose update did not fit in the event (see
+    /// `TEXT_UPDATES_BUDGET`): a Yjs client reads their `text_state` with `GET
+    /// /sync/entities/{type}/{id}` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_refetch: Vec<String>,
 }
 
 /// `conflict.opened`: an `ask` field with two values kept.
@@ -627,6 +638,8 @@ mod tests {
             member: UserId::parse("ringo").unwrap(),
             device: DeviceId::parse("ipad-ringo").unwrap(),
             mid: 7,
+            text_updates: BTreeMap::new(),
+            text_refetch: Vec::new(),
         }
     }
 

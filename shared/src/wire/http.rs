@@ -7,6 +7,7 @@
 pub use super::frames::SyncRequestBody;
 use crate::entities::mutation::Op;
 use crate::entities::records::{ConflictRecord, Decision, EntityRecord, FieldDiff, HistoryEntry};
+use crate::entities::state::FieldState;
 use crate::error::ErrorCode;
 use crate::model::{
     BandId, ChannelHead, DeviceId, EntityId, EntityTypeName, Source, SourceId, SourceKind,
@@ -246,6 +247,12 @@ pub struct EntityView {
     pub version: u64,
     pub fields: Map<String, Value>,
     pub deleted: bool,
+    /// Per `text` field, its whole Yjs document (base64 of the state as one v1 update):
+    /// what a Yjs client starts its own document from (`Y.applyUpdate` into a document
+    /// whose text is `getText("text")`), then keeps merging with the events'
+    /// `text_updates`. `fields` has the plain text beside it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_state: BTreeMap<String, String>,
 }
 
 impl From<&EntityRecord> for EntityView {
@@ -256,6 +263,15 @@ impl From<&EntityRecord> for EntityView {
             version: e.version,
             fields: e.state.values(),
             deleted: e.deleted,
+            text_state: e
+                .state
+                .fields
+                .iter()
+                .filter_map(|(name, f)| match &f.state {
+                    FieldState::Text { state, .. } => Some((name.clone(), state.clone())),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }
