@@ -552,3 +552,86 @@ async fn a_text_document_is_bounded_beside_its_text() {
     assert_eq!(view["fields"]["body"], "hi");
     assert!(view["text_state"]["body"].as_str().unwrap().len() <= 400);
 }
+
+#[tokio::test]
+async fn a_snapshot_page_of_large_texts_ends_early_and_goes_on() {
+    // GIVEN 50 chart notes of 40 KB each (their text and document: ~95 KB apiece)
+    let f = Fixture::new().await;
+    let long = "do re mi ".repeat(4_500);
+    let update = |id: u64| {
+        let doc = Doc::with_client_id(id);
+        let text = doc.get_or_insert_text("text");
+        text.insert(&mut doc.transact_mut(), 0, &long);
+        BASE64.encode(
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+        )
+    };
+    for n in 1..=50u64 {
+        let reply = f
+            .ask(
+                ALICE,
+                json!({"action": "push", "band": "demo", "device": "alice-phone", "ref": n,
+                       "mutations": [{"mid": n, "type": "chart_note", "id": format!("n{n:02}"),
+                                      "op": "create", "base_version": 0,
+                                      "fields": {"body": {"$text": update(n)}},
+                                      "ts": "2026-12-01T20:00:00Z"}]}),
+            )
+            .await;
+        assert_eq!(reply["results"][0]["status"], "applied", "{reply}");
+    }
+    let bearer = f.h.bearer("alice", &["demo"]);
+    let page = |after: Option<String>| {
+        let target = match after {
+            Some(a) => format!("/sync/entities?band=demo&type=chart_note&limit=100&after={a}"),
+            None => "/sync/entities?band=demo&type=chart_note&limit=100".into(),
+        };
+        let api = f.h.api();
+        let bearer = bearer.clone();
+        async move {
+            let response = api
+                .handle(http_event(
+                    "GET",
+                    &target,
+                    &[("Authorization", bearer.as_str())],
+                    None,
+                ))
+                .await;
+            assert_eq!(response.status(), 200);
+            let size = match &response.body {
+                Some(aws_lambda_events::encodings::Body::Text(t)) => t.len(),
+                _ => 0,
+            };
+            (size, response.body_json())
+        }
+    };
+
+    // WHEN a new device reads the first page (limit 100)
+    let (size, first) = page(None).await;
+
+    // THEN it ends early, within a Lambda's answer, its next at its last entity
+    let got = first["entities"].as_array().unwrap();
+    assert!(got.len() < 50 && !got.is_empty(), "{}", got.len());
+    assert!(size <= 5 * 1024 * 1024, "{size} bytes");
+    let last = got.last().unwrap()["id"].as_str().unwrap();
+    assert_eq!(first["next"], format!("chart_note/{last}"));
+    // AND the next pages have the rest, each once
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().into())
+        .collect();
+    let mut next = first["next"].as_str().map(str::to_owned);
+    while let Some(after) = next {
+        let (_, more) = page(Some(after)).await;
+        ids.extend(
+            more["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        next = more["next"].as_str().map(str::to_owned);
+    }
+    let expected: Vec<String> = (1..=50).map(|n| format!("n{n:02}")).collect();
+    assert_eq!(ids, expected);
+}
