@@ -381,9 +381,9 @@ pub struct EntityChanged {
     /// the document has already, changes nothing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub text_updates: BTreeMap<String, String>,
-    /// The `text` fields whose update did not fit in the event (see
-    /// `TEXT_UPDATES_BUDGET`): a Yjs client reads their `text_state` with `GET
-    /// /sync/entities/{type}/{id}` instead.
+    /// The `text` fields whose update did not fit in the event (48 KB of updates at
+    /// most, so the event stays one WebSocket message): a Yjs client reads their
+    /// `text_state` with `GET /sync/entities/{type}/{id}` instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text_refetch: Vec<String>,
 }
