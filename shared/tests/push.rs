@@ -327,6 +327,18 @@ fn settler(f: &Fixture) -> bandsync::entities::settle::Settler {
     )
 }
 
+/// One sweep of band demo settles exactly `id`: its resolution.
+async fn settled_once(
+    f: &Fixture,
+    settler: &bandsync::entities::settle::Settler,
+    id: &bandsync::model::ConflictId,
+) -> bandsync::entities::records::Resolution {
+    let report = settler.settle_band(&band("demo"), f.h.now()).await.unwrap();
+    assert_eq!((report.settled, report.unsettled), (1, 0));
+    let conflict = f.h.store.get_conflict(&band("demo"), id).await.unwrap();
+    conflict.unwrap().resolution.expect("settled")
+}
+
 #[tokio::test]
 async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
     // GIVEN an open conflict on the venue, due in an hour
@@ -344,12 +356,9 @@ async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
     // WHEN it runs past the deadline
     f.h.clock.advance(chrono::TimeDelta::hours(2));
     let events_before = f.events().await.len();
-    let report = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    let resolution = settled_once(&f, &settler, &id).await;
 
     // THEN the fallback (lww) settled it as a new version by the service (mid 0)
-    assert_eq!((report.settled, report.unsettled), (1, 0));
-    let conflict = f.h.store.get_conflict(&demo, &id).await.unwrap().unwrap();
-    let resolution = conflict.resolution.expect("settled");
     assert_eq!(resolution.how, "lww");
     assert_eq!(resolution.by, None);
     let entity = f.entity("gig", "g1").await.unwrap();
@@ -413,24 +422,16 @@ async fn a_due_conflict_whose_entity_was_deleted_is_settled_as_gone() {
     // WHEN the sweep runs past the deadline
     f.h.clock.advance(chrono::TimeDelta::hours(2));
     let events_before = f.events().await.len();
-    let report = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    let resolution = settled_once(&f, &settler, &id).await;
 
     // THEN the conflict is settled (not left open), as gone, saying why
-    assert_eq!((report.settled, report.unsettled), (1, 0));
-    let conflict = f.h.store.get_conflict(&demo, &id).await.unwrap().unwrap();
-    let resolution = conflict.resolution.expect("settled");
     assert_eq!(resolution.how, "gone");
     assert_eq!(resolution.value, Value::Null);
     assert_eq!(resolution.at, f.h.now());
     let reason = resolution.reason.expect("a reason");
     assert!(reason.contains("gig g1 was deleted"), "{reason}");
-    assert!(
-        f.h.store
-            .list_conflicts(&demo, true, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let open = f.h.store.list_conflicts(&demo, true, 10).await.unwrap();
+    assert_eq!(open.len(), 0, "{open:?}");
     // AND the deleted entity got no new version
     let entity = f.entity("gig", "g1").await.unwrap();
     assert!(entity.deleted);

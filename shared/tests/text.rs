@@ -29,16 +29,7 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let h = Harness::new();
-        let chart_note = EntityType::new(
-            EntityTypeName::parse("chart_note").unwrap(),
-            [(
-                "body",
-                FieldSpec {
-                    max_bytes: Some(100_000),
-                    ..FieldSpec::new(Policy::Text)
-                },
-            )],
-        );
+        let chart_note = text_type("chart_note", 100_000);
         h.store
             .put_config(&SyncConfiguration {
                 band: band("demo"),
@@ -102,6 +93,22 @@ impl Fixture {
         reply["results"][0].clone()
     }
 
+    /// A create of the app's entity with its text field's first `update`, applied.
+    async fn create(&self, app: &mut YApp, ty: &str, update: String) {
+        let field = app.field;
+        let r = self
+            .push(app, ty, "create", 0, json!({field: {"$text": update}}))
+            .await;
+        assert_eq!(r["status"], "applied", "{r}");
+    }
+
+    /// A patch of the app's text field with `update`, from `base`; the verdict.
+    async fn patch(&self, app: &mut YApp, ty: &str, base: u64, update: String) -> Value {
+        let field = app.field;
+        self.push(app, ty, "patch", base, json!({field: {"$text": update}}))
+            .await
+    }
+
     /// `GET /sync/entities/{type}/{id}?band=demo` as alice.
     async fn get_entity(&self, ty: &str, id: &str) -> Value {
         let bearer = self.h.bearer("alice", &["demo"]);
@@ -147,6 +154,15 @@ impl Fixture {
             .map(|e| (e.seq, e.data().clone()))
             .collect()
     }
+}
+
+/// A type whose one field, `body`, is text of at most `max_bytes`.
+fn text_type(name: &str, max_bytes: usize) -> EntityType {
+    let body = FieldSpec {
+        max_bytes: Some(max_bytes),
+        ..FieldSpec::new(Policy::Text)
+    };
+    EntityType::new(EntityTypeName::parse(name).unwrap(), [("body", body)])
 }
 
 /// A member's app: one Yjs document for the text field `field` of one entity, as a
@@ -283,15 +299,7 @@ async fn two_yjs_apps_edit_offline_and_converge_with_the_server() {
     });
     let base = alice.version;
     for update in [a1, a2] {
-        let r = f
-            .push(
-                &mut alice,
-                "setlist_entry",
-                "patch",
-                base,
-                json!({"notes": {"$text": update}}),
-            )
-            .await;
+        let r = f.patch(&mut alice, "setlist_entry", base, update).await;
         assert!(
             matches!(r["status"].as_str(), Some("applied" | "merged")),
             "{r}"
@@ -299,15 +307,7 @@ async fn two_yjs_apps_edit_offline_and_converge_with_the_server() {
     }
     let mut statuses = Vec::new();
     for update in [b1, b2] {
-        let r = f
-            .push(
-                &mut bob,
-                "setlist_entry",
-                "patch",
-                1,
-                json!({"notes": {"$text": update}}),
-            )
-            .await;
+        let r = f.patch(&mut bob, "setlist_entry", 1, update).await;
         statuses.push(r["status"].as_str().unwrap().to_owned());
     }
     // (bob's base is older than alice's changes: his first merges; his second follows
@@ -335,15 +335,7 @@ async fn two_yjs_apps_edit_offline_and_converge_with_the_server() {
     // WHEN a third app, started from text_state, edits and pushes, and the others
     // apply its event (twice, as a redelivery would)
     let c1 = fresh.edit(|t, txn| t.insert(txn, 0, "[slow] "));
-    let r = f
-        .push(
-            &mut fresh,
-            "setlist_entry",
-            "patch",
-            5,
-            json!({"notes": {"$text": c1}}),
-        )
-        .await;
+    let r = f.patch(&mut fresh, "setlist_entry", 5, c1).await;
     assert_eq!(r["status"], "applied", "{r}");
     let events = f.events().await;
     let seen = alice.seen;
@@ -400,22 +392,8 @@ async fn a_plain_string_create_comes_with_the_update_the_server_made() {
     // AND edits on top of it merge as one text
     let a = alice.edit(|t, txn| t.insert(txn, 5, " one"));
     let b = bob.edit(|t, txn| t.insert(txn, 0, "Big "));
-    f.push(
-        &mut alice,
-        "setlist_entry",
-        "patch",
-        1,
-        json!({"notes": {"$text": a}}),
-    )
-    .await;
-    f.push(
-        &mut bob,
-        "setlist_entry",
-        "patch",
-        1,
-        json!({"notes": {"$text": b}}),
-    )
-    .await;
+    f.patch(&mut alice, "setlist_entry", 1, a).await;
+    f.patch(&mut bob, "setlist_entry", 1, b).await;
     let events = f.events().await;
     alice.catch_up(&events);
     bob.catch_up(&events);
@@ -438,16 +416,7 @@ async fn an_update_too_big_for_the_event_is_named_for_a_refetch() {
     assert!(typed.len() > bandsync::entities::policy::TEXT_UPDATES_BUDGET);
 
     // WHEN it is created
-    let r = f
-        .push(
-            &mut alice,
-            "chart_note",
-            "create",
-            0,
-            json!({"body": {"$text": typed}}),
-        )
-        .await;
-    assert_eq!(r["status"], "applied", "{r}");
+    f.create(&mut alice, "chart_note", typed).await;
 
     // THEN its event names the field for a refetch instead of carrying the update
     let events = f.events().await;
@@ -473,32 +442,14 @@ async fn an_update_too_big_for_the_event_is_named_for_a_refetch() {
 async fn a_text_document_is_bounded_beside_its_text() {
     // GIVEN a 100-byte text field
     let f = Fixture::new().await;
-    let small = EntityType::new(
-        EntityTypeName::parse("memo").unwrap(),
-        [(
-            "body",
-            FieldSpec {
-                max_bytes: Some(100),
-                ..FieldSpec::new(Policy::Text)
-            },
-        )],
-    );
+    let small = text_type("memo", 100);
     let mut config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
     config.entity_types.push(small);
     f.h.store.put_config(&config).await.unwrap();
     let mut app = YApp::new(ALICE, "alice-phone", 1001);
     app.field = "body";
     let first = app.edit(|t, txn| t.insert(txn, 0, "hi"));
-    let r = f
-        .push(
-            &mut app,
-            "memo",
-            "create",
-            0,
-            json!({"body": {"$text": first}}),
-        )
-        .await;
-    assert_eq!(r["status"], "applied", "{r}");
+    f.create(&mut app, "memo", first).await;
 
     // WHEN many writers each type and delete a word: the text stays short, but the
     // document keeps who wrote what
@@ -525,15 +476,7 @@ async fn a_text_document_is_bounded_beside_its_text() {
         let version = f.get_entity("memo", "e1").await["version"]
             .as_u64()
             .unwrap();
-        let r = f
-            .push(
-                &mut app,
-                "memo",
-                "patch",
-                version,
-                json!({"body": {"$text": update}}),
-            )
-            .await;
+        let r = f.patch(&mut app, "memo", version, update).await;
         if r["status"] == "rejected" {
             refused = Some(r);
             break;

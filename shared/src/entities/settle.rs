@@ -155,15 +155,7 @@ impl Settler {
             let commit = Commit {
                 device: self.device.clone(),
                 mid: 0,
-                receipt: Receipt {
-                    device: self.device.clone(),
-                    mid: 0,
-                    band: band.clone(),
-                    member: self.member.clone(),
-                    at: now,
-                    result,
-                    parked: None,
-                },
+                receipt: self.receipt(band, now, result),
                 entity: Some(entity),
                 expected_version: current.version,
                 history: Some(history),
@@ -220,15 +212,7 @@ impl Settler {
         let commit = Commit {
             device: self.device.clone(),
             mid: 0,
-            receipt: Receipt {
-                device: self.device.clone(),
-                mid: 0,
-                band: band.clone(),
-                member: self.member.clone(),
-                at: now,
-                result: MutationResult::bare(0, MutationStatus::Applied),
-                parked: None,
-            },
+            receipt: self.receipt(band, now, MutationResult::bare(0, MutationStatus::Applied)),
             entity: None,
             expected_version: 0,
             history: None,
@@ -246,6 +230,19 @@ impl Settler {
                 Ok(false)
             }
             Err(CommitError::Port(e)) => Err(e),
+        }
+    }
+
+    /// A settlement's receipt (the stores do not keep it: mid 0 has none).
+    fn receipt(&self, band: &BandId, at: DateTime<Utc>, result: MutationResult) -> Receipt {
+        Receipt {
+            device: self.device.clone(),
+            mid: 0,
+            band: band.clone(),
+            member: self.member.clone(),
+            at,
+            result,
+            parked: None,
         }
     }
 
