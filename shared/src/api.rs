@@ -1029,7 +1029,7 @@ impl Api {
             .ok_or_else(|| Refusal::new(ErrorCode::NotConfigured, "presence is not kept here"))?;
         let members = crate::presence::online(store, &band).await?;
         let list = crate::wire::http::PresenceList {
-            kind: "presence".into(),
+            kind: crate::wire::http::PresenceKind::Presence,
             band,
             members,
         };
@@ -1055,7 +1055,7 @@ impl Api {
                 .entry(c.entity_type.clone())
                 .or_insert_with(|| ConflictCount {
                     entity_type: c.entity_type.clone(),
-                    policy: "ask".into(),
+                    policy: crate::entities::types::Policy::Ask,
                     open: 0,
                     resolved: 0,
                     resolved_by: Default::default(),
