@@ -12,3 +12,4 @@ mod priority;
 mod restart;
 mod resume;
 mod selective;
+mod text;
