@@ -268,8 +268,11 @@ impl PushService {
             receipts: BTreeMap::new(),
             loaded: None,
             refound: Vec::new(),
+            tally: Default::default(),
         };
         let outcome = run.decide_all(&checked).await;
+        run.tally
+            .emit_frame(checked.iter().map(|c| &c.ty.name), outcome.as_ref().ok());
         // Whatever happened, what was committed is queued for broadcast.
         let committed = std::mem::take(&mut run.committed);
         self.enqueue(&band, committed).await;
@@ -358,6 +361,8 @@ struct Run<'a> {
     /// Duplicates whose events are appended and queued again after the frame: the
     /// index of the verdict, and its events (the entity's first).
     refound: Vec<(usize, Vec<NewEvent>)>,
+    /// The frame's verdicts, for its analytics' EMF lines.
+    tally: super::stats::Tally,
 }
 
 impl Run<'_> {
@@ -529,6 +534,7 @@ impl Run<'_> {
             let (commit, mut result) = self.commit_of(c, current.as_ref(), verdict, now);
             match s.entities.commit_events(&commit).await {
                 Ok(events) => {
+                    self.tally.commit(&commit);
                     self.next_mid = m.mid + 1;
                     result.seq = events.first().map(|e| e.seq);
                     self.committed.extend(events);
