@@ -10,11 +10,6 @@ use crate::schema::{PARTITION_KEY, SORT_KEY};
 use crate::support::*;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bandsync::adapters::aws::dynamo::DynamoStore;
-use bandsync::entities::push::PushService;
-use bandsync::model::{Connection, ConnectionId, UserId};
-use bandsync::ports::SystemClock;
-use bandsync::publish::Publisher;
-use bandsync_testkit::RecordingQueue;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,21 +107,9 @@ async fn one_mutation_costs_the_write_units_of_its_eight_items() {
         sync_table.clone(),
         connections_table,
     ));
-    let push = PushService::new(
-        store.clone(),
-        store.clone(),
-        Publisher::new(store.clone(), Arc::new(RecordingQueue::new())),
-        Arc::new(SystemClock),
-    );
-    let now = chrono::Utc::now();
-    let conn = Connection {
-        id: ConnectionId::parse("wcu-conn").unwrap(),
-        user: UserId::parse("ringo@example.com").unwrap(),
-        bands: vec![bandsync::model::BandId::parse("demo").unwrap()],
-        connected_at: now,
-        expires_at: now + chrono::TimeDelta::hours(2),
-        device: None,
-    };
+    let push = bandsync_testkit::members::push_service(store.clone());
+    let conn =
+        bandsync_testkit::members::member_connection("wcu-conn", "ringo@example.com", "demo");
     let register = serde_json::from_value(
         json!({"device": "ringo-phone", "platform": "ios", "name": "Ringo's phone"}),
     )

@@ -4,9 +4,7 @@
 //! history retention pruned, one after the stored state was corrupted), and
 //! `GET /sync/stats` counts the verdicts per type and policy.
 
-use bandsync::entities::mutation::{MutationResult, MutationStatus};
-use bandsync::entities::records::{Commit, Receipt};
-use bandsync::model::{BandId, DeviceId, EntityId, EntityTypeName, UserId};
+use bandsync::model::BandId;
 use bandsync::ports::EntityStore;
 use bandsync_testkit::stack::*;
 use serde_json::{Value, json};
@@ -186,48 +184,15 @@ async fn an_operator_rebuilds_a_band_from_its_history_and_stats_count_the_verdic
     assert_eq!(report["replayed"]["oldest_start_version"], 3);
 
     // WHEN something writes e3's state past its history (a version with no entry)
-    let (ty, id) = (
-        EntityTypeName::parse("setlist_entry").unwrap(),
-        EntityId::parse("e3").unwrap(),
-    );
-    let stored = t
-        .stack
-        .store
-        .get_entity(&band, &ty, &id)
-        .await
-        .unwrap()
-        .unwrap();
-    let device = DeviceId::parse("alice-phone").unwrap();
-    let mid = t
-        .stack
-        .store
-        .get_device(&device)
-        .await
-        .unwrap()
-        .unwrap()
-        .next_mid;
-    let mut forged = stored.clone();
-    forged.version += 1;
-    let commit = Commit {
-        device: device.clone(),
-        mid,
-        receipt: Receipt {
-            device,
-            mid,
-            band: band.clone(),
-            member: UserId::parse("alice").unwrap(),
-            at: now,
-            result: MutationResult::bare(mid, MutationStatus::Applied),
-            parked: None,
-        },
-        entity: Some(forged),
-        expected_version: stored.version,
-        history: None,
-        conflicts: Vec::new(),
-        event: None,
-        more_events: Vec::new(),
-    };
-    t.stack.store.commit(&commit).await.unwrap();
+    let forged = bandsync_testkit::members::write_past_history(
+        &*t.stack.store,
+        "demo",
+        ("setlist_entry", "e3"),
+        "alice-phone",
+        "alice",
+    )
+    .await;
+    assert_eq!(forged, 2);
 
     // THEN the rebuild names it, with both versions, and the rest still match
     let (status, report) = http.post(REBUILD, Some(&ops), "").await;

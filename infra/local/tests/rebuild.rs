@@ -3,15 +3,10 @@
 //! (or when the band is not there).
 
 use bandsync::adapters::local::EmbeddedStore;
-use bandsync::entities::mutation::{MutationResult, MutationStatus};
-use bandsync::entities::push::PushService;
-use bandsync::entities::records::{Commit, Receipt};
-use bandsync::model::{
-    BandId, Connection, ConnectionId, DeviceId, EntityId, EntityTypeName, SyncConfiguration, UserId,
-};
-use bandsync::ports::{ConfigStore, EntityStore, SystemClock};
-use bandsync::publish::Publisher;
-use bandsync_testkit::RecordingQueue;
+use bandsync::entities::mutation::MutationStatus;
+use bandsync::model::{BandId, SyncConfiguration};
+use bandsync::ports::ConfigStore;
+use bandsync_testkit::members::{member_connection, push_service, write_past_history};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -33,9 +28,8 @@ fn rebuild(dir: &Path, band: &str) -> (Output, Value) {
 /// A data dir with band `demo` and two entries pushed by a member.
 async fn data_dir(dir: &Path) -> Arc<EmbeddedStore> {
     let store = Arc::new(EmbeddedStore::open(&dir.join("bandsync.db")).unwrap());
-    let band = BandId::parse("demo").unwrap();
     let config = SyncConfiguration {
-        band: band.clone(),
+        band: BandId::parse("demo").unwrap(),
         name: "Demo".into(),
         file_types: Vec::new(),
         google_credentials: None,
@@ -43,21 +37,8 @@ async fn data_dir(dir: &Path) -> Arc<EmbeddedStore> {
         strict_entities: false,
     };
     store.put_config(&config).await.unwrap();
-    let push = PushService::new(
-        store.clone(),
-        store.clone(),
-        Publisher::new(store.clone(), Arc::new(RecordingQueue::new())),
-        Arc::new(SystemClock),
-    );
-    let now = chrono::Utc::now();
-    let conn = Connection {
-        id: ConnectionId::parse("cli-conn").unwrap(),
-        user: UserId::parse("alice").unwrap(),
-        bands: vec![band],
-        connected_at: now,
-        expires_at: now + chrono::TimeDelta::hours(1),
-        device: None,
-    };
+    let push = push_service(store.clone());
+    let conn = member_connection("cli-conn", "alice", "demo");
     let register =
         serde_json::from_value(json!({"device": "alice-phone", "platform": "web", "name": "p"}))
             .unwrap();
@@ -98,36 +79,15 @@ async fn rebuild_exits_zero_on_a_match_and_non_zero_on_a_mismatch() {
     assert_eq!(report["replayed"]["versions"], 3);
 
     // GIVEN e2's stored state moved past its history
-    let band = BandId::parse("demo").unwrap();
-    let (ty, id) = (
-        EntityTypeName::parse("setlist_entry").unwrap(),
-        EntityId::parse("e2").unwrap(),
-    );
-    let stored = store.get_entity(&band, &ty, &id).await.unwrap().unwrap();
-    let device = DeviceId::parse("alice-phone").unwrap();
-    let mid = store.get_device(&device).await.unwrap().unwrap().next_mid;
-    let mut forged = stored.clone();
-    forged.version += 1;
-    let commit = Commit {
-        device: device.clone(),
-        mid,
-        receipt: Receipt {
-            device,
-            mid,
-            band: band.clone(),
-            member: UserId::parse("alice").unwrap(),
-            at: chrono::Utc::now(),
-            result: MutationResult::bare(mid, MutationStatus::Applied),
-            parked: None,
-        },
-        entity: Some(forged),
-        expected_version: stored.version,
-        history: None,
-        conflicts: Vec::new(),
-        event: None,
-        more_events: Vec::new(),
-    };
-    store.commit(&commit).await.unwrap();
+    let forged = write_past_history(
+        &*store,
+        "demo",
+        ("setlist_entry", "e2"),
+        "alice-phone",
+        "alice",
+    )
+    .await;
+    assert_eq!(forged, 2);
 
     // WHEN rebuilt THEN it exits non-zero, the report naming e2
     let (out, report) = rebuild(dir.path(), "demo");
