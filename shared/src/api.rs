@@ -52,6 +52,8 @@ pub const ROUTES: &[&str] = &[
     "GET /sync/entities/{type}/{id}/history",
     "GET /sync/conflicts",
     "GET /sync/presence",
+    "GET /sync/devices/{device}/parked",
+    "DELETE /sync/devices/{device}/parked/{mid}",
 ];
 
 const DEFAULT_LIMIT: usize = 20;
@@ -69,6 +71,9 @@ const ENTITY_PAGE: usize = 100;
 const MAX_ENTITY_PAGE: usize = 1000;
 /// Versions per page of an entity's history.
 const HISTORY_PAGE: usize = 100;
+/// Parked mutations per page of `GET /sync/devices/{device}/parked` (default and most).
+const PARKED_PAGE: usize = 50;
+const MAX_PARKED_PAGE: usize = 200;
 /// Conflicts listed by `GET /sync/conflicts` (the counts are over these).
 const MAX_CONFLICTS: usize = 1000;
 /// Entity types a band may declare, and the largest definition accepted.
@@ -291,6 +296,8 @@ impl Api {
                 | ["sync", "entities" | "conflicts" | "presence"]
                 | ["sync", "entities", _, _]
                 | ["sync", "entities", _, _, "history"]
+                | ["sync", "devices", _, "parked"]
+                | ["sync", "devices", _, "parked", _]
         );
         if !known {
             return Err(Refusal::new(
@@ -346,6 +353,12 @@ impl Api {
             }
             (Method::GET, ["sync", "conflicts"]) => self.conflicts(&member, req).await,
             (Method::GET, ["sync", "presence"]) => self.presence(&member, req).await,
+            (Method::GET, ["sync", "devices", device, "parked"]) => {
+                self.parked(&member, device, req).await
+            }
+            (Method::DELETE, ["sync", "devices", device, "parked", mid]) => {
+                self.dismiss_parked(&member, device, mid, req).await
+            }
             _ => Err(Refusal::new(
                 ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed here"),
@@ -892,6 +905,85 @@ impl Api {
         Ok(crate::entities::categories::entity_types(
             &record.categories,
         ))
+    }
+
+    /// The member's own `device` in `band` (a member of the band): another member's is
+    /// `forbidden`, an unknown one `not_found`.
+    async fn own_device(
+        &self,
+        member: &Member,
+        band: &BandId,
+        device: &str,
+    ) -> Result<crate::model::DeviceId, Refusal> {
+        let id = crate::model::DeviceId::parse(device)?;
+        let record = self.entities.get_device(&id).await?.ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("no device {id} is registered"))
+        })?;
+        if record.member != member.user {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "device {id} is another member's; only its own member sees its parked mutations in band {band}"
+                ),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// A page of the device's parked mutations in the band, newest first. The store
+    /// pages by mid over all of the device's bands; a page is filtered to this band, so
+    /// it may hold fewer than `limit` while `next` says more may follow.
+    async fn parked(
+        &self,
+        member: &Member,
+        device: &str,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let band = Self::band(member, req)?;
+        let device = self.own_device(member, &band, device).await?;
+        let before = number_param(req, "before", 1, u64::MAX)?;
+        let limit = number_param(req, "limit", 1, MAX_PARKED_PAGE as u64)?
+            .map_or(PARKED_PAGE, |n| n as usize);
+        let receipts = self.entities.parked_before(&device, before, limit).await?;
+        let next = (receipts.len() == limit)
+            .then(|| receipts.last().map(|r| r.mid))
+            .flatten();
+        let list = crate::wire::http::ParkedList {
+            parked: receipts
+                .iter()
+                .filter(|r| r.band == band)
+                .filter_map(crate::wire::http::ParkedMutation::of)
+                .collect(),
+            band,
+            device,
+            next,
+        };
+        Ok((200, json!(list)))
+    }
+
+    /// Dismiss a parked mutation: 204 whether it was still listed or not (a repeat is
+    /// harmless). The mid keeps its verdict; only the listing forgets it.
+    async fn dismiss_parked(
+        &self,
+        member: &Member,
+        device: &str,
+        mid: &str,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let band = Self::band(member, req)?;
+        let device = self.own_device(member, &band, device).await?;
+        let mid = mid.parse::<u64>().ok().filter(|m| *m >= 1).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::InvalidParameter,
+                format!("mid must be an integer from 1, not {mid:?}"),
+            )
+        })?;
+        // Only a receipt of this band may be dismissed through it.
+        let receipt = self.entities.receipts(&device, mid, mid).await?;
+        if receipt.first().is_some_and(|r| r.band == band) {
+            self.entities.dismiss_parked(&device, mid).await?;
+        }
+        Ok(no_content())
     }
 
     /// The band's members online now: the body of the `presence` frame.

@@ -97,6 +97,10 @@ error_codes! {
     /// A `reject` field changed since the mutation's base: rebase on the current state
     /// (sent with the verdict) and push again under a new mid.
     StaleBase = ("stale_base", 409, Refused),
+    /// A mutation's verdict (`rejected`, parked): the entity after it, or the history
+    /// entry of that version, would pass the bound an entity may be (128 KB of JSON; its
+    /// history entry 288 KB). Split the entity, or remove fields, and push anew.
+    EntityTooLarge = ("entity_too_large", 413, Refused),
     /// The conflict a mutation names is not open (settled, or never was).
     ConflictNotOpen = ("conflict_not_open", 409, Refused),
     /// Too many frames or mutations from this device: wait `retry_after` seconds.
@@ -402,6 +406,7 @@ mod tests {
                 "device_taken",
                 "not_owner",
                 "stale_base",
+                "entity_too_large",
                 "conflict_not_open",
                 "rate_limited",
                 "missing_token",

@@ -170,6 +170,18 @@ pub trait EntityStore: Send + Sync {
     async fn receipts(&self, device: &DeviceId, from: u64, to: u64) -> PortResult<Vec<Receipt>>;
     /// The device's rejected (parked) mutations, newest first.
     async fn parked(&self, device: &DeviceId, limit: usize) -> PortResult<Vec<Receipt>>;
+    /// A page of [`Self::parked`]: the parked mutations with a mid below `before` (none:
+    /// from the newest), newest first, at most `limit`. A key range, never a scan.
+    async fn parked_before(
+        &self,
+        device: &DeviceId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> PortResult<Vec<Receipt>>;
+    /// The member dismissed a parked mutation: it is no longer listed. Its receipt stays
+    /// (the mid is still answered with its verdict). True if it was listed; dismissing
+    /// one that is not (again, or never parked) is not an error: false.
+    async fn dismiss_parked(&self, device: &DeviceId, mid: u64) -> PortResult<bool>;
     async fn get_entity(
         &self,
         band: &BandId,

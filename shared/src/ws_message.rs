@@ -211,11 +211,14 @@ impl WsMessage {
                 let conn = self.member(id).await?;
                 let device = request.device.clone();
                 let results = self.push.push(&conn, request, bytes).await?;
-                Ok(Some(ServerFrame::PushResult {
-                    reference,
-                    device,
-                    results,
-                }))
+                // Over one frame's limit, the verdicts come in several frames: all but
+                // the last are posted here, in order, the last is the reply.
+                let mut frames = ServerFrame::push_results(reference, device, results);
+                let last = frames.pop();
+                for frame in &frames {
+                    self.send(id, frame).await;
+                }
+                Ok(last)
             }
             ClientRequest::Presence { band } => {
                 let conn = self.member(id).await?;

@@ -865,3 +865,358 @@ async fn the_same_mid_from_two_connections_at_once_is_decided_once() {
         (1, Some(1))
     );
 }
+
+/// `n` fields named `<prefix>0..` of about 15 KB each (under a field's 16 KB).
+fn big_fields(prefix: &str, n: usize) -> Value {
+    let page = "x".repeat(15_000);
+    Value::Object(
+        (0..n)
+            .map(|i| (format!("{prefix}{i}"), json!(page)))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn an_entity_past_its_bound_is_rejected_and_parked_and_the_queue_goes_on() {
+    // GIVEN a scrapbook (a type the band does not declare: every field lww) grown to
+    // about 120 KB in two pushes of 60 KB
+    let f = Fixture::new().await;
+    let page = |mid, op, base, fields| m(mid, "scrapbook", "s1", op, base, fields);
+    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
+        let grow = page(mid, op, mid - 1, big_fields(prefix, 4));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["status"], "applied", "{r:?}");
+    }
+
+    // WHEN one more 15 KB field would take it past 128 KB, and a small change follows
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![
+                page(3, "patch", 2, big_fields("c", 1)),
+                page(4, "patch", 2, json!({"title": "kept small"})),
+            ],
+        )
+        .await;
+
+    // THEN that mutation is rejected as entity_too_large (without the entity's fields),
+    // and the one behind it is applied: the queue does not stall
+    assert_eq!(r[0]["status"], "rejected", "{:?}", r[0]["message"]);
+    assert_eq!(r[0]["code"], "entity_too_large");
+    assert!(
+        r[0]["message"].as_str().unwrap().contains("131072"),
+        "the message names the bound: {}",
+        r[0]["message"]
+    );
+    assert_eq!(r[0]["version"], 2);
+    assert!(r[0].get("fields").is_none());
+    assert_eq!(r[1]["status"], "applied", "{:?}", r[1]["message"]);
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 5);
+    let stored = f.entity("scrapbook", "s1").await.unwrap();
+    assert_eq!(stored.version, 3);
+    assert!(
+        stored.state.values().get("c0").is_none(),
+        "nothing of it applied"
+    );
+    // AND it is parked as it was pushed
+    let parked =
+        f.h.store
+            .parked(&DeviceId::parse(ALICE_PHONE).unwrap(), 10)
+            .await
+            .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].mid, 3);
+    assert_eq!(
+        parked[0].result.code,
+        Some(bandsync::error::ErrorCode::EntityTooLarge)
+    );
+    // AND a create whose history entry (the entity, the fields as sent and the diff:
+    // three copies of 105 KB) would pass its bound is rejected the same way
+    let r = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![m(5, "scrapbook", "s2", "create", 0, big_fields("a", 7))],
+        )
+        .await;
+    assert_eq!(r[0]["code"], "entity_too_large", "{r:?}");
+    assert!(r[0]["message"].as_str().unwrap().contains("history entry"));
+    assert!(f.entity("scrapbook", "s2").await.is_none());
+}
+
+#[tokio::test]
+async fn a_resent_frame_is_answered_from_its_receipts_even_if_its_type_is_gone() {
+    // GIVEN alice's gigs (mids 1 and 2) in a strict band
+    let f = Fixture::with_band(true).await;
+    let first = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![
+                m(1, "gig", "g1", "create", 0, json!({"date": "2026-12-24"})),
+                m(2, "gig", "g1", "patch", 1, json!({"date": "2026-12-31"})),
+            ],
+        )
+        .await;
+    assert_eq!(first[1]["status"], "applied", "{first:?}");
+    // AND the operator removed the gig type since
+    let mut config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+    config.entity_types.clear();
+    f.h.store.put_config(&config).await.unwrap();
+
+    // WHEN alice sends the frame again (its answer was lost), one mutation now with a
+    // field operation that does not exist, and a new mid behind them
+    let again = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![
+                m(1, "gig", "g1", "create", 0, json!({"date": "2026-12-24"})),
+                m(2, "gig", "g1", "patch", 1, json!({"date": {"$mul": 2}})),
+                entry(3, "e1", "create", 0, json!({"title": "Blue"})),
+            ],
+        )
+        .await;
+
+    // THEN the answered mids are duplicates with their original verdicts (and without
+    // the entity's fields), and the new one is judged and applied
+    for (orig, dup) in first.iter().zip(&again) {
+        assert_eq!(dup["status"], "duplicate", "{dup}");
+        assert_eq!(dup["original_status"], "applied");
+        assert_eq!(dup["version"], orig["version"]);
+        assert_eq!(dup["seq"], orig["seq"]);
+        assert!(orig.get("fields").is_some());
+        assert!(dup.get("fields").is_none(), "{dup}");
+    }
+    assert_eq!(again[2]["status"], "applied", "{again:?}");
+    // AND a new mid of the removed type is still refused, whole
+    let reply = f
+        .push(
+            ALICE,
+            ALICE_PHONE,
+            vec![
+                m(1, "gig", "g1", "create", 0, json!({})),
+                m(4, "gig", "g1", "patch", 2, json!({"date": "x"})),
+            ],
+        )
+        .await;
+    assert_eq!(reply["code"], "unknown_entity_type", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mutations[1]")
+    );
+    assert_eq!(f.next_mid(ALICE_PHONE).await, 4);
+}
+
+#[tokio::test]
+async fn verdicts_over_a_frame_come_in_several_push_results() {
+    // GIVEN a 15 KB scrapbook page: every verdict on it carries the page in `fields`
+    let f = Fixture::new().await;
+    let mut frame = vec![m(1, "scrapbook", "s1", "create", 0, big_fields("p", 1))];
+    // WHEN alice pushes it with 100 small changes: about 1.5 MB of verdicts
+    frame.extend(
+        (2..=101).map(|mid| m(mid, "scrapbook", "s1", "patch", mid - 1, json!({"n": mid}))),
+    );
+    let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "big",
+                      "mutations": frame});
+    let replies = |before: usize| f.h.pusher.frames(&conn_id(ALICE)).split_off(before);
+    let before = f.h.pusher.frames(&conn_id(ALICE)).len();
+    f.ws.handle(ws_message_event(ALICE, &push.to_string()))
+        .await;
+    let frames = replies(before);
+
+    // THEN they come in several push_result frames of the push's ref, each under 128 KB
+    // (as API Gateway posts), all but the last saying more follow, every verdict once,
+    // in order
+    assert!(frames.len() > 10, "{} frames", frames.len());
+    let mut mids = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        assert_eq!(frame["type"], "push_result");
+        assert_eq!(frame["ref"], "big");
+        assert!(frame.to_string().len() <= 128 * 1024);
+        assert_eq!(
+            frame["more"].as_bool(),
+            (i + 1 < frames.len()).then_some(true)
+        );
+        for r in frame["results"].as_array().unwrap() {
+            assert_eq!(r["status"], "applied", "{}", r["message"]);
+            assert_eq!(r["fields"]["p0"].as_str().map(str::len), Some(15_000));
+            mids.push(r["mid"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(mids, (1..=101).collect::<Vec<_>>());
+
+    // AND sent again, the duplicates carry no fields and fit one frame
+    let before = f.h.pusher.frames(&conn_id(ALICE)).len();
+    f.ws.handle(ws_message_event(ALICE, &push.to_string()))
+        .await;
+    let frames = replies(before);
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].get("more").is_none());
+    let results = frames[0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 101);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["status"] == "duplicate" && r.get("fields").is_none())
+    );
+}
+
+/// An HTTP request to the API as `user` (member of `bands`): (status, JSON body).
+async fn http(f: &Fixture, method: &str, target: &str, user: &str, bands: &[&str]) -> (i64, Value) {
+    let auth = f.h.bearer(user, bands);
+    let response =
+        f.h.api()
+            .handle(http_event(
+                method,
+                target,
+                &[("Authorization", &auth)],
+                None,
+            ))
+            .await;
+    let status = response.status();
+    let body = if status == 204 {
+        Value::Null
+    } else {
+        response.body_json()
+    };
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_devices_member_sees_its_parked_mutations_and_may_dismiss_them() {
+    // GIVEN bob's two refused fee changes (stale bases) between applied ones
+    let f = Fixture::new().await;
+    f.results(
+        ALICE,
+        ALICE_PHONE,
+        vec![
+            m(1, "gig", "g1", "create", 0, json!({"fee": 100})),
+            m(2, "gig", "g1", "patch", 1, json!({"fee": 150})),
+        ],
+    )
+    .await;
+    let b = f
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![
+                m(1, "gig", "g1", "patch", 1, json!({"fee": 120})),
+                m(2, "gig", "g1", "patch", 2, json!({"date": "2026-12-24"})),
+                m(3, "gig", "g1", "patch", 1, json!({"fee": 130})),
+            ],
+        )
+        .await;
+    assert_eq!(
+        b.iter().map(|r| r["status"].as_str()).collect::<Vec<_>>(),
+        [Some("rejected"), Some("applied"), Some("rejected")]
+    );
+    let target = format!("/sync/devices/{BOB_TABLET}/parked?band=demo");
+
+    // WHEN bob reads his tablet's parked mutations
+    let (status, body) = http(&f, "GET", &target, "bob", &["demo"]).await;
+
+    // THEN both are listed, newest first, as pushed, with why and when
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device"], BOB_TABLET);
+    let parked = body["parked"].as_array().unwrap();
+    assert_eq!(
+        parked.iter().map(|p| p["mid"].as_u64()).collect::<Vec<_>>(),
+        [Some(3), Some(1)]
+    );
+    assert_eq!(parked[0]["mutation"]["fields"]["fee"], 130);
+    assert_eq!(parked[1]["mutation"]["fields"]["fee"], 120);
+    assert_eq!(parked[1]["code"], "stale_base");
+    assert!(parked[1]["message"].is_string() && parked[1]["at"].is_string());
+    assert!(body["next"].is_null());
+    // AND pages go by `before`
+    let (_, page) = http(&f, "GET", &format!("{target}&limit=1"), "bob", &["demo"]).await;
+    assert_eq!(page["parked"][0]["mid"], 3);
+    assert_eq!(page["next"], 3);
+    let (_, older) = http(
+        &f,
+        "GET",
+        &format!("{target}&limit=1&before=3"),
+        "bob",
+        &["demo"],
+    )
+    .await;
+    assert_eq!(older["parked"][0]["mid"], 1);
+
+    // AND alice (a member of the band, not the device's) is refused
+    let (status, body) = http(&f, "GET", &target, "alice", &["demo"]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another member")
+    );
+    // AND so is bob for a band he is not in, and for an unknown device
+    let (status, _) = http(&f, "GET", &target.replace("demo", "rock"), "bob", &["demo"]).await;
+    assert_eq!(status, 403);
+    let (status, _) = http(
+        &f,
+        "GET",
+        "/sync/devices/no-such-device/parked?band=demo",
+        "bob",
+        &["demo"],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = http(&f, "GET", &format!("{target}&before=x"), "bob", &["demo"]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
+
+    // WHEN bob dismisses mid 1, twice (and alice tries to dismiss mid 3)
+    let dismiss = |mid: u64| format!("/sync/devices/{BOB_TABLET}/parked/{mid}?band=demo");
+    assert_eq!(
+        http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0,
+        204
+    );
+    assert_eq!(
+        http(&f, "DELETE", &dismiss(1), "bob", &["demo"]).await.0,
+        204
+    );
+    assert_eq!(
+        http(&f, "DELETE", &dismiss(3), "alice", &["demo"]).await.0,
+        403
+    );
+    let (status, _) = http(&f, "DELETE", &dismiss(0), "bob", &["demo"]).await;
+    assert_eq!(status, 400);
+
+    // THEN only mid 3 is listed, and mid 1 is still answered with its verdict
+    let (_, body) = http(&f, "GET", &target, "bob", &["demo"]).await;
+    assert_eq!(
+        body["parked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["mid"].as_u64())
+            .collect::<Vec<_>>(),
+        [Some(3)]
+    );
+    let again = f
+        .results(
+            BOB,
+            BOB_TABLET,
+            vec![m(1, "gig", "g1", "patch", 1, json!({"fee": 120}))],
+        )
+        .await;
+    assert_eq!(
+        (
+            again[0]["status"].as_str(),
+            again[0]["original_status"].as_str(),
+            again[0]["code"].as_str()
+        ),
+        (Some("duplicate"), Some("rejected"), Some("stale_base"))
+    );
+}

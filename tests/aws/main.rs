@@ -5,6 +5,7 @@
 
 mod lambda;
 mod notifier;
+mod push_bounds;
 mod pusher;
 mod queues;
 mod schema;

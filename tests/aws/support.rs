@@ -461,3 +461,69 @@ fn a_dropped_moto_stops_answering() {
         "moto still listens on {port}"
     );
 }
+
+/// The push service on fresh DynamoDB tables on moto, with ringo's registered phone
+/// (`ringo-phone`, band `demo`) on connection `conn`.
+pub struct MotoPush {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sync_table: String,
+    pub store: std::sync::Arc<bandsync::adapters::aws::dynamo::DynamoStore>,
+    pub push: bandsync::entities::push::PushService,
+    pub conn: bandsync::model::Connection,
+}
+
+impl MotoPush {
+    pub async fn new(conn: &str) -> Self {
+        use bandsync::model::{BandId, Connection, ConnectionId, UserId};
+        use std::sync::Arc;
+        let moto = moto();
+        let (sync_table, connections_table) = (unique("sync"), unique("connections"));
+        moto.create_tables(&sync_table, &connections_table).await;
+        let ddb = moto.dynamodb();
+        let store = Arc::new(bandsync::adapters::aws::dynamo::DynamoStore::new(
+            ddb.clone(),
+            sync_table.clone(),
+            connections_table,
+        ));
+        let push = bandsync::entities::push::PushService::new(
+            store.clone(),
+            store.clone(),
+            bandsync::publish::Publisher::new(
+                store.clone(),
+                Arc::new(bandsync_testkit::RecordingQueue::new()),
+            ),
+            Arc::new(bandsync::ports::SystemClock),
+        );
+        let now = chrono::Utc::now();
+        let conn = Connection {
+            id: ConnectionId::parse(conn).unwrap(),
+            user: UserId::parse("ringo@example.com").unwrap(),
+            bands: vec![BandId::parse("demo").unwrap()],
+            connected_at: now,
+            expires_at: now + chrono::TimeDelta::hours(2),
+            device: None,
+        };
+        let register = serde_json::from_value(
+            serde_json::json!({"device": "ringo-phone", "platform": "ios", "name": "Ringo's phone"}),
+        )
+        .unwrap();
+        push.register(&conn, register).await.unwrap();
+        Self {
+            ddb,
+            sync_table,
+            store,
+            push,
+            conn,
+        }
+    }
+
+    /// A push of `mutations` from ringo's phone to band demo: the verdicts, as JSON.
+    pub async fn send(&self, mutations: Vec<serde_json::Value>) -> serde_json::Value {
+        let request = serde_json::from_value(serde_json::json!(
+            {"band": "demo", "device": "ringo-phone", "mutations": mutations}
+        ))
+        .unwrap();
+        let results = self.push.push(&self.conn, request, 1024).await;
+        serde_json::json!(results.expect("the push is answered with verdicts"))
+    }
+}

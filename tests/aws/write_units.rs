@@ -9,10 +9,8 @@
 use crate::schema::{PARTITION_KEY, SORT_KEY};
 use crate::support::*;
 use aws_sdk_dynamodb::types::AttributeValue;
-use bandsync::adapters::aws::dynamo::DynamoStore;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// An item's size as DynamoDB counts it: attribute names and values, a number one byte
 /// per two significant digits plus one, a map or list 3 bytes plus one per element.
@@ -98,40 +96,19 @@ fn entry(mid: u64, id: &str, op: &str, base: u64, fields: Value) -> Value {
 
 #[tokio::test]
 async fn one_mutation_costs_the_write_units_of_its_eight_items() {
-    let moto = moto();
-    let (sync_table, connections_table) = (unique("sync"), unique("connections"));
-    moto.create_tables(&sync_table, &connections_table).await;
-    let ddb = moto.dynamodb();
-    let store = Arc::new(DynamoStore::new(
-        ddb.clone(),
-        sync_table.clone(),
-        connections_table,
-    ));
-    let push = bandsync_testkit::members::push_service(store.clone());
-    let conn =
-        bandsync_testkit::members::member_connection("wcu-conn", "ringo@example.com", "demo");
-    let register = serde_json::from_value(
-        json!({"device": "ringo-phone", "platform": "ios", "name": "Ringo's phone"}),
-    )
-    .unwrap();
-    push.register(&conn, register).await.unwrap();
-    let send = |mutations: Vec<Value>| {
-        let request = serde_json::from_value(
-            json!({"band": "demo", "device": "ringo-phone", "mutations": mutations}),
-        )
-        .unwrap();
-        push.push(&conn, request, 1024)
-    };
+    let p = MotoPush::new("wcu-conn").await;
+    let (ddb, sync_table) = (p.ddb.clone(), p.sync_table.clone());
     // The band's first change also creates its channel's head: not a per-mutation cost.
-    let first = send(vec![entry(
-        1,
-        "warm-up",
-        "create",
-        0,
-        json!({"title": "Intro"}),
-    )])
-    .await;
-    assert_eq!(json!(first.unwrap()[0])["status"], "applied");
+    let first = p
+        .send(vec![entry(
+            1,
+            "warm-up",
+            "create",
+            0,
+            json!({"title": "Intro"}),
+        )])
+        .await;
+    assert_eq!(first[0]["status"], "applied");
 
     // A setlist entry as an app creates one, without notes and with a few lines of
     // them (a text field keeps its Yjs document), then a reorder with a play counted.
@@ -176,8 +153,8 @@ async fn one_mutation_costs_the_write_units_of_its_eight_items() {
             m["id"].as_str().unwrap()
         );
         let before = table(&ddb, &sync_table).await;
-        let results = send(vec![m]).await.unwrap();
-        assert_eq!(json!(results[0])["status"], "applied", "{results:?}");
+        let results = p.send(vec![m]).await;
+        assert_eq!(results[0]["status"], "applied", "{results}");
         let after = table(&ddb, &sync_table).await;
         let items = written(&before, &after);
         let units: u64 = items.iter().map(|i| i.2).sum();

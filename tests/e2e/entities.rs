@@ -310,3 +310,108 @@ async fn a_lost_acknowledgement_applies_nothing_twice() {
     let log = alice.frames_until_pong().await;
     assert_eq!(versions_of(&log, "e1"), [1, 2, 3], "one event per change");
 }
+
+#[tokio::test]
+async fn a_members_parked_mutations_are_listed_for_them_alone_and_dismissed_once() {
+    let t = spawn_stack().await;
+    let mut alice = member(&t, "alice", "alice-phone").await;
+    let mut bob = member(&t, "bob", "bob-tablet").await;
+    // GIVEN alice's RSVP, and bob's push that changes it (owner only) then his own
+    let rsvp = |mid, id: &str, op, base, v: &str| {
+        json!({"mid": mid, "type": "attendance", "id": id, "op": op, "base_version": base,
+               "fields": {"rsvp": v}, "ts": "2026-12-01T20:00:00Z"})
+    };
+    let r = pushed(
+        &mut alice,
+        "alice-phone",
+        vec![rsvp(1, "r1-alice", "create", 0, "yes")],
+    )
+    .await;
+    assert_eq!(r[0]["status"], "applied");
+    let r = pushed(
+        &mut bob,
+        "bob-tablet",
+        vec![
+            rsvp(1, "r1-alice", "patch", 1, "no"),
+            rsvp(2, "r1-bob", "create", 0, "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(r[0]["code"], "not_owner", "{r:?}");
+    assert_eq!(r[1]["status"], "applied");
+
+    // WHEN bob reads his tablet's parked mutations over HTTP
+    let http = t.http();
+    let bob_token = t.token("bob", &["demo"]);
+    let path = "/sync/devices/bob-tablet/parked?band=demo";
+    let (status, body) = http.get(path, Some(&bob_token)).await;
+
+    // THEN the refused one is there, as he pushed it, with its code
+    assert_eq!(status, 200, "{body}");
+    let parked = body["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1, "{body}");
+    assert_eq!(parked[0]["mid"], 1);
+    assert_eq!(parked[0]["code"], "not_owner");
+    assert_eq!(parked[0]["mutation"]["fields"]["rsvp"], "no");
+    // AND alice may not read bob's device
+    let (status, body) = http.get(path, Some(&t.token("alice", &["demo"]))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // WHEN bob dismisses it, twice
+    let dismiss = "/sync/devices/bob-tablet/parked/1?band=demo";
+    assert_eq!(http.delete(dismiss, Some(&bob_token)).await.0, 204);
+    assert_eq!(http.delete(dismiss, Some(&bob_token)).await.0, 204);
+    // THEN it is no longer listed, and the mid keeps its verdict
+    let (_, body) = http.get(path, Some(&bob_token)).await;
+    assert_eq!(body["parked"], json!([]), "{body}");
+    let again = pushed(
+        &mut bob,
+        "bob-tablet",
+        vec![rsvp(1, "r1-alice", "patch", 1, "no")],
+    )
+    .await;
+    assert_eq!(
+        (again[0]["status"].as_str(), again[0]["code"].as_str()),
+        (Some("duplicate"), Some("not_owner"))
+    );
+}
+
+#[tokio::test]
+async fn verdicts_over_128_kb_reach_the_socket_in_several_push_results() {
+    let t = spawn_stack().await;
+    let mut alice = member(&t, "alice", "alice-phone").await;
+    // GIVEN a 12 KB scrapbook page that every verdict on it carries back in `fields`
+    let page = |mid: u64, op: &str, base: u64, fields: Value| {
+        json!({"mid": mid, "type": "scrapbook", "id": "s1", "op": op, "base_version": base,
+               "fields": fields, "ts": "2026-12-01T20:00:00Z"})
+    };
+    let mut mutations = vec![page(1, "create", 0, json!({"text": "x".repeat(12_000)}))];
+    mutations.extend((2..=100).map(|mid| page(mid, "patch", mid - 1, json!({"n": mid}))));
+    // WHEN alice pushes it with 99 small changes (about 1.2 MB of verdicts)
+    alice
+        .send(push("alice-phone", json!("big"), mutations))
+        .await;
+    // THEN the gateway delivers them (each frame under its 128 KB) in several
+    // push_result frames of her ref, in order, the last without `more`
+    let mut frames = 0;
+    let mut mids = Vec::new();
+    loop {
+        let reply = alice.expect("push_result").await;
+        assert_eq!(reply["ref"], "big");
+        frames += 1;
+        for r in reply["results"].as_array().unwrap() {
+            assert_eq!(r["status"], "applied", "{r}");
+            mids.push(r["mid"].as_u64().unwrap());
+        }
+        if reply.get("more").is_none() {
+            break;
+        }
+        assert_eq!(reply["more"], true);
+    }
+    assert!(frames > 5, "{frames} frames");
+    assert_eq!(mids, (1..=100).collect::<Vec<_>>());
+}

@@ -80,6 +80,14 @@ fn route_key(method: &str, path: &str) -> Option<(String, Vec<(&'static str, Str
             "/sync/entities/{type}/{id}/history".to_owned(),
             vec![param("type", ty), param("id", id)],
         ),
+        ["sync", "devices", device, "parked"] => (
+            "/sync/devices/{device}/parked".to_owned(),
+            vec![param("device", device)],
+        ),
+        ["sync", "devices", device, "parked", mid] => (
+            "/sync/devices/{device}/parked/{mid}".to_owned(),
+            vec![param("device", device), param("mid", mid)],
+        ),
         _ => return None,
     };
     Some((format!("{method} {template}"), params))

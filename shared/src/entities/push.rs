@@ -101,8 +101,7 @@ impl Default for RateLimit {
     }
 }
 
-/// Devices tracked at once by one handler; past it the fullest buckets (idle devices)
-/// are forgotten.
+/// Devices tracked at once by one handler before a sweep is due anyway.
 const MAX_BUCKETS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -111,10 +110,29 @@ struct Bucket {
     at: DateTime<Utc>,
 }
 
-/// The per-device buckets of one handler instance.
+impl Bucket {
+    /// Its tokens at `now`, refilled since it was last paid from.
+    fn refilled(&self, limit: RateLimit, now: DateTime<Utc>) -> f64 {
+        let elapsed = (now - self.at).num_milliseconds().max(0) as f64 / 1000.0;
+        (self.tokens + elapsed * limit.per_second).min(limit.capacity)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_device: HashMap<DeviceId, Bucket>,
+    /// When full buckets were last forgotten.
+    swept_at: Option<DateTime<Utc>>,
+}
+
+/// The per-device buckets of one handler instance. A bucket that has refilled is the
+/// same as none (a device seen for the first time starts full), so full ones are
+/// forgotten: once per refill time (`capacity / per_second`, about three seconds by
+/// default), or as soon as [`MAX_BUCKETS`] are tracked. Memory is bounded by the
+/// devices that pushed within the last refill times, not by every device ever seen.
 #[derive(Debug, Default)]
 struct Limiter {
-    buckets: Mutex<HashMap<DeviceId, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl Limiter {
@@ -130,15 +148,22 @@ impl Limiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(device) {
-            buckets.retain(|_, b| b.tokens < limit.capacity);
+        let refill_ms = (limit.capacity / limit.per_second.max(f64::MIN_POSITIVE) * 1000.0)
+            .min(i64::MAX as f64) as i64;
+        let sweep_due = buckets
+            .swept_at
+            .is_none_or(|t| (now - t).num_milliseconds() >= refill_ms);
+        if sweep_due || buckets.by_device.len() >= MAX_BUCKETS {
+            buckets
+                .by_device
+                .retain(|_, b| b.refilled(limit, now) < limit.capacity);
+            buckets.swept_at = Some(now);
         }
-        let bucket = buckets.entry(device.clone()).or_insert(Bucket {
+        let bucket = buckets.by_device.entry(device.clone()).or_insert(Bucket {
             tokens: limit.capacity,
             at: now,
         });
-        let elapsed = (now - bucket.at).num_milliseconds().max(0) as f64 / 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.capacity);
+        bucket.tokens = bucket.refilled(limit, now);
         bucket.at = now;
         // A frame larger than the bucket is paid once the bucket is full.
         let cost = cost.min(limit.capacity);
@@ -149,6 +174,16 @@ impl Limiter {
         let wait = (cost - bucket.tokens) / limit.per_second.max(f64::MIN_POSITIVE);
         Err(wait.ceil().max(1.0) as u64)
     }
+
+    /// Buckets tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_device
+            .len()
+    }
 }
 
 /// A mutation of the frame that passed the checks, with the raw JSON it came as (a
@@ -158,6 +193,39 @@ struct Checked {
     raw: Value,
     ty: EntityType,
 }
+
+/// One mutation of a frame, as the checks left it.
+enum Pending {
+    /// A mid the device has not been answered for: checked whole.
+    Fresh(Checked),
+    /// A mid below the device's `next_mid`: answered before, so it is answered again
+    /// from its receipt and not judged anew (its type may have been removed since, a
+    /// field may have become invalid). `mutation` is what parsed of it, to find its
+    /// events again; none if it no longer parses.
+    Answered {
+        mid: u64,
+        mutation: Option<Mutation>,
+    },
+}
+
+impl Pending {
+    fn mid(&self) -> u64 {
+        match self {
+            Self::Fresh(c) => c.mutation.mid,
+            Self::Answered { mid, .. } => *mid,
+        }
+    }
+}
+
+/// The most an entity may be, as the JSON of its record after a mutation, and the most
+/// the history entry of that version may be (it holds the entity after, the fields as
+/// sent and the diff). Past either the mutation is `rejected` with `entity_too_large`
+/// (parked, its mid advances): checked here, before any store sees it, so both
+/// backends refuse the same mutations. Both sit well under DynamoDB's 400 KB item (the
+/// adapter refuses a body over 390 KB), and a receipt (the result's fields, at most an
+/// entity, with a parked copy of at most one push frame) stays under it too.
+pub const MAX_ENTITY_BYTES: usize = 128 * 1024;
+pub const MAX_HISTORY_BYTES: usize = 288 * 1024;
 
 pub struct PushService {
     entities: Arc<dyn EntityStore>,
@@ -257,7 +325,7 @@ impl PushService {
                 retry_after: Some(wait),
             });
         }
-        let checked = self.check(&band, mutations).await?;
+        let checked = self.check(&band, record.next_mid, mutations).await?;
         let mut run = Run {
             service: self,
             band: &band,
@@ -281,11 +349,14 @@ impl PushService {
 
     /// Parse and check every mutation of the frame against the band's types and the
     /// stored versions: any refusal refuses the frame, before anything is written.
+    /// Only mids from the device's `next_mid` on are judged; an earlier one was answered
+    /// already and is answered again as it was (see [`Pending::Answered`]).
     async fn check(
         &self,
         band: &BandId,
+        next_mid: u64,
         mutations: Vec<Value>,
-    ) -> Result<Vec<Checked>, PushRefused> {
+    ) -> Result<Vec<Pending>, PushRefused> {
         let config = self.configs.get_config(band).await?;
         let types = match config {
             Some(c) => BandTypes::new(c.entity_types, c.strict_entities),
@@ -296,6 +367,15 @@ impl PushService {
         // could each add one to it.
         let mut versions: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         for (i, raw) in mutations.into_iter().enumerate() {
+            let answered = raw
+                .get("mid")
+                .and_then(Value::as_u64)
+                .filter(|mid| (1..next_mid).contains(mid));
+            if let Some(mid) = answered {
+                let mutation = Mutation::parse(&raw).ok().filter(|m| m.mid == mid);
+                checked.push(Pending::Answered { mid, mutation });
+                continue;
+            }
             let at = |e: super::mutation::MutationError| e.at(&format!("mutations[{i}]"));
             let mutation = Mutation::parse(&raw).map_err(at)?;
             let ty = types.get(&mutation.entity_type).map_err(at)?.into_owned();
@@ -325,7 +405,7 @@ impl PushService {
                 .into());
             }
             versions.insert(key, (stored, earlier + 1));
-            checked.push(Checked { mutation, raw, ty });
+            checked.push(Pending::Fresh(Checked { mutation, raw, ty }));
         }
         Ok(checked)
     }
@@ -368,12 +448,12 @@ struct Run<'a> {
 impl Run<'_> {
     async fn decide_all(
         &mut self,
-        checked: &[Checked],
+        checked: &[Pending],
     ) -> Result<Vec<MutationResult>, PushRefused> {
         let mut results = Vec::with_capacity(checked.len());
         let mut gap = false;
-        for c in checked {
-            let mid = c.mutation.mid;
+        for p in checked {
+            let mid = p.mid();
             let result = if gap || mid > self.next_mid {
                 // A gap: nothing after it can be decided before the missing mids are.
                 gap = true;
@@ -381,10 +461,18 @@ impl Run<'_> {
                     expected_mid: Some(self.next_mid),
                     ..MutationResult::bare(mid, MutationStatus::OutOfOrder)
                 }
-            } else if mid < self.next_mid {
-                self.duplicate(c, results.len()).await?
             } else {
-                self.apply(c, results.len()).await?
+                match p {
+                    Pending::Answered { mid, mutation } => {
+                        self.duplicate(*mid, mutation.as_ref(), results.len())
+                            .await?
+                    }
+                    Pending::Fresh(c) if mid < self.next_mid => {
+                        self.duplicate(mid, Some(&c.mutation), results.len())
+                            .await?
+                    }
+                    Pending::Fresh(c) => self.apply(c, results.len()).await?,
+                }
             };
             results.push(result);
         }
@@ -393,25 +481,32 @@ impl Run<'_> {
     }
 
     /// A mid answered before: its verdict again (its events are queued again after the
-    /// frame, see [`Self::requeue`]).
+    /// frame, see [`Self::requeue`]), without the entity's `fields`: the client has the
+    /// entity from its events (or a snapshot), and a replayed backlog's answer would
+    /// otherwise carry the whole entity once per mutation.
     async fn duplicate(
         &mut self,
-        c: &Checked,
+        mid: u64,
+        mutation: Option<&Mutation>,
         index: usize,
     ) -> Result<MutationResult, PushRefused> {
         let s = self.service;
-        let mid = c.mutation.mid;
         let Some(receipt) = self.receipt(mid).await? else {
             // Past the receipts' retention: known to be answered, the verdict is gone.
             return Ok(MutationResult::bare(mid, MutationStatus::Duplicate));
         };
-        if s.clock.now() - receipt.at <= REQUEUE_WITHIN {
-            let events = self.events_of(c, &receipt).await?;
+        if let Some(m) = mutation
+            && s.clock.now() - receipt.at <= REQUEUE_WITHIN
+        {
+            let events = self.events_of(m, &receipt).await?;
             if !events.is_empty() {
                 self.refound.push((index, events));
             }
         }
-        Ok(receipt.result.as_duplicate())
+        Ok(MutationResult {
+            fields: None,
+            ..receipt.result.as_duplicate()
+        })
     }
 
     /// The receipt of `mid`, read with the device's next ones (up to its `next_mid`) so
@@ -432,7 +527,7 @@ impl Run<'_> {
 
     /// The events of a duplicate's change, made again from what is stored (its history
     /// entry, its conflicts): none for a refused one, or when the history is gone.
-    async fn events_of(&self, c: &Checked, receipt: &Receipt) -> Result<Vec<NewEvent>, PortError> {
+    async fn events_of(&self, m: &Mutation, receipt: &Receipt) -> Result<Vec<NewEvent>, PortError> {
         let s = self.service;
         let original = receipt
             .result
@@ -447,7 +542,6 @@ impl Run<'_> {
         ) else {
             return Ok(Vec::new());
         };
-        let m = &c.mutation;
         let Some(history) = s
             .entities
             .history_entry(self.band, &m.entity_type, &m.id, version)
@@ -546,7 +640,7 @@ impl Run<'_> {
                     let device = s.entities.get_device(self.device).await?;
                     if let Some(d) = device.filter(|d| d.next_mid > m.mid) {
                         self.next_mid = d.next_mid;
-                        return self.duplicate(c, index).await;
+                        return self.duplicate(m.mid, Some(m), index).await;
                     }
                 }
                 Err(CommitError::Port(e)) => return Err(e.into()),
@@ -582,6 +676,28 @@ impl Run<'_> {
             parked,
         };
         let expected_version = current.map_or(0, |e| e.version);
+        let oversize = match &verdict {
+            Verdict::Changed {
+                entity, history, ..
+            } => too_large(entity, history),
+            Verdict::Refused { .. } => None,
+        };
+        let verdict = match oversize {
+            Some(why) => Verdict::Refused {
+                result: MutationResult {
+                    // The current state is not sent back: it may be near the bound itself
+                    // (and a parked receipt holds it beside the mutation as pushed).
+                    version: current.map(|e| e.version),
+                    code: Some(ErrorCode::EntityTooLarge),
+                    message: Some(format!(
+                        "{}/{} {why}; split it or remove fields",
+                        m.entity_type, m.id
+                    )),
+                    ..MutationResult::bare(m.mid, MutationStatus::Rejected)
+                },
+            },
+            None => verdict,
+        };
         match verdict {
             Verdict::Changed {
                 entity,
@@ -619,6 +735,45 @@ impl Run<'_> {
                 (commit, result)
             }
         }
+    }
+}
+
+/// Why a change would make its entity (or the history entry of that version) larger than
+/// [`MAX_ENTITY_BYTES`] ([`MAX_HISTORY_BYTES`]), if it would.
+fn too_large(entity: &EntityRecord, history: &HistoryEntry) -> Option<String> {
+    let entity_bytes = json_len(entity);
+    if entity_bytes > MAX_ENTITY_BYTES {
+        return Some(format!(
+            "would be {entity_bytes} bytes, more than the {MAX_ENTITY_BYTES} an entity may be"
+        ));
+    }
+    let history_bytes = json_len(history);
+    if history_bytes > MAX_HISTORY_BYTES {
+        return Some(format!(
+            "would have a history entry of {history_bytes} bytes (the entity after, the change \
+             and its diff), more than the {MAX_HISTORY_BYTES} one may be"
+        ));
+    }
+    None
+}
+
+/// How long `value` is as JSON (as the stores keep it), without building the string.
+fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Records serialise without failing (string keys only); a failure counts as too large.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 
@@ -719,5 +874,33 @@ mod tests {
         // AND another device has its own bucket
         let other = DeviceId::parse("phone-paul").unwrap();
         assert_eq!(limiter.take(limit, &other, 500.0, at(1000)), Ok(()));
+    }
+
+    #[test]
+    fn buckets_that_refilled_are_forgotten() {
+        let limiter = Limiter::default();
+        let limit = RateLimit::default();
+        let device = |n: usize| DeviceId::parse(&format!("device-{n:04}")).unwrap();
+        // GIVEN 100 devices that pushed once at t=0, and one that emptied its bucket
+        for n in 0..100 {
+            assert_eq!(limiter.take(limit, &device(n), 10.0, at(0)), Ok(()));
+        }
+        let busy = DeviceId::parse("busy-device").unwrap();
+        assert_eq!(limiter.take(limit, &busy, 1000.0, at(0)), Ok(()));
+        assert_eq!(limiter.tracked(), 101);
+        // WHEN one more device pushes after the small buckets refilled (10 tokens take
+        // 34 ms) but before a refill time passed since the last sweep, nothing goes yet
+        assert_eq!(limiter.take(limit, &device(100), 1.0, at(1000)), Ok(()));
+        assert_eq!(limiter.tracked(), 102);
+        // AND the busy device spends what it got back by t=3 s
+        assert_eq!(limiter.take(limit, &busy, 900.0, at(3000)), Ok(()));
+        // WHEN a refill time (1000 / 300 s) has passed since the last sweep, the next
+        // push forgets every full bucket: the 101 idle ones, not the busy one (120
+        // tokens of 1,000 at t=3.4 s), which keeps its debt
+        assert_eq!(limiter.take(limit, &device(101), 1.0, at(3400)), Ok(()));
+        assert_eq!(limiter.tracked(), 2);
+        assert_eq!(limiter.take(limit, &busy, 500.0, at(3400)), Err(2));
+        // AND a forgotten device starts again with a full bucket
+        assert_eq!(limiter.take(limit, &device(0), 1000.0, at(3400)), Ok(()));
     }
 }

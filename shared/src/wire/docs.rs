@@ -94,6 +94,7 @@ fn add_responses(g: &mut SchemaGenerator) {
     g.subschema_for::<http::ConflictList>();
     g.subschema_for::<http::PresenceList>();
     g.subschema_for::<http::RebuildReport>();
+    g.subschema_for::<http::ParkedList>();
     // Written as stored; also what operators send (read with the same defaults).
     g.subschema_for::<crate::entities::types::EntityType>();
 }
@@ -236,6 +237,11 @@ fn asyncapi() -> Value {
             "description": "The server's side of the WebSocket: it receives a client's \
                 frames (JSON text, tagged by `action`) and sends replies and events (tagged \
                 by `type`). Connect with the member's token as the `token` query parameter. \
+                A `push` may be answered by several `push_result` frames with its `ref` \
+                (the server posts at most 128 KB a frame): they come in order, each but the \
+                last with `more: true`. A `duplicate` verdict has no `fields` (the client \
+                has the entity from its events or a snapshot), nor has a verdict too large \
+                for a frame on its own (read the entity over HTTP). \
                 Generated from bandsync::wire; do not edit.",
         },
         "defaultContentType": "application/json",
@@ -480,6 +486,28 @@ fn route(key: &str) -> Option<Route> {
             &[BAND],
             None,
             (200, Some("PresenceList")),
+            true,
+        ),
+        "GET /sync/devices/{device}/parked" => r(
+            "The member's own device's rejected (parked) mutations in the band, newest first: the mutation as pushed, its code and message, when. Another member's device is `forbidden`. Retry one with a new push under a new mid.",
+            &[
+                BAND,
+                (
+                    "before",
+                    false,
+                    "A mid: the `next` of the previous page (older ones follow).",
+                ),
+                ("limit", false, "How many (1..=200, default 50)."),
+            ],
+            None,
+            (200, Some("ParkedList")),
+            true,
+        ),
+        "DELETE /sync/devices/{device}/parked/{mid}" => r(
+            "Dismiss a parked mutation of the member's own device: it is no longer listed (the mid keeps its verdict). 204 whether or not it was still listed, so a repeat is harmless.",
+            &[BAND],
+            None,
+            (204, None),
             true,
         ),
         _ => None,

@@ -99,6 +99,8 @@ pub struct PushRequest {
 pub const MAX_PUSH_MUTATIONS: usize = 500;
 /// Largest `push` frame in bytes: API Gateway's WebSocket message limit (128 KB).
 pub const MAX_PUSH_BYTES: usize = 128 * 1024;
+/// Largest frame the server posts: API Gateway's WebSocket message limit (128 KB).
+pub const MAX_SERVER_FRAME_BYTES: usize = 128 * 1024;
 
 /// "Sync this band (or one of its sources)": a `sync_request` frame and the body of
 /// `POST /sync/trigger` alike.
@@ -191,12 +193,19 @@ pub enum ServerFrame {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
         reference: Option<Value>,
     },
-    /// One verdict per mutation of a `push`, in its order.
+    /// One verdict per mutation of a `push`, in its order. Verdicts that would not fit
+    /// one frame (API Gateway posts at most 128 KB) come in several `push_result` frames
+    /// with the push's `ref`, in order, each but the last with `more: true`
+    /// ([`ServerFrame::push_results`]).
     PushResult {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
         reference: Option<Value>,
         device: DeviceId,
         results: Vec<MutationResult>,
+        /// True when more `push_result` frames of the same push follow; left out on the
+        /// last (or only) one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// The band's members online now (a `presence` request, or `GET /sync/presence`).
     Presence {
@@ -243,6 +252,64 @@ impl ServerFrame {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising these types cannot fail: keys are strings, no maps with non-string keys.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The `push_result` frames of one push: its verdicts in order, as many to a frame
+    /// as fit in [`MAX_SERVER_FRAME_BYTES`], each frame but the last with `more: true`.
+    /// A verdict too large for a frame on its own (an entity near its bound, sent back
+    /// in `fields`) goes without its `fields` (then its `losers` and `message`): the
+    /// client has the entity from its event, or reads it over HTTP.
+    pub fn push_results(
+        reference: Option<Value>,
+        device: DeviceId,
+        results: Vec<MutationResult>,
+    ) -> Vec<ServerFrame> {
+        Self::push_results_within(reference, device, results, MAX_SERVER_FRAME_BYTES)
+    }
+
+    fn push_results_within(
+        reference: Option<Value>,
+        device: DeviceId,
+        results: Vec<MutationResult>,
+        limit: usize,
+    ) -> Vec<ServerFrame> {
+        let frame = |results: Vec<MutationResult>, more: bool| ServerFrame::PushResult {
+            reference: reference.clone(),
+            device: device.clone(),
+            results,
+            more,
+        };
+        let len = |r: &MutationResult| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+        // The frame around its results (`more` included, so every frame is measured as
+        // the larger kind).
+        let envelope = frame(Vec::new(), true).to_bytes().len();
+        let room = limit.saturating_sub(envelope);
+        let mut frames = Vec::new();
+        let mut current: Vec<MutationResult> = Vec::new();
+        let mut used = 0;
+        for mut r in results {
+            if len(&r) > room {
+                r.fields = None;
+            }
+            if len(&r) > room {
+                r.losers.clear();
+                r.message = None;
+            }
+            let size = len(&r);
+            // One comma between results.
+            let needed = size + usize::from(!current.is_empty());
+            if !current.is_empty() && used + needed > room {
+                frames.push(frame(std::mem::take(&mut current), true));
+                used = 0;
+                current.push(r);
+                used += size;
+            } else {
+                current.push(r);
+                used += needed;
+            }
+        }
+        frames.push(frame(current, false));
+        frames
     }
 }
 
@@ -616,6 +683,7 @@ mod tests {
                             crate::entities::mutation::MutationStatus::Applied,
                         )
                     }],
+                    more: false,
                 },
                 r#"{"type":"push_result","ref":9,"device":"ipad-ringo","results":[{"mid":1,"status":"applied","version":1,"seq":4}]}"#,
             ),
@@ -640,5 +708,60 @@ mod tests {
             assert_eq!(String::from_utf8(frame.to_bytes()).unwrap(), text);
             assert_eq!(serde_json::from_str::<ServerFrame>(text).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn push_results_over_a_frame_are_split_in_order_under_the_limit() {
+        use crate::entities::mutation::MutationStatus;
+        let device = DeviceId::parse("ipad-ringo").unwrap();
+        let big = |mid: u64| MutationResult {
+            version: Some(mid),
+            fields: Some(Map::from_iter([("notes".into(), json!("n".repeat(300)))])),
+            ..MutationResult::bare(mid, MutationStatus::Applied)
+        };
+        // GIVEN 40 verdicts of about 370 bytes each, and frames of 2,000 bytes
+        let results: Vec<MutationResult> = (1..=40).map(big).collect();
+        let frames = ServerFrame::push_results_within(
+            Some(json!("p")),
+            device.clone(),
+            results.clone(),
+            2000,
+        );
+        // THEN they come in several frames, each under the limit, `more` on all but
+        // the last, and together they are every verdict in order
+        assert!(frames.len() >= 8, "{} frames", frames.len());
+        let mut seen = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let bytes = f.to_bytes();
+            assert!(bytes.len() <= 2000, "frame {i}: {} bytes", bytes.len());
+            let json: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(json["ref"], "p");
+            assert_eq!(
+                json["more"].as_bool(),
+                (i + 1 < frames.len()).then_some(true)
+            );
+            let ServerFrame::PushResult { results, .. } = f else {
+                panic!("not a push_result: {f:?}");
+            };
+            seen.extend(results.iter().cloned());
+        }
+        assert_eq!(seen, results);
+        // AND a verdict too large for a frame alone goes without its fields
+        let huge = MutationResult {
+            fields: Some(Map::from_iter([("notes".into(), json!("n".repeat(5000)))])),
+            ..big(41)
+        };
+        let frames = ServerFrame::push_results_within(None, device, vec![huge.clone()], 2000);
+        let [ServerFrame::PushResult { results, more, .. }] = frames.as_slice() else {
+            panic!("one frame: {frames:?}");
+        };
+        assert!(!more);
+        assert_eq!(
+            results[0],
+            MutationResult {
+                fields: None,
+                ..huge
+            }
+        );
     }
 }

@@ -424,6 +424,46 @@ pub struct ConflictCount {
     pub resolved_by: BTreeMap<String, u64>,
 }
 
+/// `GET /sync/devices/{device}/parked?band=`: the device's rejected (parked) mutations
+/// in the band, newest first, for its own member to see and retry (a retry is a new
+/// push under a new mid; the parked one keeps its verdict).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ParkedList {
+    pub band: BandId,
+    pub device: crate::model::DeviceId,
+    pub parked: Vec<ParkedMutation>,
+    /// Where the next (older) page starts: pass it as `before`. None: this is the last.
+    pub next: Option<u64>,
+}
+
+/// One parked mutation: its mid, the mutation as it was pushed, and why it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ParkedMutation {
+    pub mid: u64,
+    /// As the device pushed it.
+    pub mutation: Value,
+    /// The verdict's code (`stale_base`, `not_owner`, `entity_too_large`, ...).
+    pub code: Option<ErrorCode>,
+    pub message: Option<String>,
+    /// When it was refused (server time).
+    pub at: DateTime<Utc>,
+}
+
+impl ParkedMutation {
+    /// The parked part of a receipt (none for a receipt that parked nothing).
+    pub fn of(receipt: &crate::entities::records::Receipt) -> Option<Self> {
+        Some(Self {
+            mid: receipt.mid,
+            mutation: receipt.parked.clone()?,
+            code: receipt.result.code,
+            message: receipt.result.message.clone(),
+            at: receipt.at,
+        })
+    }
+}
+
 /// `POST /webhooks/google` (200): what became of an accepted push notification. A
 /// refusal is an [`ErrorBody`] (a 5xx only when the job could not be queued, so that
 /// Google retries).

@@ -651,11 +651,80 @@ async fn rejected_verdicts_are_parked<S: EntityStore + ChannelLog + ?Sized>(stor
     );
     assert_eq!(
         store.parked(&w.device, 1).await.unwrap(),
-        vec![second.receipt]
+        vec![second.receipt.clone()]
     );
     assert!(store.parked(&other.device, 10).await.unwrap().is_empty());
     assert_raced(store.commit(&first).await, "a parked mid again");
     assert_eq!(store.parked(&w.device, 10).await.unwrap().len(), 2);
+
+    // Pages: below a mid, newest first.
+    assert_eq!(
+        store.parked_before(&w.device, None, 10).await.unwrap(),
+        store.parked(&w.device, 10).await.unwrap()
+    );
+    assert_eq!(
+        store.parked_before(&w.device, Some(3), 10).await.unwrap(),
+        vec![first.receipt.clone()],
+        "mids below 3"
+    );
+    assert_eq!(
+        store.parked_before(&w.device, None, 1).await.unwrap(),
+        vec![second.receipt.clone()]
+    );
+    assert!(
+        store
+            .parked_before(&w.device, Some(2), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .parked_before(&w.device, Some(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .parked_before(&w.device, None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Dismissing unlists it, idempotently; the receipt (the verdict) stays.
+    assert!(store.dismiss_parked(&w.device, first.mid).await.unwrap());
+    assert!(
+        !store.dismiss_parked(&w.device, first.mid).await.unwrap(),
+        "again"
+    );
+    assert!(
+        !store.dismiss_parked(&w.device, 1).await.unwrap(),
+        "an applied mid"
+    );
+    assert!(
+        !store
+            .dismiss_parked(&other.device, second.mid)
+            .await
+            .unwrap(),
+        "another device's"
+    );
+    assert_eq!(
+        store.parked_before(&w.device, None, 10).await.unwrap(),
+        vec![second.receipt.clone()]
+    );
+    assert_eq!(
+        store.parked(&w.device, 10).await.unwrap(),
+        vec![second.receipt.clone()]
+    );
+    assert_eq!(
+        store
+            .receipts(&w.device, first.mid, first.mid)
+            .await
+            .unwrap(),
+        vec![first.receipt.clone()]
+    );
 }
 
 async fn entity_listing_pages<S: EntityStore + ?Sized>(store: &S) {

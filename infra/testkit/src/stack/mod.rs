@@ -161,6 +161,11 @@ impl Http {
         self.send(req, token).await
     }
 
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(self.client.delete(format!("{}{path}", self.base)), token)
+            .await
+    }
+
     async fn send(&self, mut req: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
         if let Some(t) = token {
             req = req.bearer_auth(t);

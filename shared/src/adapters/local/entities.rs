@@ -105,6 +105,33 @@ impl EntityStore for EmbeddedStore {
         })
     }
 
+    /// The same walk of `receipts_parked`, from below `before`.
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn parked_before(
+        &self,
+        device: &DeviceId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> PortResult<Vec<Receipt>> {
+        let before = before.unwrap_or(u64::MAX);
+        self.db.read("parked_before", |c| {
+            let sql = "SELECT body FROM receipts INDEXED BY receipts_parked \
+                       WHERE device = ?1 AND parked = 1 AND mid < ?2 ORDER BY mid DESC LIMIT ?3";
+            list_bodies(c, sql, params![device.as_str(), int(before), int(limit)])
+        })
+    }
+
+    /// The receipt leaves the partial index; its body (the verdict, the mutation as
+    /// pushed) stays.
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn dismiss_parked(&self, device: &DeviceId, mid: u64) -> PortResult<bool> {
+        self.db.write("dismiss_parked", |tx| {
+            let sql =
+                "UPDATE receipts SET parked = 0 WHERE device = ?1 AND mid = ?2 AND parked = 1";
+            Ok(exec(tx, sql, params![device.as_str(), int(mid)])? > 0)
+        })
+    }
+
     #[instrument(skip(self), level = "debug")]
     async fn get_entity(
         &self,

@@ -438,6 +438,47 @@ impl EntityStore for DynamoStore {
         )
     }
 
+    /// One Query of the device's `PARKED#` items below `before`, backwards.
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn parked_before(
+        &self,
+        device: &DeviceId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> PortResult<Vec<Receipt>> {
+        let Some(last) = before.unwrap_or(u64::MAX).checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = SortKeys::Between(
+            keys::mid_sk(keys::PARKED_PREFIX, 0),
+            keys::mid_sk(keys::PARKED_PREFIX, last),
+        );
+        bodies(
+            &self
+                .query_items(keys::device_pk(device), range, false, Some(limit))
+                .await?,
+        )
+    }
+
+    /// One DeleteItem of the parked copy (the receipt stays), answering whether it was
+    /// there.
+    #[instrument(skip(self), fields(%device), level = "debug")]
+    async fn dismiss_parked(&self, device: &DeviceId, mid: u64) -> PortResult<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.sync_table)
+            .set_key(Some(keys::parked(device, mid)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(backend("DeleteItem"))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
     #[instrument(skip(self), level = "debug")]
     async fn get_entity(
         &self,
