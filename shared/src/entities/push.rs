@@ -215,6 +215,14 @@ impl Pending {
             Self::Answered { mid, .. } => *mid,
         }
     }
+
+    /// Its entity type, for the analytics (none: it no longer parses).
+    fn entity_type(&self) -> Option<&crate::model::EntityTypeName> {
+        match self {
+            Self::Fresh(c) => Some(&c.ty.name),
+            Self::Answered { mutation, .. } => mutation.as_ref().map(|m| &m.entity_type),
+        }
+    }
 }
 
 /// The most an entity may be, as the JSON of its record after a mutation, and the most
@@ -339,8 +347,10 @@ impl PushService {
             tally: Default::default(),
         };
         let outcome = run.decide_all(&checked).await;
-        run.tally
-            .emit_frame(checked.iter().map(|c| &c.ty.name), outcome.as_ref().ok());
+        run.tally.emit_frame(
+            checked.iter().map(Pending::entity_type),
+            outcome.as_ref().ok(),
+        );
         // Whatever happened, what was committed is queued for broadcast.
         let committed = std::mem::take(&mut run.committed);
         self.enqueue(&band, committed).await;

@@ -180,11 +180,13 @@ impl Tally {
         }
     }
 
-    /// A verdict that wrote nothing (`duplicate`, `out_of_order`).
-    pub fn unwritten(&mut self, entity_type: &EntityTypeName, status: MutationStatus) {
+    /// A verdict that wrote nothing (`duplicate`, `out_of_order`), of a mutation of
+    /// this type (none: one that no longer parses, counted as unknown).
+    pub fn unwritten(&mut self, entity_type: Option<&EntityTypeName>, status: MutationStatus) {
+        let ty = entity_type.map_or_else(|| UNKNOWN_TYPE.to_owned(), |t| t.to_string());
         *self
             .mutations
-            .entry((entity_type.to_string(), status_name(status).to_owned()))
+            .entry((ty, status_name(status).to_owned()))
             .or_default() += 1;
     }
 
@@ -192,7 +194,7 @@ impl Tally {
     /// order of the frame's mutations, whose types `types` are), then [`Self::emit`].
     pub fn emit_frame<'t>(
         &mut self,
-        types: impl Iterator<Item = &'t EntityTypeName>,
+        types: impl Iterator<Item = Option<&'t EntityTypeName>>,
         results: Option<&Vec<super::mutation::MutationResult>>,
     ) {
         for (ty, r) in types.zip(results.into_iter().flatten()) {
@@ -348,11 +350,16 @@ mod tests {
             tally.commit(&commit(h, MutationStatus::Applied));
         }
         let ty = history[0].entity_type.clone();
-        tally.unwritten(&ty, MutationStatus::Duplicate);
-        tally.unwritten(&ty, MutationStatus::Duplicate);
+        tally.unwritten(Some(&ty), MutationStatus::Duplicate);
+        tally.unwritten(Some(&ty), MutationStatus::Duplicate);
+        tally.unwritten(None, MutationStatus::OutOfOrder);
         let t = ty.to_string();
         assert_eq!(tally.mutations[&(t.clone(), "applied".into())], 4);
         assert_eq!(tally.mutations[&(t.clone(), "duplicate".into())], 2);
+        assert_eq!(
+            tally.mutations[&(UNKNOWN_TYPE.into(), "out_of_order".into())],
+            1
+        );
         assert!(!tally.decisions.is_empty());
         // Emitting checks every line against metrics::METRICS (a debug assertion).
         tally.emit();
