@@ -999,7 +999,7 @@ impl Api {
             .ok_or_else(|| Refusal::new(ErrorCode::NotConfigured, "presence is not kept here"))?;
         let members = crate::presence::online(store, &band).await?;
         let list = crate::wire::http::PresenceList {
-            kind: "presence".into(),
+            kind: crate::wire::http::PresenceKind::Presence,
             band,
             members,
         };

@@ -39,6 +39,43 @@ fn check_id(
     Ok(())
 }
 
+/// What [`check_id`] accepts, as a `const fn`, so a constant id is checked when the
+/// program is compiled (see [`const_id!`]).
+pub const fn id_is_valid(s: &str, (min, max): (usize, usize), extra: &[char]) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() < min || b.len() > max {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let mut ok = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        let mut j = 0;
+        while j < extra.len() {
+            ok |= extra[j] as u32 == c as u32;
+            j += 1;
+        }
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// An id from a constant, checked at compile time: `const_id!(DeviceId, "bandsync-settler")`.
+/// An invalid constant fails the build instead of panicking at run time.
+#[macro_export]
+macro_rules! const_id {
+    ($ty:ident, $s:expr) => {{
+        const _: () = assert!(
+            $crate::model::$ty::is_valid_const($s),
+            concat!("not a valid ", stringify!($ty))
+        );
+        $crate::model::$ty::from_const($s)
+    }};
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, [$($extra:literal),*]) => {
         id_type!($(#[$doc])* $name, $what, 1..=$max, [$($extra),*]);
@@ -56,6 +93,15 @@ macro_rules! id_type {
             }
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+            /// Whether `s` parses; a `const fn`, for [`const_id!`].
+            pub const fn is_valid_const(s: &str) -> bool {
+                id_is_valid(s, ($min, $max), &[$($extra),*])
+            }
+            /// For [`const_id!`] only, which has checked `s` at compile time.
+            #[doc(hidden)]
+            pub fn from_const(s: &'static str) -> Self {
+                Self(s.to_owned())
             }
         }
         impl TryFrom<String> for $name {
@@ -130,6 +176,13 @@ id_type!(
 id_type!(
     /// An `ask` conflict, named by the push that resolves it.
     ConflictId, "conflict id", 128, [':', '.']);
+
+impl ConflictId {
+    /// A conflict id from a digest: `cf-` and its hex, valid by construction.
+    pub fn of_digest(digest: &[u8]) -> Self {
+        Self(format!("cf-{}", hex::encode(digest)))
+    }
+}
 
 /// A channel clients subscribe to: `band:<id>`, `user:<id>` or `system`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -627,6 +680,46 @@ pub struct Subscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_const_check_accepts_exactly_what_parse_accepts() {
+        let long = "x".repeat(129);
+        let cases = [
+            "",
+            "a",
+            "abcdefg",
+            "abcdefgh",
+            "a-b_c",
+            "a.b",
+            "a:b",
+            "a@b",
+            "a b",
+            "é",
+            "cf-00",
+            long.as_str(),
+        ];
+        for s in cases {
+            assert_eq!(
+                DeviceId::is_valid_const(s),
+                DeviceId::parse(s).is_ok(),
+                "device {s:?}"
+            );
+            assert_eq!(
+                UserId::is_valid_const(s),
+                UserId::parse(s).is_ok(),
+                "user {s:?}"
+            );
+            assert_eq!(
+                EntityId::is_valid_const(s),
+                EntityId::parse(s).is_ok(),
+                "entity {s:?}"
+            );
+        }
+        let settler = crate::const_id!(DeviceId, "bandsync-settler");
+        assert_eq!(settler, DeviceId::parse("bandsync-settler").unwrap());
+        let id = ConflictId::of_digest(&[0xab; 16]);
+        assert_eq!(ConflictId::parse(id.as_str()).unwrap(), id);
+    }
 
     #[test]
     fn ids_parse_and_refuse() {

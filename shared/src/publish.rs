@@ -8,13 +8,14 @@
 //! edit) are appended at once. The channel keeps one gapless order, and an edit waits
 //! behind at most one window plus one message of bulk events, not the whole sync.
 
+use crate::backoff::{Sleeper, TokioSleeper};
 use crate::broadcast::BroadcastMessage;
 use crate::model::{ChannelName, Event, NewEvent};
 use crate::ports::{ChannelLog, OutMessage, PortResult, Queue};
 use crate::wire::events::Priority;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Events per broadcast message: keeps a message far under SQS's 256 KB.
 pub const EVENTS_PER_MESSAGE: usize = 50;
@@ -26,7 +27,8 @@ pub struct Backpressure {
     pub window: u64,
     /// How often the delivered watermark is read while waiting.
     pub poll: Duration,
-    /// A wait during which the watermark does not move at all gives up: the broadcaster
+    /// A wait during which the watermark does not move at all (counted in `poll`s slept,
+    /// so a test's sleeper decides it, not the wall clock) gives up: the broadcaster
     /// is down or not running. The channel is then not waited on again until its
     /// watermark moves, so a stalled broadcaster costs a sync one `stall`, not one per
     /// window (the events are in the log; the broadcaster catches up from it).
@@ -51,6 +53,8 @@ pub struct Publisher {
     backpressure: Option<Backpressure>,
     /// Channels whose broadcaster stalled, with the watermark it stalled at.
     stalled: Arc<Mutex<HashMap<ChannelName, u64>>>,
+    /// Where the polls of a backpressure wait are slept.
+    sleeper: Arc<dyn Sleeper>,
 }
 
 impl Publisher {
@@ -61,7 +65,14 @@ impl Publisher {
             broadcast,
             backpressure: None,
             stalled: Arc::default(),
+            sleeper: Arc::new(TokioSleeper),
         }
+    }
+
+    /// The same publisher, sleeping its polls through `sleeper` (tests record them).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
     }
 
     /// The same publisher, holding bulk events back as `backpressure` says.
@@ -74,7 +85,8 @@ impl Publisher {
     /// `channel` to within a window of its head.
     async fn wait_for_room(&self, channel: &ChannelName, bp: Backpressure) -> PortResult<()> {
         let mut seen: Option<u64> = None;
-        let mut since = Instant::now();
+        // Time slept since the watermark last moved.
+        let mut still = Duration::ZERO;
         loop {
             let head = self.log.head(channel).await?.map_or(0, |h| h.seq);
             let delivered = self.log.delivered(channel).await?;
@@ -90,14 +102,15 @@ impl Publisher {
                 }
                 if seen != Some(delivered) {
                     seen = Some(delivered);
-                    since = Instant::now();
-                } else if since.elapsed() >= bp.stall {
+                    still = Duration::ZERO;
+                } else if still >= bp.stall {
                     tracing::warn!(%channel, head, delivered, "the broadcaster is not moving; publishing without waiting");
                     stalled.insert(channel.clone(), delivered);
                     return Ok(());
                 }
             }
-            tokio::time::sleep(bp.poll).await;
+            self.sleeper.sleep(bp.poll).await;
+            still += bp.poll;
         }
     }
 

@@ -2,8 +2,9 @@
 //! watches `band:demo`, and the stack's sweep publishes `presence.left` once the
 //! debounce has run out (and not at all for a quick reconnect).
 
+use bandsync::ports::PresenceStore;
 use bandsync_testkit::stack::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 const DEBOUNCE: Duration = Duration::from_millis(1500);
@@ -21,8 +22,7 @@ fn presence_of(frames: &[Value], member: &str) -> Vec<String> {
 
 /// Who `c` is told is online in demo: (member, devices).
 async fn online(c: &mut Client) -> Vec<(String, u64)> {
-    c.send(json!({"action": "presence", "band": "demo"})).await;
-    let reply = c.expect("presence").await;
+    let reply = c.presence("demo").await;
     reply["members"]
         .as_array()
         .unwrap()
@@ -66,8 +66,14 @@ async fn presence_is_debounced_and_queryable() {
     tablet.close().await;
     phone.close().await;
     let phone = t.client("bob", &["demo"]).await;
-    // THEN well past the debounce, alice saw no left / joined pair
-    tokio::time::sleep(DEBOUNCE * 2).await;
+    // THEN once the sweep has decided his departure (after the debounce: it forgets the
+    // mark whether or not he left), alice saw no left / joined pair
+    eventually("the sweep settles bob's departure mark", || async {
+        let far = chrono::Utc::now() + chrono::Duration::hours(1);
+        let marks = t.stack.store.leaving(far, 10).await.unwrap();
+        marks.is_empty().then_some(())
+    })
+    .await;
     t.drain().await;
     assert!(presence_of(&alice.frames_until_pong().await, "bob").is_empty());
     assert_eq!(

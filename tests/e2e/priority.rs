@@ -21,10 +21,8 @@ async fn an_edit_overtakes_a_bulk_sync_backlog_and_order_stays_gapless() {
     let start = subscribed["seq"].as_u64().unwrap() + 1;
     let mut alice = t.client("alice", &["demo"]).await;
     alice
-        .send(json!({"action": "register_device", "device": "alice-phone",
-                     "platform": "ios", "name": "phone"}))
+        .register_device("alice-phone", Platform::Ios, None)
         .await;
-    alice.expect("device").await;
 
     // Forty more members' sockets, read all along: fan-out, not the sync, is then the
     // slow side, so without backpressure a backlog would build.
@@ -81,13 +79,10 @@ async fn an_edit_overtakes_a_bulk_sync_backlog_and_order_stays_gapless() {
     let before_push = files(&events);
 
     // WHEN alice pushes an edit
+    let edit = json!({"mid": 1, "type": "setlist_entry", "id": "e1", "op": "create",
+        "base_version": 0, "fields": {"title": "So What"}, "ts": "2026-12-01T20:00:00Z"});
     alice
-        .send(
-            json!({"action": "push", "band": "demo", "device": "alice-phone", "ref": 1,
-            "mutations": [{"mid": 1, "type": "setlist_entry", "id": "e1", "op": "create",
-                "base_version": 0, "fields": {"title": "So What"},
-                "ts": "2026-12-01T20:00:00Z"}]}),
-        )
+        .push("demo", "alice-phone", json!(1), vec![edit])
         .await;
 
     // THEN bob gets it while the sync is still being delivered: most of the sync comes

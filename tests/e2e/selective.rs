@@ -5,12 +5,8 @@ use bandsync_testkit::stack::*;
 use serde_json::{Value, json};
 
 async fn register(c: &mut Client, device: &str, categories: &[&str]) -> Value {
-    c.send(
-        json!({"action": "register_device", "device": device, "platform": "ios",
-                  "name": device, "categories": categories}),
-    )
-    .await;
-    c.expect("device").await
+    c.register_device(device, Platform::Ios, Some(categories))
+        .await
 }
 
 /// The seqs of `channel` each frame covers, in order: an event its seq, a `skipped`
@@ -71,15 +67,11 @@ async fn selective_sync_keeps_a_setlist_only_device_out_of_file_events() {
         put(t.folder().join(format!("take-{i}.mp3")), format!("r{i}"));
     }
     t.settle_folder(before).await;
-    laptop
-        .send(
-            json!({"action": "push", "band": "demo", "device": "bob-laptop", "ref": 1,
-            "mutations": [
-                entity(1, "setlist_entry", "e1", json!({"title": "So What"})),
-                entity(2, "song_status", "s1", json!({"status": "ready"})),
-            ]}),
-        )
-        .await;
+    let mutations = vec![
+        entity(1, "setlist_entry", "e1", json!({"title": "So What"})),
+        entity(2, "song_status", "s1", json!({"status": "ready"})),
+    ];
+    laptop.push("demo", "bob-laptop", json!(1), mutations).await;
     let verdicts = laptop.expect("push_result").await;
     assert_eq!(verdicts["results"][0]["status"], "applied", "{verdicts}");
     t.drain().await;
@@ -165,10 +157,7 @@ async fn selective_sync_keeps_a_setlist_only_device_out_of_file_events() {
 
     // AND an unknown category is refused, naming it
     phone
-        .send(
-            json!({"action": "register_device", "device": "alice-phone", "platform": "ios",
-                     "name": "phone", "categories": ["setlist"]}),
-        )
+        .send_register_device("alice-phone", Platform::Ios, Some(&["setlist"]))
         .await;
     let err = phone.expect("error").await;
     assert_eq!(err["code"], "invalid_request");

@@ -20,7 +20,7 @@
 //! held to 300 a second. Figures: RESULTS.md beside this file.
 
 use bandsync_local::LocalStack;
-use bandsync_testkit::stack::{Client, Http, SeqOrder, arg, loopback_config};
+use bandsync_testkit::stack::{Client, Http, Platform, SeqOrder, arg, loopback_config};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -73,20 +73,10 @@ fn entry(mid: u64, id: &str, n: u64) -> Value {
            "ts": "2026-12-01T20:00:00Z"})
 }
 
-fn push(band: &str, device: &str, reference: u64, mutations: Vec<Value>) -> Value {
-    json!({"action": "push", "band": band, "device": device, "ref": reference,
-           "mutations": mutations})
-}
-
 /// A member's connection with its device registered.
 async fn device(ws_url: &str, token: &str, device: &str) -> anyhow::Result<Client> {
     let mut c = Client::connect(ws_url, token).await;
-    c.send(
-        json!({"action": "register_device", "device": device, "platform": "other",
-                  "name": device}),
-    )
-    .await;
-    let reply = c.expect("device").await;
+    let reply = c.register_device(device, Platform::Other, None).await;
     anyhow::ensure!(reply["device"] == device, "registered {device}: {reply}");
     Ok(c)
 }
@@ -123,7 +113,7 @@ async fn push_one_by_one(
     for mid in 1..=pushes {
         let id = format!("{name}-{mid}");
         let sent = Instant::now();
-        c.send(push(&band, &name, mid, vec![entry(mid, &id, mid)]))
+        c.push(&band, &name, json!(mid), vec![entry(mid, &id, mid)])
             .await;
         let results = answer(&mut c).await?;
         let acked = Instant::now();
@@ -280,7 +270,7 @@ async fn throughput(
                         .iter()
                         .map(|&mid| entry(mid, &format!("{name}-{mid}"), mid))
                         .collect();
-                    c.send(push(&band, &name, f as u64, mutations)).await;
+                    c.push(&band, &name, json!(f), mutations).await;
                     let results = answer(&mut c).await?;
                     applied += results.iter().filter(|r| r["status"] == "applied").count() as u64;
                 }

@@ -7,7 +7,7 @@
 use bandsync::adapters::local::EmbeddedStore;
 use bandsync::model::DeviceId;
 use bandsync::ports::EntityStore;
-use bandsync_testkit::stack::{Client, Http, eventually, put};
+use bandsync_testkit::stack::{Client, Http, Platform, eventually, put};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -176,16 +176,14 @@ const ENTRIES: u64 = 30;
 const ROUNDS: u64 = 10;
 const FRAME: usize = 50;
 
-fn crash_push(frame: &[Value], reference: usize) -> Value {
-    json!({"action": "push", "band": "demo", "device": "crash-phone", "ref": reference,
-           "mutations": frame})
+async fn crash_push(ws: &mut Client, frame: &[Value], reference: usize) {
+    ws.push("demo", "crash-phone", json!(reference), frame.to_vec())
+        .await;
 }
 
 async fn register_crash_device(ws: &mut Client) {
-    ws.send(json!({"action": "register_device", "device": "crash-phone",
-                   "platform": "ios", "name": "crash-phone"}))
-        .await;
-    assert_eq!(ws.expect("device").await["device"], "crash-phone");
+    let reply = ws.register_device("crash-phone", Platform::Ios, None).await;
+    assert_eq!(reply["device"], "crash-phone");
 }
 
 /// Every event of band:demo from the start of its log, by seq (a resume may deliver one
@@ -224,7 +222,7 @@ async fn a_crash_mid_push_loses_and_doubles_nothing_acknowledged() {
     let mut ws = Client::connect(&url, &tok).await;
     register_crash_device(&mut ws).await;
     for (i, frame) in mutations.chunks(FRAME).enumerate() {
-        ws.send(crash_push(frame, i)).await;
+        crash_push(&mut ws, frame, i).await;
     }
     // WHEN the process is killed (SIGKILL) in the middle of the third frame: a reader
     // of its database (WAL lets another process read) watches the device's mid move
@@ -260,7 +258,7 @@ async fn a_crash_mid_push_loses_and_doubles_nothing_acknowledged() {
     register_crash_device(&mut ws).await;
     let mut verdicts = Vec::new();
     for (i, frame) in mutations.chunks(FRAME).enumerate() {
-        ws.send(crash_push(frame, i)).await;
+        crash_push(&mut ws, frame, i).await;
         let reply = ws.expect("push_result").await;
         assert_eq!(reply["ref"], i);
         verdicts.extend(reply["results"].as_array().unwrap().clone());

@@ -81,9 +81,7 @@ pub fn wants(categories: &[String], event: &Event) -> bool {
     if categories.is_empty() {
         return true;
     }
-    let name = event.event();
-    let family = name.split('.').next().unwrap_or(name);
-    match family {
+    match crate::wire::events::family(event.event()) {
         "file" => {
             let kind = file_kind(event);
             categories.iter().any(|c| match c.as_str() {

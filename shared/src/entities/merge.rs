@@ -883,7 +883,7 @@ fn candidate(state: &FieldState, created_by: &UserId) -> Candidate {
         other => Candidate {
             value: other.value(),
             member: created_by.clone(),
-            device: DeviceId::parse("unknown-device").unwrap_or_else(|e| unreachable!("{e}")),
+            device: crate::const_id!(DeviceId, "unknown-device"),
             mid: 0,
             stamp: None,
         },
@@ -900,8 +900,7 @@ pub fn conflict_id(
     version: u64,
 ) -> ConflictId {
     let hash = Sha256::digest(format!("{band}/{ty}/{id}/{field}/{version}").as_bytes());
-    let id = format!("cf-{}", hex::encode(&hash[..16]));
-    ConflictId::parse(&id).unwrap_or_else(|e| unreachable!("{e}"))
+    ConflictId::of_digest(&hash[..16])
 }
 
 /// How large a field's input is, as its limit counts: its JSON, or a `$text`'s

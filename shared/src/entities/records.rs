@@ -217,42 +217,50 @@ impl Commit {
     /// (device, mid), the entity is one version past `expected_version`, and the history
     /// entry (which needs an entity) is of that entity at that version. An inconsistent
     /// commit is a bug of its caller, refused with what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InconsistentCommit> {
+        match self.inconsistency() {
+            Some(why) => Err(InconsistentCommit(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// What is wrong with the commit, if anything.
+    fn inconsistency(&self) -> Option<String> {
         if (&self.receipt.device, self.receipt.mid) != (&self.device, self.mid) {
-            return Err(format!(
+            return Some(format!(
                 "the receipt is of {}#{}, the commit of {}#{}",
                 self.receipt.device, self.receipt.mid, self.device, self.mid
             ));
         }
         if self.mid == u64::MAX {
-            return Err("a device's mids end at u64::MAX - 1".into());
+            return Some("a device's mids end at u64::MAX - 1".into());
         }
         if self.event.is_none() && !self.more_events.is_empty() {
-            return Err("more events without the commit's event (their channel)".into());
+            return Some("more events without the commit's event (their channel)".into());
         }
         if let Some((_, events)) = self.events() {
             let mut ids = std::collections::HashSet::new();
             if let Some(e) = events.iter().find(|e| !ids.insert(e.id.as_str())) {
-                return Err(format!("the event id {} twice in one commit", e.id));
+                return Some(format!("the event id {} twice in one commit", e.id));
             }
         }
         let Some(entity) = &self.entity else {
             if self.is_settlement() {
-                return Err("a settlement (mid 0) without the entity it settles".into());
+                return Some("a settlement (mid 0) without the entity it settles".into());
             }
-            return match self.history {
-                Some(_) => Err("a history entry without its entity".into()),
-                None => Ok(()),
-            };
+            return self
+                .history
+                .as_ref()
+                .map(|_| "a history entry without its entity".into());
         };
         if entity.band != self.receipt.band {
-            return Err(format!(
+            return Some(format!(
                 "the entity is of band {}, the receipt of {}",
                 entity.band, self.receipt.band
             ));
         }
         if Some(entity.version) != self.expected_version.checked_add(1) {
-            return Err(format!(
+            return Some(format!(
                 "the entity's version {} is not expected_version {} + 1",
                 entity.version, self.expected_version
             ));
@@ -267,12 +275,12 @@ impl Commit {
                         entity.version,
                     ) =>
             {
-                Err(format!(
+                Some(format!(
                     "the history entry is of {}/{} v{}, the entity {}/{} v{}",
                     h.entity_type, h.id, h.version, entity.entity_type, entity.id, entity.version
                 ))
             }
-            _ => Ok(()),
+            _ => None,
         }
     }
 }
@@ -286,6 +294,19 @@ pub enum CommitError {
     Raced(String),
     #[error(transparent)]
     Port(#[from] crate::ports::PortError),
+}
+
+/// A commit that does not hold together, refused by every store before it writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing an inconsistent commit: {0}")]
+pub struct InconsistentCommit(pub String);
+
+impl From<InconsistentCommit> for CommitError {
+    /// A backend failure to the caller: retrying the same commit cannot help, and the
+    /// push path answers it as the server's error, not as a verdict.
+    fn from(e: InconsistentCommit) -> Self {
+        CommitError::Port(crate::ports::PortError::Backend(anyhow::Error::new(e)))
+    }
 }
 
 /// A page of a band's current entities, in (type, id) order.

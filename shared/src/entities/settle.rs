@@ -66,8 +66,8 @@ impl Settler {
             configs,
             publisher,
             engine: Engine::new(),
-            device: DeviceId::parse(SETTLER_DEVICE).expect("a valid device id"),
-            member: UserId::parse(SETTLER_MEMBER).expect("a valid user id"),
+            device: crate::const_id!(DeviceId, SETTLER_DEVICE),
+            member: crate::const_id!(UserId, SETTLER_MEMBER),
         }
     }
 

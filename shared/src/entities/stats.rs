@@ -128,7 +128,7 @@ pub fn conflict_counts(conflicts: &[ConflictRecord]) -> Vec<ConflictCount> {
             .entry(c.entity_type.clone())
             .or_insert_with(|| ConflictCount {
                 entity_type: c.entity_type.clone(),
-                policy: "ask".into(),
+                policy: super::types::Policy::Ask,
                 open: 0,
                 resolved: 0,
                 resolved_by: Default::default(),

@@ -272,11 +272,6 @@ fn valid_field_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn type_name(name: &str) -> EntityTypeName {
-    // The built-in names are constants that parse.
-    EntityTypeName::parse(name).unwrap_or_else(|e| unreachable!("{e}"))
-}
-
 /// The types every band has: `setlist_entry`, `song_status`, `attendance`, `annotation`.
 pub fn builtin_types() -> Vec<EntityType> {
     let f = FieldSpec::new;
@@ -285,7 +280,7 @@ pub fn builtin_types() -> Vec<EntityType> {
         // ([`fractional_index_between`]), so moving an entry writes that entry only and
         // two members' reorders never touch the same field of a third entry.
         EntityType::new(
-            type_name("setlist_entry"),
+            crate::const_id!(EntityTypeName, "setlist_entry"),
             [
                 ("title", f(Policy::Lww)),
                 ("key", f(Policy::Lww)),
@@ -300,7 +295,7 @@ pub fn builtin_types() -> Vec<EntityType> {
         EntityType {
             on_delete: DeleteRule::UpdateWins,
             ..EntityType::new(
-                type_name("song_status"),
+                crate::const_id!(EntityTypeName, "song_status"),
                 [
                     ("status", f(Policy::Lww)),
                     ("ready", f(Policy::Lww)),
@@ -311,12 +306,12 @@ pub fn builtin_types() -> Vec<EntityType> {
         // A member's RSVP to a rehearsal (one entity per member and rehearsal): only the
         // member who made it may change it.
         EntityType::new(
-            type_name("attendance"),
+            crate::const_id!(EntityTypeName, "attendance"),
             [("rsvp", f(Policy::Owner)), ("note", f(Policy::Owner))],
         ),
         // A note on a chart file.
         EntityType::new(
-            type_name("annotation"),
+            crate::const_id!(EntityTypeName, "annotation"),
             [
                 ("file_id", f(Policy::Lww)),
                 ("page", f(Policy::Lww)),
@@ -466,7 +461,7 @@ mod tests {
 
     #[test]
     fn insane_types_are_refused() {
-        let name = type_name("gig");
+        let name = crate::const_id!(EntityTypeName, "gig");
         let cases: Vec<(&str, EntityType)> = vec![
             (
                 "for ask fields only",
@@ -516,23 +511,43 @@ mod tests {
 
     #[test]
     fn band_types_are_strict_or_open() {
-        let gig = EntityType::new(type_name("gig"), [("venue", FieldSpec::new(Policy::Lww))]);
+        let gig = EntityType::new(
+            crate::const_id!(EntityTypeName, "gig"),
+            [("venue", FieldSpec::new(Policy::Lww))],
+        );
         let strict = BandTypes::new(vec![gig.clone()], true);
-        assert_eq!(strict.get(&type_name("gig")).unwrap().as_ref(), &gig);
-        assert!(strict.get(&type_name("attendance")).is_ok());
-        let e = strict.get(&type_name("poll")).unwrap_err();
+        assert_eq!(
+            strict
+                .get(&crate::const_id!(EntityTypeName, "gig"))
+                .unwrap()
+                .as_ref(),
+            &gig
+        );
+        assert!(
+            strict
+                .get(&crate::const_id!(EntityTypeName, "attendance"))
+                .is_ok()
+        );
+        let e = strict
+            .get(&crate::const_id!(EntityTypeName, "poll"))
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownEntityType);
         assert!(e.message.contains("gig"), "{e}");
         let open = BandTypes::new(vec![], false);
-        let poll = open.get(&type_name("poll")).unwrap();
+        let poll = open.get(&crate::const_id!(EntityTypeName, "poll")).unwrap();
         assert_eq!(poll.spec("anything").unwrap().policy, Policy::Lww);
         // A band's own type of a built-in's name replaces it.
         let mine = EntityType::new(
-            type_name("attendance"),
+            crate::const_id!(EntityTypeName, "attendance"),
             [("rsvp", FieldSpec::new(Policy::Lww))],
         );
         let band = BandTypes::new(vec![mine.clone()], true);
-        assert_eq!(band.get(&type_name("attendance")).unwrap().as_ref(), &mine);
+        assert_eq!(
+            band.get(&crate::const_id!(EntityTypeName, "attendance"))
+                .unwrap()
+                .as_ref(),
+            &mine
+        );
         assert_eq!(band.types.len(), 4);
     }
 

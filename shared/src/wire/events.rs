@@ -159,12 +159,17 @@ pub enum Priority {
     Critical,
 }
 
+/// An event name's family, the part before its first dot (`entity` of
+/// `entity.updated`): what priorities and device categories are decided by.
+pub fn family(event: &str) -> &str {
+    event.split('.').next().unwrap_or(event)
+}
+
 impl Priority {
     /// The priority of an event by its name. A name this table does not know is high:
     /// a new kind is never held back by mistake.
     pub fn of(event: &str) -> Self {
-        let family = event.split('.').next().unwrap_or(event);
-        match family {
+        match family(event) {
             "sync" => Self::Low,
             "file" | "calendar" | "setlist" => Self::Normal,
             "member" | "access" | "band" => Self::Critical,

@@ -391,9 +391,18 @@ impl From<&HistoryEntry> for EntityVersion {
 pub struct PresenceList {
     /// Always `presence`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: PresenceKind,
     pub band: BandId,
     pub members: Vec<crate::wire::frames::PresentMember>,
+}
+
+/// The `type` of a [`PresenceList`]: the `presence` frame's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceKind {
+    #[default]
+    Presence,
 }
 
 /// `GET /sync/conflicts?band=`: a band's conflicts, newest first, and how many there
@@ -417,7 +426,7 @@ pub struct ConflictCount {
     #[serde(rename = "type")]
     pub entity_type: EntityTypeName,
     /// The policy that opened them (`ask`).
-    pub policy: String,
+    pub policy: crate::entities::types::Policy,
     pub open: u64,
     pub resolved: u64,
     /// Of the resolved: how (`member`, or the fallback policy's name) and how many.

@@ -2,8 +2,9 @@
 //! with what was seen instead of errors) and a buffer of frames not yet asked for.
 
 use super::{WAIT, names};
-use bandsync::model::ChannelName;
-use bandsync::wire::frames::ClientRequest;
+use bandsync::entities::records::Platform;
+use bandsync::model::{BandId, ChannelName, DeviceId};
+use bandsync::wire::frames::{ClientRequest, PushRequest, RegisterDevice};
 use bandsync_local::listen::{Incoming, Socket};
 use serde_json::Value;
 use std::time::Duration;
@@ -30,7 +31,68 @@ impl Client {
         self.socket.send(request).await.expect("send");
     }
 
-    /// Send any JSON as a frame, request or not (for the bad-input tests and a `ref`).
+    /// Send a client request with a `ref` its replies echo.
+    pub async fn request_with_ref(&mut self, request: &ClientRequest, reference: Value) {
+        let mut frame = serde_json::to_value(request).expect("a request is JSON");
+        frame["ref"] = reference;
+        self.send(frame).await;
+    }
+
+    /// Register `device` (named after itself), wanting `categories` if given; the reply
+    /// (a `device` frame, or an `error`) is left to the caller.
+    pub async fn send_register_device(
+        &mut self,
+        device: &str,
+        platform: Platform,
+        categories: Option<&[&str]>,
+    ) {
+        let request = ClientRequest::RegisterDevice(RegisterDevice {
+            device: DeviceId::parse(device).expect("a device id"),
+            platform,
+            name: device.to_owned(),
+            categories: categories.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+        });
+        self.request(&request).await;
+    }
+
+    /// Register `device` as [`Self::send_register_device`] does, and return its `device`
+    /// reply.
+    pub async fn register_device(
+        &mut self,
+        device: &str,
+        platform: Platform,
+        categories: Option<&[&str]>,
+    ) -> Value {
+        self.send_register_device(device, platform, categories)
+            .await;
+        self.expect("device").await
+    }
+
+    /// Push `mutations` (JSON, as an app writes them) from `device` with `reference` as
+    /// the `ref`; the `push_result` (or `error`) is left to the caller.
+    pub async fn push(
+        &mut self,
+        band: &str,
+        device: &str,
+        reference: Value,
+        mutations: Vec<Value>,
+    ) {
+        let request = ClientRequest::Push(PushRequest {
+            band: BandId::parse(band).expect("a band id"),
+            device: DeviceId::parse(device).expect("a device id"),
+            mutations,
+        });
+        self.request_with_ref(&request, reference).await;
+    }
+
+    /// Ask who of `band` is online; returns the `presence` reply.
+    pub async fn presence(&mut self, band: &str) -> Value {
+        let band = BandId::parse(band).expect("a band id");
+        self.request(&ClientRequest::Presence { band }).await;
+        self.expect("presence").await
+    }
+
+    /// Send any JSON as a frame, request or not (for the bad-input tests).
     pub async fn send(&mut self, frame: Value) {
         self.socket.send_json(&frame).await.expect("send");
     }

@@ -6,6 +6,7 @@
 mod client;
 mod log;
 
+pub use bandsync::entities::records::Platform;
 pub use client::Client;
 pub use log::{SeqOrder, assert_gapless, file_events, has_completed, names};
 

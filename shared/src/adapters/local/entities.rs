@@ -16,7 +16,7 @@ use crate::entities::records::{
 };
 use crate::entities::stats::VerdictCount;
 use crate::model::{BandId, ConflictId, DeviceId, EntityId, EntityTypeName, Event};
-use crate::ports::{EntityStore, PortError, PortResult};
+use crate::ports::{EntityStore, PortResult};
 use anyhow::anyhow;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -223,9 +223,7 @@ impl EntityStore for EmbeddedStore {
     /// back.
     #[instrument(skip_all, fields(device = %commit.device, mid = commit.mid), level = "debug")]
     async fn commit_events(&self, commit: &Commit) -> Result<Vec<Event>, CommitError> {
-        commit
-            .check()
-            .map_err(|e| PortError::Backend(anyhow!("refusing an inconsistent commit: {e}")))?;
+        commit.check()?;
         let device = commit.device.as_str();
         self.db.write_if("commit", |tx| {
             let sql = "UPDATE devices SET next_mid = ?3 WHERE device = ?1 AND next_mid = ?2";

@@ -341,14 +341,14 @@ impl DynamoStore {
                 Some((SortKeys::Between(from, keys::ENTITY_SK_END.into()), cursor))
             }
             (Some(t), after) => {
-                let end = format!("{t}#{}", keys::ENTITY_SK_END);
+                let (start, end) = keys::entity_type_range(t);
                 match after {
                     Some((at, _)) if at > t => None,
                     Some((at, _)) if at == t => {
                         let from = cursor.clone()?;
                         Some((SortKeys::Between(from, end), cursor))
                     }
-                    _ => Some((SortKeys::Between(format!("{t}#"), end), None)),
+                    _ => Some((SortKeys::Between(start, end), None)),
                 }
             }
         }
@@ -558,9 +558,7 @@ impl EntityStore for DynamoStore {
     /// head; this process's writers to one channel take turns, as appends do.
     #[instrument(skip_all, fields(device = %commit.device, mid = commit.mid), level = "debug")]
     async fn commit_events(&self, commit: &Commit) -> Result<Vec<Event>, CommitError> {
-        commit
-            .check()
-            .map_err(|e| PortError::Backend(anyhow!("refusing an inconsistent commit: {e}")))?;
+        commit.check()?;
         let turn = commit.event.as_ref().map(|(channel, _)| self.turn(channel));
         let _turn = match &turn {
             Some(t) => Some(t.lock().await),

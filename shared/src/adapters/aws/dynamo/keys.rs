@@ -216,6 +216,15 @@ pub(super) fn entity_sk(entity_type: &EntityTypeName, id: &EntityId) -> String {
 /// Above every entity sort key (and every id).
 pub(super) const ENTITY_SK_END: &str = "~";
 
+/// The sort keys of one type's entities: from `<type>#` (below its every id) to
+/// `<type>#~` (above them).
+pub(super) fn entity_type_range(entity_type: &EntityTypeName) -> (String, String) {
+    (
+        format!("{entity_type}#"),
+        format!("{entity_type}#{ENTITY_SK_END}"),
+    )
+}
+
 /// `ENTITIES#b / <type>#<id>`.
 pub(super) fn entity(band: &BandId, entity_type: &EntityTypeName, id: &EntityId) -> Item {
     key(entities_pk(band), entity_sk(entity_type, id))
