@@ -69,6 +69,11 @@ const MAX_CREDENTIALS: usize = 64 * 1024;
 /// Entities per page of `GET /sync/entities` (default and most).
 const ENTITY_PAGE: usize = 100;
 const MAX_ENTITY_PAGE: usize = 1000;
+/// The most bytes of entities one snapshot page answers (a Lambda's answer is at most
+/// 6 MB).
+const ENTITY_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The longest entity history a band may keep (ten years).
+const MAX_HISTORY_DAYS: u32 = 3650;
 /// Versions per page of an entity's history.
 const HISTORY_PAGE: usize = 100;
 /// Parked mutations per page of `GET /sync/devices/{device}/parked` (default and most).
@@ -578,7 +583,7 @@ impl Api {
         } else {
             json_body(
                 req,
-                "{name?: string, file_types?: [string], strict_entities?: bool}",
+                "{name?: string, file_types?: [string], strict_entities?: bool, history_days?: int|null}",
             )?
         };
         let name = body
@@ -593,6 +598,16 @@ impl Api {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        if let Some(Some(days)) = body.history_days
+            && !(1..=MAX_HISTORY_DAYS).contains(&days)
+        {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "history_days must be 1 to {MAX_HISTORY_DAYS} (null: the deployment's retention), not {days}"
+                ),
+            ));
+        }
         let existing = self.configs.get_config(&band).await?;
         let created = existing.is_none();
         let mut config = existing.unwrap_or_else(|| SyncConfiguration {
@@ -602,9 +617,13 @@ impl Api {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         });
         if let Some(strict) = body.strict_entities {
             config.strict_entities = strict;
+        }
+        if let Some(days) = body.history_days {
+            config.history_days = days;
         }
         if let Some(name) = name {
             config.name = name;
@@ -878,12 +897,29 @@ impl Api {
             page.entities
                 .retain(|e| types.iter().any(|t| t == e.entity_type.as_str()));
         }
+        // Bounded in bytes too (text fields carry their Yjs documents): a page that would
+        // pass the budget ends early, its `next` at the last entity it has.
+        let mut next = page.next.map(|(t, i)| format!("{t}/{i}"));
+        let mut entities: Vec<EntityView> = Vec::with_capacity(page.entities.len());
+        let mut bytes = 0;
+        for e in &page.entities {
+            let view = EntityView::from(e);
+            let size = serde_json::to_vec(&view).map_or(0, |b| b.len());
+            if let Some(last) = entities.last()
+                && bytes + size > ENTITY_PAGE_BYTES
+            {
+                next = Some(format!("{}/{}", last.entity_type, last.id));
+                break;
+            }
+            bytes += size;
+            entities.push(view);
+        }
         let list = EntityList {
             band,
             seq: head.as_ref().map_or(0, |h| h.seq),
             epoch: head.map(|h| h.epoch),
-            entities: page.entities.iter().map(EntityView::from).collect(),
-            next: page.next.map(|(t, i)| format!("{t}/{i}")),
+            entities,
+            next,
         };
         Ok((200, json!(list)))
     }

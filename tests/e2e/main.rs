@@ -13,3 +13,4 @@ mod rebuild;
 mod restart;
 mod resume;
 mod selective;
+mod text;

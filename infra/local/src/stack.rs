@@ -310,6 +310,7 @@ async fn provision(
                 google_credentials: None,
                 entity_types: vec![],
                 strict_entities: false,
+                history_days: None,
             })
             .await?;
     }

@@ -35,6 +35,7 @@ async fn data_dir(dir: &Path) -> Arc<EmbeddedStore> {
         google_credentials: None,
         entity_types: Vec::new(),
         strict_entities: false,
+        history_days: None,
     };
     store.put_config(&config).await.unwrap();
     let push = push_service(store.clone());

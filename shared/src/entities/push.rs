@@ -790,6 +790,7 @@ fn json_len<T: serde::Serialize>(value: &T) -> usize {
 /// The `entity.*` event of a history entry: made from what is stored, so the same
 /// change always makes the same event (and a duplicate can make it again).
 pub fn change_event(history: &HistoryEntry) -> NewEvent {
+    let (text_updates, text_refetch) = super::policy::TextPolicy::event_updates(history);
     let change = EntityChanged {
         entity_type: history.entity_type.clone(),
         id: history.id.clone(),
@@ -802,6 +803,8 @@ pub fn change_event(history: &HistoryEntry) -> NewEvent {
         member: history.member.clone(),
         device: history.device.clone(),
         mid: history.mid,
+        text_updates,
+        text_refetch,
     };
     NewEvent::new(
         EventKind::entity_event_id(&history.device, history.mid),
@@ -852,6 +855,7 @@ pub fn conflict_events(conflict: &ConflictRecord) -> Vec<NewEvent> {
                 value: r.value.clone(),
                 how: r.how.clone(),
                 by: r.by.clone(),
+                reason: r.reason.clone(),
             }),
         ));
     }

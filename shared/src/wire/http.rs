@@ -7,6 +7,7 @@
 pub use super::frames::SyncRequestBody;
 use crate::entities::mutation::Op;
 use crate::entities::records::{ConflictRecord, Decision, EntityRecord, FieldDiff, HistoryEntry};
+use crate::entities::state::FieldState;
 use crate::error::ErrorCode;
 use crate::model::{
     BandId, ChannelHead, DeviceId, EntityId, EntityTypeName, Source, SourceId, SourceKind,
@@ -32,6 +33,21 @@ pub struct BandBody {
     /// otherwise an undeclared type takes every field as `lww`.
     #[serde(default)]
     pub strict_entities: Option<bool>,
+    /// Days of entity history to keep (1 to 3650); null: back to the deployment's
+    /// retention. Absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<u32>"))]
+    pub history_days: Option<Option<u32>>,
+}
+
+/// A field that may be absent (`None`), null (`Some(None)`) or set: what a `PUT` needs
+/// to tell "leave it" from "clear it".
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PUT /sync/bands/{band}/sources/{source}`.
@@ -79,6 +95,9 @@ pub struct ConfigView {
     /// besides the built-in ones.
     pub entity_types: Vec<EntityTypeName>,
     pub strict_entities: bool,
+    /// Days of entity history kept; absent: the deployment's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +117,7 @@ impl From<&SyncConfiguration> for ConfigView {
             },
             entity_types: c.entity_types.iter().map(|t| t.name.clone()).collect(),
             strict_entities: c.strict_entities,
+            history_days: c.history_days,
         }
     }
 }
@@ -304,6 +324,12 @@ pub struct EntityView {
     pub version: u64,
     pub fields: Map<String, Value>,
     pub deleted: bool,
+    /// Per `text` field, its whole Yjs document (base64 of the state as one v1 update):
+    /// what a Yjs client starts its own document from (`Y.applyUpdate` into a document
+    /// whose text is `getText("text")`), then keeps merging with the events'
+    /// `text_updates`. `fields` has the plain text beside it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_state: BTreeMap<String, String>,
 }
 
 impl From<&EntityRecord> for EntityView {
@@ -314,6 +340,15 @@ impl From<&EntityRecord> for EntityView {
             version: e.version,
             fields: e.state.values(),
             deleted: e.deleted,
+            text_state: e
+                .state
+                .fields
+                .iter()
+                .filter_map(|(name, f)| match &f.state {
+                    FieldState::Text { state, .. } => Some((name.clone(), state.clone())),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }

@@ -609,6 +609,47 @@ async fn settlements_commit_without_a_device<S: EntityStore + ChannelLog + ?Size
         store.commit_events(&empty).await,
         Err(CommitError::Port(_))
     ));
+
+    // ... unless it settles the conflicts of an entity that is gone: the conflicts and
+    // their event alone; again, the event keeps its first seq.
+    let mut gone = conflict(&band, &service, t0, "venue");
+    gone.resolution = Some(Resolution {
+        value: Value::Null,
+        at: t0 + secs(3),
+        by: None,
+        how: "gone".into(),
+        reason: Some("deleted".into()),
+    });
+    let mut settle_gone = empty.clone();
+    settle_gone.expected_version = 0;
+    settle_gone.conflicts = vec![gone.clone()];
+    for _ in 0..2 {
+        let events = store
+            .commit_events(&settle_gone)
+            .await
+            .expect("a gone entity's conflict is settled");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(head_seq(store, &ch).await, 3);
+        assert_eq!(
+            store.get_conflict(&band, &gone.id).await.unwrap(),
+            Some(gone.clone())
+        );
+        assert!(
+            store
+                .list_conflicts(&band, true, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(version_of(store, &band, &ty, &e1).await, Some(2));
+    }
+    // (one that leaves a conflict open is refused)
+    let mut reopen = settle_gone.clone();
+    reopen.conflicts[0].resolution = None;
+    assert!(matches!(
+        store.commit_events(&reopen).await,
+        Err(CommitError::Port(_))
+    ));
 }
 
 /// A refused mutation moves the mid (no deadlock) and is parked, newest first.
@@ -939,6 +980,7 @@ async fn conflicts<S: EntityStore + ?Sized>(store: &S) {
         at: t0 + secs(2),
         by: Some(w.member.clone()),
         how: "member".into(),
+        reason: None,
     });
     let mut c = w.write(&ty, &e1, 1, "B", t0 + secs(2), None);
     c.conflicts = vec![settled.clone()];
