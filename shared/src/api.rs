@@ -6,7 +6,8 @@
 //! sealed with the deployment's [`CredentialKey`] on the way in and never shown again.
 
 use crate::auth::{Member, TokenKey, bearer};
-use crate::entities::types::EntityType;
+use crate::entities::rebuild;
+use crate::entities::types::{BandTypes, EntityType};
 use crate::error::{ErrorCode, Refusal};
 use crate::google::oauth::GoogleCredentials;
 use crate::google::sealed::{self, CredentialKey};
@@ -20,9 +21,9 @@ use crate::ports::{
 };
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
 use crate::wire::http::{
-    BandBody, CheckState, ConfigView, ConflictCount, ConflictList, EntityHistory, EntityList,
-    EntityVersion, EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail,
-    OperationList, Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status, SyncRequestBody,
+    BandBody, CheckState, ConfigView, ConflictList, EntityHistory, EntityList, EntityVersion,
+    EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail, OperationList,
+    Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status, SyncRequestBody,
     TriggerAccepted, WatchChannelView,
 };
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -45,6 +46,7 @@ pub const ROUTES: &[&str] = &[
     "PUT /sync/bands/{band}/sources/{source}",
     "DELETE /sync/bands/{band}/sources/{source}",
     "PUT /sync/bands/{band}/entity-types/{type}",
+    "POST /sync/bands/{band}/entities/rebuild",
     "GET /sync/entities",
     "GET /sync/entities/{type}/{id}",
     "GET /sync/entities/{type}/{id}/history",
@@ -298,6 +300,7 @@ impl Api {
                 | ["sync", "bands", _, "credentials"]
                 | ["sync", "bands", _, "sources", _]
                 | ["sync", "bands", _, "entity-types", _]
+                | ["sync", "bands", _, "entities", "rebuild"]
                 | ["sync", "entities" | "conflicts" | "presence"]
                 | ["sync", "entities", _, _]
                 | ["sync", "entities", _, _, "history"]
@@ -343,6 +346,9 @@ impl Api {
                 let band = Self::operator(&member, band)?;
                 self.put_entity_type(band, EntityTypeName::parse(ty)?, req)
                     .await
+            }
+            (Method::POST, ["sync", "bands", band, "entities", "rebuild"]) => {
+                self.rebuild(Self::operator(&member, band)?, req).await
             }
             (Method::GET, ["sync", "entities"]) => self.entities(&member, req).await,
             (Method::GET, ["sync", "entities", ty, id]) => {
@@ -1066,36 +1072,47 @@ impl Api {
             .await?;
         let truncated = conflicts.len() > MAX_CONFLICTS;
         conflicts.truncate(MAX_CONFLICTS);
-        let mut counts: std::collections::BTreeMap<EntityTypeName, ConflictCount> =
-            std::collections::BTreeMap::new();
-        for c in &conflicts {
-            let count = counts
-                .entry(c.entity_type.clone())
-                .or_insert_with(|| ConflictCount {
-                    entity_type: c.entity_type.clone(),
-                    policy: crate::entities::types::Policy::Ask,
-                    open: 0,
-                    resolved: 0,
-                    resolved_by: Default::default(),
-                });
-            match &c.resolution {
-                None => count.open += 1,
-                Some(r) => {
-                    count.resolved += 1;
-                    *count.resolved_by.entry(r.how.clone()).or_default() += 1;
-                }
-            }
-        }
+        let counts = crate::entities::stats::conflict_counts(&conflicts);
         let open = conflicts.iter().filter(|c| c.resolution.is_none()).count() as u64;
         let list = ConflictList {
             band,
             open,
             resolved: conflicts.len() as u64 - open,
-            counts: counts.into_values().collect(),
+            counts,
             conflicts,
             truncated,
         };
         Ok((200, json!(list)))
+    }
+
+    /// Operator: one page of the band's entities rebuilt from their history and
+    /// compared with what is stored (reads only; see [`crate::entities::rebuild`]).
+    async fn rebuild(
+        &self,
+        band: BandId,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let after = req
+            .query_string_parameters
+            .first("after")
+            .map(entity_cursor)
+            .transpose()?;
+        let limit = number_param(req, "limit", 1, rebuild::MAX_PAGE as u64)?
+            .map_or(rebuild::DEFAULT_PAGE, |n| n as usize);
+        let config = self.registered(&band).await?;
+        let types = BandTypes::new(config.entity_types, config.strict_entities);
+        let check = rebuild::Rebuild {
+            entities: &*self.entities,
+            log: &*self.log,
+            engine: &self.engine,
+        };
+        let report = check.check(&band, &types, after.as_ref(), limit).await?;
+        if report.matched {
+            tracing::info!(%band, checked = report.checked, partial = report.partial, "rebuild matched");
+        } else {
+            tracing::warn!(%band, checked = report.checked, mismatched = report.mismatched, "rebuild found mismatches");
+        }
+        Ok((200, json!(report)))
     }
 
     async fn stats(
@@ -1120,6 +1137,7 @@ impl Api {
                 .copied()
         };
         let head = self.log.head(&ChannelName::Band(band.clone())).await?;
+        let verdicts = self.entities.verdict_counts(&band).await?;
         let stats = Stats {
             band,
             window: StatsWindow {
@@ -1139,6 +1157,7 @@ impl Api {
                 seq: head.as_ref().map(|h| h.seq),
                 epoch: head.map(|h| h.epoch),
             },
+            entities: crate::entities::stats::verdict_counts(&verdicts),
         };
         Ok((200, json!(stats)))
     }

@@ -1018,6 +1018,15 @@ fn big_fields(prefix: &str, n: usize) -> Value {
     )
 }
 
+/// Scrapbook `s1` grown to about 120 KB by alice's phone (mids 1 and 2).
+async fn scrapbook_of_120_kb(f: &Fixture) {
+    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
+        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
+        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
+        assert_eq!(r[0]["status"], "applied", "{r:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_entity_past_its_bound_is_rejected_and_parked_and_the_queue_goes_on() {
     // GIVEN a scrapbook (a type the band does not declare: every field lww) grown to
@@ -1094,11 +1103,7 @@ async fn an_entity_over_its_bound_may_still_shrink_and_be_deleted() {
     // GIVEN a scrapbook of about 150 KB, over the bound (grown before it was kept, here
     // written straight to the store as a settlement would)
     let f = Fixture::new().await;
-    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
-        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
-        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
-        assert_eq!(r[0]["status"], "applied", "{r:?}");
-    }
+    scrapbook_of_120_kb(&f).await;
     let mut entity = f.entity("scrapbook", "s1").await.unwrap();
     let mut history =
         f.h.store
@@ -1173,11 +1178,7 @@ async fn a_page_of_large_parked_mutations_stays_under_a_lambda_answer() {
     // GIVEN a 120 KB scrapbook and 40 refused changes of 105 KB each (parked as pushed:
     // 4.2 MB in all)
     let f = Fixture::new().await;
-    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
-        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
-        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
-        assert_eq!(r[0]["status"], "applied", "{r:?}");
-    }
+    scrapbook_of_120_kb(&f).await;
     for mid in 3..=42 {
         let grow = m(mid, "scrapbook", "s1", "patch", 2, big_fields("c", 7));
         let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
@@ -1297,6 +1298,25 @@ async fn answer(f: &Fixture, conn: &str, push: &Value) -> Vec<Value> {
     f.h.pusher.frames(&conn_id(conn)).split_off(before)
 }
 
+/// A push (of `reference`) of one small patch to each of the pages s0..s19, from mid
+/// `first` on, on version `base`.
+fn patch_each_page(first: u64, base: u64, reference: &str) -> Value {
+    let frame: Vec<Value> = (0..20u64)
+        .map(|n| {
+            m(
+                first + n,
+                "scrapbook",
+                &format!("s{n}"),
+                "patch",
+                base,
+                json!({"n": n}),
+            )
+        })
+        .collect();
+    json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": reference,
+           "mutations": frame})
+}
+
 #[tokio::test]
 async fn verdicts_over_a_frame_come_in_several_push_results() {
     // GIVEN twenty 15 KB scrapbook pages, in four pushes
@@ -1320,20 +1340,7 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
     }
     // WHEN alice pushes a small change to each: every verdict could carry its page,
     // about 300 KB of verdicts
-    let frame: Vec<Value> = (0..20u64)
-        .map(|n| {
-            m(
-                21 + n,
-                "scrapbook",
-                &format!("s{n}"),
-                "patch",
-                1,
-                json!({"n": n}),
-            )
-        })
-        .collect();
-    let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "big",
-                      "mutations": frame});
+    let push = patch_each_page(21, 1, "big");
     let frames = answer(&f, ALICE, &push).await;
 
     // THEN they come in several push_result frames of the push's ref, each under 128 KB
@@ -1383,20 +1390,7 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
 
     // AND when the first frame of a split answer cannot be posted, nothing more is
     // posted: the reply is an error naming the first mid not delivered
-    let frame: Vec<Value> = (0..20u64)
-        .map(|n| {
-            m(
-                41 + n,
-                "scrapbook",
-                &format!("s{n}"),
-                "patch",
-                2,
-                json!({"n": n}),
-            )
-        })
-        .collect();
-    let push = json!({"action": "push", "band": "demo", "device": ALICE_PHONE, "ref": "lost",
-                      "mutations": frame});
+    let push = patch_each_page(41, 2, "lost");
     let attempts = f.h.pusher.attempts(&conn_id(ALICE));
     f.h.pusher
         .set(&conn_id(ALICE), PushBehaviour::ErrFirst(attempts + 1));
@@ -1424,11 +1418,7 @@ async fn verdicts_over_a_frame_come_in_several_push_results() {
 async fn many_patches_to_one_big_entity_answer_with_its_fields_once() {
     // GIVEN a 120 KB scrapbook
     let f = Fixture::new().await;
-    for (mid, op, prefix) in [(1, "create", "a"), (2, "patch", "b")] {
-        let grow = m(mid, "scrapbook", "s1", op, mid - 1, big_fields(prefix, 4));
-        let r = f.results(ALICE, ALICE_PHONE, vec![grow]).await;
-        assert_eq!(r[0]["status"], "applied", "{r:?}");
-    }
+    scrapbook_of_120_kb(&f).await;
     // WHEN alice pushes 500 small patches to it in one frame
     let frame: Vec<Value> = (3..=502u64)
         .map(|mid| m(mid, "scrapbook", "s1", "patch", mid - 1, json!({"n": mid})))

@@ -9,6 +9,7 @@ mod operator;
 mod pipeline;
 mod presence;
 mod priority;
+mod rebuild;
 mod restart;
 mod resume;
 mod selective;

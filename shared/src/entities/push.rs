@@ -224,6 +224,14 @@ impl Pending {
         };
         Some((m.entity_type.as_str(), m.id.as_str()))
     }
+
+    /// Its entity type, for the analytics (none: it no longer parses).
+    fn entity_type(&self) -> Option<&crate::model::EntityTypeName> {
+        match self {
+            Self::Fresh(c) => Some(&c.ty.name),
+            Self::Answered { mutation, .. } => mutation.as_ref().map(|m| &m.entity_type),
+        }
+    }
 }
 
 /// The most an entity may be, as the JSON of its record after a mutation, and the most
@@ -353,8 +361,13 @@ impl PushService {
             receipts: BTreeMap::new(),
             loaded: None,
             refound: Vec::new(),
+            tally: Default::default(),
         };
         let outcome = run.decide_all(&checked).await;
+        run.tally.emit_frame(
+            checked.iter().map(Pending::entity_type),
+            outcome.as_ref().ok(),
+        );
         // Whatever happened, what was committed is queued for broadcast.
         let committed = std::mem::take(&mut run.committed);
         self.enqueue(&band, committed).await;
@@ -455,6 +468,8 @@ struct Run<'a> {
     /// Duplicates whose events are appended and queued again after the frame: the
     /// index of the verdict, and its events (the entity's first).
     refound: Vec<(usize, Vec<NewEvent>)>,
+    /// The frame's verdicts, for its analytics' EMF lines.
+    tally: super::stats::Tally,
 }
 
 impl Run<'_> {
@@ -646,6 +661,7 @@ impl Run<'_> {
             let (commit, mut result) = self.commit_of(c, current.as_ref(), verdict, now);
             match s.entities.commit_events(&commit).await {
                 Ok(events) => {
+                    self.tally.commit(&commit);
                     self.next_mid = m.mid + 1;
                     result.seq = events.first().map(|e| e.seq);
                     self.committed.extend(events);

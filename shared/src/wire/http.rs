@@ -197,6 +197,83 @@ pub struct Stats {
     /// Of the completed operations (null: none).
     pub duration_ms: Percentiles,
     pub events: LogPosition,
+    /// Members' changes: per entity type, the verdicts committed since the band's first
+    /// (durable counters, bumped in each verdict's commit), by type name.
+    #[serde(default)]
+    pub entities: Vec<VerdictCounts>,
+}
+
+/// The verdicts committed on one entity type of a band (`duplicate` and `out_of_order`
+/// write nothing, so they are counted in the EMF metrics only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct VerdictCounts {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    pub applied: u64,
+    pub merged: u64,
+    pub conflict: u64,
+    pub rejected: u64,
+    /// Per policy (`lww`, `set`, `ask`, ... or a custom resolver's name), how the
+    /// fields it decided against a concurrent change came out (`won`, `lost`,
+    /// `merged`, `conflict`, `resolved`, `settled`) and how often.
+    pub policies: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// `POST /sync/bands/{band}/entities/rebuild`: one page of the band's entities, each
+/// rebuilt from its history and compared with the state stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RebuildReport {
+    pub band: BandId,
+    /// Entities compared (this page).
+    pub checked: u64,
+    /// No entity of the page differs from its rebuild. With `partial` > 0 it is a
+    /// partial verdict: the versions the retention pruned were not checked.
+    pub matched: bool,
+    /// The entities that differ (the first [`crate::entities::rebuild::MAX_MISMATCHES`]).
+    pub mismatches: Vec<RebuildMismatch>,
+    /// How many differ (listed or not).
+    pub mismatched: u64,
+    /// Entities whose whole history is kept, replayed from version 1.
+    pub full: u64,
+    /// Entities whose oldest versions the history retention pruned: replayed from their
+    /// oldest kept version, taking the state it recorded as the start.
+    pub partial: u64,
+    /// What was replayed.
+    pub replayed: ReplayedRange,
+    /// The band channel's head when the check began (the state is at least that new).
+    pub channel: LogPosition,
+    /// More entities follow: pass this as `after` for the next page.
+    pub next: Option<String>,
+}
+
+/// The part of the band's history a rebuild replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReplayedRange {
+    /// History entries (versions) folded.
+    pub versions: u64,
+    /// Commit time of the oldest and newest entry replayed (null: none).
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// The oldest version a partial entity was replayed from (null: no partial one).
+    pub oldest_start_version: Option<u64>,
+}
+
+/// An entity whose stored state is not what its history rebuilds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RebuildMismatch {
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub stored_version: u64,
+    /// The version the rebuild reached (null: it stopped, see `reason`).
+    pub replayed_version: Option<u64>,
+    /// The first version replayed (1 unless the retention pruned older ones).
+    pub replayed_from: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -227,6 +227,69 @@ pub async fn entity_store_contract<S: EntityStore + ChannelLog + ?Sized>(store: 
     entity_listing_pages(store).await;
     history_and_its_pruning(store).await;
     conflicts(store).await;
+    verdicts_are_counted_once_per_commit(store).await;
+}
+
+/// Each committed verdict bumps its band's counters in the same write: once (a raced
+/// commit counts nothing), per (type, counter), summed over the band's devices.
+async fn verdicts_are_counted_once_per_commit<S: EntityStore + ChannelLog + ?Sized>(store: &S) {
+    use bandsync::entities::records::Decision;
+    let (band, other) = (super::band(), super::band());
+    let ch = ChannelName::Band(band.clone());
+    let (entry, attendance) = (type_name("setlist_entry"), type_name("attendance"));
+    assert!(store.verdict_counts(&band).await.unwrap().is_empty());
+    let mut ringo = Writer::new(store, &band).await;
+    let mut paul = Writer::new(store, &band).await;
+    let now = Utc::now();
+    // GIVEN ringo's create (applied), then his patch decided against paul's (merged)
+    let create = ringo.write(&entry, &entity_id("e1"), 0, "A", now, Some(&ch));
+    ringo.commit(store, &create).await;
+    let mut merged = ringo.write(&entry, &entity_id("e1"), 1, "B", now, Some(&ch));
+    merged.receipt.result.status = MutationStatus::Merged;
+    if let Some(h) = merged.history.as_mut() {
+        h.decisions.push(Decision {
+            field: "title".into(),
+            policy: "lww".into(),
+            outcome: "won".into(),
+            loser: Some(json!("C")),
+        });
+    }
+    ringo.commit(store, &merged).await;
+    // AND the same commit again (a redelivery): raced, counted nothing
+    assert_raced(store.commit(&merged).await, "the merged commit again");
+    // AND paul's create of another entry and a refused RSVP
+    let create = paul.write(&entry, &entity_id("e2"), 0, "D", now, Some(&ch));
+    paul.commit(store, &create).await;
+    let mut refused = paul.reject();
+    refused.receipt.parked = Some(json!({"mid": refused.mid, "type": "attendance"}));
+    paul.commit(store, &refused).await;
+    // AND a verdict in another band
+    let mut elsewhere = Writer::new(store, &other).await;
+    let create = elsewhere.write(&entry, &entity_id("e1"), 0, "X", now, None);
+    elsewhere.commit(store, &create).await;
+
+    // THEN the band's counters are the verdicts, once each, both devices summed
+    let counts: Vec<(String, String, u64)> = store
+        .verdict_counts(&band)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.entity_type, c.counter, c.count))
+        .collect();
+    let row = |t: &EntityTypeName, c: &str, n| (t.to_string(), c.to_owned(), n);
+    assert_eq!(
+        counts,
+        vec![
+            row(&attendance, "status:rejected", 1),
+            row(&entry, "policy:lww:won", 1),
+            row(&entry, "status:applied", 2),
+            row(&entry, "status:merged", 1),
+        ],
+        "per (type, counter), in that order"
+    );
+    let elsewhere: Vec<_> = store.verdict_counts(&other).await.unwrap();
+    assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
+    assert_eq!(elsewhere[0].count, 1);
 }
 
 /// First member wins; the same member updates platform, name and categories, never the
