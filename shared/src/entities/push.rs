@@ -350,7 +350,7 @@ impl PushService {
                 retry_after: Some(wait),
             });
         }
-        let checked = self.check(&band, record.next_mid, mutations).await?;
+        let (checked, types) = self.check(&band, record.next_mid, mutations).await?;
         let mut run = Run {
             service: self,
             band: &band,
@@ -367,6 +367,7 @@ impl PushService {
         run.tally.emit_frame(
             checked.iter().map(Pending::entity_type),
             outcome.as_ref().ok(),
+            &types,
         );
         // Whatever happened, what was committed is queued for broadcast.
         let committed = std::mem::take(&mut run.committed);
@@ -383,7 +384,7 @@ impl PushService {
         band: &BandId,
         next_mid: u64,
         mutations: Vec<Value>,
-    ) -> Result<Vec<Pending>, PushRefused> {
+    ) -> Result<(Vec<Pending>, BandTypes), PushRefused> {
         let config = self.configs.get_config(band).await?;
         let types = match config {
             Some(c) => BandTypes::new(c.entity_types, c.strict_entities),
@@ -434,7 +435,7 @@ impl PushService {
             versions.insert(key, (stored, earlier + 1));
             checked.push(Pending::Fresh(Checked { mutation, raw, ty }));
         }
-        Ok(checked)
+        Ok((checked, types))
     }
 
     /// Queue committed (or re-found) events for broadcast. A failure is logged only:

@@ -251,12 +251,16 @@ impl Rebuild<'_> {
                 None => break,
             }
             history.extend(entries);
-            // A version beyond the stored one is a mismatch the replay reports; there
-            // is no need to read further than it.
+            // There is no need to read past the stored version (see below).
             if !full || after >= stored.version {
                 break;
             }
         }
+        // A version past the stored one is a commit that landed between the listing and
+        // this read (a commit writes its entity and its history entry together, so it
+        // is never a lost entity write): the stored record is compared with what its
+        // own history makes of it, and the newer commit is checked next time.
+        history.retain(|h| h.version <= stored.version);
         Ok(compare(self.engine, &ty, stored, &history))
     }
 }

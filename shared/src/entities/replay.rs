@@ -169,6 +169,7 @@ pub fn differences(recorded: &EntityRecord, rebuilt: &EntityRecord) -> Vec<Strin
             && recorded.entity_type == rebuilt.entity_type
             && recorded.id == rebuilt.id,
     );
+    check("version", recorded.version == rebuilt.version);
     check("deleted", recorded.deleted == rebuilt.deleted);
     check("created_by", recorded.created_by == rebuilt.created_by);
     check("updated_at", recorded.updated_at == rebuilt.updated_at);

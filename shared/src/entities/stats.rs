@@ -14,6 +14,7 @@
 
 use super::mutation::MutationStatus;
 use super::records::{Commit, ConflictRecord};
+use super::types::BandTypes;
 use crate::model::{BandId, EntityTypeName};
 use crate::transport::metrics::{self, Unit};
 use crate::wire::http::{ConflictCount, VerdictCounts};
@@ -24,6 +25,9 @@ const STATUS: &str = "status:";
 const POLICY: &str = "policy:";
 /// The type of a rejected mutation whose type cannot be read back from its parked copy.
 const UNKNOWN_TYPE: &str = "unknown";
+/// The `EntityType` dimension of a type the band does not declare (a non-strict band's
+/// own names, or a refused mutation's claim): one value, however many names members use.
+const UNDECLARED_TYPE: &str = "undeclared";
 
 /// One of a band's counters as a store keeps it (summed over the store's shards).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -147,6 +151,16 @@ pub fn conflict_counts(conflicts: &[ConflictRecord]) -> Vec<ConflictCount> {
 /// The function the push path runs in: the metrics' fixed dimension.
 pub const FUNCTION: (&str, &str) = ("Function", "ws-message");
 
+/// The `EntityType` dimension value of `ty`: itself if the band declares it (or it is
+/// built in, or `unknown`), else `undeclared`.
+pub fn type_dimension<'a>(ty: &'a str, declared: &BandTypes) -> &'a str {
+    if ty == UNKNOWN_TYPE || declared.declares(ty) {
+        ty
+    } else {
+        UNDECLARED_TYPE
+    }
+}
+
 /// The verdicts of one push frame, for its EMF lines.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
@@ -196,6 +210,7 @@ impl Tally {
         &mut self,
         types: impl Iterator<Item = Option<&'t EntityTypeName>>,
         results: Option<&Vec<super::mutation::MutationResult>>,
+        declared: &BandTypes,
     ) {
         for (ty, r) in types.zip(results.into_iter().flatten()) {
             if matches!(
@@ -205,18 +220,22 @@ impl Tally {
                 self.unwritten(ty, r.status);
             }
         }
-        self.emit();
+        self.emit(declared);
     }
 
-    /// One EMF line per (type, status) and per (type, policy, outcome).
-    pub fn emit(&self) {
+    /// One EMF line per (type, status) and per (type, policy, outcome); a type the band
+    /// does not declare is the dimension value `undeclared`.
+    pub fn emit(&self, declared: &BandTypes) {
+        let dimension = |ty: &str| type_dimension(ty, declared).to_owned();
         for ((ty, status), n) in &self.mutations {
+            let ty = &dimension(ty);
             metrics::emit(
                 &[FUNCTION, ("EntityType", ty), ("Status", status)],
                 &[("Mutations", *n as f64, Unit::Count)],
             );
         }
         for ((ty, policy, outcome), n) in &self.decisions {
+            let ty = &dimension(ty);
             metrics::emit(
                 &[
                     FUNCTION,
@@ -362,6 +381,24 @@ mod tests {
         );
         assert!(!tally.decisions.is_empty());
         // Emitting checks every line against metrics::METRICS (a debug assertion).
-        tally.emit();
+        tally.emit(&BandTypes::new(Vec::new(), false));
+    }
+
+    #[test]
+    fn only_declared_or_built_in_types_name_a_metric_dimension() {
+        use crate::entities::types::{EntityType, FieldSpec, Policy};
+        let gig = EntityType::new(
+            EntityTypeName::parse("gig").unwrap(),
+            [("venue", FieldSpec::new(Policy::Lww))],
+        );
+        let types = BandTypes::new(vec![gig], false);
+        assert_eq!(type_dimension("gig", &types), "gig");
+        assert_eq!(type_dimension("setlist_entry", &types), "setlist_entry");
+        assert_eq!(type_dimension(UNKNOWN_TYPE, &types), UNKNOWN_TYPE);
+        assert_eq!(type_dimension("made_up_by_a_member", &types), "undeclared");
+        assert_eq!(
+            type_dimension("gig", &BandTypes::new(Vec::new(), false)),
+            "undeclared"
+        );
     }
 }

@@ -341,6 +341,12 @@ impl BandTypes {
         Self { types, strict }
     }
 
+    /// Whether the band declares `name` (or it is built in): what may name a metric's
+    /// dimension, so members cannot grow the metrics with type names of their own.
+    pub fn declares(&self, name: &str) -> bool {
+        self.types.iter().any(|t| t.name.as_str() == name)
+    }
+
     pub fn get(&self, name: &EntityTypeName) -> Result<Cow<'_, EntityType>, MutationError> {
         if let Some(t) = self.types.iter().find(|t| &t.name == name) {
             return Ok(Cow::Borrowed(t));
