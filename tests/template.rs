@@ -711,6 +711,7 @@ fn every_http_route_reaches_its_function() {
         "PUT /sync/bands/{band}/sources/{source}",
         "DELETE /sync/bands/{band}/sources/{source}",
         "PUT /sync/bands/{band}/entity-types/{type}",
+        "POST /sync/bands/{band}/entities/rebuild",
     ] {
         assert_eq!(expected.get(route), Some(&"api"), "{route}");
     }
@@ -1293,7 +1294,32 @@ fn dashboard_charts_every_emf_metric_and_the_aws_metrics() {
             "the code no longer emits {must}"
         );
     }
-    for m in METRICS {
+    // A metric with varying dimensions is charted by a SEARCH over all their values.
+    let expressions: Vec<&str> = dashboard["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["properties"]["metrics"].as_array().into_iter().flatten())
+        .flat_map(|line| line.as_array().into_iter().flatten())
+        .filter_map(|part| part["expression"].as_str())
+        .collect();
+    for m in METRICS.iter().filter(|m| !m.by.is_empty()) {
+        let (dim, value) = m.dimension;
+        let schema = format!("{{{NAMESPACE},{dim},{}}}", m.by.join(","));
+        let wanted = [
+            "SEARCH('".to_owned() + &schema,
+            format!("{dim}=\"{value}\""),
+            format!("MetricName=\"{}\"", m.name),
+        ];
+        assert!(
+            expressions
+                .iter()
+                .any(|e| wanted.iter().all(|w| e.contains(w.as_str()))),
+            "the dashboard has no SEARCH of {} by {schema}: {expressions:?}",
+            m.name
+        );
+    }
+    for m in METRICS.iter().filter(|m| m.by.is_empty()) {
         let (dim, value) = m.dimension;
         assert!(
             charted(&[NAMESPACE, m.name, dim, value]),

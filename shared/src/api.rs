@@ -6,7 +6,8 @@
 //! sealed with the deployment's [`CredentialKey`] on the way in and never shown again.
 
 use crate::auth::{Member, TokenKey, bearer};
-use crate::entities::types::EntityType;
+use crate::entities::rebuild;
+use crate::entities::types::{BandTypes, EntityType};
 use crate::error::{ErrorCode, Refusal};
 use crate::google::oauth::GoogleCredentials;
 use crate::google::sealed::{self, CredentialKey};
@@ -20,9 +21,9 @@ use crate::ports::{
 };
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
 use crate::wire::http::{
-    BandBody, CheckState, ConfigView, ConflictCount, ConflictList, EntityHistory, EntityList,
-    EntityVersion, EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail,
-    OperationList, Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status, SyncRequestBody,
+    BandBody, CheckState, ConfigView, ConflictList, EntityHistory, EntityList, EntityVersion,
+    EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail, OperationList,
+    Percentiles, QueuedJob, SourceBody, Stats, StatsWindow, Status, SyncRequestBody,
     TriggerAccepted, WatchChannelView,
 };
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -45,6 +46,7 @@ pub const ROUTES: &[&str] = &[
     "PUT /sync/bands/{band}/sources/{source}",
     "DELETE /sync/bands/{band}/sources/{source}",
     "PUT /sync/bands/{band}/entity-types/{type}",
+    "POST /sync/bands/{band}/entities/rebuild",
     "GET /sync/entities",
     "GET /sync/entities/{type}/{id}",
     "GET /sync/entities/{type}/{id}/history",
@@ -67,6 +69,11 @@ const MAX_CREDENTIALS: usize = 64 * 1024;
 /// Entities per page of `GET /sync/entities` (default and most).
 const ENTITY_PAGE: usize = 100;
 const MAX_ENTITY_PAGE: usize = 1000;
+/// The most bytes of entities one snapshot page answers (a Lambda's answer is at most
+/// 6 MB).
+const ENTITY_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The longest entity history a band may keep (ten years).
+const MAX_HISTORY_DAYS: u32 = 3650;
 /// Versions per page of an entity's history.
 const HISTORY_PAGE: usize = 100;
 /// Parked mutations per page of `GET /sync/devices/{device}/parked` (default and most).
@@ -290,6 +297,7 @@ impl Api {
                 | ["sync", "bands", _, "credentials"]
                 | ["sync", "bands", _, "sources", _]
                 | ["sync", "bands", _, "entity-types", _]
+                | ["sync", "bands", _, "entities", "rebuild"]
                 | ["sync", "entities" | "conflicts" | "presence"]
                 | ["sync", "entities", _, _]
                 | ["sync", "entities", _, _, "history"]
@@ -335,6 +343,9 @@ impl Api {
                 let band = Self::operator(&member, band)?;
                 self.put_entity_type(band, EntityTypeName::parse(ty)?, req)
                     .await
+            }
+            (Method::POST, ["sync", "bands", band, "entities", "rebuild"]) => {
+                self.rebuild(Self::operator(&member, band)?, req).await
             }
             (Method::GET, ["sync", "entities"]) => self.entities(&member, req).await,
             (Method::GET, ["sync", "entities", ty, id]) => {
@@ -572,7 +583,7 @@ impl Api {
         } else {
             json_body(
                 req,
-                "{name?: string, file_types?: [string], strict_entities?: bool}",
+                "{name?: string, file_types?: [string], strict_entities?: bool, history_days?: int|null}",
             )?
         };
         let name = body
@@ -587,6 +598,16 @@ impl Api {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        if let Some(Some(days)) = body.history_days
+            && !(1..=MAX_HISTORY_DAYS).contains(&days)
+        {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "history_days must be 1 to {MAX_HISTORY_DAYS} (null: the deployment's retention), not {days}"
+                ),
+            ));
+        }
         let existing = self.configs.get_config(&band).await?;
         let created = existing.is_none();
         let mut config = existing.unwrap_or_else(|| SyncConfiguration {
@@ -596,9 +617,13 @@ impl Api {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         });
         if let Some(strict) = body.strict_entities {
             config.strict_entities = strict;
+        }
+        if let Some(days) = body.history_days {
+            config.history_days = days;
         }
         if let Some(name) = name {
             config.name = name;
@@ -872,12 +897,29 @@ impl Api {
             page.entities
                 .retain(|e| types.iter().any(|t| t == e.entity_type.as_str()));
         }
+        // Bounded in bytes too (text fields carry their Yjs documents): a page that would
+        // pass the budget ends early, its `next` at the last entity it has.
+        let mut next = page.next.map(|(t, i)| format!("{t}/{i}"));
+        let mut entities: Vec<EntityView> = Vec::with_capacity(page.entities.len());
+        let mut bytes = 0;
+        for e in &page.entities {
+            let view = EntityView::from(e);
+            let size = serde_json::to_vec(&view).map_or(0, |b| b.len());
+            if let Some(last) = entities.last()
+                && bytes + size > ENTITY_PAGE_BYTES
+            {
+                next = Some(format!("{}/{}", last.entity_type, last.id));
+                break;
+            }
+            bytes += size;
+            entities.push(view);
+        }
         let list = EntityList {
             band,
             seq: head.as_ref().map_or(0, |h| h.seq),
             epoch: head.map(|h| h.epoch),
-            entities: page.entities.iter().map(EntityView::from).collect(),
-            next: page.next.map(|(t, i)| format!("{t}/{i}")),
+            entities,
+            next,
         };
         Ok((200, json!(list)))
     }
@@ -1012,36 +1054,47 @@ impl Api {
             .await?;
         let truncated = conflicts.len() > MAX_CONFLICTS;
         conflicts.truncate(MAX_CONFLICTS);
-        let mut counts: std::collections::BTreeMap<EntityTypeName, ConflictCount> =
-            std::collections::BTreeMap::new();
-        for c in &conflicts {
-            let count = counts
-                .entry(c.entity_type.clone())
-                .or_insert_with(|| ConflictCount {
-                    entity_type: c.entity_type.clone(),
-                    policy: crate::entities::types::Policy::Ask,
-                    open: 0,
-                    resolved: 0,
-                    resolved_by: Default::default(),
-                });
-            match &c.resolution {
-                None => count.open += 1,
-                Some(r) => {
-                    count.resolved += 1;
-                    *count.resolved_by.entry(r.how.clone()).or_default() += 1;
-                }
-            }
-        }
+        let counts = crate::entities::stats::conflict_counts(&conflicts);
         let open = conflicts.iter().filter(|c| c.resolution.is_none()).count() as u64;
         let list = ConflictList {
             band,
             open,
             resolved: conflicts.len() as u64 - open,
-            counts: counts.into_values().collect(),
+            counts,
             conflicts,
             truncated,
         };
         Ok((200, json!(list)))
+    }
+
+    /// Operator: one page of the band's entities rebuilt from their history and
+    /// compared with what is stored (reads only; see [`crate::entities::rebuild`]).
+    async fn rebuild(
+        &self,
+        band: BandId,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<(u16, Value), Refusal> {
+        let after = req
+            .query_string_parameters
+            .first("after")
+            .map(entity_cursor)
+            .transpose()?;
+        let limit = number_param(req, "limit", 1, rebuild::MAX_PAGE as u64)?
+            .map_or(rebuild::DEFAULT_PAGE, |n| n as usize);
+        let config = self.registered(&band).await?;
+        let types = BandTypes::new(config.entity_types, config.strict_entities);
+        let check = rebuild::Rebuild {
+            entities: &*self.entities,
+            log: &*self.log,
+            engine: &self.engine,
+        };
+        let report = check.check(&band, &types, after.as_ref(), limit).await?;
+        if report.matched {
+            tracing::info!(%band, checked = report.checked, partial = report.partial, "rebuild matched");
+        } else {
+            tracing::warn!(%band, checked = report.checked, mismatched = report.mismatched, "rebuild found mismatches");
+        }
+        Ok((200, json!(report)))
     }
 
     async fn stats(
@@ -1066,6 +1119,7 @@ impl Api {
                 .copied()
         };
         let head = self.log.head(&ChannelName::Band(band.clone())).await?;
+        let verdicts = self.entities.verdict_counts(&band).await?;
         let stats = Stats {
             band,
             window: StatsWindow {
@@ -1085,6 +1139,7 @@ impl Api {
                 seq: head.as_ref().map(|h| h.seq),
                 epoch: head.map(|h| h.epoch),
             },
+            entities: crate::entities::stats::verdict_counts(&verdicts),
         };
         Ok((200, json!(stats)))
     }

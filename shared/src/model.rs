@@ -268,6 +268,10 @@ pub struct SyncConfiguration {
     /// Refuse pushes of types the band does not declare (`unknown_entity_type`).
     #[serde(default)]
     pub strict_entities: bool,
+    /// How many days the band's entity history is kept; none: the deployment's
+    /// retention (the scheduler's `history_retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
 }
 
 /// A sealed secret as stored: `{"v":1,"alg":"A256GCM","nonce":b64,"ct":b64}`. Sealed
@@ -756,6 +760,7 @@ mod tests {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         };
         assert!(cfg.accepts("anything"));
         cfg.file_types = vec!["pdf".into(), "MP3".into()];

@@ -6,6 +6,7 @@ use crate::entities::records::{
     Commit, CommitError, ConflictRecord, DeviceRecord, EntityPage, EntityRecord, HistoryEntry,
     Receipt,
 };
+use crate::entities::stats::VerdictCount;
 use crate::model::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -243,6 +244,11 @@ pub trait EntityStore: Send + Sync {
     /// Forget history entries committed before `before` (the retention), never an
     /// entity's newest. Returns how many went.
     async fn prune_history(&self, band: &BandId, before: DateTime<Utc>) -> PortResult<u64>;
+    /// The band's verdict counters (see [`crate::entities::stats::counters`]), which
+    /// [`Self::commit_events`] bumps in the same atomic write as the verdict: each
+    /// committed verdict is counted once, a raced or refused commit not at all. Summed
+    /// per (entity type, counter), in that order; a key lookup, never a scan.
+    async fn verdict_counts(&self, band: &BandId) -> PortResult<Vec<VerdictCount>>;
 }
 
 /// A member's presence in a band, as [`PresenceStore`] keeps it: listed from its first

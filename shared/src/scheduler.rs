@@ -29,7 +29,8 @@ pub struct Scheduler {
     settler: Option<Settler>,
     /// Whose entity history is pruned past `history_retention` on every tick.
     entities: Option<Arc<dyn EntityStore>>,
-    /// How long entity history is kept (an entity's newest entry is kept anyway).
+    /// How long entity history is kept (an entity's newest entry is kept anyway),
+    /// unless the band's configuration sets its own `history_days`.
     pub history_retention: Duration,
 }
 
@@ -93,7 +94,8 @@ impl Scheduler {
         self
     }
 
-    /// Also tick every band the store has a configuration for (the band registry).
+    /// Also tick every band the store has a configuration for (the band registry), and
+    /// read each band's `history_days` there.
     pub fn with_registry(mut self, configs: Arc<dyn ConfigStore>) -> Self {
         self.registry = Some(configs);
         self
@@ -123,6 +125,27 @@ impl Scheduler {
             .prune(&ChannelName::Band(band.clone()), cutoff)
             .await?;
         Ok((queued, pruned))
+    }
+
+    /// Entity history of `band` older than this goes: its `history_days` when the
+    /// band's configuration sets it (read from the registry), else `history_retention`.
+    pub async fn history_cutoff(
+        &self,
+        band: &BandId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, PortError> {
+        let days = match &self.registry {
+            Some(configs) => configs.get_config(band).await?.and_then(|c| c.history_days),
+            None => None,
+        };
+        let keep = match days {
+            Some(days) => chrono::Duration::days(i64::from(days)),
+            None => chrono::Duration::from_std(self.history_retention)
+                .unwrap_or(chrono::Duration::days(90)),
+        };
+        Ok(now
+            .checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC))
     }
 
     /// `bands` and, with a registry, every registered band; each once, in order.
@@ -178,10 +201,12 @@ impl Scheduler {
             }
         }
         if let Some(entities) = &self.entities {
-            let keep = chrono::Duration::from_std(self.history_retention)
-                .unwrap_or(chrono::Duration::days(90));
             for band in &bands {
-                match entities.prune_history(band, now - keep).await {
+                let pruned = match self.history_cutoff(band, now).await {
+                    Ok(cutoff) => entities.prune_history(band, cutoff).await,
+                    Err(e) => Err(e),
+                };
+                match pruned {
                     Ok(n) => report.history_pruned += n,
                     Err(e) => {
                         tracing::error!(%band, error = %e, "pruning a band's entity history failed");

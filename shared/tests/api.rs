@@ -434,6 +434,46 @@ async fn credentials_need_the_deployments_key() {
 }
 
 #[tokio::test]
+async fn an_operator_sets_and_clears_a_band_s_history_days() {
+    let f = Fixture::new().await;
+    // WHEN the operator sets 30 days of history
+    let (status, body) = f
+        .ops("PUT", "/sync/bands/jazz", Some(r#"{"history_days":30}"#))
+        .await;
+    // THEN it is kept and shown
+    assert_eq!((status, &body["history_days"]), (200, &json!(30)), "{body}");
+    let stored = || async { f.h.store.get_config(&band("jazz")).await.unwrap().unwrap() };
+    assert_eq!(stored().await.history_days, Some(30));
+    // AND an update that does not name it keeps it
+    let (status, body) = f
+        .ops("PUT", "/sync/bands/jazz", Some(r#"{"name":"Jazz"}"#))
+        .await;
+    assert_eq!((status, &body["history_days"]), (200, &json!(30)), "{body}");
+    // WHEN it sets null THEN the band is back on the deployment's retention
+    let (status, body) = f
+        .ops("PUT", "/sync/bands/jazz", Some(r#"{"history_days":null}"#))
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.get("history_days").is_none(), "{body}");
+    assert_eq!(stored().await.history_days, None);
+    // AND out-of-range or mistyped values are refused, changing nothing
+    for (bad, code) in [
+        (r#"{"history_days":0}"#, "invalid_request"),
+        (r#"{"history_days":3651}"#, "invalid_request"),
+        (r#"{"history_days":-1}"#, "malformed_body"),
+        (r#"{"history_days":"7"}"#, "malformed_body"),
+    ] {
+        let (status, body) = f.ops("PUT", "/sync/bands/jazz", Some(bad)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(stored().await.history_days, None);
+}
+
+#[tokio::test]
 async fn bad_operator_inputs_are_refused_with_a_clear_code() {
     let f = Fixture::new().await;
     let long = format!(r#"{{"kind":"folder","location":"{}"}}"#, "x".repeat(1025));

@@ -51,6 +51,7 @@ impl Fixture {
                     google_credentials: None,
                     entity_types: vec![gig()],
                     strict_entities: strict,
+                    history_days: None,
                 })
                 .await
                 .unwrap();
@@ -326,6 +327,18 @@ fn settler(f: &Fixture) -> bandsync::entities::settle::Settler {
     )
 }
 
+/// One sweep of band demo settles exactly `id`: its resolution.
+async fn settled_once(
+    f: &Fixture,
+    settler: &bandsync::entities::settle::Settler,
+    id: &bandsync::model::ConflictId,
+) -> bandsync::entities::records::Resolution {
+    let report = settler.settle_band(&band("demo"), f.h.now()).await.unwrap();
+    assert_eq!((report.settled, report.unsettled), (1, 0));
+    let conflict = f.h.store.get_conflict(&band("demo"), id).await.unwrap();
+    conflict.unwrap().resolution.expect("settled")
+}
+
 #[tokio::test]
 async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
     // GIVEN an open conflict on the venue, due in an hour
@@ -343,12 +356,9 @@ async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
     // WHEN it runs past the deadline
     f.h.clock.advance(chrono::TimeDelta::hours(2));
     let events_before = f.events().await.len();
-    let report = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    let resolution = settled_once(&f, &settler, &id).await;
 
     // THEN the fallback (lww) settled it as a new version by the service (mid 0)
-    assert_eq!((report.settled, report.unsettled), (1, 0));
-    let conflict = f.h.store.get_conflict(&demo, &id).await.unwrap().unwrap();
-    let resolution = conflict.resolution.expect("settled");
     assert_eq!(resolution.how, "lww");
     assert_eq!(resolution.by, None);
     let entity = f.entity("gig", "g1").await.unwrap();
@@ -391,6 +401,55 @@ async fn an_ask_conflict_past_its_deadline_is_settled_by_the_fallback() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn a_due_conflict_whose_entity_was_deleted_is_settled_as_gone() {
+    // GIVEN an open conflict on the venue, and the gig deleted before its deadline
+    let f = Fixture::new().await;
+    let id = venue_conflict(&f).await;
+    let deleted = f
+        .results(
+            ALICE,
+            ALICE_PHONE,
+            vec![m(3, "gig", "g1", "delete", 3, json!({}))],
+        )
+        .await;
+    assert_eq!(deleted[0]["status"], "applied", "{deleted:?}");
+    let settler = settler(&f);
+    let demo = band("demo");
+
+    // WHEN the sweep runs past the deadline
+    f.h.clock.advance(chrono::TimeDelta::hours(2));
+    let events_before = f.events().await.len();
+    let resolution = settled_once(&f, &settler, &id).await;
+
+    // THEN the conflict is settled (not left open), as gone, saying why
+    assert_eq!(resolution.how, "gone");
+    assert_eq!(resolution.value, Value::Null);
+    assert_eq!(resolution.at, f.h.now());
+    let reason = resolution.reason.expect("a reason");
+    assert!(reason.contains("gig g1 was deleted"), "{reason}");
+    let open = f.h.store.list_conflicts(&demo, true, 10).await.unwrap();
+    assert_eq!(open.len(), 0, "{open:?}");
+    // AND the deleted entity got no new version
+    let entity = f.entity("gig", "g1").await.unwrap();
+    assert!(entity.deleted);
+    assert_eq!(entity.version, 4);
+    // AND only its conflict.resolved is in the log, with the reason, and queued
+    let events = f.events().await;
+    let new = &events[events_before..];
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].event(), "conflict.resolved");
+    assert_eq!(new[0].id, format!("c:{id}:resolved"));
+    assert_eq!(new[0].data()["how"], "gone");
+    assert_eq!(new[0].data()["reason"], reason.as_str());
+    let queued: Vec<bandsync::broadcast::BroadcastMessage> = f.h.broadcast_queue.bodies();
+    assert_eq!(queued.last().unwrap().events[0].id, new[0].id);
+    // AND a second sweep settles nothing and writes nothing
+    let again = settler.settle_band(&demo, f.h.now()).await.unwrap();
+    assert_eq!((again.settled, again.unsettled), (0, 0));
+    assert_eq!(f.events().await.len(), events.len());
 }
 
 #[tokio::test]
@@ -454,6 +513,86 @@ async fn the_scheduler_prunes_entity_history_past_the_retention() {
             .unwrap();
     assert_eq!(kept.iter().map(|h| h.version).collect::<Vec<_>>(), vec![3]);
     assert_eq!(f.entity("setlist_entry", "e1").await.unwrap().version, 3);
+}
+
+#[tokio::test]
+async fn a_band_s_history_days_overrides_the_deployment_retention() {
+    // GIVEN band demo keeping 7 days of history, band rock the deployment's 90
+    let f = Fixture::new().await;
+    let mut demo_config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+    demo_config.history_days = Some(7);
+    f.h.store.put_config(&demo_config).await.unwrap();
+    // AND an entry with three versions in each
+    let three = |mid0: u64| {
+        vec![
+            entry(mid0, "e1", "create", 0, json!({"title": "Blue"})),
+            entry(mid0 + 1, "e1", "patch", 1, json!({"title": "Red"})),
+            entry(mid0 + 2, "e1", "patch", 2, json!({"title": "Green"})),
+        ]
+    };
+    f.results(ALICE, ALICE_PHONE, three(1)).await;
+    let rock = f
+        .ask(
+            EVE,
+            json!({"action": "push", "band": "rock", "device": EVE_LAPTOP, "ref": "p",
+                   "mutations": three(1)}),
+        )
+        .await;
+    assert_eq!(rock["results"][2]["status"], "applied", "{rock}");
+    let scheduler = bandsync::scheduler::Scheduler::new(
+        f.h.store.clone(),
+        f.h.store.clone(),
+        f.h.sync_queue.clone(),
+        f.h.clock.clone(),
+    )
+    .with_registry(f.h.store.clone())
+    .with_entities(f.h.store.clone());
+    let versions = |b: &'static str| {
+        let store = f.h.store.clone();
+        async move {
+            let (ty, id) = (
+                EntityTypeName::parse("setlist_entry").unwrap(),
+                EntityId::parse("e1").unwrap(),
+            );
+            let kept = store.history(&band(b), &ty, &id, 0, 10).await.unwrap();
+            kept.iter().map(|h| h.version).collect::<Vec<_>>()
+        }
+    };
+
+    // WHEN it ticks six days later THEN nothing is old enough anywhere
+    f.h.clock.advance(chrono::TimeDelta::days(6));
+    let report = scheduler.tick(&[]).await.unwrap();
+    assert_eq!(report.history_pruned, 0);
+    assert_eq!(
+        scheduler
+            .history_cutoff(&band("demo"), f.h.now())
+            .await
+            .unwrap(),
+        f.h.now() - chrono::TimeDelta::days(7)
+    );
+    assert_eq!(
+        scheduler
+            .history_cutoff(&band("rock"), f.h.now())
+            .await
+            .unwrap(),
+        f.h.now() - chrono::TimeDelta::days(90)
+    );
+
+    // WHEN it ticks at day eight THEN demo's old versions are gone, rock's kept
+    f.h.clock.advance(chrono::TimeDelta::days(2));
+    let report = scheduler.tick(&[]).await.unwrap();
+    assert_eq!(report.history_pruned, 2);
+    assert_eq!(versions("demo").await, vec![3]);
+    assert_eq!(versions("rock").await, vec![1, 2, 3]);
+
+    // WHEN demo goes back to the deployment's retention and rock is past 90 days
+    demo_config.history_days = None;
+    f.h.store.put_config(&demo_config).await.unwrap();
+    f.h.clock.advance(chrono::TimeDelta::days(90));
+    let report = scheduler.tick(&[]).await.unwrap();
+    // THEN rock's old versions go by the default
+    assert_eq!(report.history_pruned, 2);
+    assert_eq!(versions("rock").await, vec![3]);
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ mod operator;
 mod pipeline;
 mod presence;
 mod priority;
+mod rebuild;
 mod restart;
 mod resume;
 mod selective;
+mod text;

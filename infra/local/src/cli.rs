@@ -1,5 +1,5 @@
 //! The command line of `bandsync-local`: `serve` (the default), `token` (a member's or,
-//! with `--admin`, an operator's), `credentials-key` and `listen`.
+//! with `--admin`, an operator's), `credentials-key`, `listen` and `rebuild`.
 
 use crate::stack::{LocalStack, StackConfig, token_key};
 use anyhow::Context;
@@ -34,6 +34,17 @@ pub enum Command {
     CredentialsKey,
     /// Follow a channel and print its events, resuming across reconnects (a reference client).
     Listen(ListenArgs),
+    /// Check a band's stored entities against their rebuild from history, on the data
+    /// dir of a stopped stack (a running one: POST /sync/bands/<band>/entities/rebuild
+    /// with an operator's token). Prints the report; exits non-zero on a mismatch.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The band to check.
+    #[arg(long)]
+    pub band: String,
 }
 
 #[derive(Debug, Args)]
@@ -186,8 +197,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = mint(&key, &args.token)?;
             crate::listen::listen(&args.url, &token, &args.channel).await
         }
+        Some(Command::Rebuild(args)) => {
+            let report = rebuild(&cli.serve.data_dir, &args.band).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.matched {
+                anyhow::bail!(
+                    "{} of {} entities of band {} differ from their rebuild",
+                    report.mismatched,
+                    report.checked,
+                    report.band
+                );
+            }
+            if report.partial > 0 {
+                eprintln!(
+                    "{} of {} entities matched from their oldest kept version only (the \
+                     history retention pruned the versions before it)",
+                    report.partial, report.checked
+                );
+            }
+            Ok(())
+        }
         None | Some(Command::Serve) => serve(cli.serve).await,
     }
+}
+
+/// The rebuild check of `band` on the store of `data_dir`, which no stack may hold: the
+/// report is then of a state nothing changes while it is read.
+pub async fn rebuild(
+    data_dir: &std::path::Path,
+    band: &str,
+) -> anyhow::Result<bandsync::wire::http::RebuildReport> {
+    use bandsync::ports::ConfigStore;
+    let band = BandId::parse(band)?;
+    let path = data_dir.join("bandsync.db");
+    anyhow::ensure!(
+        path.exists(),
+        "no store at {} (pass the stack's --data-dir)",
+        path.display()
+    );
+    let _lock = crate::stack::lock_data_dir(data_dir).context(
+        "a running stack holds the data dir: ask it instead, \
+         POST /sync/bands/<band>/entities/rebuild with `bandsync-local token --admin`",
+    )?;
+    let store = bandsync::adapters::local::EmbeddedStore::open(&path)?;
+    let config = store
+        .get_config(&band)
+        .await?
+        .with_context(|| format!("band {band} is not registered in {}", path.display()))?;
+    let types =
+        bandsync::entities::types::BandTypes::new(config.entity_types, config.strict_entities);
+    let engine = bandsync::entities::merge::Engine::new();
+    let check = bandsync::entities::rebuild::Rebuild {
+        entities: &store,
+        log: &store,
+        engine: &engine,
+    };
+    Ok(check
+        .check_all(&band, &types, bandsync::entities::rebuild::MAX_PAGE)
+        .await?)
 }
 
 /// The Google endpoints the flags (or their `BANDSYNC_GOOGLE_*` variables) name; None
@@ -324,6 +391,13 @@ mod tests {
         assert_eq!(member.bands.len(), 1);
         // AND --admin with --band is refused (an operator is not a member)
         assert!(token_args(&["bandsync-local", "token", "--admin", "--band", "x"]).is_err());
+    }
+
+    #[test]
+    fn rebuild_is_a_subcommand_that_needs_a_band() {
+        let cli = Cli::try_parse_from(["bandsync-local", "rebuild", "--band", "demo"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Rebuild(a)) if a.band == "demo"));
+        assert!(Cli::try_parse_from(["bandsync-local", "rebuild"]).is_err());
     }
 
     #[test]

@@ -68,6 +68,10 @@ fn route_key(method: &str, path: &str) -> Option<(String, Vec<(&'static str, Str
             "/sync/bands/{band}/entity-types/{type}".to_owned(),
             vec![param("band", band), param("type", ty)],
         ),
+        ["sync", "bands", band, "entities", "rebuild"] => (
+            "/sync/bands/{band}/entities/rebuild".to_owned(),
+            vec![param("band", band)],
+        ),
         ["sync", "entities", ty, id] => (
             "/sync/entities/{type}/{id}".to_owned(),
             vec![param("type", ty), param("id", id)],

@@ -230,7 +230,7 @@ impl HealthCheck for QueueHealth {
 
 /// Hold `<data dir>/bandsync.lock` for as long as the stack runs (the OS drops the lock
 /// when the process ends, however it ends), or say who holds it.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("bandsync.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -314,6 +314,7 @@ async fn provision(
                 google_credentials: None,
                 entity_types: vec![],
                 strict_entities: false,
+                history_days: None,
             })
             .await?;
     }

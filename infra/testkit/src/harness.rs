@@ -100,6 +100,7 @@ impl Harness {
                 google_credentials: None,
                 entity_types: vec![],
                 strict_entities: false,
+                history_days: None,
             })
             .await
             .expect("put_config");

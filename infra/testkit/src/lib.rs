@@ -7,6 +7,7 @@
 //! - [`events`]: API Gateway and SQS events built from JSON shaped like what AWS sends;
 //! - [`harness`]: every handler wired to an in-memory embedded store and the fakes;
 //! - [`contract`]: the port contract suites, run unchanged against every backend;
+//! - [`members`]: a push service over any store, a member's connection, a forged state;
 //! - [`stack`] (feature `stack`): the local stack in-process for end-to-end tests and
 //!   benches.
 
@@ -14,6 +15,7 @@ pub mod contract;
 pub mod events;
 pub mod fakes;
 pub mod harness;
+pub mod members;
 #[cfg(feature = "stack")]
 pub mod stack;
 pub mod wait;

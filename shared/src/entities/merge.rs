@@ -528,6 +528,9 @@ impl Engine {
                 )
                 .at(&place));
             }
+            if let FieldState::Text { state, .. } = &merge.state {
+                super::policy::TextPolicy::check_state(state, limit).map_err(|e| e.at(&place))?;
+            }
             let before_value = prev.map_or(Value::Null, |p| p.state.value());
             if before_value != after {
                 out.diff.push(FieldDiff {
@@ -644,6 +647,7 @@ impl Engine {
                     at: cx.now,
                     by: Some(cx.member.clone()),
                     how: "member".into(),
+                    reason: None,
                 }),
                 ..c.clone()
             });
@@ -802,6 +806,7 @@ impl Engine {
                 at: cx.now,
                 by: None,
                 how: fallback.name().to_owned(),
+                reason: None,
             }),
             ..conflict.clone()
         };

@@ -18,6 +18,8 @@
 //! - [`merge`]: the engine, which decides one mutation against the stored entity
 //!   (three-way merge, deletes, `ask` conflicts) with no I/O;
 //! - [`replay`]: an entity rebuilt from its history and checked against it;
+//! - [`rebuild`]: the operator's check of a band's stored entities against their rebuild;
+//! - [`stats`]: conflict analytics, the verdicts counted per type and policy;
 //! - [`categories`]: selective sync, which events a device's categories cover;
 //! - [`devices`]: `register_device`, a device bound to the first member who registers it;
 //! - [`push`]: the push service, one `push` frame checked whole, then each mutation
@@ -32,8 +34,10 @@ pub mod merge;
 pub mod mutation;
 pub mod policy;
 pub mod push;
+pub mod rebuild;
 pub mod records;
 pub mod replay;
 pub mod settle;
 pub mod state;
+pub mod stats;
 pub mod types;

@@ -8,6 +8,7 @@
 //! `merge.rs` check it).
 
 use super::mutation::{FieldInput, MutationError, Op};
+use super::records::HistoryEntry;
 use super::state::{FieldEntry, FieldState, SetElement, Stamp};
 use super::types::FieldSpec;
 use crate::error::ErrorCode;
@@ -430,6 +431,16 @@ impl FieldResolver for Counter {
 /// (`doc.getText("text")` on a client).
 pub const TEXT_ROOT: &str = "text";
 
+/// The most an `entity.*` event carries in `text_updates` (base64 characters, all fields
+/// together). With the changed fields' plain values beside them the event stays within
+/// one WebSocket message (API Gateway's 128 KB); a field whose update does not fit is
+/// named in `text_refetch`, and the client reads its `text_state` over HTTP. A field of
+/// the default size (16 KB) always fits.
+pub const TEXT_UPDATES_BUDGET: usize = 48 * 1024;
+
+/// How much larger than the field's limit (`max_bytes`) its Yjs document may grow.
+pub const TEXT_STATE_FACTOR: usize = 4;
+
 /// A Yjs text: `$text` is a base64 Yjs v1 update, applied to the field's document (Yjs
 /// updates commute and apply once). The state kept is the document as one base64 v1
 /// update, and its text. A plain string is the initial text of a create, inserted with a
@@ -453,6 +464,62 @@ impl TextPolicy {
         let mut txn = doc.transact_mut();
         root.insert(&mut txn, 0, text);
         txn.encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// What an `entity.*` event tells a Yjs client of the text fields `history` wrote:
+    /// per field, the update the server applied (the client's `$text` as pushed, or for
+    /// a plain-string create the update the server inserted it with), within
+    /// [`TEXT_UPDATES_BUDGET`]; and the fields whose update did not fit.
+    pub fn event_updates(history: &HistoryEntry) -> (BTreeMap<String, String>, Vec<String>) {
+        let mut updates = BTreeMap::new();
+        let mut refetch = Vec::new();
+        let mut spent = 0;
+        for (field, input) in &history.input {
+            let is_text = history
+                .entity
+                .state
+                .fields
+                .get(field)
+                .is_some_and(|f| matches!(f.state, FieldState::Text { .. }));
+            if !is_text {
+                continue;
+            }
+            let update = match input {
+                Value::Object(op) => match op.get("$text") {
+                    Some(Value::String(b64)) => b64.clone(),
+                    _ => continue,
+                },
+                Value::String(initial) => BASE64.encode(Self::initial_update(
+                    initial,
+                    Self::client_id(&history.stamp.device, history.stamp.mid),
+                )),
+                _ => continue,
+            };
+            if spent + update.len() > TEXT_UPDATES_BUDGET {
+                refetch.push(field.clone());
+            } else {
+                spent += update.len();
+                updates.insert(field.clone(), update);
+            }
+        }
+        (updates, refetch)
+    }
+
+    /// A text field's document is bounded too (it keeps who wrote what, and what was
+    /// deleted), at [`TEXT_STATE_FACTOR`] times the field's limit: the entity stays one
+    /// store item (DynamoDB's are 400 KB at most) and its `text_state` one HTTP answer.
+    pub fn check_state(state: &str, limit: usize) -> Result<(), MutationError> {
+        let max = limit.saturating_mul(TEXT_STATE_FACTOR);
+        if state.len() > max {
+            return Err(MutationError::new(
+                ErrorCode::FieldTooLarge,
+                format!(
+                    "the text's Yjs document would be {} bytes (base64), more than the {max} it may take ({TEXT_STATE_FACTOR} times the field's limit)",
+                    state.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Decode a `$text` argument into a Yjs update.

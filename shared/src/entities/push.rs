@@ -215,6 +215,14 @@ impl Pending {
             Self::Answered { mid, .. } => *mid,
         }
     }
+
+    /// Its entity type, for the analytics (none: it no longer parses).
+    fn entity_type(&self) -> Option<&crate::model::EntityTypeName> {
+        match self {
+            Self::Fresh(c) => Some(&c.ty.name),
+            Self::Answered { mutation, .. } => mutation.as_ref().map(|m| &m.entity_type),
+        }
+    }
 }
 
 /// The most an entity may be, as the JSON of its record after a mutation, and the most
@@ -336,8 +344,13 @@ impl PushService {
             receipts: BTreeMap::new(),
             loaded: None,
             refound: Vec::new(),
+            tally: Default::default(),
         };
         let outcome = run.decide_all(&checked).await;
+        run.tally.emit_frame(
+            checked.iter().map(Pending::entity_type),
+            outcome.as_ref().ok(),
+        );
         // Whatever happened, what was committed is queued for broadcast.
         let committed = std::mem::take(&mut run.committed);
         self.enqueue(&band, committed).await;
@@ -438,6 +451,8 @@ struct Run<'a> {
     /// Duplicates whose events are appended and queued again after the frame: the
     /// index of the verdict, and its events (the entity's first).
     refound: Vec<(usize, Vec<NewEvent>)>,
+    /// The frame's verdicts, for its analytics' EMF lines.
+    tally: super::stats::Tally,
 }
 
 impl Run<'_> {
@@ -623,6 +638,7 @@ impl Run<'_> {
             let (commit, mut result) = self.commit_of(c, current.as_ref(), verdict, now);
             match s.entities.commit_events(&commit).await {
                 Ok(events) => {
+                    self.tally.commit(&commit);
                     self.next_mid = m.mid + 1;
                     result.seq = events.first().map(|e| e.seq);
                     self.committed.extend(events);
@@ -774,6 +790,7 @@ fn json_len<T: serde::Serialize>(value: &T) -> usize {
 /// The `entity.*` event of a history entry: made from what is stored, so the same
 /// change always makes the same event (and a duplicate can make it again).
 pub fn change_event(history: &HistoryEntry) -> NewEvent {
+    let (text_updates, text_refetch) = super::policy::TextPolicy::event_updates(history);
     let change = EntityChanged {
         entity_type: history.entity_type.clone(),
         id: history.id.clone(),
@@ -786,6 +803,8 @@ pub fn change_event(history: &HistoryEntry) -> NewEvent {
         member: history.member.clone(),
         device: history.device.clone(),
         mid: history.mid,
+        text_updates,
+        text_refetch,
     };
     NewEvent::new(
         EventKind::entity_event_id(&history.device, history.mid),
@@ -836,6 +855,7 @@ pub fn conflict_events(conflict: &ConflictRecord) -> Vec<NewEvent> {
                 value: r.value.clone(),
                 how: r.how.clone(),
                 by: r.by.clone(),
+                reason: r.reason.clone(),
             }),
         ));
     }

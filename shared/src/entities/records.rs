@@ -160,8 +160,12 @@ pub struct Resolution {
     /// The member who resolved it, or none when the fallback policy did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<UserId>,
-    /// `member` or the fallback policy's name.
+    /// `member`, the fallback policy's name, or `gone` (the entity was deleted before
+    /// anyone settled it).
     pub how: String,
+    /// Why it was settled so, when the service did it without a choice (`gone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What a store writes for one verdict, all or nothing.
@@ -245,8 +249,16 @@ impl Commit {
             }
         }
         let Some(entity) = &self.entity else {
-            if self.is_settlement() {
-                return Some("a settlement (mid 0) without the entity it settles".into());
+            // A settlement without an entity settles the conflicts of one that is gone:
+            // it writes conflicts and their events, nothing else.
+            if self.is_settlement()
+                && (self.conflicts.is_empty()
+                    || self.conflicts.iter().any(|c| c.resolution.is_none()))
+            {
+                return Some(
+                    "a settlement (mid 0) without the entity it settles must settle conflicts"
+                        .into(),
+                );
             }
             return self
                 .history

@@ -28,7 +28,21 @@ pub fn replay(
     ty: &EntityType,
     history: &[HistoryEntry],
 ) -> Result<Option<EntityRecord>, ReplayMismatch> {
-    let mut entity: Option<EntityRecord> = None;
+    replay_after(engine, ty, None, history)
+}
+
+/// [`replay`] from `start` (the entity at the version before `history`'s first entry;
+/// `None`: from nothing, so `history` starts at version 1). A history whose oldest
+/// entries the retention pruned is replayed from the oldest entry kept, taking the
+/// entity it recorded as the start: the versions after it are checked, the ones
+/// before it cannot be.
+pub fn replay_after(
+    engine: &Engine,
+    ty: &EntityType,
+    start: Option<EntityRecord>,
+    history: &[HistoryEntry],
+) -> Result<Option<EntityRecord>, ReplayMismatch> {
+    let mut entity = start;
     for entry in history {
         let next = step(engine, ty, entity.as_ref(), entry)?;
         if next != entry.entity {
@@ -142,7 +156,7 @@ fn step(
 }
 
 /// What differs between two records, for the mismatch's message.
-fn differences(recorded: &EntityRecord, rebuilt: &EntityRecord) -> Vec<String> {
+pub fn differences(recorded: &EntityRecord, rebuilt: &EntityRecord) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |what: &str, same: bool| {
         if !same {

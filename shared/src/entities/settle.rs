@@ -10,13 +10,15 @@
 //! that was settled meanwhile is left alone.
 
 use super::merge::{ApplyContext, Engine, Verdict};
+use super::mutation::{MutationResult, MutationStatus};
 use super::push::{change_event, conflict_change};
-use super::records::{Commit, CommitError, ConflictRecord, Receipt};
+use super::records::{Commit, CommitError, ConflictRecord, Receipt, Resolution};
 use super::types::BandTypes;
 use crate::model::{BandId, ChannelName, DeviceId, UserId};
 use crate::ports::{ConfigStore, EntityStore, PortError};
 use crate::publish::Publisher;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Open conflicts read per band and tick.
@@ -26,14 +28,16 @@ const ATTEMPTS: usize = 4;
 /// Who a settlement is by, in its history entry and event.
 pub const SETTLER_DEVICE: &str = "bandsync-settler";
 pub const SETTLER_MEMBER: &str = "bandsync";
+/// How a conflict whose entity was deleted before it was settled is resolved.
+pub const GONE: &str = "gone";
 
 /// What one sweep of a band did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SettleReport {
     /// Conflicts settled by their fallback (or by a member while this tick raced it).
     pub settled: usize,
-    /// Due conflicts the fallback could not settle (their entity is gone or deleted,
-    /// its type no longer has the field): left open, logged.
+    /// Due conflicts the fallback could not settle (their type is gone or no longer has
+    /// the field): left open, logged. One whose entity was deleted is settled (`gone`).
     pub unsettled: usize,
 }
 
@@ -119,13 +123,12 @@ impl Settler {
                     return Ok(false);
                 }
             };
-            let Some(current) = self
+            let current = self
                 .entities
                 .get_entity(band, &conflict.entity_type, &conflict.entity_id)
-                .await?
-            else {
-                tracing::warn!(conflict = %conflict.id, "a due conflict without its entity");
-                return Ok(false);
+                .await?;
+            let Some(current) = current.filter(|e| !e.deleted) else {
+                return self.settle_gone(band, conflict, now).await;
             };
             let cx = ApplyContext {
                 band,
@@ -152,15 +155,7 @@ impl Settler {
             let commit = Commit {
                 device: self.device.clone(),
                 mid: 0,
-                receipt: Receipt {
-                    device: self.device.clone(),
-                    mid: 0,
-                    band: band.clone(),
-                    member: self.member.clone(),
-                    at: now,
-                    result,
-                    parked: None,
-                },
+                receipt: self.receipt(band, now, result),
                 entity: Some(entity),
                 expected_version: current.version,
                 history: Some(history),
@@ -170,12 +165,7 @@ impl Settler {
             };
             match self.entities.commit_events(&commit).await {
                 Ok(events) => {
-                    if let Some(p) = &self.publisher {
-                        let channel = ChannelName::Band(band.clone());
-                        if let Err(e) = p.enqueue(&channel, &events).await {
-                            tracing::warn!(%band, error = ?e, "a settlement's events could not be queued");
-                        }
-                    }
+                    self.publish(band, &events).await;
                     return Ok(true);
                 }
                 Err(CommitError::Raced(why)) => {
@@ -190,5 +180,78 @@ impl Settler {
             }
         }
         Ok(false)
+    }
+
+    /// A due conflict whose entity was deleted (or is gone): nothing is left to choose
+    /// for, so it is settled as `gone` with a reason, and its `conflict.resolved` is
+    /// published, rather than kept open forever. The entity is not written (a deleted
+    /// entity gets no new version for it): the commit holds the conflict and its event
+    /// alone. Idempotent: the event's id is the conflict's, so a repeated settlement
+    /// keeps the event it appended first.
+    async fn settle_gone(
+        &self,
+        band: &BandId,
+        mut conflict: ConflictRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        let reason = format!(
+            "{} {} was deleted before the conflict on {} was settled",
+            conflict.entity_type, conflict.entity_id, conflict.field
+        );
+        tracing::info!(conflict = %conflict.id, "settling a due conflict whose entity is gone");
+        conflict.resolution = Some(Resolution {
+            value: Value::Null,
+            at: now,
+            by: None,
+            how: GONE.into(),
+            reason: Some(reason),
+        });
+        let Some(event) = conflict_change(&conflict) else {
+            return Ok(false);
+        };
+        let commit = Commit {
+            device: self.device.clone(),
+            mid: 0,
+            receipt: self.receipt(band, now, MutationResult::bare(0, MutationStatus::Applied)),
+            entity: None,
+            expected_version: 0,
+            history: None,
+            conflicts: vec![conflict],
+            event: Some((ChannelName::Band(band.clone()), event)),
+            more_events: Vec::new(),
+        };
+        match self.entities.commit_events(&commit).await {
+            Ok(events) => {
+                self.publish(band, &events).await;
+                Ok(true)
+            }
+            Err(CommitError::Raced(why)) => {
+                tracing::debug!(%why, "settling a gone entity's conflict raced");
+                Ok(false)
+            }
+            Err(CommitError::Port(e)) => Err(e),
+        }
+    }
+
+    /// A settlement's receipt (the stores do not keep it: mid 0 has none).
+    fn receipt(&self, band: &BandId, at: DateTime<Utc>, result: MutationResult) -> Receipt {
+        Receipt {
+            device: self.device.clone(),
+            mid: 0,
+            band: band.clone(),
+            member: self.member.clone(),
+            at,
+            result,
+            parked: None,
+        }
+    }
+
+    async fn publish(&self, band: &BandId, events: &[crate::model::Event]) {
+        if let Some(p) = &self.publisher {
+            let channel = ChannelName::Band(band.clone());
+            if let Err(e) = p.enqueue(&channel, events).await {
+                tracing::warn!(%band, error = ?e, "a settlement's events could not be queued");
+            }
+        }
     }
 }

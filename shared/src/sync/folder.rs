@@ -224,6 +224,7 @@ mod tests {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         }
     }
 

@@ -93,6 +93,7 @@ impl SyncWorker {
                 google_credentials: None,
                 entity_types: vec![],
                 strict_entities: false,
+                history_days: None,
             });
         let catalog = self
             .stores

@@ -56,19 +56,50 @@ pub fn document(
     Value::Object(root)
 }
 
-/// One metric the code emits, with its one dimension (name, value).
+/// One metric the code emits, with its fixed dimension (name, value) and the names of
+/// the dimensions whose values vary (`by`: an entity type, a status; the dashboard
+/// charts those with a SEARCH expression).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metric {
     pub name: &'static str,
     pub dimension: (&'static str, &'static str),
+    pub by: &'static [&'static str],
 }
 
 const fn metric(name: &'static str, dimension: (&'static str, &'static str)) -> Metric {
-    Metric { name, dimension }
+    Metric {
+        name,
+        dimension,
+        by: &[],
+    }
+}
+
+const fn metric_by(
+    name: &'static str,
+    dimension: (&'static str, &'static str),
+    by: &'static [&'static str],
+) -> Metric {
+    Metric {
+        name,
+        dimension,
+        by,
+    }
+}
+
+impl Metric {
+    /// Whether an emit with these dimensions is this metric's.
+    fn takes(&self, dimensions: &[(&str, &str)]) -> bool {
+        dimensions.first() == Some(&self.dimension)
+            && dimensions[1..]
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(self.by.iter().copied())
+    }
 }
 
 const BROADCAST: (&str, &str) = ("Function", "broadcast");
 const SYNC_WORKER: (&str, &str) = ("Function", "sync-worker");
+const PUSH: (&str, &str) = crate::entities::stats::FUNCTION;
 
 /// Every metric [`emit`] is called with: what template.yaml's dashboard must chart (the
 /// template test reads this list). A debug build's `emit` refuses one missing here.
@@ -82,6 +113,10 @@ pub const METRICS: &[Metric] = &[
     metric("SyncDuration", SYNC_WORKER),
     metric("SyncFailures", SYNC_WORKER),
     metric("PoisonMessages", ("Queue", "any")),
+    // Members' mutations per entity type and verdict, and the fields decided against a
+    // concurrent change per policy and outcome (`entities::stats::Tally`).
+    metric_by("Mutations", PUSH, &["EntityType", "Status"]),
+    metric_by("FieldDecisions", PUSH, &["EntityType", "Policy", "Outcome"]),
 ];
 
 /// Write one EMF line to stdout (when enabled).
@@ -89,7 +124,7 @@ pub fn emit(dimensions: &[(&str, &str)], values: &[(&str, f64, Unit)]) {
     debug_assert!(
         values.iter().all(|(name, _, _)| METRICS
             .iter()
-            .any(|m| m.name == *name && [m.dimension] == dimensions)),
+            .any(|m| m.name == *name && m.takes(dimensions))),
         "emit {values:?} with {dimensions:?}: not in metrics::METRICS"
     );
     if !ENABLED.load(Ordering::Relaxed) {
@@ -120,5 +155,29 @@ mod tests {
         assert_eq!(m["Dimensions"][0][0], "Function");
         assert_eq!(m["Metrics"][1]["Unit"], "Milliseconds");
         assert_eq!(d["_aws"]["Timestamp"], 1000);
+    }
+
+    #[test]
+    fn a_metric_takes_its_fixed_dimension_then_its_varying_ones() {
+        let m = METRICS.iter().find(|m| m.name == "Mutations").unwrap();
+        let fixed = m.dimension;
+        assert!(m.takes(&[fixed, ("EntityType", "setlist_entry"), ("Status", "merged")]));
+        assert!(!m.takes(&[fixed, ("Status", "merged"), ("EntityType", "x")]));
+        assert!(!m.takes(&[fixed]));
+        assert!(!m.takes(&[
+            ("Function", "broadcast"),
+            ("EntityType", "x"),
+            ("Status", "y")
+        ]));
+        let d = document(
+            1,
+            &[fixed, ("EntityType", "song_status"), ("Status", "applied")],
+            &[("Mutations", 2.0, Unit::Count)],
+        );
+        assert_eq!(
+            d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            json!(["Function", "EntityType", "Status"])
+        );
+        assert_eq!(d["EntityType"], "song_status");
     }
 }

@@ -93,6 +93,7 @@ fn add_responses(g: &mut SchemaGenerator) {
     g.subschema_for::<http::EntityHistory>();
     g.subschema_for::<http::ConflictList>();
     g.subschema_for::<http::PresenceList>();
+    g.subschema_for::<http::RebuildReport>();
     g.subschema_for::<http::ParkedList>();
     // Written as stored; also what operators send (read with the same defaults).
     g.subschema_for::<crate::entities::types::EntityType>();
@@ -368,7 +369,7 @@ fn route(key: &str) -> Option<Route> {
             ..r
         }),
         "GET /sync/stats" => r(
-            "Figures over a band's latest operations.",
+            "Figures over a band's latest operations, and the verdicts members' mutations got per entity type and policy (counted as they are committed).",
             &[BAND],
             None,
             (200, Some("Stats")),
@@ -415,6 +416,20 @@ fn route(key: &str) -> Option<Route> {
             &[],
             body("EntityType"),
             (200, Some("EntityType")),
+            true,
+        ),
+        "POST /sync/bands/{band}/entities/rebuild" => r(
+            "Operator: one page of the band's entities rebuilt from their history and compared with the state stored (reads only). `matched` false lists the entities that differ; `partial` counts those whose oldest versions the history retention pruned, replayed from their oldest kept version. Follow `next` for the rest of the band.",
+            &[
+                (
+                    "after",
+                    false,
+                    "`<type>/<id>`: the `next` of the previous page.",
+                ),
+                ("limit", false, "How many entities (1..=1000, default 500)."),
+            ],
+            None,
+            (200, Some("RebuildReport")),
             true,
         ),
         "GET /sync/entities" => r(
@@ -523,9 +538,11 @@ fn openapi() -> Value {
                 ("band", _) => schema_ref("BandId"),
                 ("type", _) => schema_ref("EntityTypeName"),
                 ("device", _) => schema_ref("DeviceId"),
-                ("after", "/sync/entities") => json!({"type": "string"}),
+                ("after", "/sync/entities" | "/sync/bands/{band}/entities/rebuild") => {
+                    json!({"type": "string"})
+                }
                 ("after", _) => json!({"type": "integer", "minimum": 0}),
-                ("limit", "/sync/entities") => {
+                ("limit", "/sync/entities" | "/sync/bands/{band}/entities/rebuild") => {
                     json!({"type": "integer", "minimum": 1, "maximum": 1000})
                 }
                 _ => json!({"type": "integer", "minimum": 1, "maximum": 100}),

@@ -380,6 +380,17 @@ pub struct EntityChanged {
     pub member: UserId,
     pub device: DeviceId,
     pub mid: u64,
+    /// Per `text` field the change wrote, the Yjs update the server applied (base64 of a
+    /// v1 update): what a Yjs client applies to its own document (`Y.applyUpdate`) to
+    /// keep merging; `fields` has the plain text beside it. Applying one twice, or one
+    /// the document has already, changes nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_updates: BTreeMap<String, String>,
+    /// The `text` fields whose update did not fit in the event (48 KB of updates at
+    /// most, so the event stays one WebSocket message): a Yjs client reads their
+    /// `text_state` with `GET /sync/entities/{type}/{id}` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_refetch: Vec<String>,
 }
 
 /// `conflict.opened`: an `ask` field with two values kept.
@@ -408,11 +419,14 @@ pub struct ConflictResolved {
     pub id: EntityId,
     pub field: String,
     pub value: Value,
-    /// `member`, or the fallback policy's name.
+    /// `member`, the fallback policy's name, or `gone` (the entity was deleted first).
     pub how: String,
     /// The member who chose (absent when the fallback policy did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<UserId>,
+    /// Why the service settled it so (with `gone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `presence.joined` / `presence.left`: a member came online in the band, or went.
@@ -629,6 +643,8 @@ mod tests {
             member: UserId::parse("ringo").unwrap(),
             device: DeviceId::parse("ipad-ringo").unwrap(),
             mid: 7,
+            text_updates: BTreeMap::new(),
+            text_refetch: Vec::new(),
         }
     }
 
@@ -673,6 +689,7 @@ mod tests {
                     value: json!("ready"),
                     how: "member".into(),
                     by: Some(UserId::parse("ringo").unwrap()),
+                    reason: None,
                 }),
                 r#"{"by":"ringo","conflict":"c1","field":"status","how":"member","id":"so-what","type":"song_status","value":"ready"}"#,
             ),

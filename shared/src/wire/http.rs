@@ -7,6 +7,7 @@
 pub use super::frames::SyncRequestBody;
 use crate::entities::mutation::Op;
 use crate::entities::records::{ConflictRecord, Decision, EntityRecord, FieldDiff, HistoryEntry};
+use crate::entities::state::FieldState;
 use crate::error::ErrorCode;
 use crate::model::{
     BandId, ChannelHead, DeviceId, EntityId, EntityTypeName, Source, SourceId, SourceKind,
@@ -32,6 +33,21 @@ pub struct BandBody {
     /// otherwise an undeclared type takes every field as `lww`.
     #[serde(default)]
     pub strict_entities: Option<bool>,
+    /// Days of entity history to keep (1 to 3650); null: back to the deployment's
+    /// retention. Absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<u32>"))]
+    pub history_days: Option<Option<u32>>,
+}
+
+/// A field that may be absent (`None`), null (`Some(None)`) or set: what a `PUT` needs
+/// to tell "leave it" from "clear it".
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PUT /sync/bands/{band}/sources/{source}`.
@@ -79,6 +95,9 @@ pub struct ConfigView {
     /// besides the built-in ones.
     pub entity_types: Vec<EntityTypeName>,
     pub strict_entities: bool,
+    /// Days of entity history kept; absent: the deployment's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +117,7 @@ impl From<&SyncConfiguration> for ConfigView {
             },
             entity_types: c.entity_types.iter().map(|t| t.name.clone()).collect(),
             strict_entities: c.strict_entities,
+            history_days: c.history_days,
         }
     }
 }
@@ -177,6 +197,83 @@ pub struct Stats {
     /// Of the completed operations (null: none).
     pub duration_ms: Percentiles,
     pub events: LogPosition,
+    /// Members' changes: per entity type, the verdicts committed since the band's first
+    /// (durable counters, bumped in each verdict's commit), by type name.
+    #[serde(default)]
+    pub entities: Vec<VerdictCounts>,
+}
+
+/// The verdicts committed on one entity type of a band (`duplicate` and `out_of_order`
+/// write nothing, so they are counted in the EMF metrics only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct VerdictCounts {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    pub applied: u64,
+    pub merged: u64,
+    pub conflict: u64,
+    pub rejected: u64,
+    /// Per policy (`lww`, `set`, `ask`, ... or a custom resolver's name), how the
+    /// fields it decided against a concurrent change came out (`won`, `lost`,
+    /// `merged`, `conflict`, `resolved`, `settled`) and how often.
+    pub policies: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// `POST /sync/bands/{band}/entities/rebuild`: one page of the band's entities, each
+/// rebuilt from its history and compared with the state stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RebuildReport {
+    pub band: BandId,
+    /// Entities compared (this page).
+    pub checked: u64,
+    /// No entity of the page differs from its rebuild. With `partial` > 0 it is a
+    /// partial verdict: the versions the retention pruned were not checked.
+    pub matched: bool,
+    /// The entities that differ (the first [`crate::entities::rebuild::MAX_MISMATCHES`]).
+    pub mismatches: Vec<RebuildMismatch>,
+    /// How many differ (listed or not).
+    pub mismatched: u64,
+    /// Entities whose whole history is kept, replayed from version 1.
+    pub full: u64,
+    /// Entities whose oldest versions the history retention pruned: replayed from their
+    /// oldest kept version, taking the state it recorded as the start.
+    pub partial: u64,
+    /// What was replayed.
+    pub replayed: ReplayedRange,
+    /// The band channel's head when the check began (the state is at least that new).
+    pub channel: LogPosition,
+    /// More entities follow: pass this as `after` for the next page.
+    pub next: Option<String>,
+}
+
+/// The part of the band's history a rebuild replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReplayedRange {
+    /// History entries (versions) folded.
+    pub versions: u64,
+    /// Commit time of the oldest and newest entry replayed (null: none).
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// The oldest version a partial entity was replayed from (null: no partial one).
+    pub oldest_start_version: Option<u64>,
+}
+
+/// An entity whose stored state is not what its history rebuilds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RebuildMismatch {
+    #[serde(rename = "type")]
+    pub entity_type: EntityTypeName,
+    pub id: EntityId,
+    pub stored_version: u64,
+    /// The version the rebuild reached (null: it stopped, see `reason`).
+    pub replayed_version: Option<u64>,
+    /// The first version replayed (1 unless the retention pruned older ones).
+    pub replayed_from: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +324,12 @@ pub struct EntityView {
     pub version: u64,
     pub fields: Map<String, Value>,
     pub deleted: bool,
+    /// Per `text` field, its whole Yjs document (base64 of the state as one v1 update):
+    /// what a Yjs client starts its own document from (`Y.applyUpdate` into a document
+    /// whose text is `getText("text")`), then keeps merging with the events'
+    /// `text_updates`. `fields` has the plain text beside it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_state: BTreeMap<String, String>,
 }
 
 impl From<&EntityRecord> for EntityView {
@@ -237,6 +340,15 @@ impl From<&EntityRecord> for EntityView {
             version: e.version,
             fields: e.state.values(),
             deleted: e.deleted,
+            text_state: e
+                .state
+                .fields
+                .iter()
+                .filter_map(|(name, f)| match &f.state {
+                    FieldState::Text { state, .. } => Some((name.clone(), state.clone())),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }

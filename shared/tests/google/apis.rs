@@ -30,6 +30,7 @@ async fn stored_credentials_give_each_band_its_own_tokens_and_refuse_the_rest() 
         google_credentials: Some(sealed.clone()),
         entity_types: vec![],
         strict_entities: false,
+        history_days: None,
     };
     h.store.put_config(&config).await.unwrap();
     // AND band `jazz` that copied demo's sealed credentials, and band `rock` with none

@@ -35,6 +35,7 @@ impl Fixture {
                 google_credentials: None,
                 entity_types: vec![],
                 strict_entities: false,
+                history_days: None,
             })
             .await
             .unwrap();

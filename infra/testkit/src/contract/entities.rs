@@ -227,6 +227,69 @@ pub async fn entity_store_contract<S: EntityStore + ChannelLog + ?Sized>(store: 
     entity_listing_pages(store).await;
     history_and_its_pruning(store).await;
     conflicts(store).await;
+    verdicts_are_counted_once_per_commit(store).await;
+}
+
+/// Each committed verdict bumps its band's counters in the same write: once (a raced
+/// commit counts nothing), per (type, counter), summed over the band's devices.
+async fn verdicts_are_counted_once_per_commit<S: EntityStore + ChannelLog + ?Sized>(store: &S) {
+    use bandsync::entities::records::Decision;
+    let (band, other) = (super::band(), super::band());
+    let ch = ChannelName::Band(band.clone());
+    let (entry, attendance) = (type_name("setlist_entry"), type_name("attendance"));
+    assert!(store.verdict_counts(&band).await.unwrap().is_empty());
+    let mut ringo = Writer::new(store, &band).await;
+    let mut paul = Writer::new(store, &band).await;
+    let now = Utc::now();
+    // GIVEN ringo's create (applied), then his patch decided against paul's (merged)
+    let create = ringo.write(&entry, &entity_id("e1"), 0, "A", now, Some(&ch));
+    ringo.commit(store, &create).await;
+    let mut merged = ringo.write(&entry, &entity_id("e1"), 1, "B", now, Some(&ch));
+    merged.receipt.result.status = MutationStatus::Merged;
+    if let Some(h) = merged.history.as_mut() {
+        h.decisions.push(Decision {
+            field: "title".into(),
+            policy: "lww".into(),
+            outcome: "won".into(),
+            loser: Some(json!("C")),
+        });
+    }
+    ringo.commit(store, &merged).await;
+    // AND the same commit again (a redelivery): raced, counted nothing
+    assert_raced(store.commit(&merged).await, "the merged commit again");
+    // AND paul's create of another entry and a refused RSVP
+    let create = paul.write(&entry, &entity_id("e2"), 0, "D", now, Some(&ch));
+    paul.commit(store, &create).await;
+    let mut refused = paul.reject();
+    refused.receipt.parked = Some(json!({"mid": refused.mid, "type": "attendance"}));
+    paul.commit(store, &refused).await;
+    // AND a verdict in another band
+    let mut elsewhere = Writer::new(store, &other).await;
+    let create = elsewhere.write(&entry, &entity_id("e1"), 0, "X", now, None);
+    elsewhere.commit(store, &create).await;
+
+    // THEN the band's counters are the verdicts, once each, both devices summed
+    let counts: Vec<(String, String, u64)> = store
+        .verdict_counts(&band)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.entity_type, c.counter, c.count))
+        .collect();
+    let row = |t: &EntityTypeName, c: &str, n| (t.to_string(), c.to_owned(), n);
+    assert_eq!(
+        counts,
+        vec![
+            row(&attendance, "status:rejected", 1),
+            row(&entry, "policy:lww:won", 1),
+            row(&entry, "status:applied", 2),
+            row(&entry, "status:merged", 1),
+        ],
+        "per (type, counter), in that order"
+    );
+    let elsewhere: Vec<_> = store.verdict_counts(&other).await.unwrap();
+    assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
+    assert_eq!(elsewhere[0].count, 1);
 }
 
 /// First member wins; the same member updates platform, name and categories, never the
@@ -544,6 +607,47 @@ async fn settlements_commit_without_a_device<S: EntityStore + ChannelLog + ?Size
     empty.history = None;
     assert!(matches!(
         store.commit_events(&empty).await,
+        Err(CommitError::Port(_))
+    ));
+
+    // ... unless it settles the conflicts of an entity that is gone: the conflicts and
+    // their event alone; again, the event keeps its first seq.
+    let mut gone = conflict(&band, &service, t0, "venue");
+    gone.resolution = Some(Resolution {
+        value: Value::Null,
+        at: t0 + secs(3),
+        by: None,
+        how: "gone".into(),
+        reason: Some("deleted".into()),
+    });
+    let mut settle_gone = empty.clone();
+    settle_gone.expected_version = 0;
+    settle_gone.conflicts = vec![gone.clone()];
+    for _ in 0..2 {
+        let events = store
+            .commit_events(&settle_gone)
+            .await
+            .expect("a gone entity's conflict is settled");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(head_seq(store, &ch).await, 3);
+        assert_eq!(
+            store.get_conflict(&band, &gone.id).await.unwrap(),
+            Some(gone.clone())
+        );
+        assert!(
+            store
+                .list_conflicts(&band, true, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(version_of(store, &band, &ty, &e1).await, Some(2));
+    }
+    // (one that leaves a conflict open is refused)
+    let mut reopen = settle_gone.clone();
+    reopen.conflicts[0].resolution = None;
+    assert!(matches!(
+        store.commit_events(&reopen).await,
         Err(CommitError::Port(_))
     ));
 }
@@ -876,6 +980,7 @@ async fn conflicts<S: EntityStore + ?Sized>(store: &S) {
         at: t0 + secs(2),
         by: Some(w.member.clone()),
         how: "member".into(),
+        reason: None,
     });
     let mut c = w.write(&ty, &e1, 1, "B", t0 + secs(2), None);
     c.conflicts = vec![settled.clone()];

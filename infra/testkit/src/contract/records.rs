@@ -14,11 +14,13 @@ pub async fn config_store_contract<S: ConfigStore + ?Sized>(store: &S) {
         google_credentials: None,
         entity_types: vec![],
         strict_entities: false,
+        history_days: None,
     };
     store.put_config(&config).await.unwrap();
     assert_eq!(store.get_config(&a).await.unwrap().as_ref(), Some(&config));
     config.file_types.clear();
     config.name = "Renamed".into();
+    config.history_days = Some(30);
     store.put_config(&config).await.unwrap();
     assert_eq!(
         store.get_config(&a).await.unwrap(),

@@ -24,7 +24,19 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: entry `i` brings a database from `user_version` `i` to `i + 1`.
 /// Append, never edit: a file written by an older build is upgraded in place.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+
+/// v5: conflict analytics. A band's verdict counters per (entity type, counter), bumped
+/// inside each commit (see `entities::stats::counters`).
+const SCHEMA_V5: &str = "
+CREATE TABLE IF NOT EXISTS verdict_counts (
+    band        TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    counter     TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (band, entity_type, counter)
+) WITHOUT ROWID;
+";
 
 /// v4: presence. A member's session per band (`since`; `leaving_since` while its last
 /// device is gone and the debounce runs, indexed for the sweep; `left_at`, the mark a

@@ -14,6 +14,7 @@ use crate::entities::records::{
     Commit, CommitError, ConflictRecord, DeviceRecord, EntityPage, EntityRecord, HistoryEntry,
     Receipt,
 };
+use crate::entities::stats::VerdictCount;
 use crate::model::{BandId, ConflictId, DeviceId, EntityId, EntityTypeName, Event};
 use crate::ports::{EntityStore, PortResult};
 use anyhow::anyhow;
@@ -305,6 +306,18 @@ impl EntityStore for EmbeddedStore {
                 ];
                 exec(tx, sql, row)?;
             }
+            if let Some((band, entity_type, counts)) = crate::entities::stats::counters(commit) {
+                let sql = "INSERT INTO verdict_counts (band, entity_type, counter, n) \
+                           VALUES (?1, ?2, ?3, ?4) ON CONFLICT (band, entity_type, counter) \
+                           DO UPDATE SET n = n + excluded.n";
+                for (counter, n) in &counts {
+                    exec(
+                        tx,
+                        sql,
+                        params![band.as_str(), entity_type, counter, int(*n)],
+                    )?;
+                }
+            }
             // The events before the receipt, so the receipt carries its event's seq; a
             // refused receipt rolls the appends back with everything else.
             let stored = match commit.events() {
@@ -368,6 +381,23 @@ impl EntityStore for EmbeddedStore {
                        AND h.version < (SELECT e.version FROM entities e WHERE e.band = h.band \
                        AND e.entity_type = h.entity_type AND e.id = h.id)";
             Ok(exec(tx, sql, params![band.as_str(), ts(before)])? as u64)
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn verdict_counts(&self, band: &BandId) -> PortResult<Vec<VerdictCount>> {
+        self.db.read("verdict_counts", |c| {
+            let sql = "SELECT entity_type, counter, n FROM verdict_counts WHERE band = ?1 \
+                       ORDER BY entity_type, counter";
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map([band.as_str()], |r| {
+                Ok(VerdictCount {
+                    entity_type: r.get(0)?,
+                    counter: r.get(1)?,
+                    count: get_u64(r, 2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }

@@ -848,6 +848,7 @@ mod tests {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         };
         let in_flight = {
             let store = EmbeddedStore::open(&path).unwrap();

@@ -704,6 +704,7 @@ mod tests {
             google_credentials: None,
             entity_types: vec![],
             strict_entities: false,
+            history_days: None,
         };
         let event = |id: &str| {
             let progress = SyncProgress {

@@ -20,6 +20,7 @@ use crate::entities::records::{
     Commit, CommitError, ConflictRecord, DeviceRecord, EntityPage, EntityRecord, HistoryEntry,
     Receipt,
 };
+use crate::entities::stats::VerdictCount;
 use crate::model::{BandId, ConflictId, DeviceId, EntityId, EntityTypeName, Event};
 use crate::ports::{EntityStore, PortError, PortResult};
 use anyhow::{Context as _, anyhow};
@@ -30,6 +31,7 @@ use aws_sdk_dynamodb::types::{
     Delete, Put, ReturnConsumedCapacity, ReturnValue, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use tracing::{debug, instrument};
 
@@ -39,8 +41,8 @@ const MAX_RECEIPTS: u64 = 1_000;
 /// attributes beside the body.
 const MAX_BODY: usize = 390 * 1024;
 /// Items of a commit besides its conflicts: device, receipt, parked copy, entity,
-/// history, and the log's event, event id and head.
-const FIXED_ITEMS: usize = 8;
+/// history, verdict counters, and the log's event, event id and head.
+const FIXED_ITEMS: usize = 9;
 /// What one TransactWriteItems holds.
 const MAX_ITEMS: usize = 100;
 /// Each conflict is three items (by id, in every listing, in the open listing).
@@ -181,6 +183,9 @@ impl DynamoStore {
             item.insert("committed_at".into(), s(ts(h.at)));
             writes.push(transact_put(table, item, None)?);
         }
+        if let Some(counters) = Self::counter_write(table, commit)? {
+            writes.push(counters);
+        }
         if commit.conflicts.len() > MAX_CONFLICTS {
             return Err(PortError::Backend(anyhow!(
                 "a commit settles at most {MAX_CONFLICTS} conflicts, not {}",
@@ -206,6 +211,30 @@ impl DynamoStore {
             });
         }
         Ok((writes, guarded))
+    }
+
+    /// The verdict's counters, added to its (band, type, device) shard (see
+    /// [`keys::stats_shard`]): `ADD` on one small item, in the commit's transaction.
+    fn counter_write(table: &str, commit: &Commit) -> PortResult<Option<TransactWriteItem>> {
+        let Some((band, entity_type, counts)) = crate::entities::stats::counters(commit) else {
+            return Ok(None);
+        };
+        let mut builder = Update::builder()
+            .table_name(table)
+            .set_key(Some(keys::stats_shard(band, &entity_type, &commit.device)))
+            .expression_attribute_names("#type", "entity_type")
+            .expression_attribute_values(":type", s(entity_type.clone()));
+        let mut adds = Vec::with_capacity(counts.len());
+        for (i, (counter, count)) in counts.iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            builder = builder
+                .expression_attribute_names(format!("#c{i}"), counter)
+                .expression_attribute_values(format!(":c{i}"), n(count));
+        }
+        let expression = format!("SET #type = :type ADD {}", adds.join(", "));
+        Ok(Some(update(build(
+            builder.update_expression(expression).build(),
+        )?)))
     }
 
     /// One attempt: `Ok(None)` when it lost a race for the log's head alone (read the
@@ -630,5 +659,34 @@ impl EntityStore for DynamoStore {
                 None => return Ok(gone),
             }
         }
+    }
+
+    /// One Query of the band's `STATS#b` shards, summed per (type, counter).
+    #[instrument(skip(self), level = "debug")]
+    async fn verdict_counts(&self, band: &BandId) -> PortResult<Vec<VerdictCount>> {
+        let items = self
+            .query_items(keys::stats_pk(band), SortKeys::All, true, None)
+            .await?;
+        let mut sums: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for item in &items {
+            let entity_type = get_str(item, "entity_type")?;
+            for name in item.keys() {
+                if !crate::entities::stats::is_counter(name) {
+                    continue;
+                }
+                let count = get_u64(item, name)?.unwrap_or(0);
+                *sums
+                    .entry((entity_type.to_owned(), name.clone()))
+                    .or_default() += count;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|((entity_type, counter), count)| VerdictCount {
+                entity_type,
+                counter,
+                count,
+            })
+            .collect())
     }
 }

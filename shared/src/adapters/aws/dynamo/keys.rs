@@ -258,6 +258,17 @@ pub(super) fn history(
     key(history_pk(band, entity_type, id), version_sk(version))
 }
 
+/// `STATS#b`: a band's verdict counters, one item per (entity type, device): a device's
+/// commits are serialized by its mid, so no two transactions race for one counter item.
+pub(super) fn stats_pk(band: &BandId) -> String {
+    format!("STATS#{band}")
+}
+
+/// `STATS#b / <type>#<device>`.
+pub(super) fn stats_shard(band: &BandId, entity_type: &str, device: &DeviceId) -> Item {
+    key(stats_pk(band), format!("{entity_type}#{device}"))
+}
+
 /// `CONFLICTS#b`: a band's conflicts, by id and in two newest-first listings.
 pub(super) fn conflicts_pk(band: &BandId) -> String {
     format!("CONFLICTS#{band}")
