@@ -45,6 +45,10 @@ pub struct DeliveryReport {
 /// Events read per page when a gap before a message is filled from the log.
 const GAP_PAGE: usize = 100;
 
+/// Events one delivery may take beyond its message's (see [`Broadcaster::coalesce`]):
+/// two broadcast messages' worth of a sync, far under a Lambda's time.
+pub const DEFAULT_COALESCE: usize = 100;
+
 /// The largest wait between two tries of a post. With the default 3 attempts the windows
 /// are 50 and 100 ms, well under it; it bounds a larger `attempts`.
 const POST_BACKOFF_CAP: Duration = Duration::from_secs(1);
@@ -61,6 +65,11 @@ pub struct Broadcaster {
     pub attempts: u32,
     /// The first backoff window between tries of a post; it doubles with each retry.
     pub backoff: Duration,
+    /// Events appended after a message's own that one delivery may take with it (read
+    /// from the log, gapless after the message's last): under a burst of pushes, each
+    /// queuing its own message, one delivery carries what the messages queued behind it
+    /// hold, and they find it delivered. 0 delivers each message's events only.
+    pub coalesce: usize,
     /// Where the waits between tries are taken.
     sleeper: Arc<dyn Sleeper>,
     /// Uncounts a gone connection for presence before forgetting it.
@@ -132,6 +141,7 @@ impl Broadcaster {
             concurrency: 32,
             attempts: 3,
             backoff: Duration::from_millis(50),
+            coalesce: DEFAULT_COALESCE,
             sleeper: Arc::new(TokioSleeper),
             presence: None,
         }
@@ -175,6 +185,28 @@ impl Broadcaster {
     /// the pushes come out in seq order anyway. One broadcaster runs per channel at a
     /// time (the FIFO group is the channel), so reading and then moving it is safe.
     async fn pending(&self, message: &BroadcastMessage) -> PortResult<Vec<Event>> {
+        let mut events = self.own_pending(message).await?;
+        let Some(mut cursor) = events.last().map(|e| e.seq) else {
+            return Ok(events);
+        };
+        let mut room = self.coalesce;
+        while room > 0 {
+            let page = self
+                .log
+                .read_after(&message.channel, cursor, room.min(GAP_PAGE))
+                .await?;
+            let Some(newest) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            room = room.saturating_sub(page.len());
+            events.extend(page);
+            cursor = newest;
+        }
+        Ok(events)
+    }
+
+    /// The message's own events not yet pushed, with any gap before them filled.
+    async fn own_pending(&self, message: &BroadcastMessage) -> PortResult<Vec<Event>> {
         let Some(last) = message.events.last().map(|e| e.seq) else {
             return Ok(Vec::new());
         };

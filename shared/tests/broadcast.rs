@@ -354,3 +354,57 @@ async fn a_setlist_only_device_gets_setlists_and_skipped_ranges_for_the_rest() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_delivery_takes_the_events_queued_behind_it_and_their_messages_find_them_delivered() {
+    // GIVEN seqs 1..3 in the log, each published as its own message (three pushes)
+    let h = Harness::new();
+    let all = subscribers(&h, &[PushBehaviour::Deliver]).await;
+    let one = |i: usize| BroadcastMessage {
+        channel: all.channel.clone(),
+        events: all.events[i..=i].to_vec(),
+    };
+    // WHEN the first message is delivered
+    let b = h.broadcaster();
+    let first = b.deliver(&one(0)).await.unwrap();
+    // THEN it carried all three, and the other two messages are no-ops
+    assert_eq!(first.delivered, 3);
+    assert_eq!(b.deliver(&one(1)).await.unwrap(), DeliveryReport::default());
+    assert_eq!(b.deliver(&one(2)).await.unwrap(), DeliveryReport::default());
+    assert_eq!(received(&h, "c1"), all_three());
+    assert_eq!(h.log.delivered(&all.channel).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn without_coalescing_each_message_delivers_its_own_events() {
+    // GIVEN the same three one-event messages, and a broadcaster that does not coalesce
+    let h = Harness::new();
+    let all = subscribers(&h, &[PushBehaviour::Deliver]).await;
+    let mut b = h.broadcaster();
+    b.coalesce = 0;
+    // WHEN they are delivered in order THEN each carries one event
+    for i in 0..3 {
+        let message = BroadcastMessage {
+            channel: all.channel.clone(),
+            events: all.events[i..=i].to_vec(),
+        };
+        assert_eq!(b.deliver(&message).await.unwrap().delivered, 1);
+    }
+    assert_eq!(received(&h, "c1"), all_three());
+}
+
+#[tokio::test]
+async fn a_delivery_takes_at_most_coalesce_events_beyond_its_own() {
+    // GIVEN seqs 1..3 in the log and a broadcaster that takes one more event at most
+    let h = Harness::new();
+    let all = subscribers(&h, &[PushBehaviour::Deliver]).await;
+    let mut b = h.broadcaster();
+    b.coalesce = 1;
+    let first = BroadcastMessage {
+        channel: all.channel.clone(),
+        events: all.events[..1].to_vec(),
+    };
+    // WHEN the first message is delivered THEN it carries seqs 1 and 2, not 3
+    assert_eq!(b.deliver(&first).await.unwrap().delivered, 2);
+    assert_eq!(h.log.delivered(&all.channel).await.unwrap(), 2);
+}

@@ -213,6 +213,29 @@ async fn push_latency(
     ))
 }
 
+/// The latency run's two rows; returns (label, p50 verdict, p50 event, pushes/s).
+fn latency_rows(
+    label: &str,
+    mut l: Latency,
+    result_target: f64,
+    event_target: f64,
+) -> (String, f64, f64, f64) {
+    let r50 = row(
+        &format!("{label}: push -> push_result"),
+        &mut l.result_ms,
+        0,
+        Some(result_target),
+    );
+    let e50 = row(
+        &format!("{label}: push -> other member's entity event"),
+        &mut l.event_ms,
+        l.lost_events,
+        Some(event_target),
+    );
+    let rate = l.result_ms.len() as f64 / l.elapsed.as_secs_f64();
+    (label.to_owned(), r50, e50, rate)
+}
+
 /// One way, as latency.rs measures it: a file dropped in the watched folder -> its
 /// `file.created` at the listener, one change at a time.
 async fn one_way(
@@ -324,33 +347,41 @@ async fn main() -> anyhow::Result<()> {
         ("one", 1, pushes, 15.0, 25.0),
         ("many", devices, pushes_each, 15.0, 25.0),
     ] {
-        let (mut l, back, o) = push_latency(&stack, listener, order, run, n, each).await?;
+        let (l, back, o) = push_latency(&stack, listener, order, run, n, each).await?;
         listener = back;
         order = o;
-        let r50 = row(
-            &format!("{n} device(s): push -> push_result"),
-            &mut l.result_ms,
-            0,
-            Some(result_target),
-        );
-        let e50 = row(
-            &format!("{n} device(s): push -> other member's entity event"),
-            &mut l.event_ms,
-            l.lost_events,
-            Some(event_target),
-        );
+        let label = format!("{n} device(s)");
         lost_total += l.lost_events;
-        ratios.push((
-            n,
-            r50,
-            e50,
-            l.result_ms.len() as f64 / l.elapsed.as_secs_f64(),
-        ));
+        ratios.push(latency_rows(&label, l, result_target, event_target));
+    }
+    // The same many-device run on a stack whose broadcaster delivers each message's own
+    // events only (no coalescing), side by side.
+    {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = loopback_config(dir.path());
+        cfg.broadcast_coalesce = 0;
+        let plain = LocalStack::start(cfg).await?;
+        let mut watcher = Client::connect(&plain.ws_url, &plain.token("listener", &["demo"])).await;
+        let subscribed = watcher.subscribe("band:demo").await;
+        let (l, back, o) = push_latency(
+            &plain,
+            watcher,
+            SeqOrder::since(&subscribed),
+            "plain",
+            devices,
+            pushes_each,
+        )
+        .await?;
+        lost_total += l.lost_events + o.disorder as usize;
+        let label = format!("{devices} device(s), coalescing off");
+        ratios.push(latency_rows(&label, l, 15.0, 25.0));
+        back.close().await;
+        plain.shutdown().await;
     }
     println!();
-    for (n, r50, e50, rate) in &ratios {
+    for (label, r50, e50, rate) in &ratios {
         println!(
-            "{n} device(s): {rate:.0} pushes/s; p50 push -> event is {:.2}x the one-way p50 \
+            "{label}: {rate:.0} pushes/s; p50 push -> event is {:.2}x the one-way p50 \
              (push -> push_result {:.2}x)",
             e50 / file_p50,
             r50 / file_p50

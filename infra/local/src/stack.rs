@@ -74,6 +74,9 @@ pub struct StackConfig {
     /// back, and how often the sweep publishes the `presence.left`s that are due.
     pub presence_debounce: Duration,
     pub presence_sweep_every: Duration,
+    /// Events one broadcast delivery may take beyond its message's (0: none; the bench
+    /// compares both).
+    pub broadcast_coalesce: usize,
 }
 
 impl StackConfig {
@@ -105,6 +108,7 @@ impl StackConfig {
             channels_every: Duration::from_secs(60),
             presence_debounce: bandsync::presence::DEFAULT_DEBOUNCE,
             presence_sweep_every: Duration::from_secs(1),
+            broadcast_coalesce: bandsync::broadcast::DEFAULT_COALESCE,
         }
     }
 }
@@ -502,7 +506,9 @@ impl LocalStack {
             )
         };
         let worker = Arc::new(wiring::sync_worker(&backend)?);
-        let broadcaster = Arc::new(wiring::broadcaster(&backend)?);
+        let mut broadcaster = wiring::broadcaster(&backend)?;
+        broadcaster.coalesce = cfg.broadcast_coalesce;
+        let broadcaster = Arc::new(broadcaster);
         let intake = Arc::new(wiring::webhook(&backend)?);
         let api = Arc::new(wiring::api(&backend)?);
         let connect = Arc::new(wiring::ws_connect(&backend)?);
