@@ -1444,10 +1444,9 @@ async fn many_patches_to_one_big_entity_answer_with_its_fields_once() {
     assert_eq!(last["b3"].as_str().map(str::len), Some(15_000));
 }
 
-#[tokio::test]
-async fn a_duplicate_of_a_rejected_mutation_keeps_the_state_to_rebase_on() {
-    // GIVEN bob's fee change on a stale base, rejected with the current state
-    let f = Fixture::new().await;
+/// Alice creates gig g1 at fee 100 and raises it to 150: it is at version 2, so a
+/// change on base 1 is stale.
+async fn alice_sets_the_fee_twice(f: &Fixture) {
     f.results(
         ALICE,
         ALICE_PHONE,
@@ -1457,6 +1456,13 @@ async fn a_duplicate_of_a_rejected_mutation_keeps_the_state_to_rebase_on() {
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_rejected_mutation_keeps_the_state_to_rebase_on() {
+    // GIVEN bob's fee change on a stale base, rejected with the current state
+    let f = Fixture::new().await;
+    alice_sets_the_fee_twice(&f).await;
     let stale = vec![m(1, "gig", "g1", "patch", 1, json!({"fee": 120}))];
     let r = f.results(BOB, BOB_TABLET, stale.clone()).await;
     assert_eq!(r[0]["status"], "rejected");
@@ -1527,15 +1533,7 @@ async fn http(f: &Fixture, method: &str, target: &str, user: &str, bands: &[&str
 async fn the_devices_member_sees_its_parked_mutations_and_may_dismiss_them() {
     // GIVEN bob's two refused fee changes (stale bases) between applied ones
     let f = Fixture::new().await;
-    f.results(
-        ALICE,
-        ALICE_PHONE,
-        vec![
-            m(1, "gig", "g1", "create", 0, json!({"fee": 100})),
-            m(2, "gig", "g1", "patch", 1, json!({"fee": 150})),
-        ],
-    )
-    .await;
+    alice_sets_the_fee_twice(&f).await;
     let b = f
         .results(
             BOB,
