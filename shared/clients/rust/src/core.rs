@@ -799,17 +799,7 @@ impl Core {
             return;
         };
         sock.open = true;
-        if let Some(device) = self.config.device.clone() {
-            let mut frame = json!({
-                "action": "register_device",
-                "device": device.id,
-                "platform": device.platform,
-                "name": device.name,
-                "ref": "d",
-            });
-            if let Some(categories) = device.categories {
-                frame["categories"] = json!(categories);
-            }
+        if let Some(frame) = self.register_frame() {
             self.send(id, &frame);
         } else if let Some(sock) = self.sock_mut(id) {
             sock.device_ok = true;
@@ -829,6 +819,22 @@ impl Core {
         } else {
             self.maybe_switch();
         }
+    }
+
+    /// The `register_device` frame (none without a device).
+    fn register_frame(&self) -> Option<Value> {
+        let device = self.config.device.as_ref()?;
+        let mut frame = json!({
+            "action": "register_device",
+            "device": device.id,
+            "platform": device.platform,
+            "name": device.name,
+            "ref": "d",
+        });
+        if let Some(categories) = &device.categories {
+            frame["categories"] = json!(categories);
+        }
+        Some(frame)
     }
 
     /// `resume` the channel from its cursor on the socket, or `subscribe` without one.
@@ -1756,20 +1762,10 @@ impl Core {
             }
             "unavailable" => {}
             "unknown_device" => {
-                if let (Some(device), Some(id)) =
-                    (self.config.device.clone(), self.main.as_ref().map(|s| s.id))
+                if let (Some(frame), Some(id)) =
+                    (self.register_frame(), self.main.as_ref().map(|s| s.id))
                 {
-                    let mut f = json!({
-                        "action": "register_device",
-                        "device": device.id,
-                        "platform": device.platform,
-                        "name": device.name,
-                        "ref": "d",
-                    });
-                    if let Some(categories) = device.categories {
-                        f["categories"] = json!(categories);
-                    }
-                    self.send(id, &f);
+                    self.send(id, &frame);
                 }
             }
             _ => {
@@ -2000,6 +1996,23 @@ mod tests {
             .collect()
     }
 
+    fn push_small(core: &mut Core, ticket: Ticket, band: &str) {
+        let m = json!({"band": band, "type": "t", "id": "x", "op": "patch", "base_version": 1});
+        let Value::Object(mutation) = m else {
+            unreachable!("an object")
+        };
+        core.handle(1, Input::Push { ticket, mutation });
+    }
+
+    /// The frames sent once mid 1 (the first batch, alone) is applied.
+    fn after_first_verdict(core: &mut Core) -> Vec<Value> {
+        core.take_effects();
+        let result = json!({"type": "push_result", "ref": "p:1", "device": "ringo-ipad",
+                            "results": [{"mid": 1, "status": "applied"}]});
+        core.handle(2, Input::Frame(1, result.to_string()));
+        sent(&core.take_effects())
+    }
+
     #[test]
     fn batches_are_packed_to_32_kb_and_100_mutations() {
         let (mut core, _) = connected_core();
@@ -2050,22 +2063,9 @@ mod tests {
         // Small mutations: at most 100 to a batch.
         let (mut core, _) = connected_core();
         for ticket in 0..250 {
-            let Value::Object(m) =
-                json!({"band": "demo", "type": "t", "id": "x", "op": "patch", "base_version": 1})
-            else {
-                unreachable!()
-            };
-            core.handle(
-                1,
-                Input::Push {
-                    ticket,
-                    mutation: m,
-                },
-            );
+            push_small(&mut core, ticket, "demo");
         }
-        core.take_effects();
-        core.handle(2, Input::Frame(1, json!({"type":"push_result","ref":"p:1","device":"ringo-ipad","results":[{"mid":1,"status":"applied"}]}).to_string()));
-        let batch = &sent(&core.take_effects())[0];
+        let batch = &after_first_verdict(&mut core)[0];
         assert_eq!(batch["mutations"].as_array().unwrap().len(), MAX_BATCH);
     }
 
@@ -2073,22 +2073,9 @@ mod tests {
     fn batches_hold_one_band() {
         let (mut core, _) = connected_core();
         for (ticket, band) in [(0, "demo"), (1, "demo"), (2, "other"), (3, "demo")] {
-            let Value::Object(m) =
-                json!({"band": band, "type": "t", "id": "x", "op": "patch", "base_version": 1})
-            else {
-                unreachable!()
-            };
-            core.handle(
-                1,
-                Input::Push {
-                    ticket,
-                    mutation: m,
-                },
-            );
+            push_small(&mut core, ticket, band);
         }
-        core.take_effects();
-        core.handle(2, Input::Frame(1, json!({"type":"push_result","ref":"p:1","device":"ringo-ipad","results":[{"mid":1,"status":"applied"}]}).to_string()));
-        let batch = &sent(&core.take_effects())[0];
+        let batch = &after_first_verdict(&mut core)[0];
         assert_eq!(batch["band"], "demo");
         assert_eq!(
             batch["mutations"].as_array().unwrap().len(),

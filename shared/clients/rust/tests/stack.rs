@@ -29,6 +29,19 @@ fn create(id: &str) -> Value {
            "base_version": 0, "fields": {"title": format!("song {id}")}})
 }
 
+/// A client whose `getToken` always gives `token`.
+fn client_with(url: &str, token: String, device_id: &str) -> Client {
+    let tokens = get_token(move || {
+        let t = token.clone();
+        async move { Ok(t) }
+    });
+    Client::new(
+        url,
+        Options::new(tokens, MemoryStorage::new()).device(device(device_id)),
+    )
+    .expect("a client")
+}
+
 /// Events until `n` entity events came: every event's seq (in the order they reached
 /// the app) and the entity events.
 async fn entity_events(
@@ -165,18 +178,7 @@ async fn offline_pushes_live_events_and_a_killed_connection_resumes_without_gap_
         .close(&ids[0])
         .expect("the connection closes");
     let bob_token = t.token("bob", &["demo"]);
-    let bob = Client::new(
-        &url,
-        Options::new(
-            get_token(move || {
-                let t = bob_token.clone();
-                async move { Ok(t) }
-            }),
-            MemoryStorage::new(),
-        )
-        .device(device("bob-phone-1")),
-    )
-    .expect("bob's client");
+    let bob = client_with(&url, bob_token, "bob-phone-1");
     for n in 1..=3 {
         let v = bob
             .push(create(&format!("b{n}")))
@@ -231,18 +233,7 @@ async fn offline_pushes_live_events_and_a_killed_connection_resumes_without_gap_
 async fn every_event_reaches_the_app_once_and_gapless_across_a_kill() {
     let t = spawn_stack().await;
     let token = t.token("carol", &["demo"]);
-    let carol = Client::new(
-        &t.stack.ws_url,
-        Options::new(
-            get_token(move || {
-                let t = token.clone();
-                async move { Ok(t) }
-            }),
-            MemoryStorage::new(),
-        )
-        .device(device("carol-tablet")),
-    )
-    .expect("a client");
+    let carol = client_with(&t.stack.ws_url, token, "carol-tablet");
     let band = carol
         .channel("band:demo", ChannelOptions::default())
         .unwrap();
