@@ -1113,6 +1113,16 @@ impl Core {
 
     // ---- channels ----
 
+    /// The open sockets: the connection's, and the rotation's.
+    fn open_sockets(&self) -> Vec<SocketId> {
+        [self.main.as_ref(), self.next.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.open)
+            .map(|s| s.id)
+            .collect()
+    }
+
     fn subscribe(&mut self, channel: String, get_state: bool) {
         let ch = self.channels.entry(channel.clone()).or_default();
         ch.get_state = get_state;
@@ -1122,13 +1132,7 @@ impl Core {
                 ch.awaiting_state = Some(StateWait::Subscribe);
                 self.effects.push(Effect::GetState(channel.clone()));
             }
-            for id in [self.main.as_ref(), self.next.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter(|s| s.open)
-                .map(|s| s.id)
-                .collect::<Vec<_>>()
-            {
+            for id in self.open_sockets() {
                 if let Some(sock) = self.sock_mut(id) {
                     sock.unanswered.insert(channel.clone());
                 }
@@ -1150,13 +1154,7 @@ impl Core {
             ch.live = false;
             ch.held.clear();
         }
-        for id in [self.main.as_ref(), self.next.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter(|s| s.open)
-            .map(|s| s.id)
-            .collect::<Vec<_>>()
-        {
+        for id in self.open_sockets() {
             if let Some(sock) = self.sock_mut(id) {
                 sock.unanswered.remove(&channel);
                 sock.resuming.remove(&channel);
@@ -1182,13 +1180,7 @@ impl Core {
                     ch.cursor = Some(cursor.clone());
                     self.persist_cursor(&channel);
                 }
-                for id in [self.main.as_ref(), self.next.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| s.open)
-                    .map(|s| s.id)
-                    .collect::<Vec<_>>()
-                {
+                for id in self.open_sockets() {
                     self.join(id, &channel);
                 }
             }
