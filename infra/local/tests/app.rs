@@ -25,6 +25,10 @@ async fn get(http: &Http, path: &str) -> (u16, String, String) {
     (status, content_type, resp.text().await.expect("a body"))
 }
 
+async fn ask_token(http: &Http, body: &str) -> (u16, Value) {
+    http.post("/local/token", None, body).await
+}
+
 #[tokio::test]
 async fn the_example_page_and_its_bundle_are_served_under_app() {
     let stack = spawn_stack().await;
@@ -81,9 +85,7 @@ async fn local_tokens_open_the_websocket_and_the_http_api() {
     let http = stack.http();
 
     // GIVEN a member and a band THEN a token and when it expires (an hour)
-    let (status, body) = http
-        .post("/local/token", None, r#"{"user":"alice","band":"demo"}"#)
-        .await;
+    let (status, body) = ask_token(&http, r#"{"user":"alice","band":"demo"}"#).await;
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().expect("a token").to_owned();
     let expires = chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap())
@@ -102,13 +104,7 @@ async fn local_tokens_open_the_websocket_and_the_http_api() {
     assert_eq!(status, 403);
 
     // GIVEN seconds THEN that short a token
-    let (status, body) = http
-        .post(
-            "/local/token",
-            None,
-            r#"{"user":"bo","band":"demo","seconds":90}"#,
-        )
-        .await;
+    let (status, body) = ask_token(&http, r#"{"user":"bo","band":"demo","seconds":90}"#).await;
     assert_eq!(status, 200, "{body}");
     let expires = chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap())
         .unwrap()
@@ -116,16 +112,10 @@ async fn local_tokens_open_the_websocket_and_the_http_api() {
     assert!((80..=90).contains(&(expires - chrono::Utc::now().timestamp())));
 
     // GIVEN nonsense THEN a clear refusal
-    let (status, body) = http.post("/local/token", None, r#"{"band":"demo"}"#).await;
+    let (status, body) = ask_token(&http, r#"{"band":"demo"}"#).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "malformed_body", "{body}");
-    let (status, body) = http
-        .post(
-            "/local/token",
-            None,
-            r#"{"user":"alice","band":"demo","seconds":-5}"#,
-        )
-        .await;
+    let (status, body) = ask_token(&http, r#"{"user":"alice","band":"demo","seconds":-5}"#).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_parameter", "{body}");
     // AND it takes only POST

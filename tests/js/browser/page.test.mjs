@@ -71,6 +71,15 @@ async function caughtUp(page) {
   await page.waitForFunction((seq) => [...document.querySelectorAll('#events li[data-seq]')].some((li) => Number(li.dataset.seq) >= seq), last, { timeout: 30000 });
 }
 
+/** Back online: the page reconnects, its outbox empties, it catches up; its events. */
+async function backOnline(page) {
+  await browser.context.setOffline(false);
+  await waitText(page, 'state', 'connected');
+  await waitText(page, 'pending', '0');
+  await caughtUp(page);
+  return sameAsLog(page);
+}
+
 async function boChangesThings() {
   const id = uid('bo-');
   const created = await bo.client.push({ band: 'demo', type: 'setlist_entry', id, op: 'create', baseVersion: 0, fields: { title: 'Autumn Leaves', key: 'Gm' } });
@@ -125,11 +134,7 @@ test('offline while bo changes things and the page queues changes: back online i
   assert.notEqual(during.state, 'connected');
   assert.equal(during.events.length, before, 'nothing arrives while offline');
 
-  await browser.context.setOffline(false);
-  await waitText(page, 'state', 'connected');
-  await waitText(page, 'pending', '0');
-  await caughtUp(page);
-  const events = await sameAsLog(page);
+  const events = await backOnline(page);
   // Bo's two changes and the file, each once.
   assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
   assert.equal(events.filter((e) => e.event === 'file.created' && e.text.includes(bos.name)).length, 1);
@@ -161,11 +166,7 @@ test('offline first, so Chromium holds the socket\'s frames, then the gateway cu
 
   // Back online: the held events, then the close, then a resume (and the same events
   // again, which the client drops) and the outbox from its oldest entry.
-  await browser.context.setOffline(false);
-  await waitText(page, 'pending', '0');
-  await waitText(page, 'state', 'connected');
-  await caughtUp(page);
-  const events = await sameAsLog(page);
+  const events = await backOnline(page);
   assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
   const { entity, writes } = await serverEntry(entry);
   assert.equal(entity.version, 3);
