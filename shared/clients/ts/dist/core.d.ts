@@ -1,0 +1,261 @@
+import type { Event as WireEvent, HistoryLostData, MutationResult, Platform, PresentMember, WireMutation } from './wire.gen';
+export type { WireEvent, MutationResult, WireMutation, PresentMember };
+export type State = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'suspended' | 'failed' | 'closed';
+export type Env = 'online' | 'offline' | 'visible' | 'hidden' | 'wake';
+export interface Cursor {
+    epoch: string | null;
+    seq: number;
+}
+export interface Device {
+    id: string;
+    platform: Platform;
+    name: string;
+    categories?: string[] | null;
+}
+/** A mutation as the app gives it (`baseVersion` or `base_version`; `mid` is the client's). */
+export interface Mutation {
+    band: string;
+    type: string;
+    id: string;
+    op: 'create' | 'patch' | 'delete';
+    baseVersion?: number;
+    base_version?: number;
+    fields?: Record<string, unknown>;
+    resolves?: string | null;
+    ts?: string;
+}
+export interface Pending {
+    mid: number;
+    band: string;
+    mutation: WireMutation;
+}
+export interface Parked {
+    key: string;
+    mid: number | null;
+    band: string;
+    mutation: Omit<WireMutation, 'mid'> & {
+        mid?: number;
+    };
+    code: string;
+    message: string;
+}
+/** A verdict: the server's, or a local refusal of a mutation whose mid was given back. */
+export type Verdict = MutationResult | {
+    mid: null;
+    status: 'rejected';
+    code: string;
+    message: string;
+};
+export interface Failure {
+    code: string;
+    message: string;
+}
+export interface Options {
+    url: string;
+    device?: Device;
+    hiddenCloseAfterMs?: number;
+    suspendedRetryMs?: number;
+}
+export type Input = {
+    type: 'start';
+} | {
+    type: 'token';
+    socket: number;
+    token?: string;
+    unauthorized?: boolean;
+    error?: string;
+} | {
+    type: 'opened';
+    socket: number;
+} | {
+    type: 'refused';
+    socket: number;
+    status?: number;
+} | {
+    type: 'frame';
+    socket: number;
+    text: string;
+} | {
+    type: 'closed';
+    socket: number;
+    code: number;
+} | {
+    type: 'timer';
+    id: string;
+} | {
+    type: 'env';
+    env: Env;
+} | {
+    type: 'subscribe';
+    channel: string;
+    getState: boolean;
+    tag?: number;
+} | {
+    type: 'state';
+    channel: string;
+    cursor: Cursor | null;
+} | {
+    type: 'unsubscribe';
+    channel: string;
+} | {
+    type: 'push';
+    mutation: Mutation;
+    tag?: number;
+} | {
+    type: 'presence';
+    channel: string;
+    tag: number;
+} | {
+    type: 'dismiss';
+    key: string;
+} | {
+    type: 'close';
+};
+export type Effect = {
+    type: 'get_token';
+    socket: number;
+} | {
+    type: 'get_state';
+    channel: string;
+} | {
+    type: 'open';
+    socket: number;
+    url: string;
+} | {
+    type: 'send';
+    socket: number;
+    text: string;
+} | {
+    type: 'close';
+    socket: number;
+    code: number;
+} | {
+    type: 'set_timer';
+    id: string;
+    at: number;
+} | {
+    type: 'cancel_timer';
+    id: string;
+} | {
+    type: 'persist';
+    key: string;
+    value: unknown;
+} | {
+    type: 'remove';
+    key: string;
+} | {
+    type: 'emit';
+    name: string;
+    data: unknown;
+    channel?: string;
+} | {
+    type: 'settle';
+    tag: number;
+    value?: unknown;
+    error?: Failure;
+};
+/** API Gateway reads a message in frames of at most 32 KB and closes with 1009 past it. */
+export declare const MAX_FRAME = 32768;
+interface Chan {
+    name: string;
+    on: boolean;
+    getState: boolean;
+    cursor: Cursor | null;
+    held: Map<number, WireEvent>;
+    loading: boolean;
+    lost?: {
+        data: HistoryLostData;
+        sock: number;
+    };
+    live: boolean;
+    waiters: number[];
+}
+/** `exp` of a JWT's payload in ms, read without verifying (rotation only needs the time). */
+export declare function jwtExp(token: string): number | undefined;
+export declare class Core {
+    private readonly o;
+    private readonly random;
+    state: State;
+    readonly chans: Map<string, Chan>;
+    private fx;
+    private now;
+    private main?;
+    private rot?;
+    private nextSock;
+    private fails;
+    private refusals;
+    private since;
+    private floor;
+    private waiting;
+    private hidden;
+    private hiddenClosed;
+    private watchdogAt;
+    private cursors;
+    private dirty;
+    private outbox;
+    private midNext;
+    private parkedList;
+    private localNext;
+    private batch?;
+    private rateLimited;
+    private presenceWaiters;
+    constructor(o: Options, random: () => number, stored?: Record<string, unknown>);
+    pending(): Pending[];
+    parked(): Parked[];
+    cursor(channel: string): Cursor | null;
+    step(now: number, input: Input): Effect[];
+    private emit;
+    private timer;
+    private cancel;
+    private persist;
+    private remove;
+    private settle;
+    private send;
+    private closeSock;
+    private setState;
+    private input;
+    private sock;
+    private watchdog;
+    private attempt;
+    private onToken;
+    private onOpen;
+    /** Subscribe, or resume from the cursor, on a socket (ref `c:<channel>`). */
+    private resume;
+    private connected;
+    /** Heartbeat and rotation timers for the current socket. */
+    private arm;
+    private delay;
+    /** Close what is open and forget what was in flight on it. */
+    private teardown;
+    /** The socket is gone: wait, then try again. */
+    private lost;
+    private fail;
+    private onTimer;
+    private ping;
+    private onEnv;
+    private rotationFailed;
+    /** Make-before-break: the new socket takes over once it has caught up. */
+    private maybeSwitch;
+    private onFrame;
+    private answering;
+    private answered;
+    private onEvent;
+    private deliver;
+    private advance;
+    /** Emit held events that are now next; drop those the cursor passed. */
+    private drain;
+    private gap;
+    private onError;
+    private subscribe;
+    private onState;
+    /** After history_lost: the refetched state's cursor, a `reset`, and a resume from it. */
+    private reset;
+    private frameSize;
+    private push;
+    /** Send the next batch: the oldest entries of one band that fit a frame; one in flight. */
+    private flush;
+    private onResults;
+    private verdict;
+    private batchError;
+    private parkLocal;
+}

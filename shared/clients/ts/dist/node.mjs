@@ -1,0 +1,35 @@
+// src/node.ts
+import { readFile, rename, writeFile } from "node:fs/promises";
+function fileStorage(path) {
+  let data = {};
+  let chain = Promise.resolve();
+  let next;
+  const save = () => next ??= chain = chain.catch(() => {
+  }).then(async () => {
+    next = void 0;
+    await writeFile(path + ".tmp", JSON.stringify(data));
+    await rename(path + ".tmp", path);
+  });
+  return {
+    async load() {
+      try {
+        data = JSON.parse(await readFile(path, "utf8"));
+      } catch (e) {
+        if (e.code !== "ENOENT") throw e;
+        data = {};
+      }
+      return { ...data };
+    },
+    set(k, v) {
+      data[k] = JSON.parse(JSON.stringify(v));
+      return save();
+    },
+    remove(k) {
+      delete data[k];
+      return save();
+    }
+  };
+}
+export {
+  fileStorage
+};
