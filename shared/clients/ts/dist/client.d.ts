@@ -102,6 +102,7 @@ export declare class BandsyncClient extends Emitter<ClientEvents> {
     private storage;
     private clock;
     private listening;
+    private broken?;
     constructor(url: string, opts: ClientOptions);
     get state(): State;
     /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */

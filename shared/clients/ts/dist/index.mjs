@@ -795,12 +795,16 @@ var BandsyncClient = class extends Emitter {
     this.opts = opts;
     this.clock = opts.clock ?? systemClock;
     const storage = this.storage = opts.storage ?? memoryStorage();
-    this.ready = Promise.resolve().then(() => storage.load()).catch((e) => {
-      this._fire("error", { code: "storage", message: "the storage could not be read: " + message(e) });
-      return {};
-    }).then((data) => {
-      const { device, hiddenCloseAfterMs, suspendedRetryMs } = opts;
-      this.core = new Core({ url, device, hiddenCloseAfterMs, suspendedRetryMs }, opts.random ?? Math.random, data);
+    this.ready = Promise.resolve().then(() => storage.load()).then(
+      (data) => {
+        const { device, hiddenCloseAfterMs, suspendedRetryMs } = opts;
+        this.core = new Core({ url, device, hiddenCloseAfterMs, suspendedRetryMs }, opts.random ?? Math.random, data);
+      },
+      (e) => {
+        this.broken = { code: "storage", message: "the storage could not be read: " + message(e) };
+        this._fire("error", this.broken);
+      }
+    ).then(() => {
       for (const i of this.early.splice(0)) this._feed(i);
     });
     this.listen();
@@ -822,8 +826,9 @@ var BandsyncClient = class extends Emitter {
   storage;
   clock;
   listening = false;
+  broken;
   get state() {
-    return this.core?.state ?? "idle";
+    return this.broken ? "failed" : this.core?.state ?? "idle";
   }
   /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */
   connect() {
@@ -889,6 +894,10 @@ var BandsyncClient = class extends Emitter {
   }
   /** @internal */
   _feed(i) {
+    if (this.broken) {
+      if ("tag" in i && i.tag !== void 0) this.perform({ type: "settle", tag: i.tag, error: this.broken });
+      return;
+    }
     if (!this.core) {
       this.early.push(i);
       return;

@@ -36,12 +36,21 @@ function fileStorage(path) {
   });
   return {
     async load() {
+      let text;
       try {
-        data = JSON.parse(await (0, import_promises.readFile)(path, "utf8"));
+        text = await (0, import_promises.readFile)(path, "utf8");
       } catch (e) {
         if (e.code !== "ENOENT") throw e;
-        data = {};
+        return data = {};
       }
+      let parsed;
+      try {
+        parsed = JSON.parse(text);
+      } catch (e) {
+        throw new Error(`${path} is not JSON (${e.message}): the client's storage file is damaged`);
+      }
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error(`${path} holds no JSON object: the client's storage file is damaged`);
+      data = parsed;
       return { ...data };
     },
     set(k, v) {

@@ -157,6 +157,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   private storage: Storage;
   private clock: Clock;
   private listening = false;
+  private broken?: Failure;
 
   constructor(
     readonly url: string,
@@ -167,20 +168,26 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     const storage = (this.storage = opts.storage ?? memoryStorage());
     this.ready = Promise.resolve()
       .then(() => storage.load())
-      .catch((e) => {
-        this._fire('error', { code: 'storage', message: 'the storage could not be read: ' + message(e) });
-        return {};
-      })
-      .then((data) => {
-        const { device, hiddenCloseAfterMs, suspendedRetryMs } = opts;
-        this.core = new Core({ url, device, hiddenCloseAfterMs, suspendedRetryMs }, opts.random ?? Math.random, data);
+      .then(
+        (data) => {
+          const { device, hiddenCloseAfterMs, suspendedRetryMs } = opts;
+          this.core = new Core({ url, device, hiddenCloseAfterMs, suspendedRetryMs }, opts.random ?? Math.random, data);
+        },
+        (e) => {
+          // Starting empty would reuse mids the server has seen (their new mutations
+          // would be answered `duplicate` and lost), so an unreadable storage fails.
+          this.broken = { code: 'storage', message: 'the storage could not be read: ' + message(e) };
+          this._fire('error', this.broken);
+        },
+      )
+      .then(() => {
         for (const i of this.early.splice(0)) this._feed(i);
       });
     this.listen();
   }
 
   get state(): State {
-    return this.core?.state ?? 'idle';
+    return this.broken ? 'failed' : (this.core?.state ?? 'idle');
   }
   /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */
   connect(): void {
@@ -249,6 +256,10 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   }
   /** @internal */
   _feed(i: Input): void {
+    if (this.broken) {
+      if ('tag' in i && i.tag !== undefined) this.perform({ type: 'settle', tag: i.tag, error: this.broken });
+      return;
+    }
     if (!this.core) {
       this.early.push(i);
       return;

@@ -22,12 +22,21 @@ export function fileStorage(path: string): Storage {
     }));
   return {
     async load() {
+      let text: string;
       try {
-        data = JSON.parse(await readFile(path, 'utf8'));
+        text = await readFile(path, 'utf8');
       } catch (e) {
         if ((e as { code?: string }).code !== 'ENOENT') throw e;
-        data = {};
+        return (data = {});
       }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch (e) {
+        throw new Error(`${path} is not JSON (${(e as Error).message}): the client's storage file is damaged`);
+      }
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${path} holds no JSON object: the client's storage file is damaged`);
+      data = parsed as Record<string, unknown>;
       return { ...data };
     },
     set(k, v) {

@@ -1,0 +1,274 @@
+// What the conformance scenarios do not cover: local refusals, the URL, a client without
+// a device, getState at subscribe, skipped ranges, the outbox's durability and its
+// error answers, presence, dismiss, close, an unreadable storage, and the bare core.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { BandsyncClient, Core, FrameTooLargeError } from '../dist/index.mjs';
+import { FakeClock, FakeServer, fakeStorage, settle } from './harness.mjs';
+
+const DEVICE = { id: 'ringo-ipad', platform: 'web', name: 'iPad' };
+const SONG = { band: 'demo', type: 'setlist_entry', id: 'song-1', op: 'patch', baseVersion: 1, fields: { title: 'Help' } };
+
+function rig(o = {}) {
+  const clock = new FakeClock();
+  const server = new FakeServer(clock);
+  const storage = o.storage ?? fakeStorage(o.stored);
+  const client = new BandsyncClient(o.url ?? 'ws://server/prod', {
+    getToken: o.getToken ?? (async () => 't'),
+    device: 'device' in o ? o.device : DEVICE,
+    storage,
+    WebSocket: server.WebSocket,
+    clock: clock.view(),
+    random: () => 0.5,
+  });
+  return { clock, server, storage, client };
+}
+async function accept(server) {
+  await settle();
+  const ws = server.opening.shift();
+  assert.ok(ws, 'no socket opening');
+  ws.state = 'open';
+  ws.onopen({});
+  await settle();
+  return ws;
+}
+const frames = (ws) => ws.sent.splice(0).map((t) => JSON.parse(t));
+const send = async (ws, f) => {
+  ws.deliver(f);
+  await settle();
+};
+/** Connected, with band:demo subscribed at seq 0 of e1. */
+async function live(r, channel = 'band:demo') {
+  const ch = r.client.channel(channel);
+  const sub = ch.subscribe();
+  const ws = await accept(r.server);
+  frames(ws);
+  await send(ws, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  await send(ws, { type: 'subscribed', channel, seq: 0, epoch: 'e1', ref: 'c:' + channel });
+  await sub;
+  return { ws, ch };
+}
+const event = (seq, extra = {}) => ({ type: 'event', channel: 'band:demo', seq, epoch: 'e1', id: `e1-${seq}`, ts: '2026-12-01T00:00:00Z', event: 'file.updated', data: { path: 'f' }, ...extra });
+
+test('push without a device is refused at once with no_device; a malformed mutation with invalid_mutation', async () => {
+  const r = rig({ device: undefined });
+  await assert.rejects(r.client.push(SONG), { code: 'no_device' });
+  const d = rig();
+  await assert.rejects(d.client.push({ ...SONG, op: 'upsert' }), { code: 'invalid_mutation' });
+  await assert.rejects(d.client.push({ ...SONG, baseVersion: -1 }), { code: 'invalid_mutation' });
+  await settle();
+  assert.deepEqual(d.client.pending(), []);
+});
+
+test('a push over 32 KB rejects with FrameTooLargeError and takes no mid', async () => {
+  const r = rig();
+  const big = r.client.push({ ...SONG, fields: { notes: 'x'.repeat(33000) } });
+  await assert.rejects(big, (e) => e instanceof FrameTooLargeError && e.code === 'frame_too_large');
+  r.client.push(SONG).catch(() => {});
+  await settle();
+  assert.deepEqual(r.client.pending().map((p) => p.mid), [1]);
+});
+
+test("the token is added to the URL's own query, encoded", async () => {
+  const r = rig({ url: 'ws://server/prod?v=2', getToken: async () => 'a b&c' });
+  r.client.connect();
+  await settle();
+  assert.equal(r.server.opening[0].url, 'ws://server/prod?v=2&token=a%20b%26c');
+});
+
+test('without a device the client is connected on open and subscribes without register_device', async () => {
+  const r = rig({ device: undefined });
+  const states = [];
+  r.client.on('state', (s) => states.push(s.current));
+  r.client.channel('band:demo').subscribe();
+  const ws = await accept(r.server);
+  assert.deepEqual(frames(ws), [{ action: 'subscribe', channel: 'band:demo', ref: 'c:band:demo' }]);
+  assert.deepEqual(states, ['connecting', 'connected']);
+});
+
+test('getState at subscribe: a snapshot with {seq, epoch} is resumed from; subscribe() resolves on the last resumed', async () => {
+  const r = rig();
+  const ch = r.client.channel('band:demo', { getState: async () => ({ seq: 7, epoch: 'e1', rows: [] }) });
+  let resolved = false;
+  ch.subscribe().then(() => (resolved = true));
+  const ws = await accept(r.server);
+  assert.deepEqual(frames(ws)[1], { action: 'resume', channel: 'band:demo', after_seq: 7, epoch: 'e1', ref: 'c:band:demo' });
+  await send(ws, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  await send(ws, { type: 'resumed', channel: 'band:demo', seq: 9, epoch: 'e1', replayed: 2, more: true, ref: 'c:band:demo' });
+  assert.equal(resolved, false);
+  assert.equal(frames(ws)[0].action, 'resume');
+  await send(ws, { type: 'resumed', channel: 'band:demo', seq: 7, epoch: 'e1', replayed: 0, ref: 'c:band:demo' });
+  assert.equal(resolved, true);
+  assert.deepEqual(ch.cursor, { epoch: 'e1', seq: 7 });
+});
+
+test('skipped advances the cursor without an event; a skipped range past a gap starts a resume', async () => {
+  const r = rig();
+  const { ws, ch } = await live(r);
+  const seqs = [];
+  ch.on('event', (e) => seqs.push(e.seq));
+  await send(ws, { type: 'skipped', channel: 'band:demo', from_seq: 1, to_seq: 3 });
+  await send(ws, event(4));
+  assert.deepEqual(seqs, [4]);
+  assert.deepEqual(r.storage.get('cursor:band:demo'), { epoch: 'e1', seq: 4 });
+  await send(ws, { type: 'skipped', channel: 'band:demo', from_seq: 9, to_seq: 9 });
+  assert.deepEqual(frames(ws), [{ action: 'resume', channel: 'band:demo', after_seq: 4, epoch: 'e1', ref: 'c:band:demo' }]);
+});
+
+test('an outbox entry is durable before its frame leaves', async () => {
+  let open;
+  const gate = new Promise((r) => (open = r));
+  const base = fakeStorage();
+  const storage = { ...base, set: async (k, v) => (k.startsWith('outbox:') ? gate.then(() => base.set(k, v)) : base.set(k, v)) };
+  const r = rig({ storage });
+  const { ws } = await live(r);
+  r.client.push(SONG);
+  await settle();
+  assert.deepEqual(frames(ws), [], 'sent before the storage finished');
+  open();
+  await settle();
+  const [f] = frames(ws);
+  assert.equal(f.action, 'push');
+  assert.equal(base.get('outbox:1').mutation.base_version, 1);
+});
+
+test('batch errors: rate_limited waits retry_after, unavailable resends at once, unknown_device registers first', async () => {
+  const r = rig();
+  const { ws } = await live(r);
+  r.client.push(SONG);
+  await settle();
+  let [f] = frames(ws);
+  await send(ws, { type: 'error', code: 'rate_limited', message: 'slow down', retry_after: 3, ref: f.ref });
+  await r.clock.advance(2999);
+  assert.deepEqual(frames(ws), []);
+  await r.clock.advance(1);
+  [f] = frames(ws);
+  assert.equal(f.action, 'push');
+  await send(ws, { type: 'error', code: 'unavailable', message: 'try again', ref: f.ref });
+  [f] = frames(ws);
+  assert.equal(f.action, 'push');
+  await send(ws, { type: 'error', code: 'unknown_device', message: 'register first', ref: f.ref });
+  assert.deepEqual(frames(ws).map((x) => x.action), ['register_device']);
+  await send(ws, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  [f] = frames(ws);
+  assert.deepEqual(f.mutations.map((m) => m.mid), [1]);
+  assert.deepEqual(r.client.parked(), []);
+});
+
+test('out_of_order is not final: the outbox resends from its oldest entry', async () => {
+  const r = rig();
+  const { ws } = await live(r);
+  const p = r.client.push(SONG);
+  await settle();
+  const [f] = frames(ws);
+  await send(ws, { type: 'push_result', device: DEVICE.id, ref: f.ref, results: [{ mid: 1, status: 'out_of_order', expected_mid: 1 }] });
+  const [again] = frames(ws);
+  assert.deepEqual(again.mutations.map((m) => m.mid), [1]);
+  await send(ws, { type: 'push_result', device: DEVICE.id, ref: again.ref, results: [{ mid: 1, status: 'merged', version: 3, seq: 9 }] });
+  assert.equal((await p).status, 'merged');
+});
+
+test('another refusal of the frame parks the whole batch locally and gives the mids back', async () => {
+  const r = rig();
+  const { ws } = await live(r);
+  const a = r.client.push(SONG);
+  await settle();
+  const [f] = frames(ws);
+  const b = r.client.push({ ...SONG, id: 'song-2' });
+  await send(ws, { type: 'error', code: 'forbidden', message: 'not a member of demo', ref: f.ref });
+  assert.deepEqual(await a, { mid: null, status: 'rejected', code: 'forbidden', message: 'not a member of demo' });
+  assert.deepEqual(r.client.pending().map((p) => p.mid), [1]);
+  assert.equal(r.storage.get('outbox:1').mutation.id, 'song-2');
+  assert.equal(r.storage.get('outbox:2'), undefined);
+  assert.equal(r.storage.get('mid:next'), 2);
+  assert.deepEqual(r.client.parked().map((p) => [p.key, p.mid, p.code]), [['l1', null, 'forbidden']]);
+  r.client.dismiss('l1');
+  await settle();
+  assert.deepEqual(r.client.parked(), []);
+  assert.equal(r.storage.get('parked:l1'), undefined);
+  const [g] = frames(ws);
+  await send(ws, { type: 'push_result', device: DEVICE.id, ref: g.ref, results: [{ mid: 1, status: 'applied', version: 2, seq: 1 }] });
+  assert.equal((await b).status, 'applied');
+});
+
+test('presence: the request and its answer; presence.joined events also come as presence', async () => {
+  const r = rig();
+  const { ws, ch } = await live(r);
+  const seen = [];
+  ch.on('presence', (e) => seen.push(e.event));
+  const q = ch.presence();
+  await settle();
+  assert.deepEqual(frames(ws), [{ action: 'presence', band: 'demo', ref: 'q:demo' }]);
+  const members = [{ member: 'alice', devices: 1, since: '2026-12-01T00:00:00Z' }];
+  await send(ws, { type: 'presence', band: 'demo', members, ref: 'q:demo' });
+  assert.deepEqual(await q, members);
+  await send(ws, event(1, { event: 'presence.joined', data: { member: 'bob', devices: 1, since: 'x', at: 'x' } }));
+  assert.deepEqual(seen, ['presence.joined']);
+  await assert.rejects(r.client.channel('user:alice').presence(), { code: 'invalid_request' });
+});
+
+test('unsubscribe sends unsubscribe and its events stop', async () => {
+  const r = rig();
+  const { ws, ch } = await live(r);
+  const seqs = [];
+  ch.on('event', (e) => seqs.push(e.seq));
+  ch.unsubscribe();
+  await settle();
+  assert.deepEqual(frames(ws), [{ action: 'unsubscribe', channel: 'band:demo', ref: 'c:band:demo' }]);
+  await send(ws, event(1));
+  assert.deepEqual(seqs, []);
+});
+
+test('close(): the socket closes with 1000, nothing reconnects, queued pushes stay stored', async () => {
+  const r = rig();
+  const { ws } = await live(r);
+  await send(ws, { type: 'error', code: 'rate_limited', message: 'slow', retry_after: 1, ref: 'x' });
+  r.client.push(SONG);
+  await settle();
+  frames(ws);
+  r.client.close();
+  await settle();
+  assert.equal(r.client.state, 'closed');
+  assert.equal(ws.closedWith, 1000);
+  await r.clock.advance(3_600_000);
+  assert.equal(r.server.sockets.length, 1);
+  assert.equal(r.clock.timers.size, 0, 'timers left behind');
+  assert.equal(r.storage.get('outbox:1').mid, 1);
+});
+
+test('a channel error other than history_lost rejects subscribe() and is emitted', async () => {
+  const r = rig();
+  const ch = r.client.channel('band:secret');
+  const errors = [];
+  ch.on('error', (e) => errors.push(e.code));
+  const refused = assert.rejects(ch.subscribe(), { code: 'forbidden' });
+  const ws = await accept(r.server);
+  await send(ws, { type: 'error', code: 'forbidden', message: 'not a member', ref: 'c:band:secret' });
+  await refused;
+  assert.deepEqual(errors, ['forbidden']);
+});
+
+test('a storage that cannot be read fails the client instead of reusing mids', async () => {
+  const r = rig({ storage: { load: async () => Promise.reject(new Error('disk gone')), set() {}, remove() {} } });
+  const errors = [];
+  r.client.on('error', (e) => errors.push(e.message));
+  await assert.rejects(r.client.push(SONG), { code: 'storage' });
+  assert.equal(r.client.state, 'failed');
+  assert.match(errors[0], /disk gone/);
+  assert.equal(r.server.sockets.length, 0);
+});
+
+test('the bare core: inputs stamped with the time give effects, in order', () => {
+  const core = new Core({ url: 'ws://s/p', device: DEVICE }, () => 0.5);
+  const t = Date.parse('2026-12-01T00:00:00Z');
+  assert.deepEqual(core.step(t, { type: 'start' }), [
+    { type: 'set_timer', id: 'w', at: t + 1000 },
+    { type: 'cancel_timer', id: 'retry' },
+    { type: 'emit', name: 'state', data: { previous: 'idle', current: 'connecting', reason: 'connect', retryInMs: undefined }, channel: undefined },
+    { type: 'get_token', socket: 1 },
+  ]);
+  assert.deepEqual(core.step(t, { type: 'token', socket: 1, token: 'x' }), [{ type: 'open', socket: 1, url: 'ws://s/p?token=x' }]);
+  const fx = core.step(t + 5, { type: 'refused', socket: 1 });
+  assert.deepEqual(fx.find((e) => e.type === 'set_timer' && e.id === 'retry'), { type: 'set_timer', id: 'retry', at: t + 5 + 1500 });
+  assert.equal(core.state, 'disconnected');
+});

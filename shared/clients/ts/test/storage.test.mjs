@@ -1,0 +1,101 @@
+// The storages: memory, localStorage (with a fake one; the real one and IndexedDB are
+// exercised in the browser test of tests/js), and the JSON file for Node.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { localStorageStorage, memoryStorage } from '../dist/index.mjs';
+import { fileStorage } from '../dist/node.mjs';
+
+test('memoryStorage keeps copies: a caller changing a value does not change what is stored', async () => {
+  const s = memoryStorage({ 'mid:next': 3 });
+  const v = { mid: 3, band: 'demo' };
+  s.set('outbox:3', v);
+  v.band = 'other';
+  const got = await s.load();
+  assert.deepEqual(got, { 'mid:next': 3, 'outbox:3': { mid: 3, band: 'demo' } });
+  got['outbox:3'].mid = 9;
+  s.remove('mid:next');
+  assert.deepEqual(await s.load(), { 'outbox:3': { mid: 3, band: 'demo' } });
+});
+
+function fakeLocalStorage() {
+  const m = new Map();
+  return {
+    get length() {
+      return m.size;
+    },
+    key: (i) => [...m.keys()][i] ?? null,
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => m.set(k, String(v)),
+    removeItem: (k) => m.delete(k),
+    m,
+  };
+}
+
+test('localStorageStorage reads only its prefix and skips a damaged value', () => {
+  const ls = fakeLocalStorage();
+  ls.setItem('other:mid:next', '7');
+  ls.setItem('bs:broken', '{not json');
+  const s = localStorageStorage('bs:', ls);
+  s.set('cursor:band:demo', { epoch: 'e1', seq: 4 });
+  s.set('mid:next', 2);
+  s.remove('mid:next');
+  assert.equal(ls.getItem('bs:cursor:band:demo'), '{"epoch":"e1","seq":4}');
+  assert.deepEqual(s.load(), { 'cursor:band:demo': { epoch: 'e1', seq: 4 } });
+});
+
+test('fileStorage: a missing file is empty; writes survive a new instance; no temporary file is left', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bandsync-file-'));
+  try {
+    const path = join(dir, 'client.json');
+    const a = fileStorage(path);
+    assert.deepEqual(await a.load(), {});
+    // Many changes at once: the last of each key wins, in one or a few writes.
+    const writes = [];
+    for (let i = 1; i <= 50; i++) writes.push(a.set(`outbox:${i}`, { mid: i }), a.set('mid:next', i + 1));
+    writes.push(a.remove('outbox:1'));
+    await Promise.all(writes);
+    const b = fileStorage(path);
+    const got = await b.load();
+    assert.equal(got['mid:next'], 51);
+    assert.equal(got['outbox:1'], undefined);
+    assert.deepEqual(got['outbox:50'], { mid: 50 });
+    assert.equal(Object.keys(got).length, 50);
+    assert.deepEqual(readdirSync(dir), ['client.json']);
+    await b.set('parked:l1', { key: 'l1' });
+    assert.deepEqual(JSON.parse(readFileSync(path, 'utf8'))['parked:l1'], { key: 'l1' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fileStorage: a damaged file is a clear error, not an empty start', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bandsync-file-'));
+  try {
+    const path = join(dir, 'client.json');
+    writeFileSync(path, '{"mid:next": 4');
+    await assert.rejects(fileStorage(path).load(), /client\.json is not JSON .*damaged/);
+    writeFileSync(path, '[1, 2]');
+    await assert.rejects(fileStorage(path).load(), /holds no JSON object/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fileStorage: a failed write is reported and does not stop the next one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bandsync-file-'));
+  try {
+    const path = join(dir, 'sub', 'client.json');
+    const s = fileStorage(path);
+    await s.load();
+    await assert.rejects(s.set('mid:next', 2), { code: 'ENOENT' });
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(dir, 'sub'));
+    await s.set('mid:next', 3);
+    assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')), { 'mid:next': 3 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
