@@ -1,18 +1,17 @@
-//! `bandsync-local listen`: a reference client. It subscribes to a channel, prints every
-//! event once and in order, and keeps its place: on a gap or a reconnect it sends
-//! `resume` with the last seq it has, and on `history_lost` it says so and starts over.
-//! This is what a band member's app does on a flaky phone.
+//! `bandsync-local listen`: the Rust client (`bandsync-client`) following one channel. It
+//! prints every event once and in order and keeps its place across gaps and reconnects,
+//! as a band member's app does on a flaky phone.
 //!
 //! Its connection, [`Socket`], is also the one the tests and benches talk to the stack
 //! with (through `bandsync-testkit`): one WebSocket client, not one per test file.
 
-use bandsync::backoff::Backoff;
-use bandsync::error::ErrorCode;
 use bandsync::model::ChannelName;
 use bandsync::wire::frames::{ClientRequest, ServerFrame};
+use bandsync_client::{
+    ChannelEvent, ChannelOptions, Client, MemoryStorage, Options, State, StateChange, get_token,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -86,11 +85,6 @@ impl Socket {
         self.send(&ClientRequest::Subscribe { channel }).await
     }
 
-    /// `resume` a channel after `cursor`.
-    pub async fn resume(&mut self, channel: &ChannelName, cursor: &Cursor) -> anyhow::Result<()> {
-        self.send(&cursor.resume_request(channel)).await
-    }
-
     /// The next text frame or close; pings, pongs and binary frames are skipped. `None`:
     /// the connection ended without a close frame.
     pub async fn next(&mut self) -> Option<anyhow::Result<Incoming>> {
@@ -131,150 +125,73 @@ impl Socket {
     }
 }
 
-/// Where a client stands on one channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cursor {
-    pub epoch: Option<String>,
-    pub seq: u64,
-}
-
-/// What to do with an incoming event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    /// The next one: show it.
-    Next,
-    /// Already had it (at-least-once delivery): drop it.
-    Repeat,
-    /// Something is missing before it: ask for `resume` from the cursor.
-    Gap,
-}
-
-impl Cursor {
-    pub fn observe(&mut self, epoch: &str, seq: u64) -> Seen {
-        if self.epoch.as_deref() != Some(epoch) {
-            if self.epoch.is_some() || seq != 1 {
-                return Seen::Gap;
-            }
-            self.epoch = Some(epoch.to_owned());
-        }
-        if seq <= self.seq {
-            return Seen::Repeat;
-        }
-        if seq != self.seq + 1 {
-            return Seen::Gap;
-        }
-        self.seq = seq;
-        Seen::Next
-    }
-
-    /// The `resume` request that continues from here.
-    pub fn resume_request(&self, channel: &ChannelName) -> ClientRequest {
-        ClientRequest::Resume {
-            channel: channel.clone(),
-            after_seq: self.seq,
-            epoch: self.epoch.clone(),
-        }
-    }
-}
-
-/// The waits between reconnects: full jitter in windows from 250 ms doubling up to 10 s,
-/// so a crowd of clients dropped together does not come back together.
-const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
-
-/// Listen forever, reconnecting with backoff.
+/// Listen forever: a thin user of the Rust client (`bandsync-client`), whose core keeps
+/// the place (cursor, dedupe, gaps, `history_lost`), reconnects with backoff and
+/// heartbeats. Each event's text goes to stdout once and in order; what the connection
+/// does goes to stderr.
 pub async fn listen(url: &str, token: &str, channel: &str) -> anyhow::Result<()> {
-    let channel =
-        ChannelName::parse(channel).map_err(|e| anyhow::anyhow!("channel {channel:?}: {e}"))?;
-    let mut cursor = Cursor::default();
-    let mut retry = 0;
+    let token = token.to_owned();
+    let tokens = get_token(move || {
+        let token = token.clone();
+        async move { Ok(token) }
+    });
+    let client = Client::new(url, Options::new(tokens, MemoryStorage::new()))?;
+    let band = client.channel(channel, ChannelOptions::default())?;
+    let mut events = band.events();
+    let mut states = client.state_changes();
+    let live = band.clone();
+    tokio::spawn(async move {
+        if live.subscribe().await.is_ok() {
+            eprintln!("following {}", live.name());
+        }
+    });
+    let mut was_connected = false;
     loop {
-        let mut subscribed = false;
-        let outcome = session(url, token, &channel, &mut cursor, &mut subscribed).await;
-        // A session that got as far as subscribing was a good one: the next drop starts
-        // the backoff over instead of waiting the longest window.
-        if subscribed {
-            retry = 0;
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(ChannelEvent::Event { text, .. }) => println!("{text}"),
+                Some(ChannelEvent::Reset { reason }) => {
+                    eprintln!("{reason}: the history is gone; following from the channel's head");
+                }
+                Some(ChannelEvent::Presence { .. }) => {}
+                None => anyhow::bail!("the client stopped"),
+            },
+            change = states.recv() => {
+                let Some(change) = change else {
+                    anyhow::bail!("the client stopped");
+                };
+                if let Some(message) = describe(&change, &mut was_connected) {
+                    eprintln!("{message}");
+                }
+                if change.current == State::Failed {
+                    anyhow::bail!("giving up: {}", change.reason);
+                }
+            }
         }
-        retry += 1;
-        let wait = RECONNECT.jittered(retry);
-        match outcome {
-            Ok(()) => eprintln!("connection closed; reconnecting in {wait:?}"),
-            Err(e) => eprintln!("connection failed: {e:#}; reconnecting in {wait:?}"),
-        }
-        tokio::time::sleep(wait).await;
     }
 }
 
-/// One connection: subscribe (or resume), then print events until it ends. `subscribed`
-/// is set once the server answered the subscription.
-async fn session(
-    url: &str,
-    token: &str,
-    channel: &ChannelName,
-    cursor: &mut Cursor,
-    subscribed: &mut bool,
-) -> anyhow::Result<()> {
-    let mut ws = Socket::connect(url, token).await?;
-    if cursor.epoch.is_some() {
-        ws.resume(channel, cursor).await?;
-    } else {
-        ws.subscribe(channel).await?;
-    }
-    // One resume at a time: events that arrive while it replays are repeats or gaps it fills.
-    let mut resuming = cursor.epoch.is_some();
-    while let Some(incoming) = ws.next().await {
-        let Incoming::Frame(frame) = incoming? else {
-            continue;
-        };
-        let text = &frame.text;
-        let Ok(parsed) = frame.server_frame() else {
-            eprintln!("{text}");
-            continue;
-        };
-        match parsed {
-            ServerFrame::Event(event) => match cursor.observe(&event.epoch, event.seq) {
-                Seen::Next => println!("{text}"),
-                Seen::Repeat => {}
-                Seen::Gap if resuming => {}
-                Seen::Gap => {
-                    let seq = event.seq;
-                    eprintln!("gap before seq {seq}; resuming after {}", cursor.seq);
-                    resuming = true;
-                    ws.resume(channel, cursor).await?;
-                }
-            },
-            ServerFrame::Subscribed { seq, epoch, .. } => {
-                *subscribed = true;
-                if cursor.epoch.is_none() {
-                    cursor.epoch = epoch;
-                    cursor.seq = seq;
-                }
-                eprintln!("{text}");
-            }
-            ServerFrame::Resumed { more: true, .. } => {
-                *subscribed = true;
-                // A bounded replay: ask for the next part from where it stopped.
-                ws.resume(channel, cursor).await?;
-            }
-            ServerFrame::Resumed { .. } => {
-                *subscribed = true;
-                resuming = false;
-                eprintln!("{text}");
-            }
-            ServerFrame::Error {
-                code: ErrorCode::HistoryLost,
-                message,
-                ..
-            } => {
-                eprintln!("history lost ({message:?}); refetch state, then following from now");
-                *cursor = Cursor::default();
-                resuming = false;
-                ws.subscribe(channel).await?;
-            }
-            _ => eprintln!("{text}"),
+/// What a state change means to the person watching `listen`.
+fn describe(change: &StateChange, was_connected: &mut bool) -> Option<String> {
+    let retry = |ms: Option<u64>| ms.map_or(String::new(), |ms| format!("; retrying in {ms} ms"));
+    match change.current {
+        State::Connected if *was_connected => Some("reconnected; resuming".into()),
+        State::Connected => {
+            *was_connected = true;
+            None
         }
+        State::Disconnected => Some(format!(
+            "connection lost ({}){}",
+            change.reason,
+            retry(change.retry_in_ms)
+        )),
+        State::Suspended => Some(format!(
+            "no connection for 2 minutes ({}){}",
+            change.reason,
+            retry(change.retry_in_ms)
+        )),
+        _ => None,
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -282,31 +199,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_order_repeats_and_gaps() {
-        let mut c = Cursor::default();
-        assert_eq!(c.observe("e1", 1), Seen::Next);
-        assert_eq!(c.observe("e1", 2), Seen::Next);
-        assert_eq!(c.observe("e1", 2), Seen::Repeat);
-        assert_eq!(c.observe("e1", 1), Seen::Repeat);
-        assert_eq!(c.observe("e1", 4), Seen::Gap);
-        assert_eq!(c.seq, 2, "a gap does not move the cursor");
-        assert_eq!(c.observe("e1", 3), Seen::Next);
-        assert_eq!(c.observe("e2", 1), Seen::Gap, "a new epoch is a gap");
-    }
-
-    #[test]
-    fn a_fresh_cursor_starts_at_seq_one_or_from_its_subscription() {
-        let mut c = Cursor::default();
-        assert_eq!(c.observe("e1", 5), Seen::Gap);
-        let mut c = Cursor {
-            epoch: Some("e1".into()),
-            seq: 4,
+    fn says_when_it_reconnects_not_when_it_first_connects() {
+        let change = |current, reason: &str, retry_in_ms| StateChange {
+            previous: State::Connecting,
+            current,
+            reason: reason.into(),
+            retry_in_ms,
         };
-        assert_eq!(c.observe("e1", 5), Seen::Next);
-        let demo = ChannelName::parse("band:demo").unwrap();
-        let ClientRequest::Resume { after_seq, .. } = c.resume_request(&demo) else {
-            panic!("a resume request");
-        };
-        assert_eq!(after_seq, 5);
+        let mut was = false;
+        assert_eq!(
+            describe(&change(State::Connected, "connected", None), &mut was),
+            None
+        );
+        let lost = describe(
+            &change(State::Disconnected, "closed (1001)", Some(1500)),
+            &mut was,
+        );
+        assert_eq!(
+            lost.as_deref(),
+            Some("connection lost (closed (1001)); retrying in 1500 ms")
+        );
+        assert_eq!(
+            describe(&change(State::Connected, "connected", None), &mut was).as_deref(),
+            Some("reconnected; resuming")
+        );
     }
 }

@@ -1,0 +1,2078 @@
+//! The sans-IO core: the whole behaviour of shared/clients/PROTOCOL.md as a state
+//! machine. It owns no socket, timer or file: [`Core::handle`] takes one [`Input`]
+//! stamped with the time (ms since the epoch) and queues [`Effect`]s, which a driver
+//! drains with [`Core::take_effects`] and performs in order. The tokio driver
+//! ([`crate::client`]) and the conformance runner (a fake clock and a scripted server)
+//! are two such drivers, so the scenarios test exactly the code apps run.
+
+use bandsync::backoff::Backoff;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch (the driver's clock).
+pub type Ms = u64;
+/// A socket the core asked for, numbered 1, 2, ... in the order it asked.
+pub type SocketId = u64;
+/// A driver's handle on one app call (a push or a presence query) whose answer comes
+/// later as an [`AppEvent`].
+pub type Ticket = u64;
+
+/// The largest frame the client sends: API Gateway reads a WebSocket message in frames
+/// of at most 32 KB and closes the connection with 1009 past it.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+/// Most mutations in one batch.
+pub const MAX_BATCH: usize = 100;
+/// A ping after this long without the client sending a frame (API Gateway cuts a
+/// connection after 10 idle minutes; each ping is a paid invocation).
+pub const PING_AFTER_MS: Ms = 270_000;
+/// No pong within this: the socket is dead.
+pub const PONG_TIMEOUT_MS: Ms = 10_000;
+/// Rotate this long after connecting (API Gateway ends a connection at 2 hours).
+pub const ROTATE_AFTER_MS: Ms = 115 * 60_000;
+/// Rotate this long before the token's `exp`.
+pub const ROTATE_BEFORE_EXP_MS: Ms = 60_000;
+/// Not connected for this long: `suspended`.
+pub const SUSPEND_AFTER_MS: Ms = 120_000;
+/// The watchdog's period, and how late it may fire before it counts as a wake.
+pub const WATCHDOG_MS: Ms = 1_000;
+pub const WAKE_LATE_MS: Ms = 10_000;
+/// Events held per channel while a gap is filled.
+pub const MAX_HELD: usize = 1_000;
+
+/// The reconnect windows: `min(30 s, 1 s * 2^n)` for the n-th failure in a row (the
+/// shared backoff's window of `2 s * 2^(n-1)`); the wait is 1 s plus a jittered share of
+/// the rest.
+const RECONNECT: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30));
+
+/// The wait before retry `n` (1-based) for a random draw in `[0, 1)`.
+pub fn delay(n: u32, random: f64) -> Ms {
+    let window = RECONNECT.window(n).as_millis() as f64;
+    let r = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (1000.0 + r * (window - 1000.0)).round() as Ms
+}
+
+/// Where a channel stands: the last event the app got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub epoch: Option<String>,
+    pub seq: u64,
+}
+
+/// The device registered on every connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub platform: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Idle,
+    Connecting,
+    Connected,
+    Disconnected,
+    Suspended,
+    Failed,
+    Closed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Disconnected => "disconnected",
+            State::Suspended => "suspended",
+            State::Failed => "failed",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// What the platform says about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    Online,
+    Offline,
+    Visible,
+    Hidden,
+    /// A clock jump after sleep.
+    Wake,
+}
+
+impl Env {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "online" => Env::Online,
+            "offline" => Env::Offline,
+            "visible" => Env::Visible,
+            "hidden" => Env::Hidden,
+            "wake" => Env::Wake,
+            _ => return None,
+        })
+    }
+}
+
+/// The core's timers; setting one again moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerId {
+    /// The next connect attempt.
+    Retry,
+    /// Check whether a ping is due.
+    Heartbeat,
+    /// The ping's pong is late.
+    PongTimeout,
+    /// Make-before-break.
+    Rotate,
+    /// A hidden tab closes its socket.
+    Hidden,
+    /// Fires every second; late means the machine slept.
+    Watchdog,
+    /// A `rate_limited` batch goes again.
+    PushRetry,
+}
+
+/// What `getToken` gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenResult {
+    Ok(String),
+    /// `UnauthorizedError`: stop.
+    Unauthorized(String),
+    /// Any other error: back off and retry.
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// `connect()`.
+    Connect,
+    Token(TokenResult),
+    Opened(SocketId),
+    /// The handshake failed, with the HTTP status when the platform tells it.
+    Refused(SocketId, Option<u16>),
+    Frame(SocketId, String),
+    Closed(SocketId, Option<u16>),
+    Timer(TimerId),
+    Env(Env),
+    /// `channel(name, {getState}).subscribe()`.
+    Subscribe {
+        channel: String,
+        get_state: bool,
+    },
+    /// What `getState` resolved to (`None`: nothing, or it failed).
+    StateLoaded {
+        channel: String,
+        cursor: Option<Cursor>,
+    },
+    Unsubscribe(String),
+    /// A mutation without `mid` (`band`, `type`, `id`, `op`, `base_version`, `fields`).
+    Push {
+        ticket: Ticket,
+        mutation: Map<String, Value>,
+    },
+    Presence {
+        ticket: Ticket,
+        band: String,
+    },
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    GetToken,
+    GetState(String),
+    Open {
+        socket: SocketId,
+        url: String,
+    },
+    Send {
+        socket: SocketId,
+        text: String,
+    },
+    Close {
+        socket: SocketId,
+        code: u16,
+    },
+    SetTimer {
+        id: TimerId,
+        at: Ms,
+    },
+    CancelTimer(TimerId),
+    /// Write `key` durably before any `Send` queued after it.
+    Persist {
+        key: String,
+        value: Value,
+    },
+    Remove(String),
+    Emit(AppEvent),
+}
+
+/// A refusal the client makes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalError {
+    /// `frame_too_large`, `no_device`, `not_connected`, `closed`, `unauthorized`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// A parked mutation: rejected by the server (key = its mid) or refused whole and given
+/// back its mid (key `l<n>`, mid `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    pub key: String,
+    pub mid: Option<u64>,
+    pub band: String,
+    pub mutation: Value,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A queued mutation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub mid: u64,
+    pub band: String,
+    /// As sent: `mid` and `ts` included, `band` not (it is the frame's).
+    pub mutation: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEvent {
+    State {
+        previous: State,
+        current: State,
+        reason: String,
+        retry_in_ms: Option<Ms>,
+    },
+    /// One event of a channel: once, in seq order, gapless. `text` is the frame as the
+    /// server sent it.
+    Event {
+        channel: String,
+        seq: u64,
+        frame: Value,
+        text: String,
+    },
+    /// `history_lost` or `epoch_changed`: the app's state was refetched (or must be).
+    Reset { channel: String, reason: String },
+    /// The channel is live (`subscribe()` resolves).
+    Live { channel: String },
+    /// A final verdict on a queued mutation (`ticket`: the push of this client that
+    /// queued it; none after a reload). `mid` is `None` for one parked locally.
+    Verdict {
+        ticket: Option<Ticket>,
+        mid: Option<u64>,
+        mutation: Value,
+        result: Value,
+    },
+    /// A push refused before it took a mid.
+    PushRefused { ticket: Ticket, error: LocalError },
+    /// A `presence.joined`/`presence.left` event.
+    Presence { channel: String, frame: Value },
+    /// The answer to a presence query.
+    PresenceAnswer {
+        ticket: Ticket,
+        result: Result<Value, LocalError>,
+    },
+    /// An `error` frame the core has no use for.
+    Error { frame: Value },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub url: String,
+    pub device: Option<Device>,
+    /// A hidden tab closes its socket after this long (`None`: never).
+    pub hidden_close_after_ms: Option<Ms>,
+    pub suspended_retry_ms: Ms,
+}
+
+impl Config {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            device: None,
+            hidden_close_after_ms: None,
+            suspended_retry_ms: 60_000,
+        }
+    }
+}
+
+/// What a channel is doing.
+#[derive(Debug, Clone, Default)]
+struct Channel {
+    cursor: Option<Cursor>,
+    get_state: bool,
+    /// `getState` was asked and has not answered: send nothing for the channel yet.
+    awaiting_state: Option<StateWait>,
+    /// Events past a gap, by seq.
+    held: BTreeMap<u64, (Value, String)>,
+    live: bool,
+}
+
+#[derive(Debug, Clone)]
+enum StateWait {
+    /// The first subscribe.
+    Subscribe,
+    /// A `history_lost`: the server's head, the reset's reason, the socket it came on.
+    HistoryLost {
+        head: Cursor,
+        reason: &'static str,
+        socket: SocketId,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Sock {
+    id: SocketId,
+    open: bool,
+    device_ok: bool,
+    /// Channels not yet answered on this socket (`subscribed`, or `resumed` without
+    /// `more`).
+    unanswered: BTreeSet<String>,
+    /// Channels with a `resume` in flight on this socket.
+    resuming: BTreeSet<String>,
+    last_sent: Ms,
+    ping_out: bool,
+    /// The token's `exp` (ms), read from the JWT.
+    token_exp: Option<Ms>,
+}
+
+impl Sock {
+    fn new(id: SocketId, token_exp: Option<Ms>, now: Ms) -> Self {
+        Self {
+            id,
+            open: false,
+            device_ok: false,
+            unanswered: BTreeSet::new(),
+            resuming: BTreeSet::new(),
+            last_sent: now,
+            ping_out: false,
+            token_exp,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    mid: u64,
+    band: String,
+    mutation: Map<String, Value>,
+    ticket: Option<Ticket>,
+}
+
+impl Entry {
+    fn stored(&self) -> Value {
+        json!({"mid": self.mid, "band": self.band, "mutation": Value::Object(self.mutation.clone())})
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    socket: SocketId,
+    reference: String,
+    mids: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenFor {
+    Connect,
+    Rotate,
+}
+
+pub struct Core {
+    config: Config,
+    random: Box<dyn FnMut() -> f64 + Send>,
+    state: State,
+    now: Ms,
+    effects: Vec<Effect>,
+    channels: BTreeMap<String, Channel>,
+    /// Subscribed channels in the order they were first subscribed.
+    order: Vec<String>,
+    next_socket: SocketId,
+    main: Option<Sock>,
+    /// The socket being rotated to.
+    next: Option<Sock>,
+    token_for: Option<TokenFor>,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// A 401/403 refusal just happened (a second one in a row fails the client).
+    refused_auth: bool,
+    /// The last moment the client was connected (or `connect()` was called).
+    last_up: Ms,
+    connected_at: Ms,
+    /// A server's `retry_after`: the floor of the next wait.
+    retry_floor: Ms,
+    retry_scheduled: bool,
+    hidden: bool,
+    hidden_closed: bool,
+    watchdog_due: Option<Ms>,
+    entries: Vec<Entry>,
+    mid_next: u64,
+    parked: Vec<Parked>,
+    parked_next_local: u64,
+    in_flight: Option<Batch>,
+    push_blocked: bool,
+    presence_queries: HashMap<String, Ticket>,
+}
+
+/// The storage as the core reads it at start.
+pub type Stored = BTreeMap<String, Value>;
+
+impl Core {
+    /// A client from its configuration and what its storage holds.
+    pub fn new(config: Config, stored: &Stored, random: Box<dyn FnMut() -> f64 + Send>) -> Self {
+        let mut core = Self {
+            config,
+            random,
+            state: State::Idle,
+            now: 0,
+            effects: Vec::new(),
+            channels: BTreeMap::new(),
+            order: Vec::new(),
+            next_socket: 1,
+            main: None,
+            next: None,
+            token_for: None,
+            failures: 0,
+            refused_auth: false,
+            last_up: 0,
+            connected_at: 0,
+            retry_floor: 0,
+            retry_scheduled: false,
+            hidden: false,
+            hidden_closed: false,
+            watchdog_due: None,
+            entries: Vec::new(),
+            mid_next: 1,
+            parked: Vec::new(),
+            parked_next_local: 1,
+            in_flight: None,
+            push_blocked: false,
+            presence_queries: HashMap::new(),
+        };
+        core.load(stored);
+        core
+    }
+
+    fn load(&mut self, stored: &Stored) {
+        for (key, value) in stored {
+            if let Some(channel) = key.strip_prefix("cursor:") {
+                if let Ok(cursor) = serde_json::from_value::<Cursor>(value.clone()) {
+                    self.channels.entry(channel.to_owned()).or_default().cursor = Some(cursor);
+                }
+            } else if key.starts_with("outbox:") {
+                let Some(mid) = value.get("mid").and_then(Value::as_u64) else {
+                    continue;
+                };
+                let band = value
+                    .get("band")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let Some(Value::Object(mutation)) = value.get("mutation") else {
+                    continue;
+                };
+                self.entries.push(Entry {
+                    mid,
+                    band: band.to_owned(),
+                    mutation: mutation.clone(),
+                    ticket: None,
+                });
+            } else if key == "mid:next" {
+                self.mid_next = value.as_u64().unwrap_or(1).max(1);
+            } else if key == "parked:next_local" {
+                self.parked_next_local = value.as_u64().unwrap_or(1).max(1);
+            } else if key.starts_with("parked:")
+                && let Ok(p) = serde_json::from_value::<Parked>(value.clone())
+            {
+                self.parked.push(p);
+            }
+        }
+        self.entries.sort_by_key(|e| e.mid);
+        if let Some(last) = self.entries.last() {
+            self.mid_next = self.mid_next.max(last.mid + 1);
+        }
+        // Oldest first: by the time the member made the change.
+        self.parked.sort_by(|a, b| {
+            let ts = |p: &Parked| {
+                p.mutation
+                    .get("ts")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            ts(a).cmp(&ts(b)).then_with(|| a.key.cmp(&b.key))
+        });
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The queued mutations, oldest first.
+    pub fn pending(&self) -> Vec<Pending> {
+        self.entries
+            .iter()
+            .map(|e| Pending {
+                mid: e.mid,
+                band: e.band.clone(),
+                mutation: Value::Object(e.mutation.clone()),
+            })
+            .collect()
+    }
+
+    /// The rejected mutations, oldest first.
+    pub fn parked(&self) -> Vec<Parked> {
+        self.parked.clone()
+    }
+
+    pub fn cursor(&self, channel: &str) -> Option<Cursor> {
+        self.channels.get(channel).and_then(|c| c.cursor.clone())
+    }
+
+    /// Forget a parked mutation.
+    pub fn dismiss(&mut self, key: &str) -> bool {
+        let before = self.parked.len();
+        self.parked.retain(|p| p.key != key);
+        if self.parked.len() != before {
+            self.effects.push(Effect::Remove(format!("parked:{key}")));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The effects queued so far, in the order they must be performed.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The next timer's due time the core asked for is the driver's business; this is
+    /// the one entry point for everything else.
+    pub fn handle(&mut self, now: Ms, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Connect => self.connect(),
+            Input::Token(result) => self.on_token(result),
+            Input::Opened(id) => self.on_opened(id),
+            Input::Refused(id, status) => self.on_refused(id, status),
+            Input::Frame(id, text) => self.on_frame(id, text),
+            Input::Closed(id, code) => self.on_closed(id, code),
+            Input::Timer(id) => self.on_timer(id),
+            Input::Env(env) => self.on_env(env),
+            Input::Subscribe { channel, get_state } => self.subscribe(channel, get_state),
+            Input::StateLoaded { channel, cursor } => self.on_state(channel, cursor),
+            Input::Unsubscribe(channel) => self.unsubscribe(channel),
+            Input::Push { ticket, mutation } => self.push(ticket, mutation),
+            Input::Presence { ticket, band } => self.presence(ticket, band),
+            Input::Close => self.close(),
+        }
+    }
+
+    // ---- states ----
+
+    fn set_state(&mut self, current: State, reason: &str, retry_in_ms: Option<Ms>) {
+        let previous = self.state;
+        if previous == current {
+            return;
+        }
+        self.state = current;
+        self.effects.push(Effect::Emit(AppEvent::State {
+            previous,
+            current,
+            reason: reason.to_owned(),
+            retry_in_ms,
+        }));
+    }
+
+    fn set_timer(&mut self, id: TimerId, at: Ms) {
+        self.effects.push(Effect::SetTimer { id, at });
+    }
+
+    fn cancel_timer(&mut self, id: TimerId) {
+        self.effects.push(Effect::CancelTimer(id));
+    }
+
+    fn ends(&self) -> bool {
+        matches!(self.state, State::Failed | State::Closed)
+    }
+
+    fn connect(&mut self) {
+        match self.state {
+            State::Idle | State::Failed => {
+                self.failures = 0;
+                self.refused_auth = false;
+                self.last_up = self.now;
+                self.arm_watchdog();
+                self.attempt("connect");
+            }
+            State::Disconnected | State::Suspended => self.attempt("connect"),
+            _ => {}
+        }
+    }
+
+    fn arm_watchdog(&mut self) {
+        let at = self.now + WATCHDOG_MS;
+        self.watchdog_due = Some(at);
+        self.set_timer(TimerId::Watchdog, at);
+    }
+
+    /// Start a connect attempt: a fresh token first.
+    fn attempt(&mut self, reason: &str) {
+        if self.retry_scheduled {
+            self.retry_scheduled = false;
+            self.cancel_timer(TimerId::Retry);
+        }
+        self.hidden_closed = false;
+        self.set_state(State::Connecting, reason, None);
+        self.token_for = Some(TokenFor::Connect);
+        self.effects.push(Effect::GetToken);
+    }
+
+    /// The attempt (or the connection) failed: wait, then try again.
+    fn fail(&mut self, reason: &str) {
+        self.drop_main();
+        if self.ends() {
+            return;
+        }
+        self.failures += 1;
+        let suspended = self.now.saturating_sub(self.last_up) >= SUSPEND_AFTER_MS;
+        let wait = if suspended {
+            self.config.suspended_retry_ms
+        } else {
+            delay(self.failures, (self.random)())
+        }
+        .max(std::mem::take(&mut self.retry_floor));
+        let state = if suspended {
+            State::Suspended
+        } else {
+            State::Disconnected
+        };
+        self.set_state(state, reason, Some(wait));
+        self.retry_scheduled = true;
+        self.set_timer(TimerId::Retry, self.now + wait);
+    }
+
+    /// Forget the main socket (already gone or being closed) and what was in flight on it.
+    fn drop_main(&mut self) {
+        if let Some(sock) = self.main.take() {
+            if self.in_flight.as_ref().is_some_and(|b| b.socket == sock.id) {
+                self.in_flight = None;
+            }
+            if self.state == State::Connected {
+                self.last_up = self.now;
+            }
+        }
+        for channel in self.channels.values_mut() {
+            channel.live = false;
+        }
+        self.cancel_timer(TimerId::Heartbeat);
+        self.cancel_timer(TimerId::PongTimeout);
+        self.cancel_timer(TimerId::Rotate);
+        if let Some(next) = self.next.take() {
+            self.effects.push(Effect::Close {
+                socket: next.id,
+                code: 1000,
+            });
+        }
+        if self.token_for == Some(TokenFor::Rotate) {
+            self.token_for = None;
+        }
+    }
+
+    fn close(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        for sock in [self.main.take(), self.next.take()].into_iter().flatten() {
+            self.effects.push(Effect::Close {
+                socket: sock.id,
+                code: 1000,
+            });
+        }
+        self.in_flight = None;
+        self.token_for = None;
+        for id in [
+            TimerId::Retry,
+            TimerId::Heartbeat,
+            TimerId::PongTimeout,
+            TimerId::Rotate,
+            TimerId::Hidden,
+            TimerId::Watchdog,
+            TimerId::PushRetry,
+        ] {
+            self.cancel_timer(id);
+        }
+        self.retry_scheduled = false;
+        self.watchdog_due = None;
+        self.set_state(State::Closed, "closed", None);
+    }
+
+    // ---- connecting ----
+
+    fn url_with(&self, token: &str) -> String {
+        let sep = if self.config.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}token={}", self.config.url, encode_component(token))
+    }
+
+    fn on_token(&mut self, result: TokenResult) {
+        let Some(purpose) = self.token_for.take() else {
+            return;
+        };
+        if self.ends() {
+            return;
+        }
+        match (purpose, result) {
+            (TokenFor::Connect, TokenResult::Ok(token)) => {
+                let id = self.new_socket();
+                self.main = Some(Sock::new(id, jwt_exp(&token), self.now));
+                let url = self.url_with(&token);
+                self.effects.push(Effect::Open { socket: id, url });
+            }
+            (TokenFor::Connect, TokenResult::Unauthorized(_)) => self.fail_for_good("unauthorized"),
+            (TokenFor::Connect, TokenResult::Error(message)) => {
+                self.fail(&format!("token: {message}"))
+            }
+            (TokenFor::Rotate, TokenResult::Ok(token)) => {
+                if self.main.is_none() {
+                    return;
+                }
+                let id = self.new_socket();
+                self.next = Some(Sock::new(id, jwt_exp(&token), self.now));
+                let url = self.url_with(&token);
+                self.effects.push(Effect::Open { socket: id, url });
+            }
+            (TokenFor::Rotate, _) => self.rotation_failed(),
+        }
+    }
+
+    fn new_socket(&mut self) -> SocketId {
+        let id = self.next_socket;
+        self.next_socket += 1;
+        id
+    }
+
+    fn fail_for_good(&mut self, reason: &str) {
+        self.drop_main();
+        if self.retry_scheduled {
+            self.retry_scheduled = false;
+            self.cancel_timer(TimerId::Retry);
+        }
+        self.cancel_timer(TimerId::Watchdog);
+        self.watchdog_due = None;
+        self.set_state(State::Failed, reason, None);
+    }
+
+    fn is_main(&self, id: SocketId) -> bool {
+        self.main.as_ref().is_some_and(|s| s.id == id)
+    }
+
+    fn is_next(&self, id: SocketId) -> bool {
+        self.next.as_ref().is_some_and(|s| s.id == id)
+    }
+
+    fn sock_mut(&mut self, id: SocketId) -> Option<&mut Sock> {
+        if self.is_main(id) {
+            self.main.as_mut()
+        } else if self.is_next(id) {
+            self.next.as_mut()
+        } else {
+            None
+        }
+    }
+
+    fn on_opened(&mut self, id: SocketId) {
+        let Some(sock) = self.sock_mut(id) else {
+            return;
+        };
+        sock.open = true;
+        if let Some(frame) = self.register_frame() {
+            self.send(id, &frame);
+        } else if let Some(sock) = self.sock_mut(id) {
+            sock.device_ok = true;
+        }
+        for channel in self.order.clone() {
+            if let Some(sock) = self.sock_mut(id) {
+                sock.unanswered.insert(channel.clone());
+            }
+            self.join(id, &channel);
+        }
+        if self.is_main(id) {
+            self.refused_auth = false;
+            if self.config.device.is_none() {
+                self.on_connected();
+            }
+            self.set_timer(TimerId::Heartbeat, self.now + PING_AFTER_MS);
+        } else {
+            self.maybe_switch();
+        }
+    }
+
+    /// The `register_device` frame (none without a device).
+    fn register_frame(&self) -> Option<Value> {
+        let device = self.config.device.as_ref()?;
+        let mut frame = json!({
+            "action": "register_device",
+            "device": device.id,
+            "platform": device.platform,
+            "name": device.name,
+            "ref": "d",
+        });
+        if let Some(categories) = &device.categories {
+            frame["categories"] = json!(categories);
+        }
+        Some(frame)
+    }
+
+    /// `resume` the channel from its cursor on the socket, or `subscribe` without one.
+    fn join(&mut self, id: SocketId, channel: &str) {
+        let Some(ch) = self.channels.get(channel) else {
+            return;
+        };
+        if ch.awaiting_state.is_some() {
+            return;
+        }
+        match ch.cursor.clone() {
+            Some(cursor) => self.resume(id, channel, &cursor),
+            None => self.send(
+                id,
+                &json!({"action": "subscribe", "channel": channel, "ref": format!("c:{channel}")}),
+            ),
+        }
+    }
+
+    fn resume(&mut self, id: SocketId, channel: &str, cursor: &Cursor) {
+        if let Some(sock) = self.sock_mut(id) {
+            sock.resuming.insert(channel.to_owned());
+        }
+        let mut frame = json!({
+            "action": "resume",
+            "channel": channel,
+            "after_seq": cursor.seq,
+            "ref": format!("c:{channel}"),
+        });
+        if let Some(epoch) = &cursor.epoch {
+            frame["epoch"] = json!(epoch);
+        }
+        self.send(id, &frame);
+    }
+
+    fn on_connected(&mut self) {
+        self.failures = 0;
+        self.connected_at = self.now;
+        self.set_state(State::Connected, "connected", None);
+        self.schedule_rotation();
+        self.pump();
+    }
+
+    fn schedule_rotation(&mut self) {
+        let exp = self.main.as_ref().and_then(|s| s.token_exp);
+        let mut at = self.connected_at + ROTATE_AFTER_MS;
+        if let Some(exp) = exp {
+            at = at.min(exp.saturating_sub(ROTATE_BEFORE_EXP_MS));
+        }
+        self.set_timer(TimerId::Rotate, at.max(self.now));
+    }
+
+    fn on_refused(&mut self, id: SocketId, status: Option<u16>) {
+        if self.is_next(id) {
+            self.next = None;
+            self.rotation_failed();
+            return;
+        }
+        if !self.is_main(id) {
+            return;
+        }
+        self.main = None;
+        if matches!(status, Some(401 | 403)) {
+            if self.refused_auth {
+                self.fail_for_good("refused");
+            } else {
+                self.refused_auth = true;
+                self.attempt("refused");
+            }
+        } else {
+            self.refused_auth = false;
+            self.fail("refused");
+        }
+    }
+
+    fn on_closed(&mut self, id: SocketId, code: Option<u16>) {
+        if self.is_next(id) {
+            self.next = None;
+            self.rotation_failed();
+        } else if self.is_main(id) {
+            // The rotation's socket (if any) takes over when it is ready; otherwise retry.
+            if let Some(next) = self.next.take().filter(|n| n.open) {
+                self.main = None;
+                self.in_flight = None;
+                self.main = Some(next);
+                self.maybe_switch_after_loss();
+                return;
+            }
+            self.fail(&format!(
+                "closed ({})",
+                code.map_or("no code".into(), |c| c.to_string())
+            ));
+        }
+    }
+
+    /// The old socket died mid-rotation and the new one stands in: it becomes the
+    /// connection once its channels are answered.
+    fn maybe_switch_after_loss(&mut self) {
+        self.connected_at = self.now;
+        self.schedule_rotation();
+        self.set_timer(TimerId::Heartbeat, self.now + PING_AFTER_MS);
+        self.pump();
+    }
+
+    // ---- rotation ----
+
+    fn rotate(&mut self) {
+        if self.state != State::Connected || self.next.is_some() || self.token_for.is_some() {
+            return;
+        }
+        self.token_for = Some(TokenFor::Rotate);
+        self.effects.push(Effect::GetToken);
+    }
+
+    fn rotation_failed(&mut self) {
+        if let Some(next) = self.next.take() {
+            self.effects.push(Effect::Close {
+                socket: next.id,
+                code: 1000,
+            });
+        }
+        if self.state == State::Connected {
+            let wait = delay(1, (self.random)());
+            self.set_timer(TimerId::Rotate, self.now + wait);
+        }
+    }
+
+    fn rotating(&self) -> bool {
+        self.next.is_some() || self.token_for == Some(TokenFor::Rotate)
+    }
+
+    /// Switch to the new socket when every channel on it was answered and no batch is
+    /// in flight on the old one.
+    fn maybe_switch(&mut self) {
+        let Some(next) = &self.next else {
+            return;
+        };
+        if !(next.open && next.device_ok && next.unanswered.is_empty()) || self.in_flight.is_some()
+        {
+            return;
+        }
+        let next = self.next.take();
+        if let Some(old) = std::mem::replace(&mut self.main, next) {
+            self.effects.push(Effect::Close {
+                socket: old.id,
+                code: 1000,
+            });
+        }
+        self.connected_at = self.now;
+        self.cancel_timer(TimerId::PongTimeout);
+        self.set_timer(TimerId::Heartbeat, self.now + PING_AFTER_MS);
+        self.schedule_rotation();
+        self.pump();
+    }
+
+    // ---- timers and environment ----
+
+    fn on_timer(&mut self, id: TimerId) {
+        match id {
+            TimerId::Retry => {
+                if self.retry_scheduled {
+                    self.retry_scheduled = false;
+                    self.attempt("retry");
+                }
+            }
+            TimerId::Heartbeat => self.heartbeat(),
+            TimerId::PongTimeout => {
+                if let Some(sock) = self.main.take() {
+                    self.effects.push(Effect::Close {
+                        socket: sock.id,
+                        code: 4000,
+                    });
+                    if self.in_flight.as_ref().is_some_and(|b| b.socket == sock.id) {
+                        self.in_flight = None;
+                    }
+                    self.drop_main();
+                    self.last_up = self.now;
+                    self.set_state(State::Disconnected, "pong_timeout", Some(0));
+                    self.attempt("pong_timeout");
+                }
+            }
+            TimerId::Rotate => self.rotate(),
+            TimerId::Hidden => {
+                if self.hidden && !self.ends() {
+                    for sock in [self.main.take(), self.next.take()].into_iter().flatten() {
+                        self.effects.push(Effect::Close {
+                            socket: sock.id,
+                            code: 1000,
+                        });
+                    }
+                    self.drop_main();
+                    self.token_for = None;
+                    if self.retry_scheduled {
+                        self.retry_scheduled = false;
+                        self.cancel_timer(TimerId::Retry);
+                    }
+                    self.hidden_closed = true;
+                    self.set_state(State::Disconnected, "hidden", None);
+                }
+            }
+            TimerId::Watchdog => {
+                let late = self
+                    .watchdog_due
+                    .is_some_and(|due| self.now > due + WAKE_LATE_MS);
+                if self.watchdog_due.is_some() && !self.ends() {
+                    self.arm_watchdog();
+                }
+                if late {
+                    self.on_env(Env::Wake);
+                }
+            }
+            TimerId::PushRetry => {
+                self.push_blocked = false;
+                self.pump();
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let Some(sock) = &self.main else {
+            return;
+        };
+        if !sock.open {
+            return;
+        }
+        let due = sock.last_sent + PING_AFTER_MS;
+        if self.now >= due {
+            self.ping();
+        } else {
+            self.set_timer(TimerId::Heartbeat, due);
+        }
+    }
+
+    fn ping(&mut self) {
+        let Some(id) = self.main.as_ref().filter(|s| s.open).map(|s| s.id) else {
+            return;
+        };
+        self.send(id, &json!({"action": "ping", "ref": "h"}));
+        if let Some(sock) = self.main.as_mut() {
+            sock.ping_out = true;
+        }
+        self.set_timer(TimerId::PongTimeout, self.now + PONG_TIMEOUT_MS);
+        self.set_timer(TimerId::Heartbeat, self.now + PING_AFTER_MS);
+    }
+
+    fn on_env(&mut self, env: Env) {
+        match env {
+            Env::Hidden => {
+                self.hidden = true;
+                if let Some(ms) = self.config.hidden_close_after_ms {
+                    self.set_timer(TimerId::Hidden, self.now + ms);
+                }
+            }
+            Env::Visible => {
+                self.hidden = false;
+                self.cancel_timer(TimerId::Hidden);
+                if self.hidden_closed || self.retry_scheduled {
+                    self.attempt("visible");
+                }
+            }
+            Env::Online => {
+                if self.retry_scheduled {
+                    self.attempt("online");
+                }
+            }
+            Env::Wake => {
+                if self.retry_scheduled {
+                    self.attempt("wake");
+                } else if self.state == State::Connected && !self.hidden {
+                    self.ping();
+                }
+            }
+            Env::Offline => {}
+        }
+    }
+
+    // ---- channels ----
+
+    /// The open sockets: the connection's, and the rotation's.
+    fn open_sockets(&self) -> Vec<SocketId> {
+        [self.main.as_ref(), self.next.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.open)
+            .map(|s| s.id)
+            .collect()
+    }
+
+    fn subscribe(&mut self, channel: String, get_state: bool) {
+        let ch = self.channels.entry(channel.clone()).or_default();
+        ch.get_state = get_state;
+        if !self.order.contains(&channel) {
+            self.order.push(channel.clone());
+            if ch.cursor.is_none() && get_state {
+                ch.awaiting_state = Some(StateWait::Subscribe);
+                self.effects.push(Effect::GetState(channel.clone()));
+            }
+            for id in self.open_sockets() {
+                if let Some(sock) = self.sock_mut(id) {
+                    sock.unanswered.insert(channel.clone());
+                }
+                self.join(id, &channel);
+            }
+        } else if self.channels.get(&channel).is_some_and(|c| c.live) {
+            self.effects.push(Effect::Emit(AppEvent::Live {
+                channel: channel.clone(),
+            }));
+        }
+        if self.state == State::Idle {
+            self.connect();
+        }
+    }
+
+    fn unsubscribe(&mut self, channel: String) {
+        self.order.retain(|c| *c != channel);
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.live = false;
+            ch.held.clear();
+        }
+        for id in self.open_sockets() {
+            if let Some(sock) = self.sock_mut(id) {
+                sock.unanswered.remove(&channel);
+                sock.resuming.remove(&channel);
+            }
+            self.send(
+                id,
+                &json!({"action": "unsubscribe", "channel": channel, "ref": format!("c:{channel}")}),
+            );
+        }
+        self.maybe_switch();
+    }
+
+    fn on_state(&mut self, channel: String, loaded: Option<Cursor>) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some(wait) = ch.awaiting_state.take() else {
+            return;
+        };
+        match wait {
+            StateWait::Subscribe => {
+                if let Some(cursor) = loaded {
+                    ch.cursor = Some(cursor.clone());
+                    self.persist_cursor(&channel);
+                }
+                for id in self.open_sockets() {
+                    self.join(id, &channel);
+                }
+            }
+            StateWait::HistoryLost {
+                head,
+                reason,
+                socket,
+            } => self.reset(socket, &channel, loaded.unwrap_or(head), reason),
+        }
+    }
+
+    fn persist_cursor(&mut self, channel: &str) {
+        if let Some(cursor) = self.channels.get(channel).and_then(|c| c.cursor.clone()) {
+            self.effects.push(Effect::Persist {
+                key: format!("cursor:{channel}"),
+                value: json!(cursor),
+            });
+        }
+    }
+
+    fn reset(&mut self, socket: SocketId, channel: &str, cursor: Cursor, reason: &str) {
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.cursor = Some(cursor.clone());
+            ch.held.clear();
+        }
+        self.persist_cursor(channel);
+        self.effects.push(Effect::Emit(AppEvent::Reset {
+            channel: channel.to_owned(),
+            reason: reason.to_owned(),
+        }));
+        let target = if self.sock_mut(socket).is_some() {
+            Some(socket)
+        } else {
+            self.main.as_ref().filter(|s| s.open).map(|s| s.id)
+        };
+        if let Some(id) = target {
+            self.resume(id, channel, &cursor);
+        }
+    }
+
+    // ---- frames ----
+
+    fn send(&mut self, id: SocketId, frame: &Value) {
+        let now = self.now;
+        if let Some(sock) = self.sock_mut(id) {
+            sock.last_sent = now;
+            self.effects.push(Effect::Send {
+                socket: id,
+                text: frame.to_string(),
+            });
+        }
+    }
+
+    fn on_frame(&mut self, id: SocketId, text: String) {
+        if self.sock_mut(id).is_none() {
+            return;
+        }
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            tracing::warn!(socket = id, "a frame that is not JSON");
+            return;
+        };
+        let kind = frame
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let reference = frame.get("ref").and_then(Value::as_str).map(str::to_owned);
+        match kind {
+            "event" => self.on_event(id, frame, text),
+            "device" => {
+                if let Some(sock) = self.sock_mut(id) {
+                    sock.device_ok = true;
+                }
+                if self.is_main(id) && self.state != State::Connected {
+                    self.on_connected();
+                } else if self.is_next(id) {
+                    self.maybe_switch();
+                } else {
+                    self.pump();
+                }
+            }
+            "subscribed" => {
+                let Some(channel) = str_field(&frame, "channel") else {
+                    return;
+                };
+                if let Some(ch) = self.channels.get_mut(&channel)
+                    && ch.cursor.is_none()
+                {
+                    ch.cursor = Some(Cursor {
+                        epoch: str_field(&frame, "epoch"),
+                        seq: frame.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                    });
+                    self.persist_cursor(&channel);
+                }
+                self.answered(id, &channel);
+            }
+            "skipped" => {
+                let Some(channel) = str_field(&frame, "channel") else {
+                    return;
+                };
+                let from = frame.get("from_seq").and_then(Value::as_u64).unwrap_or(0);
+                let to = frame.get("to_seq").and_then(Value::as_u64).unwrap_or(0);
+                let moved = match self.channels.get_mut(&channel) {
+                    Some(Channel {
+                        cursor: Some(cursor),
+                        ..
+                    }) if from == cursor.seq + 1 && to >= from => {
+                        cursor.seq = to;
+                        true
+                    }
+                    _ => false,
+                };
+                if moved {
+                    self.persist_cursor(&channel);
+                    self.release_held(&channel);
+                }
+            }
+            "resumed" => {
+                let Some(channel) = str_field(&frame, "channel") else {
+                    return;
+                };
+                let seq = frame.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                let more = frame.get("more").and_then(Value::as_bool).unwrap_or(false);
+                if let Some(sock) = self.sock_mut(id) {
+                    sock.resuming.remove(&channel);
+                }
+                let Some(ch) = self.channels.get(&channel) else {
+                    return;
+                };
+                let cursor = ch.cursor.clone().unwrap_or_default();
+                if more || cursor.seq < seq || !ch.held.is_empty() {
+                    self.resume(id, &channel, &cursor);
+                } else {
+                    self.answered(id, &channel);
+                }
+            }
+            "pong" => {
+                if let Some(sock) = self.sock_mut(id) {
+                    sock.ping_out = false;
+                }
+                if self.is_main(id) {
+                    self.cancel_timer(TimerId::PongTimeout);
+                }
+            }
+            "push_result" => self.on_push_result(id, &frame, reference),
+            "presence" => {
+                if let Some(ticket) = reference.and_then(|r| self.presence_queries.remove(&r)) {
+                    self.effects.push(Effect::Emit(AppEvent::PresenceAnswer {
+                        ticket,
+                        result: Ok(frame),
+                    }));
+                }
+            }
+            "error" => self.on_error(id, frame, reference),
+            _ => {}
+        }
+    }
+
+    /// The channel was answered on this socket (`subscribed`, or the last `resumed`).
+    fn answered(&mut self, id: SocketId, channel: &str) {
+        if let Some(sock) = self.sock_mut(id) {
+            sock.unanswered.remove(channel);
+        }
+        if self.is_main(id) {
+            if let Some(ch) = self.channels.get_mut(channel)
+                && !ch.live
+            {
+                ch.live = true;
+                self.effects.push(Effect::Emit(AppEvent::Live {
+                    channel: channel.to_owned(),
+                }));
+            }
+            if self.state != State::Connected && self.main.as_ref().is_some_and(|s| s.device_ok) {
+                self.on_connected();
+            }
+            self.pump();
+        } else {
+            self.maybe_switch();
+        }
+    }
+
+    fn on_event(&mut self, id: SocketId, frame: Value, text: String) {
+        let Some(channel) = str_field(&frame, "channel") else {
+            return;
+        };
+        let seq = frame.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let epoch = str_field(&frame, "epoch");
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if !self.order.contains(&channel) {
+            return;
+        }
+        let Some(cursor) = ch.cursor.clone() else {
+            // Not yet placed (a subscribe in flight): the subscribed frame places it.
+            return;
+        };
+        let same_epoch = match (&cursor.epoch, &epoch) {
+            (Some(c), Some(e)) => c == e,
+            (None, _) => seq == cursor.seq + 1,
+            (Some(_), None) => false,
+        };
+        if !same_epoch {
+            self.gap(id, &channel);
+            return;
+        }
+        if seq <= cursor.seq {
+            return;
+        }
+        if seq > cursor.seq + 1 {
+            if ch.held.len() < MAX_HELD || ch.held.contains_key(&seq) {
+                ch.held.insert(seq, (frame, text));
+            }
+            self.gap(id, &channel);
+            return;
+        }
+        ch.cursor = Some(Cursor { epoch, seq });
+        self.emit_event(&channel, seq, frame, text);
+        self.release_held(&channel);
+        self.persist_cursor(&channel);
+    }
+
+    fn emit_event(&mut self, channel: &str, seq: u64, frame: Value, text: String) {
+        let kind = frame
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if kind == "presence.joined" || kind == "presence.left" {
+            self.effects.push(Effect::Emit(AppEvent::Presence {
+                channel: channel.to_owned(),
+                frame: frame.clone(),
+            }));
+        }
+        self.effects.push(Effect::Emit(AppEvent::Event {
+            channel: channel.to_owned(),
+            seq,
+            frame,
+            text,
+        }));
+    }
+
+    /// Emit the held events that are now next; drop those at or below the cursor.
+    fn release_held(&mut self, channel: &str) {
+        loop {
+            let Some(ch) = self.channels.get_mut(channel) else {
+                return;
+            };
+            let Some(cursor) = ch.cursor.clone() else {
+                return;
+            };
+            while ch
+                .held
+                .first_key_value()
+                .is_some_and(|(s, _)| *s <= cursor.seq)
+            {
+                ch.held.pop_first();
+            }
+            let Some((frame, text)) = ch.held.remove(&(cursor.seq + 1)) else {
+                return;
+            };
+            let seq = cursor.seq + 1;
+            ch.cursor = Some(Cursor {
+                epoch: cursor.epoch,
+                seq,
+            });
+            self.emit_event(channel, seq, frame, text);
+        }
+    }
+
+    /// Something is missing: `resume` from the cursor unless one is in flight.
+    fn gap(&mut self, id: SocketId, channel: &str) {
+        let in_flight = self
+            .sock_mut(id)
+            .is_none_or(|s| !s.open || s.resuming.contains(channel));
+        let waiting = self
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.awaiting_state.is_some());
+        if in_flight || waiting {
+            return;
+        }
+        if let Some(cursor) = self.cursor(channel) {
+            self.resume(id, channel, &cursor);
+        }
+    }
+
+    fn on_error(&mut self, id: SocketId, frame: Value, reference: Option<String>) {
+        let code = str_field(&frame, "code").unwrap_or_default();
+        if let Some(r) = &reference {
+            if self
+                .in_flight
+                .as_ref()
+                .is_some_and(|b| &b.reference == r && b.socket == id)
+            {
+                self.on_batch_error(id, &code, &frame);
+                return;
+            }
+            if let Some(ticket) = self.presence_queries.remove(r) {
+                let message = str_field(&frame, "message").unwrap_or_default();
+                self.effects.push(Effect::Emit(AppEvent::PresenceAnswer {
+                    ticket,
+                    result: Err(LocalError {
+                        code: "refused",
+                        message: format!("{code}: {message}"),
+                    }),
+                }));
+                return;
+            }
+        }
+        if code == "history_lost" {
+            let channel = reference
+                .as_deref()
+                .and_then(|r| r.strip_prefix("c:"))
+                .map(str::to_owned)
+                .or_else(|| {
+                    frame
+                        .pointer("/data/channel")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+            let Some(channel) = channel else {
+                return;
+            };
+            if let Some(sock) = self.sock_mut(id) {
+                sock.resuming.remove(&channel);
+            }
+            let head = Cursor {
+                epoch: frame
+                    .pointer("/data/epoch")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                seq: frame
+                    .pointer("/data/seq")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            };
+            let Some(ch) = self.channels.get_mut(&channel) else {
+                return;
+            };
+            let old = ch.cursor.as_ref().and_then(|c| c.epoch.clone());
+            let reason = if old.is_some() && old != head.epoch {
+                "epoch_changed"
+            } else {
+                "history_lost"
+            };
+            ch.held.clear();
+            if ch.get_state {
+                ch.awaiting_state = Some(StateWait::HistoryLost {
+                    head,
+                    reason,
+                    socket: id,
+                });
+                self.effects.push(Effect::GetState(channel));
+            } else {
+                self.reset(id, &channel, head, reason);
+            }
+            return;
+        }
+        if code == "rate_limited"
+            && let Some(s) = frame.get("retry_after").and_then(Value::as_u64)
+        {
+            self.retry_floor = s * 1000;
+        }
+        self.effects.push(Effect::Emit(AppEvent::Error { frame }));
+    }
+
+    // ---- the outbox ----
+
+    fn push(&mut self, ticket: Ticket, mut mutation: Map<String, Value>) {
+        let refuse = |code: &'static str, message: String| {
+            Effect::Emit(AppEvent::PushRefused {
+                ticket,
+                error: LocalError { code, message },
+            })
+        };
+        let Some(device) = self.config.device.clone() else {
+            self.effects.push(refuse(
+                "no_device",
+                "push needs a device (Options.device)".into(),
+            ));
+            return;
+        };
+        if self.state == State::Closed {
+            self.effects
+                .push(refuse("closed", "the client was closed".into()));
+            return;
+        }
+        let band = match mutation.remove("band") {
+            Some(Value::String(b)) => b,
+            _ => {
+                self.effects.push(refuse(
+                    "invalid_mutation",
+                    "a mutation needs its `band`".into(),
+                ));
+                return;
+            }
+        };
+        mutation.remove("mid");
+        if !mutation.contains_key("ts") {
+            mutation.insert("ts".into(), json!(rfc3339(self.now)));
+        }
+        let mid = self.mid_next;
+        mutation.insert("mid".into(), json!(mid));
+        let alone = push_frame(
+            &band,
+            &device.id,
+            &format!("p:{mid}"),
+            &[Value::Object(mutation.clone())],
+        );
+        if alone.len() > MAX_FRAME_BYTES {
+            self.effects.push(refuse(
+                "frame_too_large",
+                format!(
+                    "the push frame would be {} bytes, more than the {MAX_FRAME_BYTES} API Gateway takes",
+                    alone.len()
+                ),
+            ));
+            return;
+        }
+        let entry = Entry {
+            mid,
+            band,
+            mutation,
+            ticket: Some(ticket),
+        };
+        self.mid_next += 1;
+        self.effects.push(Effect::Persist {
+            key: format!("outbox:{mid}"),
+            value: entry.stored(),
+        });
+        self.effects.push(Effect::Persist {
+            key: "mid:next".into(),
+            value: json!(self.mid_next),
+        });
+        self.entries.push(entry);
+        if self.state == State::Idle {
+            self.connect();
+        }
+        self.pump();
+    }
+
+    /// Send the next batch if the connection is up and nothing is in flight.
+    fn pump(&mut self) {
+        if self.state != State::Connected
+            || self.in_flight.is_some()
+            || self.push_blocked
+            || self.rotating()
+        {
+            return;
+        }
+        let Some(sock) = self.main.as_ref().filter(|s| s.open && s.device_ok) else {
+            return;
+        };
+        let id = sock.id;
+        let Some(device) = self.config.device.clone() else {
+            return;
+        };
+        let Some(first) = self.entries.first() else {
+            return;
+        };
+        let band = first.band.clone();
+        let reference = format!("p:{}", first.mid);
+        let mut mutations: Vec<Value> = Vec::new();
+        let mut mids = Vec::new();
+        // The envelope, then each mutation and a comma.
+        let mut size = push_frame(&band, &device.id, &reference, &[]).len();
+        for entry in self
+            .entries
+            .iter()
+            .take_while(|e| e.band == band)
+            .take(MAX_BATCH)
+        {
+            let m = Value::Object(entry.mutation.clone());
+            let len = m.to_string().len() + usize::from(!mutations.is_empty());
+            if !mutations.is_empty() && size + len > MAX_FRAME_BYTES {
+                break;
+            }
+            size += len;
+            mutations.push(m);
+            mids.push(entry.mid);
+        }
+        let text = push_frame(&band, &device.id, &reference, &mutations);
+        self.in_flight = Some(Batch {
+            socket: id,
+            reference,
+            mids,
+        });
+        let now = self.now;
+        if let Some(sock) = self.sock_mut(id) {
+            sock.last_sent = now;
+        }
+        self.effects.push(Effect::Send { socket: id, text });
+    }
+
+    fn on_push_result(&mut self, id: SocketId, frame: &Value, reference: Option<String>) {
+        let ours = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|b| b.socket == id && Some(&b.reference) == reference.as_ref());
+        let results = frame
+            .get("results")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for result in results {
+            let Some(mid) = result.get("mid").and_then(Value::as_u64) else {
+                continue;
+            };
+            let status = result
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !matches!(
+                status,
+                "applied" | "merged" | "conflict" | "rejected" | "duplicate"
+            ) {
+                continue;
+            }
+            let Some(pos) = self.entries.iter().position(|e| e.mid == mid) else {
+                continue;
+            };
+            let entry = self.entries.remove(pos);
+            let mutation = Value::Object(entry.mutation.clone());
+            let rejected = status == "rejected"
+                || (status == "duplicate"
+                    && result.get("original_status").and_then(Value::as_str) == Some("rejected"));
+            if rejected {
+                let parked = Parked {
+                    key: mid.to_string(),
+                    mid: Some(mid),
+                    band: entry.band.clone(),
+                    mutation: mutation.clone(),
+                    code: str_field(&result, "code"),
+                    message: str_field(&result, "message"),
+                };
+                self.effects.push(Effect::Persist {
+                    key: format!("parked:{mid}"),
+                    value: json!(parked),
+                });
+                self.parked.retain(|p| p.key != parked.key);
+                self.parked.push(parked);
+            }
+            self.effects.push(Effect::Remove(format!("outbox:{mid}")));
+            self.effects.push(Effect::Emit(AppEvent::Verdict {
+                ticket: entry.ticket,
+                mid: Some(mid),
+                mutation,
+                result,
+            }));
+        }
+        let more = frame.get("more").and_then(Value::as_bool).unwrap_or(false);
+        if ours && !more {
+            self.in_flight = None;
+            self.maybe_switch();
+            self.pump();
+        }
+    }
+
+    fn on_batch_error(&mut self, _id: SocketId, code: &str, frame: &Value) {
+        let Some(batch) = self.in_flight.take() else {
+            return;
+        };
+        let message = str_field(frame, "message").unwrap_or_default();
+        match code {
+            "rate_limited" => {
+                let secs = frame
+                    .get("retry_after")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1);
+                self.push_blocked = true;
+                self.set_timer(TimerId::PushRetry, self.now + secs * 1000);
+            }
+            "unavailable" => {}
+            "unknown_device" => {
+                if let (Some(frame), Some(id)) =
+                    (self.register_frame(), self.main.as_ref().map(|s| s.id))
+                {
+                    self.send(id, &frame);
+                }
+            }
+            _ => {
+                // Nothing of the frame was applied: park the named mutation (or every one
+                // of the batch) locally, give back its mid, and send the rest again.
+                let named = mutation_index(&message).and_then(|i| batch.mids.get(i).copied());
+                let doomed: Vec<u64> = match named {
+                    Some(mid) => vec![mid],
+                    None => batch.mids.clone(),
+                };
+                for mid in doomed.into_iter().rev() {
+                    self.park_locally(mid, code, &message);
+                }
+            }
+        }
+        self.maybe_switch();
+        self.pump();
+    }
+
+    /// Park entry `mid` with no mid, and renumber the ones after it down by one.
+    fn park_locally(&mut self, mid: u64, code: &str, message: &str) {
+        let Some(pos) = self.entries.iter().position(|e| e.mid == mid) else {
+            return;
+        };
+        let entry = self.entries.remove(pos);
+        let key = format!("l{}", self.parked_next_local);
+        self.parked_next_local += 1;
+        let mut mutation = entry.mutation.clone();
+        mutation.remove("mid");
+        let parked = Parked {
+            key: key.clone(),
+            mid: None,
+            band: entry.band.clone(),
+            mutation: Value::Object(mutation.clone()),
+            code: Some(code.to_owned()),
+            message: Some(message.to_owned()),
+        };
+        self.effects.push(Effect::Persist {
+            key: format!("parked:{key}"),
+            value: json!(parked),
+        });
+        self.effects.push(Effect::Persist {
+            key: "parked:next_local".into(),
+            value: json!(self.parked_next_local),
+        });
+        self.parked.push(parked);
+        let last = self.entries.last().map_or(mid, |e| e.mid.max(mid));
+        for e in self.entries.iter_mut().filter(|e| e.mid > mid) {
+            e.mid -= 1;
+            e.mutation.insert("mid".into(), json!(e.mid));
+        }
+        for e in self.entries.iter().filter(|e| e.mid >= mid) {
+            self.effects.push(Effect::Persist {
+                key: format!("outbox:{}", e.mid),
+                value: e.stored(),
+            });
+        }
+        self.effects.push(Effect::Remove(format!("outbox:{last}")));
+        self.mid_next -= 1;
+        self.effects.push(Effect::Persist {
+            key: "mid:next".into(),
+            value: json!(self.mid_next),
+        });
+        self.effects.push(Effect::Emit(AppEvent::Verdict {
+            ticket: entry.ticket,
+            mid: None,
+            mutation: Value::Object(mutation),
+            result: json!({"status": "rejected", "code": code, "message": message}),
+        }));
+    }
+
+    fn presence(&mut self, ticket: Ticket, band: String) {
+        let Some(id) = self
+            .main
+            .as_ref()
+            .filter(|s| s.open && self.state == State::Connected)
+            .map(|s| s.id)
+        else {
+            self.effects.push(Effect::Emit(AppEvent::PresenceAnswer {
+                ticket,
+                result: Err(LocalError {
+                    code: "not_connected",
+                    message: "presence needs a live connection".into(),
+                }),
+            }));
+            return;
+        };
+        let reference = format!("q:{ticket}");
+        self.presence_queries.insert(reference.clone(), ticket);
+        self.send(
+            id,
+            &json!({"action": "presence", "band": band, "ref": reference}),
+        );
+    }
+}
+
+fn str_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The `push` frame's text. Keys in a fixed order so its size is what is measured.
+fn push_frame(band: &str, device: &str, reference: &str, mutations: &[Value]) -> String {
+    json!({
+        "action": "push",
+        "band": band,
+        "device": device,
+        "mutations": mutations,
+        "ref": reference,
+    })
+    .to_string()
+}
+
+/// `mutations[3]...` in a refusal's message: the index it names.
+fn mutation_index(message: &str) -> Option<usize> {
+    let rest = message.split("mutations[").nth(1)?;
+    rest.split(']').next()?.parse().ok()
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: Ms) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `encodeURIComponent`.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `exp` of a JWT's payload (ms), read without verifying it: the client only needs
+/// to know when to fetch a new one.
+pub fn jwt_exp(token: &str) -> Option<Ms> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?;
+    let secs = exp.as_u64().or_else(|| exp.as_f64().map(|f| f as u64))?;
+    secs.checked_mul(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt(payload: &str) -> String {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.sig",
+            b.encode(r#"{"alg":"none"}"#),
+            b.encode(payload)
+        )
+    }
+
+    #[test]
+    fn reads_the_exp_of_a_jwt_without_verifying_it() {
+        assert_eq!(
+            jwt_exp(&jwt(r#"{"sub":"a","exp":1764549000}"#)),
+            Some(1_764_549_000_000)
+        );
+        assert_eq!(jwt_exp(&jwt(r#"{"sub":"a"}"#)), None, "no exp, no rule");
+        assert_eq!(jwt_exp("opaque-token"), None);
+        assert_eq!(jwt_exp("a.!!!.c"), None, "a payload that is not base64");
+        assert_eq!(jwt_exp(&jwt("not json")), None);
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_between_one_second_and_the_cap() {
+        assert_eq!(delay(1, 0.5), 1500);
+        assert_eq!(delay(2, 0.5), 2500);
+        assert_eq!(delay(5, 0.5), 15_500);
+        assert_eq!(delay(30, 1.0), 30_000);
+        assert_eq!(delay(3, 0.0), 1000);
+    }
+
+    #[test]
+    fn encodes_the_token_like_encode_uri_component() {
+        assert_eq!(encode_component("a b+c/d=é"), "a%20b%2Bc%2Fd%3D%C3%A9");
+        let mut config = Config::new("ws://h/prod?x=1");
+        config.device = None;
+        let core = Core::new(config, &Stored::new(), Box::new(|| 0.5));
+        assert_eq!(core.url_with("t"), "ws://h/prod?x=1&token=t");
+    }
+
+    fn connected_core() -> (Core, SocketId) {
+        let mut config = Config::new("ws://h/prod");
+        config.device = Some(Device {
+            id: "ringo-ipad".into(),
+            platform: "web".into(),
+            name: "iPad".into(),
+            categories: None,
+        });
+        let mut core = Core::new(config, &Stored::new(), Box::new(|| 0.5));
+        core.handle(0, Input::Connect);
+        core.handle(0, Input::Token(TokenResult::Ok("t".into())));
+        core.handle(0, Input::Opened(1));
+        core.handle(
+            0,
+            Input::Frame(
+                1,
+                r#"{"type":"device","device":"ringo-ipad","categories":[],"ref":"d"}"#.into(),
+            ),
+        );
+        assert_eq!(core.state(), State::Connected);
+        core.take_effects();
+        (core, 1)
+    }
+
+    fn sent(effects: &[Effect]) -> Vec<Value> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { text, .. } => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn push_small(core: &mut Core, ticket: Ticket, band: &str) {
+        let m = json!({"band": band, "type": "t", "id": "x", "op": "patch", "base_version": 1});
+        let Value::Object(mutation) = m else {
+            unreachable!("an object")
+        };
+        core.handle(1, Input::Push { ticket, mutation });
+    }
+
+    /// The frames sent once mid 1 (the first batch, alone) is applied.
+    fn after_first_verdict(core: &mut Core) -> Vec<Value> {
+        core.take_effects();
+        let result = json!({"type": "push_result", "ref": "p:1", "device": "ringo-ipad",
+                            "results": [{"mid": 1, "status": "applied"}]});
+        core.handle(2, Input::Frame(1, result.to_string()));
+        sent(&core.take_effects())
+    }
+
+    #[test]
+    fn batches_are_packed_to_32_kb_and_100_mutations() {
+        let (mut core, _) = connected_core();
+        // The first push goes alone (nothing in flight); the rest queue behind it.
+        let note = "n".repeat(5000);
+        for ticket in 0..40 {
+            let m = json!({"band": "demo", "type": "setlist_entry", "id": format!("s{ticket}"), "op": "patch", "base_version": 1, "fields": {"notes": note}});
+            let Value::Object(m) = m else { unreachable!() };
+            core.handle(
+                1,
+                Input::Push {
+                    ticket,
+                    mutation: m,
+                },
+            );
+        }
+        let first = sent(&core.take_effects());
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["mutations"].as_array().unwrap().len(), 1);
+        core.handle(2, Input::Frame(1, json!({"type":"push_result","ref":"p:1","device":"ringo-ipad","results":[{"mid":1,"status":"applied"}]}).to_string()));
+        let effects = core.take_effects();
+        let texts: Vec<&String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts.len(), 1);
+        assert!(
+            texts[0].len() <= MAX_FRAME_BYTES,
+            "{} bytes",
+            texts[0].len()
+        );
+        let batch: Value = serde_json::from_str(texts[0]).unwrap();
+        let mids: Vec<u64> = batch["mutations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mid"].as_u64().unwrap())
+            .collect();
+        // Six mutations of ~5 KB fit in 32 KB, a seventh would not.
+        assert_eq!(mids, (2..=7).collect::<Vec<_>>());
+        let one_more = texts[0].len() + 5100;
+        assert!(one_more > MAX_FRAME_BYTES);
+        assert_eq!(batch["ref"], "p:2");
+
+        // Small mutations: at most 100 to a batch.
+        let (mut core, _) = connected_core();
+        for ticket in 0..250 {
+            push_small(&mut core, ticket, "demo");
+        }
+        let batch = &after_first_verdict(&mut core)[0];
+        assert_eq!(batch["mutations"].as_array().unwrap().len(), MAX_BATCH);
+    }
+
+    #[test]
+    fn batches_hold_one_band() {
+        let (mut core, _) = connected_core();
+        for (ticket, band) in [(0, "demo"), (1, "demo"), (2, "other"), (3, "demo")] {
+            push_small(&mut core, ticket, band);
+        }
+        let batch = &after_first_verdict(&mut core)[0];
+        assert_eq!(batch["band"], "demo");
+        assert_eq!(
+            batch["mutations"].as_array().unwrap().len(),
+            1,
+            "mid 2 only: mid 3 is another band's"
+        );
+    }
+}
