@@ -260,3 +260,94 @@ async fn every_event_reaches_the_app_once_and_gapless_across_a_kill() {
     assert_gapless(&all);
     carol.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_file_resumes_after_its_cursor_and_finishes_the_outbox() {
+    use bandsync_client::FileStorage;
+    let t = spawn_stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.json");
+    let token = t.token("dave", &["demo"]);
+    let make = |token: String| {
+        let tokens = get_token(move || {
+            let t = token.clone();
+            async move { Ok(t) }
+        });
+        let options = Options::new(tokens, FileStorage::new(&file)).device(device("dave-laptop"));
+        Client::new(&t.stack.ws_url, options).expect("a client")
+    };
+    // GIVEN a client that saw some events, then quit with changes still queued
+    let first = make(token.clone());
+    let band = first
+        .channel("band:demo", ChannelOptions::default())
+        .unwrap();
+    let mut events = band.events();
+    band.subscribe().await.expect("live");
+    let v = first.push(create("d1")).await.expect("a verdict");
+    assert_eq!(v.status(), "applied");
+    let mut seen = Vec::new();
+    entity_events(&mut events, &mut seen, 1).await;
+    first.close().await;
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let cursor = stored["cursor:band:demo"]["seq"]
+        .as_u64()
+        .expect("a stored cursor");
+    assert_eq!(cursor, *seen.last().unwrap());
+
+    // Changes made while it is closed: queued in the file by a client that cannot connect
+    let offline = {
+        let tokens = get_token(|| async { Err(TokenError::Other("offline".into())) });
+        let options = Options::new(tokens, FileStorage::new(&file)).device(device("dave-laptop"));
+        Client::new(&t.stack.ws_url, options).expect("a client")
+    };
+    for n in 2..=3 {
+        let c = offline.clone();
+        tokio::spawn(async move { c.push(create(&format!("d{n}"))).await });
+    }
+    eventually("queued", || async {
+        (offline.pending().len() == 2).then_some(())
+    })
+    .await;
+    offline.close().await;
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        stored["outbox:2"]["mid"], 2,
+        "the outbox is on disk: {stored}"
+    );
+    assert_eq!(stored["outbox:3"]["mid"], 3);
+    assert_eq!(stored["mid:next"], 4);
+
+    // WHEN a new client starts from the file
+    let again = make(token);
+    assert_eq!(again.pending().len(), 2, "the outbox survived");
+    let mut verdicts = again.verdicts();
+    let band = again
+        .channel("band:demo", ChannelOptions::default())
+        .unwrap();
+    let mut events = band.events();
+    band.subscribe().await.expect("live");
+    // THEN the queued changes are applied once each (only the verdict stream is left)
+    for mid in 2..=3 {
+        let v = tokio::time::timeout(WAIT, verdicts.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (v.mid, v.status()),
+            (Some(mid), "applied"),
+            "{:?}",
+            v.result
+        );
+    }
+    // AND the events continue right after the stored cursor: none repeated, none missed
+    let mut after = Vec::new();
+    entity_events(&mut events, &mut after, 2).await;
+    assert_eq!(after[0], cursor + 1, "{after:?}");
+    assert_gapless(&after);
+    again.close().await;
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        stored.get("outbox:2").is_none() && stored.get("outbox:3").is_none(),
+        "{stored}"
+    );
+}
