@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The one command that runs every check and test on a fresh machine.
-# It needs only the Rust toolchain and python3: every crate comes from the registry; the
-# Python tools (moto, cfn-lint, SAM CLI + cargo-lambda + zig) are installed from PyPI into
-# virtualenvs under the target dir; every server the tests use (the local stack, moto) is
-# started on loopback by the tests themselves and stops with them.
+# It needs the Rust toolchain, python3 and Node.js 20: every crate comes from the
+# registry; the Python tools (moto, cfn-lint, SAM CLI + cargo-lambda + zig) are installed
+# from PyPI into virtualenvs under the target dir; the npm packages come from their
+# lockfiles and Debian's chromium from apt-get when it is missing (infra/js-test.sh);
+# every server the tests use (the local stack, moto) is started on loopback by the tests
+# themselves and stops with them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,12 +28,15 @@ export BANDSYNC_MOTO_SERVER
 echo "== tests"
 cargo test --workspace --jobs "$jobs" 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 
+./infra/js-test.sh
+
 echo "== cfn-lint"
 ./infra/cfn-lint.sh
 
 echo "== sam build (release, arm64, offline)"
 ./infra/sam-build.sh
 
-# One closing line with the totals of every test binary.
+# One closing line with the totals of every test binary and of node's test runs.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "%d passed, %d failed\n", p, f }' "$CARGO_TARGET_DIR/test-output.txt"
+     /^# pass / { p += $3 } /^# fail / { f += $3 }
+     END { printf "%d passed, %d failed\n", p, f }' "$CARGO_TARGET_DIR/test-output.txt" "$CARGO_TARGET_DIR/js-test-output.txt"

@@ -348,6 +348,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             stack.http_url
         );
     }
+    if let Some(app) = stack.app_url() {
+        println!("  example page    {app}");
+        println!(
+            "  dev tokens      POST {}/local/token  {{\"user\":\"alice\",\"band\":\"{}\"}}",
+            stack.http_url, stack.config.band
+        );
+    }
     println!("  data            {}", stack.config.data_dir.display());
     println!(
         "  a token:        {}",

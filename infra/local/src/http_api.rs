@@ -1,6 +1,7 @@
 //! The HTTP API as API Gateway's HTTP API (payload v2) presents it: each request becomes
 //! an `ApiGatewayV2httpRequest` for the same handler the Lambda runs, and the handler's
-//! `ApiGatewayV2httpResponse` becomes the HTTP response.
+//! `ApiGatewayV2httpResponse` becomes the HTTP response. Beside it, [`LocalRoutes`]: what
+//! only the local stack serves (the example page, dev tokens), never an API Gateway route.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body as LambdaBody;
@@ -8,8 +9,15 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use bandsync::auth::TokenKey;
+use bandsync::error::{ErrorCode, Refusal};
+use bandsync::model::{BandId, ConnectionId, UserId};
+use bandsync::ports::ConnectionStore;
+use bandsync::transport::http::{json_v2, refused_v2};
 use futures_util::future::BoxFuture;
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +162,145 @@ async fn serve(
     into_response(handler(req).await)
 }
 
+/// The example page and the client bundle it imports, built into the binary so that
+/// `cargo run -p bandsync-local` serves them with no npm on the machine.
+const APP_PAGE: &str = include_str!("../../../shared/clients/ts/example/index.html");
+const APP_BUNDLE: &str = include_str!("../../../shared/clients/ts/dist/bandsync.min.mjs");
+/// What the page's WebSocket URL is written as; the served page has this stack's.
+const WS_URL_MARK: &str = "__BANDSYNC_WS_URL__";
+
+/// The local stack's own routes, for a developer on this machine: `/app/` (the example
+/// page and its bundle) and `POST /local/token` (a member token for the page's
+/// `getToken`). On AWS an app gets its tokens from its own backend, so no Lambda has a
+/// token route: these are mounted by the local stack only, and only on loopback.
+#[derive(Clone)]
+pub struct LocalRoutes {
+    pub tokens: TokenKey,
+    /// Where the page connects (the stack's WebSocket API).
+    pub ws_url: String,
+    /// The open sockets, for `GET /local/connections` (whose to cut with @connections).
+    pub registry: crate::gateway::Registry,
+    pub connections: Arc<dyn ConnectionStore>,
+}
+
+/// `POST /local/token`: whose token, for which band, for how long (`seconds` wins over
+/// `hours`; neither: one hour).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    user: String,
+    band: String,
+    hours: Option<i64>,
+    seconds: Option<i64>,
+}
+
+/// The longest token the route mints (as `bandsync-local token --hours`).
+const MAX_TOKEN_SECS: i64 = 8760 * 3600;
+
+impl LocalRoutes {
+    pub fn router(self) -> Router {
+        let page: Arc<str> = APP_PAGE.replace(WS_URL_MARK, &self.ws_url).into();
+        Router::new()
+            .route("/app", get(|| async { Redirect::permanent("/app/") }))
+            .route(
+                "/app/",
+                get(move || {
+                    let page = page.clone();
+                    async move { typed("text/html; charset=utf-8", page.to_string()) }
+                }),
+            )
+            .route(
+                "/app/bandsync.min.mjs",
+                get(|| async { typed("text/javascript; charset=utf-8", APP_BUNDLE.to_owned()) }),
+            )
+            .route("/app/{*rest}", any(|| async { not_found() }))
+            .route("/local/token", post(token))
+            .route("/local/connections", get(connections))
+            .with_state(self)
+    }
+}
+
+fn typed(content_type: &'static str, body: String) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    // The page and the bundle change with the binary: never a stale one after a rebuild.
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn token(State(routes): State<LocalRoutes>, body: String) -> Response {
+    let answer = mint(&routes.tokens, &body, chrono::Utc::now())
+        .map_or_else(refused_v2, |body| json_v2(200, &body));
+    into_response(answer)
+}
+
+/// `GET /local/connections`: every open socket with its member and device, oldest
+/// first (what a developer, or a test, names in an @connections DELETE).
+async fn connections(State(routes): State<LocalRoutes>) -> Response {
+    let mut open = Vec::new();
+    for id in routes.registry.ids() {
+        let Ok(id) = ConnectionId::parse(&id) else {
+            continue;
+        };
+        match routes.connections.get_connection(&id).await {
+            Ok(Some(c)) => open.push(c),
+            // Between the socket's open and its $connect's write, or after its $disconnect.
+            Ok(None) => {}
+            Err(e) => {
+                let refusal = Refusal::from(e);
+                return into_response(refused_v2(refusal));
+            }
+        }
+    }
+    open.sort_by_key(|c| c.connected_at);
+    let list: Vec<serde_json::Value> = open
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "user": c.user,
+                "device": c.device.as_ref().map(|d| &d.device),
+                "connected_at": c.connected_at,
+            })
+        })
+        .collect();
+    into_response(json_v2(200, &serde_json::json!({ "connections": list })))
+}
+
+fn mint(
+    tokens: &TokenKey,
+    body: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<serde_json::Value, Refusal> {
+    let req: TokenRequest = serde_json::from_str(body).map_err(|e| {
+        Refusal::new(
+            ErrorCode::MalformedBody,
+            format!("expected {{\"user\", \"band\", \"hours\"?, \"seconds\"?}}: {e}"),
+        )
+    })?;
+    let user = UserId::parse(&req.user)?;
+    let band = BandId::parse(&req.band)?;
+    let secs = match (req.seconds, req.hours) {
+        (Some(s), _) => s,
+        (None, Some(h)) => h.saturating_mul(3600),
+        (None, None) => 3600,
+    };
+    if !(1..=MAX_TOKEN_SECS).contains(&secs) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidParameter,
+            format!("a token lives 1 s to {MAX_TOKEN_SECS} s (a year); {secs} s asked"),
+        ));
+    }
+    let ttl = chrono::Duration::seconds(secs);
+    let token = tokens.mint(user.as_str(), &[band.as_str()], now, ttl);
+    Ok(serde_json::json!({
+        "token": token,
+        "expires_at": (now + ttl).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+}
+
 fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
@@ -250,5 +397,86 @@ mod tests {
             ]
         );
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn dev_tokens_are_a_members_for_one_band_an_hour_by_default() {
+        let key = TokenKey::new("local-routes-test-secret-of-32-bytes!");
+        let now = chrono::Utc::now();
+        let member = |answer: &serde_json::Value| {
+            key.verify(answer["token"].as_str().unwrap(), now).unwrap()
+        };
+        // GIVEN user and band only THEN alice in demo, for an hour, as `expires_at` says
+        let answer = mint(&key, r#"{"user":"alice","band":"demo"}"#, now).unwrap();
+        let alice = member(&answer);
+        assert_eq!(alice.user.as_str(), "alice");
+        assert_eq!(
+            alice.bands.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+            ["demo"]
+        );
+        assert!(!alice.admin);
+        assert_eq!(
+            alice.expires_at.timestamp(),
+            (now + chrono::Duration::hours(1)).timestamp()
+        );
+        assert_eq!(
+            answer["expires_at"],
+            alice
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        // GIVEN hours, or seconds (which win) THEN that long
+        let answer = mint(&key, r#"{"user":"bo","band":"demo","hours":3}"#, now).unwrap();
+        assert_eq!(
+            member(&answer).expires_at.timestamp(),
+            now.timestamp() + 3 * 3600
+        );
+        let answer = mint(
+            &key,
+            r#"{"user":"bo","band":"demo","hours":3,"seconds":90}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(member(&answer).expires_at.timestamp(), now.timestamp() + 90);
+    }
+
+    #[test]
+    fn dev_token_requests_that_make_no_sense_are_refused_with_a_code() {
+        let key = TokenKey::new("local-routes-test-secret-of-32-bytes!");
+        let now = chrono::Utc::now();
+        for (body, code) in [
+            ("", ErrorCode::MalformedBody),
+            ("not json", ErrorCode::MalformedBody),
+            (r#"{"user":"alice"}"#, ErrorCode::MalformedBody),
+            (
+                r#"{"user":"alice","band":"demo","admin":true}"#,
+                ErrorCode::MalformedBody,
+            ),
+            (
+                r#"{"user":"alice","band":"demo","hours":"2"}"#,
+                ErrorCode::MalformedBody,
+            ),
+            (r#"{"user":"","band":"demo"}"#, ErrorCode::InvalidParameter),
+            (
+                r#"{"user":"alice","band":"no such/band"}"#,
+                ErrorCode::InvalidParameter,
+            ),
+            (
+                r#"{"user":"alice","band":"demo","seconds":0}"#,
+                ErrorCode::InvalidParameter,
+            ),
+            (
+                r#"{"user":"alice","band":"demo","hours":-1}"#,
+                ErrorCode::InvalidParameter,
+            ),
+            (
+                r#"{"user":"alice","band":"demo","hours":8761}"#,
+                ErrorCode::InvalidParameter,
+            ),
+        ] {
+            let refusal = mint(&key, body, now).unwrap_err();
+            assert_eq!(refusal.code, code, "{body}: {}", refusal.message);
+            assert!(!refusal.message.is_empty());
+        }
     }
 }

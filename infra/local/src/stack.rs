@@ -4,7 +4,7 @@
 //! end-to-end tests start in-process on free ports.
 
 use crate::gateway::{Gateway, Limits, LocalPusher, Registry, RouteHandler, Routes};
-use crate::http_api::{HttpApi, HttpHandler};
+use crate::http_api::{HttpApi, HttpHandler, LocalRoutes};
 use crate::pollers::{self, SqsHandler};
 use anyhow::Context;
 use bandsync::adapters::local::watcher::{self, FolderWatch};
@@ -210,6 +210,16 @@ impl RunningStack {
                 tracing::warn!("server did not stop in time");
             }
         }
+    }
+
+    /// The example page, served (with `POST /local/token`) when the HTTP API is on
+    /// loopback only: the token route mints for anyone who asks.
+    pub fn app_url(&self) -> Option<String> {
+        self.config
+            .http_addr
+            .ip()
+            .is_loopback()
+            .then(|| format!("{}/app/", self.http_url))
     }
 
     /// A member token, as `bandsync-local token` prints it.
@@ -552,14 +562,25 @@ impl LocalStack {
             api: api_handler,
         }
         .router();
-        // The fakes' control API has no auth: only ever on loopback.
+        // The WebSocket API first: the example page is served with its address.
+        let (ws_addr, ws_server) = serve(gateway.router(), cfg.ws_addr).await?;
+        let ws_url = format!("ws://{ws_addr}/{}", cfg.stage);
+        // The fakes' control API and the dev token route have no auth: only ever on loopback.
         if let Some(fake) = fake.as_ref().filter(|_| cfg.http_addr.ip().is_loopback()) {
             http_router = axum::Router::new()
                 .nest("/fake", fake.control())
                 .merge(http_router);
         }
+        if cfg.http_addr.ip().is_loopback() {
+            let local = LocalRoutes {
+                tokens: tokens.clone(),
+                ws_url: ws_url.clone(),
+                registry: registry.clone(),
+                connections: store.clone(),
+            };
+            http_router = local.router().merge(http_router);
+        }
         let (http_addr, http_server) = serve(http_router, cfg.http_addr).await?;
-        let (ws_addr, ws_server) = serve(gateway.router(), cfg.ws_addr).await?;
 
         let mut tasks = Vec::new();
         if cfg.workers {
@@ -676,7 +697,7 @@ impl LocalStack {
 
         Ok(RunningStack {
             http_url: format!("http://{http_addr}"),
-            ws_url: format!("ws://{ws_addr}/{}", cfg.stage),
+            ws_url,
             management_url: format!("http://{ws_addr}/{}", cfg.stage),
             tokens,
             store,

@@ -1,0 +1,242 @@
+// The example page (served by the local stack at /app/, the client's minified bundle) in
+// headless Chromium: live events, going offline while another member and this one make
+// changes, a reload in the middle of the outbox, and the 2-hour rotation on a fake clock.
+// The other member is the TypeScript client in Node; the server's word is checked over
+// HTTP (GET /sync/entities/...).
+
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { startStack, until } from '../lib/stack.mjs';
+import { member, follow, gapless, uid } from '../lib/clients.mjs';
+import { launch, shown } from '../lib/browser.mjs';
+
+const TIMEOUT = { timeout: 90000 };
+let stack;
+let browser;
+let bo;
+let log;
+
+before(async () => {
+  stack = await startStack();
+  browser = await launch();
+  // Bo follows the band from the start: his events are the channel's log to compare with.
+  bo = member(stack, 'bo');
+  log = follow(bo.client, 'band:demo');
+  await log.channel.subscribe();
+});
+// A failed test must not leave the next one offline or without tokens.
+afterEach(async () => {
+  await browser?.context.setOffline(false);
+  await browser?.context.unrouteAll();
+});
+after(async () => {
+  bo?.client.close();
+  await browser?.close();
+  await stack?.stop();
+});
+
+/** The page as `user`, live (subscribed); `{page, device, entry}`. */
+async function open(user, query = '') {
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.error(`page error (${user}): ${e.message}`));
+  await page.goto(`${stack.http}/app/?user=${user}${query}`);
+  await page.waitForSelector('body[data-live="true"]');
+  const ids = await page.evaluate(() => ({ device: window.bandsync.deviceId, entry: window.bandsync.entryId }));
+  return { page, ...ids };
+}
+
+async function save(page, fields) {
+  if (fields.title != null) await page.fill('#title', fields.title);
+  if (fields.key != null) await page.fill('#key', fields.key);
+  await page.click('#save');
+}
+
+const text = (page, id) => page.locator(`#${id}`).textContent();
+const waitText = (page, id, value) => page.waitForFunction(([i, v]) => document.getElementById(i).textContent === v, [id, value]);
+
+/** The page's events are the channel's log between its first and last seq: none repeated, none missed. */
+async function sameAsLog(page) {
+  const events = (await shown(page)).events;
+  assert.ok(events.length > 0, 'the page shows events');
+  assert.ok(gapless(events), `gapless, no repeat: ${events.map((e) => e.seq)}`);
+  const [first, last] = [events[0].seq, events.at(-1).seq];
+  const expected = log.events.filter((e) => e.seq >= first && e.seq <= last).map((e) => [e.seq, e.event]);
+  assert.deepEqual(events.map((e) => [e.seq, e.event]), expected);
+  return events;
+}
+
+/** Wait until the page shows every event bo has seen so far. */
+async function caughtUp(page) {
+  const last = log.events.at(-1)?.seq ?? 0;
+  await page.waitForFunction((seq) => [...document.querySelectorAll('#events li[data-seq]')].some((li) => Number(li.dataset.seq) >= seq), last, { timeout: 30000 });
+}
+
+/** Back online: the page reconnects, its outbox empties, it catches up; its events. */
+async function backOnline(page) {
+  await browser.context.setOffline(false);
+  await waitText(page, 'state', 'connected');
+  await waitText(page, 'pending', '0');
+  await caughtUp(page);
+  return sameAsLog(page);
+}
+
+async function boChangesThings() {
+  const id = uid('bo-');
+  const created = await bo.client.push({ band: 'demo', type: 'setlist_entry', id, op: 'create', baseVersion: 0, fields: { title: 'Autumn Leaves', key: 'Gm' } });
+  const patched = await bo.client.push({ band: 'demo', type: 'setlist_entry', id, op: 'patch', baseVersion: created.version, fields: { key: 'Em' } });
+  assert.deepEqual([created.status, patched.status], ['applied', 'applied']);
+  const name = `${uid('chart-')}.txt`;
+  await stack.drop(name, 'a chart');
+  await until('bo sees the file sync', () => {
+    const i = log.events.findIndex((e) => e.event === 'file.created' && e.data?.path === name);
+    return i >= 0 && log.events.slice(i).some((e) => e.event === 'sync.completed');
+  });
+  return { id, name };
+}
+
+/** The entry as the server keeps it, with the (device, mid) of each version. */
+async function serverEntry(id) {
+  const entity = await stack.entity('setlist_entry', id);
+  const history = await stack.history('setlist_entry', id);
+  return { entity, writes: history.map((v) => [v.device, v.mid]) };
+}
+
+test('the page subscribes and shows a dropped file\'s events', TIMEOUT, async () => {
+  const { page } = await open('alice');
+  assert.equal(await text(page, 'state'), 'connected');
+  const name = `${uid('chart-')}.txt`;
+  await stack.drop(name, 'Blue Bossa, in C minor');
+  await page.waitForSelector(`#events li[data-event="file.created"]:has-text("${name}")`);
+  await caughtUp(page);
+  const events = await sameAsLog(page);
+  assert.equal(events.filter((e) => e.event === 'file.created' && e.text.includes(name)).length, 1);
+  await page.close();
+});
+
+test('offline while bo changes things and the page queues changes: back online it shows exactly what it missed, and each change is applied once', TIMEOUT, async () => {
+  const { page, device, entry } = await open('carol');
+  await save(page, { title: 'Blue Bossa', key: 'Cm' });
+  await waitText(page, 'version', '1');
+
+  // Chromium's offline emulation holds an open WebSocket's frames rather than closing
+  // it (measured: no close event, frames delivered once back online), so the gateway
+  // cuts the socket first (@connections DELETE) and the network goes before the retry.
+  assert.equal(await stack.cut((c) => c.device === device), 1);
+  await waitText(page, 'state', 'disconnected');
+  await browser.context.setOffline(true);
+  const before = (await shown(page)).events.length;
+
+  const bos = await boChangesThings();
+  await save(page, { title: 'Blue Bossa (take 2)' });
+  await save(page, { key: 'C#m' });
+  await waitText(page, 'pending', '2');
+  const during = await shown(page);
+  assert.notEqual(during.state, 'connected');
+  assert.equal(during.events.length, before, 'nothing arrives while offline');
+
+  const events = await backOnline(page);
+  // Bo's two changes and the file, each once.
+  assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
+  assert.equal(events.filter((e) => e.event === 'file.created' && e.text.includes(bos.name)).length, 1);
+  // The page's three saves: applied once each, in order, as the server says.
+  const { entity, writes } = await serverEntry(entry);
+  assert.equal(entity.version, 3);
+  assert.deepEqual(entity.fields, { title: 'Blue Bossa (take 2)', key: 'C#m' });
+  assert.deepEqual(writes, [[device, 1], [device, 2], [device, 3]]);
+  assert.equal(events.filter((e) => e.text.includes(entry)).length, 3);
+  assert.equal(await text(page, 'parked'), '0');
+  await page.close();
+});
+
+test('offline first, so Chromium holds the socket\'s frames, then the gateway cuts it: what was held is dropped as duplicates, and what the page sent into the dead socket is replayed once', TIMEOUT, async () => {
+  const { page, device, entry } = await open('frank');
+  await save(page, { title: 'Solar', key: 'Cm' });
+  await waitText(page, 'version', '1');
+
+  // Offline emulation holds an open socket's messages, both ways, and a close that
+  // comes after a held message (measured: a close with none before it goes through).
+  await browser.context.setOffline(true);
+  const bos = await boChangesThings();
+  assert.equal(await stack.cut((c) => c.device === device), 1);
+  await save(page, { key: 'C' });
+  await save(page, { title: 'Solar (up)' });
+  const during = await shown(page);
+  assert.equal(during.state, 'connected', 'the page cannot tell: its socket looks open');
+  assert.equal(during.events.filter((e) => e.text.includes(bos.id)).length, 0, 'bo\'s events are held');
+
+  // Back online: the held events, then the close, then a resume (and the same events
+  // again, which the client drops) and the outbox from its oldest entry.
+  const events = await backOnline(page);
+  assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
+  const { entity, writes } = await serverEntry(entry);
+  assert.equal(entity.version, 3);
+  assert.deepEqual(entity.fields, { title: 'Solar (up)', key: 'C' });
+  assert.deepEqual(writes, [[device, 1], [device, 2], [device, 3]]);
+  await page.close();
+});
+
+test('a reload in the middle of the outbox finishes it: the queued changes come back from IndexedDB and are applied once', TIMEOUT, async () => {
+  const { page, device, entry } = await open('dave');
+  await save(page, { title: 'Nardis', key: 'Em' });
+  await waitText(page, 'version', '1');
+
+  // The page cannot reconnect (its getToken fails) after the gateway cut its socket.
+  await browser.context.route('**/local/token', (route) => route.abort());
+  await stack.cut((c) => c.device === device);
+  await waitText(page, 'state', 'disconnected');
+  await save(page, { title: 'Nardis (ballad)' });
+  await save(page, { key: 'Gm' });
+  await waitText(page, 'pending', '2');
+
+  await page.reload();
+  await waitText(page, 'pending', '2');
+  assert.notEqual(await text(page, 'state'), 'connected');
+  assert.equal(await page.evaluate(() => window.bandsync.deviceId), device, 'the same device after the reload');
+
+  await browser.context.unroute('**/local/token');
+  await waitText(page, 'state', 'connected');
+  await waitText(page, 'pending', '0');
+  const { entity, writes } = await serverEntry(entry);
+  assert.equal(entity.version, 3);
+  assert.deepEqual(entity.fields, { title: 'Nardis (ballad)', key: 'Gm' });
+  assert.deepEqual(writes, [[device, 1], [device, 2], [device, 3]]);
+  await caughtUp(page);
+  await sameAsLog(page);
+  await page.close();
+});
+
+test('the 2-hour rotation on a fake clock: a second socket, the first one closed, no event repeated or missed', TIMEOUT, async () => {
+  const page = await browser.context.newPage();
+  const sockets = [];
+  page.on('websocket', (ws) => {
+    const s = { url: ws.url(), closed: false };
+    ws.on('close', () => { s.closed = true; });
+    sockets.push(s);
+  });
+  await page.clock.install();
+  // Tokens that outlive the fast-forward, so that the 115-minute rule is what rotates.
+  await page.goto(`${stack.http}/app/?user=erin&hours=3`);
+  await page.waitForSelector('body[data-live="true"]');
+  const device = await page.evaluate(() => window.bandsync.deviceId);
+  assert.equal(sockets.length, 1);
+  await boChangesThings();
+  await caughtUp(page);
+
+  // WHEN 115 minutes pass (and bo keeps changing things while the page rotates)
+  await page.clock.fastForward('01:55:30');
+  const during = boChangesThings();
+  await until('a second socket', () => sockets.length >= 2, { timeout: 20000 });
+  await until('the first socket closed', () => sockets[0].closed, { timeout: 20000 });
+  await during;
+  await boChangesThings();
+
+  // THEN one socket is left, the page is connected on it, and it missed nothing
+  assert.equal(sockets.length, 2, 'exactly one more socket');
+  assert.equal(sockets[1].closed, false);
+  assert.equal(await text(page, 'state'), 'connected');
+  const conns = (await stack.connections()).filter((c) => c.device === device);
+  assert.equal(conns.length, 1, 'the server has one connection of the page');
+  await caughtUp(page);
+  await sameAsLog(page);
+  await page.close();
+});
