@@ -119,7 +119,7 @@ test('an outbox entry is durable before its frame leaves', async () => {
   let open;
   const gate = new Promise((r) => (open = r));
   const base = fakeStorage();
-  const storage = { ...base, set: async (k, v) => (k.startsWith('outbox:') ? gate.then(() => base.set(k, v)) : base.set(k, v)) };
+  const storage = { ...base, write: async (sets, rm) => ('outbox:1' in sets ? gate.then(() => base.write(sets, rm)) : base.write(sets, rm)) };
   const r = rig({ storage });
   const { ws } = await live(r);
   r.client.push(SONG);
@@ -132,7 +132,7 @@ test('an outbox entry is durable before its frame leaves', async () => {
   assert.equal(base.get('outbox:1').mutation.base_version, 1);
 });
 
-test('batch errors: rate_limited waits retry_after, unavailable resends at once, unknown_device registers first', async () => {
+test('batch errors: rate_limited waits retry_after, unavailable waits delay(k) of its retries in a row, unknown_device registers first', async () => {
   const r = rig();
   const { ws } = await live(r);
   r.client.push(SONG);
@@ -145,6 +145,10 @@ test('batch errors: rate_limited waits retry_after, unavailable resends at once,
   [f] = frames(ws);
   assert.equal(f.action, 'push');
   await send(ws, { type: 'error', code: 'unavailable', message: 'try again', ref: f.ref });
+  // The second retry of that frame in a row: delay(2) = 1000 + 0.5 * 3000.
+  await r.clock.advance(2499);
+  assert.deepEqual(frames(ws), []);
+  await r.clock.advance(1);
   [f] = frames(ws);
   assert.equal(f.action, 'push');
   await send(ws, { type: 'error', code: 'unknown_device', message: 'register first', ref: f.ref });
@@ -265,6 +269,7 @@ test('the bare core: inputs stamped with the time give effects, in order', () =>
     { type: 'set_timer', id: 'w', at: t + 1000 },
     { type: 'cancel_timer', id: 'retry' },
     { type: 'emit', name: 'state', data: { previous: 'idle', current: 'connecting', reason: 'connect', retryInMs: undefined }, channel: undefined },
+    { type: 'set_timer', id: 'ct', at: t + 15000 },
     { type: 'get_token', socket: 1 },
   ]);
   assert.deepEqual(core.step(t, { type: 'token', socket: 1, token: 'x' }), [{ type: 'open', socket: 1, url: 'ws://s/p?token=x' }]);

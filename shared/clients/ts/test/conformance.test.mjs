@@ -39,6 +39,7 @@ class Run {
     this.events = {};
     this.resets = {};
     this.verdicts = [];
+    this.errors = [];
     this.make();
   }
 
@@ -64,6 +65,7 @@ class Run {
     }));
     c.on('state', (e) => this.states.push(e.current));
     c.on('verdict', (v) => this.verdicts.push(v));
+    c.on('error', (e) => this.errors.push(e));
     this.channels = [];
     for (const spec of this.setup.channels ?? []) {
       const opts = {};
@@ -96,6 +98,7 @@ class Run {
 
   track(as, p) {
     const rec = { done: false };
+    p.catch(() => {});
     p.then(
       (v) => Object.assign(rec, { done: true, value: v }),
       (e) => Object.assign(rec, { done: true, error: e }),
@@ -121,7 +124,7 @@ class Run {
       case 'subscribe': {
         const ch = c.channel(v);
         this.watch(ch);
-        ch.subscribe().catch(() => {});
+        this.track(st.as, ch.subscribe());
         break;
       }
       case 'unsubscribe':
@@ -188,6 +191,32 @@ class Run {
       case 'send':
         srv.socket(st.socket).deliver(substitute(v, this.vars));
         break;
+      case 'send_text':
+        srv.socket(st.socket).deliverText(v);
+        break;
+      case 'storage_fail':
+        this.storage.fail = v;
+        break;
+      case 'expect_settled': {
+        const rec = this.promises[v.as];
+        assert.ok(rec, `no promise named ${v.as}`);
+        if (v.pending) assert.ok(!rec.done, `${v.as} has settled`);
+        else if (v.error !== undefined) {
+          assert.ok(rec.done && rec.error, `${v.as} has not rejected`);
+          assert.equal(rec.error.code, v.error);
+        } else {
+          assert.ok(rec.done, `${v.as} has not settled`);
+          assert.ok(!rec.error, `${v.as} rejected: ${rec.error?.message}`);
+        }
+        break;
+      }
+      case 'expect_error': {
+        const e = this.errors.shift();
+        assert.ok(e, 'no error event');
+        const why = mismatch(v, e);
+        assert.equal(why, null, why);
+        break;
+      }
       case 'send_events': {
         const ws = srv.socket(st.socket);
         for (let seq = v.from; seq <= v.to; seq++) {
