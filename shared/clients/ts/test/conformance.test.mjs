@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { BandsyncClient, UnauthorizedError } from '../dist/index.mjs';
+// Both builds: the minified one renames private members, so it is replayed too.
+const builds = { 'index.mjs': await import('../dist/index.mjs'), 'bandsync.min.mjs': await import('../dist/bandsync.min.mjs') };
 import { FakeClock, FakeServer, START, fakeStorage, list, mismatch, settle, substitute } from './harness.mjs';
 
 const dir = new URL('../../conformance/', import.meta.url);
@@ -24,7 +25,8 @@ function jwt(exp) {
 }
 
 class Run {
-  constructor(s) {
+  constructor(s, lib) {
+    this.lib = lib;
     this.s = s;
     this.setup = s.setup;
     this.clock = new FakeClock();
@@ -48,13 +50,13 @@ class Run {
     const t = ts[Math.min(this.tokenCalls++, ts.length - 1)];
     if (typeof t === 'string') return t;
     if (t.jwt_exp !== undefined) return jwt(START / 1000 + t.jwt_exp);
-    if (t.unauthorized) throw new UnauthorizedError('token refused');
+    if (t.unauthorized) throw new this.lib.UnauthorizedError('token refused');
     throw new Error(t.error ?? 'no token');
   }
 
   make() {
     const clock = (this.clockView = this.clock.view());
-    const c = (this.client = new BandsyncClient(this.setup.url, {
+    const c = (this.client = new this.lib.BandsyncClient(this.setup.url, {
       getToken: async () => this.token(),
       device: this.setup.device,
       storage: this.storage,
@@ -326,10 +328,10 @@ class Run {
   }
 }
 
-for (const file of files) {
-  test(file, async () => {
+for (const [build, lib] of Object.entries(builds)) for (const file of files) {
+  test(build === 'index.mjs' ? file : `${file} (${build})`, async () => {
     const s = JSON.parse(readFileSync(new URL(file, dir), 'utf8'));
-    const run = new Run(s);
+    const run = new Run(s, lib);
     await settle();
     for (const [i, st] of s.steps.entries()) {
       try {
