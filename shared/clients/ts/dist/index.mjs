@@ -894,7 +894,7 @@ var BandsyncClient = class extends Emitter {
     const storage = this.storage = opts.storage ?? memoryStorage();
     const locks = globalThis.navigator?.locks;
     const lock = "bandsync:" + opts.device?.id;
-    const held = (l) => l ? new Promise((r) => this.unlock = r) : void 0;
+    const held = (l) => l && this.unlock ? new Promise((r) => this.unlock = r) : void 0;
     this.ready = (locks && opts.device ? new Promise(
       (got) => locks.request(lock, { ifAvailable: true }, (l) => {
         if (l) return got(), held(l);
@@ -923,7 +923,8 @@ var BandsyncClient = class extends Emitter {
   core;
   early = [];
   q = [];
-  unlock;
+  unlock = () => {
+  };
   busy = false;
   sockets = /* @__PURE__ */ new Map();
   timers = /* @__PURE__ */ new Map();
@@ -976,6 +977,7 @@ var BandsyncClient = class extends Emitter {
     g.document?.removeEventListener("visibilitychange", this.onEnv);
     this.listening = false;
     this.unlock?.();
+    this.unlock = void 0;
   }
   onEnv = (e) => {
     const env = e.type === "visibilitychange" ? document.visibilityState === "hidden" ? "hidden" : "visible" : e.type;

@@ -149,7 +149,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   private core?: Core;
   private early: Input[] = [];
   private q: Effect[][] = [];
-  private unlock?: () => void;
+  private unlock?: () => void = () => {};
   private busy = false;
   private sockets = new Map<number, SocketLike>();
   private timers = new Map<string, unknown>();
@@ -174,7 +174,8 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     const lock = 'bandsync:' + opts.device?.id;
     // One client per device (PROTOCOL.md): two would hand out the same mids. The lock is
     // held until close(); a second tab waits for it in `suspended`.
-    const held = (l: unknown) => (l ? new Promise<void>((r) => (this.unlock = r)) : undefined);
+    // A lock granted after close() is given back at once (another tab may need it).
+    const held = (l: unknown) => (l && this.unlock ? new Promise<void>((r) => (this.unlock = r)) : undefined);
     this.ready = (
       locks && opts.device
         ? new Promise<void>((got) =>
@@ -246,6 +247,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     g.document?.removeEventListener('visibilitychange', this.onEnv);
     this.listening = false;
     this.unlock?.();
+    this.unlock = undefined;
   }
 
   private onEnv = (e: { type: string }) => {

@@ -471,10 +471,17 @@ test('one client per device: a second one on the same device waits in suspended 
     assert.equal(b.client.state, 'suspended');
     assert.deepEqual(states, [['suspended', 'device_in_use']]);
     assert.equal(b.server.opening.length, 0);
+    // A third one closed while waiting gives the lock back as soon as it gets it.
+    const c = rig();
+    await settle();
+    c.client.close();
     a.client.close();
     await settle();
     assert.equal(b.server.opening.length, 1, 'the second client did not start');
     b.client.close();
+    await settle();
+    assert.equal(held.size, 0, 'a closed client kept the lock');
+    assert.equal(c.server.opening.length, 0);
   } finally {
     delete globalThis.navigator;
   }
