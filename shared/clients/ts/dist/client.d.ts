@@ -50,6 +50,10 @@ export interface SocketLike {
         status?: number;
     }) => void) | null;
     onerror: ((e: unknown) => void) | null;
+    /** The `ws` package's emitter: its 'unexpected-response' tells a refusal's status. */
+    on?: (name: string, f: (req: unknown, res: {
+        statusCode?: number;
+    }) => void) => unknown;
 }
 export type SocketClass = new (url: string) => SocketLike;
 export interface Clock {
@@ -92,6 +96,7 @@ export declare class BandsyncClient extends Emitter<ClientEvents> {
     private core?;
     private early;
     private q;
+    private unlock?;
     private busy;
     private sockets;
     private timers;
@@ -103,6 +108,7 @@ export declare class BandsyncClient extends Emitter<ClientEvents> {
     private clock;
     private listening;
     private broken?;
+    private waitLock;
     constructor(url: string, opts: ClientOptions);
     get state(): State;
     /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */

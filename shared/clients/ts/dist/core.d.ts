@@ -1,4 +1,4 @@
-import type { Event as WireEvent, HistoryLostData, MutationResult, Platform, PresentMember, WireMutation } from './wire.gen';
+import type { Event as WireEvent, MutationResult, Platform, PresentMember, WireMutation } from './wire.gen';
 export type { WireEvent, MutationResult, WireMutation, PresentMember };
 export type State = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'suspended' | 'failed' | 'closed';
 export type Env = 'online' | 'offline' | 'visible' | 'hidden' | 'wake';
@@ -109,6 +109,9 @@ export type Input = {
     type: 'dismiss';
     key: string;
 } | {
+    type: 'persist_failed';
+    key: string;
+} | {
     type: 'close';
 };
 export type Effect = {
@@ -143,6 +146,12 @@ export type Effect = {
 } | {
     type: 'remove';
     key: string;
+}
+/** One atomic storage write (renumbering; an outbox entry with `mid:next`). */
+ | {
+    type: 'write';
+    sets: Record<string, unknown>;
+    removes: string[];
 } | {
     type: 'emit';
     name: string;
@@ -156,27 +165,13 @@ export type Effect = {
 };
 /** API Gateway reads a message in frames of at most 32 KB and closes with 1009 past it. */
 export declare const MAX_FRAME = 32768;
-interface Chan {
-    name: string;
-    on: boolean;
-    getState: boolean;
-    cursor: Cursor | null;
-    held: Map<number, WireEvent>;
-    loading: boolean;
-    lost?: {
-        data: HistoryLostData;
-        sock: number;
-    };
-    live: boolean;
-    waiters: number[];
-}
 /** `exp` of a JWT's payload in ms, read without verifying (rotation only needs the time). */
 export declare function jwtExp(token: string): number | undefined;
 export declare class Core {
     private readonly o;
     private readonly random;
     state: State;
-    readonly chans: Map<string, Chan>;
+    private chans;
     private fx;
     private now;
     private main?;
@@ -186,6 +181,9 @@ export declare class Core {
     private refusals;
     private since;
     private floor;
+    private rotFails;
+    /** Retries in a row of one frame (by ref), for `delay(k)`. */
+    private tries;
     private waiting;
     private hidden;
     private hiddenClosed;
@@ -198,6 +196,8 @@ export declare class Core {
     private localNext;
     private batch?;
     private rateLimited;
+    /** Resends put off by a retry-later error, by timer id. */
+    private laters;
     private presenceWaiters;
     constructor(o: Options, random: () => number, stored?: Record<string, unknown>);
     pending(): Pending[];
@@ -218,9 +218,12 @@ export declare class Core {
     private watchdog;
     private attempt;
     private onToken;
+    private register;
     private onOpen;
     /** Subscribe, or resume from the cursor, on a socket (ref `c:<channel>`). */
     private resume;
+    /** Subscribe or resume on every open socket (both while rotating). */
+    private resumeAll;
     private connected;
     /** Heartbeat and rotation timers for the current socket. */
     private arm;
@@ -231,6 +234,12 @@ export declare class Core {
     private lost;
     private fail;
     private onTimer;
+    /** Close the socket with 4000 and connect again at once (not a backoff failure). */
+    private redial;
+    /** How long until a retry-later error's frame goes again: `retry_after`, else `delay(k)`. */
+    private wait;
+    /** Send a channel's or the device's frame again on the same socket, later. */
+    private later;
     private ping;
     private onEnv;
     private rotationFailed;
@@ -258,4 +267,6 @@ export declare class Core {
     private verdict;
     private batchError;
     private parkLocal;
+    /** New mids from `from` for `entries`, with `sets`/`removes`, in one atomic write. */
+    private renumber;
 }

@@ -44,6 +44,10 @@ var ROTATE_AFTER = 115 * 6e4;
 var SUSPEND_AFTER = 12e4;
 var WATCHDOG = 1e3;
 var LATE = 1e4;
+var CONNECT_WITHIN = 15e3;
+var ROTATE_WITHIN = 3e4;
+var RETRY = ["rate_limited", "conflict", "unavailable"];
+var RECONNECT = ["unknown_connection", "missing_connection_id"];
 var enc = new TextEncoder();
 var bytes = (s) => enc.encode(s).length;
 function jwtExp(token) {
@@ -82,6 +86,9 @@ var Core = class {
   refusals = 0;
   since = 0;
   floor = 0;
+  rotFails = 0;
+  /** Retries in a row of one frame (by ref), for `delay(k)`. */
+  tries = /* @__PURE__ */ new Map();
   waiting = false;
   hidden = false;
   hiddenClosed = false;
@@ -94,6 +101,8 @@ var Core = class {
   localNext = 1;
   batch;
   rateLimited = false;
+  /** Resends put off by a retry-later error, by timer id. */
+  laters = /* @__PURE__ */ new Map();
   presenceWaiters = /* @__PURE__ */ new Map();
   pending() {
     return this.outbox.map(({ mid, band, mutation }) => ({ mid, band, mutation }));
@@ -183,13 +192,11 @@ var Core = class {
       case "frame": {
         const s = this.sock(i.socket);
         if (!s || s.phase !== "open") return;
-        let f;
         try {
-          f = JSON.parse(i.text);
+          this.onFrame(s, JSON.parse(i.text));
         } catch {
-          return this.emit("error", { code: "malformed_json", message: "the server sent a frame that is not JSON" });
+          this.emit("error", { code: "malformed_frame", message: "a bad frame was dropped: " + i.text.slice(0, 80) });
         }
-        if (f && typeof f === "object") this.onFrame(s, f);
         return;
       }
       case "timer":
@@ -209,21 +216,30 @@ var Core = class {
           s?.awaiting.delete(ch.name);
           if (s?.phase === "open") this.send(s, { action: "unsubscribe", channel: ch.name, ref: "c:" + ch.name });
         }
-        return;
+        return this.maybeSwitch();
       }
       case "push":
         return this.push(i.mutation, i.tag);
       case "presence": {
         if (!i.channel.startsWith("band:"))
-          return this.settle(i.tag, void 0, { code: "invalid_request", message: "presence is only kept for band channels" });
+          return this.settle(i.tag, void 0, { code: "invalid_request", message: "presence is for band channels" });
         if (st !== "connected" || !this.main)
-          return this.settle(i.tag, void 0, { code: "not_connected", message: "presence needs a connection" });
+          return this.settle(i.tag, void 0, { code: "not_connected", message: "not connected" });
         const band = i.channel.slice(5);
         const w = this.presenceWaiters.get(band) ?? [];
         if (!w.length) this.send(this.main, { action: "presence", band, ref: "q:" + band });
         w.push(i.tag);
         this.presenceWaiters.set(band, w);
         return;
+      }
+      case "persist_failed": {
+        const n = this.outbox.findIndex((e2) => "outbox:" + e2.mid === i.key);
+        if (n < 0) return;
+        const [e] = this.outbox.splice(n, 1);
+        if (e.mid === this.midNext - 1) this.midNext--;
+        if (this.batch?.entries.includes(e)) this.batch = void 0;
+        this.flush();
+        return this.settle(e.tag, void 0, { code: "storage_failed", message: "the mutation could not be stored" });
       }
       case "dismiss": {
         const n = this.parkedList.findIndex((p) => p.key === i.key);
@@ -255,6 +271,7 @@ var Core = class {
     const s = { id: this.nextSock++, phase: "token", rot: false, device: false, awaiting: /* @__PURE__ */ new Set(), lastSend: this.now };
     this.main = s;
     if (!quiet) this.setState("connecting", reason);
+    this.timer("ct", this.now + CONNECT_WITHIN);
     this.fx.push({ type: "get_token", socket: s.id });
   }
   onToken(i) {
@@ -270,14 +287,17 @@ var Core = class {
     const url = this.o.url + (this.o.url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(i.token);
     this.fx.push({ type: "open", socket: s.id, url });
   }
+  register(s) {
+    const d = this.o.device;
+    const f = { action: "register_device", device: d.id, platform: d.platform, name: d.name, ref: "d" };
+    if (d.categories) f.categories = d.categories;
+    this.send(s, f);
+  }
   onOpen(s) {
     s.phase = "open";
     const d = this.o.device;
-    if (d) {
-      const f = { action: "register_device", device: d.id, platform: d.platform, name: d.name, ref: "d" };
-      if (d.categories) f.categories = d.categories;
-      this.send(s, f);
-    } else s.device = true;
+    if (d) this.register(s);
+    else s.device = true;
     for (const ch of this.chans.values()) if (ch.on && !ch.loading) this.resume(s, ch);
     if (d) return;
     if (s.rot) this.maybeSwitch();
@@ -290,7 +310,12 @@ var Core = class {
     const c = ch.cursor;
     this.send(s, c ? { action: "resume", channel: ch.name, after_seq: c.seq, epoch: c.epoch, ref } : { action: "subscribe", channel: ch.name, ref });
   }
+  /** Subscribe or resume on every open socket (both while rotating). */
+  resumeAll(ch) {
+    for (const s of [this.main, this.rot]) if (s?.phase === "open") this.resume(s, ch);
+  }
   connected() {
+    this.cancel("ct");
     this.fails = this.refusals = 0;
     this.setState("connected", "open");
     this.arm();
@@ -314,10 +339,12 @@ var Core = class {
     this.main = this.rot = void 0;
     this.batch = void 0;
     this.rateLimited = false;
-    this.cancel("hb", "pong", "rot", "rl");
+    this.tries.clear();
+    this.laters.clear();
+    this.cancel("hb", "pong", "rot", "rl", "ct", "rd");
     for (const ch of this.chans.values()) ch.live = false;
     for (const tags of this.presenceWaiters.values())
-      for (const t of tags) this.settle(t, void 0, { code: "not_connected", message: "the connection was lost" });
+      for (const t of tags) this.settle(t, void 0, { code: "not_connected", message: "not connected" });
     this.presenceWaiters.clear();
   }
   /** The socket is gone: wait, then try again. */
@@ -327,8 +354,7 @@ var Core = class {
     this.teardown();
     this.fails++;
     const suspended = this.now - this.since >= SUSPEND_AFTER;
-    const wait = Math.max(suspended ? this.o.suspendedRetryMs ?? 6e4 : this.delay(this.fails), this.floor);
-    this.floor = 0;
+    const wait = Math.max(suspended ? this.o.suspendedRetryMs ?? 6e4 : this.delay(this.fails), this.floor - this.now);
     this.waiting = true;
     this.timer("retry", this.now + wait);
     this.setState(suspended ? "suspended" : "disconnected", reason, wait);
@@ -357,18 +383,21 @@ var Core = class {
         this.timer("hb", s.lastSend + PING_AFTER);
         return;
       case "pong":
+        if (s) this.redial("heartbeat", true);
+        return;
+      case "ct":
         if (!s) return;
-        this.fx.push({ type: "close", socket: s.id, code: 4e3 });
+        this.closeSock(s, 4e3);
         this.main = void 0;
-        this.teardown();
-        this.since = this.now;
-        this.setState("disconnected", "heartbeat", 0);
-        return this.attempt("heartbeat");
+        return this.lost("timeout");
       case "rot":
         if (this.state !== "connected" || this.rot) return;
         this.rot = { id: this.nextSock++, phase: "token", rot: true, device: false, awaiting: /* @__PURE__ */ new Set(), lastSend: this.now };
+        this.timer("rd", this.now + ROTATE_WITHIN);
         this.fx.push({ type: "get_token", socket: this.rot.id });
         return;
+      case "rd":
+        return this.rot && this.rotationFailed(4e3);
       case "rl":
         this.rateLimited = false;
         return this.flush();
@@ -380,7 +409,31 @@ var Core = class {
         this.hiddenClosed = true;
         this.setState("disconnected", "hidden");
         return;
+      default:
+        this.laters.get(id)?.();
+        this.laters.delete(id);
     }
+  }
+  /** Close the socket with 4000 and connect again at once (not a backoff failure). */
+  redial(reason, lostFirst) {
+    this.closeSock(this.main, 4e3);
+    this.main = void 0;
+    this.teardown();
+    this.since = this.now;
+    if (lostFirst) this.setState("disconnected", reason, 0);
+    this.attempt(reason);
+  }
+  /** How long until a retry-later error's frame goes again: `retry_after`, else `delay(k)`. */
+  wait(ref, f) {
+    const k = (this.tries.get(ref) ?? 0) + 1;
+    this.tries.set(ref, k);
+    return f.retry_after ? f.retry_after * 1e3 : this.delay(k);
+  }
+  /** Send a channel's or the device's frame again on the same socket, later. */
+  later(s, ref, f, again) {
+    const id = "x" + s.id + ref;
+    this.laters.set(id, () => this.sock(s.id) === s && again());
+    this.timer(id, this.now + this.wait(ref, f));
   }
   ping() {
     this.send(this.main, { action: "ping", ref: "h" });
@@ -395,26 +448,34 @@ var Core = class {
     if (env === "visible") {
       this.hidden = false;
       this.cancel("hid");
-      if (this.hiddenClosed) return this.attempt("visible");
+      if (this.hiddenClosed) {
+        this.since = this.now;
+        this.fails = 0;
+        return this.attempt("visible");
+      }
     }
     if (env === "offline") return;
     if (this.waiting) return this.attempt(env);
     if (env === "wake" && this.state === "connected" && !this.hidden) this.ping();
   }
-  rotationFailed() {
-    this.closeSock(this.rot, 1e3);
+  rotationFailed(code = 1e3) {
+    this.closeSock(this.rot, code);
     this.rot = void 0;
-    this.timer("rot", this.now + this.delay(1));
+    this.cancel("rd");
+    this.timer("rot", this.now + this.delay(++this.rotFails));
   }
   /** Make-before-break: the new socket takes over once it has caught up. */
   maybeSwitch() {
     const r = this.rot;
     if (!r || r.phase !== "open" || !r.device || r.awaiting.size || this.batch) return;
     this.closeSock(this.main, 1e3);
-    this.cancel("pong");
+    this.cancel("pong", "rd");
     this.main = r;
     r.rot = false;
     this.rot = void 0;
+    this.rotFails = 0;
+    for (const ch of this.chans.values()) if (ch.on && ch.held.size && !r.awaiting.has(ch.name)) this.resume(r, ch);
+    for (const band of this.presenceWaiters.keys()) this.send(r, { action: "presence", band, ref: "q:" + band });
     this.arm();
     this.flush();
   }
@@ -426,6 +487,7 @@ var Core = class {
       case "device":
         if (s.device) return;
         s.device = true;
+        this.tries.delete("d");
         if (s.rot) return this.maybeSwitch();
         return this.state === "connecting" ? this.connected() : this.flush();
       case "subscribed": {
@@ -463,6 +525,8 @@ var Core = class {
       }
       case "error":
         return this.onError(s, f);
+      default:
+        throw 0;
     }
   }
   answering(f) {
@@ -471,13 +535,15 @@ var Core = class {
   }
   answered(s, ch) {
     s.awaiting.delete(ch.name);
-    if (s.rot) return this.maybeSwitch();
+    this.tries.delete("c:" + ch.name);
     if (!ch.live) {
       ch.live = true;
       for (const t of ch.waiters.splice(0)) this.settle(t);
     }
+    if (s.rot) this.maybeSwitch();
   }
   onEvent(s, e) {
+    if (typeof e.seq !== "number") throw 0;
     const ch = this.chans.get(e.channel);
     const c = ch?.cursor;
     if (!ch || !ch.on || !c) return;
@@ -519,8 +585,11 @@ var Core = class {
   }
   onError(s, f) {
     const ref = typeof f.ref === "string" ? f.ref : "";
-    const err = { code: f.code, message: f.message };
-    if (f.code === "rate_limited" && f.retry_after) this.floor = f.retry_after * 1e3;
+    const code = f.code;
+    const err = { code, message: f.message };
+    if (code === "rate_limited" && f.retry_after) this.floor = this.now + f.retry_after * 1e3;
+    if (RECONNECT.includes(code)) return s.rot ? this.rotationFailed(4e3) : this.redial("reconnect");
+    const retry = RETRY.includes(code);
     if (ref.startsWith("c:")) {
       const ch = this.chans.get(ref.slice(2));
       if (!ch || !ch.on) return;
@@ -532,14 +601,16 @@ var Core = class {
         } else this.reset(ch, { epoch: f.data.epoch, seq: f.data.seq });
         return;
       }
+      if (retry) return this.later(s, ref, f, () => this.resume(s, ch));
       s.awaiting.delete(ch.name);
       this.emit("error", err, ch.name);
       for (const t of ch.waiters.splice(0)) this.settle(t, void 0, err);
-      return;
+      return this.maybeSwitch();
     }
     if (ref === "d") {
+      if (retry) return this.later(s, ref, f, () => this.register(s));
       this.emit("error", err);
-      return s.rot ? this.rotationFailed() : this.fail(f.code);
+      return s.rot ? this.rotationFailed() : this.fail(code);
     }
     if (this.batch && ref === this.batch.ref) return this.batchError(f);
     if (ref.startsWith("q:")) {
@@ -567,7 +638,7 @@ var Core = class {
     if (!ch.cursor && getState) {
       ch.loading = true;
       this.fx.push({ type: "get_state", channel: name });
-    } else if (this.main?.phase === "open") this.resume(this.main, ch);
+    } else this.resumeAll(ch);
   }
   onState(name, got) {
     const ch = this.chans.get(name);
@@ -579,7 +650,7 @@ var Core = class {
       ch.cursor = valid;
       this.dirty.add(ch);
     }
-    if (ch.on && this.main?.phase === "open") this.resume(this.main, ch);
+    if (ch.on) this.resumeAll(ch);
   }
   /** After history_lost: the refetched state's cursor, a `reset`, and a resume from it. */
   reset(ch, c) {
@@ -602,10 +673,10 @@ var Core = class {
     return bytes(JSON.stringify({ action: "push", band, device: d.id, mutations: [], ref })) + parts.reduce((n, p) => n + bytes(p), 0) + Math.max(0, parts.length - 1);
   }
   push(m, tag) {
-    if (!this.o.device) return this.settle(tag, void 0, { code: "no_device", message: "push needs a device in the client options" });
+    if (!this.o.device) return this.settle(tag, void 0, { code: "no_device", message: "push needs a device" });
     const base = m?.baseVersion ?? m?.base_version;
     if (!m || typeof m.band !== "string" || typeof m.type !== "string" || typeof m.id !== "string" || !["create", "patch", "delete"].includes(m.op) || !Number.isInteger(base) || base < 0)
-      return this.settle(tag, void 0, { code: "invalid_mutation", message: "a mutation needs band, type, id, op (create, patch or delete) and a baseVersion of 0 or more" });
+      return this.settle(tag, void 0, { code: "invalid_mutation", message: "a mutation needs band, type, id, op and baseVersion >= 0" });
     const mid = this.midNext;
     const mutation = { mid, type: m.type, id: m.id, op: m.op, base_version: base, fields: m.fields ?? {}, ts: m.ts ?? new Date(this.now).toISOString() };
     if (m.resolves) mutation.resolves = m.resolves;
@@ -614,9 +685,8 @@ var Core = class {
     this.midNext++;
     const e = { mid, band: m.band, mutation, tag };
     this.outbox.push(e);
-    this.persist("outbox:" + mid, { mid, band: m.band, mutation });
-    this.persist("mid:next", this.midNext);
     if (this.state === "idle") this.input({ type: "start" });
+    this.fx.push({ type: "write", sets: { ["outbox:" + mid]: { mid, band: m.band, mutation }, "mid:next": this.midNext }, removes: [] });
     this.flush();
   }
   /** Send the next batch: the oldest entries of one band that fit a frame; one in flight. */
@@ -638,8 +708,10 @@ var Core = class {
     this.send(s, { action: "push", band, device: this.o.device.id, mutations: entries.map((e) => e.mutation), ref });
   }
   onResults(f) {
+    let expected;
     for (const r of f.results) {
       const e = this.outbox.find((x) => x.mid === r.mid);
+      if (r.status === "out_of_order") expected ??= r.expected_mid ?? void 0;
       if (!e || r.status === "out_of_order") continue;
       const status = r.status === "duplicate" ? r.original_status : r.status;
       this.outbox.splice(this.outbox.indexOf(e), 1);
@@ -651,7 +723,12 @@ var Core = class {
       this.remove("outbox:" + e.mid);
       this.verdict(e, r);
     }
+    if (Number.isInteger(expected) && this.outbox.length && this.outbox[0].mid !== expected) {
+      this.midNext = expected + this.outbox.length;
+      this.renumber(expected, this.outbox, {}, []);
+    }
     if (this.batch && f.ref === this.batch.ref && !f.more) {
+      this.tries.delete(f.ref);
       this.batch = void 0;
       this.maybeSwitch();
       this.flush();
@@ -665,63 +742,70 @@ var Core = class {
     const b = this.batch;
     this.batch = void 0;
     const code = f.code;
-    if (code === "rate_limited") {
+    if (RETRY.includes(code)) {
       this.rateLimited = true;
-      this.timer("rl", this.now + (f.retry_after ?? 1) * 1e3);
-      return;
-    }
-    if (code === "unknown_device" && this.o.device && this.main) {
+      this.timer("rl", this.now + this.wait(b.ref, f));
+    } else if (code === "unknown_device" && this.main) {
       this.main.device = false;
-      const d = this.o.device;
-      return this.send(this.main, { action: "register_device", device: d.id, platform: d.platform, name: d.name, ref: "d" });
-    }
-    if (code !== "unavailable") {
+      this.register(this.main);
+    } else {
       const i = Number(/mutations\[(\d+)\]/.exec(f.message)?.[1]);
       this.parkLocal(b.entries[i] ? [b.entries[i]] : b.entries, { code, message: f.message });
     }
+    this.maybeSwitch();
     this.flush();
   }
   parkLocal(gone, why) {
+    const sets = {};
+    const removes = gone.map((e) => "outbox:" + e.mid);
     for (const e of gone) {
       const key = "l" + this.localNext++;
       const { mid: _, ...mutation } = e.mutation;
       const p = { key, mid: null, band: e.band, mutation, code: why.code, message: why.message };
       this.parkedList.push(p);
-      this.persist("parked:" + key, p);
+      sets["parked:" + key] = p;
       this.verdict(e, { mid: null, status: "rejected", ...why });
     }
-    this.persist("parked:next_local", this.localNext);
-    const old = new Set(this.outbox.map((e) => e.mid));
-    this.outbox = this.outbox.filter((e) => !gone.includes(e));
+    sets["parked:next_local"] = this.localNext;
     const first = Math.min(...gone.map((e) => e.mid));
-    let mid = first;
-    const used = /* @__PURE__ */ new Set();
-    for (const e of this.outbox) {
-      if (e.mid < first) {
-        used.add(e.mid);
-        continue;
-      }
-      e.mid = e.mutation.mid = mid++;
-      used.add(e.mid);
-      this.persist("outbox:" + e.mid, { mid: e.mid, band: e.band, mutation: e.mutation });
-    }
-    for (const m of old) if (!used.has(m)) this.remove("outbox:" + m);
+    this.outbox = this.outbox.filter((e) => !gone.includes(e));
     this.midNext -= gone.length;
-    this.persist("mid:next", this.midNext);
+    this.renumber(
+      first,
+      this.outbox.filter((e) => e.mid > first),
+      sets,
+      removes
+    );
+  }
+  /** New mids from `from` for `entries`, with `sets`/`removes`, in one atomic write. */
+  renumber(from, entries, sets, removes) {
+    for (const e of entries) {
+      removes.push("outbox:" + e.mid);
+      e.mid = e.mutation.mid = from++;
+    }
+    sets["mid:next"] = this.midNext;
+    for (const e of entries) sets["outbox:" + e.mid] = { mid: e.mid, band: e.band, mutation: e.mutation };
+    this.fx.push({ type: "write", sets, removes: removes.filter((k) => !(k in sets)) });
   }
 };
 
 // src/storage.ts
+var each = (s) => (sets, removes) => {
+  for (const k in sets) void s.set(k, sets[k]);
+  for (const k of removes) void s.remove(k);
+};
 function memoryStorage(initial = {}) {
   const m = new Map(Object.entries(initial).map(([k, v]) => [k, JSON.stringify(v)]));
-  return {
+  const s = {
     load: () => Object.fromEntries([...m].map(([k, v]) => [k, JSON.parse(v)])),
     set: (k, v) => void m.set(k, JSON.stringify(v)),
     remove: (k) => void m.delete(k)
   };
+  s.write = each(s);
+  return s;
 }
 function localStorageStorage(prefix = "bandsync:", ls = globalThis.localStorage) {
-  return {
+  const s = {
     load() {
       const out = {};
       for (let i = 0; i < ls.length; i++) {
@@ -738,6 +822,8 @@ function localStorageStorage(prefix = "bandsync:", ls = globalThis.localStorage)
     set: (k, v) => ls.setItem(prefix + k, JSON.stringify(v)),
     remove: (k) => ls.removeItem(prefix + k)
   };
+  s.write = each(s);
+  return s;
 }
 function indexedDbStorage(name = "bandsync") {
   let db;
@@ -749,12 +835,19 @@ function indexedDbStorage(name = "bandsync") {
     if (!db) {
       const r = indexedDB.open(name, 1);
       r.onupgradeneeded = () => r.result.createObjectStore("kv");
-      db = req(r);
+      db = req(r).then((d) => {
+        d.onclose = d.onversionchange = () => {
+          d.close();
+          db = void 0;
+        };
+        return d;
+      });
+      db.catch(() => db = void 0);
     }
     return db;
   };
   const write = async (f) => {
-    const t = (await open()).transaction("kv", "readwrite");
+    const t = (await open()).transaction("kv", "readwrite", { durability: "strict" });
     f(t.objectStore("kv"));
     return new Promise((ok, ko) => {
       t.oncomplete = () => ok();
@@ -768,7 +861,11 @@ function indexedDbStorage(name = "bandsync") {
       return Object.fromEntries(keys.map((k, i) => [String(k), values[i]]));
     },
     set: (k, v) => write((s) => s.put(JSON.parse(JSON.stringify(v)), k)),
-    remove: (k) => write((s) => s.delete(k))
+    remove: (k) => write((s) => s.delete(k)),
+    write: (sets, removes) => write((s) => {
+      for (const k in sets) s.put(JSON.parse(JSON.stringify(sets[k])), k);
+      for (const k of removes) s.delete(k);
+    })
   };
 }
 
@@ -831,13 +928,23 @@ var BandsyncClient = class extends Emitter {
     this.opts = opts;
     this.clock = opts.clock ?? systemClock;
     const storage = this.storage = opts.storage ?? memoryStorage();
-    this.ready = Promise.resolve().then(() => storage.load()).then(
+    const locks = globalThis.navigator?.locks;
+    const lock = "bandsync:" + opts.device?.id;
+    const held = (l) => l && this.unlock ? new Promise((r) => this.unlock = r) : void 0;
+    this.ready = (locks && opts.device ? new Promise(
+      (got) => locks.request(lock, { ifAvailable: true }, (l) => {
+        if (l) return got(), held(l);
+        this.waitLock = true;
+        this._fire("state", { previous: "idle", current: "suspended", reason: "device_in_use" });
+        void locks.request(lock, (l2) => (got(), this.waitLock = false, held(l2)));
+      })
+    ) : Promise.resolve()).then(() => storage.load()).then(
       (data) => {
         const { device, hiddenCloseAfterMs, suspendedRetryMs } = opts;
         this.core = new Core({ url, device, hiddenCloseAfterMs, suspendedRetryMs }, opts.random ?? Math.random, data);
       },
       (e) => {
-        this.broken = { code: "storage", message: "the storage could not be read: " + message(e) };
+        this.broken = { code: "storage", message: "storage unreadable: " + message(e) };
         this._fire("error", this.broken);
       }
     ).then(() => {
@@ -852,6 +959,8 @@ var BandsyncClient = class extends Emitter {
   core;
   early = [];
   q = [];
+  unlock = () => {
+  };
   busy = false;
   sockets = /* @__PURE__ */ new Map();
   timers = /* @__PURE__ */ new Map();
@@ -863,8 +972,9 @@ var BandsyncClient = class extends Emitter {
   clock;
   listening = false;
   broken;
+  waitLock = false;
   get state() {
-    return this.broken ? "failed" : this.core?.state ?? "idle";
+    return this.broken ? "failed" : this.waitLock ? "suspended" : this.core?.state ?? "idle";
   }
   /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */
   connect() {
@@ -902,6 +1012,8 @@ var BandsyncClient = class extends Emitter {
     g.removeEventListener?.("offline", this.onEnv);
     g.document?.removeEventListener("visibilitychange", this.onEnv);
     this.listening = false;
+    this.unlock?.();
+    this.unlock = void 0;
   }
   onEnv = (e) => {
     const env = e.type === "visibilitychange" ? document.visibilityState === "hidden" ? "hidden" : "visible" : e.type;
@@ -938,19 +1050,24 @@ var BandsyncClient = class extends Emitter {
       this.early.push(i);
       return;
     }
-    for (const e of this.core.step(this.clock.now(), i)) this.q.push(e);
+    this.q.push(this.core.step(this.clock.now(), i));
     if (!this.busy) void this.run();
   }
   // Effects run one after another; a storage write that returns a promise is waited
-  // for, so an outbox entry is durable before any frame after it leaves.
+  // for, so an outbox entry is durable before any frame after it leaves. A failed write
+  // drops the rest of its step (nothing after it is sent) and the core is told.
   async run() {
     this.busy = true;
     while (this.q.length) {
-      try {
-        const p = this.perform(this.q.shift());
-        if (p) await p;
-      } catch (e) {
-        this._fire("error", { code: "storage", message: "a storage write failed: " + message(e) });
+      for (const e of this.q.shift()) {
+        try {
+          await this.perform(e);
+        } catch (err) {
+          this._fire("error", { code: "storage", message: "a storage write failed: " + message(err) });
+          const key = e.type === "write" ? Object.keys(e.sets)[0] : e.key;
+          this._feed({ type: "persist_failed", key: key ?? "" });
+          break;
+        }
       }
     }
     this.busy = false;
@@ -1018,6 +1135,14 @@ var BandsyncClient = class extends Emitter {
         return e.key.startsWith("cursor:") ? this.writeCursor(e.key, e.value) : this.storage.set(e.key, e.value);
       case "remove":
         return this.storage.remove(e.key);
+      case "write": {
+        const st = this.storage;
+        if (st.write) return st.write(e.sets, e.removes);
+        return (async () => {
+          for (const [k, v] of Object.entries(e.sets)) await st.set(k, v);
+          for (const k of e.removes) await st.remove(k);
+        })();
+      }
       case "emit":
         (e.channel === void 0 ? this : this.chans.get(e.channel))?._fire(e.name, e.data);
         return;
@@ -1045,7 +1170,7 @@ var BandsyncClient = class extends Emitter {
         try {
           await this.storage.set(key, v);
         } catch (err) {
-          this._fire("error", { code: "storage", message: "a cursor write failed: " + message(err) });
+          this._fire("error", { code: "storage", message: "a storage write failed: " + message(err) });
         }
         if (this.cursorWrites.get(key) === v) this.cursorWrites.delete(key);
       }
@@ -1055,7 +1180,7 @@ var BandsyncClient = class extends Emitter {
     const WS = this.opts.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
-      if (!WS) throw new Error("no WebSocket here: pass the WebSocket option (Node 20: --experimental-websocket)");
+      if (!WS) throw new Error("no WebSocket: pass the WebSocket option");
       ws = new WS(url);
     } catch (err) {
       this._fire("error", { code: "websocket", message: message(err) });
@@ -1064,6 +1189,11 @@ var BandsyncClient = class extends Emitter {
     }
     this.sockets.set(id, ws);
     let opened = false;
+    let status;
+    ws.on?.("unexpected-response", (_, res) => {
+      status = res.statusCode;
+      ws.close();
+    });
     ws.onopen = () => {
       opened = true;
       this._feed({ type: "opened", socket: id });
@@ -1071,7 +1201,7 @@ var BandsyncClient = class extends Emitter {
     ws.onmessage = (m) => this._feed({ type: "frame", socket: id, text: String(m.data) });
     ws.onclose = (c) => {
       this.sockets.delete(id);
-      this._feed(opened ? { type: "closed", socket: id, code: c.code } : { type: "refused", socket: id, status: c.status });
+      this._feed(opened ? { type: "closed", socket: id, code: c.code } : { type: "refused", socket: id, status: c.status ?? status });
     };
     ws.onerror = () => {
     };

@@ -36,6 +36,12 @@ function fileStorage(path) {
     remove(k) {
       delete data[k];
       return save();
+    },
+    // One rename: all of it or none.
+    write(sets, removes) {
+      for (const k in sets) data[k] = JSON.parse(JSON.stringify(sets[k]));
+      for (const k of removes) delete data[k];
+      return save();
     }
   };
 }

@@ -2,6 +2,9 @@ export interface Storage {
     load(): Record<string, unknown> | Promise<Record<string, unknown>>;
     set(key: string, value: unknown): void | Promise<void>;
     remove(key: string): void | Promise<void>;
+    /** All of `sets` and `removes` or none of them (renumbering; an outbox entry and
+     * `mid:next`). Without it the client writes one key after another. */
+    write?(sets: Record<string, unknown>, removes: string[]): void | Promise<void>;
 }
 /** Kept in memory: gone with the page or process (tests, short-lived scripts). */
 export declare function memoryStorage(initial?: Record<string, unknown>): Storage;

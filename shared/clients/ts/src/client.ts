@@ -76,6 +76,8 @@ export interface SocketLike {
   // `status`: the handshake's HTTP status, for a WebSocket class that reports it.
   onclose: ((e: { code: number; status?: number }) => void) | null;
   onerror: ((e: unknown) => void) | null;
+  /** The `ws` package's emitter: its 'unexpected-response' tells a refusal's status. */
+  on?: (name: string, f: (req: unknown, res: { statusCode?: number }) => void) => unknown;
 }
 export type SocketClass = new (url: string) => SocketLike;
 export interface Clock {
@@ -146,7 +148,8 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   readonly ready: Promise<void>;
   private core?: Core;
   private early: Input[] = [];
-  private q: Effect[] = [];
+  private q: Effect[][] = [];
+  private unlock?: () => void = () => {};
   private busy = false;
   private sockets = new Map<number, SocketLike>();
   private timers = new Map<string, unknown>();
@@ -158,6 +161,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   private clock: Clock;
   private listening = false;
   private broken?: Failure;
+  private waitLock = false;
 
   constructor(
     readonly url: string,
@@ -166,7 +170,24 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     super();
     this.clock = opts.clock ?? systemClock;
     const storage = (this.storage = opts.storage ?? memoryStorage());
-    this.ready = Promise.resolve()
+    const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
+    const lock = 'bandsync:' + opts.device?.id;
+    // One client per device (PROTOCOL.md): two would hand out the same mids. The lock is
+    // held until close(); a second tab waits for it in `suspended`.
+    // A lock granted after close() is given back at once (another tab may need it).
+    const held = (l: unknown) => (l && this.unlock ? new Promise<void>((r) => (this.unlock = r)) : undefined);
+    this.ready = (
+      locks && opts.device
+        ? new Promise<void>((got) =>
+            locks.request(lock, { ifAvailable: true }, (l) => {
+              if (l) return got(), held(l);
+              this.waitLock = true;
+              this._fire('state', { previous: 'idle', current: 'suspended', reason: 'device_in_use' });
+              void locks.request(lock, (l2) => (got(), (this.waitLock = false), held(l2)));
+            }),
+          )
+        : Promise.resolve()
+    )
       .then(() => storage.load())
       .then(
         (data) => {
@@ -176,7 +197,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
         (e) => {
           // Starting empty would reuse mids the server has seen (their new mutations
           // would be answered `duplicate` and lost), so an unreadable storage fails.
-          this.broken = { code: 'storage', message: 'the storage could not be read: ' + message(e) };
+          this.broken = { code: 'storage', message: 'storage unreadable: ' + message(e) };
           this._fire('error', this.broken);
         },
       )
@@ -187,7 +208,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   }
 
   get state(): State {
-    return this.broken ? 'failed' : (this.core?.state ?? 'idle');
+    return this.broken ? 'failed' : this.waitLock ? 'suspended' : (this.core?.state ?? 'idle');
   }
   /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */
   connect(): void {
@@ -225,6 +246,8 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     g.removeEventListener?.('offline', this.onEnv);
     g.document?.removeEventListener('visibilitychange', this.onEnv);
     this.listening = false;
+    this.unlock?.();
+    this.unlock = undefined;
   }
 
   private onEnv = (e: { type: string }) => {
@@ -264,20 +287,25 @@ export class BandsyncClient extends Emitter<ClientEvents> {
       this.early.push(i);
       return;
     }
-    for (const e of this.core.step(this.clock.now(), i)) this.q.push(e);
+    this.q.push(this.core.step(this.clock.now(), i));
     if (!this.busy) void this.run();
   }
 
   // Effects run one after another; a storage write that returns a promise is waited
-  // for, so an outbox entry is durable before any frame after it leaves.
+  // for, so an outbox entry is durable before any frame after it leaves. A failed write
+  // drops the rest of its step (nothing after it is sent) and the core is told.
   private async run() {
     this.busy = true;
     while (this.q.length) {
-      try {
-        const p = this.perform(this.q.shift()!);
-        if (p) await p;
-      } catch (e) {
-        this._fire('error', { code: 'storage', message: 'a storage write failed: ' + message(e) });
+      for (const e of this.q.shift()!) {
+        try {
+          await this.perform(e);
+        } catch (err) {
+          this._fire('error', { code: 'storage', message: 'a storage write failed: ' + message(err) });
+          const key = e.type === 'write' ? Object.keys(e.sets)[0] : (e as { key?: string }).key;
+          this._feed({ type: 'persist_failed', key: key ?? '' });
+          break;
+        }
       }
     }
     this.busy = false;
@@ -355,6 +383,15 @@ export class BandsyncClient extends Emitter<ClientEvents> {
         return e.key.startsWith('cursor:') ? this.writeCursor(e.key, e.value) : this.storage.set(e.key, e.value);
       case 'remove':
         return this.storage.remove(e.key);
+      case 'write': {
+        const st = this.storage;
+        if (st.write) return st.write(e.sets, e.removes);
+        // A storage of the app's own without write(): one key after another.
+        return (async () => {
+          for (const [k, v] of Object.entries(e.sets)) await st.set(k, v);
+          for (const k of e.removes) await st.remove(k);
+        })();
+      }
       case 'emit':
         (e.channel === undefined ? this : this.chans.get(e.channel))?._fire(e.name, e.data);
         return;
@@ -383,7 +420,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
         try {
           await this.storage.set(key, v);
         } catch (err) {
-          this._fire('error', { code: 'storage', message: 'a cursor write failed: ' + message(err) });
+          this._fire('error', { code: 'storage', message: 'a storage write failed: ' + message(err) });
         }
         if (this.cursorWrites.get(key) === v) this.cursorWrites.delete(key);
       }
@@ -394,7 +431,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     const WS = this.opts.WebSocket ?? (globalThis as { WebSocket?: SocketClass }).WebSocket;
     let ws: SocketLike;
     try {
-      if (!WS) throw new Error('no WebSocket here: pass the WebSocket option (Node 20: --experimental-websocket)');
+      if (!WS) throw new Error('no WebSocket: pass the WebSocket option');
       ws = new WS(url);
     } catch (err) {
       this._fire('error', { code: 'websocket', message: message(err) });
@@ -403,6 +440,13 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     }
     this.sockets.set(id, ws);
     let opened = false;
+    let status: number | undefined;
+    // Browsers and Node's own WebSocket do not tell a refusal's HTTP status; the `ws`
+    // package does, here (it then waits for us to end the handshake).
+    ws.on?.('unexpected-response', (_, res) => {
+      status = res.statusCode;
+      ws.close();
+    });
     ws.onopen = () => {
       opened = true;
       this._feed({ type: 'opened', socket: id });
@@ -410,7 +454,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     ws.onmessage = (m) => this._feed({ type: 'frame', socket: id, text: String(m.data) });
     ws.onclose = (c) => {
       this.sockets.delete(id);
-      this._feed(opened ? { type: 'closed', socket: id, code: c.code } : { type: 'refused', socket: id, status: c.status });
+      this._feed(opened ? { type: 'closed', socket: id, code: c.code } : { type: 'refused', socket: id, status: c.status ?? status });
     };
     ws.onerror = () => {};
   }

@@ -86,6 +86,7 @@ export type Input =
   | { type: 'push'; mutation: Mutation; tag?: number }
   | { type: 'presence'; channel: string; tag: number }
   | { type: 'dismiss'; key: string }
+  | { type: 'persist_failed'; key: string }
   | { type: 'close' };
 
 export type Effect =
@@ -98,6 +99,8 @@ export type Effect =
   | { type: 'cancel_timer'; id: string }
   | { type: 'persist'; key: string; value: unknown }
   | { type: 'remove'; key: string }
+  /** One atomic storage write (renumbering; an outbox entry with `mid:next`). */
+  | { type: 'write'; sets: Record<string, unknown>; removes: string[] }
   | { type: 'emit'; name: string; data: unknown; channel?: string }
   | { type: 'settle'; tag: number; value?: unknown; error?: Failure };
 
@@ -111,6 +114,11 @@ const ROTATE_AFTER = 115 * 60_000;
 const SUSPEND_AFTER = 120_000;
 const WATCHDOG = 1000;
 const LATE = 10_000;
+const CONNECT_WITHIN = 15_000;
+const ROTATE_WITHIN = 30_000;
+// The classes of shared/src/error.rs: send the same frame again later, or reconnect.
+const RETRY = ['rate_limited', 'conflict', 'unavailable'];
+const RECONNECT = ['unknown_connection', 'missing_connection_id'];
 
 type ErrorFrame = Extract<ServerFrame, { type: 'error' }>;
 type PushResult = Extract<ServerFrame, { type: 'push_result' }>;
@@ -156,7 +164,7 @@ export function jwtExp(token: string): number | undefined {
 
 export class Core {
   state: State = 'idle';
-  readonly chans = new Map<string, Chan>();
+  private chans = new Map<string, Chan>();
   private fx: Effect[] = [];
   private now = 0;
   private main?: Sock;
@@ -166,6 +174,9 @@ export class Core {
   private refusals = 0;
   private since = 0;
   private floor = 0;
+  private rotFails = 0;
+  /** Retries in a row of one frame (by ref), for `delay(k)`. */
+  private tries = new Map<string, number>();
   private waiting = false;
   private hidden = false;
   private hiddenClosed = false;
@@ -178,6 +189,8 @@ export class Core {
   private localNext = 1;
   private batch?: { ref: string; sock: number; entries: Entry[] };
   private rateLimited = false;
+  /** Resends put off by a retry-later error, by timer id. */
+  private laters = new Map<string, () => void>();
   private presenceWaiters = new Map<string, number[]>();
 
   constructor(
@@ -293,13 +306,13 @@ export class Core {
       case 'frame': {
         const s = this.sock(i.socket);
         if (!s || s.phase !== 'open') return;
-        let f: ServerFrame;
         try {
-          f = JSON.parse(i.text);
+          // An unknown type, or a frame without what its type needs, throws in onFrame.
+          this.onFrame(s, JSON.parse(i.text));
         } catch {
-          return this.emit('error', { code: 'malformed_json', message: 'the server sent a frame that is not JSON' });
+          // Never thrown out of the client: the frame is dropped and reported.
+          this.emit('error', { code: 'malformed_frame', message: 'a bad frame was dropped: ' + i.text.slice(0, 80) });
         }
-        if (f && typeof f === 'object') this.onFrame(s, f);
         return;
       }
       case 'timer':
@@ -319,21 +332,32 @@ export class Core {
           s?.awaiting.delete(ch.name);
           if (s?.phase === 'open') this.send(s, { action: 'unsubscribe', channel: ch.name, ref: 'c:' + ch.name });
         }
-        return;
+        return this.maybeSwitch();
       }
       case 'push':
         return this.push(i.mutation, i.tag);
       case 'presence': {
         if (!i.channel.startsWith('band:'))
-          return this.settle(i.tag, undefined, { code: 'invalid_request', message: 'presence is only kept for band channels' });
+          return this.settle(i.tag, undefined, { code: 'invalid_request', message: 'presence is for band channels' });
         if (st !== 'connected' || !this.main)
-          return this.settle(i.tag, undefined, { code: 'not_connected', message: 'presence needs a connection' });
+          return this.settle(i.tag, undefined, { code: 'not_connected', message: 'not connected' });
         const band = i.channel.slice(5);
         const w = this.presenceWaiters.get(band) ?? [];
         if (!w.length) this.send(this.main, { action: 'presence', band, ref: 'q:' + band });
         w.push(i.tag);
         this.presenceWaiters.set(band, w);
         return;
+      }
+      case 'persist_failed': {
+        // The push's entry is not stored, so nothing of it was sent: its mid is given back.
+        const n = this.outbox.findIndex((e) => 'outbox:' + e.mid === i.key);
+        if (n < 0) return;
+        const [e] = this.outbox.splice(n, 1);
+        if (e.mid === this.midNext - 1) this.midNext--;
+        // Its batch was made in the same step, so its frame never left.
+        if (this.batch?.entries.includes(e)) this.batch = undefined;
+        this.flush();
+        return this.settle(e.tag, undefined, { code: 'storage_failed', message: 'the mutation could not be stored' });
       }
       case 'dismiss': {
         const n = this.parkedList.findIndex((p) => p.key === i.key);
@@ -369,6 +393,7 @@ export class Core {
     const s: Sock = { id: this.nextSock++, phase: 'token', rot: false, device: false, awaiting: new Set(), lastSend: this.now };
     this.main = s;
     if (!quiet) this.setState('connecting', reason);
+    this.timer('ct', this.now + CONNECT_WITHIN);
     this.fx.push({ type: 'get_token', socket: s.id });
   }
 
@@ -386,14 +411,18 @@ export class Core {
     this.fx.push({ type: 'open', socket: s.id, url });
   }
 
+  private register(s: Sock) {
+    const d = this.o.device!;
+    const f: ClientFrame = { action: 'register_device', device: d.id, platform: d.platform, name: d.name, ref: 'd' };
+    if (d.categories) f.categories = d.categories;
+    this.send(s, f);
+  }
+
   private onOpen(s: Sock) {
     s.phase = 'open';
     const d = this.o.device;
-    if (d) {
-      const f: ClientFrame = { action: 'register_device', device: d.id, platform: d.platform, name: d.name, ref: 'd' };
-      if (d.categories) f.categories = d.categories;
-      this.send(s, f);
-    } else s.device = true;
+    if (d) this.register(s);
+    else s.device = true;
     for (const ch of this.chans.values()) if (ch.on && !ch.loading) this.resume(s, ch);
     if (d) return;
     if (s.rot) this.maybeSwitch();
@@ -408,7 +437,13 @@ export class Core {
     this.send(s, c ? { action: 'resume', channel: ch.name, after_seq: c.seq, epoch: c.epoch, ref } : { action: 'subscribe', channel: ch.name, ref });
   }
 
+  /** Subscribe or resume on every open socket (both while rotating). */
+  private resumeAll(ch: Chan) {
+    for (const s of [this.main, this.rot]) if (s?.phase === 'open') this.resume(s, ch);
+  }
+
   private connected() {
+    this.cancel('ct');
     this.fails = this.refusals = 0;
     this.setState('connected', 'open');
     this.arm();
@@ -435,10 +470,12 @@ export class Core {
     this.main = this.rot = undefined;
     this.batch = undefined;
     this.rateLimited = false;
-    this.cancel('hb', 'pong', 'rot', 'rl');
+    this.tries.clear();
+    this.laters.clear();
+    this.cancel('hb', 'pong', 'rot', 'rl', 'ct', 'rd');
     for (const ch of this.chans.values()) ch.live = false;
     for (const tags of this.presenceWaiters.values())
-      for (const t of tags) this.settle(t, undefined, { code: 'not_connected', message: 'the connection was lost' });
+      for (const t of tags) this.settle(t, undefined, { code: 'not_connected', message: 'not connected' });
     this.presenceWaiters.clear();
   }
 
@@ -449,8 +486,7 @@ export class Core {
     this.teardown();
     this.fails++;
     const suspended = this.now - this.since >= SUSPEND_AFTER;
-    const wait = Math.max(suspended ? (this.o.suspendedRetryMs ?? 60_000) : this.delay(this.fails), this.floor);
-    this.floor = 0;
+    const wait = Math.max(suspended ? (this.o.suspendedRetryMs ?? 60_000) : this.delay(this.fails), this.floor - this.now);
     this.waiting = true;
     this.timer('retry', this.now + wait);
     this.setState(suspended ? 'suspended' : 'disconnected', reason, wait);
@@ -482,18 +518,22 @@ export class Core {
         return;
       case 'pong':
         // No pong: the socket is dead even if the platform has not noticed.
+        if (s) this.redial('heartbeat', true);
+        return;
+      case 'ct':
+        // The attempt took too long (a hanging token service, a half-open connection).
         if (!s) return;
-        this.fx.push({ type: 'close', socket: s.id, code: 4000 });
+        this.closeSock(s, 4000);
         this.main = undefined;
-        this.teardown();
-        this.since = this.now;
-        this.setState('disconnected', 'heartbeat', 0);
-        return this.attempt('heartbeat');
+        return this.lost('timeout');
       case 'rot':
         if (this.state !== 'connected' || this.rot) return;
         this.rot = { id: this.nextSock++, phase: 'token', rot: true, device: false, awaiting: new Set(), lastSend: this.now };
+        this.timer('rd', this.now + ROTATE_WITHIN);
         this.fx.push({ type: 'get_token', socket: this.rot.id });
         return;
+      case 'rd':
+        return this.rot && this.rotationFailed(4000);
       case 'rl':
         this.rateLimited = false;
         return this.flush();
@@ -505,7 +545,34 @@ export class Core {
         this.hiddenClosed = true;
         this.setState('disconnected', 'hidden');
         return;
+      default:
+        this.laters.get(id)?.();
+        this.laters.delete(id);
     }
+  }
+
+  /** Close the socket with 4000 and connect again at once (not a backoff failure). */
+  private redial(reason: string, lostFirst?: boolean) {
+    this.closeSock(this.main, 4000);
+    this.main = undefined;
+    this.teardown();
+    this.since = this.now;
+    if (lostFirst) this.setState('disconnected', reason, 0);
+    this.attempt(reason);
+  }
+
+  /** How long until a retry-later error's frame goes again: `retry_after`, else `delay(k)`. */
+  private wait(ref: string, f: ErrorFrame) {
+    const k = (this.tries.get(ref) ?? 0) + 1;
+    this.tries.set(ref, k);
+    return f.retry_after ? f.retry_after * 1000 : this.delay(k);
+  }
+
+  /** Send a channel's or the device's frame again on the same socket, later. */
+  private later(s: Sock, ref: string, f: ErrorFrame, again: () => void) {
+    const id = 'x' + s.id + ref;
+    this.laters.set(id, () => this.sock(s.id) === s && again());
+    this.timer(id, this.now + this.wait(ref, f));
   }
 
   private ping() {
@@ -522,17 +589,23 @@ export class Core {
     if (env === 'visible') {
       this.hidden = false;
       this.cancel('hid');
-      if (this.hiddenClosed) return this.attempt('visible');
+      if (this.hiddenClosed) {
+        // A fresh start: the 120 s toward `suspended` count from now.
+        this.since = this.now;
+        this.fails = 0;
+        return this.attempt('visible');
+      }
     }
     if (env === 'offline') return;
     if (this.waiting) return this.attempt(env);
     if (env === 'wake' && this.state === 'connected' && !this.hidden) this.ping();
   }
 
-  private rotationFailed() {
-    this.closeSock(this.rot, 1000);
+  private rotationFailed(code = 1000) {
+    this.closeSock(this.rot, code);
     this.rot = undefined;
-    this.timer('rot', this.now + this.delay(1));
+    this.cancel('rd');
+    this.timer('rot', this.now + this.delay(++this.rotFails));
   }
 
   /** Make-before-break: the new socket takes over once it has caught up. */
@@ -540,10 +613,15 @@ export class Core {
     const r = this.rot;
     if (!r || r.phase !== 'open' || !r.device || r.awaiting.size || this.batch) return;
     this.closeSock(this.main, 1000);
-    this.cancel('pong');
+    this.cancel('pong', 'rd');
     this.main = r;
     r.rot = false;
     this.rot = undefined;
+    this.rotFails = 0;
+    // What went out on the old socket and will never be answered: resumes of channels
+    // with held events, and presence queries.
+    for (const ch of this.chans.values()) if (ch.on && ch.held.size && !r.awaiting.has(ch.name)) this.resume(r, ch);
+    for (const band of this.presenceWaiters.keys()) this.send(r, { action: 'presence', band, ref: 'q:' + band });
     this.arm();
     this.flush();
   }
@@ -557,6 +635,7 @@ export class Core {
       case 'device':
         if (s.device) return;
         s.device = true;
+        this.tries.delete('d');
         if (s.rot) return this.maybeSwitch();
         return this.state === 'connecting' ? this.connected() : this.flush();
       case 'subscribed': {
@@ -594,6 +673,8 @@ export class Core {
       }
       case 'error':
         return this.onError(s, f);
+      default:
+        throw 0;
     }
   }
 
@@ -604,14 +685,17 @@ export class Core {
 
   private answered(s: Sock, ch: Chan) {
     s.awaiting.delete(ch.name);
-    if (s.rot) return this.maybeSwitch();
+    this.tries.delete('c:' + ch.name);
+    // Whichever socket answers first makes the channel live (one subscribed mid-rotation).
     if (!ch.live) {
       ch.live = true;
       for (const t of ch.waiters.splice(0)) this.settle(t);
     }
+    if (s.rot) this.maybeSwitch();
   }
 
   private onEvent(s: Sock, e: WireEvent) {
+    if (typeof e.seq !== 'number') throw 0;
     const ch = this.chans.get(e.channel);
     const c = ch?.cursor;
     if (!ch || !ch.on || !c) return;
@@ -659,8 +743,11 @@ export class Core {
 
   private onError(s: Sock, f: ErrorFrame) {
     const ref = typeof f.ref === 'string' ? f.ref : '';
-    const err = { code: f.code as string, message: f.message };
-    if (f.code === 'rate_limited' && f.retry_after) this.floor = f.retry_after * 1000;
+    const code = f.code as string;
+    const err = { code, message: f.message };
+    if (code === 'rate_limited' && f.retry_after) this.floor = this.now + f.retry_after * 1000;
+    if (RECONNECT.includes(code)) return s.rot ? this.rotationFailed(4000) : this.redial('reconnect');
+    const retry = RETRY.includes(code);
     if (ref.startsWith('c:')) {
       const ch = this.chans.get(ref.slice(2));
       if (!ch || !ch.on) return;
@@ -672,15 +759,17 @@ export class Core {
         } else this.reset(ch, { epoch: f.data.epoch, seq: f.data.seq });
         return;
       }
+      if (retry) return this.later(s, ref, f, () => this.resume(s, ch));
       s.awaiting.delete(ch.name);
       this.emit('error', err, ch.name);
       for (const t of ch.waiters.splice(0)) this.settle(t, undefined, err);
-      return;
+      return this.maybeSwitch();
     }
     if (ref === 'd') {
+      if (retry) return this.later(s, ref, f, () => this.register(s));
       // The device cannot be registered (device_taken...): retrying would not help.
       this.emit('error', err);
-      return s.rot ? this.rotationFailed() : this.fail(f.code);
+      return s.rot ? this.rotationFailed() : this.fail(code);
     }
     if (this.batch && ref === this.batch.ref) return this.batchError(f);
     if (ref.startsWith('q:')) {
@@ -710,7 +799,7 @@ export class Core {
     if (!ch.cursor && getState) {
       ch.loading = true;
       this.fx.push({ type: 'get_state', channel: name });
-    } else if (this.main?.phase === 'open') this.resume(this.main, ch);
+    } else this.resumeAll(ch);
   }
 
   private onState(name: string, got: Cursor | null) {
@@ -723,7 +812,7 @@ export class Core {
       ch.cursor = valid;
       this.dirty.add(ch);
     }
-    if (ch.on && this.main?.phase === 'open') this.resume(this.main, ch);
+    if (ch.on) this.resumeAll(ch);
   }
 
   /** After history_lost: the refetched state's cursor, a `reset`, and a resume from it. */
@@ -750,10 +839,10 @@ export class Core {
   }
 
   private push(m: Mutation, tag?: number) {
-    if (!this.o.device) return this.settle(tag, undefined, { code: 'no_device', message: 'push needs a device in the client options' });
+    if (!this.o.device) return this.settle(tag, undefined, { code: 'no_device', message: 'push needs a device' });
     const base = m?.baseVersion ?? m?.base_version;
     if (!m || typeof m.band !== 'string' || typeof m.type !== 'string' || typeof m.id !== 'string' || !['create', 'patch', 'delete'].includes(m.op) || !Number.isInteger(base) || base! < 0)
-      return this.settle(tag, undefined, { code: 'invalid_mutation', message: 'a mutation needs band, type, id, op (create, patch or delete) and a baseVersion of 0 or more' });
+      return this.settle(tag, undefined, { code: 'invalid_mutation', message: 'a mutation needs band, type, id, op and baseVersion >= 0' });
     const mid = this.midNext;
     const mutation: WireMutation = { mid, type: m.type, id: m.id, op: m.op, base_version: base!, fields: m.fields ?? {}, ts: m.ts ?? new Date(this.now).toISOString() };
     if (m.resolves) mutation.resolves = m.resolves;
@@ -762,9 +851,9 @@ export class Core {
     this.midNext++;
     const e: Entry = { mid, band: m.band, mutation, tag };
     this.outbox.push(e);
-    this.persist('outbox:' + mid, { mid, band: m.band, mutation });
-    this.persist('mid:next', this.midNext);
     if (this.state === 'idle') this.input({ type: 'start' });
+    // The entry and mid:next in one write: a failure leaves neither (persist_failed).
+    this.fx.push({ type: 'write', sets: { ['outbox:' + mid]: { mid, band: m.band, mutation }, 'mid:next': this.midNext }, removes: [] });
     this.flush();
   }
 
@@ -788,8 +877,10 @@ export class Core {
   }
 
   private onResults(f: PushResult) {
+    let expected: number | undefined;
     for (const r of f.results) {
       const e = this.outbox.find((x) => x.mid === r.mid);
+      if (r.status === 'out_of_order') expected ??= r.expected_mid ?? undefined;
       if (!e || r.status === 'out_of_order') continue; // the batch's end resends from the oldest
       const status = r.status === 'duplicate' ? r.original_status : r.status;
       this.outbox.splice(this.outbox.indexOf(e), 1);
@@ -801,7 +892,13 @@ export class Core {
       this.remove('outbox:' + e.mid);
       this.verdict(e, r);
     }
+    // The server has nothing from `expected_mid` on: none of the pending was applied.
+    if (Number.isInteger(expected) && this.outbox.length && this.outbox[0].mid !== expected) {
+      this.midNext = expected! + this.outbox.length;
+      this.renumber(expected!, this.outbox, {}, []);
+    }
     if (this.batch && f.ref === this.batch.ref && !f.more) {
+      this.tries.delete(f.ref);
       this.batch = undefined;
       this.maybeSwitch();
       this.flush();
@@ -817,52 +914,56 @@ export class Core {
     const b = this.batch!;
     this.batch = undefined;
     const code = f.code as string;
-    if (code === 'rate_limited') {
+    if (RETRY.includes(code)) {
+      // The same frame again later; the switch of a rotation may happen meanwhile.
       this.rateLimited = true;
-      this.timer('rl', this.now + (f.retry_after ?? 1) * 1000);
-      return;
-    }
-    if (code === 'unknown_device' && this.o.device && this.main) {
+      this.timer('rl', this.now + this.wait(b.ref, f));
+    } else if (code === 'unknown_device' && this.main) {
       this.main.device = false;
-      const d = this.o.device;
-      return this.send(this.main, { action: 'register_device', device: d.id, platform: d.platform, name: d.name, ref: 'd' });
-    }
-    if (code !== 'unavailable') {
+      this.register(this.main);
+    } else {
       // A refusal of the frame: nothing of it was applied, so the named mutation (or,
       // unnamed, the whole batch) is parked here and its mid given back.
       const i = Number(/mutations\[(\d+)\]/.exec(f.message)?.[1]);
       this.parkLocal(b.entries[i] ? [b.entries[i]] : b.entries, { code, message: f.message });
     }
+    this.maybeSwitch();
     this.flush();
   }
 
   private parkLocal(gone: Entry[], why: Failure) {
+    const sets: Record<string, unknown> = {};
+    const removes = gone.map((e) => 'outbox:' + e.mid);
     for (const e of gone) {
       const key = 'l' + this.localNext++;
       const { mid: _, ...mutation } = e.mutation;
       const p: Parked = { key, mid: null, band: e.band, mutation, code: why.code, message: why.message };
       this.parkedList.push(p);
-      this.persist('parked:' + key, p);
+      sets['parked:' + key] = p;
       this.verdict(e, { mid: null, status: 'rejected', ...why });
     }
-    this.persist('parked:next_local', this.localNext);
+    sets['parked:next_local'] = this.localNext;
     // The mids after each given-back one move down, so the device's mids stay gapless.
-    const old = new Set(this.outbox.map((e) => e.mid));
-    this.outbox = this.outbox.filter((e) => !gone.includes(e));
     const first = Math.min(...gone.map((e) => e.mid));
-    let mid = first;
-    const used = new Set<number>();
-    for (const e of this.outbox) {
-      if (e.mid < first) {
-        used.add(e.mid);
-        continue;
-      }
-      e.mid = e.mutation.mid = mid++;
-      used.add(e.mid);
-      this.persist('outbox:' + e.mid, { mid: e.mid, band: e.band, mutation: e.mutation });
-    }
-    for (const m of old) if (!used.has(m)) this.remove('outbox:' + m);
+    this.outbox = this.outbox.filter((e) => !gone.includes(e));
     this.midNext -= gone.length;
-    this.persist('mid:next', this.midNext);
+    this.renumber(
+      first,
+      this.outbox.filter((e) => e.mid > first),
+      sets,
+      removes,
+    );
+  }
+
+  /** New mids from `from` for `entries`, with `sets`/`removes`, in one atomic write. */
+  private renumber(from: number, entries: Entry[], sets: Record<string, unknown>, removes: string[]) {
+    for (const e of entries) {
+      removes.push('outbox:' + e.mid);
+      e.mid = e.mutation.mid = from++;
+    }
+    // mid:next before the entries: a failed write's first key is never an outbox entry's.
+    sets['mid:next'] = this.midNext;
+    for (const e of entries) sets['outbox:' + e.mid] = { mid: e.mid, band: e.band, mutation: e.mutation };
+    this.fx.push({ type: 'write', sets, removes: removes.filter((k) => !(k in sets)) });
   }
 }

@@ -47,5 +47,11 @@ export function fileStorage(path: string): Storage {
       delete data[k];
       return save();
     },
+    // One rename: all of it or none.
+    write(sets, removes) {
+      for (const k in sets) data[k] = JSON.parse(JSON.stringify(sets[k]));
+      for (const k of removes) delete data[k];
+      return save();
+    },
   };
 }

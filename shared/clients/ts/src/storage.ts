@@ -5,17 +5,28 @@ export interface Storage {
   load(): Record<string, unknown> | Promise<Record<string, unknown>>;
   set(key: string, value: unknown): void | Promise<void>;
   remove(key: string): void | Promise<void>;
+  /** All of `sets` and `removes` or none of them (renumbering; an outbox entry and
+   * `mid:next`). Without it the client writes one key after another. */
+  write?(sets: Record<string, unknown>, removes: string[]): void | Promise<void>;
 }
+
+/** A storage's write() made of its own set/remove, when those are synchronous. */
+const each = (s: Pick<Storage, 'set' | 'remove'>) => (sets: Record<string, unknown>, removes: string[]) => {
+  for (const k in sets) void s.set(k, sets[k]);
+  for (const k of removes) void s.remove(k);
+};
 
 /** Kept in memory: gone with the page or process (tests, short-lived scripts). */
 export function memoryStorage(initial: Record<string, unknown> = {}): Storage {
   // Stored as text, so a caller cannot change a stored value by holding on to it.
   const m = new Map(Object.entries(initial).map(([k, v]) => [k, JSON.stringify(v)]));
-  return {
+  const s: Storage = {
     load: () => Object.fromEntries([...m].map(([k, v]) => [k, JSON.parse(v)])),
     set: (k, v) => void m.set(k, JSON.stringify(v)),
     remove: (k) => void m.delete(k),
   };
+  s.write = each(s);
+  return s;
 }
 
 interface KV {
@@ -28,7 +39,7 @@ interface KV {
 
 /** The browser's `localStorage` (synchronous, about 5 MB), under `prefix`. */
 export function localStorageStorage(prefix = 'bandsync:', ls: KV = globalThis.localStorage): Storage {
-  return {
+  const s: Storage = {
     load() {
       const out: Record<string, unknown> = {};
       for (let i = 0; i < ls.length; i++) {
@@ -46,6 +57,9 @@ export function localStorageStorage(prefix = 'bandsync:', ls: KV = globalThis.lo
     set: (k, v) => ls.setItem(prefix + k, JSON.stringify(v)),
     remove: (k) => ls.removeItem(prefix + k),
   };
+  // One synchronous pass: no other code of the page runs in between.
+  s.write = each(s);
+  return s;
 }
 
 /** IndexedDB database `name` (one object store, `kv`): the browser storage for outboxes. */
@@ -60,13 +74,22 @@ export function indexedDbStorage(name = 'bandsync'): Storage {
     if (!db) {
       const r = indexedDB.open(name, 1);
       r.onupgradeneeded = () => r.result.createObjectStore('kv');
-      db = req(r);
+      db = req(r).then((d) => {
+        // A connection the browser closed (or another version wants) is opened again.
+        d.onclose = d.onversionchange = () => {
+          d.close();
+          db = undefined;
+        };
+        return d;
+      });
+      db.catch(() => (db = undefined));
     }
     return db;
   };
-  // Resolves when the transaction is durable, which is what the outbox waits for.
+  // Resolves when the transaction is durable ('strict': on disk), which is what the
+  // outbox waits for.
   const write = async (f: (s: IDBObjectStore) => void) => {
-    const t = (await open()).transaction('kv', 'readwrite');
+    const t = (await open()).transaction('kv', 'readwrite', { durability: 'strict' });
     f(t.objectStore('kv'));
     return new Promise<void>((ok, ko) => {
       t.oncomplete = () => ok();
@@ -81,5 +104,10 @@ export function indexedDbStorage(name = 'bandsync'): Storage {
     },
     set: (k, v) => write((s) => s.put(JSON.parse(JSON.stringify(v)), k)),
     remove: (k) => write((s) => s.delete(k)),
+    write: (sets, removes) =>
+      write((s) => {
+        for (const k in sets) s.put(JSON.parse(JSON.stringify(sets[k])), k);
+        for (const k of removes) s.delete(k);
+      }),
   };
 }

@@ -17,9 +17,10 @@ function rig(o = {}) {
     getToken: o.getToken ?? (async () => 't'),
     device: 'device' in o ? o.device : DEVICE,
     storage,
-    WebSocket: server.WebSocket,
+    WebSocket: o.WebSocket ?? server.WebSocket,
     clock: clock.view(),
     random: () => 0.5,
+    ...o.options,
   });
   return { clock, server, storage, client };
 }
@@ -119,7 +120,7 @@ test('an outbox entry is durable before its frame leaves', async () => {
   let open;
   const gate = new Promise((r) => (open = r));
   const base = fakeStorage();
-  const storage = { ...base, set: async (k, v) => (k.startsWith('outbox:') ? gate.then(() => base.set(k, v)) : base.set(k, v)) };
+  const storage = { ...base, write: async (sets, rm) => ('outbox:1' in sets ? gate.then(() => base.write(sets, rm)) : base.write(sets, rm)) };
   const r = rig({ storage });
   const { ws } = await live(r);
   r.client.push(SONG);
@@ -132,7 +133,7 @@ test('an outbox entry is durable before its frame leaves', async () => {
   assert.equal(base.get('outbox:1').mutation.base_version, 1);
 });
 
-test('batch errors: rate_limited waits retry_after, unavailable resends at once, unknown_device registers first', async () => {
+test('batch errors: rate_limited waits retry_after, unavailable waits delay(k) of its retries in a row, unknown_device registers first', async () => {
   const r = rig();
   const { ws } = await live(r);
   r.client.push(SONG);
@@ -145,6 +146,10 @@ test('batch errors: rate_limited waits retry_after, unavailable resends at once,
   [f] = frames(ws);
   assert.equal(f.action, 'push');
   await send(ws, { type: 'error', code: 'unavailable', message: 'try again', ref: f.ref });
+  // The second retry of that frame in a row: delay(2) = 1000 + 0.5 * 3000.
+  await r.clock.advance(2499);
+  assert.deepEqual(frames(ws), []);
+  await r.clock.advance(1);
   [f] = frames(ws);
   assert.equal(f.action, 'push');
   await send(ws, { type: 'error', code: 'unknown_device', message: 'register first', ref: f.ref });
@@ -265,10 +270,219 @@ test('the bare core: inputs stamped with the time give effects, in order', () =>
     { type: 'set_timer', id: 'w', at: t + 1000 },
     { type: 'cancel_timer', id: 'retry' },
     { type: 'emit', name: 'state', data: { previous: 'idle', current: 'connecting', reason: 'connect', retryInMs: undefined }, channel: undefined },
+    { type: 'set_timer', id: 'ct', at: t + 15000 },
     { type: 'get_token', socket: 1 },
   ]);
   assert.deepEqual(core.step(t, { type: 'token', socket: 1, token: 'x' }), [{ type: 'open', socket: 1, url: 'ws://s/p?token=x' }]);
   const fx = core.step(t + 5, { type: 'refused', socket: 1 });
   assert.deepEqual(fx.find((e) => e.type === 'set_timer' && e.id === 'retry'), { type: 'set_timer', id: 'retry', at: t + 5 + 1500 });
   assert.equal(core.state, 'disconnected');
+});
+
+// What the second review found (each failed before its fix).
+
+const ROTATE = 115 * 60_000;
+/** Connected on ws1 and rotating: ws2 open, its device answered, band:demo resumed on it. */
+async function rotating(r) {
+  r.server.autoPong = true;
+  const { ws, ch } = await live(r);
+  await r.clock.advance(ROTATE);
+  const ws2 = await accept(r.server);
+  assert.deepEqual(frames(ws2).map((f) => f.action), ['register_device', 'resume']);
+  await send(ws2, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  return { ws, ws2, ch };
+}
+
+test('rotation: a refused batch on the old socket lets the switch happen (it waited for the batch)', async () => {
+  const r = rig();
+  r.server.autoPong = true;
+  const { ws } = await live(r);
+  await r.clock.advance(ROTATE - 1000);
+  r.client.push(SONG);
+  await settle();
+  const [f] = frames(ws);
+  await r.clock.advance(1000);
+  const ws2 = await accept(r.server);
+  frames(ws2);
+  await send(ws2, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  await send(ws2, { type: 'resumed', channel: 'band:demo', seq: 0, epoch: 'e1', replayed: 0, ref: 'c:band:demo' });
+  assert.equal(ws.closedWith, undefined, 'switched with a batch in flight');
+  await send(ws, { type: 'error', code: 'forbidden', message: 'no', ref: f.ref });
+  assert.equal(ws.closedWith, 1000);
+  assert.deepEqual(r.client.parked().map((p) => p.code), ['forbidden']);
+});
+
+test('rotation: unsubscribing the one channel the new socket has not answered completes the switch', async () => {
+  const r = rig();
+  r.server.autoPong = true;
+  const other = r.client.channel('band:other');
+  other.subscribe().catch(() => {});
+  const { ws } = await live(r);
+  await send(ws, { type: 'subscribed', channel: 'band:other', seq: 0, epoch: 'o1', ref: 'c:band:other' });
+  await r.clock.advance(ROTATE);
+  const ws2 = await accept(r.server);
+  frames(ws2);
+  await send(ws2, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  await send(ws2, { type: 'resumed', channel: 'band:demo', seq: 0, epoch: 'e1', replayed: 0, ref: 'c:band:demo' });
+  assert.equal(ws.closedWith, undefined);
+  other.unsubscribe();
+  await settle();
+  assert.equal(ws.closedWith, 1000);
+});
+
+test('rotation: a presence query unanswered on the old socket is sent again on the new one', async () => {
+  const r = rig();
+  const { ws, ws2, ch } = await rotating(r);
+  const q = ch.presence();
+  await settle();
+  assert.deepEqual(frames(ws).filter((f) => f.action === 'presence').length, 1);
+  await send(ws2, { type: 'resumed', channel: 'band:demo', seq: 0, epoch: 'e1', replayed: 0, ref: 'c:band:demo' });
+  assert.equal(ws.closedWith, 1000);
+  assert.deepEqual(frames(ws2), [{ action: 'presence', band: 'demo', ref: 'q:demo' }]);
+  await send(ws2, { type: 'presence', band: 'demo', members: [], ref: 'q:demo' });
+  assert.deepEqual(await q, []);
+});
+
+test('rotation: a getToken that keeps failing is retried after delay(n), n the failures in a row', async () => {
+  let calls = 0;
+  const r = rig({ getToken: async () => (++calls === 1 ? 't' : Promise.reject(new Error('token service down'))) });
+  r.server.autoPong = true;
+  await live(r);
+  await r.clock.advance(ROTATE);
+  assert.equal(calls, 2);
+  // delay(1) = 1500, delay(2) = 2500, delay(3) = 4500 (random 0.5).
+  for (const [wait, n] of [[1500, 3], [2500, 4], [4500, 5]]) {
+    await r.clock.advance(wait - 1);
+    assert.equal(calls, n - 1);
+    await r.clock.advance(1);
+    assert.equal(calls, n);
+  }
+});
+
+test("the ws package's 'unexpected-response' gives a refusal's status: two 401s in a row fail the client", async () => {
+  const r = rig();
+  const opened = [];
+  class WsLike {
+    constructor(url) {
+      this.url = url;
+      this.handlers = {};
+      opened.push(this);
+      // The handshake answered 401 (what the `ws` package reports before its close).
+      queueMicrotask(() => this.handlers['unexpected-response']?.({}, { statusCode: 401 }));
+    }
+    on(name, f) {
+      this.handlers[name] = f;
+    }
+    send() {}
+    close() {
+      queueMicrotask(() => this.onclose?.({ code: 1006 }));
+    }
+  }
+  const c = rig({ WebSocket: WsLike }).client;
+  const states = [];
+  c.on('state', (e) => states.push(e.current));
+  c.connect();
+  for (let i = 0; i < 5; i++) await settle();
+  assert.equal(opened.length, 2);
+  assert.equal(c.state, 'failed');
+  assert.deepEqual(states, ['connecting', 'failed']);
+  r.client.close();
+});
+
+test("a rate_limited retry_after puts off the next attempt only until it ends", async () => {
+  const r = rig();
+  const { ws } = await live(r);
+  await send(ws, { type: 'error', code: 'rate_limited', message: 'slow', retry_after: 30, ref: 'x' });
+  const states = [];
+  r.client.on('state', (e) => states.push(e));
+  await r.clock.advance(60_000);
+  ws.end(1006);
+  await settle();
+  // The floor ended 30 s ago: the wait is delay(1), not 30 s.
+  assert.equal(states[0].current, 'disconnected');
+  assert.equal(states[0].retryInMs, 1500);
+});
+
+test('renumbering after a refusal is one atomic write: entries, mid:next and the parked entry together', async () => {
+  const base = fakeStorage();
+  const writes = [];
+  const storage = { ...base, write: async (sets, removes) => (writes.push({ sets: Object.keys(sets).sort(), removes }), base.write(sets, removes)) };
+  const r = rig({ storage });
+  const { ws } = await live(r);
+  for (const id of ['a', 'b', 'c']) r.client.push({ ...SONG, id });
+  await settle();
+  const [f] = frames(ws);
+  assert.equal(f.mutations.length, 1);
+  writes.length = 0;
+  await send(ws, { type: 'error', code: 'invalid_request', message: 'mutations[0]: bad fields', ref: f.ref });
+  assert.deepEqual(writes[0], { sets: ['mid:next', 'outbox:1', 'outbox:2', 'parked:l1', 'parked:next_local'], removes: ['outbox:3'] });
+  assert.equal(writes.length, 1);
+  assert.equal(base.get('mid:next'), 3);
+  assert.deepEqual([base.get('outbox:1').mutation.id, base.get('outbox:2').mutation.id], ['b', 'c']);
+});
+
+test('a tab that closed while hidden starts afresh when visible: a failed attempt then is disconnected, not suspended', async () => {
+  const r = rig({ options: { hiddenCloseAfterMs: 1000 } });
+  await live(r);
+  r.client._feed({ type: 'env', env: 'hidden' });
+  await r.clock.advance(1000);
+  assert.equal(r.client.state, 'disconnected');
+  await r.clock.advance(300_000);
+  r.client._feed({ type: 'env', env: 'visible' });
+  await settle();
+  const ws = r.server.opening.shift();
+  ws.state = 'refused';
+  ws.onclose({ code: 1006 });
+  await settle();
+  assert.equal(r.client.state, 'disconnected');
+});
+
+test('one client per device: a second one on the same device waits in suspended (device_in_use) until the first closes', async () => {
+  // A LockManager like the browser's: exclusive locks by name, callbacks run later.
+  const held = new Set();
+  const queue = [];
+  const grant = (name, cb) => {
+    held.add(name);
+    queueMicrotask(() =>
+      Promise.resolve(cb({ name })).then(() => {
+        held.delete(name);
+        const i = queue.findIndex((q) => q.name === name);
+        if (i >= 0) grant(name, queue.splice(i, 1)[0].cb);
+      }),
+    );
+  };
+  const locks = {
+    request(name, opts, cb) {
+      if (typeof opts === 'function') [cb, opts] = [opts, {}];
+      if (!held.has(name)) return grant(name, cb);
+      if (opts.ifAvailable) return queueMicrotask(() => cb(null));
+      queue.push({ name, cb });
+    },
+  };
+  globalThis.navigator = { locks };
+  try {
+    const a = rig();
+    const b = rig();
+    const states = [];
+    b.client.on('state', (e) => states.push([e.current, e.reason]));
+    await live(a);
+    b.client.connect();
+    await settle();
+    assert.equal(b.client.state, 'suspended');
+    assert.deepEqual(states, [['suspended', 'device_in_use']]);
+    assert.equal(b.server.opening.length, 0);
+    // A third one closed while waiting gives the lock back as soon as it gets it.
+    const c = rig();
+    await settle();
+    c.client.close();
+    a.client.close();
+    await settle();
+    assert.equal(b.server.opening.length, 1, 'the second client did not start');
+    b.client.close();
+    await settle();
+    assert.equal(held.size, 0, 'a closed client kept the lock');
+    assert.equal(c.server.opening.length, 0);
+  } finally {
+    delete globalThis.navigator;
+  }
 });

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { BandsyncClient, UnauthorizedError } from '../dist/index.mjs';
+// Both builds: the minified one renames private members, so it is replayed too.
+const builds = { 'index.mjs': await import('../dist/index.mjs'), 'bandsync.min.mjs': await import('../dist/bandsync.min.mjs') };
 import { FakeClock, FakeServer, START, fakeStorage, list, mismatch, settle, substitute } from './harness.mjs';
 
 const dir = new URL('../../conformance/', import.meta.url);
@@ -24,7 +25,8 @@ function jwt(exp) {
 }
 
 class Run {
-  constructor(s) {
+  constructor(s, lib) {
+    this.lib = lib;
     this.s = s;
     this.setup = s.setup;
     this.clock = new FakeClock();
@@ -39,6 +41,7 @@ class Run {
     this.events = {};
     this.resets = {};
     this.verdicts = [];
+    this.errors = [];
     this.make();
   }
 
@@ -47,13 +50,13 @@ class Run {
     const t = ts[Math.min(this.tokenCalls++, ts.length - 1)];
     if (typeof t === 'string') return t;
     if (t.jwt_exp !== undefined) return jwt(START / 1000 + t.jwt_exp);
-    if (t.unauthorized) throw new UnauthorizedError('token refused');
+    if (t.unauthorized) throw new this.lib.UnauthorizedError('token refused');
     throw new Error(t.error ?? 'no token');
   }
 
   make() {
     const clock = (this.clockView = this.clock.view());
-    const c = (this.client = new BandsyncClient(this.setup.url, {
+    const c = (this.client = new this.lib.BandsyncClient(this.setup.url, {
       getToken: async () => this.token(),
       device: this.setup.device,
       storage: this.storage,
@@ -64,6 +67,7 @@ class Run {
     }));
     c.on('state', (e) => this.states.push(e.current));
     c.on('verdict', (v) => this.verdicts.push(v));
+    c.on('error', (e) => this.errors.push(e));
     this.channels = [];
     for (const spec of this.setup.channels ?? []) {
       const opts = {};
@@ -96,6 +100,7 @@ class Run {
 
   track(as, p) {
     const rec = { done: false };
+    p.catch(() => {});
     p.then(
       (v) => Object.assign(rec, { done: true, value: v }),
       (e) => Object.assign(rec, { done: true, error: e }),
@@ -121,7 +126,7 @@ class Run {
       case 'subscribe': {
         const ch = c.channel(v);
         this.watch(ch);
-        ch.subscribe().catch(() => {});
+        this.track(st.as, ch.subscribe());
         break;
       }
       case 'unsubscribe':
@@ -188,6 +193,32 @@ class Run {
       case 'send':
         srv.socket(st.socket).deliver(substitute(v, this.vars));
         break;
+      case 'send_text':
+        srv.socket(st.socket).deliverText(v);
+        break;
+      case 'storage_fail':
+        this.storage.fail = v;
+        break;
+      case 'expect_settled': {
+        const rec = this.promises[v.as];
+        assert.ok(rec, `no promise named ${v.as}`);
+        if (v.pending) assert.ok(!rec.done, `${v.as} has settled`);
+        else if (v.error !== undefined) {
+          assert.ok(rec.done && rec.error, `${v.as} has not rejected`);
+          assert.equal(rec.error.code, v.error);
+        } else {
+          assert.ok(rec.done, `${v.as} has not settled`);
+          assert.ok(!rec.error, `${v.as} rejected: ${rec.error?.message}`);
+        }
+        break;
+      }
+      case 'expect_error': {
+        const e = this.errors.shift();
+        assert.ok(e, 'no error event');
+        const why = mismatch(v, e);
+        assert.equal(why, null, why);
+        break;
+      }
       case 'send_events': {
         const ws = srv.socket(st.socket);
         for (let seq = v.from; seq <= v.to; seq++) {
@@ -297,10 +328,10 @@ class Run {
   }
 }
 
-for (const file of files) {
-  test(file, async () => {
+for (const [build, lib] of Object.entries(builds)) for (const file of files) {
+  test(build === 'index.mjs' ? file : `${file} (${build})`, async () => {
     const s = JSON.parse(readFileSync(new URL(file, dir), 'utf8'));
-    const run = new Run(s);
+    const run = new Run(s, lib);
     await settle();
     for (const [i, st] of s.steps.entries()) {
       try {

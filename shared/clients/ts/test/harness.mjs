@@ -99,7 +99,10 @@ export class FakeServer {
         this.state = 'closed';
       }
       deliver(frame) {
-        if (this.state === 'open') this.onmessage?.({ data: JSON.stringify(frame) });
+        this.deliverText(JSON.stringify(frame));
+      }
+      deliverText(text) {
+        if (this.state === 'open') this.onmessage?.({ data: text });
       }
       end(code) {
         if (this.state !== 'open') throw new Error(`socket ${this.n} is ${this.state}`);
@@ -128,13 +131,21 @@ export class FakeServer {
 /** The fake storage: JSON copies, writes that finish in a microtask. */
 export function fakeStorage(initial) {
   const m = new Map(Object.entries(initial ?? {}).map(([k, v]) => [k, JSON.stringify(v)]));
-  return {
+  const st = {
     map: m,
+    fail: false,
     load: async () => Object.fromEntries([...m].map(([k, v]) => [k, JSON.parse(v)])),
-    set: async (k, v) => void m.set(k, JSON.stringify(v)),
-    remove: async (k) => void m.delete(k),
+    set: async (k, v) => st.write({ [k]: v }, []),
+    remove: async (k) => st.write({}, [k]),
+    // All or nothing, like the real ones; `fail` makes every write throw (storage_fail).
+    write: async (sets, removes) => {
+      if (st.fail) throw new Error('the fake storage fails (scripted)');
+      for (const [k, v] of Object.entries(sets)) m.set(k, JSON.stringify(v));
+      for (const k of removes) m.delete(k);
+    },
     get: (k) => (m.has(k) ? JSON.parse(m.get(k)) : undefined),
   };
+  return st;
 }
 
 const isObj = (x) => x !== null && typeof x === 'object' && !Array.isArray(x);

@@ -99,3 +99,78 @@ test('fileStorage: a failed write is reported and does not stop the next one', a
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('write(sets, removes): memory, localStorage and the file apply all of it (the file in one rename)', async () => {
+  const sets = { 'outbox:1': { mid: 1 }, 'mid:next': 2 };
+  const m = memoryStorage({ 'outbox:2': { mid: 2 } });
+  m.write(sets, ['outbox:2']);
+  assert.deepEqual(await m.load(), sets);
+  const ls = fakeLocalStorage();
+  ls.setItem('bs:outbox:2', '{}');
+  const l = localStorageStorage('bs:', ls);
+  l.write(sets, ['outbox:2']);
+  assert.deepEqual(l.load(), sets);
+  const dir = mkdtempSync(join(tmpdir(), 'bandsync-file-'));
+  try {
+    const path = join(dir, 'client.json');
+    const f = fileStorage(path);
+    await f.load();
+    await f.set('outbox:2', { mid: 2 });
+    await f.write(sets, ['outbox:2']);
+    assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')), sets);
+    assert.deepEqual(readdirSync(dir), ['client.json']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('indexedDbStorage: one strict transaction per write, and a connection the browser closed is opened again', async () => {
+  // A small IndexedDB: enough for open, transactions, put/delete and getAll.
+  const data = new Map();
+  const txs = [];
+  let opens = 0;
+  const later = (r, result) => queueMicrotask(() => ((r.result = result), r.onsuccess?.()));
+  const db = () => ({
+    transaction(store, mode, opts) {
+      const t = { mode, opts, ops: [] };
+      txs.push(t);
+      const s = {
+        put: (v, k) => t.ops.push(['put', k]) && data.set(k, v),
+        delete: (k) => t.ops.push(['delete', k]) && data.delete(k),
+        getAllKeys: () => ((r) => (later(r, [...data.keys()]), r))({}),
+        getAll: () => ((r) => (later(r, [...data.values()]), r))({}),
+      };
+      t.objectStore = () => s;
+      queueMicrotask(() => t.oncomplete?.());
+      return t;
+    },
+    close() {},
+  });
+  const dbs = [];
+  globalThis.indexedDB = {
+    open() {
+      opens++;
+      const r = {};
+      const d = db();
+      dbs.push(d);
+      later(r, d);
+      return r;
+    },
+  };
+  try {
+    const { indexedDbStorage } = await import('../dist/index.mjs');
+    const s = indexedDbStorage('t');
+    assert.deepEqual(await s.load(), {});
+    await s.write({ 'outbox:1': { mid: 1 }, 'mid:next': 2 }, ['outbox:9']);
+    const t = txs.at(-1);
+    assert.deepEqual(t.ops, [['put', 'outbox:1'], ['put', 'mid:next'], ['delete', 'outbox:9']]);
+    assert.deepEqual([t.mode, t.opts], ['readwrite', { durability: 'strict' }]);
+    assert.equal(opens, 1);
+    dbs[0].onclose();
+    await s.set('mid:next', 3);
+    assert.equal(opens, 2, 'the closed connection was used again');
+    assert.deepEqual(await s.load(), { 'outbox:1': { mid: 1 }, 'mid:next': 3 });
+  } finally {
+    delete globalThis.indexedDB;
+  }
+});
