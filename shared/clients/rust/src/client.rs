@@ -98,6 +98,9 @@ pub enum ClientError {
     Storage(#[from] StorageError),
     #[error("the client was closed")]
     Closed,
+    /// The server refused the request (a channel's `subscribe`/`resume`).
+    #[error("{code}: {message}")]
+    Server { code: String, message: String },
 }
 
 impl ClientError {
@@ -109,6 +112,7 @@ impl ClientError {
             ClientError::InvalidChannel(..) => "invalid_channel",
             ClientError::Storage(_) => "storage",
             ClientError::Closed => "closed",
+            ClientError::Server { code, .. } => code,
         }
     }
 }
@@ -176,7 +180,7 @@ enum Command {
     Subscribe {
         channel: String,
         get_state: Option<GetState>,
-        live: oneshot::Sender<()>,
+        live: oneshot::Sender<Result<(), ClientError>>,
     },
     Unsubscribe(String),
     Listen {
@@ -378,7 +382,7 @@ impl Channel {
             get_state: self.options.get_state.clone(),
             live,
         });
-        rx.await.map_err(|_| ClientError::Closed)
+        rx.await.unwrap_or(Err(ClientError::Closed))
     }
 
     pub fn unsubscribe(&self) {
@@ -432,7 +436,7 @@ struct Driver {
     listeners: HashMap<String, Vec<mpsc::UnboundedSender<ChannelEvent>>>,
     states: Vec<mpsc::UnboundedSender<StateChange>>,
     verdicts: Vec<mpsc::UnboundedSender<Verdict>>,
-    live: HashMap<String, Vec<oneshot::Sender<()>>>,
+    live: HashMap<String, Vec<oneshot::Sender<Result<(), ClientError>>>>,
     pushes: HashMap<Ticket, oneshot::Sender<Result<Verdict, ClientError>>>,
     presences: HashMap<Ticket, oneshot::Sender<Result<Value, ClientError>>>,
     next_ticket: Ticket,
@@ -545,28 +549,50 @@ impl Driver {
 
     fn perform_all(&mut self) {
         let mut outbox_moved = false;
+        let mut failed = None;
         for effect in self.core.take_effects() {
             if let Effect::Persist { key, .. } | Effect::Remove(key) = &effect {
                 outbox_moved |= key.starts_with("outbox:") || key.starts_with("parked:");
             }
+            // The outbox is durable before a frame leaves; a write that failed stops the
+            // step, so its frame never goes (and its mid is not reused after a restart).
+            if matches!(effect, Effect::Send { .. })
+                && let Err(keys) = self.flush()
+            {
+                failed = Some(keys);
+                break;
+            }
             self.perform(effect);
         }
-        self.flush();
+        if failed.is_none()
+            && let Err(keys) = self.flush()
+        {
+            failed = Some(keys);
+        }
+        if let Some(keys) = failed {
+            // The core gives back what it had not stored; its answer writes nothing.
+            self.core.handle(now_ms(), Input::PersistFailed(keys));
+            self.perform_all();
+            return;
+        }
         if outbox_moved && let Ok(mut s) = self.snapshot.lock() {
             s.pending = self.core.pending();
             s.parked = self.core.parked();
         }
     }
 
-    /// Write the storage changes so far (cursor moves of one input coalesce into one write).
-    fn flush(&mut self) {
+    /// Write the storage changes so far, all in one `apply` (cursor moves of one input
+    /// coalesce; a renumbering's sets and removes are one atomic write). Err: the keys
+    /// that were not written.
+    fn flush(&mut self) -> Result<(), Vec<String>> {
         if self.changes.is_empty() {
-            return;
+            return Ok(());
         }
         let changes = std::mem::take(&mut self.changes);
-        if let Err(e) = self.storage.apply(&changes) {
+        self.storage.apply(&changes).map_err(|e| {
             tracing::error!(error = %e, "the client's storage could not be written");
-        }
+            changes.into_iter().map(|(key, _)| key).collect()
+        })
     }
 
     fn perform(&mut self, effect: Effect) {
@@ -606,8 +632,7 @@ impl Driver {
                 tokio::spawn(run_socket(socket, url, out_rx, self.inputs_tx.clone()));
             }
             Effect::Send { socket, text } => {
-                // The outbox is durable before the frame leaves.
-                self.flush();
+                // perform_all flushed the writes before it.
                 if let Some(tx) = self.sockets.get(&socket) {
                     let _ = tx.send(Out::Text(text));
                 }
@@ -672,7 +697,19 @@ impl Driver {
             }
             AppEvent::Live { channel } => {
                 for tx in self.live.remove(&channel).unwrap_or_default() {
-                    let _ = tx.send(());
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            AppEvent::ChannelRefused {
+                channel,
+                code,
+                message,
+            } => {
+                for tx in self.live.remove(&channel).unwrap_or_default() {
+                    let _ = tx.send(Err(ClientError::Server {
+                        code: code.clone(),
+                        message: message.clone(),
+                    }));
                 }
             }
             AppEvent::Verdict {

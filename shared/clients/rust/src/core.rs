@@ -40,6 +40,29 @@ pub const WATCHDOG_MS: Ms = 1_000;
 pub const WAKE_LATE_MS: Ms = 10_000;
 /// Events held per channel while a gap is filled.
 pub const MAX_HELD: usize = 1_000;
+/// An attempt has this long from its `get_token` to `connected`.
+pub const CONNECT_TIMEOUT_MS: Ms = 15_000;
+/// A rotation has this long from its `get_token` to the switch.
+pub const ROTATE_TIMEOUT_MS: Ms = 30_000;
+
+/// The retry-later class of shared/src/error.rs: the same frame again, later.
+const RETRY_LATER: [&str; 3] = ["rate_limited", "conflict", "unavailable"];
+/// The reconnect class: this connection is unknown to the server.
+const RECONNECT_CODES: [&str; 2] = ["unknown_connection", "missing_connection_id"];
+/// Server frame types the client knows (the rest is `malformed_frame`).
+const KNOWN_TYPES: [&str; 11] = [
+    "event",
+    "device",
+    "subscribed",
+    "unsubscribed",
+    "skipped",
+    "resumed",
+    "pong",
+    "ack",
+    "push_result",
+    "presence",
+    "error",
+];
 
 /// The reconnect windows: `min(30 s, 1 s * 2^n)` for the n-th failure in a row (the
 /// shared backoff's window of `2 s * 2^(n-1)`); the wait is 1 s plus a jittered share of
@@ -141,6 +164,12 @@ pub enum TimerId {
     Watchdog,
     /// A `rate_limited` batch goes again.
     PushRetry,
+    /// The attempt's 15 s from `get_token` to `connected` are up.
+    ConnectDeadline,
+    /// The rotation's 30 s from `get_token` to the switch are up.
+    RotateDeadline,
+    /// A `register_device` or a channel's frame refused for a while goes again.
+    Resend,
 }
 
 /// What `getToken` gave.
@@ -186,6 +215,9 @@ pub enum Input {
         band: String,
     },
     Close,
+    /// The storage writes of the last step failed (their keys): the effects after the
+    /// failed write were not performed.
+    PersistFailed(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +299,13 @@ pub enum AppEvent {
     Reset { channel: String, reason: String },
     /// The channel is live (`subscribe()` resolves).
     Live { channel: String },
+    /// The server refused the channel (`subscribe()` rejects with the code); it is not
+    /// sent again on this connection.
+    ChannelRefused {
+        channel: String,
+        code: String,
+        message: String,
+    },
     /// A final verdict on a queued mutation (`ticket`: the push of this client that
     /// queued it; none after a reload). `mid` is `None` for one parked locally.
     Verdict {
@@ -284,7 +323,8 @@ pub enum AppEvent {
         ticket: Ticket,
         result: Result<Value, LocalError>,
     },
-    /// An `error` frame the core has no use for.
+    /// A client-level error: an `error` frame the core has no use for, or one of the
+    /// client's own (`malformed_frame`, `storage_failed`), as `{code, message}`.
     Error { frame: Value },
 }
 
@@ -342,6 +382,8 @@ struct Sock {
     unanswered: BTreeSet<String>,
     /// Channels with a `resume` in flight on this socket.
     resuming: BTreeSet<String>,
+    /// Channels the server refused on this socket: not sent again on it.
+    refused: BTreeSet<String>,
     last_sent: Ms,
     ping_out: bool,
     /// The token's `exp` (ms), read from the JWT.
@@ -356,6 +398,7 @@ impl Sock {
             device_ok: false,
             unanswered: BTreeSet::new(),
             resuming: BTreeSet::new(),
+            refused: BTreeSet::new(),
             last_sent: now,
             ping_out: false,
             token_exp,
@@ -382,6 +425,8 @@ struct Batch {
     socket: SocketId,
     reference: String,
     mids: Vec<u64>,
+    /// The core step that made it (a failed persist of that step means it never left).
+    step: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,8 +456,16 @@ pub struct Core {
     /// The last moment the client was connected (or `connect()` was called).
     last_up: Ms,
     connected_at: Ms,
-    /// A server's `retry_after`: the floor of the next wait.
-    retry_floor: Ms,
+    /// A server's `retry_after` puts off the next attempt until then (a floor that ends).
+    retry_until: Ms,
+    /// Retries in a row of one frame (`p`: the batch, `d`, `c:<channel>`), for `delay(k)`.
+    retries: HashMap<String, u32>,
+    /// Frames to send again: ref -> (socket, when).
+    resends: BTreeMap<String, (SocketId, Ms)>,
+    /// Rotation failures in a row, for `delay(n)`.
+    rotation_failures: u32,
+    /// `handle` calls so far.
+    step: u64,
     retry_scheduled: bool,
     hidden: bool,
     hidden_closed: bool,
@@ -423,7 +476,8 @@ pub struct Core {
     parked_next_local: u64,
     in_flight: Option<Batch>,
     push_blocked: bool,
-    presence_queries: HashMap<String, Ticket>,
+    /// Presence queries unanswered: ref -> (ticket, band, socket).
+    presence_queries: HashMap<String, (Ticket, String, SocketId)>,
 }
 
 /// The storage as the core reads it at start.
@@ -448,7 +502,11 @@ impl Core {
             refused_auth: false,
             last_up: 0,
             connected_at: 0,
-            retry_floor: 0,
+            retry_until: 0,
+            retries: HashMap::new(),
+            resends: BTreeMap::new(),
+            rotation_failures: 0,
+            step: 0,
             retry_scheduled: false,
             hidden: false,
             hidden_closed: false,
@@ -560,6 +618,7 @@ impl Core {
     /// the one entry point for everything else.
     pub fn handle(&mut self, now: Ms, input: Input) {
         self.now = self.now.max(now);
+        self.step += 1;
         match input {
             Input::Connect => self.connect(),
             Input::Token(result) => self.on_token(result),
@@ -575,6 +634,7 @@ impl Core {
             Input::Push { ticket, mutation } => self.push(ticket, mutation),
             Input::Presence { ticket, band } => self.presence(ticket, band),
             Input::Close => self.close(),
+            Input::PersistFailed(keys) => self.on_persist_failed(keys),
         }
     }
 
@@ -635,6 +695,7 @@ impl Core {
         self.hidden_closed = false;
         self.set_state(State::Connecting, reason, None);
         self.token_for = Some(TokenFor::Connect);
+        self.set_timer(TimerId::ConnectDeadline, self.now + CONNECT_TIMEOUT_MS);
         self.effects.push(Effect::GetToken);
     }
 
@@ -651,7 +712,7 @@ impl Core {
         } else {
             delay(self.failures, (self.random)())
         }
-        .max(std::mem::take(&mut self.retry_floor));
+        .max(self.retry_until.saturating_sub(self.now));
         let state = if suspended {
             State::Suspended
         } else {
@@ -678,6 +739,10 @@ impl Core {
         self.cancel_timer(TimerId::Heartbeat);
         self.cancel_timer(TimerId::PongTimeout);
         self.cancel_timer(TimerId::Rotate);
+        self.cancel_timer(TimerId::RotateDeadline);
+        self.cancel_timer(TimerId::ConnectDeadline);
+        self.cancel_timer(TimerId::Resend);
+        self.resends.clear();
         if let Some(next) = self.next.take() {
             self.effects.push(Effect::Close {
                 socket: next.id,
@@ -709,6 +774,9 @@ impl Core {
             TimerId::Hidden,
             TimerId::Watchdog,
             TimerId::PushRetry,
+            TimerId::ConnectDeadline,
+            TimerId::RotateDeadline,
+            TimerId::Resend,
         ] {
             self.cancel_timer(id);
         }
@@ -772,6 +840,7 @@ impl Core {
             self.cancel_timer(TimerId::Retry);
         }
         self.cancel_timer(TimerId::Watchdog);
+        self.cancel_timer(TimerId::ConnectDeadline);
         self.watchdog_due = None;
         self.set_state(State::Failed, reason, None);
     }
@@ -812,6 +881,8 @@ impl Core {
         }
         if self.is_main(id) {
             self.refused_auth = false;
+            // A new connection starts every frame's retry count over.
+            self.retries.clear();
             if self.config.device.is_none() {
                 self.on_connected();
             }
@@ -872,6 +943,7 @@ impl Core {
 
     fn on_connected(&mut self) {
         self.failures = 0;
+        self.cancel_timer(TimerId::ConnectDeadline);
         self.connected_at = self.now;
         self.set_state(State::Connected, "connected", None);
         self.schedule_rotation();
@@ -946,18 +1018,29 @@ impl Core {
             return;
         }
         self.token_for = Some(TokenFor::Rotate);
+        self.set_timer(TimerId::RotateDeadline, self.now + ROTATE_TIMEOUT_MS);
         self.effects.push(Effect::GetToken);
     }
 
     fn rotation_failed(&mut self) {
+        self.rotation_failed_with(1000);
+    }
+
+    /// Drop the rotation's socket (closed with `code`) and try again after `delay(n)`.
+    fn rotation_failed_with(&mut self, code: u16) {
         if let Some(next) = self.next.take() {
             self.effects.push(Effect::Close {
                 socket: next.id,
-                code: 1000,
+                code,
             });
         }
+        if self.token_for == Some(TokenFor::Rotate) {
+            self.token_for = None;
+        }
+        self.cancel_timer(TimerId::RotateDeadline);
         if self.state == State::Connected {
-            let wait = delay(1, (self.random)());
+            self.rotation_failures += 1;
+            let wait = delay(self.rotation_failures, (self.random)());
             self.set_timer(TimerId::Rotate, self.now + wait);
         }
     }
@@ -977,11 +1060,43 @@ impl Core {
             return;
         }
         let next = self.next.take();
+        let new_id = next.as_ref().map_or(0, |s| s.id);
+        let old_id = self.main.as_ref().map(|s| s.id);
         if let Some(old) = std::mem::replace(&mut self.main, next) {
             self.effects.push(Effect::Close {
                 socket: old.id,
                 code: 1000,
             });
+        }
+        self.rotation_failures = 0;
+        self.cancel_timer(TimerId::RotateDeadline);
+        // A resume sent on the old socket will never be answered: channels with held
+        // events resume again here, and presence queries asked there are asked again.
+        for channel in self.order.clone() {
+            let held = self.channels.get(&channel).is_some_and(|c| !c.held.is_empty());
+            let resuming = self.main.as_ref().is_some_and(|s| s.resuming.contains(&channel));
+            if held
+                && !resuming
+                && let Some(cursor) = self.cursor(&channel)
+            {
+                self.resume(new_id, &channel, &cursor);
+            }
+        }
+        let mut asked: Vec<(String, String)> = self
+            .presence_queries
+            .iter_mut()
+            .filter(|(_, (_, _, s))| Some(*s) == old_id)
+            .map(|(r, (_, band, s))| {
+                *s = new_id;
+                (r.clone(), band.clone())
+            })
+            .collect();
+        asked.sort();
+        for (reference, band) in asked {
+            self.send(
+                new_id,
+                &json!({"action": "presence", "band": band, "ref": reference}),
+            );
         }
         self.connected_at = self.now;
         self.cancel_timer(TimerId::PongTimeout);
@@ -1050,7 +1165,81 @@ impl Core {
                 self.push_blocked = false;
                 self.pump();
             }
+            TimerId::ConnectDeadline => {
+                if self.state != State::Connecting {
+                    return;
+                }
+                if self.token_for == Some(TokenFor::Connect) {
+                    self.token_for = None;
+                }
+                if let Some(sock) = &self.main {
+                    self.effects.push(Effect::Close {
+                        socket: sock.id,
+                        code: 4000,
+                    });
+                }
+                self.fail("connect_timeout");
+            }
+            TimerId::RotateDeadline => {
+                if self.rotating() {
+                    self.rotation_failed_with(4000);
+                }
+            }
+            TimerId::Resend => self.resend_due(),
         }
+    }
+
+    /// Send again the frames whose retry-later wait is over.
+    fn resend_due(&mut self) {
+        let due: Vec<(String, SocketId)> = self
+            .resends
+            .iter()
+            .filter(|(_, (_, at))| *at <= self.now)
+            .map(|(r, (s, _))| (r.clone(), *s))
+            .collect();
+        for (reference, id) in due {
+            self.resends.remove(&reference);
+            if self.sock_mut(id).is_none() {
+                continue;
+            }
+            if reference == "d" {
+                if let Some(frame) = self.register_frame() {
+                    self.send(id, &frame);
+                }
+            } else if let Some(channel) = reference.strip_prefix("c:")
+                && self.order.iter().any(|c| c == channel)
+            {
+                let channel = channel.to_owned();
+                self.join(id, &channel);
+            }
+        }
+        if let Some(at) = self.resends.values().map(|(_, at)| *at).min() {
+            self.set_timer(TimerId::Resend, at);
+        }
+    }
+
+    /// The wait before the k-th retry of a frame in a row: the server's `retry_after`
+    /// when given, else `delay(k)`.
+    fn retry_wait(&mut self, key: &str, frame: &Value) -> Ms {
+        let k = self.retries.entry(key.to_owned()).or_default();
+        *k += 1;
+        let k = *k;
+        match frame.get("retry_after").and_then(Value::as_u64) {
+            Some(secs) => secs.saturating_mul(1000),
+            None => delay(k, (self.random)()),
+        }
+    }
+
+    /// Close the connection (4000) and connect again at once: not a failure.
+    fn reconnect(&mut self, reason: &str) {
+        if let Some(sock) = &self.main {
+            self.effects.push(Effect::Close {
+                socket: sock.id,
+                code: 4000,
+            });
+        }
+        self.drop_main();
+        self.attempt(reason);
     }
 
     fn heartbeat(&mut self) {
@@ -1091,7 +1280,12 @@ impl Core {
             Env::Visible => {
                 self.hidden = false;
                 self.cancel_timer(TimerId::Hidden);
-                if self.hidden_closed || self.retry_scheduled {
+                if self.hidden_closed {
+                    // A fresh start: the 120 s toward `suspended` count from now.
+                    self.failures = 0;
+                    self.last_up = self.now;
+                    self.attempt("visible");
+                } else if self.retry_scheduled {
                     self.attempt("visible");
                 }
             }
@@ -1154,10 +1348,13 @@ impl Core {
             ch.live = false;
             ch.held.clear();
         }
+        self.resends.remove(&format!("c:{channel}"));
+        self.retries.remove(&format!("c:{channel}"));
         for id in self.open_sockets() {
             if let Some(sock) = self.sock_mut(id) {
                 sock.unanswered.remove(&channel);
                 sock.resuming.remove(&channel);
+                sock.refused.remove(&channel);
             }
             self.send(
                 id,
@@ -1239,13 +1436,21 @@ impl Core {
             return;
         }
         let Ok(frame) = serde_json::from_str::<Value>(&text) else {
-            tracing::warn!(socket = id, "a frame that is not JSON");
-            return;
+            return self.malformed(id, "a frame that is not JSON");
         };
         let kind = frame
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if !KNOWN_TYPES.contains(&kind) {
+            return self.malformed(id, "a frame of no known type");
+        }
+        if kind == "push_result" && !frame.get("results").is_some_and(Value::is_array) {
+            return self.malformed(id, "a push_result without results");
+        }
+        if kind == "event" && !frame.get("seq").is_some_and(Value::is_u64) {
+            return self.malformed(id, "an event without seq");
+        }
         let reference = frame.get("ref").and_then(Value::as_str).map(str::to_owned);
         match kind {
             "event" => self.on_event(id, frame, text),
@@ -1253,6 +1458,7 @@ impl Core {
                 if let Some(sock) = self.sock_mut(id) {
                     sock.device_ok = true;
                 }
+                self.retries.remove("d");
                 if self.is_main(id) && self.state != State::Connected {
                     self.on_connected();
                 } else if self.is_next(id) {
@@ -1326,7 +1532,9 @@ impl Core {
             }
             "push_result" => self.on_push_result(id, &frame, reference),
             "presence" => {
-                if let Some(ticket) = reference.and_then(|r| self.presence_queries.remove(&r)) {
+                if let Some((ticket, _, _)) =
+                    reference.and_then(|r| self.presence_queries.remove(&r))
+                {
                     self.effects.push(Effect::Emit(AppEvent::PresenceAnswer {
                         ticket,
                         result: Ok(frame),
@@ -1338,10 +1546,31 @@ impl Core {
         }
     }
 
+    /// A frame the client cannot read: dropped, reported, never thrown.
+    fn malformed(&mut self, id: SocketId, message: &str) {
+        tracing::warn!(socket = id, message, "a malformed frame");
+        self.effects.push(Effect::Emit(AppEvent::Error {
+            frame: json!({"code": "malformed_frame", "message": message}),
+        }));
+    }
+
     /// The channel was answered on this socket (`subscribed`, or the last `resumed`).
     fn answered(&mut self, id: SocketId, channel: &str) {
         if let Some(sock) = self.sock_mut(id) {
             sock.unanswered.remove(channel);
+        }
+        self.retries.remove(&format!("c:{channel}"));
+        if !self.is_main(id) {
+            // Subscribed mid-rotation: whichever socket answers first makes it live.
+            if let Some(ch) = self.channels.get_mut(channel)
+                && !ch.live
+                && self.order.iter().any(|c| c == channel)
+            {
+                ch.live = true;
+                self.effects.push(Effect::Emit(AppEvent::Live {
+                    channel: channel.to_owned(),
+                }));
+            }
         }
         if self.is_main(id) {
             if let Some(ch) = self.channels.get_mut(channel)
@@ -1453,7 +1682,7 @@ impl Core {
     fn gap(&mut self, id: SocketId, channel: &str) {
         let in_flight = self
             .sock_mut(id)
-            .is_none_or(|s| !s.open || s.resuming.contains(channel));
+            .is_none_or(|s| !s.open || s.resuming.contains(channel) || s.refused.contains(channel));
         let waiting = self
             .channels
             .get(channel)
@@ -1468,6 +1697,19 @@ impl Core {
 
     fn on_error(&mut self, id: SocketId, frame: Value, reference: Option<String>) {
         let code = str_field(&frame, "code").unwrap_or_default();
+        if code == "rate_limited"
+            && let Some(s) = frame.get("retry_after").and_then(Value::as_u64)
+        {
+            self.retry_until = self.now + s.saturating_mul(1000);
+        }
+        if RECONNECT_CODES.contains(&code.as_str()) {
+            if self.is_next(id) {
+                self.rotation_failed_with(4000);
+            } else if self.is_main(id) {
+                self.reconnect(&code);
+            }
+            return;
+        }
         if let Some(r) = &reference {
             if self
                 .in_flight
@@ -1477,7 +1719,7 @@ impl Core {
                 self.on_batch_error(id, &code, &frame);
                 return;
             }
-            if let Some(ticket) = self.presence_queries.remove(r) {
+            if let Some((ticket, _, _)) = self.presence_queries.remove(r) {
                 let message = str_field(&frame, "message").unwrap_or_default();
                 self.effects.push(Effect::Emit(AppEvent::PresenceAnswer {
                     ticket,
@@ -1538,12 +1780,61 @@ impl Core {
             }
             return;
         }
-        if code == "rate_limited"
-            && let Some(s) = frame.get("retry_after").and_then(Value::as_u64)
-        {
-            self.retry_floor = s * 1000;
+        let retry_later = RETRY_LATER.contains(&code.as_str());
+        match reference.as_deref() {
+            Some("d") if retry_later => self.resend_later(id, "d", &frame),
+            Some("d") => {
+                if self.is_next(id) {
+                    self.rotation_failed();
+                } else if self.is_main(id) {
+                    if let Some(sock) = &self.main {
+                        self.effects.push(Effect::Close {
+                            socket: sock.id,
+                            code: 1000,
+                        });
+                    }
+                    self.effects.push(Effect::Emit(AppEvent::Error { frame }));
+                    self.fail_for_good(&code);
+                }
+            }
+            Some(r) if r.starts_with("c:") => {
+                let channel = r["c:".len()..].to_owned();
+                if !self.order.contains(&channel) {
+                    return;
+                }
+                if retry_later {
+                    let key = r.to_owned();
+                    if let Some(sock) = self.sock_mut(id) {
+                        sock.resuming.remove(&channel);
+                    }
+                    return self.resend_later(id, &key, &frame);
+                }
+                if let Some(sock) = self.sock_mut(id) {
+                    sock.unanswered.remove(&channel);
+                    sock.resuming.remove(&channel);
+                    sock.refused.insert(channel.clone());
+                }
+                if self.channels.get(&channel).is_some_and(|c| !c.live) {
+                    self.effects.push(Effect::Emit(AppEvent::ChannelRefused {
+                        channel,
+                        code: code.clone(),
+                        message: str_field(&frame, "message").unwrap_or_default(),
+                    }));
+                }
+                self.effects.push(Effect::Emit(AppEvent::Error { frame }));
+                self.maybe_switch();
+            }
+            _ => self.effects.push(Effect::Emit(AppEvent::Error { frame })),
         }
-        self.effects.push(Effect::Emit(AppEvent::Error { frame }));
+    }
+
+    /// A frame refused for a while: send it again on the same socket later.
+    fn resend_later(&mut self, id: SocketId, key: &str, frame: &Value) {
+        let at = self.now + self.retry_wait(key, frame);
+        self.resends.insert(key.to_owned(), (id, at));
+        if let Some(first) = self.resends.values().map(|(_, at)| *at).min() {
+            self.set_timer(TimerId::Resend, first);
+        }
     }
 
     // ---- the outbox ----
@@ -1666,6 +1957,7 @@ impl Core {
             socket: id,
             reference,
             mids,
+            step: self.step,
         });
         let now = self.now;
         if let Some(sock) = self.sock_mut(id) {
@@ -1684,6 +1976,7 @@ impl Core {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let mut expected_mid = None;
         for result in results {
             let Some(mid) = result.get("mid").and_then(Value::as_u64) else {
                 continue;
@@ -1692,6 +1985,10 @@ impl Core {
                 .get("status")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            if status == "out_of_order" {
+                expected_mid = expected_mid.or(result.get("expected_mid").and_then(Value::as_u64));
+                continue;
+            }
             if !matches!(
                 status,
                 "applied" | "merged" | "conflict" | "rejected" | "duplicate"
@@ -1733,9 +2030,79 @@ impl Core {
         let more = frame.get("more").and_then(Value::as_bool).unwrap_or(false);
         if ours && !more {
             self.in_flight = None;
+            self.retries.remove("p");
+            if let Some(from) = expected_mid {
+                self.renumber_from(from);
+            }
             self.maybe_switch();
             self.pump();
         }
+    }
+
+    /// `out_of_order`: the server has nothing from `from` on, so every pending entry is
+    /// renumbered from it, in order (one step's writes: the driver stores them at once).
+    fn renumber_from(&mut self, from: u64) {
+        if self.entries.first().is_none_or(|e| e.mid == from) {
+            return;
+        }
+        let old: Vec<u64> = self.entries.iter().map(|e| e.mid).collect();
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            e.mid = from + i as u64;
+            e.mutation.insert("mid".into(), json!(e.mid));
+        }
+        let new: BTreeSet<u64> = self.entries.iter().map(|e| e.mid).collect();
+        for e in &self.entries {
+            self.effects.push(Effect::Persist {
+                key: format!("outbox:{}", e.mid),
+                value: e.stored(),
+            });
+        }
+        for mid in old.into_iter().filter(|m| !new.contains(m)) {
+            self.effects.push(Effect::Remove(format!("outbox:{mid}")));
+        }
+        self.mid_next = from + self.entries.len() as u64;
+        self.effects.push(Effect::Persist {
+            key: "mid:next".into(),
+            value: json!(self.mid_next),
+        });
+    }
+
+    /// A write of the last step failed, so what came after it in that step (its frame,
+    /// above all) never happened: a push whose entry was not stored gives its mid back
+    /// and is refused with `storage_failed`.
+    fn on_persist_failed(&mut self, keys: Vec<String>) {
+        let last_step = self.step.saturating_sub(1);
+        if self.in_flight.as_ref().is_some_and(|b| b.step == last_step) {
+            self.in_flight = None;
+        }
+        for key in keys {
+            self.effects.push(Effect::Emit(AppEvent::Error {
+                frame: json!({"code": "storage_failed", "message": format!("could not store {key}")}),
+            }));
+            let Some(mid) = key
+                .strip_prefix("outbox:")
+                .and_then(|m| m.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let Some(pos) = self.entries.iter().position(|e| e.mid == mid) else {
+                continue;
+            };
+            let entry = self.entries.remove(pos);
+            if self.mid_next == mid + 1 {
+                self.mid_next = mid;
+            }
+            if let Some(ticket) = entry.ticket {
+                self.effects.push(Effect::Emit(AppEvent::PushRefused {
+                    ticket,
+                    error: LocalError {
+                        code: "storage_failed",
+                        message: format!("the outbox entry could not be stored ({key})"),
+                    },
+                }));
+            }
+        }
+        self.pump();
     }
 
     fn on_batch_error(&mut self, _id: SocketId, code: &str, frame: &Value) {
@@ -1744,15 +2111,12 @@ impl Core {
         };
         let message = str_field(frame, "message").unwrap_or_default();
         match code {
-            "rate_limited" => {
-                let secs = frame
-                    .get("retry_after")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(1);
+            // Retry later: the same batch after `retry_after`, else `delay(k)`.
+            _ if RETRY_LATER.contains(&code) => {
+                let wait = self.retry_wait("p", frame);
                 self.push_blocked = true;
-                self.set_timer(TimerId::PushRetry, self.now + secs * 1000);
+                self.set_timer(TimerId::PushRetry, self.now + wait);
             }
-            "unavailable" => {}
             "unknown_device" => {
                 if let (Some(frame), Some(id)) =
                     (self.register_frame(), self.main.as_ref().map(|s| s.id))
@@ -1846,7 +2210,8 @@ impl Core {
             return;
         };
         let reference = format!("q:{ticket}");
-        self.presence_queries.insert(reference.clone(), ticket);
+        self.presence_queries
+            .insert(reference.clone(), (ticket, band.clone(), id));
         self.send(
             id,
             &json!({"action": "presence", "band": band, "ref": reference}),
@@ -2112,13 +2477,20 @@ mod tests {
         let again = sent(&core.take_effects());
         assert_eq!(again.len(), 1);
         assert_eq!(again[0]["mutations"][0]["mid"], 1);
-        // unavailable: again at once
-        let again = sent(&batch_error(
-            &mut core,
-            json!({"type": "error", "code": "unavailable", "message": "try again", "ref": "p:1"}),
-        ));
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0]["action"], "push");
+        // unavailable, then conflict: passing, so again after delay(k), k counting every
+        // retry-later answer of the batch in a row (never parked)
+        for (code, k, at) in [("unavailable", 2, 3005), ("conflict", 3, 3005 + 2500)] {
+            core.handle(at, Input::Frame(1, json!({"type": "error", "code": code, "message": "later", "ref": "p:1"}).to_string()));
+            let effects = core.take_effects();
+            assert!(sent(&effects).is_empty(), "{code}: {effects:?}");
+            let wait = delay(k, 0.5);
+            assert!(effects.contains(&Effect::SetTimer { id: TimerId::PushRetry, at: at + wait }), "{code}: {effects:?}");
+            core.handle(at + wait, Input::Timer(TimerId::PushRetry));
+            let again = sent(&core.take_effects());
+            assert_eq!(again.len(), 1, "{code}");
+            assert_eq!(again[0]["action"], "push");
+            assert!(core.parked().is_empty(), "{code} parks nothing");
+        }
         // unknown_device: registered again, then the batch
         let again = sent(&batch_error(
             &mut core,

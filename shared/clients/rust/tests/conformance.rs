@@ -57,6 +57,12 @@ struct Runner {
     next_ticket: Ticket,
     vars: HashMap<String, Value>,
     auto_pong: bool,
+    /// Every storage write fails (throws) while set.
+    storage_fail: bool,
+    /// `subscribe()` promises by name: the channel and, once settled, the outcome.
+    subscribes: HashMap<String, (String, Option<Result<(), String>>)>,
+    /// Client-level `error` events not yet expected.
+    errors: VecDeque<Value>,
 }
 
 fn config_of(setup: &Value) -> Config {
@@ -114,6 +120,9 @@ impl Runner {
             outcomes: HashMap::new(),
             next_ticket: 1,
             vars: HashMap::new(),
+            storage_fail: false,
+            subscribes: HashMap::new(),
+            errors: VecDeque::new(),
         }
     }
 
@@ -148,7 +157,11 @@ impl Runner {
             if let Some(input) = self.inputs.pop_front() {
                 self.core.handle(self.now, input);
                 for effect in self.core.take_effects() {
-                    self.perform(effect);
+                    // A write that throws: nothing after it in this step happens.
+                    if let Err(key) = self.perform(effect) {
+                        self.inputs.push_front(Input::PersistFailed(vec![key]));
+                        break;
+                    }
                 }
                 continue;
             }
@@ -217,7 +230,12 @@ impl Runner {
         }
     }
 
-    fn perform(&mut self, effect: Effect) {
+    fn perform(&mut self, effect: Effect) -> Result<(), String> {
+        if self.storage_fail
+            && let Effect::Persist { key, .. } | Effect::Remove(key) = &effect
+        {
+            return Err(key.clone());
+        }
         match effect {
             Effect::GetToken => {
                 let t = self.token();
@@ -263,7 +281,7 @@ impl Runner {
             }
             Effect::Send { socket, text } => {
                 let Some(n) = self.global(socket) else {
-                    return;
+                    return Ok(());
                 };
                 let frame: Value = serde_json::from_str(&text).expect("the client sends JSON");
                 assert!(
@@ -275,7 +293,7 @@ impl Runner {
                     let pong = json!({"type": "pong", "ts": bandsync_client::core::rfc3339(self.now), "ref": frame["ref"]});
                     self.inputs
                         .push_back(Input::Frame(socket, pong.to_string()));
-                    return;
+                    return Ok(());
                 }
                 if let Some(s) = self.sockets.get_mut(&n)
                     && s.open
@@ -307,6 +325,7 @@ impl Runner {
             }
             Effect::Emit(event) => self.record(event),
         }
+        Ok(())
     }
 
     fn record(&mut self, event: AppEvent) {
@@ -330,7 +349,24 @@ impl Runner {
             AppEvent::PushRefused { ticket, error } => {
                 self.outcomes.insert(ticket, Err(error.code.to_owned()));
             }
+            AppEvent::PresenceAnswer { ticket, result } => {
+                let outcome = result.map_err(|e| e.code.to_owned());
+                self.outcomes.insert(ticket, outcome);
+            }
+            AppEvent::Live { channel } => self.settle_subscribes(&channel, Ok(())),
+            AppEvent::ChannelRefused { channel, code, .. } => {
+                self.settle_subscribes(&channel, Err(code))
+            }
+            AppEvent::Error { frame } => self.errors.push_back(frame),
             _ => {}
+        }
+    }
+
+    fn settle_subscribes(&mut self, channel: &str, outcome: Result<(), String>) {
+        for (c, settled) in self.subscribes.values_mut() {
+            if c == channel && settled.is_none() {
+                *settled = Some(outcome.clone());
+            }
         }
     }
 
@@ -392,6 +428,9 @@ impl Runner {
             }
         } else if let Some(c) = obj.get("subscribe").and_then(Value::as_str) {
             let get_state = self.channels().iter().any(|(name, g)| name == c && *g);
+            if let Some(name) = obj.get("as").and_then(Value::as_str) {
+                self.subscribes.insert(name.into(), (c.into(), None));
+            }
             self.inputs.push_back(Input::Subscribe {
                 channel: c.into(),
                 get_state,
@@ -484,6 +523,41 @@ impl Runner {
                 if let Some(f) = self.sockets.get(&n).and_then(|s| s.inbox.front()) {
                     return Err(format!("socket {n} has a frame waiting: {f}"));
                 }
+            }
+        } else if let Some(flag) = obj.get("storage_fail").and_then(Value::as_bool) {
+            self.storage_fail = flag;
+        } else if let Some(text) = obj.get("send_text").and_then(Value::as_str) {
+            let n = self.socket_of(step);
+            let s = self.sockets.get(&n).ok_or(format!("no socket {n}"))?;
+            if !s.open || s.gone || s.generation != self.generation {
+                return Err(format!("socket {n} is not open"));
+            }
+            self.inputs.push_back(Input::Frame(s.core_id, text.to_owned()));
+            self.settle();
+        } else if let Some(spec) = obj.get("expect_settled") {
+            let name = spec["as"].as_str().ok_or("as")?;
+            let outcome: Option<Result<Value, String>> = match self.subscribes.get(name) {
+                Some((_, settled)) => settled.clone().map(|r| r.map(|()| Value::Null)),
+                None => {
+                    let ticket = self
+                        .promises
+                        .get(name)
+                        .ok_or(format!("no promise named {name}"))?;
+                    self.outcomes.get(ticket).cloned()
+                }
+            };
+            let holds = match (&outcome, spec) {
+                (None, s) => s["pending"] == true,
+                (Some(Ok(_)), s) => s["ok"] == true,
+                (Some(Err(code)), s) => s["error"] == code.as_str(),
+            };
+            if !holds {
+                return Err(format!("{name} is {outcome:?}, not {spec}"));
+            }
+        } else if let Some(spec) = obj.get("expect_error") {
+            let got = self.errors.pop_front().ok_or("no error event")?;
+            if !matches(spec, Some(&got), &mut HashMap::new()) {
+                return Err(format!("error event {got}, not {spec}"));
             }
         } else if let Some(frame) = obj.get("send") {
             let frame = self.subst(frame);
