@@ -801,3 +801,80 @@ async fn run_socket(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Change, StorageError};
+    use std::collections::BTreeMap;
+
+    /// A storage whose writes fail while `failing` is set; it counts what it stored.
+    struct Flaky {
+        failing: Arc<Mutex<bool>>,
+        stored: Arc<Mutex<Vec<Change>>>,
+    }
+
+    impl Storage for Flaky {
+        fn load(&mut self) -> Result<BTreeMap<String, Value>, StorageError> {
+            Ok(BTreeMap::new())
+        }
+        fn apply(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+            if *self.failing.lock().unwrap() {
+                return Err(StorageError::Write {
+                    path: "flaky".into(),
+                    source: std::io::Error::other("disk full"),
+                });
+            }
+            self.stored.lock().unwrap().extend_from_slice(changes);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_push_whose_entry_could_not_be_stored_is_refused_and_gives_its_mid_back() {
+        let failing = Arc::new(Mutex::new(true));
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let storage = Flaky {
+            failing: failing.clone(),
+            stored: stored.clone(),
+        };
+        let token = get_token(|| async { Err(TokenError::Other("offline".into())) });
+        let options = Options::new(token, storage).device(Device {
+            id: "ringo-ipad".into(),
+            platform: "web".into(),
+            name: "iPad".into(),
+            categories: None,
+        });
+        let client = Client::new("ws://127.0.0.1:9/prod", options).unwrap();
+        let mutation = serde_json::json!({"band": "demo", "type": "setlist_entry", "id": "s1", "op": "patch", "base_version": 1});
+        let err = tokio::time::timeout(Duration::from_secs(5), client.push(mutation.clone()))
+            .await
+            .expect("the push settles at once")
+            .unwrap_err();
+        assert_eq!(err.code(), "storage_failed");
+        assert!(client.pending().is_empty());
+        // Writable again: the next push takes mid 1, the one given back.
+        *failing.lock().unwrap() = false;
+        let push = client.push(mutation);
+        tokio::pin!(push);
+        let wrote_mid_1 = async {
+            loop {
+                let mid_1 = stored
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(k, v)| k == "mid:next" && v.as_ref() == Some(&serde_json::json!(2)));
+                if mid_1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            _ = wrote_mid_1 => {}
+            r = &mut push => panic!("the push settled: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("mid 1 was not stored"),
+        }
+        assert_eq!(client.pending()[0].mid, 1);
+    }
+}

@@ -2530,4 +2530,186 @@ mod tests {
             value: json!(3)
         }));
     }
+
+    fn frame(core: &mut Core, at: Ms, socket: SocketId, frame: Value) -> Vec<Effect> {
+        core.handle(at, Input::Frame(socket, frame.to_string()));
+        core.take_effects()
+    }
+
+    fn retry_at(effects: &[Effect]) -> Option<Ms> {
+        effects.iter().rev().find_map(|e| match e {
+            Effect::SetTimer { id: TimerId::Retry, at } => Some(*at),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_retry_after_floor_ends_at_error_time_plus_retry_after() {
+        let (mut core, _) = connected_core();
+        frame(
+            &mut core,
+            1000,
+            1,
+            json!({"type": "error", "code": "rate_limited", "message": "slow", "retry_after": 30}),
+        );
+        // Lost 25 s later: the floor has 5 s left, more than delay(1), and no more.
+        core.handle(26_000, Input::Closed(1, None));
+        assert_eq!(retry_at(&core.take_effects()), Some(31_000));
+    }
+
+    #[test]
+    fn a_tab_visible_again_after_a_hidden_close_starts_fresh() {
+        let mut config = Config::new("ws://h/prod");
+        config.hidden_close_after_ms = Some(600_000);
+        let mut core = Core::new(config, &Stored::new(), Box::new(|| 0.5));
+        core.handle(0, Input::Connect);
+        core.handle(0, Input::Token(TokenResult::Ok("t".into())));
+        core.handle(0, Input::Opened(1));
+        assert_eq!(core.state(), State::Connected);
+        core.handle(0, Input::Env(Env::Hidden));
+        core.handle(600_000, Input::Timer(TimerId::Hidden));
+        assert_eq!(core.state(), State::Disconnected);
+        // Visible five minutes later; the first attempt fails: not `suspended` at once.
+        core.handle(900_000, Input::Env(Env::Visible));
+        core.handle(900_000, Input::Token(TokenResult::Error("down".into())));
+        assert_eq!(core.state(), State::Disconnected);
+        assert_eq!(retry_at(&core.take_effects()), Some(900_000 + delay(1, 0.5)));
+    }
+
+    #[test]
+    fn rotation_token_failures_back_off_by_delay_n() {
+        let (mut core, _) = connected_core();
+        let mut at = 10_000;
+        for n in 1..=3 {
+            core.handle(at, Input::Timer(TimerId::Rotate));
+            assert!(core.take_effects().contains(&Effect::GetToken));
+            core.handle(at, Input::Token(TokenResult::Error("down".into())));
+            let wait = delay(n, 0.5);
+            assert!(
+                core.take_effects().contains(&Effect::SetTimer {
+                    id: TimerId::Rotate,
+                    at: at + wait
+                }),
+                "rotation failure {n}"
+            );
+            at += wait;
+        }
+        assert_eq!(core.state(), State::Connected, "the old socket stays");
+    }
+
+    /// Rotate to socket 2 and register the device on it.
+    fn rotate_to_2(core: &mut Core, at: Ms) -> Vec<Effect> {
+        core.handle(at, Input::Timer(TimerId::Rotate));
+        core.handle(at, Input::Token(TokenResult::Ok("t2".into())));
+        core.handle(at, Input::Opened(2));
+        core.take_effects();
+        frame(
+            core,
+            at,
+            2,
+            json!({"type": "device", "device": "ringo-ipad", "categories": [], "ref": "d"}),
+        )
+    }
+
+    #[test]
+    fn a_presence_query_unanswered_on_the_old_socket_is_asked_again_at_the_switch() {
+        let (mut core, _) = connected_core();
+        core.handle(
+            5,
+            Input::Presence {
+                ticket: 7,
+                band: "demo".into(),
+            },
+        );
+        assert_eq!(sent(&core.take_effects())[0]["action"], "presence");
+        let effects = rotate_to_2(&mut core, 10);
+        assert!(effects.contains(&Effect::Close {
+            socket: 1,
+            code: 1000
+        }));
+        let again: Vec<&Effect> = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Send { socket: 2, text } if text.contains("\"presence\"")))
+            .collect();
+        assert_eq!(again.len(), 1, "{effects:?}");
+        let answer = frame(
+            &mut core,
+            11,
+            2,
+            json!({"type": "presence", "band": "demo", "members": [], "ref": "q:7"}),
+        );
+        assert!(
+            answer
+                .iter()
+                .any(|e| matches!(e, Effect::Emit(AppEvent::PresenceAnswer { ticket: 7, result: Ok(_) }))),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_batch_lets_the_rotation_switch() {
+        let (mut core, _) = connected_core();
+        push_small(&mut core, 1, "demo");
+        core.take_effects();
+        let effects = rotate_to_2(&mut core, 10);
+        assert!(
+            !effects.contains(&Effect::Close { socket: 1, code: 1000 }),
+            "a batch is in flight on socket 1"
+        );
+        let effects = frame(
+            &mut core,
+            11,
+            1,
+            json!({"type": "error", "code": "forbidden", "message": "no", "ref": "p:1"}),
+        );
+        assert!(effects.contains(&Effect::Close { socket: 1, code: 1000 }), "{effects:?}");
+    }
+
+    #[test]
+    fn a_register_device_refused_for_good_fails_the_client_with_its_code() {
+        let (mut core, _) = connected_core();
+        core.handle(5, Input::Closed(1, None));
+        core.handle(2000, Input::Timer(TimerId::Retry));
+        core.handle(2000, Input::Token(TokenResult::Ok("t".into())));
+        core.handle(2000, Input::Opened(2));
+        core.take_effects();
+        frame(
+            &mut core,
+            2001,
+            2,
+            json!({"type": "error", "code": "device_taken", "message": "another member's", "ref": "d"}),
+        );
+        assert_eq!(core.state(), State::Failed);
+    }
+
+    #[test]
+    fn a_channel_refused_rejects_its_subscribe_and_is_not_sent_again_on_that_socket() {
+        let (mut core, _) = connected_core();
+        core.handle(
+            5,
+            Input::Subscribe {
+                channel: "band:x".into(),
+                get_state: false,
+            },
+        );
+        core.take_effects();
+        let effects = frame(
+            &mut core,
+            6,
+            1,
+            json!({"type": "error", "code": "forbidden", "message": "not a member", "ref": "c:band:x"}),
+        );
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Emit(AppEvent::ChannelRefused { channel, code, .. }) if channel == "band:x" && code == "forbidden")),
+            "{effects:?}"
+        );
+        assert_eq!(core.state(), State::Connected);
+        let effects = frame(
+            &mut core,
+            7,
+            1,
+            json!({"type": "event", "channel": "band:x", "seq": 5, "epoch": "e1"}),
+        );
+        assert!(sent(&effects).is_empty(), "{effects:?}");
+    }
 }
