@@ -110,7 +110,7 @@ impl ClientError {
         match self {
             ClientError::Local { code, .. } => code,
             ClientError::InvalidChannel(..) => "invalid_channel",
-            ClientError::Storage(_) => "storage",
+            ClientError::Storage(e) => e.code(),
             ClientError::Closed => "closed",
             ClientError::Server { code, .. } => code,
         }
@@ -474,6 +474,9 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(Command::Close(done)) => {
                         self.handle(Input::Close);
+                        // The storage (and a FileStorage's lock) is let go before
+                        // close() returns, so the next client of the device may start.
+                        drop(self);
                         let _ = done.send(());
                         return;
                     }

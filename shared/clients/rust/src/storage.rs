@@ -24,6 +24,20 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another client (another process) holds the storage: two clients on one storage
+    /// would hand out the same mids.
+    #[error("{path} is in use by another client of this device")]
+    DeviceInUse { path: PathBuf },
+}
+
+impl StorageError {
+    /// `device_in_use`, or `storage` for any other failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StorageError::DeviceInUse { .. } => "device_in_use",
+            _ => "storage",
+        }
+    }
 }
 
 /// One change: a key set to a value, or removed (`None`).
@@ -80,11 +94,17 @@ fn apply_to(map: &mut BTreeMap<String, Value>, changes: &[Change]) {
 /// One JSON file, rewritten whole on every change: written to a temporary file beside
 /// it, flushed to disk, renamed over it, and the folder synced, so a crash leaves either
 /// the old file or the new one, never half of one.
+///
+/// One client at a time: `load` takes an exclusive advisory lock on `<path>.lock` (an OS
+/// lock, so a crashed process holds nothing) and keeps it until the storage is dropped;
+/// a second client gets `device_in_use`.
 #[derive(Debug)]
 pub struct FileStorage {
     path: PathBuf,
     map: BTreeMap<String, Value>,
     loaded: bool,
+    /// The open lock file while this storage holds it.
+    lock: Option<std::fs::File>,
 }
 
 impl FileStorage {
@@ -93,11 +113,40 @@ impl FileStorage {
             path: path.into(),
             map: BTreeMap::new(),
             loaded: false,
+            lock: None,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Take the device's lock. The lock file itself stays: removing it while another
+    /// process has it open would let two processes each lock a different file.
+    fn acquire(&mut self) -> Result<(), StorageError> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let mut path = self.path.clone().into_os_string();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StorageError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::DeviceInUse { path }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StorageError::Read { path, source }),
+        }
     }
 
     fn read(&self) -> Result<BTreeMap<String, Value>, StorageError> {
@@ -140,6 +189,7 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn load(&mut self) -> Result<BTreeMap<String, Value>, StorageError> {
+        self.acquire()?;
         self.map = self.read()?;
         self.loaded = true;
         Ok(self.map.clone())
@@ -178,6 +228,7 @@ mod tests {
         ])
         .unwrap();
         s.apply(&[("outbox:1".into(), None)]).unwrap();
+        drop(s);
         // A new storage on the same file (a restart) reads what was written.
         let mut again = FileStorage::new(&path);
         let map = again.load().unwrap();
@@ -187,12 +238,14 @@ mod tests {
         );
         assert_eq!(map.get("mid:next"), Some(&json!(2)));
         assert!(!map.contains_key("outbox:1"));
-        // No temporary file is left beside it, and the file is one JSON object.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        // No temporary file is left beside it (only the lock's), and the file is one
+        // JSON object.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("client.json")]);
+        names.sort();
+        assert_eq!(names, ["client.json", "client.json.lock"]);
         let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(on_disk["mid:next"], 2);
     }
@@ -203,12 +256,30 @@ mod tests {
         let path = dir.path().join("client.json");
         let mut s = FileStorage::new(&path);
         s.apply(&[("mid:next".into(), Some(json!(7)))]).unwrap();
+        drop(s);
         // A crash mid-write leaves a half temporary file: the stored file is untouched.
         std::fs::write(dir.path().join("client.json.tmp"), b"{\"mid:ne").unwrap();
-        assert_eq!(FileStorage::new(&path).load().unwrap()["mid:next"], 7);
+        let mut s = FileStorage::new(&path);
+        assert_eq!(s.load().unwrap()["mid:next"], 7);
         // And the next write replaces the torn one.
         s.apply(&[("mid:next".into(), Some(json!(8)))]).unwrap();
+        drop(s);
         assert_eq!(FileStorage::new(&path).load().unwrap()["mid:next"], 8);
+    }
+
+    #[test]
+    fn one_client_at_a_time_holds_a_file_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.json");
+        let mut first = FileStorage::new(&path);
+        first.load().unwrap();
+        let err = FileStorage::new(&path).load().unwrap_err();
+        assert!(matches!(err, StorageError::DeviceInUse { .. }), "{err}");
+        assert_eq!(err.code(), "device_in_use");
+        // Its writes go on; once it is dropped (closed), the next client may start.
+        first.apply(&[("mid:next".into(), Some(json!(3)))]).unwrap();
+        drop(first);
+        assert_eq!(FileStorage::new(&path).load().unwrap()["mid:next"], 3);
     }
 
     #[test]
