@@ -1073,8 +1073,14 @@ impl Core {
         // A resume sent on the old socket will never be answered: channels with held
         // events resume again here, and presence queries asked there are asked again.
         for channel in self.order.clone() {
-            let held = self.channels.get(&channel).is_some_and(|c| !c.held.is_empty());
-            let resuming = self.main.as_ref().is_some_and(|s| s.resuming.contains(&channel));
+            let held = self
+                .channels
+                .get(&channel)
+                .is_some_and(|c| !c.held.is_empty());
+            let resuming = self
+                .main
+                .as_ref()
+                .is_some_and(|s| s.resuming.contains(&channel));
             if held
                 && !resuming
                 && let Some(cursor) = self.cursor(&channel)
@@ -1117,18 +1123,10 @@ impl Core {
             }
             TimerId::Heartbeat => self.heartbeat(),
             TimerId::PongTimeout => {
-                if let Some(sock) = self.main.take() {
-                    self.effects.push(Effect::Close {
-                        socket: sock.id,
-                        code: 4000,
-                    });
-                    if self.in_flight.as_ref().is_some_and(|b| b.socket == sock.id) {
-                        self.in_flight = None;
-                    }
-                    self.drop_main();
+                // The socket is dead: connect again at once, `connected -> connecting`.
+                if self.main.is_some() {
                     self.last_up = self.now;
-                    self.set_state(State::Disconnected, "pong_timeout", Some(0));
-                    self.attempt("pong_timeout");
+                    self.reconnect("pong_timeout");
                 }
             }
             TimerId::Rotate => self.rotate(),
@@ -2480,11 +2478,24 @@ mod tests {
         // unavailable, then conflict: passing, so again after delay(k), k counting every
         // retry-later answer of the batch in a row (never parked)
         for (code, k, at) in [("unavailable", 2, 3005), ("conflict", 3, 3005 + 2500)] {
-            core.handle(at, Input::Frame(1, json!({"type": "error", "code": code, "message": "later", "ref": "p:1"}).to_string()));
+            core.handle(
+                at,
+                Input::Frame(
+                    1,
+                    json!({"type": "error", "code": code, "message": "later", "ref": "p:1"})
+                        .to_string(),
+                ),
+            );
             let effects = core.take_effects();
             assert!(sent(&effects).is_empty(), "{code}: {effects:?}");
             let wait = delay(k, 0.5);
-            assert!(effects.contains(&Effect::SetTimer { id: TimerId::PushRetry, at: at + wait }), "{code}: {effects:?}");
+            assert!(
+                effects.contains(&Effect::SetTimer {
+                    id: TimerId::PushRetry,
+                    at: at + wait
+                }),
+                "{code}: {effects:?}"
+            );
             core.handle(at + wait, Input::Timer(TimerId::PushRetry));
             let again = sent(&core.take_effects());
             assert_eq!(again.len(), 1, "{code}");
@@ -2538,7 +2549,10 @@ mod tests {
 
     fn retry_at(effects: &[Effect]) -> Option<Ms> {
         effects.iter().rev().find_map(|e| match e {
-            Effect::SetTimer { id: TimerId::Retry, at } => Some(*at),
+            Effect::SetTimer {
+                id: TimerId::Retry,
+                at,
+            } => Some(*at),
             _ => None,
         })
     }
@@ -2573,7 +2587,10 @@ mod tests {
         core.handle(900_000, Input::Env(Env::Visible));
         core.handle(900_000, Input::Token(TokenResult::Error("down".into())));
         assert_eq!(core.state(), State::Disconnected);
-        assert_eq!(retry_at(&core.take_effects()), Some(900_000 + delay(1, 0.5)));
+        assert_eq!(
+            retry_at(&core.take_effects()),
+            Some(900_000 + delay(1, 0.5))
+        );
     }
 
     #[test]
@@ -2629,7 +2646,9 @@ mod tests {
         }));
         let again: Vec<&Effect> = effects
             .iter()
-            .filter(|e| matches!(e, Effect::Send { socket: 2, text } if text.contains("\"presence\"")))
+            .filter(
+                |e| matches!(e, Effect::Send { socket: 2, text } if text.contains("\"presence\"")),
+            )
             .collect();
         assert_eq!(again.len(), 1, "{effects:?}");
         let answer = frame(
@@ -2639,9 +2658,13 @@ mod tests {
             json!({"type": "presence", "band": "demo", "members": [], "ref": "q:7"}),
         );
         assert!(
-            answer
-                .iter()
-                .any(|e| matches!(e, Effect::Emit(AppEvent::PresenceAnswer { ticket: 7, result: Ok(_) }))),
+            answer.iter().any(|e| matches!(
+                e,
+                Effect::Emit(AppEvent::PresenceAnswer {
+                    ticket: 7,
+                    result: Ok(_)
+                })
+            )),
             "{answer:?}"
         );
     }
@@ -2653,7 +2676,10 @@ mod tests {
         core.take_effects();
         let effects = rotate_to_2(&mut core, 10);
         assert!(
-            !effects.contains(&Effect::Close { socket: 1, code: 1000 }),
+            !effects.contains(&Effect::Close {
+                socket: 1,
+                code: 1000
+            }),
             "a batch is in flight on socket 1"
         );
         let effects = frame(
@@ -2662,7 +2688,13 @@ mod tests {
             1,
             json!({"type": "error", "code": "forbidden", "message": "no", "ref": "p:1"}),
         );
-        assert!(effects.contains(&Effect::Close { socket: 1, code: 1000 }), "{effects:?}");
+        assert!(
+            effects.contains(&Effect::Close {
+                socket: 1,
+                code: 1000
+            }),
+            "{effects:?}"
+        );
     }
 
     #[test]
@@ -2711,5 +2743,30 @@ mod tests {
             json!({"type": "event", "channel": "band:x", "seq": 5, "epoch": "e1"}),
         );
         assert!(sent(&effects).is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn a_missing_pong_goes_straight_to_connecting() {
+        let (mut core, _) = connected_core();
+        core.handle(PING_AFTER_MS, Input::Timer(TimerId::Heartbeat));
+        core.take_effects();
+        core.handle(
+            PING_AFTER_MS + PONG_TIMEOUT_MS,
+            Input::Timer(TimerId::PongTimeout),
+        );
+        let effects = core.take_effects();
+        assert!(effects.contains(&Effect::Close {
+            socket: 1,
+            code: 4000
+        }));
+        let states: Vec<State> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Emit(AppEvent::State { current, .. }) => Some(*current),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, [State::Connecting]);
+        assert!(effects.contains(&Effect::GetToken));
     }
 }

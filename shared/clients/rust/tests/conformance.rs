@@ -532,7 +532,8 @@ impl Runner {
             if !s.open || s.gone || s.generation != self.generation {
                 return Err(format!("socket {n} is not open"));
             }
-            self.inputs.push_back(Input::Frame(s.core_id, text.to_owned()));
+            self.inputs
+                .push_back(Input::Frame(s.core_id, text.to_owned()));
             self.settle();
         } else if let Some(spec) = obj.get("expect_settled") {
             let name = spec["as"].as_str().ok_or("as")?;
@@ -824,7 +825,7 @@ fn every_scenario_holds() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 14, "{} scenarios", files.len());
+    assert!(files.len() >= 20, "{} scenarios", files.len());
     let mut failures = Vec::new();
     let mut steps = 0;
     for file in &files {
