@@ -6,6 +6,7 @@
 //! are two such drivers, so the scenarios test exactly the code apps run.
 
 use bandsync::backoff::Backoff;
+use bandsync::error::{ErrorCode, OnWebSocket};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,24 +46,11 @@ pub const CONNECT_TIMEOUT_MS: Ms = 15_000;
 /// A rotation has this long from its `get_token` to the switch.
 pub const ROTATE_TIMEOUT_MS: Ms = 30_000;
 
-/// The retry-later class of shared/src/error.rs: the same frame again, later.
-const RETRY_LATER: [&str; 3] = ["rate_limited", "conflict", "unavailable"];
-/// The reconnect class: this connection is unknown to the server.
-const RECONNECT_CODES: [&str; 2] = ["unknown_connection", "missing_connection_id"];
-/// Server frame types the client knows (the rest is `malformed_frame`).
-const KNOWN_TYPES: [&str; 11] = [
-    "event",
-    "device",
-    "subscribed",
-    "unsubscribed",
-    "skipped",
-    "resumed",
-    "pong",
-    "ack",
-    "push_result",
-    "presence",
-    "error",
-];
+/// What an `error` frame's code asks of the client: its class in shared/src/error.rs
+/// (`None`: a code this version does not know, handled as a refusal).
+fn class_of(code: &str) -> Option<OnWebSocket> {
+    code.parse::<ErrorCode>().ok().map(ErrorCode::on_websocket)
+}
 
 /// The reconnect windows: `min(30 s, 1 s * 2^n)` for the n-th failure in a row (the
 /// shared backoff's window of `2 s * 2^(n-1)`); the wait is 1 s plus a jittered share of
@@ -1440,9 +1428,6 @@ impl Core {
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !KNOWN_TYPES.contains(&kind) {
-            return self.malformed(id, "a frame of no known type");
-        }
         if kind == "push_result" && !frame.get("results").is_some_and(Value::is_array) {
             return self.malformed(id, "a push_result without results");
         }
@@ -1540,7 +1525,9 @@ impl Core {
                 }
             }
             "error" => self.on_error(id, frame, reference),
-            _ => {}
+            // Answers the client has no use for.
+            "unsubscribed" | "ack" => {}
+            _ => self.malformed(id, "a frame of no known type"),
         }
     }
 
@@ -1700,7 +1687,7 @@ impl Core {
         {
             self.retry_until = self.now + s.saturating_mul(1000);
         }
-        if RECONNECT_CODES.contains(&code.as_str()) {
+        if class_of(&code) == Some(OnWebSocket::Reconnect) {
             if self.is_next(id) {
                 self.rotation_failed_with(4000);
             } else if self.is_main(id) {
@@ -1778,7 +1765,7 @@ impl Core {
             }
             return;
         }
-        let retry_later = RETRY_LATER.contains(&code.as_str());
+        let retry_later = class_of(&code) == Some(OnWebSocket::RetryLater);
         match reference.as_deref() {
             Some("d") if retry_later => self.resend_later(id, "d", &frame),
             Some("d") => {
@@ -2110,7 +2097,7 @@ impl Core {
         let message = str_field(frame, "message").unwrap_or_default();
         match code {
             // Retry later: the same batch after `retry_after`, else `delay(k)`.
-            _ if RETRY_LATER.contains(&code) => {
+            _ if class_of(code) == Some(OnWebSocket::RetryLater) => {
                 let wait = self.retry_wait("p", frame);
                 self.push_blocked = true;
                 self.set_timer(TimerId::PushRetry, self.now + wait);
