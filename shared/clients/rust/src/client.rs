@@ -464,6 +464,9 @@ impl Driver {
                 }
             };
             tokio::select! {
+                // The app's calls first: a listener asked for before something happened
+                // (`state_changes()`, `events()`) is registered before it is reported.
+                biased;
                 command = commands.recv() => match command {
                     Some(Command::Close(done)) => {
                         self.handle(Input::Close);

@@ -2075,4 +2075,87 @@ mod tests {
             "mid 2 only: mid 3 is another band's"
         );
     }
+
+    #[test]
+    fn the_outbox_is_persisted_before_its_frame_is_sent() {
+        let (mut core, _) = connected_core();
+        push_small(&mut core, 1, "demo");
+        let effects = core.take_effects();
+        let at = |want: &dyn Fn(&Effect) -> bool| effects.iter().position(want).unwrap();
+        let stored = at(&|e| matches!(e, Effect::Persist { key, .. } if key == "outbox:1"));
+        let next = at(&|e| matches!(e, Effect::Persist { key, .. } if key == "mid:next"));
+        let sent = at(&|e| matches!(e, Effect::Send { .. }));
+        assert!(stored < sent && next < sent, "{effects:?}");
+    }
+
+    fn batch_error(core: &mut Core, error: Value) -> Vec<Effect> {
+        core.handle(5, Input::Frame(1, error.to_string()));
+        core.take_effects()
+    }
+
+    #[test]
+    fn a_batch_refused_for_a_while_is_sent_again() {
+        let (mut core, _) = connected_core();
+        push_small(&mut core, 1, "demo");
+        core.take_effects();
+        // rate_limited: again after retry_after seconds, not before
+        let effects = batch_error(
+            &mut core,
+            json!({"type": "error", "code": "rate_limited", "message": "slow", "ref": "p:1", "retry_after": 3}),
+        );
+        assert!(sent(&effects).is_empty());
+        assert!(effects.contains(&Effect::SetTimer {
+            id: TimerId::PushRetry,
+            at: 5 + 3000
+        }));
+        core.handle(3005, Input::Timer(TimerId::PushRetry));
+        let again = sent(&core.take_effects());
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["mutations"][0]["mid"], 1);
+        // unavailable: again at once
+        let again = sent(&batch_error(
+            &mut core,
+            json!({"type": "error", "code": "unavailable", "message": "try again", "ref": "p:1"}),
+        ));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["action"], "push");
+        // unknown_device: registered again, then the batch
+        let again = sent(&batch_error(
+            &mut core,
+            json!({"type": "error", "code": "unknown_device", "message": "who?", "ref": "p:1"}),
+        ));
+        let actions: Vec<&str> = again.iter().filter_map(|f| f["action"].as_str()).collect();
+        assert_eq!(actions, ["register_device", "push"]);
+        assert_eq!(core.pending().len(), 1, "nothing was decided");
+    }
+
+    #[test]
+    fn a_refusal_naming_no_mutation_parks_the_whole_batch_and_gives_back_the_mids() {
+        let (mut core, _) = connected_core();
+        for ticket in 1..=3 {
+            push_small(&mut core, ticket, "demo");
+        }
+        // mid 1 is in flight alone; 2 and 3 wait
+        core.take_effects();
+        let effects = batch_error(
+            &mut core,
+            json!({"type": "error", "code": "forbidden", "message": "not a member", "ref": "p:1"}),
+        );
+        let parked = core.parked();
+        assert_eq!(parked.len(), 1);
+        assert_eq!((parked[0].key.as_str(), parked[0].mid), ("l1", None));
+        assert_eq!(parked[0].code.as_deref(), Some("forbidden"));
+        // The others moved down one mid, and go next
+        let mids: Vec<u64> = core.pending().iter().map(|p| p.mid).collect();
+        assert_eq!(mids, [1, 2]);
+        let again = sent(&effects);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["mutations"][0]["mid"], 1);
+        assert_eq!(again[0]["mutations"][1]["mid"], 2);
+        assert!(effects.contains(&Effect::Remove("outbox:3".into())));
+        assert!(effects.contains(&Effect::Persist {
+            key: "mid:next".into(),
+            value: json!(3)
+        }));
+    }
 }
