@@ -31,8 +31,11 @@ afterEach(async () => {
 });
 after(async () => {
   bo?.client.close();
-  await browser?.close();
-  await stack?.stop();
+  try {
+    await browser?.close();
+  } finally {
+    await stack?.stop();
+  }
 });
 
 /** The page as `user`, live (subscribed); `{page, device, entry}`. */

@@ -37,7 +37,8 @@ export async function launch() {
     context,
     async close() {
       await context.close().catch(() => {});
-      await rm(profile, { recursive: true, force: true });
+      // Chromium's helper processes may still be writing to the profile as it goes.
+      await rm(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }).catch(() => {});
     },
   };
 }

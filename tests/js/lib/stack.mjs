@@ -60,6 +60,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Start a stack; `await stack.stop()` when done (a test's `after`). */
 export async function startStack({ band = 'demo' } = {}) {
+  const bin = stackBinary(); // before any temp dir: a missing binary leaves nothing behind
   const dir = await mkdtemp(join(tmpdir(), 'bandsync-js-'));
   const [httpPort, wsPort] = [await freePort(), await freePort()];
   const folder = join(dir, 'folder');
@@ -67,7 +68,7 @@ export async function startStack({ band = 'demo' } = {}) {
   // Only what this test sets: a developer's BANDSYNC_* variables must not leak in.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BANDSYNC_')));
   env.RUST_LOG = process.env.BANDSYNC_TEST_LOG ?? 'warn';
-  const child = spawn(stackBinary(), [
+  const child = spawn(bin, [
     '--http-addr', `127.0.0.1:${httpPort}`,
     '--ws-addr', `127.0.0.1:${wsPort}`,
     '--data-dir', join(dir, 'data'),
@@ -94,6 +95,7 @@ export async function startStack({ band = 'demo' } = {}) {
     }, { timeout: 30000, every: 100 });
   } catch (e) {
     kill();
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     throw new Error(`${e.message}\n${stderr}`);
   }
 
@@ -179,7 +181,7 @@ export async function startStack({ band = 'demo' } = {}) {
         await gone;
         clearTimeout(timer);
       }
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
   return stack;
