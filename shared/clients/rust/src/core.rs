@@ -794,7 +794,7 @@ impl Core {
         match (purpose, result) {
             (TokenFor::Connect, TokenResult::Ok(token)) => {
                 let id = self.new_socket();
-                self.main = Some(Sock::new(id, jwt_exp(&token), self.now));
+                self.main = Some(Sock::new(id, trusted_exp(&token, self.now), self.now));
                 let url = self.url_with(&token);
                 self.effects.push(Effect::Open { socket: id, url });
             }
@@ -807,7 +807,7 @@ impl Core {
                     return;
                 }
                 let id = self.new_socket();
-                self.next = Some(Sock::new(id, jwt_exp(&token), self.now));
+                self.next = Some(Sock::new(id, trusted_exp(&token, self.now), self.now));
                 let url = self.url_with(&token);
                 self.effects.push(Effect::Open { socket: id, url });
             }
@@ -2244,6 +2244,14 @@ pub fn encode_component(s: &str) -> String {
         }
     }
     out
+}
+
+/// The token's `exp` if this clock may rotate by it: only with more than 120 s left by
+/// this clock. A server that accepted a token this clock sees as (nearly) expired means
+/// the two clocks disagree, and rotating by that `exp` would rotate again and again
+/// (PROTOCOL.md, rotation); the 115-minute rule still holds.
+fn trusted_exp(token: &str, now: Ms) -> Option<Ms> {
+    jwt_exp(token).filter(|exp| *exp > now.saturating_add(2 * ROTATE_BEFORE_EXP_MS))
 }
 
 /// The `exp` of a JWT's payload (ms), read without verifying it: the client only needs

@@ -247,7 +247,8 @@ var Core = class {
       return s.rot ? this.rotationFailed() : this.lost("token");
     }
     s.phase = "opening";
-    s.exp = jwtExp(i.token);
+    const exp = jwtExp(i.token);
+    s.exp = exp !== void 0 && exp - this.now > 12e4 ? exp : void 0;
     const url = this.o.url + (this.o.url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(i.token);
     this.fx.push({ type: "open", socket: s.id, url });
   }
@@ -645,7 +646,7 @@ var Core = class {
     const mutation = { mid, type: m.type, id: m.id, op: m.op, base_version: base, fields: m.fields ?? {}, ts: m.ts ?? new Date(this.now).toISOString() };
     if (m.resolves) mutation.resolves = m.resolves;
     if (this.frameSize(m.band, "p:" + mid, [JSON.stringify(mutation)]) > MAX_FRAME)
-      return this.settle(tag, void 0, { code: "frame_too_large", message: `the push frame of this mutation would be over ${MAX_FRAME} bytes` });
+      return this.settle(tag, void 0, { code: "frame_too_large", message: `push frame over ${MAX_FRAME} bytes` });
     this.midNext++;
     const e = { mid, band: m.band, mutation, tag };
     this.outbox.push(e);

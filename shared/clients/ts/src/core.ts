@@ -406,7 +406,10 @@ export class Core {
       return s.rot ? this.rotationFailed() : this.lost('token');
     }
     s.phase = 'opening';
-    s.exp = jwtExp(i.token);
+    // Trusted only with more than 120 s left by this clock: a server that took a token
+    // this clock sees as expired means the clocks disagree (PROTOCOL.md, rotation).
+    const exp = jwtExp(i.token);
+    s.exp = exp !== undefined && exp - this.now > 120e3 ? exp : undefined;
     const url = this.o.url + (this.o.url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(i.token);
     this.fx.push({ type: 'open', socket: s.id, url });
   }
@@ -847,7 +850,7 @@ export class Core {
     const mutation: WireMutation = { mid, type: m.type, id: m.id, op: m.op, base_version: base!, fields: m.fields ?? {}, ts: m.ts ?? new Date(this.now).toISOString() };
     if (m.resolves) mutation.resolves = m.resolves;
     if (this.frameSize(m.band, 'p:' + mid, [JSON.stringify(mutation)]) > MAX_FRAME)
-      return this.settle(tag, undefined, { code: 'frame_too_large', message: `the push frame of this mutation would be over ${MAX_FRAME} bytes` });
+      return this.settle(tag, undefined, { code: 'frame_too_large', message: `push frame over ${MAX_FRAME} bytes` });
     this.midNext++;
     const e: Entry = { mid, band: m.band, mutation, tag };
     this.outbox.push(e);
