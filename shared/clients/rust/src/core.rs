@@ -2815,6 +2815,45 @@ mod tests {
     }
 
     #[test]
+    fn the_same_near_expiry_token_after_a_switch_does_not_rotate_again_at_once() {
+        // A static token (what `listen` gives): 10 minutes left at connect, so the first
+        // rotation is at exp - 60 s; it gets the same token back, 60 s from its exp.
+        let start: Ms = 1_764_549_000_000;
+        let token = jwt(&format!(r#"{{"sub":"a","exp":{}}}"#, (start + 600_000) / 1000));
+        let mut core = Core::new(Config::new("ws://h/prod"), &Stored::new(), Box::new(|| 0.5));
+        core.handle(start, Input::Connect);
+        core.handle(start, Input::Token(TokenResult::Ok(token.clone())));
+        core.handle(start, Input::Opened(1));
+        let rotate_at = start + 540_000;
+        assert!(core.take_effects().contains(&Effect::SetTimer {
+            id: TimerId::Rotate,
+            at: rotate_at
+        }));
+        core.handle(rotate_at, Input::Timer(TimerId::Rotate));
+        core.handle(rotate_at, Input::Token(TokenResult::Ok(token)));
+        core.handle(rotate_at, Input::Opened(2));
+        let effects = core.take_effects();
+        assert!(
+            effects.contains(&Effect::Close {
+                socket: 1,
+                code: 1000
+            }),
+            "switched: {effects:?}"
+        );
+        let next: Vec<Ms> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SetTimer {
+                    id: TimerId::Rotate,
+                    at,
+                } => Some(*at),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, [rotate_at + ROTATE_AFTER_MS], "{effects:?}");
+    }
+
+    #[test]
     fn a_refused_batch_lets_the_rotation_switch() {
         let (mut core, _) = connected_core();
         push_small(&mut core, 1, "demo");
