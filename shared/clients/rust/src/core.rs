@@ -2819,7 +2819,10 @@ mod tests {
         // A static token (what `listen` gives): 10 minutes left at connect, so the first
         // rotation is at exp - 60 s; it gets the same token back, 60 s from its exp.
         let start: Ms = 1_764_549_000_000;
-        let token = jwt(&format!(r#"{{"sub":"a","exp":{}}}"#, (start + 600_000) / 1000));
+        let token = jwt(&format!(
+            r#"{{"sub":"a","exp":{}}}"#,
+            (start + 600_000) / 1000
+        ));
         let mut core = Core::new(Config::new("ws://h/prod"), &Stored::new(), Box::new(|| 0.5));
         core.handle(start, Input::Connect);
         core.handle(start, Input::Token(TokenResult::Ok(token.clone())));
