@@ -12,12 +12,14 @@ use bandsync::model::ChannelName;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Why `getToken` failed.
@@ -64,6 +66,12 @@ pub struct Options {
     pub hidden_close_after: Option<Duration>,
     /// How often a suspended client retries.
     pub suspended_retry: Duration,
+    /// Certificates a `wss://` server may chain to, beside the OS's root store (a
+    /// private CA).
+    pub root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The whole TLS configuration of `wss://` instead (then `root_certificates` and the
+    /// OS's root store are not read).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Options {
@@ -74,7 +82,24 @@ impl Options {
             storage: Box::new(storage),
             hidden_close_after: None,
             suspended_retry: Duration::from_secs(60),
+            root_certificates: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Trust these certificates too (a private CA), beside the OS's root store.
+    pub fn root_certificates(
+        mut self,
+        certificates: impl IntoIterator<Item = rustls::pki_types::CertificateDer<'static>>,
+    ) -> Self {
+        self.root_certificates.extend(certificates);
+        self
+    }
+
+    /// Use this TLS configuration for `wss://` (its own roots, client certificates, ...).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     pub fn device(mut self, device: Device) -> Self {
@@ -235,9 +260,12 @@ impl Client {
     /// outbox) and connects on [`Client::connect`], the first subscribe or the first push.
     /// Must be called inside a tokio runtime.
     pub fn new(url: impl Into<String>, mut options: Options) -> Result<Self, ClientError> {
+        let url = url.into();
+        // A URL or a TLS setup that cannot work is refused here, not retried forever.
+        let tls = tls_for(&url, &mut options)?;
         let stored = options.storage.load()?;
         let config = Config {
-            url: url.into(),
+            url,
             device: options.device.clone(),
             hidden_close_after_ms: options.hidden_close_after.map(|d| d.as_millis() as Ms),
             suspended_retry_ms: options.suspended_retry.as_millis() as Ms,
@@ -252,8 +280,9 @@ impl Client {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let driver = Driver {
             core,
-            storage: options.storage,
+            storage: Arc::new(Mutex::new(options.storage)),
             get_token: options.get_token,
+            tls,
             get_states: HashMap::new(),
             sockets: HashMap::new(),
             timers: HashMap::new(),
@@ -268,6 +297,9 @@ impl Client {
             state_tx,
             snapshot: snapshot.clone(),
             changes: Vec::new(),
+            cursors: BTreeMap::new(),
+            cursor_due: None,
+            last_cursor_write: tokio::time::Instant::now(),
         };
         tokio::spawn(driver.run(rx, inputs));
         Ok(Self {
@@ -415,6 +447,90 @@ impl Channel {
     }
 }
 
+fn local(code: &'static str, message: String) -> ClientError {
+    ClientError::Local { code, message }
+}
+
+/// The TLS configuration a URL needs: `None` for `ws://`; for `wss://` the app's, or
+/// rustls with ring's provider (no process-wide default needed) trusting the OS's root
+/// store and the app's extra roots.
+fn tls_for(
+    url: &str,
+    options: &mut Options,
+) -> Result<Option<Arc<rustls::ClientConfig>>, ClientError> {
+    let request = url
+        .into_client_request()
+        .map_err(|e| local("invalid_url", format!("{url}: {e}")))?;
+    match request.uri().scheme_str() {
+        Some("ws") => return Ok(None),
+        Some("wss") => {}
+        _ => {
+            return Err(local(
+                "invalid_url",
+                format!("{url}: the URL must be ws:// or wss://"),
+            ));
+        }
+    }
+    if let Some(config) = options.tls.take() {
+        return Ok(Some(config));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    if !native.errors.is_empty() {
+        tracing::debug!(errors = ?native.errors, "some of the OS's root certificates could not be read");
+    }
+    roots.add_parsable_certificates(native.certs);
+    for cert in std::mem::take(&mut options.root_certificates) {
+        roots
+            .add(cert)
+            .map_err(|e| local("tls", format!("a root certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(local(
+            "tls",
+            "no root certificates: none in the OS's store and none given".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| local("tls", e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+/// A TLS or URL failure no retry will fix (the certificate is not trusted, the name is
+/// not one a certificate can hold): the client fails with it instead.
+fn unusable(e: &tokio_tungstenite::tungstenite::Error) -> Option<String> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Url(_) => Some(format!("url: {e}")),
+        Error::Tls(_) => Some(format!("tls: {e}")),
+        // tokio-rustls reports the handshake's verdict as an io::Error around it.
+        Error::Io(io) => {
+            let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+            matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::PeerIncompatible(_)
+            )
+            .then(|| format!("tls: {tls}"))
+        }
+        _ => None,
+    }
+}
+
+/// Sleep until `at` (monotonic), or for ever.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A uniform draw in `[0, 1)` for the backoff's jitter.
 fn rand_unit() -> f64 {
     bandsync::backoff::random_unit()
@@ -427,8 +543,11 @@ enum Out {
 
 struct Driver {
     core: Core,
-    storage: Box<dyn Storage>,
+    /// Written on blocking threads, one write at a time.
+    storage: Arc<Mutex<Box<dyn Storage>>>,
     get_token: GetToken,
+    /// `wss://`'s configuration (`None`: a `ws://` URL).
+    tls: Option<Arc<rustls::ClientConfig>>,
     get_states: HashMap<String, GetState>,
     sockets: HashMap<SocketId, mpsc::UnboundedSender<Out>>,
     timers: HashMap<TimerId, tokio::time::Instant>,
@@ -444,6 +563,11 @@ struct Driver {
     snapshot: Arc<Mutex<Snapshot>>,
     /// Storage changes not yet written (flushed before any send, and after each input).
     changes: Vec<Change>,
+    /// Cursor moves not written yet: key -> value (`None`: removed).
+    cursors: BTreeMap<String, Option<Value>>,
+    /// When the cursors waiting are written.
+    cursor_due: Option<tokio::time::Instant>,
+    last_cursor_write: tokio::time::Instant,
 }
 
 impl Driver {
@@ -458,29 +582,27 @@ impl Driver {
                 .iter()
                 .min_by_key(|(_, at)| **at)
                 .map(|(id, at)| (*id, *at));
-            let sleep = async {
-                match next {
-                    Some((_, at)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
+            let sleep = until(next.map(|(_, at)| at));
+            let cursors_due = until(self.cursor_due);
             tokio::select! {
                 // The app's calls first: a listener asked for before something happened
                 // (`state_changes()`, `events()`) is registered before it is reported.
                 biased;
                 command = commands.recv() => match command {
                     Some(Command::Close(done)) => {
-                        self.handle(Input::Close);
+                        self.handle(Input::Close).await;
+                        self.flush_cursors().await;
                         // The storage (and a FileStorage's lock) is let go before
                         // close() returns, so the next client of the device may start.
                         drop(self);
                         let _ = done.send(());
                         return;
                     }
-                    Some(c) => self.command(c),
+                    Some(c) => self.command(c).await,
                     None => {
                         // Every handle was dropped: close as `close()` would.
-                        self.handle(Input::Close);
+                        self.handle(Input::Close).await;
+                        self.flush_cursors().await;
                         return;
                     }
                 },
@@ -489,23 +611,24 @@ impl Driver {
                 () = sleep => {
                     if let Some((id, _)) = next {
                         self.timers.remove(&id);
-                        self.handle(Input::Timer(id));
+                        self.handle(Input::Timer(id)).await;
                     }
                 }
+                () = cursors_due => self.flush_cursors().await,
                 Some(input) = inputs.recv() => {
                     // A socket that ended is forgotten whatever the core does next.
                     if let Input::Closed(id, _) | Input::Refused(id, _) = &input {
                         self.sockets.remove(id);
                     }
-                    self.handle(input)
+                    self.handle(input).await
                 }
             }
         }
     }
 
-    fn command(&mut self, command: Command) {
+    async fn command(&mut self, command: Command) {
         match command {
-            Command::Connect => self.handle(Input::Connect),
+            Command::Connect => self.handle(Input::Connect).await,
             Command::Subscribe {
                 channel,
                 get_state,
@@ -519,27 +642,28 @@ impl Driver {
                 self.handle(Input::Subscribe {
                     channel,
                     get_state: has,
-                });
+                })
+                .await;
             }
-            Command::Unsubscribe(channel) => self.handle(Input::Unsubscribe(channel)),
+            Command::Unsubscribe(channel) => self.handle(Input::Unsubscribe(channel)).await,
             Command::Listen { channel, tx } => self.listeners.entry(channel).or_default().push(tx),
             Command::States(tx) => self.states.push(tx),
             Command::Verdicts(tx) => self.verdicts.push(tx),
             Command::Push { mutation, reply } => {
                 let ticket = self.ticket();
                 self.pushes.insert(ticket, reply);
-                self.handle(Input::Push { ticket, mutation });
+                self.handle(Input::Push { ticket, mutation }).await;
             }
             Command::Presence { band, reply } => {
                 let ticket = self.ticket();
                 self.presences.insert(ticket, reply);
-                self.handle(Input::Presence { ticket, band });
+                self.handle(Input::Presence { ticket, band }).await;
             }
             Command::Dismiss(key) => {
                 self.core.dismiss(&key);
-                self.perform_all();
+                self.perform_all().await;
             }
-            Command::Env(env) => self.handle(Input::Env(env)),
+            Command::Env(env) => self.handle(Input::Env(env)).await,
             Command::Close(_) => {}
         }
     }
@@ -550,48 +674,50 @@ impl Driver {
         t
     }
 
-    fn handle(&mut self, input: Input) {
+    async fn handle(&mut self, input: Input) {
         self.core.handle(now_ms(), input);
-        self.perform_all();
+        self.perform_all().await;
     }
 
-    fn perform_all(&mut self) {
+    async fn perform_all(&mut self) {
         let mut outbox_moved = false;
-        let mut failed: Option<Vec<String>> = None;
-        for effect in self.core.take_effects() {
-            if let Effect::Persist { key, .. } | Effect::Remove(key) = &effect {
-                outbox_moved |= key.starts_with("outbox:") || key.starts_with("parked:");
-            }
-            // The outbox is durable before a frame leaves; a write that failed stops the
-            // step's sends (and writes), so its frame never goes (and its mid is not
-            // reused after a restart). Timers, closes and app events still happen.
-            if let Some(keys) = &mut failed {
-                match effect {
-                    Effect::Send { .. } => continue,
-                    Effect::Persist { key, .. } | Effect::Remove(key) => {
-                        keys.push(key);
-                        continue;
-                    }
-                    _ => {}
+        loop {
+            let mut failed: Option<Vec<String>> = None;
+            for effect in self.core.take_effects() {
+                if let Effect::Persist { key, .. } | Effect::Remove(key) = &effect {
+                    outbox_moved |= key.starts_with("outbox:") || key.starts_with("parked:");
                 }
-            } else if matches!(effect, Effect::Send { .. })
-                && let Err(keys) = self.flush()
+                // The outbox is durable before a frame leaves; a write that failed stops
+                // the step's sends (and writes), so its frame never goes (and its mid is
+                // not reused after a restart). Timers, closes and app events still happen.
+                if let Some(keys) = &mut failed {
+                    match effect {
+                        Effect::Send { .. } => continue,
+                        Effect::Persist { key, .. } | Effect::Remove(key) => {
+                            keys.push(key);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                } else if matches!(effect, Effect::Send { .. })
+                    && let Err(keys) = self.flush().await
+                {
+                    failed = Some(keys);
+                    continue;
+                }
+                self.perform(effect);
+            }
+            if failed.is_none()
+                && let Err(keys) = self.flush().await
             {
                 failed = Some(keys);
-                continue;
             }
-            self.perform(effect);
-        }
-        if failed.is_none()
-            && let Err(keys) = self.flush()
-        {
-            failed = Some(keys);
-        }
-        if let Some(keys) = failed {
+            let Some(keys) = failed else {
+                break;
+            };
             // The core gives back what it had not stored; its answer writes nothing.
+            outbox_moved = true;
             self.core.handle(now_ms(), Input::PersistFailed(keys));
-            self.perform_all();
-            return;
         }
         if outbox_moved && let Ok(mut s) = self.snapshot.lock() {
             s.pending = self.core.pending();
@@ -599,17 +725,68 @@ impl Driver {
         }
     }
 
-    /// Write the storage changes so far, all in one `apply` (cursor moves of one input
-    /// coalesce; a renumbering's sets and removes are one atomic write). Err: the keys
-    /// that were not written.
-    fn flush(&mut self) -> Result<(), Vec<String>> {
+    /// Write the storage changes of the step so far, all in one `apply` (a renumbering's
+    /// sets and removes are one atomic write), with the cursor moves waiting. Err: the
+    /// keys that were not written (the cursors' are kept for the next write).
+    async fn flush(&mut self) -> Result<(), Vec<String>> {
         if self.changes.is_empty() {
             return Ok(());
         }
-        let changes = std::mem::take(&mut self.changes);
-        self.storage.apply(&changes).map_err(|e| {
-            tracing::error!(error = %e, "the client's storage could not be written");
-            changes.into_iter().map(|(key, _)| key).collect()
+        let mut changes = std::mem::take(&mut self.changes);
+        let cursors = std::mem::take(&mut self.cursors);
+        changes.extend(cursors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.cursor_due = None;
+        match self.write(changes).await {
+            Ok(()) => Ok(()),
+            Err(keys) => {
+                self.requeue(cursors);
+                Err(keys.into_iter().filter(|k| !is_cursor(k)).collect())
+            }
+        }
+    }
+
+    /// Write the cursor moves waiting (at most every CURSOR_WRITE_EVERY, and at close).
+    async fn flush_cursors(&mut self) {
+        self.cursor_due = None;
+        if self.cursors.is_empty() {
+            return;
+        }
+        let cursors = std::mem::take(&mut self.cursors);
+        let changes = cursors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if self.write(changes).await.is_err() {
+            self.requeue(cursors);
+        }
+    }
+
+    /// Cursor moves a failed write lost go again with the next write, unless a newer one
+    /// of the same channel is already waiting.
+    fn requeue(&mut self, cursors: BTreeMap<String, Option<Value>>) {
+        for (key, value) in cursors {
+            self.cursors.entry(key).or_insert(value);
+        }
+        if !self.cursors.is_empty() && self.cursor_due.is_none() {
+            self.cursor_due = Some(tokio::time::Instant::now() + CURSOR_WRITE_EVERY);
+        }
+    }
+
+    /// One `apply` on a blocking thread (a FileStorage fsyncs twice), awaited: nothing
+    /// of the driver goes on until it is durable. Err: every key of the write.
+    async fn write(&mut self, changes: Vec<Change>) -> Result<(), Vec<String>> {
+        let keys: Vec<String> = changes.iter().map(|(k, _)| k.clone()).collect();
+        let storage = self.storage.clone();
+        self.last_cursor_write = tokio::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || match storage.lock() {
+            Ok(mut s) => s.apply(&changes).map_err(|e| e.to_string()),
+            Err(_) => Err("the storage panicked in an earlier write".to_owned()),
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the storage's write panicked: {e}")));
+        result.map_err(|error| {
+            tracing::error!(%error, "the client's storage could not be written");
+            keys
         })
     }
 
@@ -647,7 +824,14 @@ impl Driver {
             Effect::Open { socket, url } => {
                 let (out_tx, out_rx) = mpsc::unbounded_channel();
                 self.sockets.insert(socket, out_tx);
-                tokio::spawn(run_socket(socket, url, out_rx, self.inputs_tx.clone()));
+                let connector = self.tls.clone().map_or(Connector::Plain, Connector::Rustls);
+                tokio::spawn(run_socket(
+                    socket,
+                    url,
+                    connector,
+                    out_rx,
+                    self.inputs_tx.clone(),
+                ));
             }
             Effect::Send { socket, text } => {
                 // perform_all flushed the writes before it.
@@ -670,9 +854,23 @@ impl Driver {
             Effect::CancelTimer(id) => {
                 self.timers.remove(&id);
             }
+            // Cursor moves wait and coalesce (a reload at worst replays a few events the
+            // app has seen); outbox, `mid:next` and parked writes never do.
+            Effect::Persist { key, value } if is_cursor(&key) => {
+                self.cursor_moved(key, Some(value))
+            }
+            Effect::Remove(key) if is_cursor(&key) => self.cursor_moved(key, None),
             Effect::Persist { key, value } => self.changes.push((key, Some(value))),
             Effect::Remove(key) => self.changes.push((key, None)),
             Effect::Emit(event) => self.emit(event),
+        }
+    }
+
+    fn cursor_moved(&mut self, key: String, value: Option<Value>) {
+        self.cursors.insert(key, value);
+        if self.cursor_due.is_none() {
+            let at = self.last_cursor_write + CURSOR_WRITE_EVERY;
+            self.cursor_due = Some(at.max(tokio::time::Instant::now()));
         }
     }
 
@@ -767,6 +965,14 @@ impl Driver {
     }
 }
 
+/// Cursor moves are written at most this often (and before any outbox write, and at
+/// close).
+const CURSOR_WRITE_EVERY: Duration = Duration::from_millis(250);
+
+fn is_cursor(key: &str) -> bool {
+    key.starts_with("cursor:")
+}
+
 /// Longer than the core's 15 s connect deadline, which normally ends a hung handshake
 /// first (by closing the socket); this bounds a rotation's socket too.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -775,13 +981,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 async fn run_socket(
     id: SocketId,
     url: String,
+    connector: Connector,
     mut out: mpsc::UnboundedReceiver<Out>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
     use tokio_tungstenite::tungstenite::Error;
     // A handshake that hangs must not keep its task and socket: it ends when the core
     // lets the socket go (a close, the driver forgetting it) or after HANDSHAKE_TIMEOUT.
-    let connect = tokio_tungstenite::connect_async(url.as_str());
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        None,
+        false,
+        Some(connector),
+    );
     let let_go = async {
         // The core sends only on an opened socket, so nothing but a close comes here.
         while let Some(Out::Text(_)) = out.recv().await {}
@@ -797,6 +1009,11 @@ async fn run_socket(
     };
     let ws = match result {
         Ok((ws, _)) => ws,
+        Err(e) if let Some(reason) = unusable(&e) => {
+            tracing::warn!(socket = id, error = %e, "the socket cannot work as configured");
+            let _ = inputs.send(Input::Unusable(id, reason));
+            return;
+        }
         Err(e) => {
             let status = match &e {
                 Error::Http(response) => Some(response.status().as_u16()),
@@ -880,7 +1097,7 @@ mod tests {
         let url = format!("ws://{}/prod", listener.local_addr().unwrap());
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (inputs_tx, _inputs) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_socket(1, url, out_rx, inputs_tx));
+        let task = tokio::spawn(run_socket(1, url, Connector::Plain, out_rx, inputs_tx));
         let (mut server_side, _) = listener.accept().await.unwrap();
         // The core closes it (its connect deadline): the task ends and the fd is closed.
         out_tx.send(Out::Close(1000)).unwrap();

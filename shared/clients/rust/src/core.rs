@@ -178,6 +178,10 @@ pub enum Input {
     Opened(SocketId),
     /// The handshake failed, with the HTTP status when the platform tells it.
     Refused(SocketId, Option<u16>),
+    /// The socket cannot work as configured (a URL or TLS error: a certificate the
+    /// client does not trust, a bad scheme). Final: the client fails with the reason
+    /// rather than retry what will fail the same way.
+    Unusable(SocketId, String),
     Frame(SocketId, String),
     Closed(SocketId, Option<u16>),
     Timer(TimerId),
@@ -615,6 +619,7 @@ impl Core {
             Input::Token(result) => self.on_token(result),
             Input::Opened(id) => self.on_opened(id),
             Input::Refused(id, status) => self.on_refused(id, status),
+            Input::Unusable(id, reason) => self.on_unusable(id, &reason),
             Input::Frame(id, text) => self.on_frame(id, text),
             Input::Closed(id, code) => self.on_closed(id, code),
             Input::Timer(id) => self.on_timer(id),
@@ -993,6 +998,17 @@ impl Core {
             self.refused_auth = false;
             self.fail("refused");
         }
+    }
+
+    fn on_unusable(&mut self, id: SocketId, reason: &str) {
+        if self.is_next(id) {
+            self.next = None;
+        } else if self.is_main(id) {
+            self.main = None;
+        } else {
+            return;
+        }
+        self.fail_for_good(reason);
     }
 
     fn on_closed(&mut self, id: SocketId, code: Option<u16>) {

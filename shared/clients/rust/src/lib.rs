@@ -44,4 +44,6 @@ pub use client::{
     StateChange, TokenError, Verdict, get_state, get_token,
 };
 pub use core::{Cursor, Device, Env, Parked, Pending, State};
+/// The TLS library of `wss://` ([`Options::tls_config`], [`Options::root_certificates`]).
+pub use rustls;
 pub use storage::{FileStorage, MemoryStorage, Storage};
