@@ -281,7 +281,7 @@ async fn local_cors(request: Request, next: Next) -> Response {
 pub fn is_loopback_origin(origin: &str) -> bool {
     origin
         .strip_prefix("http://")
-        .is_some_and(|authority| is_loopback_authority(authority))
+        .is_some_and(is_loopback_authority)
 }
 
 /// A host (and optional port) that names this machine, in the three spellings a browser
@@ -332,7 +332,7 @@ fn host_is_loopback(headers: &HeaderMap) -> bool {
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| is_loopback_authority(h))
+        .is_some_and(is_loopback_authority)
 }
 
 fn typed(content_type: &'static str, body: String) -> Response {
