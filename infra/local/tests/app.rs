@@ -297,6 +297,25 @@ async fn pages_on_this_machine_may_call_the_token_route_and_the_api_and_no_other
     assert_eq!(header(&h, "access-control-allow-origin"), None);
 }
 
+/// A request to a /local route as if made for `host` (what a browser sends as `Host`).
+async fn for_host(http: &Http, path: &str, host: &str) -> (u16, Value) {
+    let method = if path == "/local/token" {
+        http::Method::POST
+    } else {
+        http::Method::GET
+    };
+    let resp = http
+        .client
+        .request(method, format!("{}{path}", http.base))
+        .header("host", host)
+        .body(r#"{"user":"alice","band":"demo"}"#)
+        .send()
+        .await
+        .expect("a response");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn the_local_routes_refuse_a_host_that_is_not_this_machine() {
     let stack = spawn_stack().await;
@@ -304,27 +323,14 @@ async fn the_local_routes_refuse_a_host_that_is_not_this_machine() {
     // GIVEN a page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding):
     // its requests come to the stack's port but say whose name they used
     for path in ["/local/token", "/local/connections"] {
-        let method = if path == "/local/token" {
-            http::Method::POST
-        } else {
-            http::Method::GET
-        };
         for host in [
             "evil.example",
             "evil.example:8787",
             "localhost.evil.example",
         ] {
-            let resp = http
-                .client
-                .request(method.clone(), format!("{}{path}", http.base))
-                .header("host", host)
-                .body(r#"{"user":"alice","band":"demo"}"#)
-                .send()
-                .await
-                .unwrap();
+            let (status, body) = for_host(&http, path, host).await;
             // THEN refused with a code and a message, and no token
-            assert_eq!(resp.status().as_u16(), 403, "{path} for {host}");
-            let body: Value = resp.json().await.unwrap();
+            assert_eq!(status, 403, "{path} for {host}");
             assert_eq!(body["error"]["code"], "forbidden", "{body}");
             let message = body["error"]["message"].as_str().unwrap_or_default();
             assert!(message.contains(host), "{message}");
@@ -332,15 +338,8 @@ async fn the_local_routes_refuse_a_host_that_is_not_this_machine() {
         }
         // AND the stack's own names are served
         for host in ["localhost", "127.0.0.1:8787", "[::1]:8787"] {
-            let resp = http
-                .client
-                .request(method.clone(), format!("{}{path}", http.base))
-                .header("host", host)
-                .body(r#"{"user":"alice","band":"demo"}"#)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 200, "{path} for {host}");
+            let (status, body) = for_host(&http, path, host).await;
+            assert_eq!(status, 200, "{path} for {host}: {body}");
         }
     }
 }
