@@ -683,9 +683,24 @@ impl Driver {
         let mut outbox_moved = false;
         loop {
             let mut failed: Option<Vec<String>> = None;
-            for effect in self.core.take_effects() {
-                if let Effect::Persist { key, .. } | Effect::Remove(key) = &effect {
-                    outbox_moved |= key.starts_with("outbox:") || key.starts_with("parked:");
+            let effects = self.core.take_effects();
+            outbox_moved |= effects.iter().any(|e| {
+                matches!(e, Effect::Persist { key, .. } | Effect::Remove(key)
+                    if key.starts_with("outbox:") || key.starts_with("parked:"))
+            });
+            // `pending()`/`parked()` are the core's memory: updated before the writes
+            // are awaited and the verdicts handed out, so an app that hears a verdict
+            // sees the outbox without it.
+            if std::mem::take(&mut outbox_moved) {
+                self.update_snapshot();
+            }
+            // The app hears of the step once its writes are done (a verdict once its
+            // entry is off the disk), or failed.
+            let mut emits = Vec::new();
+            for effect in effects {
+                if let Effect::Emit(event) = effect {
+                    emits.push(event);
+                    continue;
                 }
                 // The outbox is durable before a frame leaves; a write that failed stops
                 // the step's sends (and writes), so its frame never goes (and its mid is
@@ -712,6 +727,9 @@ impl Driver {
             {
                 failed = Some(keys);
             }
+            for event in emits {
+                self.emit(event);
+            }
             let Some(keys) = failed else {
                 break;
             };
@@ -719,7 +737,10 @@ impl Driver {
             outbox_moved = true;
             self.core.handle(now_ms(), Input::PersistFailed(keys));
         }
-        if outbox_moved && let Ok(mut s) = self.snapshot.lock() {
+    }
+
+    fn update_snapshot(&self) {
+        if let Ok(mut s) = self.snapshot.lock() {
             s.pending = self.core.pending();
             s.parked = self.core.parked();
         }
