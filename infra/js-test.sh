@@ -22,8 +22,20 @@ fi
 if [ -z "${BANDSYNC_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   echo "== chromium (Debian's package)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    as_root=(sudo -n --preserve-env=DEBIAN_FRONTEND)
+  else
+    echo "Chromium is missing and this user cannot install it: run" >&2
+    echo "  sudo apt-get install chromium   (Debian; or set BANDSYNC_CHROMIUM to a Chromium binary)" >&2
+    exit 1
+  fi
+  if ! { "${as_root[@]}" apt-get update -qq &&
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; then
+    echo "could not install Debian's chromium: install it (apt-get install chromium) or set BANDSYNC_CHROMIUM" >&2
+    exit 1
+  fi
 fi
 
 echo "== the local stack binary"

@@ -1391,6 +1391,35 @@ fn parameters_and_outputs() {
     for name in ["Bands", "LogLevel", "Stage"] {
         assert!(!p[name].is_null(), "parameter {name}");
     }
+    // Browser pages of other origins: only those named, and none by default.
+    assert_eq!(p["AllowedOrigins"]["Default"], "", "no CORS by default");
+    assert_eq!(
+        t.doc["Conditions"]["HasAllowedOrigins"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AllowedOrigins"}, ""]}]})
+    );
+    let cors = &t.resources()["HttpApi"]["Properties"]["CorsConfiguration"]["Fn::If"];
+    assert_eq!(cors[0], "HasAllowedOrigins", "{cors}");
+    assert_eq!(
+        cors[1]["AllowOrigins"],
+        json!({"Fn::Split": [",", {"Ref": "AllowedOrigins"}]})
+    );
+    assert_eq!(
+        cors[1]["AllowHeaders"],
+        json!(["authorization", "content-type"])
+    );
+    assert!(cors[1]["MaxAge"].as_i64() > Some(0), "{cors}");
+    assert_eq!(cors[2], json!({"Ref": "AWS::NoValue"}));
+    // Every method a route has is allowed (a page cannot call what the preflight refuses).
+    let allowed: Vec<&str> = cors[1]["AllowMethods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for route in bandsync::api::ROUTES {
+        let method = route.split_once(' ').unwrap().0;
+        assert!(allowed.contains(&method), "{route}: {allowed:?}");
+    }
     let outputs = t.doc["Outputs"].as_object().unwrap();
     for name in [
         "HttpApiUrl",

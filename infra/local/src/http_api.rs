@@ -8,7 +8,8 @@ use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use bandsync::auth::TokenKey;
@@ -217,7 +218,121 @@ impl LocalRoutes {
             .route("/local/token", post(token))
             .route("/local/connections", get(connections))
             .with_state(self)
+            .route_layer(from_fn(loopback_host_only))
     }
+}
+
+/// What the local stack answers a browser page of another origin. Only pages on this
+/// machine (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`: a dev server
+/// beside the stack) may call `/local/token` and `/sync/*`; any other origin gets no
+/// CORS header at all, so its browser keeps the answer from it. On AWS the HttpApi's
+/// CORS configuration (template parameter `AllowedOrigins`) does this.
+pub fn with_local_cors(router: Router) -> Router {
+    router.layer(from_fn(local_cors))
+}
+
+/// The methods the API's routes use, and the headers a client sends.
+const CORS_METHODS: &str = "GET, POST, PUT, DELETE";
+const CORS_HEADERS: &str = "authorization, content-type";
+const CORS_MAX_AGE: &str = "600";
+
+async fn local_cors(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let applies = path == "/local/token" || path.starts_with("/sync/");
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|o| applies && o.to_str().is_ok_and(is_loopback_origin))
+        .cloned();
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(CORS_MAX_AGE),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    // The answer differs by origin: a cache must not hand one origin's to another.
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
+
+/// `http://localhost[:port]`, `http://127.0.0.1[:port]` or `http://[::1][:port]`.
+pub fn is_loopback_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .is_some_and(is_loopback_authority)
+}
+
+/// A host (and optional port) that names this machine, in the three spellings a browser
+/// sends for it. `localhost` is matched whole: `localhost.evil.example` is not it.
+fn is_loopback_authority(authority: &str) -> bool {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) => (ip, port),
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, _)) => (host, &authority[host.len()..]),
+            None => (authority, ""),
+        },
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    let host_ok = host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1";
+    port_ok && host_ok
+}
+
+/// The `/local/*` routes mint tokens and list sockets for anyone who asks, which is safe
+/// only for callers on this machine. Listening on loopback is not enough: a page on
+/// `evil.example` whose name its DNS then points at 127.0.0.1 (DNS rebinding) is a
+/// same-origin caller to the browser, but its requests say `Host: evil.example`.
+async fn loopback_host_only(request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/local/") || host_is_loopback(request.headers()) {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let refusal = Refusal::new(
+        ErrorCode::Forbidden,
+        format!(
+            "the /local routes answer only requests for localhost, 127.0.0.1 or [::1]; \
+             this one is for {}",
+            host.map_or_else(|| "no host".to_owned(), |h| format!("{h:?}"))
+        ),
+    );
+    into_response(refused_v2(refusal))
+}
+
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(is_loopback_authority)
 }
 
 fn typed(content_type: &'static str, body: String) -> Response {
@@ -397,6 +512,37 @@ mod tests {
             ]
         );
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn only_this_machines_origins_and_hosts_are_loopback() {
+        for origin in [
+            "http://localhost",
+            "http://localhost:5173",
+            "http://LOCALHOST:80",
+            "http://127.0.0.1:8787",
+            "http://[::1]:3000",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_origin(origin), "{origin}");
+        }
+        for origin in [
+            "https://localhost:5173",
+            "http://localhost.evil.example",
+            "http://evil.example",
+            "http://127.0.0.2:80",
+            "http://127.0.0.1:",
+            "http://127.0.0.1:80x",
+            "http://[::1",
+            "http://[::2]:80",
+            "null",
+            "",
+        ] {
+            assert!(!is_loopback_origin(origin), "{origin}");
+        }
+        assert!(is_loopback_authority("127.0.0.1:8787"));
+        assert!(!is_loopback_authority("evil.example:8787"));
+        assert!(!is_loopback_authority("127.0.0.1.evil.example"));
     }
 
     #[test]

@@ -580,6 +580,7 @@ impl LocalStack {
             };
             http_router = local.router().merge(http_router);
         }
+        let http_router = crate::http_api::with_local_cors(http_router);
         let (http_addr, http_server) = serve(http_router, cfg.http_addr).await?;
 
         let mut tasks = Vec::new();

@@ -182,3 +182,164 @@ async fn local_connections_name_each_socket_for_an_at_connections_delete() {
     })
     .await;
 }
+
+/// One request with an `Origin` (and whatever else), answered as status and headers.
+async fn with_origin(
+    http: &Http,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap) {
+    let mut req = http.client.request(method, format!("{}{path}", http.base));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    if path == "/local/token" {
+        req = req.body(r#"{"user":"alice","band":"demo"}"#);
+    }
+    let resp = req.send().await.expect("a response");
+    (resp.status().as_u16(), resp.headers().clone())
+}
+
+fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn pages_on_this_machine_may_call_the_token_route_and_the_api_and_no_others() {
+    let stack = spawn_stack().await;
+    let http = stack.http();
+    let token = stack.stack.token("alice", &["demo"]);
+    let bearer = format!("Bearer {token}");
+    use http::Method;
+
+    // GIVEN a page of a dev server on this machine THEN its requests are answered for it
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+    ] {
+        let (status, h) =
+            with_origin(&http, Method::POST, "/local/token", &[("origin", origin)]).await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&h, "access-control-allow-origin"), Some(origin));
+        assert_eq!(header(&h, "vary"), Some("origin"));
+        let (status, h) = with_origin(
+            &http,
+            Method::GET,
+            "/sync/status?band=demo",
+            &[("origin", origin), ("authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&h, "access-control-allow-origin"), Some(origin));
+    }
+
+    // AND its preflight (a JSON body, a bearer token) is answered by the stack
+    let preflight = [
+        ("origin", "http://localhost:5173"),
+        ("access-control-request-method", "PUT"),
+        (
+            "access-control-request-headers",
+            "authorization,content-type",
+        ),
+    ];
+    for path in [
+        "/local/token",
+        "/sync/entities/setlist_entry/a",
+        "/sync/health",
+    ] {
+        let (status, h) = with_origin(&http, Method::OPTIONS, path, &preflight).await;
+        assert_eq!(status, 204, "{path}");
+        assert_eq!(
+            header(&h, "access-control-allow-origin"),
+            Some("http://localhost:5173")
+        );
+        let methods = header(&h, "access-control-allow-methods").unwrap_or_default();
+        for m in ["GET", "POST", "PUT", "DELETE"] {
+            assert!(methods.contains(m), "{path}: {methods}");
+        }
+        assert_eq!(
+            header(&h, "access-control-allow-headers"),
+            Some("authorization, content-type")
+        );
+        assert_eq!(header(&h, "access-control-max-age"), Some("600"));
+    }
+
+    // GIVEN any other origin THEN no CORS header: its browser keeps the answer from it
+    for origin in [
+        "http://evil.example",
+        "http://localhost.evil.example:5173",
+        "https://localhost:5173",
+        "null",
+    ] {
+        let (status, h) =
+            with_origin(&http, Method::POST, "/local/token", &[("origin", origin)]).await;
+        assert_eq!(status, 200, "the request itself is the stack's as before");
+        assert_eq!(header(&h, "access-control-allow-origin"), None, "{origin}");
+        let refused = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+        ];
+        let (status, h) = with_origin(&http, Method::OPTIONS, "/local/token", &refused).await;
+        assert_eq!(status, 405, "{origin}: no preflight answer");
+        assert_eq!(header(&h, "access-control-allow-origin"), None);
+        assert_eq!(header(&h, "access-control-allow-methods"), None);
+    }
+    // AND the example page's own routes need none
+    let (_, h) = with_origin(
+        &http,
+        Method::GET,
+        "/app/",
+        &[("origin", "http://localhost:5173")],
+    )
+    .await;
+    assert_eq!(header(&h, "access-control-allow-origin"), None);
+}
+
+/// A request to a /local route as if made for `host` (what a browser sends as `Host`).
+async fn for_host(http: &Http, path: &str, host: &str) -> (u16, Value) {
+    let method = if path == "/local/token" {
+        http::Method::POST
+    } else {
+        http::Method::GET
+    };
+    let resp = http
+        .client
+        .request(method, format!("{}{path}", http.base))
+        .header("host", host)
+        .body(r#"{"user":"alice","band":"demo"}"#)
+        .send()
+        .await
+        .expect("a response");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_local_routes_refuse_a_host_that_is_not_this_machine() {
+    let stack = spawn_stack().await;
+    let http = stack.http();
+    // GIVEN a page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding):
+    // its requests come to the stack's port but say whose name they used
+    for path in ["/local/token", "/local/connections"] {
+        for host in [
+            "evil.example",
+            "evil.example:8787",
+            "localhost.evil.example",
+        ] {
+            let (status, body) = for_host(&http, path, host).await;
+            // THEN refused with a code and a message, and no token
+            assert_eq!(status, 403, "{path} for {host}");
+            assert_eq!(body["error"]["code"], "forbidden", "{body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(host), "{message}");
+            assert!(body.get("token").is_none());
+        }
+        // AND the stack's own names are served
+        for host in ["localhost", "127.0.0.1:8787", "[::1]:8787"] {
+            let (status, body) = for_host(&http, path, host).await;
+            assert_eq!(status, 200, "{path} for {host}: {body}");
+        }
+    }
+}

@@ -7,7 +7,7 @@
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { startStack, until } from '../lib/stack.mjs';
-import { member, follow, gapless, uid } from '../lib/clients.mjs';
+import { member, follow, gapless, uid, slowSocket } from '../lib/clients.mjs';
 import { launch, shown } from '../lib/browser.mjs';
 
 const TIMEOUT = { timeout: 90000 };
@@ -20,10 +20,12 @@ before(async () => {
   stack = await startStack();
   browser = await launch();
   // Bo follows the band from the start: his events are the channel's log to compare with.
-  bo = member(stack, 'bo');
+  // His socket is the slower one (150 ms), so a comparison that waited only for the page
+  // to reach bo's last seq would find bo behind the page.
+  bo = member(stack, 'bo', { WebSocket: slowSocket(150) });
   log = follow(bo.client, 'band:demo');
   await log.channel.subscribe();
-});
+}, { timeout: 60000 });
 // A failed test must not leave the next one offline or without tokens.
 afterEach(async () => {
   await browser?.context.setOffline(false);
@@ -68,10 +70,16 @@ async function sameAsLog(page) {
   return events;
 }
 
-/** Wait until the page shows every event bo has seen so far. */
+/**
+ * Wait until the page and bo have the same last seq: the page has every event bo has,
+ * and bo every event the page shows (either one's socket may be the slower).
+ */
 async function caughtUp(page) {
-  const last = log.events.at(-1)?.seq ?? 0;
-  await page.waitForFunction((seq) => [...document.querySelectorAll('#events li[data-seq]')].some((li) => Number(li.dataset.seq) >= seq), last, { timeout: 30000 });
+  await until('the page and bo at the same last seq', async () => {
+    const seqs = await page.evaluate(() => [...document.querySelectorAll('#events li[data-seq]')].map((li) => Number(li.dataset.seq)));
+    const mine = Math.max(0, ...seqs);
+    return mine > 0 && mine === (log.events.at(-1)?.seq ?? 0);
+  }, { timeout: 30000 });
 }
 
 /** Back online: the page reconnects, its outbox empties, it catches up; its events. */
@@ -114,6 +122,22 @@ test('the page subscribes and shows a dropped file\'s events', TIMEOUT, async ()
   const events = await sameAsLog(page);
   assert.equal(events.filter((e) => e.event === 'file.created' && e.text.includes(name)).length, 1);
   await page.close();
+});
+
+test('the page\'s ?ws= takes only a stack on this machine: any other address is ignored for the served one', TIMEOUT, async () => {
+  for (const [ws, expected] of [
+    ['ws://evil.example:8788/local', stack.ws],
+    ['wss://127.0.0.1:1/local', stack.ws],
+    [`ws://localhost:${new URL(stack.ws).port}/local`, `ws://localhost:${new URL(stack.ws).port}/local`],
+  ]) {
+    const page = await browser.context.newPage();
+    const urls = [];
+    page.on('websocket', (s) => urls.push(s.url().split('?')[0]));
+    await page.goto(`${stack.http}/app/?user=gina&ws=${encodeURIComponent(ws)}`);
+    await page.waitForSelector('body[data-live="true"]');
+    assert.deepEqual([...new Set(urls)], [expected], ws);
+    await page.close();
+  }
 });
 
 test('offline while bo changes things and the page queues changes: back online it shows exactly what it missed, and each change is applied once', TIMEOUT, async () => {
@@ -216,6 +240,15 @@ test('the 2-hour rotation on a fake clock: a second socket, the first one closed
     ws.on('close', () => { s.closed = true; });
     sockets.push(s);
   });
+  // Every close the page's code asks for, with its code: the old socket's must be 1000.
+  await page.addInitScript(() => {
+    window.__closes = [];
+    const close = WebSocket.prototype.close;
+    WebSocket.prototype.close = function (code, reason) {
+      window.__closes.push([this.url, code ?? null]);
+      return close.call(this, code, reason);
+    };
+  });
   await page.clock.install();
   // Tokens that outlive the fast-forward, so that the 115-minute rule is what rotates.
   await page.goto(`${stack.http}/app/?user=erin&hours=3`);
@@ -236,6 +269,7 @@ test('the 2-hour rotation on a fake clock: a second socket, the first one closed
   // THEN one socket is left, the page is connected on it, and it missed nothing
   assert.equal(sockets.length, 2, 'exactly one more socket');
   assert.equal(sockets[1].closed, false);
+  assert.deepEqual(await page.evaluate(() => window.__closes), [[sockets[0].url, 1000]], 'the old socket closed normally, by the page');
   assert.equal(await text(page, 'state'), 'connected');
   const conns = (await stack.connections()).filter((c) => c.device === device);
   assert.equal(conns.length, 1, 'the server has one connection of the page');

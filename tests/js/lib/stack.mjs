@@ -93,6 +93,17 @@ export async function startStack({ band = 'demo' } = {}) {
       const r = await fetch(`${http}/sync/health`);
       return r.ok;
     }, { timeout: 30000, every: 100 });
+    // A binary built before the dev token route (or a newer one's change to it) would
+    // leave every test waiting for a connection that never comes: say so at once.
+    const probe = await fetch(`${http}/local/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user: 'probe', band }),
+      signal: AbortSignal.timeout(5000),
+    }).then(async (r) => (r.ok && (await r.json()).token ? null : `${r.status} ${await r.text().catch(() => '')}`), (e) => e.message);
+    if (probe) {
+      throw new Error(`${bin} answers /sync/health but not POST /local/token (${probe}): a stale binary? rebuild bandsync-local (cargo build -p bandsync-local)`);
+    }
   } catch (e) {
     kill();
     await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });

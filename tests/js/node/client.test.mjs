@@ -15,7 +15,7 @@ const open = [];
 /** A member whose client is closed after the test file. */
 const make = (...args) => { const m = member(stack, ...args); open.push(m.client); return m; };
 
-before(async () => { stack = await startStack(); });
+before(async () => { stack = await startStack(); }, { timeout: 60000 });
 after(async () => {
   for (const c of open) c.close();
   await stack?.stop();

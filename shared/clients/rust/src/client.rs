@@ -431,7 +431,7 @@ struct Driver {
     get_token: GetToken,
     get_states: HashMap<String, GetState>,
     sockets: HashMap<SocketId, mpsc::UnboundedSender<Out>>,
-    timers: HashMap<TimerId, Ms>,
+    timers: HashMap<TimerId, tokio::time::Instant>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     listeners: HashMap<String, Vec<mpsc::UnboundedSender<ChannelEvent>>>,
     states: Vec<mpsc::UnboundedSender<StateChange>>,
@@ -460,10 +460,7 @@ impl Driver {
                 .map(|(id, at)| (*id, *at));
             let sleep = async {
                 match next {
-                    Some((_, at)) => {
-                        let wait = at.saturating_sub(now_ms());
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                    }
+                    Some((_, at)) => tokio::time::sleep_until(at).await,
                     None => std::future::pending::<()>().await,
                 }
             };
@@ -487,12 +484,20 @@ impl Driver {
                         return;
                     }
                 },
-                Some(input) = inputs.recv() => self.handle(input),
+                // Timers before socket input: a due timer (a heartbeat, a deadline) is not
+                // starved by a flood of frames; one not due yet costs nothing here.
                 () = sleep => {
                     if let Some((id, _)) = next {
                         self.timers.remove(&id);
                         self.handle(Input::Timer(id));
                     }
+                }
+                Some(input) = inputs.recv() => {
+                    // A socket that ended is forgotten whatever the core does next.
+                    if let Input::Closed(id, _) | Input::Refused(id, _) = &input {
+                        self.sockets.remove(id);
+                    }
+                    self.handle(input)
                 }
             }
         }
@@ -552,18 +557,28 @@ impl Driver {
 
     fn perform_all(&mut self) {
         let mut outbox_moved = false;
-        let mut failed = None;
+        let mut failed: Option<Vec<String>> = None;
         for effect in self.core.take_effects() {
             if let Effect::Persist { key, .. } | Effect::Remove(key) = &effect {
                 outbox_moved |= key.starts_with("outbox:") || key.starts_with("parked:");
             }
             // The outbox is durable before a frame leaves; a write that failed stops the
-            // step, so its frame never goes (and its mid is not reused after a restart).
-            if matches!(effect, Effect::Send { .. })
+            // step's sends (and writes), so its frame never goes (and its mid is not
+            // reused after a restart). Timers, closes and app events still happen.
+            if let Some(keys) = &mut failed {
+                match effect {
+                    Effect::Send { .. } => continue,
+                    Effect::Persist { key, .. } | Effect::Remove(key) => {
+                        keys.push(key);
+                        continue;
+                    }
+                    _ => {}
+                }
+            } else if matches!(effect, Effect::Send { .. })
                 && let Err(keys) = self.flush()
             {
                 failed = Some(keys);
-                break;
+                continue;
             }
             self.perform(effect);
         }
@@ -646,7 +661,11 @@ impl Driver {
                 }
             }
             Effect::SetTimer { id, at } => {
-                self.timers.insert(id, at);
+                // The core's times are the wall clock's; the sleep is monotonic, so a
+                // clock set back does not hold a timer (a clock jump forward, or a sleep
+                // of the machine, shows as the watchdog firing late by the wall clock).
+                let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                self.timers.insert(id, tokio::time::Instant::now() + wait);
             }
             Effect::CancelTimer(id) => {
                 self.timers.remove(&id);
@@ -748,6 +767,10 @@ impl Driver {
     }
 }
 
+/// Longer than the core's 15 s connect deadline, which normally ends a hung handshake
+/// first (by closing the socket); this bounds a rotation's socket too.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One socket: connect, then forward frames both ways until either side closes.
 async fn run_socket(
     id: SocketId,
@@ -756,7 +779,23 @@ async fn run_socket(
     inputs: mpsc::UnboundedSender<Input>,
 ) {
     use tokio_tungstenite::tungstenite::Error;
-    let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+    // A handshake that hangs must not keep its task and socket: it ends when the core
+    // lets the socket go (a close, the driver forgetting it) or after HANDSHAKE_TIMEOUT.
+    let connect = tokio_tungstenite::connect_async(url.as_str());
+    let let_go = async {
+        // The core sends only on an opened socket, so nothing but a close comes here.
+        while let Some(Out::Text(_)) = out.recv().await {}
+    };
+    let result = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect) => r,
+        () = let_go => return,
+    };
+    let Ok(result) = result else {
+        tracing::debug!(socket = id, "the handshake timed out");
+        let _ = inputs.send(Input::Refused(id, None));
+        return;
+    };
+    let ws = match result {
         Ok((ws, _)) => ws,
         Err(e) => {
             let status = match &e {
@@ -831,6 +870,30 @@ mod tests {
             self.stored.lock().unwrap().extend_from_slice(changes);
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn a_hung_handshake_ends_when_the_core_lets_the_socket_go() {
+        use tokio::io::AsyncReadExt;
+        // A server that accepts the TCP connection and never answers the upgrade.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/prod", listener.local_addr().unwrap());
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (inputs_tx, _inputs) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run_socket(1, url, out_rx, inputs_tx));
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        // The core closes it (its connect deadline): the task ends and the fd is closed.
+        out_tx.send(Out::Close(1000)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the socket's task ended")
+            .unwrap();
+        // The server side reads to the end (or a reset): the client's fd is closed.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), server_side.read_to_end(&mut rest))
+            .await
+            .expect("the client let the connection go")
+            .ok();
     }
 
     #[tokio::test]

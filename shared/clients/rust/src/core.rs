@@ -466,6 +466,8 @@ pub struct Core {
     push_blocked: bool,
     /// Presence queries unanswered: ref -> (ticket, band, socket).
     presence_queries: HashMap<String, (Ticket, String, SocketId)>,
+    /// The step of the last push and the mid it took (what a failed write may roll back).
+    last_push: Option<(u64, u64)>,
 }
 
 /// The storage as the core reads it at start.
@@ -506,6 +508,7 @@ impl Core {
             in_flight: None,
             push_blocked: false,
             presence_queries: HashMap::new(),
+            last_push: None,
         };
         core.load(stored);
         core
@@ -740,6 +743,27 @@ impl Core {
         if self.token_for == Some(TokenFor::Rotate) {
             self.token_for = None;
         }
+        self.unanswer_presence();
+    }
+
+    /// No socket is left to answer the presence queries (as the TypeScript client does:
+    /// they settle with `not_connected`, the app may ask again once connected).
+    fn unanswer_presence(&mut self) {
+        let mut asked: Vec<Ticket> = self
+            .presence_queries
+            .drain()
+            .map(|(_, (ticket, _, _))| ticket)
+            .collect();
+        asked.sort_unstable();
+        for ticket in asked {
+            self.effects.push(Effect::Emit(AppEvent::PresenceAnswer {
+                ticket,
+                result: Err(LocalError {
+                    code: "not_connected",
+                    message: "the connection was lost before the answer".into(),
+                }),
+            }));
+        }
     }
 
     fn close(&mut self) {
@@ -770,6 +794,7 @@ impl Core {
         }
         self.retry_scheduled = false;
         self.watchdog_due = None;
+        self.unanswer_presence();
         self.set_state(State::Closed, "closed", None);
     }
 
@@ -976,8 +1001,10 @@ impl Core {
             self.rotation_failed();
         } else if self.is_main(id) {
             // The rotation's socket (if any) takes over when it is ready; otherwise retry.
-            if let Some(next) = self.next.take().filter(|n| n.open) {
-                self.main = None;
+            // One still opening is closed by `fail` (through drop_main), not forgotten.
+            if self.next.as_ref().is_some_and(|n| n.open)
+                && let Some(next) = self.next.take()
+            {
                 self.in_flight = None;
                 self.main = Some(next);
                 self.maybe_switch_after_loss();
@@ -1882,6 +1909,7 @@ impl Core {
             ticket: Some(ticket),
         };
         self.mid_next += 1;
+        self.last_push = Some((self.step, mid));
         self.effects.push(Effect::Persist {
             key: format!("outbox:{mid}"),
             value: entry.stored(),
@@ -2052,27 +2080,42 @@ impl Core {
         });
     }
 
-    /// A write of the last step failed, so what came after it in that step (its frame,
-    /// above all) never happened: a push whose entry was not stored gives its mid back
-    /// and is refused with `storage_failed`.
+    /// A write of the last step failed, so what came after it in that step (its frames)
+    /// never happened: a push whose entry was not stored gives its mid back and is
+    /// refused with `storage_failed`. Any other outbox write that failed (a renumbering,
+    /// a park, a removal) leaves the storage and the memory apart in a way no guess
+    /// repairs (the next mids would collide with what is on disk): the client fails.
     fn on_persist_failed(&mut self, keys: Vec<String>) {
         let last_step = self.step.saturating_sub(1);
         if self.in_flight.as_ref().is_some_and(|b| b.step == last_step) {
             self.in_flight = None;
         }
-        for key in keys {
+        let pushed = self
+            .last_push
+            .filter(|(step, _)| *step == last_step)
+            .map(|(_, mid)| mid);
+        let mut lost_outbox = false;
+        for key in &keys {
             self.effects.push(Effect::Emit(AppEvent::Error {
                 frame: json!({"code": "storage_failed", "message": format!("could not store {key}")}),
             }));
-            let Some(mid) = key
+            let outbox_mid = key
                 .strip_prefix("outbox:")
-                .and_then(|m| m.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let Some(pos) = self.entries.iter().position(|e| e.mid == mid) else {
-                continue;
-            };
+                .and_then(|m| m.parse::<u64>().ok());
+            match outbox_mid {
+                Some(mid) if Some(mid) == pushed => {}
+                Some(_) => lost_outbox = true,
+                None if key == "mid:next" => lost_outbox |= pushed.is_none(),
+                None => lost_outbox |= key.starts_with("parked:"),
+            }
+        }
+        if lost_outbox {
+            self.fail_for_good("storage");
+            return;
+        }
+        if let Some(mid) = pushed.filter(|m| keys.contains(&format!("outbox:{m}")))
+            && let Some(pos) = self.entries.iter().position(|e| e.mid == mid)
+        {
             let entry = self.entries.remove(pos);
             if self.mid_next == mid + 1 {
                 self.mid_next = mid;
@@ -2082,7 +2125,7 @@ impl Core {
                     ticket,
                     error: LocalError {
                         code: "storage_failed",
-                        message: format!("the outbox entry could not be stored ({key})"),
+                        message: format!("the outbox entry could not be stored (outbox:{mid})"),
                     },
                 }));
             }
@@ -2662,6 +2705,155 @@ mod tests {
             )),
             "{answer:?}"
         );
+    }
+
+    #[test]
+    fn a_failed_renumbering_fails_the_client_and_keeps_the_pending_entries() {
+        let (mut core, _) = connected_core();
+        for ticket in 1..=3 {
+            push_small(&mut core, ticket, "demo");
+        }
+        core.take_effects();
+        // mid 1 parked: 2 and 3 move down; that write fails.
+        batch_error(
+            &mut core,
+            json!({"type": "error", "code": "forbidden", "message": "not a member", "ref": "p:1"}),
+        );
+        core.handle(
+            6,
+            Input::PersistFailed(vec![
+                "outbox:1".into(),
+                "outbox:2".into(),
+                "mid:next".into(),
+            ]),
+        );
+        let effects = core.take_effects();
+        assert_eq!(core.state(), State::Failed);
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Emit(AppEvent::State { current: State::Failed, reason, .. }) if reason == "storage"
+            )),
+            "{effects:?}"
+        );
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::Emit(AppEvent::PushRefused { .. }))),
+            "no push is refused: {effects:?}"
+        );
+        assert_eq!(core.pending().len(), 2, "nothing pending was dropped");
+    }
+
+    #[test]
+    fn a_failed_push_write_gives_back_only_that_push() {
+        let (mut core, _) = connected_core();
+        push_small(&mut core, 1, "demo");
+        push_small(&mut core, 2, "demo");
+        core.take_effects();
+        core.handle(
+            2,
+            Input::PersistFailed(vec!["outbox:2".into(), "mid:next".into()]),
+        );
+        let effects = core.take_effects();
+        assert!(effects.contains(&Effect::Emit(AppEvent::PushRefused {
+            ticket: 2,
+            error: LocalError {
+                code: "storage_failed",
+                message: "the outbox entry could not be stored (outbox:2)".into(),
+            },
+        })));
+        let mids: Vec<u64> = core.pending().iter().map(|p| p.mid).collect();
+        assert_eq!(mids, [1]);
+        assert_eq!(core.state(), State::Connected);
+    }
+
+    #[test]
+    fn a_presence_query_is_answered_not_connected_when_the_socket_drops() {
+        let (mut core, _) = connected_core();
+        core.handle(
+            5,
+            Input::Presence {
+                ticket: 7,
+                band: "demo".into(),
+            },
+        );
+        core.take_effects();
+        core.handle(6, Input::Closed(1, Some(1006)));
+        let effects = core.take_effects();
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Emit(AppEvent::PresenceAnswer {
+                    ticket: 7,
+                    result: Err(LocalError {
+                        code: "not_connected",
+                        ..
+                    })
+                })
+            )),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn a_rotation_socket_still_opening_is_closed_when_the_main_one_drops() {
+        let (mut core, _) = connected_core();
+        core.handle(10, Input::Timer(TimerId::Rotate));
+        core.handle(10, Input::Token(TokenResult::Ok("t2".into())));
+        core.take_effects();
+        core.handle(11, Input::Closed(1, Some(1006)));
+        let effects = core.take_effects();
+        assert!(
+            effects.contains(&Effect::Close {
+                socket: 2,
+                code: 1000
+            }),
+            "{effects:?}"
+        );
+        assert_eq!(core.state(), State::Disconnected);
+    }
+
+    #[test]
+    fn the_same_near_expiry_token_after_a_switch_does_not_rotate_again_at_once() {
+        // A static token (what `listen` gives): 10 minutes left at connect, so the first
+        // rotation is at exp - 60 s; it gets the same token back, 60 s from its exp.
+        let start: Ms = 1_764_549_000_000;
+        let token = jwt(&format!(
+            r#"{{"sub":"a","exp":{}}}"#,
+            (start + 600_000) / 1000
+        ));
+        let mut core = Core::new(Config::new("ws://h/prod"), &Stored::new(), Box::new(|| 0.5));
+        core.handle(start, Input::Connect);
+        core.handle(start, Input::Token(TokenResult::Ok(token.clone())));
+        core.handle(start, Input::Opened(1));
+        let rotate_at = start + 540_000;
+        assert!(core.take_effects().contains(&Effect::SetTimer {
+            id: TimerId::Rotate,
+            at: rotate_at
+        }));
+        core.handle(rotate_at, Input::Timer(TimerId::Rotate));
+        core.handle(rotate_at, Input::Token(TokenResult::Ok(token)));
+        core.handle(rotate_at, Input::Opened(2));
+        let effects = core.take_effects();
+        assert!(
+            effects.contains(&Effect::Close {
+                socket: 1,
+                code: 1000
+            }),
+            "switched: {effects:?}"
+        );
+        let next: Vec<Ms> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SetTimer {
+                    id: TimerId::Rotate,
+                    at,
+                } => Some(*at),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, [rotate_at + ROTATE_AFTER_MS], "{effects:?}");
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl FileStorage {
         }
     }
 
-    fn write(&self) -> Result<(), StorageError> {
+    fn write(&self, map: &BTreeMap<String, Value>) -> Result<(), StorageError> {
         let err = |source| StorageError::Write {
             path: self.path.clone(),
             source,
@@ -171,19 +171,26 @@ impl FileStorage {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let bytes = serde_json::to_vec(&self.map).map_err(|e| err(std::io::Error::other(e)))?;
+        let bytes = serde_json::to_vec(map).map_err(|e| err(std::io::Error::other(e)))?;
         let mut file = std::fs::File::create(&tmp).map_err(err)?;
         file.write_all(&bytes).map_err(err)?;
         file.sync_all().map_err(err)?;
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(err)?;
-        // The rename is durable once the folder is.
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
+        // The rename is durable once the folder is; a bare file name lives in the
+        // current folder.
+        std::fs::File::open(folder_of(&self.path))
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
         Ok(())
+    }
+}
+
+/// The folder a file is in: "." for a bare file name (whose parent is "").
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
 }
 
@@ -202,8 +209,13 @@ impl Storage for FileStorage {
         if !self.loaded {
             self.load()?;
         }
-        apply_to(&mut self.map, changes);
-        self.write()
+        // On a copy: a failed write must leave the map as the file is, or the next
+        // successful write would store the failed changes too.
+        let mut next = self.map.clone();
+        apply_to(&mut next, changes);
+        self.write(&next)?;
+        self.map = next;
+        Ok(())
     }
 }
 
@@ -290,6 +302,42 @@ mod tests {
         let err = FileStorage::new(&path).load().unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("client.json"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_is_not_stored_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.json");
+        let mut s = FileStorage::new(&path);
+        s.apply(&[("mid:next".into(), Some(json!(1)))]).unwrap();
+        // The temporary file cannot be created (a folder is in its way): the write fails.
+        std::fs::create_dir(dir.path().join("client.json.tmp")).unwrap();
+        s.apply(&[("outbox:9".into(), Some(json!({"mid": 9})))])
+            .unwrap_err();
+        std::fs::remove_dir(dir.path().join("client.json.tmp")).unwrap();
+        s.apply(&[("mid:next".into(), Some(json!(2)))]).unwrap();
+        drop(s);
+        let map = FileStorage::new(&path).load().unwrap();
+        assert_eq!(map.get("mid:next"), Some(&json!(2)));
+        assert!(
+            !map.contains_key("outbox:9"),
+            "the failed change was stored: {map:?}"
+        );
+    }
+
+    #[test]
+    fn a_bare_file_name_is_written_in_the_current_folder() {
+        // The folder sync of a path without a folder goes to "." (and its errors count).
+        let name = format!("bandsync-bare-{}.json", std::process::id());
+        let s = FileStorage::new(&name);
+        let r = s.write(&BTreeMap::from([("k".to_owned(), json!(1))]));
+        let cwd = std::path::PathBuf::from(&name);
+        let exists = cwd.exists();
+        let _ = std::fs::remove_file(&cwd);
+        r.unwrap();
+        assert!(exists);
+        assert_eq!(folder_of(Path::new("client.json")), Path::new("."));
+        assert_eq!(folder_of(Path::new("/a/client.json")), Path::new("/a"));
     }
 
     #[test]
