@@ -65,6 +65,9 @@ async function sameAsLog(page) {
   assert.ok(events.length > 0, 'the page shows events');
   assert.ok(gapless(events), `gapless, no repeat: ${events.map((e) => e.seq)}`);
   const [first, last] = [events[0].seq, events.at(-1).seq];
+  // The page may have gone on since caughtUp (its own changes' events come after their
+  // verdicts): bo, the slower, must reach this snapshot's last seq before comparing.
+  await until(`bo at the page's last seq ${last}`, () => (log.events.at(-1)?.seq ?? 0) >= last);
   const expected = log.events.filter((e) => e.seq >= first && e.seq <= last).map((e) => [e.seq, e.event]);
   assert.deepEqual(events.map((e) => [e.seq, e.event]), expected);
   return events;
@@ -82,11 +85,16 @@ async function caughtUp(page) {
   }, { timeout: 30000 });
 }
 
-/** Back online: the page reconnects, its outbox empties, it catches up; its events. */
-async function backOnline(page) {
+/**
+ * Back online: the page reconnects, its outbox empties, it shows what `ready` says it
+ * must (the events of its replayed changes come after their verdicts), it catches up;
+ * its events.
+ */
+async function backOnline(page, ready) {
   await browser.context.setOffline(false);
   await waitText(page, 'state', 'connected');
   await waitText(page, 'pending', '0');
+  await until('the page shows the changes\' events', async () => ready((await shown(page)).events));
   await caughtUp(page);
   return sameAsLog(page);
 }
@@ -161,7 +169,8 @@ test('offline while bo changes things and the page queues changes: back online i
   assert.notEqual(during.state, 'connected');
   assert.equal(during.events.length, before, 'nothing arrives while offline');
 
-  const events = await backOnline(page);
+  const shows = (events, text, n) => events.filter((e) => e.text.includes(text)).length >= n;
+  const events = await backOnline(page, (ev) => shows(ev, entry, 3) && shows(ev, bos.id, 2) && shows(ev, bos.name, 1));
   // Bo's two changes and the file, each once.
   assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
   assert.equal(events.filter((e) => e.event === 'file.created' && e.text.includes(bos.name)).length, 1);
@@ -193,7 +202,7 @@ test('offline first, so Chromium holds the socket\'s frames, then the gateway cu
 
   // Back online: the held events, then the close, then a resume (and the same events
   // again, which the client drops) and the outbox from its oldest entry.
-  const events = await backOnline(page);
+  const events = await backOnline(page, (ev) => ev.filter((e) => e.text.includes(entry)).length >= 3 && ev.filter((e) => e.text.includes(bos.id)).length >= 2);
   assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
   const { entity, writes } = await serverEntry(entry);
   assert.equal(entity.version, 3);
