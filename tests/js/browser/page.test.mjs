@@ -241,15 +241,31 @@ test('a reload in the middle of the outbox finishes it: the queued changes come 
   await page.close();
 });
 
-test('the 2-hour rotation on a fake clock: a second socket, the first one closed, no event repeated or missed', TIMEOUT, async () => {
+test('the 2-hour rotation on a fake clock: a second socket while bo changes things, the first one closed with 1000, no event repeated or missed', TIMEOUT, async () => {
   const page = await browser.context.newPage();
+  // Every socket of the page goes through a route: its url, the code the page closed it
+  // with, and for the rotation's socket every server frame held until released, so that
+  // bo's changes certainly happen while both sockets are open (the old one live, the
+  // new one not yet answered).
   const sockets = [];
-  page.on('websocket', (ws) => {
-    const s = { url: ws.url(), closed: false };
-    ws.on('close', () => { s.closed = true; });
+  let release = null;
+  await page.routeWebSocket(() => true, (ws) => {
+    const s = { url: ws.url(), closed: null }; // closed: the route's close code
     sockets.push(s);
+    const server = ws.connectToServer();
+    ws.onClose((code, reason) => {
+      s.closed = code ?? null;
+      server.close({ code, reason });
+    });
+    if (sockets.length !== 2) return; // both ways forwarded as they come
+    let held = [];
+    server.onMessage((m) => (held ? held.push(m) : ws.send(m)));
+    release = () => {
+      for (const m of held) ws.send(m);
+      held = null;
+    };
   });
-  // Every close the page's code asks for, with its code: the old socket's must be 1000.
+  // The code the page's own close() names (the route's onClose reports 1006 for it).
   await page.addInitScript(() => {
     window.__closes = [];
     const close = WebSocket.prototype.close;
@@ -267,22 +283,26 @@ test('the 2-hour rotation on a fake clock: a second socket, the first one closed
   await boChangesThings();
   await caughtUp(page);
 
-  // WHEN 115 minutes pass (and bo keeps changing things while the page rotates)
+  // WHEN 115 minutes pass: the page opens a second socket, whose answers are held
   await page.clock.fastForward('01:55:30');
-  const during = boChangesThings();
-  await until('a second socket', () => sockets.length >= 2, { timeout: 20000 });
-  await until('the first socket closed', () => sockets[0].closed, { timeout: 20000 });
-  await during;
+  await until('a second socket', () => sockets.length >= 2 && release, { timeout: 20000 });
+  // AND bo changes things while both are open (the first one still the page's live one)
+  const bos = await boChangesThings();
+  await until('the page shows bo\'s changes on its first socket', async () => (await shown(page)).events.filter((e) => e.text.includes(bos.id)).length === 2);
+  assert.equal(sockets[0].closed, null, 'the first socket is still open');
+  release();
+  await until('the first socket closed', () => sockets[0].closed != null, { timeout: 20000 });
   await boChangesThings();
 
-  // THEN one socket is left, the page is connected on it, and it missed nothing
-  assert.equal(sockets.length, 2, 'exactly one more socket');
-  assert.equal(sockets[1].closed, false);
-  assert.deepEqual(await page.evaluate(() => window.__closes), [[sockets[0].url, 1000]], 'the old socket closed normally, by the page');
+  // THEN the first socket was closed by the page with 1000, one is left, the page is
+  // connected on it, and it missed nothing and repeated nothing
+  assert.deepEqual(await page.evaluate(() => window.__closes), [[sockets[0].url, 1000]], 'the page closed the first socket, normally, and only it');
+  assert.deepEqual(sockets.map((s) => s.closed != null), [true, false], 'the second socket is open');
   assert.equal(await text(page, 'state'), 'connected');
   const conns = (await stack.connections()).filter((c) => c.device === device);
   assert.equal(conns.length, 1, 'the server has one connection of the page');
   await caughtUp(page);
-  await sameAsLog(page);
+  const events = await sameAsLog(page);
+  assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2, 'bo\'s changes during the switch, once each');
   await page.close();
 });
