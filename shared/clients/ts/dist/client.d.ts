@@ -101,7 +101,7 @@ export declare class BandsyncClient extends Emitter<ClientEvents> {
     private sockets;
     private timers;
     private tags;
-    private tag;
+    private nextTag;
     private chans;
     private cursorWrites;
     private storage;
@@ -109,6 +109,7 @@ export declare class BandsyncClient extends Emitter<ClientEvents> {
     private listening;
     private broken?;
     private waitLock;
+    private closed;
     constructor(url: string, opts: ClientOptions);
     get state(): State;
     /** Connects (also done by the first `subscribe()` or `push()`); after `failed`, tries again. */
@@ -123,8 +124,9 @@ export declare class BandsyncClient extends Emitter<ClientEvents> {
     parked(): Parked[];
     /** Forgets a parked mutation. */
     dismiss(key: string): void;
-    /** Closes the sockets with 1000; queued mutations stay in storage. */
+    /** Closes the sockets with 1000; queued mutations stay in storage. Final: a new client is needed. */
     close(): void;
+    private release;
     private onEnv;
     private listen;
     private run;

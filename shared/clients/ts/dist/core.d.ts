@@ -111,6 +111,10 @@ export type Input = {
 } | {
     type: 'persist_failed';
     key: string;
+}
+/** The oldest unconfirmed `write` landed (the driver tells the core how each ended). */
+ | {
+    type: 'persisted';
 } | {
     type: 'close';
 };
@@ -169,7 +173,7 @@ export declare const MAX_FRAME = 32768;
 export declare function jwtExp(token: string): number | undefined;
 export declare class Core {
     private readonly o;
-    private readonly random;
+    private readonly rnd;
     state: State;
     private chans;
     private fx;
@@ -194,12 +198,15 @@ export declare class Core {
     private midNext;
     private parkedList;
     private localNext;
+    /** `write` effects issued, and of them ended (in order: the driver runs them so). */
+    private writes;
+    private written;
     private batch?;
     private rateLimited;
     /** Resends put off by a retry-later error, by timer id. */
     private laters;
     private presenceWaiters;
-    constructor(o: Options, random: () => number, stored?: Record<string, unknown>);
+    constructor(o: Options, rnd: () => number, stored?: Record<string, unknown>);
     pending(): Pending[];
     parked(): Parked[];
     cursor(channel: string): Cursor | null;
@@ -210,6 +217,8 @@ export declare class Core {
     private persist;
     private remove;
     private settle;
+    /** Settles (and empties) a list of waiting promises. */
+    private settleAll;
     private send;
     private closeSock;
     private setState;
@@ -269,4 +278,5 @@ export declare class Core {
     private parkLocal;
     /** New mids from `from` for `entries`, with `sets`/`removes`, in one atomic write. */
     private renumber;
+    private writeOut;
 }

@@ -48,6 +48,7 @@ var CONNECT_WITHIN = 15e3;
 var ROTATE_WITHIN = 3e4;
 var RETRY = ["rate_limited", "conflict", "unavailable"];
 var RECONNECT = ["unknown_connection", "missing_connection_id"];
+var NOT_CONNECTED = { code: "not_connected", message: "not connected" };
 var enc = new TextEncoder();
 var bytes = (s) => enc.encode(s).length;
 function jwtExp(token) {
@@ -59,9 +60,9 @@ function jwtExp(token) {
   }
 }
 var Core = class {
-  constructor(o, random, stored = {}) {
+  constructor(o, rnd, stored = {}) {
     this.o = o;
-    this.random = random;
+    this.rnd = rnd;
     for (const [k, v] of Object.entries(stored)) {
       if (k.startsWith("cursor:")) this.cursors.set(k.slice(7), v);
       else if (k.startsWith("outbox:")) this.outbox.push(v);
@@ -71,10 +72,10 @@ var Core = class {
     this.outbox.sort((a, b) => a.mid - b.mid);
     const last = this.outbox[this.outbox.length - 1];
     this.midNext = Math.max(Number(stored["mid:next"]) || 1, last ? last.mid + 1 : 1);
-    this.parkedList.sort((a, b) => a.mutation.ts < b.mutation.ts ? -1 : a.mutation.ts > b.mutation.ts ? 1 : 0);
+    this.parkedList.sort((a, b) => a.mutation.ts > b.mutation.ts ? 1 : -1);
   }
   o;
-  random;
+  rnd;
   state = "idle";
   chans = /* @__PURE__ */ new Map();
   fx = [];
@@ -99,6 +100,9 @@ var Core = class {
   midNext = 1;
   parkedList = [];
   localNext = 1;
+  /** `write` effects issued, and of them ended (in order: the driver runs them so). */
+  writes = 0;
+  written = 0;
   batch;
   rateLimited = false;
   /** Resends put off by a retry-later error, by timer id. */
@@ -139,6 +143,10 @@ var Core = class {
   }
   settle(tag, value, error) {
     if (tag !== void 0) this.fx.push({ type: "settle", tag, value, error });
+  }
+  /** Settles (and empties) a list of waiting promises. */
+  settleAll(tags, error) {
+    for (const t of tags.splice(0)) this.settle(t, void 0, error);
   }
   send(s, frame) {
     s.lastSend = this.now;
@@ -195,7 +203,7 @@ var Core = class {
         try {
           this.onFrame(s, JSON.parse(i.text));
         } catch {
-          this.emit("error", { code: "malformed_frame", message: "a bad frame was dropped: " + i.text.slice(0, 80) });
+          this.emit("error", { code: "malformed_frame", message: i.text.slice(0, 80) });
         }
         return;
       }
@@ -210,8 +218,10 @@ var Core = class {
       case "unsubscribe": {
         const ch = this.chans.get(i.channel);
         if (!ch || !ch.on) return;
-        ch.on = ch.live = false;
+        ch.on = ch.live = ch.loading = false;
+        ch.lost = void 0;
         ch.held.clear();
+        this.settleAll(ch.waiters, { code: "unsubscribed", message: "unsubscribed" });
         for (const s of [this.main, this.rot]) {
           s?.awaiting.delete(ch.name);
           if (s?.phase === "open") this.send(s, { action: "unsubscribe", channel: ch.name, ref: "c:" + ch.name });
@@ -222,9 +232,9 @@ var Core = class {
         return this.push(i.mutation, i.tag);
       case "presence": {
         if (!i.channel.startsWith("band:"))
-          return this.settle(i.tag, void 0, { code: "invalid_request", message: "presence is for band channels" });
+          return this.settle(i.tag, void 0, { code: "invalid_request", message: "band only" });
         if (st !== "connected" || !this.main)
-          return this.settle(i.tag, void 0, { code: "not_connected", message: "not connected" });
+          return this.settle(i.tag, void 0, NOT_CONNECTED);
         const band = i.channel.slice(5);
         const w = this.presenceWaiters.get(band) ?? [];
         if (!w.length) this.send(this.main, { action: "presence", band, ref: "q:" + band });
@@ -232,14 +242,18 @@ var Core = class {
         this.presenceWaiters.set(band, w);
         return;
       }
+      case "persisted":
+        this.written++;
+        return this.flush();
       case "persist_failed": {
+        this.written++;
         const n = this.outbox.findIndex((e2) => "outbox:" + e2.mid === i.key);
-        if (n < 0) return;
+        if (n < 0) return this.fail("storage");
         const [e] = this.outbox.splice(n, 1);
         if (e.mid === this.midNext - 1) this.midNext--;
         if (this.batch?.entries.includes(e)) this.batch = void 0;
         this.flush();
-        return this.settle(e.tag, void 0, { code: "storage_failed", message: "the mutation could not be stored" });
+        return this.settle(e.tag, void 0, { code: "storage_failed", message: "not stored" });
       }
       case "dismiss": {
         const n = this.parkedList.findIndex((p) => p.key === i.key);
@@ -279,7 +293,7 @@ var Core = class {
     if (!s || s.phase !== "token") return;
     if (i.unauthorized) return this.fail("unauthorized");
     if (i.token === void 0) {
-      this.emit("error", { code: "token", message: i.error ?? "getToken failed" });
+      this.emit("error", { code: "token", message: i.error ?? "getToken" });
       return s.rot ? this.rotationFailed() : this.lost("token");
     }
     s.phase = "opening";
@@ -331,7 +345,7 @@ var Core = class {
     this.timer("rot", at);
   }
   delay(n) {
-    return 1e3 + this.random() * (Math.min(3e4, 1e3 * 2 ** n) - 1e3);
+    return 1e3 + this.rnd() * (Math.min(3e4, 1e3 * 2 ** n) - 1e3);
   }
   /** Close what is open and forget what was in flight on it. */
   teardown() {
@@ -341,11 +355,11 @@ var Core = class {
     this.batch = void 0;
     this.rateLimited = false;
     this.tries.clear();
+    this.cancel(...this.laters.keys());
     this.laters.clear();
     this.cancel("hb", "pong", "rot", "rl", "ct", "rd");
     for (const ch of this.chans.values()) ch.live = false;
-    for (const tags of this.presenceWaiters.values())
-      for (const t of tags) this.settle(t, void 0, { code: "not_connected", message: "not connected" });
+    for (const tags of this.presenceWaiters.values()) this.settleAll(tags, NOT_CONNECTED);
     this.presenceWaiters.clear();
   }
   /** The socket is gone: wait, then try again. */
@@ -464,6 +478,7 @@ var Core = class {
     this.rot = void 0;
     this.cancel("rd");
     this.timer("rot", this.now + this.delay(++this.rotFails));
+    this.flush();
   }
   /** Make-before-break: the new socket takes over once it has caught up. */
   maybeSwitch() {
@@ -516,6 +531,9 @@ var Core = class {
       }
       case "pong":
         return this.cancel("pong");
+      case "unsubscribed":
+      case "ack":
+        return;
       case "push_result":
         return this.onResults(f);
       case "presence": {
@@ -539,7 +557,7 @@ var Core = class {
     this.tries.delete("c:" + ch.name);
     if (!ch.live) {
       ch.live = true;
-      for (const t of ch.waiters.splice(0)) this.settle(t);
+      this.settleAll(ch.waiters);
     }
     if (s.rot) this.maybeSwitch();
   }
@@ -605,7 +623,7 @@ var Core = class {
       if (retry) return this.later(s, ref, f, () => this.resume(s, ch));
       s.awaiting.delete(ch.name);
       this.emit("error", err, ch.name);
-      for (const t of ch.waiters.splice(0)) this.settle(t, void 0, err);
+      this.settleAll(ch.waiters, err);
       return this.maybeSwitch();
     }
     if (ref === "d") {
@@ -615,7 +633,7 @@ var Core = class {
     }
     if (this.batch && ref === this.batch.ref) return this.batchError(f);
     if (ref.startsWith("q:")) {
-      for (const t of this.presenceWaiters.get(ref.slice(2)) ?? []) this.settle(t, void 0, err);
+      this.settleAll(this.presenceWaiters.get(ref.slice(2)) ?? [], err);
       this.presenceWaiters.delete(ref.slice(2));
       return;
     }
@@ -631,7 +649,7 @@ var Core = class {
     ch.getState = getState;
     if (tag !== void 0) ch.waiters.push(tag);
     if (ch.on) {
-      if (ch.live) for (const t of ch.waiters.splice(0)) this.settle(t);
+      if (ch.live) this.settleAll(ch.waiters);
       return;
     }
     ch.on = true;
@@ -643,7 +661,7 @@ var Core = class {
   }
   onState(name, got) {
     const ch = this.chans.get(name);
-    if (!ch || !ch.loading) return;
+    if (!ch?.loading || this.state === "closed") return;
     ch.loading = false;
     const valid = got && typeof got.seq === "number" ? { epoch: got.epoch ?? null, seq: got.seq } : null;
     if (ch.lost) return this.reset(ch, valid ?? { epoch: ch.lost.data.epoch, seq: ch.lost.data.seq });
@@ -674,20 +692,20 @@ var Core = class {
     return bytes(JSON.stringify({ action: "push", band, device: d.id, mutations: [], ref })) + parts.reduce((n, p) => n + bytes(p), 0) + Math.max(0, parts.length - 1);
   }
   push(m, tag) {
-    if (!this.o.device) return this.settle(tag, void 0, { code: "no_device", message: "push needs a device" });
+    if (!this.o.device) return this.settle(tag, void 0, { code: "no_device", message: "no device" });
     const base = m?.baseVersion ?? m?.base_version;
-    if (!m || typeof m.band !== "string" || typeof m.type !== "string" || typeof m.id !== "string" || !["create", "patch", "delete"].includes(m.op) || !Number.isInteger(base) || base < 0)
-      return this.settle(tag, void 0, { code: "invalid_mutation", message: "a mutation needs band, type, id, op and baseVersion >= 0" });
+    if (!m || [m.band, m.type, m.id].some((x) => typeof x !== "string") || !["create", "patch", "delete"].includes(m.op) || !Number.isInteger(base) || base < 0)
+      return this.settle(tag, void 0, { code: "invalid_mutation", message: "bad mutation" });
     const mid = this.midNext;
     const mutation = { mid, type: m.type, id: m.id, op: m.op, base_version: base, fields: m.fields ?? {}, ts: m.ts ?? new Date(this.now).toISOString() };
     if (m.resolves) mutation.resolves = m.resolves;
     if (this.frameSize(m.band, "p:" + mid, [JSON.stringify(mutation)]) > MAX_FRAME)
-      return this.settle(tag, void 0, { code: "frame_too_large", message: `push frame over ${MAX_FRAME} bytes` });
+      return this.settle(tag, void 0, { code: "frame_too_large", message: "over 32 KB" });
     this.midNext++;
     const e = { mid, band: m.band, mutation, tag };
     this.outbox.push(e);
     if (this.state === "idle") this.input({ type: "start" });
-    this.fx.push({ type: "write", sets: { ["outbox:" + mid]: { mid, band: m.band, mutation }, "mid:next": this.midNext }, removes: [] });
+    e.w = this.writeOut({ ["outbox:" + mid]: { mid, band: m.band, mutation }, "mid:next": this.midNext }, []);
     this.flush();
   }
   /** Send the next batch: the oldest entries of one band that fit a frame; one in flight. */
@@ -699,12 +717,13 @@ var Core = class {
     const parts = [];
     const entries = [];
     for (const e of this.outbox) {
-      if (e.band !== band || entries.length === MAX_BATCH) break;
+      if (e.band !== band || entries.length === MAX_BATCH || e.w > this.written) break;
       const p = JSON.stringify(e.mutation);
       if (entries.length && this.frameSize(band, ref, [...parts, p]) > MAX_FRAME) break;
       parts.push(p);
       entries.push(e);
     }
+    if (!entries.length) return;
     this.batch = { ref, sock: s.id, entries };
     this.send(s, { action: "push", band, device: this.o.device.id, mutations: entries.map((e) => e.mutation), ref });
   }
@@ -786,7 +805,12 @@ var Core = class {
     }
     sets["mid:next"] = this.midNext;
     for (const e of entries) sets["outbox:" + e.mid] = { mid: e.mid, band: e.band, mutation: e.mutation };
-    this.fx.push({ type: "write", sets, removes: removes.filter((k) => !(k in sets)) });
+    const w = this.writeOut(sets, removes.filter((k) => !(k in sets)));
+    for (const e of entries) e.w = w;
+  }
+  writeOut(sets, removes) {
+    this.fx.push({ type: "write", sets, removes });
+    return ++this.writes;
   }
 };
 
@@ -922,6 +946,7 @@ var systemClock = {
   clearTimeout: (h) => clearTimeout(h)
 };
 var message = (e) => String(e?.message ?? e);
+var CLOSED = { code: "closed", message: "closed" };
 var BandsyncClient = class extends Emitter {
   constructor(url, opts) {
     super();
@@ -945,11 +970,12 @@ var BandsyncClient = class extends Emitter {
         this.core = new Core({ url, device, hiddenCloseAfterMs, suspendedRetryMs }, opts.random ?? Math.random, data);
       },
       (e) => {
-        this.broken = { code: "storage", message: "storage unreadable: " + message(e) };
+        this.broken = { code: "storage", message: message(e) };
         this._fire("error", this.broken);
       }
     ).then(() => {
-      for (const i of this.early.splice(0)) this._feed(i);
+      for (const i of this.early.splice(0)) this._feed(i, true);
+      this.release();
     });
     this.listen();
   }
@@ -966,7 +992,7 @@ var BandsyncClient = class extends Emitter {
   sockets = /* @__PURE__ */ new Map();
   timers = /* @__PURE__ */ new Map();
   tags = /* @__PURE__ */ new Map();
-  tag = 1;
+  nextTag = 1;
   chans = /* @__PURE__ */ new Map();
   cursorWrites = /* @__PURE__ */ new Map();
   storage;
@@ -974,6 +1000,7 @@ var BandsyncClient = class extends Emitter {
   listening = false;
   broken;
   waitLock = false;
+  closed = false;
   get state() {
     return this.broken ? "failed" : this.waitLock ? "suspended" : this.core?.state ?? "idle";
   }
@@ -1005,16 +1032,24 @@ var BandsyncClient = class extends Emitter {
   dismiss(key) {
     this._feed({ type: "dismiss", key });
   }
-  /** Closes the sockets with 1000; queued mutations stay in storage. */
+  /** Closes the sockets with 1000; queued mutations stay in storage. Final: a new client is needed. */
   close() {
-    this._feed({ type: "close" });
+    this.closed = true;
+    this._feed({ type: "close" }, true);
     const g = globalThis;
     g.removeEventListener?.("online", this.onEnv);
     g.removeEventListener?.("offline", this.onEnv);
     g.document?.removeEventListener("visibilitychange", this.onEnv);
     this.listening = false;
+  }
+  // After close(), once the queued effects (outbox writes) have run: only then may the
+  // next tab load the storage. Promises still pending are rejected `closed` (their
+  // entries stay stored; the next client sends them).
+  release() {
+    if (!this.closed || this.busy || this.early.length) return;
     this.unlock?.();
     this.unlock = void 0;
+    for (const [tag] of this.tags) this.perform({ type: "settle", tag, error: CLOSED });
   }
   onEnv = (e) => {
     const env = e.type === "visibilitychange" ? document.visibilityState === "hidden" ? "hidden" : "visible" : e.type;
@@ -1036,15 +1071,17 @@ var BandsyncClient = class extends Emitter {
   /** @internal */
   _promise(start) {
     return new Promise((ok, ko) => {
-      const tag = this.tag++;
+      const tag = this.nextTag++;
       this.tags.set(tag, [ok, ko]);
       start(tag);
     });
   }
   /** @internal */
-  _feed(i) {
-    if (this.broken) {
-      if ("tag" in i && i.tag !== void 0) this.perform({ type: "settle", tag: i.tag, error: this.broken });
+  _feed(i, early) {
+    const no = this.broken ?? (this.closed && !early ? CLOSED : void 0);
+    const tag = i.tag;
+    if (no) {
+      if (tag !== void 0) this.perform({ type: "settle", tag, error: no });
       return;
     }
     if (!this.core) {
@@ -1055,23 +1092,27 @@ var BandsyncClient = class extends Emitter {
     if (!this.busy) void this.run();
   }
   // Effects run one after another; a storage write that returns a promise is waited
-  // for, so an outbox entry is durable before any frame after it leaves. A failed write
-  // drops the rest of its step (nothing after it is sent) and the core is told.
+  // for. The core is told how each `write` ended (`persisted` / `persist_failed`): it
+  // sends no outbox entry before its write is confirmed. A failed `write` drops the rest
+  // of its step; a failed persist or remove is only reported.
   async run() {
     this.busy = true;
     while (this.q.length) {
       for (const e of this.q.shift()) {
         try {
           await this.perform(e);
+          if (e.type === "write") this._feed({ type: "persisted" });
         } catch (err) {
-          this._fire("error", { code: "storage", message: "a storage write failed: " + message(err) });
-          const key = e.type === "write" ? Object.keys(e.sets)[0] : e.key;
-          this._feed({ type: "persist_failed", key: key ?? "" });
-          break;
+          this._fire("error", { code: "storage", message: message(err) });
+          if (e.type === "write") {
+            this._feed({ type: "persist_failed", key: Object.keys(e.sets)[0] });
+            break;
+          }
         }
       }
     }
     this.busy = false;
+    this.release();
   }
   perform(e) {
     switch (e.type) {
@@ -1171,7 +1212,7 @@ var BandsyncClient = class extends Emitter {
         try {
           await this.storage.set(key, v);
         } catch (err) {
-          this._fire("error", { code: "storage", message: "a storage write failed: " + message(err) });
+          this._fire("error", { code: "storage", message: message(err) });
         }
         if (this.cursorWrites.get(key) === v) this.cursorWrites.delete(key);
       }
@@ -1181,7 +1222,7 @@ var BandsyncClient = class extends Emitter {
     const WS = this.opts.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
-      if (!WS) throw new Error("no WebSocket: pass the WebSocket option");
+      if (!WS) throw new Error("no WebSocket");
       ws = new WS(url);
     } catch (err) {
       this._fire("error", { code: "websocket", message: message(err) });

@@ -16,8 +16,10 @@ mkdirSync(out, { recursive: true });
 // driver get short names there. Only names that no wire frame, option, DOM or public API
 // uses (`now`, `open`, `remove`, `push`, `subscribe`, `device`, ... stay).
 const PRIVATE = new RegExp(
-  '^(_fire|_feed|_promise|_cursor|fx|main|rot|nextSock|fails|refusals|since|floor|waiting|hidden|hiddenClosed|watchdogAt|cursors|dirty|outbox|midNext|parkedList|localNext|batch|rateLimited|presenceWaiters|rotFails|tries|laters|emit|timer|cancel|persist|settle|closeSock|setState|input|sock|watchdog|attempt|onToken|onOpen|register|resumeAll|resume|connected|arm|delay|teardown|lost|fail|onTimer|redial|wait|later|ping|onEnv|rotationFailed|maybeSwitch|onFrame|answering|answered|onEvent|deliver|advance|drain|gap|onError|onState|frameSize|flush|onResults|verdict|batchError|parkLocal|renumber|phase|awaiting|lastSend|held|loading|live|waiters|core|early|busy|sockets|timers|tags|cursorWrites|listening|broken|waitLock|unlock|listen|perform|writeCursor|run|ls|chans|client|opts)$',
+  '^(_fire|_feed|_promise|_cursor|fx|main|rot|nextSock|fails|refusals|since|floor|waiting|hidden|hiddenClosed|watchdogAt|cursors|dirty|outbox|midNext|parkedList|localNext|batch|rateLimited|presenceWaiters|rotFails|tries|laters|emit|timer|cancel|persist|settle|closeSock|setState|input|sock|watchdog|attempt|onToken|onOpen|register|resumeAll|resume|connected|arm|delay|teardown|lost|fail|onTimer|redial|wait|later|ping|onEnv|rotationFailed|maybeSwitch|onFrame|answering|answered|onEvent|deliver|advance|drain|gap|onError|onState|frameSize|flush|onResults|verdict|batchError|parkLocal|renumber|phase|awaiting|lastSend|held|loading|live|waiters|core|early|busy|sockets|timers|tags|cursorWrites|listening|broken|waitLock|unlock|listen|perform|writeCursor|run|ls|chans|client|opts|rnd|settleAll|release|closed|reset|writes|written|writeOut|nextTag)$',
 );
+// Class fields as constructor assignments in the browser bundle: the declarations ES2022
+// would emit (`url;opts;...`) keep their long names and cost bytes for nothing.
 const common = { bundle: true, target: 'es2022', legalComments: 'none', logLevel: 'warning', absWorkingDir: root };
 const jobs = [];
 for (const format of ['esm', 'cjs']) {
@@ -26,7 +28,7 @@ for (const format of ['esm', 'cjs']) {
   jobs.push(build({ ...common, entryPoints: ['src/node.ts'], format, platform: 'node', outfile: `${out}/node.${ext}` }));
 }
 jobs.push(
-  build({ ...common, entryPoints: ['src/index.ts'], format: 'esm', platform: 'browser', minify: true, mangleProps: PRIVATE, outfile: `${out}/bandsync.min.mjs` }),
+  build({ ...common, entryPoints: ['src/index.ts'], format: 'esm', platform: 'browser', minify: true, mangleProps: PRIVATE, tsconfigRaw: { compilerOptions: { useDefineForClassFields: false } }, outfile: `${out}/bandsync.min.mjs` }),
 );
 await Promise.all(jobs);
 

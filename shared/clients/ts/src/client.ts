@@ -142,6 +142,7 @@ const systemClock: Clock = {
   clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
 };
 const message = (e: unknown) => String((e as Error)?.message ?? e);
+const CLOSED: Failure = { code: 'closed', message: 'closed' };
 
 export class BandsyncClient extends Emitter<ClientEvents> {
   /** Resolves when the storage has been read (calls made before are queued). */
@@ -154,7 +155,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   private sockets = new Map<number, SocketLike>();
   private timers = new Map<string, unknown>();
   private tags = new Map<number, [(v: never) => void, (e: Error) => void]>();
-  private tag = 1;
+  private nextTag = 1;
   private chans = new Map<string, Channel>();
   private cursorWrites = new Map<string, unknown>();
   private storage: Storage;
@@ -162,6 +163,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   private listening = false;
   private broken?: Failure;
   private waitLock = false;
+  private closed = false;
 
   constructor(
     readonly url: string,
@@ -197,12 +199,13 @@ export class BandsyncClient extends Emitter<ClientEvents> {
         (e) => {
           // Starting empty would reuse mids the server has seen (their new mutations
           // would be answered `duplicate` and lost), so an unreadable storage fails.
-          this.broken = { code: 'storage', message: 'storage unreadable: ' + message(e) };
+          this.broken = { code: 'storage', message: message(e) };
           this._fire('error', this.broken);
         },
       )
       .then(() => {
-        for (const i of this.early.splice(0)) this._feed(i);
+        for (const i of this.early.splice(0)) this._feed(i, true);
+        this.release();
       });
     this.listen();
   }
@@ -238,16 +241,25 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   dismiss(key: string): void {
     this._feed({ type: 'dismiss', key });
   }
-  /** Closes the sockets with 1000; queued mutations stay in storage. */
+  /** Closes the sockets with 1000; queued mutations stay in storage. Final: a new client is needed. */
   close(): void {
-    this._feed({ type: 'close' });
+    this.closed = true;
+    this._feed({ type: 'close' }, true);
     const g = globalThis as { removeEventListener?: typeof removeEventListener; document?: Document };
     g.removeEventListener?.('online', this.onEnv);
     g.removeEventListener?.('offline', this.onEnv);
     g.document?.removeEventListener('visibilitychange', this.onEnv);
     this.listening = false;
+  }
+
+  // After close(), once the queued effects (outbox writes) have run: only then may the
+  // next tab load the storage. Promises still pending are rejected `closed` (their
+  // entries stay stored; the next client sends them).
+  private release() {
+    if (!this.closed || this.busy || this.early.length) return;
     this.unlock?.();
     this.unlock = undefined;
+    for (const [tag] of this.tags) this.perform({ type: 'settle', tag, error: CLOSED });
   }
 
   private onEnv = (e: { type: string }) => {
@@ -272,15 +284,18 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   /** @internal */
   _promise<T>(start: (tag: number) => void): Promise<T> {
     return new Promise<T>((ok, ko) => {
-      const tag = this.tag++;
+      const tag = this.nextTag++;
       this.tags.set(tag, [ok as (v: never) => void, ko]);
       start(tag);
     });
   }
   /** @internal */
-  _feed(i: Input): void {
-    if (this.broken) {
-      if ('tag' in i && i.tag !== undefined) this.perform({ type: 'settle', tag: i.tag, error: this.broken });
+  _feed(i: Input, early?: boolean): void {
+    // After close() nothing more is done (without the device's lock, mids would clash).
+    const no = this.broken ?? (this.closed && !early ? CLOSED : undefined);
+    const tag = (i as { tag?: number }).tag;
+    if (no) {
+      if (tag !== undefined) this.perform({ type: 'settle', tag, error: no });
       return;
     }
     if (!this.core) {
@@ -292,23 +307,27 @@ export class BandsyncClient extends Emitter<ClientEvents> {
   }
 
   // Effects run one after another; a storage write that returns a promise is waited
-  // for, so an outbox entry is durable before any frame after it leaves. A failed write
-  // drops the rest of its step (nothing after it is sent) and the core is told.
+  // for. The core is told how each `write` ended (`persisted` / `persist_failed`): it
+  // sends no outbox entry before its write is confirmed. A failed `write` drops the rest
+  // of its step; a failed persist or remove is only reported.
   private async run() {
     this.busy = true;
     while (this.q.length) {
       for (const e of this.q.shift()!) {
         try {
           await this.perform(e);
+          if (e.type === 'write') this._feed({ type: 'persisted' });
         } catch (err) {
-          this._fire('error', { code: 'storage', message: 'a storage write failed: ' + message(err) });
-          const key = e.type === 'write' ? Object.keys(e.sets)[0] : (e as { key?: string }).key;
-          this._feed({ type: 'persist_failed', key: key ?? '' });
-          break;
+          this._fire('error', { code: 'storage', message: message(err) });
+          if (e.type === 'write') {
+            this._feed({ type: 'persist_failed', key: Object.keys(e.sets)[0] });
+            break;
+          }
         }
       }
     }
     this.busy = false;
+    this.release();
   }
 
   private perform(e: Effect): void | Promise<void> {
@@ -420,7 +439,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
         try {
           await this.storage.set(key, v);
         } catch (err) {
-          this._fire('error', { code: 'storage', message: 'a storage write failed: ' + message(err) });
+          this._fire('error', { code: 'storage', message: message(err) });
         }
         if (this.cursorWrites.get(key) === v) this.cursorWrites.delete(key);
       }
@@ -431,7 +450,7 @@ export class BandsyncClient extends Emitter<ClientEvents> {
     const WS = this.opts.WebSocket ?? (globalThis as { WebSocket?: SocketClass }).WebSocket;
     let ws: SocketLike;
     try {
-      if (!WS) throw new Error('no WebSocket: pass the WebSocket option');
+      if (!WS) throw new Error('no WebSocket');
       ws = new WS(url);
     } catch (err) {
       this._fire('error', { code: 'websocket', message: message(err) });

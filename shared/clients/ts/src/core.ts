@@ -87,6 +87,8 @@ export type Input =
   | { type: 'presence'; channel: string; tag: number }
   | { type: 'dismiss'; key: string }
   | { type: 'persist_failed'; key: string }
+  /** The oldest unconfirmed `write` landed (the driver tells the core how each ended). */
+  | { type: 'persisted' }
   | { type: 'close' };
 
 export type Effect =
@@ -119,6 +121,7 @@ const ROTATE_WITHIN = 30_000;
 // The classes of shared/src/error.rs: send the same frame again later, or reconnect.
 const RETRY = ['rate_limited', 'conflict', 'unavailable'];
 const RECONNECT = ['unknown_connection', 'missing_connection_id'];
+const NOT_CONNECTED: Failure = { code: 'not_connected', message: 'not connected' };
 
 type ErrorFrame = Extract<ServerFrame, { type: 'error' }>;
 type PushResult = Extract<ServerFrame, { type: 'push_result' }>;
@@ -147,6 +150,8 @@ interface Chan {
 }
 interface Entry extends Pending {
   tag?: number;
+  /** The number of the write that stores it: sent only once that write is confirmed. */
+  w?: number;
 }
 
 const enc = new TextEncoder();
@@ -187,6 +192,9 @@ export class Core {
   private midNext = 1;
   private parkedList: Parked[] = [];
   private localNext = 1;
+  /** `write` effects issued, and of them ended (in order: the driver runs them so). */
+  private writes = 0;
+  private written = 0;
   private batch?: { ref: string; sock: number; entries: Entry[] };
   private rateLimited = false;
   /** Resends put off by a retry-later error, by timer id. */
@@ -195,7 +203,7 @@ export class Core {
 
   constructor(
     private readonly o: Options,
-    private readonly random: () => number,
+    private readonly rnd: () => number,
     stored: Record<string, unknown> = {},
   ) {
     for (const [k, v] of Object.entries(stored)) {
@@ -208,7 +216,7 @@ export class Core {
     const last = this.outbox[this.outbox.length - 1];
     this.midNext = Math.max(Number(stored['mid:next']) || 1, last ? last.mid + 1 : 1);
     // Oldest first: by the time the member made the change.
-    this.parkedList.sort((a, b) => (a.mutation.ts < b.mutation.ts ? -1 : a.mutation.ts > b.mutation.ts ? 1 : 0));
+    this.parkedList.sort((a, b) => (a.mutation.ts > b.mutation.ts ? 1 : -1));
   }
 
   pending(): Pending[] {
@@ -249,6 +257,10 @@ export class Core {
   }
   private settle(tag: number | undefined, value?: unknown, error?: Failure) {
     if (tag !== undefined) this.fx.push({ type: 'settle', tag, value, error });
+  }
+  /** Settles (and empties) a list of waiting promises. */
+  private settleAll(tags: number[], error?: Failure) {
+    for (const t of tags.splice(0)) this.settle(t, undefined, error);
   }
   private send(s: Sock, frame: ClientFrame) {
     s.lastSend = this.now;
@@ -311,7 +323,7 @@ export class Core {
           this.onFrame(s, JSON.parse(i.text));
         } catch {
           // Never thrown out of the client: the frame is dropped and reported.
-          this.emit('error', { code: 'malformed_frame', message: 'a bad frame was dropped: ' + i.text.slice(0, 80) });
+          this.emit('error', { code: 'malformed_frame', message: i.text.slice(0, 80) });
         }
         return;
       }
@@ -326,8 +338,10 @@ export class Core {
       case 'unsubscribe': {
         const ch = this.chans.get(i.channel);
         if (!ch || !ch.on) return;
-        ch.on = ch.live = false;
+        ch.on = ch.live = ch.loading = false;
+        ch.lost = undefined;
         ch.held.clear();
+        this.settleAll(ch.waiters, { code: 'unsubscribed', message: 'unsubscribed' });
         for (const s of [this.main, this.rot]) {
           s?.awaiting.delete(ch.name);
           if (s?.phase === 'open') this.send(s, { action: 'unsubscribe', channel: ch.name, ref: 'c:' + ch.name });
@@ -338,9 +352,9 @@ export class Core {
         return this.push(i.mutation, i.tag);
       case 'presence': {
         if (!i.channel.startsWith('band:'))
-          return this.settle(i.tag, undefined, { code: 'invalid_request', message: 'presence is for band channels' });
+          return this.settle(i.tag, undefined, { code: 'invalid_request', message: 'band only' });
         if (st !== 'connected' || !this.main)
-          return this.settle(i.tag, undefined, { code: 'not_connected', message: 'not connected' });
+          return this.settle(i.tag, undefined, NOT_CONNECTED);
         const band = i.channel.slice(5);
         const w = this.presenceWaiters.get(band) ?? [];
         if (!w.length) this.send(this.main, { action: 'presence', band, ref: 'q:' + band });
@@ -348,16 +362,22 @@ export class Core {
         this.presenceWaiters.set(band, w);
         return;
       }
+      case 'persisted':
+        this.written++;
+        return this.flush();
       case 'persist_failed': {
+        this.written++;
         // The push's entry is not stored, so nothing of it was sent: its mid is given back.
         const n = this.outbox.findIndex((e) => 'outbox:' + e.mid === i.key);
-        if (n < 0) return;
+        // A renumbering write (its first key is mid:next or a parked entry): storage and
+        // memory now disagree on the mids, so the client stops rather than guess.
+        if (n < 0) return this.fail('storage');
         const [e] = this.outbox.splice(n, 1);
         if (e.mid === this.midNext - 1) this.midNext--;
         // Its batch was made in the same step, so its frame never left.
         if (this.batch?.entries.includes(e)) this.batch = undefined;
         this.flush();
-        return this.settle(e.tag, undefined, { code: 'storage_failed', message: 'the mutation could not be stored' });
+        return this.settle(e.tag, undefined, { code: 'storage_failed', message: 'not stored' });
       }
       case 'dismiss': {
         const n = this.parkedList.findIndex((p) => p.key === i.key);
@@ -402,7 +422,7 @@ export class Core {
     if (!s || s.phase !== 'token') return;
     if (i.unauthorized) return this.fail('unauthorized');
     if (i.token === undefined) {
-      this.emit('error', { code: 'token', message: i.error ?? 'getToken failed' });
+      this.emit('error', { code: 'token', message: i.error ?? 'getToken' });
       return s.rot ? this.rotationFailed() : this.lost('token');
     }
     s.phase = 'opening';
@@ -463,7 +483,7 @@ export class Core {
   }
 
   private delay(n: number) {
-    return 1000 + this.random() * (Math.min(30_000, 1000 * 2 ** n) - 1000);
+    return 1000 + this.rnd() * (Math.min(30_000, 1000 * 2 ** n) - 1000);
   }
 
   /** Close what is open and forget what was in flight on it. */
@@ -474,11 +494,11 @@ export class Core {
     this.batch = undefined;
     this.rateLimited = false;
     this.tries.clear();
+    this.cancel(...this.laters.keys());
     this.laters.clear();
     this.cancel('hb', 'pong', 'rot', 'rl', 'ct', 'rd');
     for (const ch of this.chans.values()) ch.live = false;
-    for (const tags of this.presenceWaiters.values())
-      for (const t of tags) this.settle(t, undefined, { code: 'not_connected', message: 'not connected' });
+    for (const tags of this.presenceWaiters.values()) this.settleAll(tags, NOT_CONNECTED);
     this.presenceWaiters.clear();
   }
 
@@ -609,6 +629,8 @@ export class Core {
     this.rot = undefined;
     this.cancel('rd');
     this.timer('rot', this.now + this.delay(++this.rotFails));
+    // A push held back for the switch goes out on the old socket.
+    this.flush();
   }
 
   /** Make-before-break: the new socket takes over once it has caught up. */
@@ -666,6 +688,9 @@ export class Core {
       }
       case 'pong':
         return this.cancel('pong');
+      case 'unsubscribed':
+      case 'ack':
+        return;
       case 'push_result':
         return this.onResults(f);
       case 'presence': {
@@ -692,7 +717,7 @@ export class Core {
     // Whichever socket answers first makes the channel live (one subscribed mid-rotation).
     if (!ch.live) {
       ch.live = true;
-      for (const t of ch.waiters.splice(0)) this.settle(t);
+      this.settleAll(ch.waiters);
     }
     if (s.rot) this.maybeSwitch();
   }
@@ -765,7 +790,7 @@ export class Core {
       if (retry) return this.later(s, ref, f, () => this.resume(s, ch));
       s.awaiting.delete(ch.name);
       this.emit('error', err, ch.name);
-      for (const t of ch.waiters.splice(0)) this.settle(t, undefined, err);
+      this.settleAll(ch.waiters, err);
       return this.maybeSwitch();
     }
     if (ref === 'd') {
@@ -776,7 +801,7 @@ export class Core {
     }
     if (this.batch && ref === this.batch.ref) return this.batchError(f);
     if (ref.startsWith('q:')) {
-      for (const t of this.presenceWaiters.get(ref.slice(2)) ?? []) this.settle(t, undefined, err);
+      this.settleAll(this.presenceWaiters.get(ref.slice(2)) ?? [], err);
       this.presenceWaiters.delete(ref.slice(2));
       return;
     }
@@ -794,7 +819,7 @@ export class Core {
     ch.getState = getState;
     if (tag !== undefined) ch.waiters.push(tag);
     if (ch.on) {
-      if (ch.live) for (const t of ch.waiters.splice(0)) this.settle(t);
+      if (ch.live) this.settleAll(ch.waiters);
       return;
     }
     ch.on = true;
@@ -807,7 +832,8 @@ export class Core {
 
   private onState(name: string, got: Cursor | null) {
     const ch = this.chans.get(name);
-    if (!ch || !ch.loading) return;
+    // A channel unsubscribed (or a client closed) meanwhile: the answer is not wanted.
+    if (!ch?.loading || this.state === 'closed') return;
     ch.loading = false;
     const valid = got && typeof got.seq === 'number' ? { epoch: got.epoch ?? null, seq: got.seq } : null;
     if (ch.lost) return this.reset(ch, valid ?? { epoch: ch.lost.data.epoch, seq: ch.lost.data.seq });
@@ -842,21 +868,21 @@ export class Core {
   }
 
   private push(m: Mutation, tag?: number) {
-    if (!this.o.device) return this.settle(tag, undefined, { code: 'no_device', message: 'push needs a device' });
+    if (!this.o.device) return this.settle(tag, undefined, { code: 'no_device', message: 'no device' });
     const base = m?.baseVersion ?? m?.base_version;
-    if (!m || typeof m.band !== 'string' || typeof m.type !== 'string' || typeof m.id !== 'string' || !['create', 'patch', 'delete'].includes(m.op) || !Number.isInteger(base) || base! < 0)
-      return this.settle(tag, undefined, { code: 'invalid_mutation', message: 'a mutation needs band, type, id, op and baseVersion >= 0' });
+    if (!m || [m.band, m.type, m.id].some((x) => typeof x !== 'string') || !['create', 'patch', 'delete'].includes(m.op) || !Number.isInteger(base) || base! < 0)
+      return this.settle(tag, undefined, { code: 'invalid_mutation', message: 'bad mutation' });
     const mid = this.midNext;
     const mutation: WireMutation = { mid, type: m.type, id: m.id, op: m.op, base_version: base!, fields: m.fields ?? {}, ts: m.ts ?? new Date(this.now).toISOString() };
     if (m.resolves) mutation.resolves = m.resolves;
     if (this.frameSize(m.band, 'p:' + mid, [JSON.stringify(mutation)]) > MAX_FRAME)
-      return this.settle(tag, undefined, { code: 'frame_too_large', message: `push frame over ${MAX_FRAME} bytes` });
+      return this.settle(tag, undefined, { code: 'frame_too_large', message: 'over 32 KB' });
     this.midNext++;
     const e: Entry = { mid, band: m.band, mutation, tag };
     this.outbox.push(e);
     if (this.state === 'idle') this.input({ type: 'start' });
     // The entry and mid:next in one write: a failure leaves neither (persist_failed).
-    this.fx.push({ type: 'write', sets: { ['outbox:' + mid]: { mid, band: m.band, mutation }, 'mid:next': this.midNext }, removes: [] });
+    e.w = this.writeOut({ ['outbox:' + mid]: { mid, band: m.band, mutation }, 'mid:next': this.midNext }, []);
     this.flush();
   }
 
@@ -869,12 +895,14 @@ export class Core {
     const parts: string[] = [];
     const entries: Entry[] = [];
     for (const e of this.outbox) {
-      if (e.band !== band || entries.length === MAX_BATCH) break;
+      // Never an entry before its write is confirmed (it may not be stored), nor one after it.
+      if (e.band !== band || entries.length === MAX_BATCH || e.w! > this.written) break;
       const p = JSON.stringify(e.mutation);
       if (entries.length && this.frameSize(band, ref, [...parts, p]) > MAX_FRAME) break;
       parts.push(p);
       entries.push(e);
     }
+    if (!entries.length) return;
     this.batch = { ref, sock: s.id, entries };
     this.send(s, { action: 'push', band, device: this.o.device!.id, mutations: entries.map((e) => e.mutation), ref });
   }
@@ -967,6 +995,12 @@ export class Core {
     // mid:next before the entries: a failed write's first key is never an outbox entry's.
     sets['mid:next'] = this.midNext;
     for (const e of entries) sets['outbox:' + e.mid] = { mid: e.mid, band: e.band, mutation: e.mutation };
-    this.fx.push({ type: 'write', sets, removes: removes.filter((k) => !(k in sets)) });
+    const w = this.writeOut(sets, removes.filter((k) => !(k in sets)));
+    for (const e of entries) e.w = w;
+  }
+
+  private writeOut(sets: Record<string, unknown>, removes: string[]) {
+    this.fx.push({ type: 'write', sets, removes });
+    return ++this.writes;
   }
 }

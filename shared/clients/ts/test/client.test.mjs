@@ -228,11 +228,12 @@ test('close(): the socket closes with 1000, nothing reconnects, queued pushes st
   const r = rig();
   const { ws } = await live(r);
   await send(ws, { type: 'error', code: 'rate_limited', message: 'slow', retry_after: 1, ref: 'x' });
-  r.client.push(SONG);
+  const p = r.client.push(SONG);
   await settle();
   frames(ws);
   r.client.close();
-  await settle();
+  // Its entry stays stored for the next client; this one's promise is settled.
+  await assert.rejects(p, { code: 'closed' });
   assert.equal(r.client.state, 'closed');
   assert.equal(ws.closedWith, 1000);
   await r.clock.advance(3_600_000);
@@ -437,8 +438,8 @@ test('a tab that closed while hidden starts afresh when visible: a failed attemp
   assert.equal(r.client.state, 'disconnected');
 });
 
-test('one client per device: a second one on the same device waits in suspended (device_in_use) until the first closes', async () => {
-  // A LockManager like the browser's: exclusive locks by name, callbacks run later.
+/** A LockManager like the browser's: exclusive locks by name, callbacks run later. */
+function lockManager() {
   const held = new Set();
   const queue = [];
   const grant = (name, cb) => {
@@ -459,6 +460,11 @@ test('one client per device: a second one on the same device waits in suspended 
       queue.push({ name, cb });
     },
   };
+  return { held, locks };
+}
+
+test('one client per device: a second one on the same device waits in suspended (device_in_use) until the first closes', async () => {
+  const { held, locks } = lockManager();
   globalThis.navigator = { locks };
   try {
     const a = rig();
@@ -485,4 +491,182 @@ test('one client per device: a second one on the same device waits in suspended 
   } finally {
     delete globalThis.navigator;
   }
+});
+
+/** A storage whose writes matching `pick` wait for `open()`, then fail or succeed. */
+function gated(pick) {
+  const base = fakeStorage();
+  let open;
+  const gate = new Promise((r) => (open = r));
+  const storage = {
+    ...base,
+    write: async (sets, rm) => {
+      if (!pick(sets, rm)) return base.write(sets, rm);
+      if (await gate) throw new Error('disk full');
+      return base.write(sets, rm);
+    },
+  };
+  return { base, storage, open };
+}
+
+test('a push whose write is pending is not sent by a later step; when the write fails nothing of it left', async () => {
+  let once = 0;
+  const g = gated((sets) => 'outbox:1' in sets && !once++);
+  const r = rig({ storage: g.storage });
+  r.client.channel('band:demo').subscribe();
+  const ws = await accept(r.server);
+  frames(ws);
+  const p = r.client.push(SONG);
+  await settle();
+  // The device frame would flush the outbox while the entry's write is in flight.
+  await send(ws, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  g.open(true);
+  await assert.rejects(p, { code: 'storage_failed' });
+  await settle();
+  assert.deepEqual(frames(ws).filter((f) => f.action === 'push'), []);
+  const q = r.client.push({ ...SONG, id: 'song-2' });
+  await settle();
+  const [f] = frames(ws);
+  assert.deepEqual([f.action, f.mutations[0].mid], ['push', 1]);
+  await send(ws, { type: 'push_result', ref: f.ref, device: DEVICE.id, results: [{ mid: 1, status: 'applied', version: 2, seq: 1 }] });
+  assert.equal((await q).status, 'applied');
+});
+
+test("close() gives the device's lock back only after the queued outbox writes landed", async () => {
+  const { held, locks } = lockManager();
+  globalThis.navigator = { locks };
+  try {
+    const g = gated((sets) => 'outbox:1' in sets);
+    const r = rig({ storage: g.storage });
+    await live(r);
+    r.client.push(SONG).catch(() => {});
+    await settle();
+    r.client.close();
+    await settle();
+    assert.equal(held.size, 1, 'the lock was given back with a write queued');
+    g.open(false);
+    await settle();
+    assert.equal(held.size, 0);
+    assert.equal(g.base.get('outbox:1').mid, 1);
+  } finally {
+    delete globalThis.navigator;
+  }
+});
+
+test('close() is final: connect() opens nothing, push() and subscribe() reject closed', async () => {
+  const r = rig();
+  await live(r);
+  r.client.close();
+  await settle();
+  r.client.connect();
+  await assert.rejects(r.client.push(SONG), { code: 'closed' });
+  await assert.rejects(r.client.channel('band:x').subscribe(), { code: 'closed' });
+  await settle();
+  assert.equal(r.server.sockets.length, 1);
+  assert.equal(r.server.opening.length, 0);
+  assert.equal(r.storage.get('outbox:1'), undefined);
+});
+
+test('subscribe() pending at unsubscribe() rejects unsubscribed; at close() rejects closed', async () => {
+  const r = rig();
+  const a = r.client.channel('band:a').subscribe();
+  const b = r.client.channel('band:b').subscribe();
+  await accept(r.server);
+  r.client.channel('band:a').unsubscribe();
+  await assert.rejects(a, { code: 'unsubscribed' });
+  r.client.close();
+  await assert.rejects(b, { code: 'closed' });
+});
+
+test('a failed rotation sends the push it held back on the old socket', async () => {
+  let second;
+  let n = 0;
+  const r = rig({ getToken: () => (n++ ? new Promise((_, ko) => (second = ko)) : 't') });
+  const { ws } = await live(r);
+  r.client._feed({ type: 'timer', id: 'rot' });
+  await settle();
+  assert.ok(second, 'no rotation');
+  frames(ws);
+  r.client.push(SONG).catch(() => {});
+  await settle();
+  assert.deepEqual(frames(ws), [], 'sent during the rotation');
+  second(new Error('token service down'));
+  await settle();
+  assert.deepEqual(frames(ws).map((f) => f.action), ['push']);
+});
+
+test("a failed remove while applying a push_result is reported: the verdict stands and the outbox goes on", async () => {
+  const base = fakeStorage();
+  const storage = { ...base, remove: async (k) => (k === 'outbox:1' ? Promise.reject(new Error('io')) : base.remove(k)) };
+  const r = rig({ storage });
+  const errors = [];
+  r.client.on('error', (e) => errors.push(e.code));
+  const { ws } = await live(r);
+  const a = r.client.push(SONG);
+  await settle();
+  const [f] = frames(ws);
+  const b = r.client.push({ ...SONG, id: 'song-2' });
+  await settle();
+  await send(ws, { type: 'push_result', ref: f.ref, device: DEVICE.id, results: [{ mid: 1, status: 'applied', version: 2, seq: 1 }] });
+  assert.equal((await a).status, 'applied');
+  assert.deepEqual(errors, ['storage']);
+  const [g] = frames(ws);
+  assert.deepEqual(g.mutations.map((m) => m.mid), [2]);
+  b.catch(() => {});
+});
+
+test('a failed renumbering write fails the client (storage) instead of guessing the mids', async () => {
+  const base = fakeStorage();
+  const storage = { ...base, write: async (sets, rm) => ('parked:l1' in sets ? Promise.reject(new Error('io')) : base.write(sets, rm)) };
+  const r = rig({ storage });
+  const states = [];
+  r.client.on('state', (s) => states.push([s.current, s.reason]));
+  const { ws } = await live(r);
+  for (const id of ['a', 'b']) r.client.push({ ...SONG, id }).catch(() => {});
+  await settle();
+  const [f] = frames(ws);
+  await send(ws, { type: 'error', code: 'invalid_request', message: 'mutations[0]: bad fields', ref: f.ref });
+  assert.deepEqual(states.at(-1), ['failed', 'storage']);
+  assert.equal(ws.closedWith, 1000);
+});
+
+test('unsubscribe() while getState is pending after history_lost: no reset, no resume', async () => {
+  let answer;
+  const r = rig({ stored: { 'cursor:band:demo': { epoch: 'e1', seq: 5 } } });
+  const ch = r.client.channel('band:demo', { getState: () => new Promise((ok) => (answer = ok)) });
+  const resets = [];
+  ch.on('reset', (e) => resets.push(e));
+  ch.subscribe().catch(() => {});
+  const ws = await accept(r.server);
+  await send(ws, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  frames(ws);
+  const data = { channel: 'band:demo', epoch: 'e1', seq: 520 };
+  await send(ws, { type: 'error', code: 'history_lost', message: 'gone', ref: 'c:band:demo', data });
+  assert.ok(answer, 'getState was not asked');
+  ch.unsubscribe();
+  answer({ seq: 600, epoch: 'e1' });
+  await settle();
+  assert.deepEqual(resets, []);
+  assert.deepEqual(frames(ws).map((f) => f.action), ['unsubscribe']);
+});
+
+test('retry-later timers do not outlive close()', async () => {
+  const r = rig();
+  r.client.channel('band:demo').subscribe().catch(() => {});
+  const ws = await accept(r.server);
+  await send(ws, { type: 'device', device: DEVICE.id, categories: [], ref: 'd' });
+  await send(ws, { type: 'error', code: 'unavailable', message: 'busy', ref: 'c:band:demo' });
+  r.client.close();
+  await settle();
+  assert.equal(r.clock.timers.size, 0, 'timers left behind');
+});
+
+test('unsubscribed and ack frames are accepted, not reported malformed', async () => {
+  const r = rig();
+  const errors = [];
+  r.client.on('error', (e) => errors.push(e.code));
+  const { ws } = await live(r);
+  await send(ws, { type: 'unsubscribed', channel: 'band:demo', ref: 'c:band:demo' });
+  await send(ws, { type: 'ack', ref: 'x' });
+  assert.deepEqual(errors, []);
 });
