@@ -65,6 +65,9 @@ async function sameAsLog(page) {
   assert.ok(events.length > 0, 'the page shows events');
   assert.ok(gapless(events), `gapless, no repeat: ${events.map((e) => e.seq)}`);
   const [first, last] = [events[0].seq, events.at(-1).seq];
+  // The page may have gone on since caughtUp (its own changes' events come after their
+  // verdicts): bo, the slower, must reach this snapshot's last seq before comparing.
+  await until(`bo at the page's last seq ${last}`, () => (log.events.at(-1)?.seq ?? 0) >= last);
   const expected = log.events.filter((e) => e.seq >= first && e.seq <= last).map((e) => [e.seq, e.event]);
   assert.deepEqual(events.map((e) => [e.seq, e.event]), expected);
   return events;
@@ -82,11 +85,16 @@ async function caughtUp(page) {
   }, { timeout: 30000 });
 }
 
-/** Back online: the page reconnects, its outbox empties, it catches up; its events. */
-async function backOnline(page) {
+/**
+ * Back online: the page reconnects, its outbox empties, it shows what `ready` says it
+ * must (the events of its replayed changes come after their verdicts), it catches up;
+ * its events.
+ */
+async function backOnline(page, ready) {
   await browser.context.setOffline(false);
   await waitText(page, 'state', 'connected');
   await waitText(page, 'pending', '0');
+  await until('the page shows the changes\' events', async () => ready((await shown(page)).events));
   await caughtUp(page);
   return sameAsLog(page);
 }
@@ -161,7 +169,8 @@ test('offline while bo changes things and the page queues changes: back online i
   assert.notEqual(during.state, 'connected');
   assert.equal(during.events.length, before, 'nothing arrives while offline');
 
-  const events = await backOnline(page);
+  const shows = (events, text, n) => events.filter((e) => e.text.includes(text)).length >= n;
+  const events = await backOnline(page, (ev) => shows(ev, entry, 3) && shows(ev, bos.id, 2) && shows(ev, bos.name, 1));
   // Bo's two changes and the file, each once.
   assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
   assert.equal(events.filter((e) => e.event === 'file.created' && e.text.includes(bos.name)).length, 1);
@@ -193,7 +202,7 @@ test('offline first, so Chromium holds the socket\'s frames, then the gateway cu
 
   // Back online: the held events, then the close, then a resume (and the same events
   // again, which the client drops) and the outbox from its oldest entry.
-  const events = await backOnline(page);
+  const events = await backOnline(page, (ev) => ev.filter((e) => e.text.includes(entry)).length >= 3 && ev.filter((e) => e.text.includes(bos.id)).length >= 2);
   assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2);
   const { entity, writes } = await serverEntry(entry);
   assert.equal(entity.version, 3);
@@ -232,15 +241,31 @@ test('a reload in the middle of the outbox finishes it: the queued changes come 
   await page.close();
 });
 
-test('the 2-hour rotation on a fake clock: a second socket, the first one closed, no event repeated or missed', TIMEOUT, async () => {
+test('the 2-hour rotation on a fake clock: a second socket while bo changes things, the first one closed with 1000, no event repeated or missed', TIMEOUT, async () => {
   const page = await browser.context.newPage();
+  // Every socket of the page goes through a route: its url, the code the page closed it
+  // with, and for the rotation's socket every server frame held until released, so that
+  // bo's changes certainly happen while both sockets are open (the old one live, the
+  // new one not yet answered).
   const sockets = [];
-  page.on('websocket', (ws) => {
-    const s = { url: ws.url(), closed: false };
-    ws.on('close', () => { s.closed = true; });
+  let release = null;
+  await page.routeWebSocket(() => true, (ws) => {
+    const s = { url: ws.url(), closed: null }; // closed: the route's close code
     sockets.push(s);
+    const server = ws.connectToServer();
+    ws.onClose((code, reason) => {
+      s.closed = code ?? null;
+      server.close({ code, reason });
+    });
+    if (sockets.length !== 2) return; // both ways forwarded as they come
+    let held = [];
+    server.onMessage((m) => (held ? held.push(m) : ws.send(m)));
+    release = () => {
+      for (const m of held) ws.send(m);
+      held = null;
+    };
   });
-  // Every close the page's code asks for, with its code: the old socket's must be 1000.
+  // The code the page's own close() names (the route's onClose reports 1006 for it).
   await page.addInitScript(() => {
     window.__closes = [];
     const close = WebSocket.prototype.close;
@@ -258,22 +283,26 @@ test('the 2-hour rotation on a fake clock: a second socket, the first one closed
   await boChangesThings();
   await caughtUp(page);
 
-  // WHEN 115 minutes pass (and bo keeps changing things while the page rotates)
+  // WHEN 115 minutes pass: the page opens a second socket, whose answers are held
   await page.clock.fastForward('01:55:30');
-  const during = boChangesThings();
-  await until('a second socket', () => sockets.length >= 2, { timeout: 20000 });
-  await until('the first socket closed', () => sockets[0].closed, { timeout: 20000 });
-  await during;
+  await until('a second socket', () => sockets.length >= 2 && release, { timeout: 20000 });
+  // AND bo changes things while both are open (the first one still the page's live one)
+  const bos = await boChangesThings();
+  await until('the page shows bo\'s changes on its first socket', async () => (await shown(page)).events.filter((e) => e.text.includes(bos.id)).length === 2);
+  assert.equal(sockets[0].closed, null, 'the first socket is still open');
+  release();
+  await until('the first socket closed', () => sockets[0].closed != null, { timeout: 20000 });
   await boChangesThings();
 
-  // THEN one socket is left, the page is connected on it, and it missed nothing
-  assert.equal(sockets.length, 2, 'exactly one more socket');
-  assert.equal(sockets[1].closed, false);
-  assert.deepEqual(await page.evaluate(() => window.__closes), [[sockets[0].url, 1000]], 'the old socket closed normally, by the page');
+  // THEN the first socket was closed by the page with 1000, one is left, the page is
+  // connected on it, and it missed nothing and repeated nothing
+  assert.deepEqual(await page.evaluate(() => window.__closes), [[sockets[0].url, 1000]], 'the page closed the first socket, normally, and only it');
+  assert.deepEqual(sockets.map((s) => s.closed != null), [true, false], 'the second socket is open');
   assert.equal(await text(page, 'state'), 'connected');
   const conns = (await stack.connections()).filter((c) => c.device === device);
   assert.equal(conns.length, 1, 'the server has one connection of the page');
   await caughtUp(page);
-  await sameAsLog(page);
+  const events = await sameAsLog(page);
+  assert.equal(events.filter((e) => e.text.includes(bos.id)).length, 2, 'bo\'s changes during the switch, once each');
   await page.close();
 });
