@@ -241,6 +241,58 @@ test('a reload in the middle of the outbox finishes it: the queued changes come 
   await page.close();
 });
 
+test('a reload after a batch was sent and its verdict lost: the outbox from IndexedDB is sent again, the sent change answered duplicate, each change applied once', TIMEOUT, async () => {
+  const page = await browser.context.newPage();
+  // The page's sockets through a route that, while `deaf`, drops every push_result (the
+  // server applies, the page never hears it), and records the verdicts it lets through.
+  let deaf = false;
+  const verdicts = [];
+  await page.routeWebSocket(() => true, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((m) => {
+      const frame = typeof m === 'string' ? JSON.parse(m) : null;
+      if (frame?.type === 'push_result') {
+        if (deaf) return;
+        verdicts.push(...frame.results);
+      }
+      ws.send(m);
+    });
+  });
+  await page.goto(`${stack.http}/app/?user=ivy`);
+  await page.waitForSelector('body[data-live="true"]');
+  const { device, entry } = await page.evaluate(() => ({ device: window.bandsync.deviceId, entry: window.bandsync.entryId }));
+  await save(page, { title: 'Footprints', key: 'Cm' });
+  await waitText(page, 'version', '1');
+
+  // WHEN a save is sent and applied but its verdict is lost (and the next one waits
+  // behind that unanswered batch)
+  deaf = true;
+  await save(page, { title: 'Footprints (live)' });
+  await waitText(page, 'pending', '1');
+  await until('the server applied it', async () => (await serverEntry(entry)).writes.length === 2);
+  await save(page, { key: 'Dm' });
+  await waitText(page, 'pending', '2');
+  assert.equal((await serverEntry(entry)).writes.length, 2, 'the second waits for the first one\'s verdict');
+
+  // AND the page reloads (its outbox comes back from IndexedDB) and hears verdicts again
+  const heard = verdicts.length;
+  deaf = false;
+  await page.reload();
+  await page.waitForSelector('body[data-live="true"]');
+  await waitText(page, 'pending', '0');
+
+  // THEN the sent one is sent again and answered duplicate, the other applied, and the
+  // server has each change once, in the order they were made
+  const again = verdicts.slice(heard);
+  assert.deepEqual(again.map((v) => v.status), ['duplicate', 'applied'], JSON.stringify(again));
+  const { entity, writes } = await serverEntry(entry);
+  assert.equal(entity.version, 3);
+  assert.deepEqual(entity.fields, { title: 'Footprints (live)', key: 'Dm' });
+  assert.deepEqual(writes, [[device, 1], [device, 2], [device, 3]]);
+  assert.equal(await text(page, 'parked'), '0');
+  await page.close();
+});
+
 test('the 2-hour rotation on a fake clock: a second socket while bo changes things, the first one closed with 1000, no event repeated or missed', TIMEOUT, async () => {
   const page = await browser.context.newPage();
   // Every socket of the page goes through a route: its url, the code the page closed it
