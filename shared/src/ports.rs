@@ -103,9 +103,12 @@ pub trait WatchChannelStore: Send + Sync {
 
 #[async_trait]
 pub trait DedupeStore: Send + Sync {
-    /// True the first time `key` (a webhook message, `<watch channel>#<message number>`)
-    /// is seen within `ttl`; false for a repeat. The store namespaces the key itself.
+    /// True the first time `key` (a webhook message, `<watch channel>#<message number>`,
+    /// or the scheduler's `reconcile:<dedup id>` mark) is seen within `ttl`; false for a repeat. The store namespaces the key itself.
     async fn first_seen(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> PortResult<bool>;
+    /// Has `key` been marked by [`Self::first_seen`] within its ttl? A read only: it
+    /// marks nothing (the webhook checks before it queues and marks after).
+    async fn seen(&self, key: &str, now: DateTime<Utc>) -> PortResult<bool>;
 }
 
 /// The per-channel event log: gapless seqs, an epoch, a retention window.

@@ -103,7 +103,13 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     )
     .with_debounce(b.presence_debounce());
     Ok(
-        Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
+        Scheduler::new(
+            store.clone(),
+            store.clone(),
+            b.log()?,
+            b.sync_queue()?,
+            b.clock(),
+        )
             .with_settler(Settler::new(
                 store.clone(),
                 store.clone(),

@@ -24,6 +24,7 @@ use crate::ports::{
     WatchChannelStore,
 };
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
+use crate::transport::untrusted;
 use crate::wire::http::{
     BandBody, CheckState, ConfigView, ConflictList, EntityHistory, EntityList, EntityVersion,
     EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail, OperationList,
@@ -277,7 +278,7 @@ impl Api {
         self
     }
 
-    #[tracing::instrument(skip_all, fields(method = %req.request_context.http.method, path = ?req.raw_path))]
+    #[tracing::instrument(skip_all, fields(method = %req.request_context.http.method, path = %untrusted(req.raw_path.as_deref().unwrap_or_default())))]
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.dispatch(&req).await {
             Ok((204, _)) => {

@@ -311,12 +311,17 @@ pub async fn watch_channel_contract<S: WatchChannelStore + ?Sized>(store: &S) {
     store.delete_watch_channel(&renewed).await.unwrap();
 }
 
-/// Webhook dedupe: first time true, repeats within the ttl false, after it true again.
+/// Webhook dedupe: first time true, repeats within the ttl false, after it true again;
+/// `seen` reads the same window and marks nothing.
 pub async fn dedupe_contract<S: DedupeStore + ?Sized>(store: &S) {
     let (key, other) = (unique("dedupe"), unique("dedupe"));
     let ttl = Duration::from_secs(60);
     let t0 = Utc::now();
+    assert!(!store.seen(&key, t0).await.unwrap(), "never marked");
     assert!(store.first_seen(&key, t0, ttl).await.unwrap(), "first time");
+    assert!(store.seen(&key, t0 + secs(59)).await.unwrap(), "seen within the ttl");
+    assert!(!store.seen(&key, t0 + secs(60)).await.unwrap(), "not past it");
+    assert!(!store.seen(&other, t0).await.unwrap(), "seen marks nothing");
     assert!(
         !store.first_seen(&key, t0, ttl).await.unwrap(),
         "immediate repeat"

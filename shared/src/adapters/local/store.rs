@@ -370,6 +370,16 @@ impl DedupeStore for EmbeddedStore {
             Ok(inserted == 1)
         })
     }
+
+    async fn seen(&self, key: &str, now: DateTime<Utc>) -> PortResult<bool> {
+        self.db.read("seen", |c| {
+            let sql = "SELECT 1 FROM dedupe WHERE key = ?1 AND expires_at > ?2";
+            let found: Option<i64> = c
+                .query_row(sql, params![dedupe_key(key), ts(now)], |r| r.get(0))
+                .optional()?;
+            Ok(found.is_some())
+        })
+    }
 }
 
 /// How the `dedupe` table keys a webhook message. Earlier builds were given
