@@ -102,24 +102,22 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
         b.clock(),
     )
     .with_debounce(b.presence_debounce());
-    Ok(
-        Scheduler::new(
-            store.clone(),
-            store.clone(),
-            b.log()?,
-            b.sync_queue()?,
-            b.clock(),
-        )
-            .with_settler(Settler::new(
-                store.clone(),
-                store.clone(),
-                Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
-            ))
-            .with_entities(store.clone())
-            .with_registry(store)
-            .with_watch_keeper(keeper)
-            .with_presence(presence),
+    Ok(Scheduler::new(
+        store.clone(),
+        store.clone(),
+        b.log()?,
+        b.sync_queue()?,
+        b.clock(),
     )
+    .with_settler(Settler::new(
+        store.clone(),
+        store.clone(),
+        Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
+    ))
+    .with_entities(store.clone())
+    .with_registry(store)
+    .with_watch_keeper(keeper)
+    .with_presence(presence))
 }
 
 /// $connect, counting the member's devices for presence (whose events it publishes).

@@ -171,13 +171,20 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
         h.sync_queue.clone(),
         h.clock.clone(),
     );
-    assert_eq!(scheduler.tick(&[demo.clone()]).await.unwrap().reconciles_queued, 1);
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
 
     // WHEN the scheduler ticks again, 5 and 10 minutes later (the queue's own dedup
     // window is over)
     for _ in 0..2 {
         h.clock.advance(chrono::TimeDelta::minutes(5));
-        let report = scheduler.tick(&[demo.clone()]).await.unwrap();
+        let report = scheduler.tick(std::slice::from_ref(&demo)).await.unwrap();
         // THEN nothing more is sent: one reconcile is pending
         assert_eq!(report.reconciles_queued, 0, "{report:?}");
     }
@@ -194,7 +201,14 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
     let charts = SourceId::parse("charts").unwrap();
     h.store.bump_generation(&demo, &charts).await.unwrap();
     h.clock.advance(chrono::TimeDelta::minutes(5));
-    assert_eq!(scheduler.tick(&[demo.clone()]).await.unwrap().reconciles_queued, 1);
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
     assert_eq!(
         h.sync_queue.messages()[1].dedup_id,
         bandsync::webhook::pending_dedup_id(&demo, &charts, 1)
@@ -204,7 +218,14 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
     // the next tick queues another
     h.clock
         .advance(chrono::TimeDelta::from_std(RECONCILE_PENDING_FOR).unwrap());
-    assert_eq!(scheduler.tick(&[demo.clone()]).await.unwrap().reconciles_queued, 1);
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
 }
 
 #[tokio::test]
@@ -221,9 +242,16 @@ async fn a_failed_send_leaves_no_mark() {
         h.clock.clone(),
     );
     h.sync_queue.fail_next_send();
-    assert!(scheduler.tick(&[demo.clone()]).await.is_err());
+    assert!(scheduler.tick(std::slice::from_ref(&demo)).await.is_err());
     // WHEN the next tick runs THEN the reconcile is queued: it was never pending
     h.clock.advance(chrono::TimeDelta::minutes(5));
-    assert_eq!(scheduler.tick(&[demo.clone()]).await.unwrap().reconciles_queued, 1);
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
     assert_eq!(h.sync_queue.messages().len(), 1);
 }

@@ -186,7 +186,13 @@ mod tests {
         // GIVEN a batch of two groups, interleaved, where a1 fails
         let mut seen = Vec::new();
         let r = run_fifo_batch(
-            grouped(&[("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "not-json")]),
+            grouped(&[
+                ("a", "a1"),
+                ("b", "b1"),
+                ("a", "a2"),
+                ("b", "b2"),
+                ("a", "not-json"),
+            ]),
             Budget::unlimited(),
             |body: String| {
                 seen.push(body.clone());

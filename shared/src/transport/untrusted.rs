@@ -62,7 +62,11 @@ mod tests {
         let shown = untrusted(&long).to_string();
         assert_eq!(
             shown,
-            format!("{}...(+{} bytes)", "x".repeat(SHOWN_CHARS), 16 * 1024 - SHOWN_CHARS)
+            format!(
+                "{}...(+{} bytes)",
+                "x".repeat(SHOWN_CHARS),
+                16 * 1024 - SHOWN_CHARS
+            )
         );
         // Cut on a character, never inside one.
         let wide = "é".repeat(SHOWN_CHARS + 1);

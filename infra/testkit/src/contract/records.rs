@@ -319,8 +319,14 @@ pub async fn dedupe_contract<S: DedupeStore + ?Sized>(store: &S) {
     let t0 = Utc::now();
     assert!(!store.seen(&key, t0).await.unwrap(), "never marked");
     assert!(store.first_seen(&key, t0, ttl).await.unwrap(), "first time");
-    assert!(store.seen(&key, t0 + secs(59)).await.unwrap(), "seen within the ttl");
-    assert!(!store.seen(&key, t0 + secs(60)).await.unwrap(), "not past it");
+    assert!(
+        store.seen(&key, t0 + secs(59)).await.unwrap(),
+        "seen within the ttl"
+    );
+    assert!(
+        !store.seen(&key, t0 + secs(60)).await.unwrap(),
+        "not past it"
+    );
     assert!(!store.seen(&other, t0).await.unwrap(), "seen marks nothing");
     assert!(
         !store.first_seen(&key, t0, ttl).await.unwrap(),
