@@ -88,6 +88,17 @@ pub trait OperationStore: Send + Sync {
     }
     /// An operation's items in n order.
     async fn list_items(&self, operation: &str) -> PortResult<Vec<SyncItem>>;
+    /// A page of them: the items with n > `after`, in n order, at most `limit`. A key
+    /// range: only the page is read.
+    async fn list_items_after(
+        &self,
+        operation: &str,
+        after: u32,
+        limit: usize,
+    ) -> PortResult<Vec<SyncItem>>;
+    /// How many items the operation has: its highest n (items are numbered from 1
+    /// without gaps), read from the last item alone; 0 for none.
+    async fn count_items(&self, operation: &str) -> PortResult<u64>;
 }
 
 #[async_trait]

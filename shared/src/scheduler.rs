@@ -19,6 +19,18 @@ use std::time::Duration;
 /// 900 s visibility times a few receives), far below "never".
 pub const RECONCILE_PENDING_FOR: Duration = Duration::from_secs(3600);
 
+/// The queue dedup id of a source's reconcile at a generation. Apart from the
+/// notifications' ([`crate::webhook::pending_dedup_id`]): a notification read while a
+/// reconcile waits is still its own job, as it always was.
+pub fn reconcile_dedup_id(
+    band: &BandId,
+    source: &crate::model::SourceId,
+    generation: u64,
+) -> String {
+    let who = crate::sync::short_hash(&[band.as_str(), source.as_str()]);
+    format!("{who}:r{generation}")
+}
+
 pub struct Scheduler {
     sources: Arc<dyn SourceStore>,
     /// Which sources have a reconcile queued at their current generation.
@@ -135,12 +147,11 @@ impl Scheduler {
     /// Queue a reconcile of one source unless one is pending already. True if queued.
     ///
     /// A slow source (a pass longer than the tick, or a group held up behind a failing
-    /// job) must not gather one reconcile per tick. So the job's dedup id is the
-    /// webhook's, one per source and generation (a reconcile and a notification of the
-    /// same generation are the same pass), and a mark per (source, generation) says one
-    /// was queued; the worker bumps the generation when the pass starts, so the first
-    /// tick after that queues the next one. Marked after the send, as the webhook does:
-    /// a failed send leaves no mark, so the next tick tries again.
+    /// job) must not gather one reconcile per tick. So the job's dedup id is one per
+    /// source and generation ([`reconcile_dedup_id`]), and a mark per (source,
+    /// generation) says one was queued; the worker bumps the generation when the pass
+    /// starts, so the first tick after that queues the next one. Marked after the send,
+    /// as the webhook does: a failed send leaves no mark, so the next tick tries again.
     async fn queue_reconcile(
         &self,
         band: &BandId,
@@ -148,7 +159,7 @@ impl Scheduler {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, PortError> {
         let generation = self.sources.generation(band, source).await?;
-        let dedup_id = crate::webhook::pending_dedup_id(band, source, generation);
+        let dedup_id = reconcile_dedup_id(band, source, generation);
         let mark = format!("reconcile:{dedup_id}");
         if self.marks.seen(&mark, now).await? {
             return Ok(false);

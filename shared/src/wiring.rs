@@ -53,7 +53,8 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         b.health_checks()?,
     )
     .with_credentials_key(b.credentials_key()?)
-    .with_presence(store))
+    .with_presence(store)
+    .with_deployment(b.deployment()))
 }
 
 /// The sync worker: it publishes to the broadcast queue, alerts through the notifier
@@ -69,7 +70,7 @@ pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
         catalog: store.clone(),
         operations: store,
     };
-    let mut worker = SyncWorker::new(stores, publisher, b.clock());
+    let mut worker = SyncWorker::new(stores, publisher, b.clock()).with_deployment(b.deployment());
     if let Some(google) = b.google()? {
         worker = worker.with_google(google);
     }

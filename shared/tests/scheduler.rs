@@ -192,7 +192,7 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
     let first = h.sync_queue.messages()[0].dedup_id.clone();
     assert_eq!(
         first,
-        bandsync::webhook::pending_dedup_id(&demo, &SourceId::parse("charts").unwrap(), 0),
+        reconcile_dedup_id(&demo, &SourceId::parse("charts").unwrap(), 0),
         "the dedup id is the source's and generation's, not a random one"
     );
 
@@ -211,7 +211,7 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
     );
     assert_eq!(
         h.sync_queue.messages()[1].dedup_id,
-        bandsync::webhook::pending_dedup_id(&demo, &charts, 1)
+        reconcile_dedup_id(&demo, &charts, 1)
     );
 
     // AND a reconcile pending for longer than RECONCILE_PENDING_FOR is presumed lost:
