@@ -158,9 +158,8 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
     assert_eq!(report.watch_channels.created, 0);
 }
 
-#[tokio::test]
-async fn a_slow_source_has_at_most_one_reconcile_pending() {
-    // GIVEN a source whose reconcile was queued, and no pass has started since
+/// Band `demo` with one source `charts`, and a scheduler on the harness's parts.
+async fn one_source() -> (Harness, BandId, Scheduler) {
     let h = Harness::new();
     let demo = h.add_band("demo").await;
     h.add_source(&demo, "charts", "/nowhere").await;
@@ -171,6 +170,13 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
         h.sync_queue.clone(),
         h.clock.clone(),
     );
+    (h, demo, scheduler)
+}
+
+#[tokio::test]
+async fn a_slow_source_has_at_most_one_reconcile_pending() {
+    // GIVEN a source whose reconcile was queued, and no pass has started since
+    let (h, demo, scheduler) = one_source().await;
     assert_eq!(
         scheduler
             .tick(std::slice::from_ref(&demo))
@@ -231,16 +237,7 @@ async fn a_slow_source_has_at_most_one_reconcile_pending() {
 #[tokio::test]
 async fn a_failed_send_leaves_no_mark() {
     // GIVEN the queue fails the first reconcile's send
-    let h = Harness::new();
-    let demo = h.add_band("demo").await;
-    h.add_source(&demo, "charts", "/nowhere").await;
-    let scheduler = Scheduler::new(
-        h.store.clone(),
-        h.store.clone(),
-        h.store.clone(),
-        h.sync_queue.clone(),
-        h.clock.clone(),
-    );
+    let (h, demo, scheduler) = one_source().await;
     h.sync_queue.fail_next_send();
     assert!(scheduler.tick(std::slice::from_ref(&demo)).await.is_err());
     // WHEN the next tick runs THEN the reconcile is queued: it was never pending
