@@ -325,7 +325,7 @@ pub enum SourceKind {
 
 /// A place a band's content lives, with the cursor of its last delta sync.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Source {
     pub band: BandId,
     pub id: SourceId,
@@ -339,6 +339,40 @@ pub struct Source {
     /// The shared drive of a Drive source whose folder is in one (None: My Drive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drive_id: Option<String>,
+    /// The stored record's revision, as the store read it (0: never stored, or stored
+    /// by a build before revisions): what [`crate::ports::SourceStore::write_source`]
+    /// names so that a write made from a stale read is refused instead of undoing the
+    /// one in between. Store bookkeeping, not part of the record: not serialized, and
+    /// not compared by `==`.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub revision: u64,
+}
+
+/// Equal when they say the same: the revision says only when the store last wrote it.
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured, so that a new field cannot be left out.
+        let Self {
+            band,
+            id,
+            kind,
+            location,
+            cursor,
+            last_sync_at,
+            last_operation,
+            drive_id,
+            revision: _,
+        } = self;
+        *band == other.band
+            && *id == other.id
+            && *kind == other.kind
+            && *location == other.location
+            && *cursor == other.cursor
+            && *last_sync_at == other.last_sync_at
+            && *last_operation == other.last_operation
+            && *drive_id == other.drive_id
+    }
 }
 
 impl Source {
@@ -353,6 +387,7 @@ impl Source {
             last_sync_at: None,
             last_operation: None,
             drive_id: None,
+            revision: 0,
         }
     }
 }

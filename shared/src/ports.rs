@@ -25,10 +25,51 @@ pub enum PortError {
 
 pub type PortResult<T> = Result<T, PortError>;
 
+/// What a conditional write (one that names the revision its read saw) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written, under this new revision.
+    Written { revision: u64 },
+    /// Nothing was written: the record is gone (or, for a create, is there already), or
+    /// another write came between the read and this one. Not a failure: the writer
+    /// reads again (an operator's edit) or stops (a sync pass), and never recreates.
+    GoneOrChanged,
+}
+
+/// A record as stored, with the revision a conditional write names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revised<T> {
+    pub record: T,
+    pub revision: u64,
+}
+
+/// A fresh revision for a write: random (63 bits, never 0), not a counter, so that a
+/// record deleted and created again never has a revision an old reader still holds
+/// (a counter would start again at 1 and let a stale write through).
+pub fn new_revision() -> u64 {
+    (uuid::Uuid::new_v4().as_u64_pair().0 >> 1).max(1)
+}
+
 #[async_trait]
 pub trait ConfigStore: Send + Sync {
     async fn get_config(&self, band: &BandId) -> PortResult<Option<SyncConfiguration>>;
+    /// [`Self::get_config`] with the stored revision, for [`Self::write_config`].
+    async fn get_config_revised(
+        &self,
+        band: &BandId,
+    ) -> PortResult<Option<Revised<SyncConfiguration>>>;
+    /// Insert or replace, unconditionally (under a new revision): for seeding and tests.
+    /// The API writes with [`Self::write_config`].
     async fn put_config(&self, config: &SyncConfiguration) -> PortResult<()>;
+    /// Write `config` (under a new revision) only if the stored one still has revision
+    /// `expected` (`None`: only if the band has none), atomically. An edit made from a
+    /// read that another edit overtook (a credentials delete, say) is `GoneOrChanged`
+    /// and writes nothing, so it can never put back what the other one removed.
+    async fn write_config(
+        &self,
+        config: &SyncConfiguration,
+        expected: Option<u64>,
+    ) -> PortResult<WriteOutcome>;
     /// Every band with a configuration (the band registry the scheduler walks), by id.
     /// A key lookup, never a scan.
     async fn list_bands(&self) -> PortResult<Vec<BandId>>;
@@ -36,10 +77,24 @@ pub trait ConfigStore: Send + Sync {
 
 #[async_trait]
 pub trait SourceStore: Send + Sync {
+    /// The source with its stored [`Source::revision`] (a strongly consistent read).
     async fn get_source(&self, band: &BandId, source: &SourceId) -> PortResult<Option<Source>>;
+    /// Sources come with their stored [`Source::revision`].
     async fn list_sources(&self, band: &BandId) -> PortResult<Vec<Source>>;
-    /// Insert or replace.
+    /// Insert or replace, unconditionally (under a new revision): for seeding (the local
+    /// stack's configured sources) and tests. The API and the sync worker write with
+    /// [`Self::write_source`].
     async fn put_source(&self, source: &Source) -> PortResult<()>;
+    /// Write `source` (under a new revision) only if the stored one still has revision
+    /// `expected` (`None`: only if there is no such source), atomically; `source.revision`
+    /// itself is ignored. A write from a read that another write overtook (an operator's
+    /// delete or move, or the other way round) is `GoneOrChanged` and writes nothing: a
+    /// deleted source never comes back this way.
+    async fn write_source(
+        &self,
+        source: &Source,
+        expected: Option<u64>,
+    ) -> PortResult<WriteOutcome>;
     /// How many sync passes have started on the source (0 before the first). Kept apart
     /// from the source record: a small item read by every notification, and a counter no
     /// rewrite of the source can move back.

@@ -8,7 +8,9 @@
 //!   is opened and stored *first*, then the old one is stopped (`channels.stop`) and
 //!   forgotten, so the two overlap and no notification falls between them;
 //! - channels of sources that are gone are stopped and forgotten; expired ones are just
-//!   forgotten (Google has ended them);
+//!   forgotten (Google has ended them). A source deleted while its channel was being
+//!   opened is read again once the channel is stored, and the channel stopped at once:
+//!   no watch outlives its source by more than the pass that opened it;
 //! - a failure on one source is logged and counted; the others go on, and the old
 //!   channel stays until a renewal succeeds. A stop that fails keeps the record so the
 //!   next tick tries again (Google also ends it at its expiry).
@@ -125,7 +127,8 @@ impl WatchKeeper {
                 continue;
             }
             match self.open(source, now).await {
-                Ok(opened) => {
+                Ok(None) => report.stopped += 1,
+                Ok(Some(opened)) => {
                     if newest.is_some() {
                         report.renewed += 1;
                     } else {
@@ -172,7 +175,13 @@ impl WatchKeeper {
         Ok(report)
     }
 
-    async fn open(&self, source: &Source, now: DateTime<Utc>) -> Result<WatchChannel, OpenError> {
+    /// Open and store a channel for `source`; `None` if the source was deleted meanwhile
+    /// (the channel is stopped and forgotten again).
+    async fn open(
+        &self,
+        source: &Source,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WatchChannel>, OpenError> {
         let id = uuid::Uuid::new_v4().to_string();
         let token = format!(
             "{}{}",
@@ -202,8 +211,22 @@ impl WatchKeeper {
                 .await;
             return Err(OpenError::Store(e));
         }
+        // Stored first, then read again: a delete before this read is seen here, one after
+        // it by the next pass, which stops the channel of a source that is gone.
+        let exists = self.sources.get_source(&source.band, &source.id).await;
+        if matches!(exists, Ok(None)) {
+            tracing::info!(channel = %stored.id, source = %source.id, "the source was deleted while its watch channel opened; stopping it");
+            self.api
+                .stop(&source.band, source.kind, &stored.id, &stored.resource_id)
+                .await?;
+            self.channels
+                .delete_watch_channel(&stored)
+                .await
+                .map_err(OpenError::Store)?;
+            return Ok(None);
+        }
         tracing::info!(channel = %stored.id, source = %source.id, expires_at = ?stored.expires_at, "watch channel opened");
-        Ok(stored)
+        Ok(Some(stored))
     }
 }
 

@@ -36,6 +36,9 @@ macro_rules! contract_tests {
 contract_tests!(
     config_store_contract,
     source_store_contract,
+    config_revision_contract,
+    source_revision_contract,
+    source_revision_race_contract,
     catalog_contract,
     operation_contract,
     watch_channel_contract,

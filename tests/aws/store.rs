@@ -22,6 +22,15 @@ async fn config_source_and_catalog_contracts() {
     contract::catalog_contract(&s).await;
 }
 
+/// Conditional writes: no write from a stale read undoes another.
+#[tokio::test]
+async fn revision_contracts() {
+    let s = store().await;
+    contract::config_revision_contract(&s).await;
+    contract::source_revision_contract(&s).await;
+    contract::source_revision_race_contract(&s).await;
+}
+
 #[tokio::test]
 async fn operation_contract() {
     contract::operation_contract(&store().await).await;

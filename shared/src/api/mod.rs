@@ -415,12 +415,10 @@ impl Api {
 
     /// The band's configuration, which the route needs to exist.
     async fn registered(&self, band: &BandId) -> Result<SyncConfiguration, Refusal> {
-        self.configs.get_config(band).await?.ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NotFound,
-                format!("band {band} is not registered (PUT /sync/bands/{band} first)"),
-            )
-        })
+        self.configs
+            .get_config(band)
+            .await?
+            .ok_or_else(|| operator::not_registered(band))
     }
 
     fn allowed(member: &Member, band: &BandId) -> Result<(), Refusal> {

@@ -3,8 +3,56 @@
 //! entity types, and the rebuild check of its entities.
 
 use super::*;
+use crate::ports::WriteOutcome;
+
+/// How many times an operator's edit is applied to the record as stored and written
+/// back when another write got in between (each try starts from the newer record).
+const EDIT_TRIES: usize = 5;
+
+pub(super) fn not_registered(band: &BandId) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotFound,
+        format!("band {band} is not registered (PUT /sync/bands/{band} first)"),
+    )
+}
+
+fn edit_raced(what: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Conflict,
+        format!("{what} kept changing while this request applied; try again"),
+    )
+}
 
 impl Api {
+    /// Apply `edit` to the band's configuration as stored (`None`: it has none) and write
+    /// what it returns (`None`: nothing to write) back only onto the revision it read. If
+    /// another edit got in between, read again and apply `edit` to the newer record: an
+    /// edit writes back only what it changes, so an overlapping one (a credentials
+    /// delete, say) is never undone by a whole-record write from an older read.
+    async fn edit_config<T>(
+        &self,
+        band: &BandId,
+        mut edit: impl FnMut(
+            Option<SyncConfiguration>,
+        ) -> Result<(Option<SyncConfiguration>, T), Refusal>,
+    ) -> Result<T, Refusal> {
+        for _ in 0..EDIT_TRIES {
+            let stored = self.configs.get_config_revised(band).await?;
+            let expected = stored.as_ref().map(|s| s.revision);
+            let (write, out) = edit(stored.map(|s| s.record))?;
+            let Some(config) = write else {
+                return Ok(out);
+            };
+            match self.configs.write_config(&config, expected).await? {
+                WriteOutcome::Written { .. } => return Ok(out),
+                WriteOutcome::GoneOrChanged => {
+                    tracing::info!(%band, "the band configuration changed under an edit; applying it again");
+                }
+            }
+        }
+        Err(edit_raced("the band's configuration"))
+    }
+
     /// Create or update a band's configuration; its credentials are kept.
     pub(super) async fn put_band(
         &self,
@@ -42,32 +90,38 @@ impl Api {
                 ),
             ));
         }
-        let existing = self.configs.get_config(&band).await?;
-        let created = existing.is_none();
-        let mut config = existing.unwrap_or_else(|| SyncConfiguration {
-            band: band.clone(),
-            name: band.to_string(),
-            file_types: vec![],
-            google_credentials: None,
-            entity_types: vec![],
-            strict_entities: false,
-            history_days: None,
-        });
-        if let Some(strict) = body.strict_entities {
-            config.strict_entities = strict;
-        }
-        if let Some(days) = body.history_days {
-            config.history_days = days;
-        }
-        if let Some(name) = name {
-            config.name = name;
-        }
-        if let Some(mut types) = file_types {
+        let file_types = file_types.map(|mut types| {
             types.sort();
             types.dedup();
-            config.file_types = types;
-        }
-        self.configs.put_config(&config).await?;
+            types
+        });
+        let (config, created) = self
+            .edit_config(&band, |existing| {
+                let created = existing.is_none();
+                let mut config = existing.unwrap_or_else(|| SyncConfiguration {
+                    band: band.clone(),
+                    name: band.to_string(),
+                    file_types: vec![],
+                    google_credentials: None,
+                    entity_types: vec![],
+                    strict_entities: false,
+                    history_days: None,
+                });
+                if let Some(strict) = body.strict_entities {
+                    config.strict_entities = strict;
+                }
+                if let Some(days) = body.history_days {
+                    config.history_days = days;
+                }
+                if let Some(name) = &name {
+                    config.name = name.clone();
+                }
+                if let Some(types) = &file_types {
+                    config.file_types = types.clone();
+                }
+                Ok((Some(config.clone()), (config, created)))
+            })
+            .await?;
         tracing::info!(%band, created, "band configuration stored");
         Ok((200, json!(ConfigView::from(&config))))
     }
@@ -100,7 +154,7 @@ impl Api {
                 Ok(c)
             })
             .map_err(|e| Refusal::new(ErrorCode::InvalidCredentials, e.to_string()))?;
-        let mut config = self.registered(&band).await?;
+        self.registered(&band).await?;
         let sealed = sealed::seal(key, file.as_bytes(), &sealed::credentials_context(&band))
             .map_err(|e| {
                 tracing::error!(%band, error = %e, "sealing Google credentials failed");
@@ -109,16 +163,25 @@ impl Api {
                     "could not seal the credentials; try again",
                 )
             })?;
-        config.google_credentials = Some(sealed);
-        self.configs.put_config(&config).await?;
+        self.edit_config(&band, |stored| {
+            let mut config = stored.ok_or_else(|| not_registered(&band))?;
+            config.google_credentials = Some(sealed.clone());
+            Ok((Some(config), ()))
+        })
+        .await?;
         tracing::info!(%band, grant = credentials.grant_kind(), "Google credentials stored");
         Ok(no_content())
     }
 
     pub(super) async fn delete_credentials(&self, band: BandId) -> Result<(u16, Value), Refusal> {
-        let mut config = self.registered(&band).await?;
-        if config.google_credentials.take().is_some() {
-            self.configs.put_config(&config).await?;
+        let removed = self
+            .edit_config(&band, |stored| {
+                let mut config = stored.ok_or_else(|| not_registered(&band))?;
+                let removed = config.google_credentials.take().is_some();
+                Ok((removed.then_some(config), removed))
+            })
+            .await?;
+        if removed {
             tracing::info!(%band, "Google credentials removed");
         }
         Ok(no_content())
@@ -161,26 +224,40 @@ impl Api {
             ));
         }
         self.registered(&band).await?;
-        let source = match self.sources.get_source(&band, &id).await? {
-            Some(mut old) => {
-                if (old.kind, &old.location, &old.drive_id) != (kind, &location, &drive_id) {
-                    old.cursor = None;
+        // Onto the revision read, or read again: a pass that moved the cursor meanwhile
+        // keeps it (unless this moves the source), and that pass's next write of the
+        // source is refused if this one changed it.
+        for _ in 0..EDIT_TRIES {
+            let stored = self.sources.get_source(&band, &id).await?;
+            let expected = stored.as_ref().map(|s| s.revision);
+            let source = match stored {
+                Some(mut old) => {
+                    if (old.kind, &old.location, &old.drive_id) != (kind, &location, &drive_id) {
+                        old.cursor = None;
+                    }
+                    Source {
+                        kind,
+                        location: location.clone(),
+                        drive_id: drive_id.clone(),
+                        ..old
+                    }
                 }
-                Source {
-                    kind,
-                    location,
-                    drive_id,
-                    ..old
+                None => Source {
+                    drive_id: drive_id.clone(),
+                    ..Source::new(band.clone(), id.clone(), kind, location.clone())
+                },
+            };
+            match self.sources.write_source(&source, expected).await? {
+                WriteOutcome::Written { .. } => {
+                    tracing::info!(%band, source = %source.id, kind = ?source.kind, "source stored");
+                    return Ok((200, json!(source)));
+                }
+                WriteOutcome::GoneOrChanged => {
+                    tracing::info!(%band, source = %id, "the source changed under an edit; applying it again");
                 }
             }
-            None => Source {
-                drive_id,
-                ..Source::new(band.clone(), id, kind, location)
-            },
-        };
-        self.sources.put_source(&source).await?;
-        tracing::info!(%band, source = %source.id, kind = ?source.kind, "source stored");
-        Ok((200, json!(source)))
+        }
+        Err(edit_raced("the source"))
     }
 
     pub(super) async fn delete_source(
@@ -248,19 +325,22 @@ impl Api {
             )
         })?;
         self.engine.validate_type(&ty)?;
-        let mut config = self.registered(&band).await?;
-        let declared = config.entity_types.len();
-        match config.entity_types.iter_mut().find(|t| t.name == name) {
-            Some(old) => *old = ty.clone(),
-            None if declared >= MAX_ENTITY_TYPES => {
-                return Err(Refusal::new(
-                    ErrorCode::InvalidParameter,
-                    format!("a band declares at most {MAX_ENTITY_TYPES} entity types"),
-                ));
+        self.edit_config(&band, |stored| {
+            let mut config = stored.ok_or_else(|| not_registered(&band))?;
+            let declared = config.entity_types.len();
+            match config.entity_types.iter_mut().find(|t| t.name == name) {
+                Some(old) => *old = ty.clone(),
+                None if declared >= MAX_ENTITY_TYPES => {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidParameter,
+                        format!("a band declares at most {MAX_ENTITY_TYPES} entity types"),
+                    ));
+                }
+                None => config.entity_types.push(ty.clone()),
             }
-            None => config.entity_types.push(ty.clone()),
-        }
-        self.configs.put_config(&config).await?;
+            Ok((Some(config), ()))
+        })
+        .await?;
         tracing::info!(%band, entity_type = %name, "entity type stored");
         Ok((200, json!(ty)))
     }

@@ -309,7 +309,7 @@ pub(super) async fn sync(
         // Cleared in the store too, so that a redelivery of this job lists in full.
         cursor = None;
         source.cursor = None;
-        ops.put_cursor(&source).await?;
+        ops.put_cursor(&mut source).await?;
     }
     let mut known = Known::new(&job.band, &job.source, &catalog);
     let mut run = match existing {
@@ -346,7 +346,7 @@ pub(super) async fn sync(
                 Some(_) => {
                     tracing::warn!(%message, "sync token gone: full sync");
                     source.cursor = None;
-                    ops.put_cursor(&source).await?;
+                    ops.put_cursor(&mut source).await?;
                     continue;
                 }
                 // A full listing's page token went stale: the job is retried.
@@ -389,11 +389,11 @@ pub(super) async fn sync(
             (Some(next), _, Some(c)) => {
                 c.page_token = Some(next);
                 source.cursor = Some(c.encode());
-                ops.put_cursor(&source).await?;
+                ops.put_cursor(&mut source).await?;
             }
             (None, Some(token), _) => {
                 source.cursor = Some(CalendarCursor::at(token).encode());
-                ops.put_cursor(&source).await?;
+                ops.put_cursor(&mut source).await?;
                 break;
             }
             (None, None, _) => {

@@ -102,7 +102,7 @@ pub(super) async fn sync(
         ops.forget_files(&delta.forgotten).await?;
         let last = matches!(end, PageEnd::Done(_));
         source.cursor = Some(end.into_token());
-        ops.put_cursor(&source).await?;
+        ops.put_cursor(&mut source).await?;
         if last {
             break;
         }

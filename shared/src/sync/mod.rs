@@ -27,7 +27,7 @@ use crate::google::GoogleError;
 use crate::ports::PortError;
 use sha2::{Digest, Sha256};
 
-pub use operation::{CHUNK, EventOfChange, SyncStores, file_event};
+pub use operation::{CHUNK, EventOfChange, SOURCE_GONE_OR_CHANGED, SyncStores, file_event};
 pub use request::{RequestSyncError, SyncRequest, enqueue, request_sync, sync_group};
 pub use worker::SyncWorker;
 
@@ -43,6 +43,11 @@ pub enum SyncError {
     /// refusal fails the operation instead).
     #[error("Google API: {0}")]
     Google(#[from] GoogleError),
+    /// The source was deleted or changed (moved, re-put) after this pass read it, so its
+    /// cursor was not written: the pass stops cleanly (see `Operations::abandon`). Never
+    /// retried: a retry would only find the same.
+    #[error("the source was deleted or changed while it synced")]
+    SourceGoneOrChanged,
 }
 
 /// 24 hex characters of SHA-256 over `parts` (each ended by a NUL).

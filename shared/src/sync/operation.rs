@@ -8,7 +8,9 @@ use super::SyncError;
 use super::delta::Change;
 use super::short_hash;
 use crate::model::*;
-use crate::ports::{CatalogStore, Clock, ConfigStore, Notifier, OperationStore, SourceStore};
+use crate::ports::{
+    CatalogStore, Clock, ConfigStore, Notifier, OperationStore, SourceStore, WriteOutcome,
+};
 use crate::publish::Publisher;
 use crate::transport::metrics::{self, Unit};
 use crate::wire::events::{
@@ -19,6 +21,10 @@ use std::sync::Arc;
 
 /// Changes recorded (and events published) per step.
 pub const CHUNK: usize = 50;
+
+/// The error of an operation stopped by [`Operations::abandon`].
+pub const SOURCE_GONE_OR_CHANGED: &str =
+    "stopped: an operator deleted or changed the source while it synced";
 
 /// What a change is on the channel: its event kind and payload.
 pub type EventOfChange<'a> = dyn Fn(&Change) -> EventKind + Send + Sync + 'a;
@@ -294,9 +300,22 @@ impl Operations {
     }
 
     /// Store the source as the engine moved it on (its cursor, mostly): what a
-    /// redelivered job resumes from.
-    pub(super) async fn put_cursor(&self, source: &Source) -> Result<(), SyncError> {
-        Ok(self.sources.put_source(source).await?)
+    /// redelivered job resumes from. Only onto the revision this pass read (or last
+    /// wrote), which `source.revision` moves on to: if an operator deleted or changed the
+    /// source meanwhile, nothing is written and the pass stops
+    /// ([`SyncError::SourceGoneOrChanged`]) rather than bring back what they removed.
+    pub(super) async fn put_cursor(&self, source: &mut Source) -> Result<(), SyncError> {
+        match self
+            .sources
+            .write_source(source, Some(source.revision))
+            .await?
+        {
+            WriteOutcome::Written { revision } => {
+                source.revision = revision;
+                Ok(())
+            }
+            WriteOutcome::GoneOrChanged => Err(SyncError::SourceGoneOrChanged),
+        }
     }
 
     /// Record one item of the operation outside [`Self::apply_changes`] (a failed file,
@@ -384,6 +403,29 @@ impl Operations {
         self.publish(&channel, &[event]).await
     }
 
+    /// The pass stopped because an operator deleted or changed the source while it ran
+    /// ([`SyncError::SourceGoneOrChanged`]): record the operation as failed with that
+    /// reason and publish `sync.failed`, so it does not stay running. No alert (an
+    /// operator did it) and no retry: a moved source's next pass starts over from its new
+    /// place, a deleted one has none.
+    pub(super) async fn abandon(
+        &self,
+        job: &SyncJob,
+        existing: Option<SyncOperation>,
+    ) -> Result<SyncOperation, SyncError> {
+        tracing::info!("the source was deleted or changed while it synced; the pass stops");
+        let channel = ChannelName::Band(job.band.clone());
+        let mut op = self.start(job, existing, &channel).await?;
+        if op.status == OperationStatus::Running {
+            op.status = OperationStatus::Failed;
+            op.finished_at = Some(self.clock.now());
+            op.error = Some(SOURCE_GONE_OR_CHANGED.to_owned());
+            self.operations.put_operation(&op).await?;
+        }
+        self.republish_outcome(&op).await?;
+        Ok(op)
+    }
+
     /// Record the operation as failed, publish `sync.failed` and alert the operators.
     pub(super) async fn fail(
         &self,
@@ -424,7 +466,7 @@ impl Operations {
     async fn touch_source(&self, mut source: Source, op: &SyncOperation) -> Result<(), SyncError> {
         source.last_sync_at = op.finished_at;
         source.last_operation = Some(op.id.clone());
-        Ok(self.sources.put_source(&source).await?)
+        self.put_cursor(&mut source).await
     }
 
     fn started_event(&self, op: &SyncOperation) -> NewEvent {

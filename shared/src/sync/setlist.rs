@@ -537,7 +537,7 @@ pub(super) async fn sync(
         return complete(ops, run, source, rows, started).await.map(Some);
     }
     source.cursor = Some(written);
-    ops.put_cursor(&source).await?;
+    ops.put_cursor(&mut source).await?;
     finish(ops, run, source, &target, cursor, pending, started)
         .await
         .map(Some)

@@ -124,7 +124,7 @@ impl SyncWorker {
                 let error = crate::deployment::Deployment::FOLDER_REFUSED.to_owned();
                 return ops.fail(job, existing, error).await.map(Some);
             }
-            (SourceKind::Folder, _) => return folder::sync(ops, pass).await,
+            (SourceKind::Folder, _) => folder::sync(ops, pass).await,
             (kind, None) => {
                 let error = format!(
                     "sources of kind {kind:?} need Google API clients, and this worker has none"
@@ -135,20 +135,21 @@ impl SyncWorker {
             (SourceKind::Sheet, Some(google)) => setlist::sync(ops, google, pass).await,
             (SourceKind::Calendar, Some(google)) => calendar::sync(ops, google, pass).await,
         };
+        // The operation as the pass left it (it may have begun one), for ending it here.
+        let current = async {
+            let stored = self.stores.operations.get_operation(&job.id).await?;
+            Ok::<_, SyncError>(stored.or(existing))
+        };
         match result {
+            // An operator deleted or changed the source under this pass: stop, and write
+            // nothing of the source (neither recreate it nor revert their change).
+            Err(SyncError::SourceGoneOrChanged) => ops.abandon(job, current.await?).await.map(Some),
             // Retrying cannot fix these (no credentials, no access, no such folder,
             // calendar or sheet): fail the operation so operators and members see why.
-            Err(SyncError::Google(e)) if e.is_permanent() => {
-                let existing = self
-                    .stores
-                    .operations
-                    .get_operation(&job.id)
-                    .await?
-                    .or(existing);
-                ops.fail(job, existing, format!("Google refused the sync: {e}"))
-                    .await
-                    .map(Some)
-            }
+            Err(SyncError::Google(e)) if e.is_permanent() => ops
+                .fail(job, current.await?, format!("Google refused the sync: {e}"))
+                .await
+                .map(Some),
             other => other,
         }
     }

@@ -30,6 +30,7 @@ mod connections;
 mod entities;
 mod presence;
 mod records;
+mod revisions;
 
 pub use channel_log::{channel_log_concurrency_contract, channel_log_contract};
 pub use connections::{connection_contract, health_contract};
@@ -41,11 +42,17 @@ pub use records::{
     catalog_contract, config_store_contract, dedupe_contract, operation_contract,
     source_store_contract, watch_channel_contract,
 };
+pub use revisions::{
+    config_revision_contract, source_revision_contract, source_revision_race_contract,
+};
 
 /// Every suite, one after the other, against one store.
 pub async fn store_contract<S: Store + ?Sized + 'static>(store: Arc<S>) {
     config_store_contract(&*store).await;
     source_store_contract(&*store).await;
+    config_revision_contract(&*store).await;
+    source_revision_contract(&*store).await;
+    source_revision_race_contract(&*store).await;
     catalog_contract(&*store).await;
     operation_contract(&*store).await;
     watch_channel_contract(&*store).await;

@@ -24,7 +24,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: entry `i` brings a database from `user_version` `i` to `i + 1`.
 /// Append, never edit: a file written by an older build is upgraded in place.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
+
+/// v6: the revision of configurations and sources, which conditional writes name
+/// (`UPDATE ... WHERE revision = ?`, nothing changed: someone else wrote first). 0 for
+/// records written before.
+const SCHEMA_V6: &str = "
+ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sources ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+";
 
 /// v5: conflict analytics. A band's verdict counters per (entity type, counter), bumped
 /// inside each commit (see `entities::stats::counters`).

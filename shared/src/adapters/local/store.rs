@@ -10,7 +10,8 @@ use crate::model::{
 };
 use crate::ports::{
     CatalogStore, ChannelLog, ConfigStore, ConnectionStore, DedupeStore, HealthCheck,
-    OperationStore, PortResult, SourceStore, WatchChannelStore,
+    OperationStore, PortResult, Revised, SourceStore, WatchChannelStore, WriteOutcome,
+    new_revision,
 };
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -100,6 +101,92 @@ pub(super) fn get_body<T: DeserializeOwned>(
     body.as_deref().map(from_json).transpose()
 }
 
+/// The record (`body`) and revision (`revision`, the second column) of the one row `sql`
+/// selects by its key, if any.
+fn get_revised<T: DeserializeOwned>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: impl Params,
+) -> anyhow::Result<Option<Revised<T>>> {
+    let row: Option<(String, i64)> = c
+        .prepare_cached(sql)?
+        .query_row(params, |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    row.map(|(body, revision)| {
+        Ok(Revised {
+            record: from_json(&body)?,
+            revision: revision as u64,
+        })
+    })
+    .transpose()
+}
+
+/// A source as stored: its body, with the revision beside it.
+fn revised_source(r: Revised<Source>) -> Source {
+    Source {
+        revision: r.revision,
+        ..r.record
+    }
+}
+
+/// A conditional write's outcome from the rows it changed (none: the condition failed).
+fn outcome(changed: usize, revision: i64) -> WriteOutcome {
+    if changed == 0 {
+        WriteOutcome::GoneOrChanged
+    } else {
+        WriteOutcome::Written {
+            revision: revision as u64,
+        }
+    }
+}
+
+/// Insert (`expected` None: only if the key is free) or update (only if the row still has
+/// revision `expected`) one row of `table` keyed by `keys`, setting `body` and a new
+/// revision. One statement, so the check and the write are one atomic step.
+fn write_revised(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    keys: &[(&str, &str)],
+    body: &str,
+    expected: Option<u64>,
+) -> anyhow::Result<WriteOutcome> {
+    let revision = new_revision() as i64;
+    let mut values: Vec<&dyn rusqlite::ToSql> = keys.iter().map(|(_, v)| v as _).collect();
+    values.push(&body);
+    values.push(&revision);
+    let changed = match expected {
+        None => {
+            let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+            let marks: Vec<String> = (1..=keys.len() + 2).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO {table} ({}, body, revision) VALUES ({}) ON CONFLICT DO NOTHING",
+                names.join(", "),
+                marks.join(", ")
+            );
+            tx.prepare_cached(&sql)?.execute(values.as_slice())?
+        }
+        Some(expected) => {
+            let expected = expected as i64;
+            values.push(&expected);
+            let n = keys.len();
+            let wheres: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| format!("{k} = ?{}", i + 1))
+                .collect();
+            let sql = format!(
+                "UPDATE {table} SET body = ?{}, revision = ?{} WHERE {} AND revision = ?{}",
+                n + 1,
+                n + 2,
+                wheres.join(" AND "),
+                n + 3
+            );
+            tx.prepare_cached(&sql)?.execute(values.as_slice())?
+        }
+    };
+    Ok(outcome(changed, revision))
+}
+
 #[async_trait]
 impl ConfigStore for EmbeddedStore {
     #[instrument(skip(self), level = "debug")]
@@ -113,12 +200,46 @@ impl ConfigStore for EmbeddedStore {
         })
     }
 
+    #[instrument(skip(self), level = "debug")]
+    async fn get_config_revised(
+        &self,
+        band: &BandId,
+    ) -> PortResult<Option<Revised<SyncConfiguration>>> {
+        self.db.read("get_config_revised", |c| {
+            let sql = "SELECT body, revision FROM configs WHERE band = ?1";
+            get_revised(c, sql, [band.as_str()])
+        })
+    }
+
     #[instrument(skip_all, fields(band = %config.band), level = "debug")]
     async fn put_config(&self, config: &SyncConfiguration) -> PortResult<()> {
         self.db.write("put_config", |tx| {
-            let sql = "INSERT OR REPLACE INTO configs (band, body) VALUES (?1, ?2)";
-            exec(tx, sql, params![config.band.as_str(), to_json(config)?])?;
+            let sql = "INSERT OR REPLACE INTO configs (band, body, revision) VALUES (?1, ?2, ?3)";
+            let revision = new_revision() as i64;
+            exec(
+                tx,
+                sql,
+                params![config.band.as_str(), to_json(config)?, revision],
+            )?;
             Ok(())
+        })
+    }
+
+    #[instrument(skip_all, fields(band = %config.band), level = "debug")]
+    async fn write_config(
+        &self,
+        config: &SyncConfiguration,
+        expected: Option<u64>,
+    ) -> PortResult<WriteOutcome> {
+        self.db.write("write_config", |tx| {
+            let body = to_json(config)?;
+            write_revised(
+                tx,
+                "configs",
+                &[("band", config.band.as_str())],
+                &body,
+                expected,
+            )
         })
     }
 
@@ -137,30 +258,60 @@ impl SourceStore for EmbeddedStore {
     #[instrument(skip(self), level = "debug")]
     async fn get_source(&self, band: &BandId, source: &SourceId) -> PortResult<Option<Source>> {
         self.db.read("get_source", |c| {
-            let sql = "SELECT body FROM sources WHERE band = ?1 AND source = ?2";
-            get_body(c, sql, [band.as_str(), source.as_str()])
+            let sql = "SELECT body, revision FROM sources WHERE band = ?1 AND source = ?2";
+            let got = get_revised(c, sql, [band.as_str(), source.as_str()])?;
+            Ok(got.map(revised_source))
         })
     }
 
     #[instrument(skip(self), level = "debug")]
     async fn list_sources(&self, band: &BandId) -> PortResult<Vec<Source>> {
         self.db.read("list_sources", |c| {
-            let sql = "SELECT body FROM sources WHERE band = ?1 ORDER BY source";
-            list_bodies(c, sql, [band.as_str()])
+            let sql = "SELECT body, revision FROM sources WHERE band = ?1 ORDER BY source";
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map([band.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            rows.map(|row| {
+                let (body, revision) = row?;
+                Ok(revised_source(Revised {
+                    record: from_json(&body)?,
+                    revision: revision as u64,
+                }))
+            })
+            .collect()
         })
     }
 
     #[instrument(skip_all, fields(band = %source.band, source = %source.id), level = "debug")]
     async fn put_source(&self, source: &Source) -> PortResult<()> {
         self.db.write("put_source", |tx| {
-            let sql = "INSERT OR REPLACE INTO sources (band, source, body) VALUES (?1, ?2, ?3)";
+            let sql = "INSERT OR REPLACE INTO sources (band, source, body, revision) \
+                       VALUES (?1, ?2, ?3, ?4)";
             let body = to_json(source)?;
+            let revision = new_revision() as i64;
             exec(
                 tx,
                 sql,
-                params![source.band.as_str(), source.id.as_str(), body],
+                params![source.band.as_str(), source.id.as_str(), body, revision],
             )?;
             Ok(())
+        })
+    }
+
+    #[instrument(skip_all, fields(band = %source.band, source = %source.id), level = "debug")]
+    async fn write_source(
+        &self,
+        source: &Source,
+        expected: Option<u64>,
+    ) -> PortResult<WriteOutcome> {
+        self.db.write("write_source", |tx| {
+            let body = to_json(source)?;
+            let keys = [
+                ("band", source.band.as_str()),
+                ("source", source.id.as_str()),
+            ];
+            write_revised(tx, "sources", &keys, &body, expected)
         })
     }
     #[instrument(skip(self), level = "debug")]
