@@ -10,8 +10,10 @@ use bandsync::api::{Api, ApiStores};
 use bandsync::google::apis::{GoogleApis, GoogleUrls};
 use bandsync::model::*;
 use bandsync::ports::{
-    ConfigStore, OperationStore, PortResult, Revised, SourceStore, WatchChannelStore, WriteOutcome,
+    CatalogStore, ConfigStore, OperationStore, PortResult, Revised, SourceStore, WatchChannelStore,
+    WriteOutcome,
 };
+use bandsync::sync::purge::Purger;
 use bandsync::sync::{SOURCE_GONE_OR_CHANGED, SyncStores, SyncWorker};
 use bandsync::watch_keeper::WatchKeeper;
 use bandsync_google_fake::calendar::{EventInput, FakeCalendar};
@@ -98,6 +100,15 @@ impl SourceStore for Interleave {
     }
     async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
         self.inner.delete_source(band, source).await
+    }
+    async fn put_purge(&self, purge: &SourcePurge) -> PortResult<()> {
+        self.inner.put_purge(purge).await
+    }
+    async fn purges(&self, band: &BandId) -> PortResult<Vec<SourcePurge>> {
+        self.inner.purges(band).await
+    }
+    async fn forget_purge(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
+        self.inner.forget_purge(band, source).await
     }
 }
 
@@ -314,6 +325,17 @@ async fn a_source_deleted_during_a_sync_never_comes_back() {
             Some(op.status),
             "write {at}: the operation stays as it ended"
         );
+        // AND the scheduler's purge clears its catalog, chunks the pass wrote after the
+        // delete included
+        let purger = Purger::new(
+            f.h.store.clone(),
+            f.h.store.clone(),
+            f.h.publisher(),
+            f.h.clock.clone(),
+        );
+        purger.prune_band(&f.band).await.unwrap();
+        let left = f.h.store.list_files(&f.band, &f.source).await.unwrap();
+        assert!(left.is_empty(), "write {at}: {left:?}");
     }
 }
 
