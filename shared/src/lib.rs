@@ -6,6 +6,7 @@
 //!   [`ws_disconnect`], [`ws_message`], [`broadcast`], and the HTTP [`api`];
 //! - [`entities`]: two-way sync, members' own changes (mutations, verdicts, policies);
 //! - [`error`]: the error codes clients see, and the refusals the edges render;
+//! - [`deployment`]: what only the local stack may do (folder sources, loopback http);
 //! - [`wiring`]: every handler built from a backend's ports, for the mains, the local
 //!   stack and the tests;
 //! - [`adapters`]: the backends behind cargo features (`local` is the embedded one);
@@ -20,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod broadcast;
+pub mod deployment;
 pub mod entities;
 pub mod error;
 pub mod google;

@@ -171,6 +171,17 @@ pub trait OperationStore: Send + Sync {
     }
     /// An operation's items in n order.
     async fn list_items(&self, operation: &str) -> PortResult<Vec<SyncItem>>;
+    /// A page of them: the items with n > `after`, in n order, at most `limit`. A key
+    /// range: only the page is read.
+    async fn list_items_after(
+        &self,
+        operation: &str,
+        after: u32,
+        limit: usize,
+    ) -> PortResult<Vec<SyncItem>>;
+    /// How many items the operation has: its highest n (items are numbered from 1
+    /// without gaps), read from the last item alone; 0 for none.
+    async fn count_items(&self, operation: &str) -> PortResult<u64>;
 }
 
 #[async_trait]
@@ -186,9 +197,12 @@ pub trait WatchChannelStore: Send + Sync {
 
 #[async_trait]
 pub trait DedupeStore: Send + Sync {
-    /// True the first time `key` (a webhook message, `<watch channel>#<message number>`)
-    /// is seen within `ttl`; false for a repeat. The store namespaces the key itself.
+    /// True the first time `key` (a webhook message, `<watch channel>#<message number>`,
+    /// or the scheduler's `reconcile:<dedup id>` mark) is seen within `ttl`; false for a repeat. The store namespaces the key itself.
     async fn first_seen(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> PortResult<bool>;
+    /// Has `key` been marked by [`Self::first_seen`] within its ttl? A read only: it
+    /// marks nothing (the webhook checks before it queues and marks after).
+    async fn seen(&self, key: &str, now: DateTime<Utc>) -> PortResult<bool>;
 }
 
 /// The per-channel event log: gapless seqs, an epoch, a retention window.

@@ -6,14 +6,36 @@
 
 use crate::entities::settle::{SettleReport, Settler};
 use crate::model::{BandId, ChannelName, SyncJob, Trigger};
-use crate::ports::{ChannelLog, Clock, ConfigStore, EntityStore, PortError, Queue, SourceStore};
+use crate::ports::{
+    ChannelLog, Clock, ConfigStore, DedupeStore, EntityStore, PortError, Queue, SourceStore,
+};
 use crate::sync::purge::{PurgeReport, Purger};
 use crate::watch_keeper::{WatchKeeper, WatchReport};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a queued reconcile counts as pending while its source's generation has not
+/// moved (no pass started). Past it the job is presumed lost (dead-lettered, or dropped)
+/// and the next tick queues another: well above a healthy queue's wait (the sync queue's
+/// 900 s visibility times a few receives), far below "never".
+pub const RECONCILE_PENDING_FOR: Duration = Duration::from_secs(3600);
+
+/// The queue dedup id of a source's reconcile at a generation. Apart from the
+/// notifications' ([`crate::webhook::pending_dedup_id`]): a notification read while a
+/// reconcile waits is still its own job, as it always was.
+pub fn reconcile_dedup_id(
+    band: &BandId,
+    source: &crate::model::SourceId,
+    generation: u64,
+) -> String {
+    let who = crate::sync::short_hash(&[band.as_str(), source.as_str()]);
+    format!("{who}:r{generation}")
+}
+
 pub struct Scheduler {
     sources: Arc<dyn SourceStore>,
+    /// Which sources have a reconcile queued at their current generation.
+    marks: Arc<dyn DedupeStore>,
     log: Arc<dyn ChannelLog>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
@@ -55,12 +77,14 @@ pub struct TickReport {
 impl Scheduler {
     pub fn new(
         sources: Arc<dyn SourceStore>,
+        marks: Arc<dyn DedupeStore>,
         log: Arc<dyn ChannelLog>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             sources,
+            marks,
             log,
             queue,
             clock,
@@ -121,22 +145,50 @@ impl Scheduler {
     ) -> Result<(usize, u64), PortError> {
         let mut queued = 0;
         for source in self.sources.list_sources(band).await? {
-            let job = SyncJob::new(
-                band.clone(),
-                source.id,
-                Trigger::Reconcile,
-                false,
-                None,
-                now,
-            );
-            crate::sync::enqueue(self.queue.as_ref(), &job, job.id.clone()).await?;
-            queued += 1;
+            if self.queue_reconcile(band, &source.id, now).await? {
+                queued += 1;
+            }
         }
         let pruned = self
             .log
             .prune(&ChannelName::Band(band.clone()), cutoff)
             .await?;
         Ok((queued, pruned))
+    }
+
+    /// Queue a reconcile of one source unless one is pending already. True if queued.
+    ///
+    /// A slow source (a pass longer than the tick, or a group held up behind a failing
+    /// job) must not gather one reconcile per tick. So the job's dedup id is one per
+    /// source and generation ([`reconcile_dedup_id`]), and a mark per (source,
+    /// generation) says one was queued; the worker bumps the generation when the pass
+    /// starts, so the first tick after that queues the next one. Marked after the send,
+    /// as the webhook does: a failed send leaves no mark, so the next tick tries again.
+    async fn queue_reconcile(
+        &self,
+        band: &BandId,
+        source: &crate::model::SourceId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, PortError> {
+        let generation = self.sources.generation(band, source).await?;
+        let dedup_id = reconcile_dedup_id(band, source, generation);
+        let mark = format!("reconcile:{dedup_id}");
+        if self.marks.seen(&mark, now).await? {
+            return Ok(false);
+        }
+        let job = SyncJob::new(
+            band.clone(),
+            source.clone(),
+            Trigger::Reconcile,
+            false,
+            None,
+            now,
+        );
+        crate::sync::enqueue(self.queue.as_ref(), &job, dedup_id).await?;
+        self.marks
+            .first_seen(&mark, now, RECONCILE_PENDING_FOR)
+            .await?;
+        Ok(true)
     }
 
     /// Entity history of `band` older than this goes: its `history_days` when the

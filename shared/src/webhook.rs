@@ -3,7 +3,7 @@
 //! Google signs nothing, so a notification is accepted only when its channel id is one
 //! we created, its token matches the stored hash (constant-time) and its resource id
 //! matches. The `sync` handshake is acknowledged and starts nothing; unknown states are
-//! ignored; a repeated message number is deduplicated. We answer 2xx as soon as the job
+//! ignored; a repeated message number is deduplicated before anything is queued. We answer 2xx as soon as the job
 //! is queued, and 5xx only when queueing failed, so that Google retries.
 //!
 //! Bursts collapse: the job's queue dedup id is `<band>/<source>:g<generation>`, where
@@ -18,6 +18,7 @@ use crate::error::Refusal;
 use crate::model::{BandId, SourceId, SyncJob, Trigger};
 use crate::ports::{Clock, DedupeStore, PortError, Queue, SourceStore, WatchChannelStore};
 use crate::transport::http::{header, json_v2, refused_v2};
+use crate::transport::untrusted;
 use crate::wire::http::WebhookAnswer;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use sha2::{Digest, Sha256};
@@ -117,7 +118,7 @@ impl WebhookIntake {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(channel = header(&req.headers, H_CHANNEL_ID)))]
+    #[tracing::instrument(skip_all, fields(channel = %untrusted(header(&req.headers, H_CHANNEL_ID).unwrap_or_default())))]
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.intake(&req.headers).await {
             Ok(intake) => {
@@ -177,12 +178,20 @@ impl WebhookIntake {
         if !CHANGE_STATES.contains(&state) {
             return Ok(Intake::Ignored(state.to_owned()));
         }
-        // Queue first, remember second: a crash between the two makes Google's retry queue
-        // the job again (the queue's dedup id drops the repeat), never lose it. Remembering
-        // first would turn that retry into a "duplicate" and the change would wait for the
-        // next reconcile.
+        // Check, queue, then remember: a repeated message number (Google's retry of one
+        // we queued, or a replay) queues nothing. Remembering only after the send keeps
+        // the old guarantee: a send that fails, or a crash between the two, leaves the
+        // number unmarked, so Google's retry queues the job again (the queue's dedup id
+        // drops a repeat that did get through), never loses it. Two copies arriving at
+        // once may both pass the check; they get the same dedup id unless a pass started
+        // between them, and a second pass is harmless.
         // (A source that is gone has its channel stopped by the scheduler; a job queued
         // meanwhile is dropped by the worker.)
+        // The message, not a storage key: each store adds its own namespace.
+        let key = format!("{channel_id}#{number}");
+        if self.dedupe.seen(&key, now).await? {
+            return Ok(Intake::Duplicate);
+        }
         let generation = self
             .sources
             .generation(&channel.band, &channel.source)
@@ -197,9 +206,8 @@ impl WebhookIntake {
         );
         let dedup_id = pending_dedup_id(&channel.band, &channel.source, generation);
         crate::sync::enqueue(self.queue.as_ref(), &job, dedup_id).await?;
-        // The message, not a storage key: each store adds its own namespace.
-        let key = format!("{channel_id}#{number}");
         if !self.dedupe.first_seen(&key, now, DEDUPE_TTL).await? {
+            // The twin that raced this one marked it first; both sent the same job.
             return Ok(Intake::Duplicate);
         }
         if let Err(e) = self.channels.record_message(channel_id, number, now).await {

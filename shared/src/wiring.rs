@@ -54,7 +54,8 @@ pub fn api(b: &dyn Backend) -> anyhow::Result<Api> {
         b.health_checks()?,
     )
     .with_credentials_key(b.credentials_key()?)
-    .with_presence(store))
+    .with_presence(store)
+    .with_deployment(b.deployment()))
 }
 
 /// The sync worker: it publishes to the broadcast queue, alerts through the notifier
@@ -70,7 +71,7 @@ pub fn sync_worker(b: &dyn Backend) -> anyhow::Result<SyncWorker> {
         catalog: store.clone(),
         operations: store,
     };
-    let mut worker = SyncWorker::new(stores, publisher, b.clock());
+    let mut worker = SyncWorker::new(stores, publisher, b.clock()).with_deployment(b.deployment());
     if let Some(google) = b.google()? {
         worker = worker.with_google(google);
     }
@@ -103,24 +104,28 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
         b.clock(),
     )
     .with_debounce(b.presence_debounce());
-    Ok(
-        Scheduler::new(store.clone(), b.log()?, b.sync_queue()?, b.clock())
-            .with_settler(Settler::new(
-                store.clone(),
-                store.clone(),
-                Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
-            ))
-            .with_entities(store.clone())
-            .with_purger(Purger::new(
-                store.clone(),
-                store.clone(),
-                Publisher::new(b.log()?, b.broadcast_queue()?),
-                b.clock(),
-            ))
-            .with_registry(store)
-            .with_watch_keeper(keeper)
-            .with_presence(presence),
+    Ok(Scheduler::new(
+        store.clone(),
+        store.clone(),
+        b.log()?,
+        b.sync_queue()?,
+        b.clock(),
     )
+    .with_settler(Settler::new(
+        store.clone(),
+        store.clone(),
+        Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
+    ))
+    .with_entities(store.clone())
+    .with_purger(Purger::new(
+        store.clone(),
+        store.clone(),
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    ))
+    .with_registry(store)
+    .with_watch_keeper(keeper)
+    .with_presence(presence))
 }
 
 /// $connect, counting the member's devices for presence (whose events it publishes).

@@ -1,8 +1,9 @@
 use bandsync::api::*;
+use bandsync::deployment::Deployment;
 use bandsync::google::oauth::GoogleCredentials;
 use bandsync::google::sealed::{self, CredentialKey};
 use bandsync::model::{Source, SourceKind, Trigger};
-use bandsync::ports::{ConfigStore, SourceStore};
+use bandsync::ports::{ConfigStore, OperationStore, SourceStore};
 use bandsync_testkit::*;
 use serde_json::{Value, json};
 
@@ -16,6 +17,8 @@ struct Fixture {
     ops: String,
     /// The API's credentials key (None: the deployment has none).
     key: Option<CredentialKey>,
+    /// Where the API plays it runs (the local stack unless a test says AWS).
+    deployment: Deployment,
 }
 
 impl Fixture {
@@ -41,6 +44,7 @@ impl Fixture {
             alice,
             ops: format!("Bearer {ops}"),
             key: Some(CredentialKey::generate().unwrap()),
+            deployment: Deployment::Local,
         }
     }
 
@@ -57,6 +61,7 @@ impl Fixture {
             .h
             .api()
             .with_credentials_key(self.key.clone())
+            .with_deployment(self.deployment)
             .handle(http_event(method, target, &headers, body))
             .await;
         // Whatever the route, a sealed secret or a key never leaves the API.
@@ -100,6 +105,74 @@ fn error_code(body: &Value) -> &str {
 /// A service-account key file as Google hands it out.
 fn service_account() -> String {
     bandsync_google_fake::oauth::test_service_account_json("http://127.0.0.1:9/token")
+}
+
+#[tokio::test]
+async fn on_aws_folder_sources_and_plain_http_token_uris_are_refused() {
+    // GIVEN the API as deployed on AWS
+    let mut f = Fixture::new().await;
+    f.deployment = Deployment::Aws;
+
+    // WHEN the operator points a source at a folder of the function's machine
+    for place in ["/var/task", "/proc/self"] {
+        let body = json!({"kind": "folder", "location": place}).to_string();
+        let (status, answer) = f
+            .ops("PUT", "/sync/bands/demo/sources/sneaky", Some(&body))
+            .await;
+        // THEN it is refused, saying why, and nothing is stored
+        assert_eq!(
+            (status, error_code(&answer)),
+            (400, "invalid_parameter"),
+            "{place}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("local stack only"), "{message}");
+    }
+    let sneaky = bandsync::model::SourceId::parse("sneaky").unwrap();
+    assert!(
+        f.h.store
+            .get_source(&band("demo"), &sneaky)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // WHEN the operator stores credentials whose token_uri is plain http to loopback
+    // (inside Lambda: the Runtime API)
+    let (status, answer) = f.put_credentials("demo").await;
+    // THEN they are refused too, and nothing is sealed
+    assert_eq!((status, error_code(&answer)), (400, "invalid_credentials"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https")
+    );
+    let config = f.h.store.get_config(&band("demo")).await.unwrap().unwrap();
+    assert!(config.google_credentials.is_none());
+    // AND an https one is stored
+    let https = bandsync_google_fake::oauth::test_service_account_json(
+        "https://oauth2.googleapis.com/token",
+    );
+    let (status, _) = f
+        .ops("PUT", "/sync/bands/demo/credentials", Some(&https))
+        .await;
+    assert_eq!(status, 204);
+    // AND a drive source is fine
+    let drive = json!({"kind": "drive", "location": "folder-id"}).to_string();
+    let (status, _) = f
+        .ops("PUT", "/sync/bands/demo/sources/scores", Some(&drive))
+        .await;
+    assert_eq!(status, 200);
+
+    // WHEN the same requests reach the local stack THEN both are accepted there
+    f.deployment = Deployment::Local;
+    let body = json!({"kind": "folder", "location": "/tmp"}).to_string();
+    let (status, _) = f
+        .ops("PUT", "/sync/bands/demo/sources/sneaky", Some(&body))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(f.put_credentials("demo").await.0, 204);
 }
 
 #[tokio::test]
@@ -191,6 +264,66 @@ async fn an_operation_is_shown_with_its_items_but_another_bands_is_not_found() {
     for id in ["rock-1", "nope"] {
         let (status, body) = f.get(&format!("/sync/operations/{id}")).await;
         assert_eq!((status, error_code(&body)), (404, "not_found"), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn an_operations_items_come_in_pages() {
+    // GIVEN demo's operation has 2,500 items
+    let f = Fixture::new().await;
+    let first = f.h.store.list_items("demo-1").await.unwrap()[0].clone();
+    let many: Vec<_> = (1..=2500)
+        .map(|n| bandsync::model::SyncItem {
+            n,
+            file_id: format!("f{n}"),
+            ..first.clone()
+        })
+        .collect();
+    f.h.store.put_items(&many).await.unwrap();
+    let ns = |body: &Value| -> Vec<u64> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["n"].as_u64().unwrap())
+            .collect()
+    };
+
+    // WHEN alice asks without a cursor THEN she gets the first 1,000 and where to go on
+    let (status, body) = f.get("/sync/operations/demo-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(ns(&body), (1..=1000).collect::<Vec<_>>());
+    assert_eq!(
+        (
+            &body["items_total"],
+            &body["items_truncated"],
+            &body["next"]
+        ),
+        (&json!(2500), &json!(true), &json!(1000))
+    );
+    // WHEN she follows the cursor with a smaller page THEN that page
+    let (_, body) = f.get("/sync/operations/demo-1?after=1000&limit=10").await;
+    assert_eq!(ns(&body), (1001..=1010).collect::<Vec<_>>());
+    assert_eq!(body["next"], 1010);
+    // AND the last page says it is the last
+    let (_, body) = f.get("/sync/operations/demo-1?after=2000").await;
+    assert_eq!(ns(&body).len(), 500);
+    assert_eq!(body["items_truncated"], false);
+    assert!(body.get("next").is_none(), "{}", body["next"]);
+    // AND a page over the cap, or a cursor that is not a number, is refused
+    for bad in [
+        "limit=1001",
+        "limit=0",
+        "after=-1",
+        "after=x",
+        "after=4294967296",
+    ] {
+        let (status, body) = f.get(&format!("/sync/operations/demo-1?{bad}")).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "invalid_parameter"),
+            "{bad}"
+        );
     }
 }
 

@@ -461,6 +461,7 @@ async fn the_scheduler_tick_settles_due_conflicts() {
     let scheduler = bandsync::scheduler::Scheduler::new(
         f.h.store.clone(),
         f.h.store.clone(),
+        f.h.store.clone(),
         f.h.sync_queue.clone(),
         f.h.clock.clone(),
     )
@@ -490,6 +491,7 @@ async fn the_scheduler_prunes_entity_history_past_the_retention() {
     .await;
     f.h.clock.advance(chrono::TimeDelta::days(100));
     let scheduler = bandsync::scheduler::Scheduler::new(
+        f.h.store.clone(),
         f.h.store.clone(),
         f.h.store.clone(),
         f.h.sync_queue.clone(),
@@ -540,6 +542,7 @@ async fn a_band_s_history_days_overrides_the_deployment_retention() {
         .await;
     assert_eq!(rock["results"][2]["status"], "applied", "{rock}");
     let scheduler = bandsync::scheduler::Scheduler::new(
+        f.h.store.clone(),
         f.h.store.clone(),
         f.h.store.clone(),
         f.h.sync_queue.clone(),

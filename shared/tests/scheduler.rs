@@ -38,6 +38,7 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
     let scheduler = Scheduler::new(
         h.store.clone(),
         h.store.clone(),
+        h.store.clone(),
         h.sync_queue.clone(),
         h.clock.clone(),
     );
@@ -129,6 +130,7 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
     let mut scheduler = Scheduler::new(
         h.store.clone(),
         h.store.clone(),
+        h.store.clone(),
         h.sync_queue.clone(),
         h.clock.clone(),
     )
@@ -155,4 +157,99 @@ async fn registered_bands_are_reconciled_even_when_google_is_down() {
     assert_eq!(report.watch_channels.failed, 1, "{report:?}");
     assert_eq!(report.watch_channels.deferred, 2, "{report:?}");
     assert_eq!(report.watch_channels.created, 0);
+}
+
+/// Band `demo` with one source `charts`, and a scheduler on the harness's parts.
+async fn one_source() -> (Harness, BandId, Scheduler) {
+    let h = Harness::new();
+    let demo = h.add_band("demo").await;
+    h.add_source(&demo, "charts", "/nowhere").await;
+    let scheduler = Scheduler::new(
+        h.store.clone(),
+        h.store.clone(),
+        h.store.clone(),
+        h.sync_queue.clone(),
+        h.clock.clone(),
+    );
+    (h, demo, scheduler)
+}
+
+#[tokio::test]
+async fn a_slow_source_has_at_most_one_reconcile_pending() {
+    // GIVEN a source whose reconcile was queued, and no pass has started since
+    let (h, demo, scheduler) = one_source().await;
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
+
+    // WHEN the scheduler ticks again, 5 and 10 minutes later (the queue's own dedup
+    // window is over)
+    for _ in 0..2 {
+        h.clock.advance(chrono::TimeDelta::minutes(5));
+        let report = scheduler.tick(std::slice::from_ref(&demo)).await.unwrap();
+        // THEN nothing more is sent: one reconcile is pending
+        assert_eq!(report.reconciles_queued, 0, "{report:?}");
+    }
+    assert_eq!(h.sync_queue.attempts(), 1, "no backlog builds up");
+    let first = h.sync_queue.messages()[0].dedup_id.clone();
+    assert_eq!(
+        first,
+        reconcile_dedup_id(&demo, &SourceId::parse("charts").unwrap(), 0),
+        "the dedup id is the source's and generation's, not a random one"
+    );
+
+    // WHEN the pass starts (the worker bumps the generation) THEN the next tick queues
+    // the next reconcile, with the next generation's id
+    let charts = SourceId::parse("charts").unwrap();
+    h.store.bump_generation(&demo, &charts).await.unwrap();
+    h.clock.advance(chrono::TimeDelta::minutes(5));
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
+    assert_eq!(
+        h.sync_queue.messages()[1].dedup_id,
+        reconcile_dedup_id(&demo, &charts, 1)
+    );
+
+    // AND a reconcile pending for longer than RECONCILE_PENDING_FOR is presumed lost:
+    // the next tick queues another
+    h.clock
+        .advance(chrono::TimeDelta::from_std(RECONCILE_PENDING_FOR).unwrap());
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_failed_send_leaves_no_mark() {
+    // GIVEN the queue fails the first reconcile's send
+    let (h, demo, scheduler) = one_source().await;
+    h.sync_queue.fail_next_send();
+    assert!(scheduler.tick(std::slice::from_ref(&demo)).await.is_err());
+    // WHEN the next tick runs THEN the reconcile is queued: it was never pending
+    h.clock.advance(chrono::TimeDelta::minutes(5));
+    assert_eq!(
+        scheduler
+            .tick(std::slice::from_ref(&demo))
+            .await
+            .unwrap()
+            .reconciles_queued,
+        1
+    );
+    assert_eq!(h.sync_queue.messages().len(), 1);
 }

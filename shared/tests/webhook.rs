@@ -120,25 +120,28 @@ async fn a_change_notification_queues_a_job_deduplicated_by_channel_and_number()
 }
 
 #[tokio::test]
-async fn a_repeated_message_number_is_a_duplicate() {
-    // GIVEN message 7 was accepted
+async fn a_repeated_message_number_is_a_duplicate_and_queues_nothing() {
+    // GIVEN message 7 was accepted, and the worker has since started its pass (the
+    // source's generation moved, so a new send would get a new dedup id)
     let h = watched().await;
-    assert!(matches!(
-        intake(&h, &notification(&[])).await,
-        Ok(Intake::Queued(_))
-    ));
+    let Ok(Intake::Queued(job)) = intake(&h, &notification(&[])).await else {
+        panic!("message 7 is queued")
+    };
+    h.sync_worker().run(&job).await.unwrap();
+    let sent = h.sync_queue.attempts();
 
-    // WHEN Google retries message 7
+    // WHEN message 7 is replayed (Google's retry, or someone who recorded it)
     let response = post(&h, &notification(&[])).await;
 
-    // THEN it is acknowledged as a duplicate and the queue passes on nothing more
-    // (it was sent again with the same dedup id, which the FIFO queue drops)
+    // THEN it is acknowledged as a duplicate and nothing more is sent to the queue
     assert_eq!(response.status(), 200);
     assert_eq!(response.body_json()["status"], "duplicate");
+    assert_eq!(h.sync_queue.attempts(), sent, "a replay queues no work");
     assert_eq!(h.sync_queue.deduplicated().len(), 1);
     // AND message 8 is new
     let eight = intake(&h, &notification(&[(H_MESSAGE_NUMBER, Some("8"))])).await;
     assert!(matches!(eight, Ok(Intake::Queued(_))));
+    assert_eq!(h.sync_queue.deduplicated().len(), 2);
 }
 
 #[tokio::test]
@@ -265,4 +268,47 @@ async fn when_queueing_fails_the_answer_is_503_and_the_retry_is_accepted() {
     let queued = h.sync_queue.messages();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].dedup_id, charts_at(0));
+}
+
+/// Everything logged while `f` runs, at info and above.
+async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    use tracing::instrument::WithSubscriber as _;
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = f.with_subscriber(subscriber).await;
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[tokio::test]
+async fn a_huge_channel_id_is_logged_cut_and_escaped() {
+    // GIVEN a notification with a 16 KB channel id, with a quote and a tab in it (what
+    // a header value may carry to forge a field)
+    let h = watched().await;
+    let huge = format!("forged\" level=ERROR\t{}", "c".repeat(16 * 1024));
+    let headers = notification(&[(H_CHANNEL_ID, Some(&huge))]);
+    // WHEN it is posted (and refused: no such channel)
+    let (response, log) = logged(post(&h, &headers)).await;
+    assert_eq!(response.status(), 404);
+    // THEN the refusal is logged, with a short, escaped channel id
+    assert!(log.contains("notification refused"), "{log}");
+    assert!(log.contains(r#"forged\" level=ERROR\t"#), "{log}");
+    assert!(log.len() < 1024, "{} bytes logged", log.len());
+    assert_eq!(log.lines().count(), 1, "{log}");
 }

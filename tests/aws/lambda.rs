@@ -287,6 +287,7 @@ async fn the_scheduled_event_ticks_the_scheduler() {
     let scheduler = bandsync::scheduler::Scheduler::new(
         h.store.clone(),
         h.store.clone(),
+        h.store.clone(),
         h.sync_queue.clone(),
         h.clock.clone(),
     );

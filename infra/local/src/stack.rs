@@ -392,7 +392,7 @@ fn stored_google(
         return Ok(None);
     };
     let apis = endpoints
-        .stored_credentials(configs, key)
+        .stored_credentials(configs, key, bandsync::deployment::Deployment::Local)
         .context("building the Google clients")?;
     Ok(Some(Arc::new(apis)))
 }

@@ -24,6 +24,7 @@ use crate::ports::{
     WatchChannelStore,
 };
 use crate::transport::http::{body_text, header, json_v2, refused_v2};
+use crate::transport::untrusted;
 use crate::wire::http::{
     BandBody, CheckState, ConfigView, ConflictList, EntityHistory, EntityList, EntityVersion,
     EntityView, Health, ItemCounts, LogPosition, OperationCounts, OperationDetail, OperationList,
@@ -62,7 +63,7 @@ pub const ROUTES: &[&str] = &[
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
-/// Items shown with one operation.
+/// Items shown with one operation: the largest page, and the default.
 const MAX_ITEMS: usize = 1000;
 /// Longest band name, source location, shared drive id and file type accepted.
 const MAX_NAME: usize = 200;
@@ -125,6 +126,8 @@ pub struct Api {
     credentials_key: Option<CredentialKey>,
     /// Who is online, for `GET /sync/presence` (None: 503 `not_configured`).
     presence: Option<Arc<dyn crate::ports::PresenceStore>>,
+    /// What operators may point sources at (AWS unless said).
+    deployment: crate::deployment::Deployment,
 }
 
 /// A JSON request body, or a 400 saying what was expected.
@@ -261,10 +264,17 @@ impl Api {
             credentials_key: None,
             engine: crate::entities::merge::Engine::new(),
             presence: None,
+            deployment: crate::deployment::Deployment::default(),
         }
     }
 
     /// Answer `GET /sync/presence` from this store.
+    /// Where this API runs: on AWS, folder sources and plain-http `token_uri`s are refused.
+    pub fn with_deployment(mut self, deployment: crate::deployment::Deployment) -> Self {
+        self.deployment = deployment;
+        self
+    }
+
     pub fn with_presence(mut self, presence: Arc<dyn crate::ports::PresenceStore>) -> Self {
         self.presence = Some(presence);
         self
@@ -277,7 +287,7 @@ impl Api {
         self
     }
 
-    #[tracing::instrument(skip_all, fields(method = %req.request_context.http.method, path = ?req.raw_path))]
+    #[tracing::instrument(skip_all, fields(method = %req.request_context.http.method, path = %untrusted(req.raw_path.as_deref().unwrap_or_default())))]
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.dispatch(&req).await {
             Ok((204, _)) => {
@@ -325,7 +335,7 @@ impl Api {
             (Method::GET, ["sync", "status"]) => self.status(&member, req).await,
             (Method::POST, ["sync", "trigger"]) => self.trigger(&member, req).await,
             (Method::GET, ["sync", "operations"]) => self.operations(&member, req).await,
-            (Method::GET, ["sync", "operations", id]) => self.operation(&member, id).await,
+            (Method::GET, ["sync", "operations", id]) => self.operation(&member, id, req).await,
             (Method::GET, ["sync", "stats"]) => self.stats(&member, req).await,
             (Method::PUT, ["sync", "bands", band]) => {
                 self.put_band(Self::operator(&member, band)?, req).await

@@ -148,6 +148,12 @@ impl Api {
         }
         // Its errors name the field at fault, never a secret.
         let credentials = GoogleCredentials::from_json(file.as_bytes())
+            .and_then(|c| {
+                if !self.deployment.allows_plain_http_to_loopback() {
+                    c.refuse_plain_http()?;
+                }
+                Ok(c)
+            })
             .map_err(|e| Refusal::new(ErrorCode::InvalidCredentials, e.to_string()))?;
         self.registered(&band).await?;
         let sealed = sealed::seal(key, file.as_bytes(), &sealed::credentials_context(&band))
@@ -196,6 +202,12 @@ impl Api {
             "{kind: \"drive\"|\"sheet\"|\"calendar\"|\"folder\", location: string, drive_id?: string}",
         )?;
         let kind = source_kind(&body.kind)?;
+        if kind == SourceKind::Folder && !self.deployment.allows_folder_sources() {
+            return Err(Refusal::new(
+                ErrorCode::InvalidParameter,
+                crate::deployment::Deployment::FOLDER_REFUSED,
+            ));
+        }
         let location = text_field(
             ErrorCode::InvalidLocation,
             "location",

@@ -139,8 +139,16 @@ impl Api {
         &self,
         member: &Member,
         id: &str,
+        req: &ApiGatewayV2httpRequest,
     ) -> Result<(u16, Value), Refusal> {
         let not_found = || Refusal::new(ErrorCode::NotFound, format!("no operation {id}"));
+        // The query before any read: a bad cursor costs nothing.
+        let after = number_param(req, "after", 0, u64::from(u32::MAX))?.unwrap_or(0);
+        let limit = number_param(req, "limit", 1, MAX_ITEMS as u64)?.unwrap_or(MAX_ITEMS as u64);
+        let (after, limit) = (
+            u32::try_from(after).unwrap_or(u32::MAX),
+            usize::try_from(limit).unwrap_or(MAX_ITEMS),
+        );
         // Another band's operation is "not found", not "forbidden": ids are not disclosed.
         let op = self
             .operations
@@ -148,16 +156,21 @@ impl Api {
             .await?
             .filter(|op| member.is_member_of(&op.band))
             .ok_or_else(not_found)?;
-        // A large sync has many items: answer with the first ones (a Lambda response is at
-        // most 6 MB) and say how many there are.
-        let mut items = self.operations.list_items(&op.id).await?;
-        let total = items.len();
-        items.truncate(MAX_ITEMS);
+        // A large sync has many items: one page of them is read (a Lambda response is at
+        // most 6 MB, and reading every item to keep 1,000 cost a read per item), and the
+        // total comes from the last item's number alone.
+        let items = self
+            .operations
+            .list_items_after(&op.id, after, limit)
+            .await?;
+        let total = self.operations.count_items(&op.id).await?;
+        let next = items.last().map(|i| i.n).filter(|n| u64::from(*n) < total);
         let detail = OperationDetail {
             operation: op,
             items,
-            items_total: total as u64,
-            items_truncated: total > MAX_ITEMS,
+            items_total: total,
+            items_truncated: next.is_some(),
+            next,
         };
         Ok((200, json!(detail)))
     }

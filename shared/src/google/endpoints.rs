@@ -86,10 +86,12 @@ impl GoogleEndpoints {
         &self,
         configs: Arc<dyn ConfigStore>,
         key: CredentialKey,
+        deployment: crate::deployment::Deployment,
     ) -> Result<GoogleApis, GoogleError> {
         let http = super::https_client()?;
         let options = OAuthOptions {
             token_url: self.token_url.clone(),
+            deployment,
             ..OAuthOptions::default()
         };
         let cache = Arc::new(TokenCache::new(http.clone(), options));

@@ -16,6 +16,8 @@ pub struct SyncWorker {
     operations: Operations,
     /// The Google API clients of Google sources (none: their jobs fail).
     google: Option<Arc<dyn SourceApis>>,
+    /// Folder sources are read only where the deployment allows them.
+    deployment: crate::deployment::Deployment,
 }
 
 impl SyncWorker {
@@ -24,7 +26,14 @@ impl SyncWorker {
             operations: Operations::new(&stores, publisher, clock),
             stores,
             google: None,
+            deployment: crate::deployment::Deployment::default(),
         }
+    }
+
+    /// Where this worker runs (AWS unless said: folder sources are refused there).
+    pub fn with_deployment(mut self, deployment: crate::deployment::Deployment) -> Self {
+        self.deployment = deployment;
+        self
     }
 
     /// Sync Google sources through these ports: Google's clients, or in-memory doubles.
@@ -109,6 +118,12 @@ impl SyncWorker {
             catalog,
         };
         let result = match (kind, self.google.as_deref()) {
+            // A folder source stored before the API refused them on AWS, or written to
+            // the table by hand: never read the function's own file system.
+            (SourceKind::Folder, _) if !self.deployment.allows_folder_sources() => {
+                let error = crate::deployment::Deployment::FOLDER_REFUSED.to_owned();
+                return ops.fail(job, existing, error).await.map(Some);
+            }
             (SourceKind::Folder, _) => folder::sync(ops, pass).await,
             (kind, None) => {
                 let error = format!(

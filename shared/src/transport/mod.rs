@@ -5,7 +5,8 @@
 //! - [`http`]: API Gateway response shapes and the HTTP rendering of a refusal;
 //! - [`lambda`]: each function's entry point (what its main runs per invocation);
 //! - [`telemetry`]: JSON logs for the Lambda functions;
-//! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines;
+//! - [`untrusted`]: what callers send, truncated and escaped for the logs.
 
 pub mod http;
 #[cfg(feature = "aws")]
@@ -14,3 +15,5 @@ pub mod metrics;
 pub mod sqs;
 #[cfg(feature = "aws")]
 pub mod telemetry;
+pub mod untrusted;
+pub use untrusted::untrusted;

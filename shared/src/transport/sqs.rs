@@ -1,7 +1,11 @@
 //! Running SQS batches: one function per message, partial batch failure reported back.
 //!
-//! Our queues are FIFO, so the first failure stops the batch: that message and every one
-//! after it are reported failed and come back in order; the ones before are done.
+//! Our queues are FIFO, so a failure stops its message group (one channel or one
+//! source): that message and every later one *of its group* are reported failed and come
+//! back in order; the ones before are done. Other groups of the batch go on: one bad
+//! source must not send the healthy jobs that happen to share its batch to the
+//! dead-letter queue without ever running them. (A message without a `MessageGroupId`
+//! attribute counts as one group of its own kind: all of them stop together.)
 //!
 //! A message whose body cannot be parsed is different: no retry can ever handle it, and
 //! putting it back would hold up its whole group (one channel or one source) for five
@@ -58,13 +62,16 @@ where
 {
     let mut failed: Vec<String> = Vec::new();
     let mut stopped = false;
+    // The groups with a failed message: the rest of each returns to the queue unrun.
+    let mut failed_groups: std::collections::HashSet<String> = Default::default();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
+        let group = group_of(&message).to_owned();
         if !stopped && budget.exhausted() {
             tracing::warn!(message_id = %id, "the invocation's time is nearly up; the rest of the batch returns to the queue");
             stopped = true;
         }
-        if stopped {
+        if stopped || failed_groups.contains(&group) {
             failed.push(id);
             continue;
         }
@@ -87,9 +94,9 @@ where
         };
         let span = tracing::info_span!("sqs_message", message_id = %id);
         if let Err(e) = handle(body).instrument(span).await {
-            tracing::warn!(message_id = %id, error = %e, "message failed; it and the rest of the batch return to the queue");
+            tracing::warn!(message_id = %id, error = %e, "message failed; it and the rest of its group return to the queue");
             failed.push(id);
-            stopped = true;
+            failed_groups.insert(group);
         }
     }
     let mut response = SqsBatchResponse::default();
@@ -102,6 +109,14 @@ where
         })
         .collect();
     response
+}
+
+/// The message's FIFO group (empty when SQS gave none).
+fn group_of(message: &SqsMessage) -> &str {
+    message
+        .attributes
+        .get("MessageGroupId")
+        .map_or("", String::as_str)
 }
 
 /// The body of a message parsed as JSON of type `T`.
@@ -123,11 +138,20 @@ mod tests {
     use super::*;
 
     fn event(ids: &[&str]) -> SqsEvent {
+        grouped(&ids.iter().map(|id| ("", *id)).collect::<Vec<_>>())
+    }
+
+    /// A batch of (group, id) messages; an empty group sets no `MessageGroupId`.
+    fn grouped(messages: &[(&str, &str)]) -> SqsEvent {
         let mut e = SqsEvent::default();
-        e.records = ids
+        e.records = messages
             .iter()
-            .map(|id| {
+            .map(|(group, id)| {
                 let mut m = SqsMessage::default();
+                if !group.is_empty() {
+                    m.attributes
+                        .insert("MessageGroupId".into(), (*group).to_owned());
+                }
                 m.message_id = Some((*id).into());
                 // Valid JSON strings, except an id that says it is not.
                 m.body = Some(if *id == "not-json" {
@@ -155,6 +179,31 @@ mod tests {
         .await;
         assert_eq!(failed(&r), ["b", "c", "d"]);
         assert_eq!(seen, ["a", "b"], "nothing after the failure is handled");
+    }
+
+    #[tokio::test]
+    async fn a_failure_stops_only_its_own_group() {
+        // GIVEN a batch of two groups, interleaved, where a1 fails
+        let mut seen = Vec::new();
+        let r = run_fifo_batch(
+            grouped(&[
+                ("a", "a1"),
+                ("b", "b1"),
+                ("a", "a2"),
+                ("b", "b2"),
+                ("a", "not-json"),
+            ]),
+            Budget::unlimited(),
+            |body: String| {
+                seen.push(body.clone());
+                async move { if body == "a1" { Err("boom") } else { Ok(()) } }
+            },
+        )
+        .await;
+        // THEN a1 and the rest of a come back (the poison one too: it is behind a1),
+        // and b runs in full
+        assert_eq!(failed(&r), ["a1", "a2", "not-json"]);
+        assert_eq!(seen, ["a1", "b1", "b2"]);
     }
 
     fn failed(r: &SqsBatchResponse) -> Vec<&str> {

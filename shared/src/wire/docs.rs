@@ -351,8 +351,15 @@ fn route(key: &str) -> Option<Route> {
             true,
         ),
         "GET /sync/operations/{id}" => r(
-            "One operation and its first items (another band's is not found).",
-            &[],
+            "One operation and a page of its items, in n order (another band's is not found).",
+            &[
+                (
+                    "after",
+                    false,
+                    "The `next` of the previous page: items with a greater n.",
+                ),
+                ("limit", false, "How many items (1..=1000, default 1000)."),
+            ],
             None,
             (200, Some("OperationDetail")),
             true,
@@ -541,8 +548,16 @@ fn openapi() -> Value {
                 ("after", "/sync/entities" | "/sync/bands/{band}/entities/rebuild") => {
                     json!({"type": "string"})
                 }
+                ("after", "/sync/operations/{id}") => {
+                    json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})
+                }
                 ("after", _) => json!({"type": "integer", "minimum": 0}),
-                ("limit", "/sync/entities" | "/sync/bands/{band}/entities/rebuild") => {
+                (
+                    "limit",
+                    "/sync/entities"
+                    | "/sync/bands/{band}/entities/rebuild"
+                    | "/sync/operations/{id}",
+                ) => {
                     json!({"type": "integer", "minimum": 1, "maximum": 1000})
                 }
                 _ => json!({"type": "integer", "minimum": 1, "maximum": 100}),

@@ -175,15 +175,19 @@ pub struct OperationList {
     pub operations: Vec<SyncOperation>,
 }
 
-/// `GET /sync/operations/{id}`: the operation and its first items.
+/// `GET /sync/operations/{id}?after=&limit=`: the operation and a page of its items
+/// (n > `after`, at most `limit`: 1..=1000, default 1000).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OperationDetail {
     pub operation: SyncOperation,
     pub items: Vec<SyncItem>,
     pub items_total: u64,
-    /// More items than shown (`items_total` says how many).
+    /// More items after this page (`items_total` says how many there are in all).
     pub items_truncated: bool,
+    /// The `after` of the next page (the last item's n); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u32>,
 }
 
 /// `GET /sync/stats?band=`: over the band's latest operations.

@@ -3,6 +3,7 @@
 //! on the jobs it feeds.
 
 use crate::auth::TokenKey;
+use crate::deployment::Deployment;
 use crate::google::apis::{GoogleApis, WatchApi};
 use crate::google::sealed::CredentialKey;
 use crate::ports::{ChannelLog, Clock, HealthCheck, Notifier, Pusher, Queue, Store};
@@ -40,6 +41,8 @@ pub trait Backend {
     fn presence_debounce(&self) -> Duration {
         crate::presence::DEFAULT_DEBOUNCE
     }
+    /// Where the handlers run (what operators may point them at).
+    fn deployment(&self) -> Deployment;
 }
 
 /// Google's watch calls and the address the channels notify (`/webhooks/google`).
@@ -66,6 +69,8 @@ pub struct Ports {
     pub google: Option<Arc<GoogleApis>>,
     pub watch: Option<Watch>,
     pub presence_debounce: Duration,
+    /// [`Deployment::Local`] unless a test plays AWS.
+    pub deployment: Deployment,
 }
 
 impl Ports {
@@ -91,6 +96,7 @@ impl Ports {
             google: None,
             watch: None,
             presence_debounce: crate::presence::DEFAULT_DEBOUNCE,
+            deployment: Deployment::Local,
         }
     }
 }
@@ -138,5 +144,8 @@ impl Backend for Ports {
     }
     fn presence_debounce(&self) -> Duration {
         self.presence_debounce
+    }
+    fn deployment(&self) -> Deployment {
+        self.deployment
     }
 }

@@ -37,9 +37,13 @@ async fn stored_credentials_give_each_band_its_own_tokens_and_refuse_the_rest() 
     config.band = band("jazz");
     h.store.put_config(&config).await.unwrap();
     h.add_band("rock").await;
+    // (the fake's token_uri is plain http to loopback: the local stack's choice)
     let cache = Arc::new(TokenCache::new(
         bandsync::google::https_client().unwrap(),
-        OAuthOptions::default(),
+        OAuthOptions {
+            deployment: bandsync::deployment::Deployment::Local,
+            ..OAuthOptions::default()
+        },
     ));
     let tokens = StoredCredentials::new(h.store.clone(), key, cache.clone());
 

@@ -757,10 +757,35 @@ async fn the_token_cache_keeps_one_source_per_band_until_its_credentials_change(
 }
 
 #[tokio::test]
+async fn on_aws_the_token_cache_refuses_a_plain_http_token_uri() {
+    // GIVEN a band's stored credentials whose token_uri is plain http to loopback
+    // (stored before the API refused them; inside Lambda that is the Runtime API)
+    let setup = Setup::start().await;
+    let cache = TokenCache::new(http(), setup.options());
+    let key = CredentialKey::generate().unwrap();
+    let band = BandId::parse("the-beatles").unwrap();
+    let json = test_service_account_json(&setup.server.token_uri());
+    let stored = sealed::seal(&key, json.as_bytes(), &sealed::credentials_context(&band)).unwrap();
+    // WHEN the worker on AWS opens them
+    let error = cache.tokens_from_sealed(&band, &stored, &key).unwrap_err();
+    // THEN they are refused as a configuration error, and nothing was asked of it
+    assert!(
+        matches!(&error, GoogleError::Config(m) if m.contains("https")),
+        "{error:?}"
+    );
+    assert_eq!(setup.fake().request_count(), 0);
+    assert!(cache.is_empty());
+}
+
+#[tokio::test]
 async fn the_token_cache_opens_sealed_credentials_for_their_band_only() {
     // GIVEN a band's service-account file sealed under the credentials key
     let setup = Setup::start().await;
-    let cache = TokenCache::new(http(), setup.options());
+    let local = OAuthOptions {
+        deployment: bandsync::deployment::Deployment::Local,
+        ..setup.options()
+    };
+    let cache = TokenCache::new(http(), local);
     let key = CredentialKey::generate().unwrap();
     let band = BandId::parse("the-beatles").unwrap();
     let json = test_service_account_json(&setup.server.token_uri());

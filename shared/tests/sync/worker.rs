@@ -541,3 +541,28 @@ async fn request_sync_queues_one_job_per_source_in_its_group() {
     assert_eq!(one.len(), 1);
     assert_eq!(h.sync_queue.messages()[2].group, "demo/takes");
 }
+
+#[tokio::test]
+async fn on_aws_a_folder_source_is_never_read() {
+    // GIVEN a folder source with a file (stored before the API refused them on AWS),
+    // and a worker deployed on AWS
+    let f = Fixture::new().await;
+    f.write("chart.pdf", "chart");
+    let worker =
+        f.h.sync_worker()
+            .with_deployment(bandsync::deployment::Deployment::Aws);
+    let job = f.job("job-1", Trigger::Manual);
+
+    // WHEN its job runs
+    let op = worker.run(&job).await.expect("a refusal is not retried");
+
+    // THEN the operation failed saying why, and nothing of the folder was read
+    let op = op.unwrap();
+    assert_eq!(op.status, OperationStatus::Failed);
+    assert!(
+        op.error.as_deref().unwrap().contains("local stack only"),
+        "{op:?}"
+    );
+    assert!(f.catalog_paths().await.is_empty());
+    assert!(f.items("job-1").await.is_empty());
+}

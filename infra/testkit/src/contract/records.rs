@@ -234,6 +234,29 @@ pub async fn operation_contract<S: OperationStore + ?Sized>(store: &S) {
     store.put_items(&many[..5]).await.unwrap();
     store.put_items(&[]).await.unwrap();
     assert_eq!(store.list_items(op).await.unwrap(), many, "put_items");
+
+    // Pages: n > after, in n order, at most limit; the count is the highest n.
+    let page = |after, limit| store.list_items_after(op, after, limit);
+    assert_eq!(page(0, 7).await.unwrap(), many[..7], "the first page");
+    assert_eq!(page(7, 7).await.unwrap(), many[7..14], "after a cursor");
+    assert_eq!(
+        page(55, 100).await.unwrap(),
+        many[55..],
+        "the last, short page"
+    );
+    assert!(page(60, 10).await.unwrap().is_empty(), "past the end");
+    assert!(page(0, 0).await.unwrap().is_empty(), "a zero limit");
+    assert!(
+        page(u32::MAX, 10).await.unwrap().is_empty(),
+        "the largest cursor"
+    );
+    assert_eq!(store.count_items(op).await.unwrap(), 60);
+    assert_eq!(
+        store.count_items(&ops[1].id).await.unwrap(),
+        1,
+        "per operation"
+    );
+    assert_eq!(store.count_items(&unique("op")).await.unwrap(), 0, "none");
 }
 
 /// Watch channels: by id, per band, and the message number only moves forward.
@@ -311,12 +334,23 @@ pub async fn watch_channel_contract<S: WatchChannelStore + ?Sized>(store: &S) {
     store.delete_watch_channel(&renewed).await.unwrap();
 }
 
-/// Webhook dedupe: first time true, repeats within the ttl false, after it true again.
+/// Webhook dedupe: first time true, repeats within the ttl false, after it true again;
+/// `seen` reads the same window and marks nothing.
 pub async fn dedupe_contract<S: DedupeStore + ?Sized>(store: &S) {
     let (key, other) = (unique("dedupe"), unique("dedupe"));
     let ttl = Duration::from_secs(60);
     let t0 = Utc::now();
+    assert!(!store.seen(&key, t0).await.unwrap(), "never marked");
     assert!(store.first_seen(&key, t0, ttl).await.unwrap(), "first time");
+    assert!(
+        store.seen(&key, t0 + secs(59)).await.unwrap(),
+        "seen within the ttl"
+    );
+    assert!(
+        !store.seen(&key, t0 + secs(60)).await.unwrap(),
+        "not past it"
+    );
+    assert!(!store.seen(&other, t0).await.unwrap(), "seen marks nothing");
     assert!(
         !store.first_seen(&key, t0, ttl).await.unwrap(),
         "immediate repeat"

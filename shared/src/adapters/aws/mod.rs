@@ -187,7 +187,7 @@ impl AwsContext {
         let limits = ratelimit::BandRateLimits::new(GOOGLE_RATE_PER_SEC, GOOGLE_RATE_BURST)?;
         Ok(Some(Arc::new(
             endpoints
-                .stored_credentials(self.dynamo()?, key)?
+                .stored_credentials(self.dynamo()?, key, crate::deployment::Deployment::Aws)?
                 .with_throttles(Arc::new(limits))
                 .with_retrier(crate::google::retry::Retrier::new(policy)),
         )))
@@ -230,6 +230,10 @@ impl Backend for AwsContext {
 
     fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
+    }
+
+    fn deployment(&self) -> crate::deployment::Deployment {
+        crate::deployment::Deployment::Aws
     }
 
     fn tokens(&self) -> anyhow::Result<crate::auth::TokenKey> {

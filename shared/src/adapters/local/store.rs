@@ -506,6 +506,28 @@ impl OperationStore for EmbeddedStore {
             list_bodies(c, sql, [operation])
         })
     }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_items_after(
+        &self,
+        operation: &str,
+        after: u32,
+        limit: usize,
+    ) -> PortResult<Vec<SyncItem>> {
+        self.db.read("list_items_after", |c| {
+            let sql = "SELECT body FROM items WHERE operation = ?1 AND n > ?2 ORDER BY n LIMIT ?3";
+            list_bodies(c, sql, params![operation, after, int(limit)])
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn count_items(&self, operation: &str) -> PortResult<u64> {
+        self.db.read("count_items", |c| {
+            let sql = "SELECT MAX(n) FROM items WHERE operation = ?1";
+            let n: Option<i64> = c.query_row(sql, [operation], |r| r.get(0))?;
+            Ok(n.map_or(0, |n| n.max(0) as u64))
+        })
+    }
 }
 
 const GET_WATCH_CHANNEL: &str = "SELECT body FROM watch_channels WHERE id = ?1";
@@ -582,6 +604,16 @@ impl DedupeStore for EmbeddedStore {
             let key = dedupe_key(key);
             let inserted = exec(tx, sql, params![key, ts(after(now, ttl)?)])?;
             Ok(inserted == 1)
+        })
+    }
+
+    async fn seen(&self, key: &str, now: DateTime<Utc>) -> PortResult<bool> {
+        self.db.read("seen", |c| {
+            let sql = "SELECT 1 FROM dedupe WHERE key = ?1 AND expires_at > ?2";
+            let found: Option<i64> = c
+                .query_row(sql, params![dedupe_key(key), ts(now)], |r| r.get(0))
+                .optional()?;
+            Ok(found.is_some())
         })
     }
 }

@@ -90,6 +90,9 @@ impl TokenCache {
         let plain = sealed::open(key, credentials, &sealed::credentials_context(band))
             .map_err(|e| GoogleError::Config(format!("band {band}'s Google credentials: {e}")))?;
         let parsed = GoogleCredentials::from_json(plain.as_bytes())?;
+        if !self.options.deployment.allows_plain_http_to_loopback() {
+            parsed.refuse_plain_http()?;
+        }
         Ok(self.tokens(band, parsed))
     }
 

@@ -225,6 +225,19 @@ impl GoogleCredentials {
         }
     }
 
+    /// Refuse a plain-http `token_uri` (which [`Self::from_json`] accepts to a loopback
+    /// address, for a local fake): where loopback is not ours (inside Lambda it is the
+    /// Runtime API), the grant's secret must only ever go to an https endpoint.
+    pub fn refuse_plain_http(&self) -> Result<(), GoogleError> {
+        let uri = self.token_uri();
+        if uri.starts_with("https://") {
+            return Ok(());
+        }
+        Err(config(format!(
+            "token_uri {uri:?} must be an https URL here (plain http to loopback is for the local stack only)"
+        )))
+    }
+
     pub fn token_uri(&self) -> &str {
         match self {
             Self::AuthorizedUser(u) => &u.token_uri,

@@ -14,6 +14,10 @@ pub struct OAuthOptions {
     /// Send every token request here instead of the credentials' `token_uri` (an
     /// emulator or a proxy; see [`crate::google::endpoints`]).
     pub token_url: Option<String>,
+    /// Where the process runs: outside the local stack a stored credentials file whose
+    /// `token_uri` is plain http is refused when it is opened (see
+    /// [`crate::deployment`]).
+    pub deployment: crate::deployment::Deployment,
 }
 
 impl Default for OAuthOptions {
@@ -23,6 +27,7 @@ impl Default for OAuthOptions {
             clock: Arc::new(SystemClock),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             token_url: None,
+            deployment: crate::deployment::Deployment::default(),
         }
     }
 }

@@ -47,6 +47,25 @@ impl DedupeStore for DynamoStore {
         // has run this build for longer than that.
         Ok(!self.live_in_legacy_form(dedupe_key, now).await?)
     }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn seen(&self, dedupe_key: &str, now: DateTime<Utc>) -> PortResult<bool> {
+        let row = self
+            .get(&self.sync_table, keys::dedupe(dedupe_key), true)
+            .await?;
+        if let Some(row) = row
+            && live(&row, now)?
+        {
+            return Ok(true);
+        }
+        self.live_in_legacy_form(dedupe_key, now).await
+    }
+}
+
+/// A dedupe row counts until its `expires_ms` has passed (the TTL sweeper runs late).
+fn live(row: &super::item::Item, now: DateTime<Utc>) -> PortResult<bool> {
+    Ok(get_u64(row, "expires_ms")?
+        .is_none_or(|ms| i64::try_from(ms).unwrap_or(i64::MAX) > now.timestamp_millis()))
 }
 
 impl DynamoStore {
@@ -59,7 +78,6 @@ impl DynamoStore {
         else {
             return Ok(false);
         };
-        Ok(get_u64(&old, "expires_ms")?
-            .is_none_or(|ms| i64::try_from(ms).unwrap_or(i64::MAX) > now.timestamp_millis()))
+        live(&old, now)
     }
 }

@@ -104,10 +104,12 @@ pub(super) const OPERATION_ITEM_PREFIX: &str = "ITEM#";
 
 /// `OP#id / ITEM#n`, zero-padded so sort order is n order.
 pub(super) fn operation_item(operation: &str, n: u32) -> Item {
-    key(
-        operation_pk(operation),
-        format!("{OPERATION_ITEM_PREFIX}{n:010}"),
-    )
+    key(operation_pk(operation), operation_item_sk(n))
+}
+
+/// `ITEM#n`, zero-padded (u32::MAX has 10 digits).
+pub(super) fn operation_item_sk(n: u32) -> String {
+    format!("{OPERATION_ITEM_PREFIX}{n:010}")
 }
 
 // Sync table: watch channels.

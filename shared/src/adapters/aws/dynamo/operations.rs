@@ -1,6 +1,7 @@
 //! Sync operations (a record, and a newest-first listing per band) and their items.
 
 use super::DynamoStore;
+use super::client::SortKeys;
 use super::item::{Item, body, with_body};
 use super::keys;
 use crate::model::{BandId, SyncItem, SyncOperation};
@@ -75,5 +76,52 @@ impl OperationStore for DynamoStore {
             keys::OPERATION_ITEM_PREFIX,
         )
         .await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn list_items_after(
+        &self,
+        operation: &str,
+        after: u32,
+        limit: usize,
+    ) -> PortResult<Vec<SyncItem>> {
+        let Some(first) = after.checked_add(1).filter(|_| limit > 0) else {
+            return Ok(Vec::new());
+        };
+        let sk = |n: u32| keys::operation_item_sk(n);
+        self.query_range(
+            &self.sync_table,
+            keys::operation_pk(operation),
+            SortKeys::Between(sk(first), sk(u32::MAX)),
+            true,
+            Some(limit),
+            None,
+        )
+        .await?
+        .iter()
+        .map(|i| body(i).map_err(PortError::from))
+        .collect()
+    }
+
+    /// The last item's key alone (newest first, one item, its sort key projected).
+    #[instrument(skip(self), level = "debug")]
+    async fn count_items(&self, operation: &str) -> PortResult<u64> {
+        let last = self
+            .query_range(
+                &self.sync_table,
+                keys::operation_pk(operation),
+                SortKeys::Prefix(keys::OPERATION_ITEM_PREFIX),
+                false,
+                Some(1),
+                Some("sk"),
+            )
+            .await?;
+        let Some(last) = last.first() else {
+            return Ok(0);
+        };
+        let sk = super::item::get_str(last, "sk")?;
+        sk.trim_start_matches(keys::OPERATION_ITEM_PREFIX)
+            .parse::<u64>()
+            .map_err(|e| PortError::Backend(anyhow::anyhow!("item key {sk} of {operation}: {e}")))
     }
 }
