@@ -360,6 +360,38 @@ async fn a_source_moved_during_a_sync_stays_moved() {
     }
 }
 
+/// A guard more than a regression test: the worker reads the configuration but never
+/// writes it, so this held before the conditional writes too; it keeps it that way.
+#[tokio::test]
+async fn credentials_deleted_during_a_sync_stay_deleted() {
+    let points = Fixture::write_points().await;
+    for at in 1..=points {
+        // GIVEN band demo with credentials, and a pass paused before its `at`-th write
+        let f = Fixture::new().await;
+        let mut config = f.h.store.get_config(&f.band).await.unwrap().unwrap();
+        config.google_credentials = Some(SealedSecret {
+            v: 1,
+            alg: "A256GCM".into(),
+            nonce: "bm9uY2U=".into(),
+            ct: "Y2lwaGVy".into(),
+        });
+        f.h.store.put_config(&config).await.unwrap();
+        let revoke = f.operator(
+            "DELETE",
+            format!("/sync/bands/{}/credentials", f.band),
+            None,
+        );
+        let paused = Interleave::new(&f.h, at, Some(revoke));
+        let job =
+            f.h.sync_job("job-2", &f.band, &f.source, Trigger::Notification);
+        // WHEN the operator deletes the credentials there and the pass goes on
+        f.worker(&paused).run(&job).await.unwrap();
+        // THEN they stay deleted
+        let stored = f.h.store.get_config(&f.band).await.unwrap().unwrap();
+        assert_eq!(stored.google_credentials, None, "write {at}");
+    }
+}
+
 #[tokio::test]
 async fn a_band_edit_never_brings_back_deleted_credentials() {
     // GIVEN band demo with Google credentials
