@@ -392,6 +392,16 @@ impl Source {
     }
 }
 
+/// A deleted source whose catalog is still to be purged (see `sync::purge`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePurge {
+    pub band: BandId,
+    pub source: SourceId,
+    /// The kind the source had: which event the removal of each entry makes.
+    pub kind: SourceKind,
+    pub deleted_at: DateTime<Utc>,
+}
+
 /// A push channel: Google's watch channel, or the folder watcher's equivalent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WatchChannel {

@@ -101,10 +101,17 @@ pub trait SourceStore: Send + Sync {
     async fn generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64>;
     /// A pass starts: add one to the generation, atomically; the new value.
     async fn bump_generation(&self, band: &BandId, source: &SourceId) -> PortResult<u64>;
-    /// Forget a source (its catalog, operations and watch channels are left alone: the
-    /// scheduler's channel keeper stops the channels of sources that no longer exist).
-    /// A missing one is not an error.
+    /// Forget a source (its catalog is purged after a [`Self::put_purge`] mark, its
+    /// watch channels stopped by the scheduler's watch keeper, its operations kept as
+    /// the band's history). A missing one is not an error.
     async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()>;
+    /// Mark a source's catalog for purging (before the source is deleted), replacing an
+    /// earlier mark of the same source.
+    async fn put_purge(&self, purge: &SourcePurge) -> PortResult<()>;
+    /// The band's purge marks, by source id (a key lookup, never a scan).
+    async fn purges(&self, band: &BandId) -> PortResult<Vec<SourcePurge>>;
+    /// Drop a purge mark; a missing one is not an error.
+    async fn forget_purge(&self, band: &BandId, source: &SourceId) -> PortResult<()>;
 }
 
 /// The per-source file catalog: what the last sync saw.
@@ -123,6 +130,27 @@ pub trait CatalogStore: Send + Sync {
     }
     /// Deleting a file that is not there is not an error.
     async fn delete_file(&self, band: &BandId, source: &SourceId, file_id: &str) -> PortResult<()>;
+    /// The first `limit` entries of the catalog, in file-id order (a key range, never a
+    /// scan): what a purge, which deletes each page it reads, takes next.
+    async fn first_files(
+        &self,
+        band: &BandId,
+        source: &SourceId,
+        limit: usize,
+    ) -> PortResult<Vec<FileEntry>>;
+    /// Delete many (a page of a purge): adapters delete them in as few requests as they
+    /// can. Not atomic, as [`Self::put_files`]; missing ones are not an error.
+    async fn delete_files(
+        &self,
+        band: &BandId,
+        source: &SourceId,
+        file_ids: &[String],
+    ) -> PortResult<()> {
+        for id in file_ids {
+            self.delete_file(band, source, id).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ use crate::model::{BandId, ChannelName, SyncJob, Trigger};
 use crate::ports::{
     ChannelLog, Clock, ConfigStore, DedupeStore, EntityStore, PortError, Queue, SourceStore,
 };
+use crate::sync::purge::{PurgeReport, Purger};
 use crate::watch_keeper::{WatchKeeper, WatchReport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct Scheduler {
     /// How long entity history is kept (an entity's newest entry is kept anyway),
     /// unless the band's configuration sets its own `history_days`.
     pub history_retention: Duration,
+    /// Clears deleted sources' catalogs and old calendar tombstones on every tick.
+    purger: Option<Purger>,
 }
 
 /// What one tick did.
@@ -67,6 +70,8 @@ pub struct TickReport {
     pub conflicts: SettleReport,
     /// Entity history entries past the retention, forgotten.
     pub history_pruned: u64,
+    /// What the purger cleared: deleted sources' catalogs, old calendar tombstones.
+    pub purged: PurgeReport,
 }
 
 impl Scheduler {
@@ -91,7 +96,14 @@ impl Scheduler {
             settler: None,
             entities: None,
             history_retention: Duration::from_secs(90 * 24 * 3600),
+            purger: None,
         }
+    }
+
+    /// Clear deleted sources' catalogs and old calendar tombstones on every tick.
+    pub fn with_purger(mut self, purger: Purger) -> Self {
+        self.purger = Some(purger);
+        self
     }
 
     /// Sweep presence's leaving marks on every tick.
@@ -212,8 +224,9 @@ impl Scheduler {
     }
 
     /// Queue a reconcile of every source of `bands` (and of the registry's), prune their
-    /// channel logs, settle their due `ask` conflicts, prune their entity history, then
-    /// keep their watch channels.
+    /// channel logs, settle their due `ask` conflicts, prune their entity history, purge
+    /// their deleted sources' catalogs and old calendar tombstones, then keep their watch
+    /// channels.
     ///
     /// The reconciles come first: they are the safety net for lost notifications, and a
     /// slow or failing Google must not keep them from being queued. The channel keeper
@@ -262,6 +275,17 @@ impl Scheduler {
                     Ok(n) => report.history_pruned += n,
                     Err(e) => {
                         tracing::error!(%band, error = %e, "pruning a band's entity history failed");
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(purger) = &self.purger {
+            for band in &bands {
+                match purger.prune_band(band).await {
+                    Ok(r) => report.purged.add(&r),
+                    Err(e) => {
+                        tracing::error!(%band, error = %e, "purging a band's deleted sources failed");
                         failed = Some(e);
                     }
                 }

@@ -17,6 +17,7 @@ use crate::entities::settle::Settler;
 use crate::presence::Presence;
 use crate::publish::Publisher;
 use crate::scheduler::Scheduler;
+use crate::sync::purge::Purger;
 use crate::sync::{SyncStores, SyncWorker};
 use crate::watch_keeper::WatchKeeper;
 use crate::webhook::WebhookIntake;
@@ -116,6 +117,12 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
         Some(Publisher::new(b.log()?, b.broadcast_queue()?)),
     ))
     .with_entities(store.clone())
+    .with_purger(Purger::new(
+        store.clone(),
+        store.clone(),
+        Publisher::new(b.log()?, b.broadcast_queue()?),
+        b.clock(),
+    ))
     .with_registry(store)
     .with_watch_keeper(keeper)
     .with_presence(presence))

@@ -40,6 +40,8 @@ contract_tests!(
     source_revision_contract,
     source_revision_race_contract,
     catalog_contract,
+    catalog_page_contract,
+    purge_mark_contract,
     operation_contract,
     watch_channel_contract,
     dedupe_contract,

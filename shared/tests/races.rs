@@ -10,8 +10,10 @@ use bandsync::api::{Api, ApiStores};
 use bandsync::google::apis::{GoogleApis, GoogleUrls};
 use bandsync::model::*;
 use bandsync::ports::{
-    ConfigStore, OperationStore, PortResult, Revised, SourceStore, WatchChannelStore, WriteOutcome,
+    CatalogStore, ConfigStore, OperationStore, PortResult, Revised, SourceStore, WatchChannelStore,
+    WriteOutcome,
 };
+use bandsync::sync::purge::Purger;
 use bandsync::sync::{SOURCE_GONE_OR_CHANGED, SyncStores, SyncWorker};
 use bandsync::watch_keeper::WatchKeeper;
 use bandsync_google_fake::calendar::{EventInput, FakeCalendar};
@@ -98,6 +100,15 @@ impl SourceStore for Interleave {
     }
     async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
         self.inner.delete_source(band, source).await
+    }
+    async fn put_purge(&self, purge: &SourcePurge) -> PortResult<()> {
+        self.inner.put_purge(purge).await
+    }
+    async fn purges(&self, band: &BandId) -> PortResult<Vec<SourcePurge>> {
+        self.inner.purges(band).await
+    }
+    async fn forget_purge(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
+        self.inner.forget_purge(band, source).await
     }
 }
 
@@ -314,6 +325,17 @@ async fn a_source_deleted_during_a_sync_never_comes_back() {
             Some(op.status),
             "write {at}: the operation stays as it ended"
         );
+        // AND the scheduler's purge clears its catalog, chunks the pass wrote after the
+        // delete included
+        let purger = Purger::new(
+            f.h.store.clone(),
+            f.h.store.clone(),
+            f.h.publisher(),
+            f.h.clock.clone(),
+        );
+        purger.prune_band(&f.band).await.unwrap();
+        let left = f.h.store.list_files(&f.band, &f.source).await.unwrap();
+        assert!(left.is_empty(), "write {at}: {left:?}");
     }
 }
 
@@ -335,6 +357,38 @@ async fn a_source_moved_during_a_sync_stays_moved() {
             stored.cursor, None,
             "write {at}: the old calendar's cursor was put back"
         );
+    }
+}
+
+/// A guard more than a regression test: the worker reads the configuration but never
+/// writes it, so this held before the conditional writes too; it keeps it that way.
+#[tokio::test]
+async fn credentials_deleted_during_a_sync_stay_deleted() {
+    let points = Fixture::write_points().await;
+    for at in 1..=points {
+        // GIVEN band demo with credentials, and a pass paused before its `at`-th write
+        let f = Fixture::new().await;
+        let mut config = f.h.store.get_config(&f.band).await.unwrap().unwrap();
+        config.google_credentials = Some(SealedSecret {
+            v: 1,
+            alg: "A256GCM".into(),
+            nonce: "bm9uY2U=".into(),
+            ct: "Y2lwaGVy".into(),
+        });
+        f.h.store.put_config(&config).await.unwrap();
+        let revoke = f.operator(
+            "DELETE",
+            format!("/sync/bands/{}/credentials", f.band),
+            None,
+        );
+        let paused = Interleave::new(&f.h, at, Some(revoke));
+        let job =
+            f.h.sync_job("job-2", &f.band, &f.source, Trigger::Notification);
+        // WHEN the operator deletes the credentials there and the pass goes on
+        f.worker(&paused).run(&job).await.unwrap();
+        // THEN they stay deleted
+        let stored = f.h.store.get_config(&f.band).await.unwrap().unwrap();
+        assert_eq!(stored.google_credentials, None, "write {at}");
     }
 }
 

@@ -55,6 +55,7 @@ async fn a_tick_reconciles_every_source_and_prunes_past_the_window() {
             watch_channels: WatchReport::default(),
             conflicts: Default::default(),
             history_pruned: 0,
+            purged: Default::default(),
         }
     );
     let groups: Vec<String> = h

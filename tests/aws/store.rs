@@ -31,6 +31,14 @@ async fn revision_contracts() {
     contract::source_revision_race_contract(&s).await;
 }
 
+/// A deleted source's purge: its marks, and its catalog a page at a time.
+#[tokio::test]
+async fn purge_contracts() {
+    let s = store().await;
+    contract::purge_mark_contract(&s).await;
+    contract::catalog_page_contract(&s).await;
+}
+
 #[tokio::test]
 async fn operation_contract() {
     contract::operation_contract(&store().await).await;

@@ -3,6 +3,7 @@
 //! entity types, and the rebuild check of its entities.
 
 use super::*;
+use crate::model::SourcePurge;
 use crate::ports::WriteOutcome;
 
 /// How many times an operator's edit is applied to the record as stored and written
@@ -265,14 +266,24 @@ impl Api {
         band: BandId,
         id: SourceId,
     ) -> Result<(u16, Value), Refusal> {
-        if self.sources.get_source(&band, &id).await?.is_none() {
+        let Some(source) = self.sources.get_source(&band, &id).await? else {
             return Err(Refusal::new(
                 ErrorCode::NotFound,
                 format!("band {band} has no source {id}"),
             ));
-        }
+        };
+        // The mark first: a delete that fails after it leaves a mark whose source still
+        // exists, which the purge leaves alone; the other way round, a failure would leave
+        // a catalog nobody clears.
+        let purge = SourcePurge {
+            band: band.clone(),
+            source: id.clone(),
+            kind: source.kind,
+            deleted_at: self.clock.now(),
+        };
+        self.sources.put_purge(&purge).await?;
         self.sources.delete_source(&band, &id).await?;
-        tracing::info!(%band, source = %id, "source deleted");
+        tracing::info!(%band, source = %id, "source deleted; its catalog is purged by the scheduler");
         Ok(no_content())
     }
 

@@ -19,8 +19,12 @@
 //! cancelled is skipped, except a cancelled occurrence of a recurring event we know (one
 //! rehearsal of a weekly series called off): that is `calendar.event.cancelled` with the
 //! series' id and the occurrence's original start, and the catalog keeps a tombstone row
-//! for it (hash [`TOMBSTONE`]…) so that listing it again makes no second event. An
-//! unchanged etag is no event.
+//! for it (hash [`TOMBSTONE`]…, `modified_ms` the occurrence's original start) so that
+//! listing it again makes no second event. Once that start is more than
+//! [`TOMBSTONE_RETENTION`] ago, the scheduler's prune pass drops the tombstone, and a
+//! cancellation of an occurrence that far in the past seen for the first time is
+//! skipped, so a dropped tombstone listed again stays silent. An unchanged etag is no
+//! event.
 
 use super::SyncError;
 use super::delta::Change;
@@ -30,7 +34,7 @@ use crate::google::calendar::{Event, EventDateTime, EventsQuery};
 use crate::google::ports::SourceApis;
 use crate::model::{BandId, FileEntry, SourceId, SyncMetrics, SyncOperation};
 use crate::wire::events::{CalendarEventChanged, EventKind, EventTime};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -42,7 +46,13 @@ pub const UNTITLED: &str = "(untitled event)";
 /// The hash prefix of a cancelled occurrence's tombstone row.
 pub const TOMBSTONE: &str = "cancelled:";
 
-fn is_tombstone(e: &FileEntry) -> bool {
+/// How long a cancelled occurrence's tombstone is kept after the occurrence's original
+/// start (its `modified_ms`): members have no use for an occurrence called off that
+/// long ago.
+pub const TOMBSTONE_RETENTION: TimeDelta = TimeDelta::days(30);
+
+/// Is this catalog row a cancelled occurrence's tombstone?
+pub fn is_tombstone(e: &FileEntry) -> bool {
     e.hash.starts_with(TOMBSTONE)
 }
 
@@ -113,6 +123,8 @@ pub struct Known {
     band: BandId,
     source: SourceId,
     entries: HashMap<String, FileEntry>,
+    /// Now, as the pass started: what a tombstone's time is when Google gives none.
+    now: Option<DateTime<Utc>>,
 }
 
 impl Known {
@@ -124,6 +136,22 @@ impl Known {
                 .iter()
                 .map(|e| (e.file_id.clone(), e.clone()))
                 .collect(),
+            now: None,
+        }
+    }
+
+    /// The pass runs at `now`: a first-seen cancellation of an occurrence that started
+    /// more than [`TOMBSTONE_RETENTION`] before is skipped (its tombstone would be past
+    /// its retention, and may have been dropped already).
+    pub fn at(mut self, now: DateTime<Utc>) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn past_retention(&self, event: &Event) -> bool {
+        match (occurrence_time(event), self.now) {
+            (Some(at), Some(now)) => at < now - TOMBSTONE_RETENTION,
+            _ => false,
         }
     }
 
@@ -158,6 +186,7 @@ impl Known {
             let before = self.entries.get(&event.id).cloned();
             if event.is_cancelled() {
                 match before {
+                    None if self.past_retention(event) => out.skipped += 1,
                     None => match self.cancelled_occurrence(event) {
                         Some(tombstone) => {
                             out.seen += 1;
@@ -198,7 +227,11 @@ impl Known {
             file_id: event.id.clone(),
             path: series.path.clone(),
             hash: format!("{TOMBSTONE}{}", event.etag.clone().unwrap_or_default()),
-            modified_ms: event.updated.map_or(0, |t| t.timestamp_millis()),
+            // What the retention counts from (Google often sends a cancelled occurrence
+            // with no `updated`).
+            modified_ms: occurrence_time(event)
+                .or(self.now)
+                .map_or(0, |t| t.timestamp_millis()),
             ..series.clone()
         })
     }
@@ -222,6 +255,25 @@ impl Known {
         gone.sort_by(|a, b| (&a.path, &a.file_id).cmp(&(&b.path, &b.file_id)));
         gone.into_iter().map(Change::Deleted).collect()
     }
+}
+
+/// When a cancelled occurrence was to start (its original start: a time, or a date at
+/// midnight UTC), else when it was cancelled (`updated`).
+fn occurrence_time(event: &Event) -> Option<DateTime<Utc>> {
+    let start = event.original_start_time.as_ref().and_then(|t| {
+        let time = t
+            .date_time
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+        let date = t
+            .date
+            .as_deref()
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .and_then(|d| d.and_hms_opt(0, 0, 0));
+        time.map(|t| t.with_timezone(&Utc))
+            .or_else(|| date.map(|d| d.and_utc()))
+    });
+    start.or(event.updated)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -311,7 +363,7 @@ pub(super) async fn sync(
         source.cursor = None;
         ops.put_cursor(&mut source).await?;
     }
-    let mut known = Known::new(&job.band, &job.source, &catalog);
+    let mut known = Known::new(&job.band, &job.source, &catalog).at(ops.now());
     let mut run = match existing {
         Some(op) => Some(ops.begin(job, Some(op)).await?),
         None => None,

@@ -12,13 +12,16 @@
 //! - `operation.rs`: the operation's lifecycle every engine goes through (begin, record
 //!   items, publish, apply, complete, fail, republish);
 //! - one file per source kind, with its engine and the Google API it reads:
-//!   [`folder`], [`drive`], [`setlist`] (Sheets), [`calendar`]; [`delta`]: what changed.
+//!   [`folder`], [`drive`], [`setlist`] (Sheets), [`calendar`]; [`delta`]: what changed;
+//! - [`purge`]: what a deleted source leaves in the catalog, and old calendar
+//!   tombstones, cleared by the scheduler.
 
 pub mod calendar;
 pub mod delta;
 pub mod drive;
 pub mod folder;
 mod operation;
+pub mod purge;
 mod request;
 pub mod setlist;
 mod worker;

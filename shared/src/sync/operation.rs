@@ -190,6 +190,11 @@ impl Operations {
         self.notifier = Some(notifier);
     }
 
+    /// The clock's now.
+    pub(super) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// An event on the band's channel, stamped now.
     pub(super) fn event(&self, id: String, kind: EventKind) -> NewEvent {
         NewEvent::new(id, self.clock.now(), kind)

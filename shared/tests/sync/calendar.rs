@@ -326,6 +326,53 @@ async fn one_called_off_rehearsal_of_a_weekly_series_is_a_cancellation_once() {
     assert_eq!(f.calendar_events(after).await, []);
 }
 
+#[tokio::test]
+async fn a_tombstone_past_its_retention_is_pruned_and_stays_silent() {
+    // GIVEN a weekly series with one called-off occurrence, announced once
+    let f = Fixture::new(1).await;
+    let mut weekly = rehearsal();
+    weekly.recurrence = vec!["RRULE:FREQ=WEEKLY;BYDAY=TH".into()];
+    let series = f.fake.create_event(CAL, weekly);
+    f.sync("job-1", Trigger::Manual).await.unwrap();
+    let mut occurrence = rehearsal();
+    occurrence.recurring_event_id = Some(series.clone());
+    occurrence.original_start_time = Some(EventDateTime::at(
+        "2026-03-12T19:00:00+01:00",
+        "Europe/Berlin",
+    ));
+    let exception = f.fake.create_event(CAL, occurrence);
+    f.fake.cancel_event(CAL, &exception);
+    f.sync("job-2", Trigger::Notification).await.unwrap();
+    assert!(f.catalog().await.iter().any(|(id, _)| *id == exception));
+    let purger = bandsync::sync::purge::Purger::new(
+        f.h.store.clone(),
+        f.h.store.clone(),
+        f.h.publisher(),
+        f.h.clock.clone(),
+    );
+    // WHEN the scheduler's prune pass runs within the retention THEN it is kept
+    let report = purger.prune_band(&f.band).await.unwrap();
+    assert_eq!(report.tombstones, 0);
+
+    // WHEN it runs once the retention after the occurrence's start (12 March) is over
+    f.h.clock
+        .advance(TOMBSTONE_RETENTION + chrono::TimeDelta::days(12));
+    let report = purger.prune_band(&f.band).await.unwrap();
+    // THEN the tombstone is gone, the series stays, and nobody is told
+    assert_eq!(report.tombstones, 1);
+    assert_eq!(
+        f.catalog().await,
+        [(series.clone(), "Rehearsal".to_owned())]
+    );
+    let after = f.log().await.len();
+    // AND a full listing that shows the old cancellation again announces nothing
+    let mut job = f.job("job-3", Trigger::Manual);
+    job.full = true;
+    f.deliver(&job).await.unwrap();
+    assert_eq!(f.calendar_events(after).await, []);
+    assert_eq!(f.catalog().await.len(), 1, "and keeps no tombstone for it");
+}
+
 /// A synced calendar, then five new events listed two a page, and a delivery of
 /// `job-2` that dies on the second page; returns the log length before it, the new
 /// events' ids and the cursor `job-1` left.

@@ -29,11 +29,17 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// v6: the revision of configurations and sources, which conditional writes name
-/// (`UPDATE ... WHERE revision = ?`, nothing changed: someone else wrote first). 0 for
-/// records written before.
+/// (`UPDATE ... WHERE revision = ?`, nothing changed: someone else wrote first; 0 for
+/// records written before); the purge marks of deleted sources.
 const SCHEMA_V6: &str = "
 ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sources ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS source_purges (
+    band   TEXT NOT NULL,
+    source TEXT NOT NULL,
+    body   TEXT NOT NULL,
+    PRIMARY KEY (band, source)
+) WITHOUT ROWID;
 ";
 
 /// v5: conflict analytics. A band's verdict counters per (entity type, counter), bumped

@@ -5,8 +5,8 @@
 use super::db::{Db, after, exec, get_opt_u64, get_u64, int, ts};
 use crate::model::{
     BandId, ChannelHead, ChannelName, Connection, ConnectionId, DeviceBinding, Event, FileEntry,
-    NewEvent, Source, SourceId, Subscriber, SyncConfiguration, SyncItem, SyncOperation,
-    WatchChannel,
+    NewEvent, Source, SourceId, SourcePurge, Subscriber, SyncConfiguration, SyncItem,
+    SyncOperation, WatchChannel,
 };
 use crate::ports::{
     CatalogStore, ChannelLog, ConfigStore, ConnectionStore, DedupeStore, HealthCheck,
@@ -343,6 +343,38 @@ impl SourceStore for EmbeddedStore {
             Ok(())
         })
     }
+
+    #[instrument(skip_all, fields(band = %purge.band, source = %purge.source), level = "debug")]
+    async fn put_purge(&self, purge: &SourcePurge) -> PortResult<()> {
+        self.db.write("put_purge", |tx| {
+            let sql =
+                "INSERT OR REPLACE INTO source_purges (band, source, body) VALUES (?1, ?2, ?3)";
+            let body = to_json(purge)?;
+            exec(
+                tx,
+                sql,
+                params![purge.band.as_str(), purge.source.as_str(), body],
+            )?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn purges(&self, band: &BandId) -> PortResult<Vec<SourcePurge>> {
+        self.db.read("purges", |c| {
+            let sql = "SELECT body FROM source_purges WHERE band = ?1 ORDER BY source";
+            list_bodies(c, sql, [band.as_str()])
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn forget_purge(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
+        self.db.write("forget_purge", |tx| {
+            let sql = "DELETE FROM source_purges WHERE band = ?1 AND source = ?2";
+            exec(tx, sql, [band.as_str(), source.as_str()])?;
+            Ok(())
+        })
+    }
 }
 
 #[async_trait]
@@ -379,6 +411,37 @@ impl CatalogStore for EmbeddedStore {
         self.db.write("delete_file", |tx| {
             let sql = "DELETE FROM files WHERE band = ?1 AND source = ?2 AND file_id = ?3";
             exec(tx, sql, [band.as_str(), source.as_str(), file_id])?;
+            Ok(())
+        })
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn first_files(
+        &self,
+        band: &BandId,
+        source: &SourceId,
+        limit: usize,
+    ) -> PortResult<Vec<FileEntry>> {
+        self.db.read("first_files", |c| {
+            let sql = "SELECT body FROM files WHERE band = ?1 AND source = ?2 \
+                       ORDER BY file_id LIMIT ?3";
+            list_bodies(c, sql, params![band.as_str(), source.as_str(), int(limit)])
+        })
+    }
+
+    /// One transaction for them all.
+    #[instrument(skip(self, file_ids), fields(n = file_ids.len()), level = "debug")]
+    async fn delete_files(
+        &self,
+        band: &BandId,
+        source: &SourceId,
+        file_ids: &[String],
+    ) -> PortResult<()> {
+        self.db.write("delete_files", |tx| {
+            let sql = "DELETE FROM files WHERE band = ?1 AND source = ?2 AND file_id = ?3";
+            for id in file_ids {
+                exec(tx, sql, [band.as_str(), source.as_str(), id])?;
+            }
             Ok(())
         })
     }

@@ -1,10 +1,10 @@
 //! Sources' catalogs: the files a sync has seen.
 
 use super::DynamoStore;
-use super::item::{Item, with_body};
+use super::item::{Item, body, with_body};
 use super::keys;
 use crate::model::{BandId, FileEntry, SourceId};
-use crate::ports::{CatalogStore, PortResult};
+use crate::ports::{CatalogStore, PortError, PortResult};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use tracing::instrument;
@@ -49,5 +49,45 @@ impl CatalogStore for DynamoStore {
     async fn delete_file(&self, band: &BandId, source: &SourceId, file_id: &str) -> PortResult<()> {
         self.delete_all(&self.sync_table, vec![keys::file(band, source, file_id)])
             .await
+    }
+
+    /// One Query of the catalog's partition, with a limit.
+    #[instrument(skip(self), level = "debug")]
+    async fn first_files(
+        &self,
+        band: &BandId,
+        source: &SourceId,
+        limit: usize,
+    ) -> PortResult<Vec<FileEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.query(
+            &self.sync_table,
+            keys::files_pk(band, source),
+            keys::FILE_PREFIX,
+            true,
+            Some(limit),
+        )
+        .await?
+        .iter()
+        .map(|i| body(i).map_err(PortError::from))
+        .collect()
+    }
+
+    /// BatchWriteItem, in requests of up to 24 keys.
+    #[instrument(skip(self, file_ids), fields(n = file_ids.len()), level = "debug")]
+    async fn delete_files(
+        &self,
+        band: &BandId,
+        source: &SourceId,
+        file_ids: &[String],
+    ) -> PortResult<()> {
+        let unique: std::collections::BTreeSet<&String> = file_ids.iter().collect();
+        let keys = unique
+            .into_iter()
+            .map(|id| keys::file(band, source, id))
+            .collect();
+        self.delete_all(&self.sync_table, keys).await
     }
 }

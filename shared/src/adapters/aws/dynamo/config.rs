@@ -9,7 +9,7 @@ use super::DynamoStore;
 use super::client::{backend, build, is_condition_failure, lost_race};
 use super::item::{Item, body, get_u64, n, with_body};
 use super::keys;
-use crate::model::{BandId, Source, SourceId, SyncConfiguration};
+use crate::model::{BandId, Source, SourceId, SourcePurge, SyncConfiguration};
 use crate::ports::{ConfigStore, PortResult, Revised, SourceStore, WriteOutcome, new_revision};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
@@ -199,6 +199,24 @@ impl SourceStore for DynamoStore {
     #[instrument(skip(self), level = "debug")]
     async fn delete_source(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
         self.delete_all(&self.sync_table, vec![keys::source(band, source)])
+            .await
+    }
+
+    #[instrument(skip_all, fields(band = %purge.band, source = %purge.source), level = "debug")]
+    async fn put_purge(&self, purge: &SourcePurge) -> PortResult<()> {
+        let item = with_body(keys::purge(&purge.band, &purge.source), purge)?;
+        self.put(&self.sync_table, item).await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn purges(&self, band: &BandId) -> PortResult<Vec<SourcePurge>> {
+        self.query_bodies(&self.sync_table, keys::band_pk(band), keys::PURGE_PREFIX)
+            .await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    async fn forget_purge(&self, band: &BandId, source: &SourceId) -> PortResult<()> {
+        self.delete_all(&self.sync_table, vec![keys::purge(band, source)])
             .await
     }
 

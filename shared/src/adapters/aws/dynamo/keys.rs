@@ -51,6 +51,14 @@ pub(super) fn generation(band: &BandId, source: &SourceId) -> Item {
     key(band_pk(band), format!("GEN#{source}"))
 }
 
+/// Sort keys of a band's purge marks: `PURGE#<source>`.
+pub(super) const PURGE_PREFIX: &str = "PURGE#";
+
+/// `BAND#b / PURGE#s`: a deleted source whose catalog is still to be purged.
+pub(super) fn purge(band: &BandId, source: &SourceId) -> Item {
+    key(band_pk(band), format!("{PURGE_PREFIX}{source}"))
+}
+
 // Sync table: the catalog.
 
 /// `FILES#b#s`: a source's catalog.
