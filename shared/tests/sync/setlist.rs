@@ -457,13 +457,12 @@ async fn a_heavily_escaped_setlist_that_fits_is_stored_under_the_item_limit() {
     let op = f.run("job-1", Trigger::Manual).await.unwrap();
     // THEN it completes, and the record as stored is under the cap
     assert_eq!(op.status, OperationStatus::Completed);
-    let source = f
-        .h
-        .store
-        .get_source(&f.band, &f.source)
-        .await
-        .unwrap()
-        .unwrap();
+    let source =
+        f.h.store
+            .get_source(&f.band, &f.source)
+            .await
+            .unwrap()
+            .unwrap();
     let stored = bandsync::sync::setlist::stored_size(&source).unwrap();
     assert!(stored > 100_000, "{stored}");
     assert!(stored <= bandsync::sync::setlist::MAX_SOURCE_RECORD_BYTES);
