@@ -5,7 +5,7 @@
 use crate::entities::categories;
 use crate::entities::push::{PushRefused, PushService};
 use crate::error::{ErrorCode, Refusal};
-use crate::model::{ChannelName, Connection, ConnectionId, DeviceBinding, Trigger};
+use crate::model::{ChannelHead, ChannelName, Connection, ConnectionId, DeviceBinding, Trigger};
 use crate::ports::{
     ChannelLog, Clock, ConnectionStore, PresenceStore, PushOutcome, Pusher, Queue, SourceStore,
 };
@@ -348,18 +348,9 @@ impl WsMessage {
     ) -> Result<Option<ServerFrame>, ErrorReply> {
         let head = self.log.head(&channel).await?;
         match resume::plan(head.as_ref(), after_seq, epoch.as_deref()) {
-            ResumePlan::HistoryLost { reason } => Err(ErrorReply {
-                refusal: Refusal::new(
-                    ErrorCode::HistoryLost,
-                    format!("{reason}; refetch the state of {channel}"),
-                ),
-                data: Some(HistoryLostData {
-                    channel: channel.clone(),
-                    epoch: head.as_ref().map(|h| h.epoch.clone()),
-                    seq: head.as_ref().map_or(0, |h| h.seq),
-                }),
-                retry_after: None,
-            }),
+            ResumePlan::HistoryLost { reason } => {
+                Err(history_lost(&channel, head.as_ref(), reason))
+            }
             ResumePlan::UpToDate => Ok(Some(ServerFrame::Resumed {
                 seq: head.as_ref().map_or(0, |h| h.seq),
                 epoch: head.map(|h| h.epoch),
@@ -376,6 +367,12 @@ impl WsMessage {
                     let want = REPLAY_PAGE
                         .min(usize::try_from(self.max_replay - replayed).unwrap_or(REPLAY_PAGE));
                     let page = self.log.read_after(&channel, cursor, want).await?;
+                    // Seqs are gapless: a page that skips one (what a store lost, e.g. a
+                    // prune cut short) cannot be replayed as if complete.
+                    if page.iter().zip(cursor + 1..).any(|(e, seq)| e.seq != seq) {
+                        let reason = "the events after after_seq have a gap in the log";
+                        return Err(history_lost(&channel, head.as_ref(), reason));
+                    }
                     // The device's categories filter a replay as they do live delivery.
                     for slot in categories::slots(categories, &page) {
                         let frame = match slot {
@@ -408,5 +405,22 @@ impl WsMessage {
                 }))
             }
         }
+    }
+}
+
+/// The refusal of a resume the log cannot serve: the client refetches the channel's
+/// state from where its head is now.
+fn history_lost(channel: &ChannelName, head: Option<&ChannelHead>, reason: &str) -> ErrorReply {
+    ErrorReply {
+        refusal: Refusal::new(
+            ErrorCode::HistoryLost,
+            format!("{reason}; refetch the state of {channel}"),
+        ),
+        data: Some(HistoryLostData {
+            channel: channel.clone(),
+            epoch: head.map(|h| h.epoch.clone()),
+            seq: head.map_or(0, |h| h.seq),
+        }),
+        retry_after: None,
     }
 }

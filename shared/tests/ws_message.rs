@@ -187,6 +187,32 @@ async fn resume_from_another_epoch_is_history_lost_with_the_current_head() {
 }
 
 #[tokio::test]
+async fn resume_over_a_hole_in_the_log_is_history_lost() {
+    // GIVEN band:demo's log lost seq 3 of 5 (what a store cut short could leave)
+    let h = alice().await;
+    let events = h
+        .append(&channel("band:demo"), &["a", "b", "c", "d", "e"])
+        .await;
+    h.log.lose(3);
+
+    // WHEN she resumes from seq 1
+    let replies = send(
+        &h,
+        ALICE,
+        json!({"action": "resume", "channel": "band:demo", "after_seq": 1,
+               "epoch": events[0].epoch, "ref": 4}),
+    )
+    .await;
+
+    // THEN she is told the history is lost (not "resumed" after 2, 4 and 5)
+    let reply = replies.last().unwrap();
+    assert_eq!(reply["type"], "error", "{replies:?}");
+    assert_eq!(reply["code"], "history_lost");
+    assert_eq!(reply["data"]["seq"], 5);
+    assert!(replies.iter().all(|f| f["type"] != "resumed"));
+}
+
+#[tokio::test]
 async fn sync_request_queues_a_job_and_acks_it() {
     // GIVEN band demo has a source
     let h = alice().await;

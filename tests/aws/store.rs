@@ -101,6 +101,100 @@ async fn the_whole_store_contract() {
     contract::store_contract(Arc::new(store().await)).await;
 }
 
+/// A prune cut short: its deletes are batches, and DynamoDB may leave some of a batch
+/// unprocessed before the next one fails. What that leaves behind (an old event below
+/// events already gone) must not read as retained history: the head's low-water mark
+/// counts it gone, so a resume from before it is history lost rather than a replay with
+/// a hole, and the next prune deletes the leftover.
+#[tokio::test]
+async fn a_prune_cut_short_leaves_no_hole_a_resume_would_replay() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use bandsync::model::{ChannelName, NewEvent};
+    use bandsync::ports::ChannelLog;
+    use bandsync::resume::{ResumePlan, plan};
+    use bandsync::wire::events::{EventKind, SyncProgress};
+    let moto = moto();
+    let (sync_table, connections_table) = (unique("sync"), unique("connections"));
+    moto.create_tables(&sync_table, &connections_table).await;
+    let log = DynamoStore::new(moto.dynamodb(), sync_table.clone(), connections_table);
+    let channel = ChannelName::parse(&format!("band:{}", unique("b"))).unwrap();
+    let t0 = chrono::Utc::now();
+    // GIVEN 30 events, a second apart (seq n at t0 + n - 1 s)
+    let events: Vec<NewEvent> = (0..30)
+        .map(|i| {
+            let kind = EventKind::SyncProgress(SyncProgress {
+                operation: "op".into(),
+                done: i,
+                total: 30,
+            });
+            NewEvent::new(
+                format!("e{i}"),
+                t0 + chrono::TimeDelta::seconds(i as i64),
+                kind,
+            )
+        })
+        .collect();
+    let appended = log.append(&channel, &events).await.unwrap();
+    let epoch = appended[0].epoch.clone();
+    let key = |seq: u64| {
+        [
+            (
+                "pk".to_owned(),
+                AttributeValue::S(format!("CHAN#{channel}")),
+            ),
+            ("sk".to_owned(), AttributeValue::S(format!("SEQ#{seq:020}"))),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _>>()
+    };
+    let first = moto
+        .dynamodb()
+        .get_item()
+        .table_name(&sync_table)
+        .set_key(Some(key(1)))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    // WHEN a prune of seqs 1..=13 is cut short with seq 1 left behind
+    assert_eq!(
+        log.prune(&channel, t0 + chrono::TimeDelta::seconds(13))
+            .await
+            .unwrap(),
+        13
+    );
+    moto.dynamodb()
+        .put_item()
+        .table_name(&sync_table)
+        .set_item(Some(first))
+        .send()
+        .await
+        .unwrap();
+    // THEN the head counts 1..=13 gone, and a client that saw none of them has lost
+    // history (not a replay of 1 then 14)
+    let head = log.head(&channel).await.unwrap().unwrap();
+    assert_eq!((head.seq, head.first_retained), (30, 14));
+    assert!(matches!(
+        plan(Some(&head), 0, Some(&epoch)),
+        ResumePlan::HistoryLost { .. }
+    ));
+    assert_eq!(
+        plan(Some(&head), 13, Some(&epoch)),
+        ResumePlan::Replay { after: 13 }
+    );
+    // AND the next prune (same window) deletes the leftover, and only it
+    assert_eq!(
+        log.prune(&channel, t0 + chrono::TimeDelta::seconds(13))
+            .await
+            .unwrap(),
+        1
+    );
+    let rest = log.read_after(&channel, 0, 100).await.unwrap();
+    assert_eq!(rest.first().map(|e| e.seq), Some(14));
+    assert_eq!(rest.len(), 17);
+}
+
 // Not tested here: appends from several processes racing for the head. The adapter's
 // conditional head update and retry handle that on DynamoDB, whose transactions are
 // serializable; moto's are not isolated from each other (a failed transaction restores a

@@ -6,10 +6,13 @@ use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 
 /// A [`ChannelLog`] that passes everything to another, except the appends it was told to
-/// fail (a store outage at that moment): `fail_append(n)` fails the nth append attempt.
+/// fail (a store outage at that moment): `fail_append(n)` fails the nth append attempt;
+/// and the events it was told to lose (`lose(seq)`: a hole in the log, as a store that
+/// lost part of it would read).
 pub struct FlakyLog {
     inner: Arc<dyn ChannelLog>,
     state: Mutex<(usize, Vec<usize>)>,
+    lost: Mutex<Vec<u64>>,
 }
 
 impl FlakyLog {
@@ -17,12 +20,18 @@ impl FlakyLog {
         Self {
             inner,
             state: Mutex::new((0, Vec::new())),
+            lost: Mutex::new(Vec::new()),
         }
     }
 
     /// Fail the `n`th append attempt (1-based, over the log's whole life).
     pub fn fail_append(&self, n: usize) {
         lock(&self.state).1.push(n);
+    }
+
+    /// Reads skip the event of `seq` from now on.
+    pub fn lose(&self, seq: u64) {
+        lock(&self.lost).push(seq);
     }
 }
 
@@ -48,7 +57,10 @@ impl ChannelLog for FlakyLog {
         after_seq: u64,
         limit: usize,
     ) -> PortResult<Vec<Event>> {
-        self.inner.read_after(channel, after_seq, limit).await
+        let mut events = self.inner.read_after(channel, after_seq, limit).await?;
+        let lost = lock(&self.lost).clone();
+        events.retain(|e| !lost.contains(&e.seq));
+        Ok(events)
     }
 
     async fn head(&self, channel: &ChannelName) -> PortResult<Option<ChannelHead>> {

@@ -107,6 +107,39 @@ impl DynamoStore {
         Arc::clone(locks.entry(channel.to_string()).or_default())
     }
 
+    /// The head's low-water mark: the last seq a prune took (0: none).
+    async fn pruned_mark(&self, channel: &ChannelName) -> PortResult<u64> {
+        let head = self
+            .get(&self.sync_table, keys::head(channel), true)
+            .await?;
+        Ok(match head {
+            Some(item) => get_u64(&item, "pruned")?.unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// Move the low-water mark up to `seq` (never down: a concurrent prune may have
+    /// moved it further).
+    async fn mark_pruned(&self, channel: &ChannelName, seq: u64) -> PortResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sync_table)
+            .set_key(Some(keys::head(channel)))
+            .update_expression("SET pruned = :s")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(pruned) OR pruned < :s)",
+            )
+            .expression_attribute_values(":s", n(seq))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+            Err(e) => Err(backend("UpdateItem")(e)),
+        }
+    }
+
     /// One atomic step of an append: events get head.seq+1.. if the head has not moved
     /// and none of their ids is taken. `Ok(None)` when another writer won the race.
     async fn append_chunk(
@@ -289,10 +322,14 @@ impl ChannelLog for DynamoStore {
                 Some(1),
             )
             .await?;
-        let first_retained = match oldest.first() {
+        let oldest = match oldest.first() {
             Some(i) => event_from(channel, i)?.seq,
             None => seq + 1,
         };
+        // Everything up to the low-water mark counts as gone, whatever a prune cut short
+        // left of it: a resume from below the mark is history lost, never a replay with
+        // a hole in it.
+        let first_retained = oldest.max(get_u64(&item, "pruned")?.unwrap_or(0) + 1);
         Ok(Some(ChannelHead {
             seq,
             epoch: get_str(&item, "epoch")?.to_owned(),
@@ -302,6 +339,12 @@ impl ChannelLog for DynamoStore {
 
     /// Everything up to the newest event older than `before` goes (by seq, so the rest is
     /// one gapless run), with the id entries that made those appends idempotent.
+    ///
+    /// The deletes are batches, not one step: the head's low-water mark (`pruned`, the
+    /// last seq that goes) moves first, so a prune cut short between batches (or with
+    /// items DynamoDB left unprocessed) leaves leftovers below the mark that [`Self::head`]
+    /// no longer counts, never a hole in what it reports retained. The next prune
+    /// deletes the leftovers.
     #[instrument(skip(self), fields(%channel), level = "debug")]
     async fn prune(&self, channel: &ChannelName, before: DateTime<Utc>) -> PortResult<u64> {
         // Only the keys, times and ids: a prune reads every retained event of the channel.
@@ -316,15 +359,21 @@ impl ChannelLog for DynamoStore {
             )
             .await?;
         let cutoff = ts(before);
+        let marked = self.pruned_mark(channel).await?;
         let mut last_old = None;
         for (i, item) in events.iter().enumerate() {
-            if get_str(item, "ts")? < cutoff.as_str() {
-                last_old = Some(i);
+            let sk = get_str(item, "sk")?;
+            let seq = keys::seq_of(sk).ok_or_else(|| anyhow!("event with sort key {sk}"))?;
+            if seq <= marked || get_str(item, "ts")? < cutoff.as_str() {
+                last_old = Some((i, seq));
             }
         }
-        let Some(last_old) = last_old else {
+        let Some((last_old, mark)) = last_old else {
             return Ok(0);
         };
+        if mark > marked {
+            self.mark_pruned(channel, mark).await?;
+        }
         let pk = keys::channel_pk(channel);
         let mut gone = Vec::new();
         for item in &events[..=last_old] {
