@@ -107,29 +107,31 @@ impl DynamoStore {
         Arc::clone(locks.entry(channel.to_string()).or_default())
     }
 
-    /// The head's low-water mark: the last seq a prune took (0: none).
-    async fn pruned_mark(&self, channel: &ChannelName) -> PortResult<u64> {
+    /// A seq mark of the head (`delivered`; `pruned`, the last seq a prune took), read
+    /// strongly consistent; 0 for none.
+    async fn head_mark(&self, channel: &ChannelName, attribute: &str) -> PortResult<u64> {
         let head = self
             .get(&self.sync_table, keys::head(channel), true)
             .await?;
         Ok(match head {
-            Some(item) => get_u64(&item, "pruned")?.unwrap_or(0),
+            Some(item) => get_u64(&item, attribute)?.unwrap_or(0),
             None => 0,
         })
     }
 
-    /// Move the low-water mark up to `seq` (never down: a concurrent prune may have
-    /// moved it further).
-    async fn mark_pruned(&self, channel: &ChannelName, seq: u64) -> PortResult<()> {
+    /// Raise the head's `attribute` (a seq mark: `delivered`, `pruned`) to `seq`, never
+    /// lowering it: a concurrent writer may have moved it further.
+    async fn raise_head(&self, channel: &ChannelName, attribute: &str, seq: u64) -> PortResult<()> {
+        let condition = format!(
+            "attribute_exists(pk) AND (attribute_not_exists({attribute}) OR {attribute} < :s)"
+        );
         let result = self
             .client
             .update_item()
             .table_name(&self.sync_table)
             .set_key(Some(keys::head(channel)))
-            .update_expression("SET pruned = :s")
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(pruned) OR pruned < :s)",
-            )
+            .update_expression(format!("SET {attribute} = :s"))
+            .condition_expression(condition)
             .expression_attribute_values(":s", n(seq))
             .send()
             .await;
@@ -359,7 +361,7 @@ impl ChannelLog for DynamoStore {
             )
             .await?;
         let cutoff = ts(before);
-        let marked = self.pruned_mark(channel).await?;
+        let marked = self.head_mark(channel, "pruned").await?;
         let mut last_old = None;
         for (i, item) in events.iter().enumerate() {
             let sk = get_str(item, "sk")?;
@@ -372,7 +374,7 @@ impl ChannelLog for DynamoStore {
             return Ok(0);
         };
         if mark > marked {
-            self.mark_pruned(channel, mark).await?;
+            self.raise_head(channel, "pruned", mark).await?;
         }
         let pk = keys::channel_pk(channel);
         let mut gone = Vec::new();
@@ -386,33 +388,11 @@ impl ChannelLog for DynamoStore {
 
     #[instrument(skip(self), fields(%channel), level = "debug")]
     async fn delivered(&self, channel: &ChannelName) -> PortResult<u64> {
-        let head = self
-            .get(&self.sync_table, keys::head(channel), true)
-            .await?;
-        Ok(match head {
-            Some(item) => get_u64(&item, "delivered")?.unwrap_or(0),
-            None => 0,
-        })
+        self.head_mark(channel, "delivered").await
     }
 
     #[instrument(skip(self), fields(%channel), level = "debug")]
     async fn mark_delivered(&self, channel: &ChannelName, seq: u64) -> PortResult<()> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sync_table)
-            .set_key(Some(keys::head(channel)))
-            .update_expression("SET delivered = :s")
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(delivered) OR delivered < :s)",
-            )
-            .expression_attribute_values(":s", n(seq))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(()),
-            Err(e) => Err(backend("UpdateItem")(e)),
-        }
+        self.raise_head(channel, "delivered", seq).await
     }
 }
