@@ -30,9 +30,12 @@
 //! sheet's worth of short strings, read and written whole once per sync, and belongs to
 //! the source exactly as a Drive page token does. The catalog is made of files (size,
 //! hash, path) and would need one entry per row, written one by one with no atomic
-//! switch from the old snapshot to the new. The cursor is capped ([`MAX_CURSOR_BYTES`],
-//! well under DynamoDB's 400 KB item): a sheet over it fails the operation with a clear
-//! error instead of writing a truncated snapshot.
+//! switch from the old snapshot to the new. The source record is capped as it is stored
+//! ([`MAX_SOURCE_RECORD_BYTES`], well under DynamoDB's 400 KB item): the cursor is JSON
+//! inside the record's JSON body, so it is escaped twice (a cell of quotes stores four
+//! bytes per character), and only the record's final size says whether it fits. A sheet
+//! over it fails the operation with a clear error instead of writing a truncated
+//! snapshot or a write DynamoDB refuses on every redelivery.
 //!
 //! # Exactly one event per change, across redeliveries
 //!
@@ -62,6 +65,18 @@ pub const DEFAULT_RANGE: &str = "A:Z";
 
 /// The largest cursor (committed plus pending snapshot, as JSON) written to a source.
 pub const MAX_CURSOR_BYTES: usize = 256 * 1024;
+
+/// The largest source record, measured as the store writes it (the source serialised to
+/// JSON, the cursor escaped inside it): DynamoDB's item limit is 400 KB for the body,
+/// keys and attribute names together, so this leaves room for the rest.
+pub const MAX_SOURCE_RECORD_BYTES: usize = 360_000;
+
+/// The size of `source` as a store writes it (its JSON body).
+pub fn stored_size(source: &Source) -> Result<usize, SyncError> {
+    serde_json::to_vec(source)
+        .map(|b| b.len())
+        .map_err(|e| SyncError::Port(PortError::Backend(e.into())))
+}
 
 /// The largest `setlist.updated` payload: a broadcast message must stay under SQS's
 /// 256 KiB with its envelope.
@@ -517,10 +532,19 @@ pub(super) async fn sync(
     .encode()?;
     // The payload as the log stores it.
     let event_bytes = kind.into_parts().1.to_string().len();
+    // The record as the store writes it: the cursor's JSON escaped again in the body.
+    let record_bytes = stored_size(&Source {
+        cursor: Some(written.clone()),
+        ..source.clone()
+    })?;
     let too_large = if written.len() > MAX_CURSOR_BYTES {
         Some(format!(
             "the setlist is too large to keep: {} bytes of snapshot, at most {MAX_CURSOR_BYTES}; narrow the range of {spreadsheet_id}",
             written.len()
+        ))
+    } else if record_bytes > MAX_SOURCE_RECORD_BYTES {
+        Some(format!(
+            "the setlist is too large to keep: {record_bytes} bytes of stored source record, at most {MAX_SOURCE_RECORD_BYTES}; narrow the range of {spreadsheet_id}"
         ))
     } else if event_bytes > MAX_EVENT_BYTES {
         Some(format!(

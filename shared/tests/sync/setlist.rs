@@ -409,6 +409,66 @@ async fn a_setlist_too_large_to_keep_fails_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_setlist_that_fits_as_json_but_not_once_stored_fails_with_a_clear_error() {
+    // GIVEN a synced sheet whose cells escape heavily (quotes, control characters,
+    // non-ASCII)
+    let f = Fixture::new().await;
+    let cell = format!(
+        "{}{}{}",
+        "\"".repeat(600),
+        "\u{1}".repeat(50),
+        "é".repeat(100)
+    );
+    for i in 0..70 {
+        f.fake.set_cell(SHEET_ID, TAB, i + 1, 2, &cell);
+        f.fake
+            .set_cell(SHEET_ID, TAB, i + 1, 0, &format!("song {i}"));
+    }
+    let first = f.run("job-1", Trigger::Manual).await.unwrap();
+    assert_eq!(first.status, OperationStatus::Completed);
+    let committed = f.cursor().await;
+    // WHEN one cell is edited and it syncs again: the small diff fits an event, and the
+    // write-ahead cursor (committed plus pending snapshot) fits MAX_CURSOR_BYTES as
+    // JSON, but that JSON is escaped again inside the stored record, where each quote
+    // takes four bytes: over DynamoDB's 400 KB item
+    let as_json = 2 * 70 * serde_json::to_string(&cell).unwrap().len();
+    assert!(as_json < bandsync::sync::setlist::MAX_CURSOR_BYTES);
+    assert!(2 * as_json > 400_000);
+    f.fake.set_cell(SHEET_ID, TAB, 1, 1, "F#m");
+    let op = f.run("job-2", Trigger::Manual).await.unwrap();
+    // THEN it fails saying why, and the stored cursor has not moved
+    assert_eq!(op.status, OperationStatus::Failed);
+    assert!(op.error.unwrap().contains("stored source record"));
+    assert_eq!(f.cursor().await, committed);
+    assert_eq!(f.updates().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_heavily_escaped_setlist_that_fits_is_stored_under_the_item_limit() {
+    // GIVEN a smaller sheet of cells that escape as heavily (its event fits too)
+    let f = Fixture::new().await;
+    let cell = format!("{}{}", "\"\u{1}".repeat(600), "é".repeat(100));
+    for i in 0..30 {
+        f.fake.set_cell(SHEET_ID, TAB, i + 1, 2, &cell);
+        f.fake
+            .set_cell(SHEET_ID, TAB, i + 1, 0, &format!("song {i}"));
+    }
+    // WHEN it syncs
+    let op = f.run("job-1", Trigger::Manual).await.unwrap();
+    // THEN it completes, and the record as stored is under the cap
+    assert_eq!(op.status, OperationStatus::Completed);
+    let source =
+        f.h.store
+            .get_source(&f.band, &f.source)
+            .await
+            .unwrap()
+            .unwrap();
+    let stored = bandsync::sync::setlist::stored_size(&source).unwrap();
+    assert!(stored > 100_000, "{stored}");
+    assert!(stored <= bandsync::sync::setlist::MAX_SOURCE_RECORD_BYTES);
+}
+
+#[tokio::test]
 async fn a_sheet_source_without_a_client_and_a_full_sync() {
     // GIVEN a synced setlist
     let f = Fixture::with_location(&format!("{SHEET_ID}#{TAB}!A1:B")).await;
