@@ -400,6 +400,13 @@ pub struct SourcePurge {
     /// The kind the source had: which event the removal of each entry makes.
     pub kind: SourceKind,
     pub deleted_at: DateTime<Utc>,
+    /// How far the walk of the band's operations (oldest first) has come: the (start,
+    /// id) of the last one looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations_after: Option<(DateTime<Utc>, String)>,
+    /// The walk is over: no operation of the source is left.
+    #[serde(default)]
+    pub operations_done: bool,
 }
 
 /// A push channel: Google's watch channel, or the folder watcher's equivalent.

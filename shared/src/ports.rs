@@ -160,6 +160,17 @@ pub trait OperationStore: Send + Sync {
     async fn get_operation(&self, id: &str) -> PortResult<Option<SyncOperation>>;
     /// A band's operations, newest first.
     async fn list_operations(&self, band: &BandId, limit: usize) -> PortResult<Vec<SyncOperation>>;
+    /// A band's operations after `after` (a start and an id; none: from the oldest),
+    /// oldest first, at most `limit`: a key range of the band's listing, never a scan.
+    async fn operations_after(
+        &self,
+        band: &BandId,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> PortResult<Vec<SyncOperation>>;
+    /// Forget an operation: its record, its listing entry and its items. A missing one
+    /// is not an error.
+    async fn delete_operation(&self, op: &SyncOperation) -> PortResult<()>;
     /// Insert or replace by (operation, n): a redelivered job may record the same item again.
     async fn put_item(&self, item: &SyncItem) -> PortResult<()>;
     /// Put many, as [`CatalogStore::put_files`] does.

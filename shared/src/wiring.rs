@@ -120,6 +120,7 @@ pub fn scheduler(b: &dyn Backend) -> anyhow::Result<Scheduler> {
     .with_purger(Purger::new(
         store.clone(),
         store.clone(),
+        store.clone(),
         Publisher::new(b.log()?, b.broadcast_queue()?),
         b.clock(),
     ))

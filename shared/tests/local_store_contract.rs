@@ -42,6 +42,7 @@ contract_tests!(
     catalog_contract,
     catalog_page_contract,
     purge_mark_contract,
+    operation_walk_contract,
     operation_contract,
     watch_channel_contract,
     dedupe_contract,

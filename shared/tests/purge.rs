@@ -2,7 +2,7 @@
 //! number of entries per tick, and members are told of each file it brought them.
 
 use bandsync::model::*;
-use bandsync::ports::{CatalogStore, SourceStore};
+use bandsync::ports::{CatalogStore, OperationStore, SourceStore};
 use bandsync::scheduler::{Scheduler, TickReport};
 use bandsync::sync::purge::{GRACE, PAGE, PAGES_PER_TICK};
 use bandsync_testkit::*;
@@ -97,6 +97,14 @@ async fn a_deleted_source_s_catalog_is_purged_and_members_told() {
     let f = Fixture::new().await;
     assert_eq!(f.catalog_len().await, 3);
     let before = f.log_len().await;
+    // AND an operation of another source of the band
+    let other = SyncOperation {
+        id: "takes-1".into(),
+        source: source_id("takes"),
+        ..f.h.store.get_operation("job-1").await.unwrap().unwrap()
+    };
+    f.h.store.put_operation(&other).await.unwrap();
+    assert!(!f.h.store.list_items("job-1").await.unwrap().is_empty());
     // WHEN the operator deletes it and the scheduler ticks
     f.delete().await;
     let report = f.tick().await;
@@ -117,10 +125,20 @@ async fn a_deleted_source_s_catalog_is_purged_and_members_told() {
     assert_eq!(marks[0].kind, SourceKind::Folder);
     let seen = f.log_len().await;
     assert_eq!(f.tick().await.purged.marks_done, 0);
+    assert!(f.h.store.get_operation("job-1").await.unwrap().is_some());
     f.h.clock.advance(GRACE + chrono::TimeDelta::minutes(1));
-    assert_eq!(f.tick().await.purged.marks_done, 1);
+    let report = f.tick().await;
+    assert_eq!(report.purged.marks_done, 1);
     assert!(f.h.store.purges(&f.band).await.unwrap().is_empty());
     assert_eq!(f.file_events(seen).await, []);
+    // AND its operations went with their items after the grace; the other source's stay
+    assert_eq!(report.purged.operations, 1);
+    assert_eq!(f.h.store.get_operation("job-1").await.unwrap(), None);
+    assert!(f.h.store.list_items("job-1").await.unwrap().is_empty());
+    assert_eq!(
+        f.h.store.get_operation("takes-1").await.unwrap(),
+        Some(other)
+    );
 }
 
 #[tokio::test]

@@ -330,6 +330,7 @@ async fn a_source_deleted_during_a_sync_never_comes_back() {
         let purger = Purger::new(
             f.h.store.clone(),
             f.h.store.clone(),
+            f.h.store.clone(),
             f.h.publisher(),
             f.h.clock.clone(),
         );

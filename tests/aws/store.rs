@@ -37,6 +37,7 @@ async fn purge_contracts() {
     let s = store().await;
     contract::purge_mark_contract(&s).await;
     contract::catalog_page_contract(&s).await;
+    contract::operation_walk_contract(&s).await;
 }
 
 #[tokio::test]

@@ -280,6 +280,8 @@ impl Api {
             source: id.clone(),
             kind: source.kind,
             deleted_at: self.clock.now(),
+            operations_after: None,
+            operations_done: false,
         };
         self.sources.put_purge(&purge).await?;
         self.sources.delete_source(&band, &id).await?;

@@ -17,9 +17,12 @@
 //!   next ticks clear that too. A mark whose source exists again (created anew by the
 //!   operator) is left alone during the grace and then dropped: the new source's first,
 //!   full sync compares what is left of the catalog with its place.
-//! - **Operations and their items** stay: they are the band's history of syncs, listed by
-//!   band and start time, and name the source only as a value (removing them per source
-//!   would mean reading the whole band's listing).
+//! - **Operations and their items** go once the grace is over (a pass stopped by the
+//!   delete has recorded its end by then): the band's listing is walked oldest first,
+//!   [`OPERATIONS_PAGE`] entries per mark per tick, from where the last tick stopped (kept
+//!   in the mark), up to the first operation started after the delete; those of the
+//!   source go with their items. The mark goes when the catalog is empty and the walk
+//!   over.
 //! - **Calendar tombstones.** A cancelled occurrence of a recurring event is kept as a
 //!   tombstone row so that listing it again makes no second `calendar.event.cancelled`;
 //!   once the occurrence's original start is more than [`calendar::TOMBSTONE_RETENTION`]
@@ -32,7 +35,7 @@ use super::delta::Change;
 use super::drive::is_folder_entry;
 use super::{file_event, short_hash};
 use crate::model::*;
-use crate::ports::{CatalogStore, Clock, PortError, SourceStore};
+use crate::ports::{CatalogStore, Clock, OperationStore, PortError, SourceStore};
 use crate::publish::Publisher;
 use crate::wire::events::EventKind;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -45,6 +48,8 @@ pub const PAGES_PER_TICK: usize = 5;
 /// How long a mark outlives its source: longer than any pass runs (the sync worker's
 /// timeout is 15 minutes).
 pub const GRACE: TimeDelta = TimeDelta::hours(1);
+/// Operations of a band's listing looked at per mark per tick.
+pub const OPERATIONS_PAGE: usize = 100;
 /// Tombstones dropped per calendar source per tick.
 pub const TOMBSTONES_PER_TICK: usize = 500;
 
@@ -57,6 +62,8 @@ pub struct PurgeReport {
     pub marks_done: u64,
     /// Calendar tombstones past their retention, dropped.
     pub tombstones: u64,
+    /// Operations of deleted sources removed, with their items.
+    pub operations: u64,
 }
 
 impl PurgeReport {
@@ -64,6 +71,7 @@ impl PurgeReport {
         self.purged += other.purged;
         self.marks_done += other.marks_done;
         self.tombstones += other.tombstones;
+        self.operations += other.operations;
     }
 }
 
@@ -82,6 +90,7 @@ fn purge_event(kind: SourceKind, entry: &FileEntry) -> Option<EventKind> {
 pub struct Purger {
     sources: Arc<dyn SourceStore>,
     catalog: Arc<dyn CatalogStore>,
+    operations: Arc<dyn OperationStore>,
     publisher: Publisher,
     clock: Arc<dyn Clock>,
 }
@@ -90,12 +99,14 @@ impl Purger {
     pub fn new(
         sources: Arc<dyn SourceStore>,
         catalog: Arc<dyn CatalogStore>,
+        operations: Arc<dyn OperationStore>,
         publisher: Publisher,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             sources,
             catalog,
+            operations,
             publisher,
             clock,
         }
@@ -138,6 +149,31 @@ impl Purger {
             }
             return Ok(());
         }
+        let emptied = self.purge_catalog(mark, now, report).await?;
+        // Operations only after the grace: a pass stopped by the delete records its
+        // operation's end then, and none is still running.
+        if !graced {
+            return Ok(());
+        }
+        let mut mark = mark.clone();
+        if !mark.operations_done {
+            self.purge_operations(&mut mark, report).await?;
+        }
+        if emptied && mark.operations_done {
+            self.sources.forget_purge(&mark.band, &mark.source).await?;
+            report.marks_done += 1;
+            tracing::info!(source = %mark.source, "a deleted source's catalog and operations are purged");
+        }
+        Ok(())
+    }
+
+    /// Up to [`PAGES_PER_TICK`] pages of the catalog; true once it is empty.
+    async fn purge_catalog(
+        &self,
+        mark: &SourcePurge,
+        now: DateTime<Utc>,
+        report: &mut PurgeReport,
+    ) -> Result<bool, PortError> {
         let channel = ChannelName::Band(mark.band.clone());
         let deleted = mark.deleted_at.timestamp_millis().to_string();
         for _ in 0..PAGES_PER_TICK {
@@ -146,12 +182,7 @@ impl Purger {
                 .first_files(&mark.band, &mark.source, PAGE)
                 .await?;
             if page.is_empty() {
-                if graced {
-                    self.sources.forget_purge(&mark.band, &mark.source).await?;
-                    report.marks_done += 1;
-                    tracing::info!(source = %mark.source, "a deleted source's catalog is purged");
-                }
-                return Ok(());
+                return Ok(true);
             }
             let events: Vec<NewEvent> = page
                 .iter()
@@ -168,7 +199,35 @@ impl Purger {
                 .await?;
             report.purged += page.len() as u64;
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// One page of the band's operations, oldest first from where the walk stopped:
+    /// those of the source (started before its delete) go. The walk ends at the first
+    /// operation started after the delete, or at the end of the listing.
+    async fn purge_operations(
+        &self,
+        mark: &mut SourcePurge,
+        report: &mut PurgeReport,
+    ) -> Result<(), PortError> {
+        let page = self
+            .operations
+            .operations_after(&mark.band, mark.operations_after.as_ref(), OPERATIONS_PAGE)
+            .await?;
+        let mut done = page.len() < OPERATIONS_PAGE;
+        for op in &page {
+            if op.started_at > mark.deleted_at {
+                done = true;
+                break;
+            }
+            if op.source == mark.source {
+                self.operations.delete_operation(op).await?;
+                report.operations += 1;
+            }
+            mark.operations_after = Some((op.started_at, op.id.clone()));
+        }
+        mark.operations_done = done;
+        self.sources.put_purge(mark).await
     }
 
     async fn prune_tombstones(

@@ -347,6 +347,7 @@ async fn a_tombstone_past_its_retention_is_pruned_and_stays_silent() {
     let purger = bandsync::sync::purge::Purger::new(
         f.h.store.clone(),
         f.h.store.clone(),
+        f.h.store.clone(),
         f.h.publisher(),
         f.h.clock.clone(),
     );

@@ -39,7 +39,7 @@ pub use entities::{
     entity_commit_concurrency_contract, entity_store_contract, huge_entity_contract,
 };
 pub use presence::{presence_concurrency_contract, presence_contract};
-pub use purges::{catalog_page_contract, purge_mark_contract};
+pub use purges::{catalog_page_contract, operation_walk_contract, purge_mark_contract};
 pub use records::{
     catalog_contract, config_store_contract, dedupe_contract, operation_contract,
     source_store_contract, watch_channel_contract,
@@ -58,6 +58,7 @@ pub async fn store_contract<S: Store + ?Sized + 'static>(store: Arc<S>) {
     catalog_contract(&*store).await;
     catalog_page_contract(&*store).await;
     purge_mark_contract(&*store).await;
+    operation_walk_contract(&*store).await;
     operation_contract(&*store).await;
     watch_channel_contract(&*store).await;
     dedupe_contract(&*store).await;

@@ -15,6 +15,8 @@ pub async fn purge_mark_contract<S: SourceStore + ?Sized>(store: &S) {
         source: source.clone(),
         kind,
         deleted_at: at,
+        operations_after: None,
+        operations_done: false,
     };
     store
         .put_purge(&mark(&a, &s1, SourceKind::Drive))
@@ -30,6 +32,7 @@ pub async fn purge_mark_contract<S: SourceStore + ?Sized>(store: &S) {
         .unwrap();
     let again = SourcePurge {
         deleted_at: at + secs(5),
+        operations_after: Some((at, "op-1".into())),
         ..mark(&a, &s1, SourceKind::Drive)
     };
     store.put_purge(&again).await.unwrap();
@@ -93,4 +96,48 @@ pub async fn catalog_page_contract<S: CatalogStore + ?Sized>(store: &S) {
     );
     store.delete_files(&a, &s1, &rest).await.unwrap();
     assert!(store.list_files(&a, &s1).await.unwrap().is_empty());
+}
+
+/// A band's operations walked oldest first from a (start, id), and one forgotten with
+/// its items.
+pub async fn operation_walk_contract<S: OperationStore + ?Sized>(store: &S) {
+    let (a, b) = (band(), band());
+    let t0 = Utc::now();
+    let mut ops: Vec<SyncOperation> = (0..5).map(|i| operation(&a, t0 + secs(i))).collect();
+    for op in ops.iter().rev() {
+        store.put_operation(op).await.unwrap();
+    }
+    store.put_operation(&operation(&b, t0)).await.unwrap();
+    for n in 1..=30 {
+        store.put_item(&item(&ops[1].id, n)).await.unwrap();
+    }
+    let ids = |v: Vec<SyncOperation>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let first = ids(store.operations_after(&a, None, 2).await.unwrap());
+    assert_eq!(
+        first,
+        [ops[0].id.clone(), ops[1].id.clone()],
+        "oldest first"
+    );
+    let key = (ops[1].started_at, ops[1].id.clone());
+    let next = ids(store.operations_after(&a, Some(&key), 10).await.unwrap());
+    assert_eq!(next, ids(ops[2..].to_vec()), "after the key, to the end");
+    let last = (ops[4].started_at, ops[4].id.clone());
+    assert!(
+        store
+            .operations_after(&a, Some(&last), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Forgetting one takes its record, its listing entry and its items.
+    let gone = ops.remove(1);
+    store.delete_operation(&gone).await.unwrap();
+    store.delete_operation(&gone).await.unwrap();
+    assert_eq!(store.get_operation(&gone.id).await.unwrap(), None);
+    assert!(store.list_items(&gone.id).await.unwrap().is_empty());
+    let listed = ids(store.list_operations(&a, 10).await.unwrap());
+    assert!(!listed.contains(&gone.id), "not listed any more");
+    assert_eq!(listed.len(), 4);
+    assert_eq!(store.list_operations(&b, 10).await.unwrap().len(), 1);
 }

@@ -482,6 +482,34 @@ impl OperationStore for EmbeddedStore {
         })
     }
 
+    /// Forwards along the `operations_by_band` index.
+    #[instrument(skip(self), level = "debug")]
+    async fn operations_after(
+        &self,
+        band: &BandId,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> PortResult<Vec<SyncOperation>> {
+        self.db.read("operations_after", |c| {
+            let (at, id) = match after {
+                Some((at, id)) => (ts(*at), id.clone()),
+                None => (String::new(), String::new()),
+            };
+            let sql = "SELECT body FROM operations WHERE band = ?1 AND (started_at, id) > (?2, ?3) \
+                       ORDER BY started_at, id LIMIT ?4";
+            list_bodies(c, sql, params![band.as_str(), at, id, int(limit)])
+        })
+    }
+
+    #[instrument(skip_all, fields(id = %op.id), level = "debug")]
+    async fn delete_operation(&self, op: &SyncOperation) -> PortResult<()> {
+        self.db.write("delete_operation", |tx| {
+            exec(tx, "DELETE FROM items WHERE operation = ?1", [&op.id])?;
+            exec(tx, "DELETE FROM operations WHERE id = ?1", [&op.id])?;
+            Ok(())
+        })
+    }
+
     #[instrument(skip_all, fields(operation = %item.operation, n = item.n), level = "debug")]
     async fn put_item(&self, item: &SyncItem) -> PortResult<()> {
         self.put_items(std::slice::from_ref(item)).await

@@ -2,11 +2,12 @@
 
 use super::DynamoStore;
 use super::client::SortKeys;
-use super::item::{Item, body, with_body};
+use super::item::{Item, body, ts, with_body};
 use super::keys;
 use crate::model::{BandId, SyncItem, SyncOperation};
 use crate::ports::{OperationStore, PortError, PortResult};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use tracing::instrument;
 
@@ -47,6 +48,60 @@ impl OperationStore for DynamoStore {
         .iter()
         .map(|i| body(i).map_err(PortError::from))
         .collect()
+    }
+
+    /// A Query of the band's listing, forwards from just after `after`'s sort key.
+    #[instrument(skip(self), level = "debug")]
+    async fn operations_after(
+        &self,
+        band: &BandId,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> PortResult<Vec<SyncOperation>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Sort keys are `<fixed-width time>#<id>`: the next one is above `<key>\u{1}`
+        // (ids have no control characters), and every one is below `~`.
+        let from = match after {
+            Some((at, id)) => format!("{}#{id}\u{1}", ts(*at)),
+            None => "0".to_owned(),
+        };
+        let range = SortKeys::Between(from, "~".to_owned());
+        self.query_range(
+            &self.sync_table,
+            keys::operations_pk(band),
+            range,
+            true,
+            Some(limit),
+            None,
+        )
+        .await?
+        .iter()
+        .map(|i| body(i).map_err(PortError::from))
+        .collect()
+    }
+
+    /// The record, the listing entry and every item, in batches.
+    #[instrument(skip_all, fields(op = %op.id), level = "debug")]
+    async fn delete_operation(&self, op: &SyncOperation) -> PortResult<()> {
+        let items = self
+            .query_range(
+                &self.sync_table,
+                keys::operation_pk(&op.id),
+                SortKeys::Prefix(keys::OPERATION_ITEM_PREFIX),
+                true,
+                None,
+                Some("pk, sk"),
+            )
+            .await?;
+        let mut doomed: Vec<Item> = items
+            .into_iter()
+            .filter(|i| i.contains_key("pk") && i.contains_key("sk"))
+            .collect();
+        doomed.push(keys::operation(&op.id));
+        doomed.push(keys::operation_listing(op));
+        self.delete_all(&self.sync_table, doomed).await
     }
 
     #[instrument(skip_all, fields(op = %item.operation, n = item.n), level = "debug")]
