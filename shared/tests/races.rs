@@ -153,6 +153,18 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Give the band (sealed) Google credentials.
+    async fn with_credentials(&self) {
+        let mut config = self.h.store.get_config(&self.band).await.unwrap().unwrap();
+        config.google_credentials = Some(SealedSecret {
+            v: 1,
+            alg: "A256GCM".into(),
+            nonce: "bm9uY2U=".into(),
+            ct: "Y2lwaGVy".into(),
+        });
+        self.h.store.put_config(&config).await.unwrap();
+    }
+
     async fn new() -> Self {
         let h = Harness::new();
         let band = h.add_band("demo").await;
@@ -369,14 +381,7 @@ async fn credentials_deleted_during_a_sync_stay_deleted() {
     for at in 1..=points {
         // GIVEN band demo with credentials, and a pass paused before its `at`-th write
         let f = Fixture::new().await;
-        let mut config = f.h.store.get_config(&f.band).await.unwrap().unwrap();
-        config.google_credentials = Some(SealedSecret {
-            v: 1,
-            alg: "A256GCM".into(),
-            nonce: "bm9uY2U=".into(),
-            ct: "Y2lwaGVy".into(),
-        });
-        f.h.store.put_config(&config).await.unwrap();
+        f.with_credentials().await;
         let revoke = f.operator(
             "DELETE",
             format!("/sync/bands/{}/credentials", f.band),
@@ -397,14 +402,7 @@ async fn credentials_deleted_during_a_sync_stay_deleted() {
 async fn a_band_edit_never_brings_back_deleted_credentials() {
     // GIVEN band demo with Google credentials
     let f = Fixture::new().await;
-    let mut config = f.h.store.get_config(&f.band).await.unwrap().unwrap();
-    config.google_credentials = Some(SealedSecret {
-        v: 1,
-        alg: "A256GCM".into(),
-        nonce: "bm9uY2U=".into(),
-        ct: "Y2lwaGVy".into(),
-    });
-    f.h.store.put_config(&config).await.unwrap();
+    f.with_credentials().await;
     // AND a rename paused between its read and its write
     let delete = f.operator(
         "DELETE",

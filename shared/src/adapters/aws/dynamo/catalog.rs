@@ -1,10 +1,10 @@
 //! Sources' catalogs: the files a sync has seen.
 
 use super::DynamoStore;
-use super::item::{Item, body, with_body};
+use super::item::{Item, bodies, with_body};
 use super::keys;
 use crate::model::{BandId, FileEntry, SourceId};
-use crate::ports::{CatalogStore, PortError, PortResult};
+use crate::ports::{CatalogStore, PortResult};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use tracing::instrument;
@@ -62,17 +62,17 @@ impl CatalogStore for DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.query(
-            &self.sync_table,
-            keys::files_pk(band, source),
-            keys::FILE_PREFIX,
-            true,
-            Some(limit),
+        bodies(
+            &self
+                .query(
+                    &self.sync_table,
+                    keys::files_pk(band, source),
+                    keys::FILE_PREFIX,
+                    true,
+                    Some(limit),
+                )
+                .await?,
         )
-        .await?
-        .iter()
-        .map(|i| body(i).map_err(PortError::from))
-        .collect()
     }
 
     /// BatchWriteItem, in requests of up to 24 keys.

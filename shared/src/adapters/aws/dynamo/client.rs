@@ -2,7 +2,7 @@
 //! transaction helpers every port is written with.
 
 use super::DynamoStore;
-use super::item::{Item, body, get_str, s};
+use super::item::{Item, bodies, body, get_str, s};
 use crate::model::ParseError;
 use crate::ports::{PortError, PortResult};
 use anyhow::anyhow;
@@ -167,11 +167,7 @@ impl DynamoStore {
         pk: String,
         prefix: &str,
     ) -> PortResult<Vec<T>> {
-        self.query(table, pk, prefix, true, None)
-            .await?
-            .iter()
-            .map(|i| body(i).map_err(PortError::from))
-            .collect()
+        bodies(&self.query(table, pk, prefix, true, None).await?)
     }
 
     /// The ids a partition keeps in its sort keys after `prefix`.

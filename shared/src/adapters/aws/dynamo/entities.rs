@@ -12,7 +12,7 @@
 
 use super::DynamoStore;
 use super::client::{SortKeys, backend, build, is_condition_failure, lost_race, transact_put};
-use super::item::{Item, body, get_str, get_u64, n, s, ts, with_body};
+use super::item::{Item, bodies, body, get_str, get_u64, n, s, ts, with_body};
 use super::keys;
 use super::log::{APPEND_RETRY, event_at};
 use crate::entities::mutation::MutationStatus;
@@ -73,13 +73,6 @@ fn device_from(item: &Item) -> PortResult<DeviceRecord> {
         .context("a device's registered_at")?
         .with_timezone(&Utc);
     Ok(record)
-}
-
-fn bodies<T: serde::de::DeserializeOwned>(items: &[Item]) -> PortResult<Vec<T>> {
-    items
-        .iter()
-        .map(|i| body(i).map_err(PortError::from))
-        .collect()
 }
 
 fn update(update: Update) -> TransactWriteItem {

@@ -34,6 +34,14 @@ pub(super) fn body<T: DeserializeOwned>(item: &Item) -> anyhow::Result<T> {
     serde_json::from_str(raw).context("decoding a record")
 }
 
+/// Every item's body, as the ports answer (a bad body is a backend error).
+pub(super) fn bodies<T: DeserializeOwned>(items: &[Item]) -> crate::ports::PortResult<Vec<T>> {
+    items
+        .iter()
+        .map(|i| body(i).map_err(crate::ports::PortError::from))
+        .collect()
+}
+
 pub(super) fn get_u64(item: &Item, name: &str) -> anyhow::Result<Option<u64>> {
     item.get(name)
         .map(|v| {

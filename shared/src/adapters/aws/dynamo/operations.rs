@@ -2,7 +2,7 @@
 
 use super::DynamoStore;
 use super::client::SortKeys;
-use super::item::{Item, body, ts, with_body};
+use super::item::{Item, bodies, ts, with_body};
 use super::keys;
 use crate::model::{BandId, SyncItem, SyncOperation};
 use crate::ports::{OperationStore, PortError, PortResult};
@@ -37,17 +37,17 @@ impl OperationStore for DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.query(
-            &self.sync_table,
-            keys::operations_pk(band),
-            "",
-            false,
-            Some(limit),
+        bodies(
+            &self
+                .query(
+                    &self.sync_table,
+                    keys::operations_pk(band),
+                    "",
+                    false,
+                    Some(limit),
+                )
+                .await?,
         )
-        .await?
-        .iter()
-        .map(|i| body(i).map_err(PortError::from))
-        .collect()
     }
 
     /// A Query of the band's listing, forwards from just after `after`'s sort key.
@@ -68,18 +68,18 @@ impl OperationStore for DynamoStore {
             None => "0".to_owned(),
         };
         let range = SortKeys::Between(from, "~".to_owned());
-        self.query_range(
-            &self.sync_table,
-            keys::operations_pk(band),
-            range,
-            true,
-            Some(limit),
-            None,
+        bodies(
+            &self
+                .query_range(
+                    &self.sync_table,
+                    keys::operations_pk(band),
+                    range,
+                    true,
+                    Some(limit),
+                    None,
+                )
+                .await?,
         )
-        .await?
-        .iter()
-        .map(|i| body(i).map_err(PortError::from))
-        .collect()
     }
 
     /// The record, the listing entry and every item, in batches.
@@ -144,18 +144,18 @@ impl OperationStore for DynamoStore {
             return Ok(Vec::new());
         };
         let sk = |n: u32| keys::operation_item_sk(n);
-        self.query_range(
-            &self.sync_table,
-            keys::operation_pk(operation),
-            SortKeys::Between(sk(first), sk(u32::MAX)),
-            true,
-            Some(limit),
-            None,
+        bodies(
+            &self
+                .query_range(
+                    &self.sync_table,
+                    keys::operation_pk(operation),
+                    SortKeys::Between(sk(first), sk(u32::MAX)),
+                    true,
+                    Some(limit),
+                    None,
+                )
+                .await?,
         )
-        .await?
-        .iter()
-        .map(|i| body(i).map_err(PortError::from))
-        .collect()
     }
 
     /// The last item's key alone (newest first, one item, its sort key projected).
